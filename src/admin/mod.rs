@@ -1,0 +1,63 @@
+//! The admin API's gate and body reader, shared by everything under `/api`.
+//!
+//! [`Admin`] is an extractor: a handler that takes it runs only for a request with
+//! `Authorization: Bearer <admin_token>` (compared in constant time). With no token configured
+//! the admin API is off and answers 404 `admin_disabled`. [`JsonBody`] reads a JSON body and
+//! turns every rejection into the common `{"error", "detail"}` answer.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Proof that the request carried the admin token.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = state.config.admin_token.as_deref() else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "admin_disabled",
+                "the admin API is off: set admin_token in the config to turn it on",
+            ));
+        };
+        let given = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <admin_token>"))?;
+        if bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::unauthorized("the admin token is wrong"))
+        }
+    }
+}
+
+/// A JSON request body whose rejections use the common error body.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                "invalid_body",
+                rejection.body_text(),
+            )),
+        }
+    }
+}

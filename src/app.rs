@@ -1,0 +1,171 @@
+//! The running gateway: shared state, the router, background tasks and shutdown.
+//!
+//! [`Server::start`] opens the store, loads rules and templates, resumes delivery of what was
+//! queued before, binds the listener and serves; [`Server::stop`] stops accepting, lets
+//! requests in flight finish, stops the delivery workers (their cards stay queued), flushes
+//! and releases the data directory, so the same process can start again on it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use axum::routing::get;
+use axum::Router;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::connect::Connections;
+use crate::deliver::policy::TargetPolicy;
+use crate::deliver::Deliverer;
+use crate::error::ApiError;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+
+/// Everything a request handler can reach.
+pub struct App {
+    /// The settings.
+    pub config: Config,
+    /// The rules and templates in force (swapped whole on reload).
+    pub pipeline: ArcSwap<Pipeline>,
+    /// Durable state.
+    pub store: Arc<Store>,
+    /// The connections, cached.
+    pub connections: Arc<Connections>,
+    /// The delivery workers.
+    pub deliverer: Arc<Deliverer>,
+    /// Which webhook URLs are acceptable.
+    pub policy: TargetPolicy,
+}
+
+/// The state handlers receive.
+pub type AppState = Arc<App>;
+
+/// All routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::ingest::router())
+        .merge(crate::connect::router())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Starts the gateway with a loaded pipeline.
+    pub async fn start(config: Config, pipeline: Pipeline) -> anyhow::Result<Self> {
+        let data_dir = config.resolve(&config.data_dir);
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let store = Store::open(&data_dir)?;
+        let connections = Arc::new(Connections::load(store.clone())?);
+        let deliverer = Deliverer::new(
+            store.clone(),
+            connections.clone(),
+            config.delivery.timeout,
+            config.delivery.retry_schedule.clone(),
+        )
+        .context("cannot build the HTTP client")?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        if config.admin_token.is_none() {
+            tracing::warn!("no admin_token is configured: the admin API under /api is off");
+        }
+        for (name, source) in &config.sources {
+            if source.secret.is_none() && source.token.is_none() {
+                tracing::warn!(source = %name, "source has no secret or token: anyone who can reach the gateway can post to it");
+            }
+        }
+        tracing::info!(
+            rules = pipeline.rules.rules().len(),
+            rules_from = %pipeline.rules_origin,
+            templates_from = %pipeline.templates_origin,
+            connections = connections.all().len(),
+            queued = store.queued(),
+            "pipeline loaded"
+        );
+        let app = Arc::new(App {
+            policy: TargetPolicy::new(&config.targets),
+            config,
+            pipeline: ArcSwap::from_pointee(pipeline),
+            store: store.clone(),
+            connections,
+            deliverer: deliverer.clone(),
+        });
+        let resumed = deliverer.resume()?;
+        if resumed > 0 {
+            tracing::info!(
+                connections = resumed,
+                "resuming delivery of cards queued before the last stop"
+            );
+        }
+        let stop = CancellationToken::new();
+        let router = router(app);
+        let signal = stop.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { signal.cancelled().await })
+                .await;
+            deliverer.shutdown().await;
+            drop(deliverer);
+            store.flush()?;
+            served.context("the HTTP server failed")
+        });
+        tracing::info!(%addr, "cardwire is listening");
+        Ok(Self { addr, stop, task })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops gracefully and waits until the data directory is released.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await.context("the server task panicked")?
+    }
+
+    /// Serves until `signal` fires, then stops gracefully.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        signal.await;
+        tracing::info!("shutting down");
+        self.stop().await
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,255 @@
+//! The command line: `serve`, `check` and `render`.
+//!
+//! Arguments are parsed by clap, then each command loads what it needs through the library
+//! and returns an exit code from one place: 0 for success, 1 when the user's files or input
+//! have problems (printed one per line as `file:line:col: message`), 2 for usage errors
+//! (clap's own).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::render::CardKind;
+
+/// cardwire: a gateway that turns upstream webhooks into chat cards.
+#[derive(Debug, Parser)]
+#[command(name = "cardwire", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Check the config, rules and templates; print every problem.
+    Check(ConfigArg),
+    /// Render the cards a payload would produce, one JSON line per matching rule.
+    Render(RenderArgs),
+}
+
+/// The config file option.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The config file (YAML). Without one, built-in defaults apply.
+    #[arg(long, short, env = "CARDWIRE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `cardwire serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Listen on this address instead of the config's.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Keep data here instead of the config's data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// `cardwire render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The configured source the payload comes from.
+    #[arg(long)]
+    source: String,
+    /// The JSON payload file (`-` for standard input).
+    #[arg(long)]
+    payload: PathBuf,
+    /// A request header, as `Name: value` (repeatable), e.g. `X-GitHub-Event: push`.
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// The card kind.
+    #[arg(long, value_enum, default_value_t = KindArg::Teams)]
+    kind: KindArg,
+}
+
+/// Card kinds on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    /// MessageCard, for Office 365 connectors.
+    Teams,
+    /// Adaptive Card in a message envelope, for Teams Workflows.
+    Workflow,
+}
+
+impl From<KindArg> for CardKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Teams => CardKind::Teams,
+            KindArg::Workflow => CardKind::Workflow,
+        }
+    }
+}
+
+/// Runs a parsed command line; the one place exit codes are decided.
+pub fn run(cli: Cli) -> ExitCode {
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => check(&args),
+        Command::Render(args) => render(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cardwire: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Loads the config and the pipeline; problems are printed and turn into exit code 1.
+fn load(config: Option<&Path>) -> Result<(Config, Pipeline), ExitCode> {
+    let config = Config::load(config).map_err(print_problems)?;
+    let pipeline = Pipeline::load(&config).map_err(print_problems)?;
+    Ok((config, pipeline))
+}
+
+fn print_problems(p: crate::yaml::Problems) -> ExitCode {
+    for problem in &p.0 {
+        eprintln!("{problem}");
+    }
+    eprintln!(
+        "{} problem{}",
+        p.0.len(),
+        if p.0.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::FAILURE
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (mut config, pipeline) = match load(args.config.config.as_deref()) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        // A flag is relative to the working directory, not to the config file.
+        config.data_dir = std::env::current_dir()?.join(dir);
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = crate::app::Server::start(config, pipeline).await?;
+        server.run_until(crate::app::shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    match load(args.config.as_deref()) {
+        Ok((_, pipeline)) => {
+            println!(
+                "ok: {} rules from {}, templates from {}",
+                pipeline.rules.rules().len(),
+                pipeline.rules_origin,
+                pipeline.templates_origin
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let (config, pipeline) = match load(args.config.config.as_deref()) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let Some(source) = config.sources.get(&args.source) else {
+        let names: Vec<&str> = config.sources.keys().map(String::as_str).collect();
+        bail!(
+            "no source named {:?}; configured: {}",
+            args.source,
+            names.join(", ")
+        );
+    };
+    let text = if args.payload == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(&args.payload)
+            .with_context(|| format!("cannot read {}", args.payload.display()))?
+    };
+    let payload: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", args.payload.display()))?;
+    let headers = parse_headers(&args.headers)?;
+    let event = crate::ingest::verify::build_event(&args.source, source, &headers, payload)
+        .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    let kind = CardKind::from(args.kind);
+    let ctx = event.context();
+    let mut failed = false;
+    for rule in pipeline.rules.matches(&event) {
+        match pipeline.renderer.render(&rule.template, kind, &ctx) {
+            Ok(body) => {
+                let body: serde_json::Value = serde_json::from_str(&body)?;
+                println!(
+                    "{}",
+                    serde_json::json!({"rule": rule.name, "kind": kind.as_str(), "body": body})
+                );
+            }
+            Err(e) => {
+                eprintln!("rule {:?}: {e}", rule.name);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn parse_headers(raw: &[String]) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for h in raw {
+        let (name, value) = h
+            .split_once(':')
+            .with_context(|| format!("header {h:?} is not `Name: value`"))?;
+        headers.append(
+            HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("{name:?} is not a header name"))?,
+            HeaderValue::from_str(value.trim())
+                .with_context(|| format!("{value:?} is not a header value"))?,
+        );
+    }
+    Ok(headers)
+}

@@ -1,0 +1,570 @@
+//! The runtime settings: one YAML file, `${VAR}` references, then CLI flags on top.
+//!
+//! In: the path of the config file (or none). Out: a checked [`Config`], or every problem found
+//! as `file:line:col: message`. Reading has two phases: the text as written (environment
+//! references expanded, unknown keys refused with a suggestion) and then a check of meaning
+//! (source kinds and their secrets, URLs, host patterns), all reported in one pass.
+//!
+//! What the gateway *does* lives in rules/ and templates/; this file only says where things are
+//! and how the gateway talks to the world. `examples/cardwire.yaml` shows every key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::yaml::{Document, Pos, Problem, Problems};
+
+/// Everything the gateway needs to know at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The address the HTTP server binds to. Loopback by default.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where sled keeps the outbox, connections and other state.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The rule files; unset means `./rules`, or the rules built into the binary when that
+    /// folder does not exist.
+    #[serde(default)]
+    pub rules_dir: Option<PathBuf>,
+    /// The card templates; unset means `./templates`, or the built-in ones.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// The gateway's external base URL (what upstreams and browsers reach it at).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The bearer token of the admin API under /api; without one the admin API is off.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// The largest request body accepted on /hooks (bytes, or `25MiB`, `512KiB`, ...).
+    #[serde(default = "default_max_body", deserialize_with = "de_size")]
+    pub max_body: u64,
+    /// The upstreams that may post to `/hooks/{name}`.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Which webhook URLs cards may be delivered to.
+    #[serde(default)]
+    pub targets: TargetsConfig,
+    /// The Connect to Office 365 flow.
+    #[serde(default)]
+    pub connect: ConnectConfig,
+    /// How cards are delivered.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+
+    /// The folder relative paths in this file are resolved against (the file's own folder;
+    /// the working directory when there is no file).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// One upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// What sends to it: github, gitlab, alertmanager or generic.
+    pub kind: SourceKind,
+    /// The shared secret: GitHub's HMAC key (`X-Hub-Signature-256`), GitLab's `X-Gitlab-Token`,
+    /// or for a generic source an HMAC key checked like GitHub's.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A bearer token the sender must present as `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Generic sources: the header that names the event type (default `X-Event-Type`).
+    #[serde(default)]
+    pub event_header: Option<String>,
+    /// Generic sources: the payload field that names the event type, when no header does.
+    #[serde(default)]
+    pub event_field: Option<String>,
+}
+
+/// The kinds of upstream cardwire understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// GitHub webhooks.
+    Github,
+    /// GitLab webhooks.
+    Gitlab,
+    /// Prometheus Alertmanager's webhook receiver (version 4).
+    Alertmanager,
+    /// Any JSON; the event type comes from a header or a field.
+    Generic,
+}
+
+impl SourceKind {
+    /// The name used in config and rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::Alertmanager => "alertmanager",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// Which webhook URLs are acceptable targets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsConfig {
+    /// Accept plain http URLs (for tests and local receivers).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Hosts accepted besides the built-in chat webhook hosts; `*.example.com` matches
+    /// subdomains. Listing an IP address or `localhost` also allows that private address.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+/// The Connect to Office 365 flow.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectConfig {
+    /// The connector's app id (a GUID), sent with the Connect button.
+    #[serde(default)]
+    pub app_id: Option<String>,
+}
+
+/// How cards are delivered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// The longest one delivery attempt may take, connect included.
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// The waits between attempts; after the last one a card becomes a dead letter.
+    #[serde(default = "default_schedule", deserialize_with = "de_durations")]
+    pub retry_schedule: Vec<Duration>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: default_timeout(),
+            retry_schedule: default_schedule(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_max_body() -> u64 {
+    25 * 1024 * 1024
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_schedule() -> Vec<Duration> {
+    [1, 5, 30, 120, 600]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+impl Default for Config {
+    /// The settings of `cardwire serve` with no config file: every kind of source under its
+    /// own name, without secrets (the server binds loopback only).
+    fn default() -> Self {
+        let sources = [
+            SourceKind::Github,
+            SourceKind::Gitlab,
+            SourceKind::Alertmanager,
+            SourceKind::Generic,
+        ]
+        .into_iter()
+        .map(|kind| {
+            let source = SourceConfig {
+                kind,
+                secret: None,
+                token: None,
+                event_header: None,
+                event_field: None,
+            };
+            (kind.as_str().to_string(), source)
+        })
+        .collect();
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            rules_dir: None,
+            templates_dir: None,
+            public_url: None,
+            admin_token: None,
+            max_body: default_max_body(),
+            sources,
+            targets: TargetsConfig::default(),
+            connect: ConnectConfig::default(),
+            delivery: DeliveryConfig::default(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the config file, or gives the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Self, Problems> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem::new(
+                path,
+                Pos { line: 1, col: 1 },
+                format!("cannot read the config file: {e}"),
+            )])
+        })?;
+        let mut config = Self::from_text(path, &text)?;
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(config)
+    }
+
+    /// Parses and checks config text; `file` names it in problems.
+    pub fn from_text(file: &Path, text: &str) -> Result<Self, Problems> {
+        let text = expand_env(file, text, |name| std::env::var(name).ok())?;
+        let doc = Document::parse(file, &text).map_err(|p| Problems(vec![p]))?;
+        let value = if doc.value.is_null() {
+            serde_json::json!({})
+        } else {
+            doc.value.clone()
+        };
+        let config: Config = doc
+            .deserialize_at("", &value)
+            .map_err(|p| Problems(vec![p]))?;
+        let problems = config.check(&doc);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The checks of meaning, each problem at its place in the file.
+    fn check(&self, doc: &Document) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (name, source) in &self.sources {
+            let at = format!("sources.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                problems.push(doc.problem(
+                    &at,
+                    format!("source name {name:?} may only hold letters, digits, '-' and '_'"),
+                ));
+            }
+            if source.kind == SourceKind::Alertmanager && source.secret.is_some() {
+                problems.push(doc.problem(
+                    &format!("{at}.secret"),
+                    "alertmanager does not sign its requests; use `token` (Authorization: Bearer) instead",
+                ));
+            }
+            if source.kind != SourceKind::Generic
+                && (source.event_header.is_some() || source.event_field.is_some())
+            {
+                problems.push(doc.problem(
+                    &at,
+                    format!(
+                        "event_header and event_field are for generic sources; a {} source names its events itself",
+                        source.kind.as_str()
+                    ),
+                ));
+            }
+            for (key, value) in [("secret", &source.secret), ("token", &source.token)] {
+                if value.as_deref() == Some("") {
+                    problems.push(doc.problem(
+                        &format!("{at}.{key}"),
+                        format!("{key} is empty; remove it or set a value"),
+                    ));
+                }
+            }
+        }
+        if let Some(url) = &self.public_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                Ok(_) => {
+                    problems.push(doc.problem("public_url", "public_url must be http or https"))
+                }
+                Err(e) => problems
+                    .push(doc.problem("public_url", format!("public_url is not a URL: {e}"))),
+            }
+        }
+        if self.admin_token.as_deref() == Some("") {
+            problems.push(doc.problem(
+                "admin_token",
+                "admin_token is empty; remove it to turn the admin API off",
+            ));
+        }
+        for (i, host) in self.targets.allowed_hosts.iter().enumerate() {
+            let bare = host.strip_prefix("*.").unwrap_or(host);
+            if bare.is_empty() || bare.contains(['/', ':', '*', ' ']) {
+                problems.push(doc.problem(
+                    &format!("targets.allowed_hosts[{i}]"),
+                    format!("{host:?} is not a host name or pattern (write `example.com` or `*.example.com`, no scheme or port)"),
+                ));
+            }
+        }
+        if self.delivery.retry_schedule.len() > 50 {
+            problems.push(doc.problem("delivery.retry_schedule", "at most 50 retries"));
+        }
+        problems
+    }
+
+    /// Resolves a path from this file against its folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The base URL the gateway is reached at.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// Replaces `${VAR}` with the variable's value (`$${` stands for a literal `${`). An unset
+/// variable, or a value with a line break (which could change the YAML's structure), is a
+/// problem at the reference.
+pub fn expand_env(
+    file: &Path,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, Problems> {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        let mut col = 1;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            col += rest[..i].chars().count();
+            let tail = &rest[i..];
+            if let Some(after) = tail.strip_prefix("$${") {
+                out.push_str("${");
+                rest = after;
+                col += 3;
+                continue;
+            }
+            let Some(body) = tail.strip_prefix("${") else {
+                out.push('$');
+                rest = &tail[1..];
+                col += 1;
+                continue;
+            };
+            let pos = Pos {
+                line: line_no + 1,
+                col,
+            };
+            let Some(end) = body.find('}') else {
+                problems.push(Problem::new(file, pos, "`${` without a closing `}`"));
+                out.push_str(tail);
+                rest = "";
+                continue;
+            };
+            let name = &body[..end];
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                problems.push(Problem::new(
+                    file,
+                    pos,
+                    format!("`${{{name}}}` is not a valid environment variable name"),
+                ));
+            } else {
+                match lookup(name) {
+                    Some(v) if v.contains(['\n', '\r']) => problems.push(Problem::new(
+                        file,
+                        pos,
+                        format!("environment variable {name} holds a line break, which is not allowed in config values"),
+                    )),
+                    Some(v) => out.push_str(&v),
+                    None => problems.push(Problem::new(
+                        file,
+                        pos,
+                        format!("environment variable {name} is not set"),
+                    )),
+                }
+            }
+            col += name.chars().count() + 3;
+            rest = &body[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+/// Parses a size: a number of bytes, or a number with B, KB, MB, GB, KiB, MiB or GiB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (write 25MiB, 512KiB or a number of bytes)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KB, MB, GB, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    Ok((num * factor as f64) as u64)
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        N(u64),
+        S(String),
+    }
+    match Size::deserialize(d)? {
+        Size::N(n) => Ok(n),
+        Size::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses a duration like `10s`, `2m`, `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration (write 10s, 5m, 1h): {e}"))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    v.iter()
+        .map(|s| parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, Problems> {
+        Config::from_text(Path::new("c.yaml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_without_sources() {
+        let c = load("").unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert!(c.sources.is_empty());
+        assert_eq!(c.max_body, 25 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_and_suggestion() {
+        let err = load("listen: 127.0.0.1:9000\nadmin_tokn: x\n").unwrap_err();
+        let s = err.to_string();
+        assert!(
+            s.starts_with("c.yaml:2:1: unknown field `admin_tokn`: did you mean `admin_token`?"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn nested_unknown_key_and_unknown_kind() {
+        let err = load("sources:\n  gh:\n    kind: github\n    secrt: x\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("c.yaml:4:5: unknown field `secrt`"),
+            "{err}"
+        );
+        let err = load("sources:\n  gh:\n    kind: gitthub\n").unwrap_err();
+        let s = err.to_string();
+        assert!(
+            s.contains("3:11") && s.contains("github") && s.contains("generic"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn env_references_expand_and_unset_ones_are_named() {
+        let text = "admin_token: ${CW_TOKEN}\npublic_url: https://x/$${literal}\n";
+        let out = expand_env(Path::new("c.yaml"), text, |n| {
+            (n == "CW_TOKEN").then(|| "s3cret".into())
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            "admin_token: s3cret\npublic_url: https://x/${literal}\n"
+        );
+        let err = expand_env(Path::new("c.yaml"), "a: 1\nb: x${NOPE}\n", |_| None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "c.yaml:2:5: environment variable NOPE is not set"
+        );
+        let err =
+            expand_env(Path::new("c.yaml"), "a: ${X}\n", |_| Some("1\nb: 2".into())).unwrap_err();
+        assert!(err.to_string().contains("line break"));
+    }
+
+    #[test]
+    fn meaning_checks_report_every_problem_at_once() {
+        let text = "sources:\n  am:\n    kind: alertmanager\n    secret: x\n  gh:\n    kind: github\n    event_header: X\ntargets:\n  allowed_hosts: [\"https://x.com\"]\n";
+        let err = load(text).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(
+            err.0[0]
+                .to_string()
+                .starts_with("c.yaml:4:13: alertmanager"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("25MiB").unwrap(), 25 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("2 KB").unwrap(), 2000);
+        assert!(parse_size("12 parsecs").is_err());
+        let c = load("max_body: 1KiB\ndelivery:\n  retry_schedule: [1s, 2m]\n").unwrap();
+        assert_eq!(c.max_body, 1024);
+        assert_eq!(
+            c.delivery.retry_schedule,
+            vec![Duration::from_secs(1), Duration::from_secs(120)]
+        );
+        let err = load("delivery:\n  timeout: soon\n").unwrap_err();
+        assert!(err.to_string().starts_with("c.yaml:2:12:"), "{err}");
+    }
+}

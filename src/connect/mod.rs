@@ -1,0 +1,237 @@
+//! Connections: the webhook URLs cards go to, and the admin API that manages them.
+//!
+//! In: `POST/GET/DELETE /api/connections` (admin token). Out: connections in the store, and
+//! an in-memory snapshot ([`Connections`]) that ingest and delivery read without touching
+//! sled on every event. Guarantees: a URL is checked against `targets` before it is stored;
+//! URLs never appear in answers or logs except masked (scheme, host, last 4 characters).
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::admin::{Admin, JsonBody};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::ids::ConnectionId;
+use crate::render::CardKind;
+use crate::store::{now_ms, Connection, Store, StoreError};
+
+/// The connections, cached in memory; every change goes through here.
+pub struct Connections {
+    store: Arc<Store>,
+    snapshot: ArcSwap<Vec<Connection>>,
+    writes: Mutex<()>,
+}
+
+impl Connections {
+    /// Loads the connections from the store.
+    pub fn load(store: Arc<Store>) -> Result<Self, StoreError> {
+        let all = store.connections()?;
+        Ok(Self {
+            store,
+            snapshot: ArcSwap::from_pointee(all),
+            writes: Mutex::new(()),
+        })
+    }
+
+    /// Every connection.
+    pub fn all(&self) -> Arc<Vec<Connection>> {
+        self.snapshot.load_full()
+    }
+
+    /// One connection.
+    pub fn get(&self, id: &ConnectionId) -> Option<Connection> {
+        self.snapshot.load().iter().find(|c| &c.id == id).cloned()
+    }
+
+    /// Stores a new or changed connection.
+    pub fn put(&self, c: Connection) -> Result<(), StoreError> {
+        let _guard = self.writes.lock().expect("connections lock");
+        self.store.put_connection(&c)?;
+        let mut next: Vec<Connection> = self
+            .snapshot
+            .load()
+            .iter()
+            .filter(|x| x.id != c.id)
+            .cloned()
+            .collect();
+        next.push(c);
+        next.sort_by(|a, b| a.id.cmp(&b.id));
+        self.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Removes a connection and its queued cards.
+    pub fn remove(&self, id: &ConnectionId) -> Result<bool, StoreError> {
+        let _guard = self.writes.lock().expect("connections lock");
+        let existed = self.store.remove_connection(id)?;
+        let next: Vec<Connection> = self
+            .snapshot
+            .load()
+            .iter()
+            .filter(|x| &x.id != id)
+            .cloned()
+            .collect();
+        self.snapshot.store(Arc::new(next));
+        Ok(existed)
+    }
+}
+
+/// A webhook URL shown without its secret parts: `https://host/…abcd`.
+pub fn mask_url(raw: &str) -> String {
+    let tail: String = {
+        let chars: Vec<char> = raw.chars().collect();
+        chars[chars.len().saturating_sub(4)..].iter().collect()
+    };
+    match url::Url::parse(raw) {
+        Ok(u) => format!("{}://{}/…{tail}", u.scheme(), u.host_str().unwrap_or("?")),
+        Err(_) => format!("…{tail}"),
+    }
+}
+
+/// `POST /api/connections`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionIn {
+    /// A name for people.
+    pub name: String,
+    /// The webhook URL.
+    pub url: String,
+    /// `teams` (MessageCard) or `workflow` (Adaptive Card).
+    pub kind: CardKind,
+    /// The channels it receives; absent or empty means all.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// A connection as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectionOut {
+    /// Its id.
+    pub id: ConnectionId,
+    /// Its name.
+    pub name: String,
+    /// The URL, masked.
+    pub url: String,
+    /// The card kind.
+    pub kind: CardKind,
+    /// The channels it receives (empty: all).
+    pub channels: Vec<String>,
+    /// When it was created (Unix milliseconds).
+    pub created_ms: u64,
+}
+
+impl From<&Connection> for ConnectionOut {
+    fn from(c: &Connection) -> Self {
+        Self {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            url: mask_url(&c.url),
+            kind: c.kind,
+            channels: c.channels.clone(),
+            created_ms: c.created_ms,
+        }
+    }
+}
+
+/// The routes under /api/connections.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/connections",
+            get(list_connections).post(create_connection),
+        )
+        .route("/api/connections/{id}", delete(delete_connection))
+}
+
+async fn list_connections(_: Admin, State(app): State<AppState>) -> Json<Vec<ConnectionOut>> {
+    Json(
+        app.connections
+            .all()
+            .iter()
+            .map(ConnectionOut::from)
+            .collect(),
+    )
+}
+
+async fn create_connection(
+    _: Admin,
+    State(app): State<AppState>,
+    JsonBody(input): JsonBody<ConnectionIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    if input.name.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            "`name` is empty",
+        ));
+    }
+    if let Some(bad) = input.channels.iter().find(|c| c.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            format!("channel {bad:?} is empty"),
+        ));
+    }
+    let url = app
+        .policy
+        .check(&input.url)
+        .map_err(|e| ApiError::bad_request("target_not_allowed", e.to_string()))?;
+    let conn = Connection {
+        id: ConnectionId::new(),
+        name: input.name.trim().to_string(),
+        url: url.to_string(),
+        kind: input.kind,
+        channels: input.channels,
+        created_ms: now_ms(),
+    };
+    app.connections
+        .put(conn.clone())
+        .map_err(|e| ApiError::internal(&e))?;
+    app.store
+        .commit()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    tracing::info!(connection = %conn.id, name = %conn.name, kind = conn.kind.as_str(), url = %mask_url(&conn.url), "connection added");
+    Ok((StatusCode::CREATED, Json(ConnectionOut::from(&conn))))
+}
+
+async fn delete_connection(
+    _: Admin,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = ConnectionId::parse(&id)
+        .ok_or_else(|| ApiError::not_found(format!("{id:?} is not a connection id (con_…)")))?;
+    if !app
+        .connections
+        .remove(&id)
+        .map_err(|e| ApiError::internal(&e))?
+    {
+        return Err(ApiError::not_found(format!("no connection {id}")));
+    }
+    app.store
+        .commit()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    tracing::info!(connection = %id, "connection removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_keeps_only_scheme_host_and_tail() {
+        let m = mask_url(
+            "https://contoso.webhook.office.com/webhookb2/secret-part/IncomingWebhook/abcd",
+        );
+        assert_eq!(m, "https://contoso.webhook.office.com/…abcd");
+        assert!(!m.contains("secret"));
+    }
+}

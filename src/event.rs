@@ -1,0 +1,153 @@
+//! The event: what ingest hands to the rules once a request is verified and parsed.
+//!
+//! An [`Event`] carries the payload (parsed once), the event type and action as the source
+//! kind defines them, the upstream's delivery id (for dedup), and the request headers minus
+//! credentials. It is built only from a verified request (see `ingest`).
+
+use serde_json::{Map, Value};
+
+use crate::config::SourceKind;
+use crate::ids::EventId;
+
+/// Headers that carry credentials and never reach rules, templates or storage.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "x-gitlab-token",
+];
+
+/// One accepted upstream event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Its id.
+    pub id: EventId,
+    /// The configured source's name.
+    pub source: String,
+    /// The source's kind.
+    pub kind: SourceKind,
+    /// The event type (`push`, `Merge Request Hook`, `alert`, ...).
+    pub event_type: String,
+    /// The payload's action (`opened`, `closed`, ...), when it has one.
+    pub action: Option<String>,
+    /// The upstream's delivery id, used to accept a redelivery once.
+    pub delivery_key: Option<String>,
+    /// Request headers, names in lower case, credentials removed.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub payload: Value,
+}
+
+impl Event {
+    /// Builds an event from a verified request's parts.
+    pub fn new(
+        source: &str,
+        kind: SourceKind,
+        event_type: String,
+        delivery_key: Option<String>,
+        headers: Vec<(String, String)>,
+        payload: Value,
+    ) -> Self {
+        let action = match kind {
+            SourceKind::Gitlab => payload
+                .pointer("/object_attributes/action")
+                .or_else(|| payload.get("action")),
+            SourceKind::Alertmanager => payload.get("status"),
+            _ => payload.get("action"),
+        }
+        .and_then(Value::as_str)
+        .map(str::to_string);
+        let headers = headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
+            .collect();
+        Self {
+            id: EventId::new(),
+            source: source.to_string(),
+            kind,
+            event_type,
+            action,
+            delivery_key,
+            headers,
+            payload,
+        }
+    }
+
+    /// A header's value by name, any case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// What templates see: `payload`, `event`, `action`, `source`, `headers`, `event_id`.
+    pub fn context(&self) -> Value {
+        let mut headers = Map::new();
+        for (k, v) in &self.headers {
+            headers.insert(k.clone(), Value::String(v.clone()));
+        }
+        let mut ctx = Map::new();
+        ctx.insert("payload".into(), self.payload.clone());
+        ctx.insert("event".into(), Value::String(self.event_type.clone()));
+        ctx.insert(
+            "action".into(),
+            self.action
+                .clone()
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+        );
+        ctx.insert("source".into(), Value::String(self.source.clone()));
+        ctx.insert("event_id".into(), Value::String(self.id.to_string()));
+        ctx.insert("headers".into(), Value::Object(headers));
+        Value::Object(ctx)
+    }
+
+    /// An event for tests.
+    #[doc(hidden)]
+    pub fn for_test(
+        source: &str,
+        event_type: &str,
+        payload: Value,
+        headers: &[(&str, &str)],
+    ) -> Self {
+        Self::new(
+            source,
+            SourceKind::Github,
+            event_type.to_string(),
+            None,
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            payload,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn credentials_never_reach_the_context() {
+        let e = Event::for_test(
+            "github",
+            "push",
+            json!({"action": "opened"}),
+            &[
+                ("X-Hub-Signature-256", "sha256=00"),
+                ("Authorization", "Bearer t"),
+                ("X-GitHub-Event", "push"),
+            ],
+        );
+        let ctx = e.context();
+        assert_eq!(ctx["headers"].as_object().unwrap().len(), 1);
+        assert_eq!(ctx["headers"]["x-github-event"], "push");
+        assert_eq!(ctx["action"], "opened");
+        assert_eq!(e.header("X-GITHUB-EVENT"), Some("push"));
+    }
+}

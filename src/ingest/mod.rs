@@ -1,0 +1,341 @@
+//! Ingest: `POST /hooks/{source}` — read, verify, parse once, match, render, persist, 202.
+//!
+//! In: an upstream's request. Out: outbox records for every (matching rule × connection), and
+//! `202 {"id": "evt_…"}` only after they are durable (group commit). Errors are 4xx with the
+//! common JSON body: 404 unknown source, 413 body over the limit, 401 bad credentials, 400 bad
+//! JSON. A repeated upstream delivery id is answered with the first id and queues nothing.
+//!
+//! A generic source also takes `application/x-ndjson`: one event per line, each processed as
+//! it arrives, memory bounded by the longest line whatever the body's size; a bad line is
+//! reported and does not reject the good ones.
+
+pub mod verify;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::app::{App, AppState};
+use crate::config::SourceKind;
+use crate::error::ApiError;
+use crate::event::Event;
+use crate::ids::{ConnectionId, DeliveryId, EventId};
+use crate::store::{now_ms, DeadLetter, OutboxRecord, StoreError};
+use verify::Unverified;
+
+/// The routes under /hooks.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/hooks/{source}", post(receive_hook))
+}
+
+async fn receive_hook(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(source) = app.config.sources.get(&name) else {
+        return Err(ApiError::not_found(format!(
+            "no source named {name:?} is configured"
+        )));
+    };
+    let limit = app.config.max_body;
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson"));
+    let unverified = Unverified::new(&name, source, &headers);
+    if ndjson && source.kind == SourceKind::Generic {
+        if unverified.needs_body() {
+            // A signature covers the whole body: read it (within the limit), check, then split.
+            let bytes = read_limited(body, &headers, limit).await?;
+            let verified = unverified.verify(&bytes)?;
+            let stream = futures_util::stream::iter([Ok::<_, axum::Error>(bytes)]);
+            return receive_lines(&app, stream, |v| verified.event(v), limit).await;
+        }
+        let verified = unverified.verify_streaming()?;
+        return receive_lines(&app, body.into_data_stream(), |v| verified.event(v), limit).await;
+    }
+    let bytes = read_limited(body, &headers, limit).await?;
+    let verified = unverified.verify(&bytes)?;
+    let payload: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
+    drop(bytes);
+    let event = verified.event(payload)?;
+    let id = accept(&app, event).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the body is over the {limit}-byte limit (max_body)"),
+    )
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (early when Content-Length says so).
+async fn read_limited(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    axum::body::to_bytes(body, limit as usize)
+        .await
+        .map_err(|e| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return too_large(limit);
+                }
+                source = s.source();
+            }
+            ApiError::bad_request(
+                "unreadable_body",
+                format!("the body could not be read: {e}"),
+            )
+        })
+}
+
+/// Accepts one event: stage it, make it durable, wake delivery. Returns its id (the first
+/// id when the upstream delivery was seen before).
+pub async fn accept(app: &App, event: Event) -> Result<EventId, ApiError> {
+    let staged = stage(app, &event).map_err(|e| ApiError::internal(&e))?;
+    if let Err(e) = app.store.commit().await {
+        if let Some(key) = &event.delivery_key {
+            let _ = app.store.release_delivery(key);
+        }
+        return Err(ApiError::internal(&e));
+    }
+    wake(app, &staged.wake);
+    Ok(staged.id)
+}
+
+/// What staging an event did.
+pub struct Staged {
+    /// The event's id (the first one, for a repeated delivery).
+    pub id: EventId,
+    /// Connections that got cards.
+    pub wake: Vec<ConnectionId>,
+}
+
+fn wake(app: &App, cons: &[ConnectionId]) {
+    for c in cons {
+        app.deliverer.wake(c);
+    }
+}
+
+/// Claims the delivery id, matches rules, renders and queues cards — everything but the
+/// commit. A card that fails to render becomes a dead letter with the reason.
+pub fn stage(app: &App, event: &Event) -> Result<Staged, StoreError> {
+    if let Some(key) = &event.delivery_key {
+        if let Some(first) = app.store.claim_delivery(key, &event.id)? {
+            tracing::info!(source = %event.source, delivery = %key, event = %first, "repeated delivery; already accepted");
+            return Ok(Staged {
+                id: first,
+                wake: Vec::new(),
+            });
+        }
+    }
+    let result = queue_cards(app, event);
+    if result.is_err() {
+        if let Some(key) = &event.delivery_key {
+            let _ = app.store.release_delivery(key);
+        }
+    }
+    result.map(|wake| Staged {
+        id: event.id.clone(),
+        wake,
+    })
+}
+
+fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError> {
+    let pipeline = app.pipeline.load();
+    let rules = pipeline.rules.matches(event);
+    let mut wake = Vec::new();
+    if rules.is_empty() {
+        tracing::debug!(source = %event.source, event_type = %event.event_type, event = %event.id, "no rule matched");
+        return Ok(wake);
+    }
+    let connections = app.connections.all();
+    let ctx = event.context();
+    for rule in rules {
+        let mut bodies: [Option<Result<Arc<str>, String>>; 2] = [None, None];
+        for conn in connections
+            .iter()
+            .filter(|c| c.channels.is_empty() || c.channels.iter().any(|ch| *ch == rule.channel))
+        {
+            let slot = &mut bodies[conn.kind as usize];
+            let body = slot.get_or_insert_with(|| {
+                pipeline
+                    .renderer
+                    .render(&rule.template, conn.kind, &ctx)
+                    .map(Arc::from)
+                    .map_err(|e| e.to_string())
+            });
+            let record = OutboxRecord {
+                id: DeliveryId::new(),
+                event: event.id.clone(),
+                connection: conn.id.clone(),
+                rule: rule.name.clone(),
+                kind: conn.kind,
+                body: body.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+                attempts: 0,
+                not_before_ms: 0,
+                created_ms: now_ms(),
+                last_error: None,
+            };
+            match body {
+                Ok(_) => {
+                    app.store.enqueue(&record)?;
+                    wake.push(conn.id.clone());
+                }
+                Err(why) => {
+                    tracing::error!(rule = %rule.name, template = %rule.template, kind = conn.kind.as_str(), event = %event.id, error = %why, "card did not render; kept as a dead letter");
+                    app.store.put_dead(&DeadLetter {
+                        record,
+                        reason: format!("render: {why}"),
+                        dead_ms: now_ms(),
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(wake)
+}
+
+/// What an NDJSON body has produced so far.
+struct Lines<'a, F> {
+    app: &'a App,
+    to_event: F,
+    ids: Vec<EventId>,
+    errors: Vec<Value>,
+    /// Connections with cards staged since the last commit.
+    wake: Vec<ConnectionId>,
+}
+
+impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
+    fn line(&mut self, line: &[u8], line_no: usize) -> Result<(), ApiError> {
+        let text = line.strip_suffix(b"\r").unwrap_or(line);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let event = serde_json::from_slice::<Value>(text)
+            .map_err(|e| format!("not JSON: {e}"))
+            .and_then(|v| (self.to_event)(v).map_err(|e| e.detail));
+        match event {
+            Ok(event) => {
+                let staged = stage(self.app, &event).map_err(|e| ApiError::internal(&e))?;
+                self.ids.push(staged.id);
+                self.wake.extend(staged.wake);
+            }
+            Err(e) => self.error(line_no, e),
+        }
+        Ok(())
+    }
+
+    fn error(&mut self, line_no: usize, error: String) {
+        self.errors.push(json!({"line": line_no, "error": error}));
+    }
+
+    /// Makes what was staged durable and starts delivering it.
+    async fn commit(&mut self) -> Result<(), ApiError> {
+        self.app
+            .store
+            .commit()
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        self.wake.sort();
+        self.wake.dedup();
+        wake(self.app, &self.wake);
+        self.wake.clear();
+        Ok(())
+    }
+}
+
+/// Processes an NDJSON body line by line as it arrives.
+async fn receive_lines<S, E>(
+    app: &App,
+    mut stream: S,
+    to_event: impl Fn(Value) -> Result<Event, ApiError>,
+    limit: u64,
+) -> Result<Response, ApiError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let limit = limit as usize;
+    let mut out = Lines {
+        app,
+        to_event,
+        ids: Vec::new(),
+        errors: Vec::new(),
+        wake: Vec::new(),
+    };
+    let mut buf = BytesMut::new();
+    let mut line_no = 0usize;
+    let mut skipping = false; // inside an over-long line, dropping bytes until its end
+    let too_long = format!("the line is over the {limit}-byte limit (max_body)");
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                // What was staged so far is kept (and committed below); the rest never arrived.
+                out.error(line_no + 1, format!("the body broke off: {e}"));
+                buf.clear();
+                break;
+            }
+        };
+        let mut rest = &chunk[..];
+        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+            line_no += 1;
+            if skipping {
+                skipping = false;
+            } else if buf.len() + i > limit {
+                out.error(line_no, too_long.clone());
+            } else if buf.is_empty() {
+                out.line(&rest[..i], line_no)?;
+            } else {
+                buf.extend_from_slice(&rest[..i]);
+                out.line(&buf, line_no)?;
+            }
+            buf.clear();
+            rest = &rest[i + 1..];
+        }
+        if !skipping {
+            if buf.len() + rest.len() > limit {
+                out.error(line_no + 1, too_long.clone());
+                buf.clear();
+                skipping = true;
+            } else {
+                buf.extend_from_slice(rest);
+            }
+        }
+        // Without waiting for the end of a long stream, make what arrived durable and
+        // start delivering it.
+        if out.wake.len() >= 256 {
+            out.commit().await?;
+        }
+    }
+    if !buf.is_empty() && !skipping {
+        out.line(&buf, line_no + 1)?;
+    }
+    out.commit().await?;
+    let Lines { ids, errors, .. } = out;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": ids.len(), "ids": ids, "errors": errors})),
+    )
+        .into_response())
+}

@@ -1,0 +1,44 @@
+//! cardwire: upstream webhooks in, chat cards out.
+//!
+//! # Layout
+//!
+//! The pipeline, in the order data flows (one module per stage):
+//!
+//! ```text
+//! POST /hooks/{source}
+//!   ingest   read the body (limit), verify (HMAC / token), parse once -> Event
+//!   rules    which rules take the event (RuleSet::matches)
+//!   render   each matching rule's template -> card JSON per connection kind (Renderer::render)
+//!   store    outbox records + the delivery-id claim, group-committed to sled -> 202
+//!   deliver  per-connection FIFO workers POST the cards, retry, bury what fails for good
+//! ```
+//!
+//! The journal of accepted work *is* the outbox: an event is rendered before the 202 and only
+//! what later stages need (one record per card and connection) is persisted, so the hot path
+//! writes each card once and flushes once per batch of concurrent requests (group commit),
+//! never once per event. What is delivered is deleted.
+//!
+//! Around the pipeline:
+//! - [`config`]: the YAML config file, `${VAR}` references, checks with `file:line:col`.
+//! - [`yaml`]: the YAML reader shared by config and rules, with a position for every node.
+//! - [`pipeline`]: rules and templates loaded together from disk or from the binary.
+//! - [`connect`]: connections (webhook URLs) and their admin API.
+//! - [`admin`]: the admin token check shared by everything under /api.
+//! - [`app`]: shared state, the router, background tasks and graceful shutdown.
+//! - [`cli`]: `serve`, `check` and `render`.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod connect;
+pub mod deliver;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod ingest;
+pub mod pipeline;
+pub mod render;
+pub mod rules;
+pub mod store;
+pub mod yaml;

@@ -1,0 +1,226 @@
+//! Rules and templates, loaded and checked together: what the gateway does with an event.
+//!
+//! In: the config (which folders). Out: a [`Pipeline`] — the compiled [`RuleSet`] and
+//! [`Renderer`] — or every problem in every file. Folders on disk win; when the config names
+//! none and `./rules` or `./templates` does not exist, the copies built into the binary are
+//! used, so the binary alone runs.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use include_dir::{include_dir, Dir};
+
+use crate::config::Config;
+use crate::render::Renderer;
+use crate::rules::RuleSet;
+use crate::yaml::{Pos, Problem, Problems};
+
+static EMBEDDED_RULES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/rules");
+static EMBEDDED_TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+
+/// Where a set of files comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A folder on disk.
+    Dir(PathBuf),
+    /// The copy built into the binary.
+    Embedded(&'static str),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Dir(p) => write!(f, "{}", p.display()),
+            Origin::Embedded(name) => write!(f, "{name} (built in)"),
+        }
+    }
+}
+
+/// The rules and templates in force.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The rules.
+    pub rules: RuleSet,
+    /// The templates.
+    pub renderer: Renderer,
+    /// Where the rules came from.
+    pub rules_origin: Origin,
+    /// Where the templates came from.
+    pub templates_origin: Origin,
+    /// When they were loaded.
+    pub loaded_at: SystemTime,
+}
+
+impl Pipeline {
+    /// Loads templates, then rules (which refer to templates), reporting every problem.
+    pub fn load(config: &Config) -> Result<Self, Problems> {
+        let mut problems = Vec::new();
+        let rules_origin = origin(config, config.rules_dir.as_deref(), "rules", &mut problems);
+        let templates_origin = origin(
+            config,
+            config.templates_dir.as_deref(),
+            "templates",
+            &mut problems,
+        );
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        let template_files = read(
+            &templates_origin,
+            &EMBEDDED_TEMPLATES,
+            |_| true,
+            true,
+            &mut problems,
+        );
+        let rule_files = read(
+            &rules_origin,
+            &EMBEDDED_RULES,
+            |p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")),
+            false,
+            &mut problems,
+        );
+        let shown = match &templates_origin {
+            Origin::Dir(p) => p.display().to_string(),
+            Origin::Embedded(n) => n.to_string(),
+        };
+        let renderer = match Renderer::load(&shown, &template_files) {
+            Ok(r) => Some(r),
+            Err(p) => {
+                problems.extend(p.0);
+                None
+            }
+        };
+        // Check the rules even when templates failed, so one run reports everything; then a
+        // missing template is only reported when templates loaded.
+        let rules = RuleSet::load(&rule_files, &config.sources, |name, kind| {
+            renderer.as_ref().is_none_or(|r| r.has(name, kind))
+        });
+        let rules = match rules {
+            Ok(r) => Some(r),
+            Err(p) => {
+                problems.extend(p.0);
+                None
+            }
+        };
+        match (rules, renderer) {
+            (Some(rules), Some(renderer)) if problems.is_empty() => Ok(Self {
+                rules,
+                renderer,
+                rules_origin,
+                templates_origin,
+                loaded_at: SystemTime::now(),
+            }),
+            _ => Err(Problems(problems)),
+        }
+    }
+}
+
+fn origin(
+    config: &Config,
+    set: Option<&Path>,
+    default: &'static str,
+    problems: &mut Vec<Problem>,
+) -> Origin {
+    match set {
+        Some(p) => {
+            let p = config.resolve(p);
+            if !p.is_dir() {
+                problems.push(Problem::new(
+                    &p,
+                    Pos { line: 1, col: 1 },
+                    format!("the {default} folder does not exist"),
+                ));
+            }
+            Origin::Dir(p)
+        }
+        None => {
+            let p = config.resolve(Path::new(default));
+            if p.is_dir() {
+                Origin::Dir(p)
+            } else {
+                Origin::Embedded(default)
+            }
+        }
+    }
+}
+
+/// Reads the files of an origin as (path, text): for a folder, paths joined to it (rules) or
+/// relative to it (templates, whose relative path is their name). Hidden files and editor
+/// backups are skipped.
+fn read(
+    origin: &Origin,
+    embedded: &'static Dir<'static>,
+    wanted: impl Fn(&Path) -> bool,
+    relative: bool,
+    problems: &mut Vec<Problem>,
+) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    match origin {
+        Origin::Embedded(name) => {
+            let mut stack = vec![embedded];
+            while let Some(dir) = stack.pop() {
+                stack.extend(dir.dirs());
+                for f in dir.files() {
+                    if wanted(f.path()) && !skipped(f.path()) {
+                        let shown = if relative {
+                            f.path().to_path_buf()
+                        } else {
+                            Path::new(name).join(f.path())
+                        };
+                        out.push((shown, f.contents_utf8().unwrap_or_default().to_string()));
+                    }
+                }
+            }
+        }
+        Origin::Dir(root) => {
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        problems.push(Problem::new(
+                            &dir,
+                            Pos { line: 1, col: 1 },
+                            format!("cannot read: {e}"),
+                        ));
+                        continue;
+                    }
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if skipped(&path) {
+                        continue;
+                    }
+                    if path.is_dir() {
+                        if relative {
+                            stack.push(path);
+                        }
+                    } else if wanted(&path) {
+                        match std::fs::read_to_string(&path) {
+                            Ok(text) => {
+                                let shown = if relative {
+                                    path.strip_prefix(root).unwrap_or(&path).to_path_buf()
+                                } else {
+                                    path.clone()
+                                };
+                                out.push((shown, text));
+                            }
+                            Err(e) => problems.push(Problem::new(
+                                &path,
+                                Pos { line: 1, col: 1 },
+                                format!("cannot read: {e}"),
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn skipped(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp")
+}

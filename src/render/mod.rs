@@ -1,0 +1,311 @@
+//! Rendering: an event's context through a Handlebars template into the exact JSON body a
+//! webhook URL receives.
+//!
+//! In: template files (`templates/<name>.teams.hbs` for a MessageCard,
+//! `templates/<name>.workflow.hbs` for an Adaptive Card in the Teams message envelope) and an
+//! event's context. Out: a compact JSON string. Guarantees: `{{x}}` is JSON-escaped (never
+//! HTML-escaped), so upstream text cannot break the JSON; the result parses and has the shape
+//! of its kind, or rendering fails with the template's name, line and column.
+
+mod helpers;
+
+pub use helpers::truncate as truncate_text;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use handlebars::Handlebars;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::yaml::{Pos, Problem, Problems};
+
+/// The largest body Teams accepts, in bytes.
+pub const MAX_CARD_BYTES: usize = 28 * 1024;
+
+/// The kind of card a webhook URL takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum CardKind {
+    /// A legacy Office 365 connector: MessageCard.
+    Teams,
+    /// A Teams Workflows webhook: Adaptive Card in a message envelope.
+    Workflow,
+}
+
+impl CardKind {
+    /// Both kinds.
+    pub const ALL: [CardKind; 2] = [CardKind::Teams, CardKind::Workflow];
+
+    /// The name used in files, config and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Teams => "teams",
+            Self::Workflow => "workflow",
+        }
+    }
+
+    /// Parses `teams` or `workflow`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Why a card could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// No template of that name and kind.
+    #[error("no template {0:?}")]
+    NoTemplate(String),
+    /// Handlebars failed (a missing field in strict mode, a helper error).
+    #[error("template {template}: {message}")]
+    Template {
+        /// The template file.
+        template: String,
+        /// What went wrong, with line and column when known.
+        message: String,
+    },
+    /// The output is not JSON.
+    #[error("template {template} produced invalid JSON: {source}")]
+    Json {
+        /// The template file.
+        template: String,
+        /// The parse error (line and column in the output).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The JSON is not a card of its kind.
+    #[error("template {template} produced an invalid {kind} card: {message}")]
+    Invalid {
+        /// The template file.
+        template: String,
+        /// The card kind.
+        kind: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The compiled templates.
+pub struct Renderer {
+    hb: Handlebars<'static>,
+    names: HashSet<(String, CardKind)>,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer")
+            .field("templates", &self.names.len())
+            .finish()
+    }
+}
+
+impl Renderer {
+    /// Compiles template files given as (path relative to the templates folder, text). Every
+    /// problem is reported with `origin/path:line:col`.
+    pub fn load(origin: &str, files: &[(PathBuf, String)]) -> Result<Self, Problems> {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(helpers::json_escape);
+        helpers::register(&mut hb);
+        let mut names = HashSet::new();
+        let mut problems = Vec::new();
+        for (path, text) in files {
+            let shown = PathBuf::from(origin).join(path);
+            let rel = path.to_string_lossy().replace('\\', "/");
+            let Some((name, kind)) = split_name(&rel) else {
+                problems.push(Problem::new(
+                    &shown,
+                    Pos { line: 1, col: 1 },
+                    "a template file is named <name>.teams.hbs (MessageCard) or <name>.workflow.hbs (Adaptive Card)",
+                ));
+                continue;
+            };
+            if let Err(e) = hb.register_template_string(&key(&name, kind), text) {
+                let (line, col) = e.pos().unwrap_or((1, 1));
+                let pos = Pos { line, col };
+                problems.push(Problem::new(
+                    &shown,
+                    pos,
+                    format!("template syntax: {}", e.reason()),
+                ));
+                continue;
+            }
+            names.insert((name, kind));
+        }
+        if problems.is_empty() {
+            Ok(Self { hb, names })
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// Whether a template exists.
+    pub fn has(&self, name: &str, kind: CardKind) -> bool {
+        self.names.contains(&(name.to_string(), kind))
+    }
+
+    /// The templates, as (name, kind).
+    pub fn names(&self) -> impl Iterator<Item = &(String, CardKind)> {
+        self.names.iter()
+    }
+
+    /// Renders a card and returns its JSON body, compact.
+    pub fn render(&self, name: &str, kind: CardKind, ctx: &Value) -> Result<String, RenderError> {
+        let key = key(name, kind);
+        if !self.names.contains(&(name.to_string(), kind)) {
+            return Err(RenderError::NoTemplate(key));
+        }
+        let file = format!("{key}.hbs");
+        let text = self.hb.render(&key, ctx).map_err(|e| {
+            let at = match (e.line_no, e.column_no) {
+                (Some(l), Some(c)) => format!(" at {l}:{c}"),
+                _ => String::new(),
+            };
+            RenderError::Template {
+                template: file.clone(),
+                message: format!("{}{at}", e.reason()),
+            }
+        })?;
+        let value: Value = serde_json::from_str(&text).map_err(|source| RenderError::Json {
+            template: file.clone(),
+            source,
+        })?;
+        check_shape(kind, &value).map_err(|message| RenderError::Invalid {
+            template: file.clone(),
+            kind: kind.as_str(),
+            message,
+        })?;
+        let body = value.to_string();
+        if body.len() > MAX_CARD_BYTES {
+            return Err(RenderError::Invalid {
+                template: file,
+                kind: kind.as_str(),
+                message: format!("{} bytes, over the {MAX_CARD_BYTES}-byte limit", body.len()),
+            });
+        }
+        Ok(body)
+    }
+}
+
+fn key(name: &str, kind: CardKind) -> String {
+    format!("{name}.{}", kind.as_str())
+}
+
+/// `github/push.teams.hbs` → (`github/push`, Teams).
+fn split_name(rel: &str) -> Option<(String, CardKind)> {
+    let stem = rel.strip_suffix(".hbs")?;
+    let (name, kind) = stem.rsplit_once('.')?;
+    Some((name.to_string(), CardKind::parse(kind)?))
+}
+
+/// The minimum each kind must have to be accepted by Teams at all.
+fn check_shape(kind: CardKind, v: &Value) -> Result<(), String> {
+    match kind {
+        CardKind::Teams => {
+            if v.get("@type").and_then(Value::as_str) != Some("MessageCard") {
+                return Err("`@type` must be \"MessageCard\"".into());
+            }
+            match v.get("summary").and_then(Value::as_str) {
+                Some(s) if !s.trim().is_empty() => Ok(()),
+                _ => Err(
+                    "`summary` must be a non-empty string (Teams rejects cards without it)".into(),
+                ),
+            }
+        }
+        CardKind::Workflow => {
+            if v.get("type").and_then(Value::as_str) != Some("message") {
+                return Err("the envelope's `type` must be \"message\"".into());
+            }
+            let att = v
+                .get("attachments")
+                .and_then(Value::as_array)
+                .filter(|a| a.len() == 1)
+                .ok_or("the envelope needs exactly one attachment")?;
+            if att[0].get("contentType").and_then(Value::as_str)
+                != Some("application/vnd.microsoft.card.adaptive")
+            {
+                return Err(
+                    "the attachment's contentType must be application/vnd.microsoft.card.adaptive"
+                        .into(),
+                );
+            }
+            let card = &att[0]["content"];
+            if card.get("type").and_then(Value::as_str) != Some("AdaptiveCard") {
+                return Err("the attachment's content must be an AdaptiveCard".into());
+            }
+            if card.get("version").and_then(Value::as_str).is_none() {
+                return Err("the Adaptive Card needs a `version`".into());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn renderer(files: &[(&str, &str)]) -> Result<Renderer, Problems> {
+        let files: Vec<_> = files
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+            .collect();
+        Renderer::load("templates", &files)
+    }
+
+    const CARD: &str = r#"{"@type": "MessageCard", "summary": "{{payload.title}}", "text": "{{md payload.title}}"}"#;
+
+    #[test]
+    fn upstream_text_cannot_break_the_json() {
+        let r = renderer(&[("t.teams.hbs", CARD)]).unwrap();
+        let title = "a \"quote\" \\ back\nslash <b>bold</b> {{x}} \u{0}";
+        let body = r
+            .render("t", CardKind::Teams, &json!({"payload": {"title": title}}))
+            .unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["summary"], title);
+        assert!(!v["text"].as_str().unwrap().contains("<b>"));
+    }
+
+    #[test]
+    fn missing_field_is_an_error_naming_the_template() {
+        let r = renderer(&[("t.teams.hbs", CARD)]).unwrap();
+        let err = r
+            .render("t", CardKind::Teams, &json!({"payload": {}}))
+            .unwrap_err();
+        assert!(err.to_string().contains("t.teams.hbs"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_have_file_line_and_column() {
+        let err = renderer(&[("a/t.workflow.hbs", "{\n  \"x\": \"{{#if y}}\"\n}")]).unwrap_err();
+        let s = err.to_string();
+        assert!(s.starts_with("templates/a/t.workflow.hbs:"), "{s}");
+        let err = renderer(&[("t.json", "{}")]).unwrap_err();
+        assert!(err.to_string().contains("<name>.teams.hbs"));
+    }
+
+    #[test]
+    fn shape_is_checked_per_kind() {
+        let r = renderer(&[
+            ("t.teams.hbs", r#"{"@type": "MessageCard"}"#),
+            (
+                "t.workflow.hbs",
+                r#"{"type": "message", "attachments": []}"#,
+            ),
+        ])
+        .unwrap();
+        assert!(r
+            .render("t", CardKind::Teams, &json!({}))
+            .unwrap_err()
+            .to_string()
+            .contains("summary"));
+        assert!(r
+            .render("t", CardKind::Workflow, &json!({}))
+            .unwrap_err()
+            .to_string()
+            .contains("attachment"));
+    }
+}

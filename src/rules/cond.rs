@@ -1,0 +1,430 @@
+//! `when:` conditions: parsed from YAML into [`Cond`], then evaluated against an event.
+//!
+//! A condition is a test on one field — `{path: pull_request.merged, equals: true}`, or
+//! `{header: X-GitHub-Hook-ID, exists: true}` — or a combination: `{all: [...]}`,
+//! `{any: [...]}`, `{not: {...}}`. Paths are dotted, with `[N]` for an index and `*` for every
+//! element (`labels.*.name`); a test on a path with `*` holds when it holds for any element.
+//! Operators: `equals`, `not` (not equal), `in`, `matches` (regex), `exists`, `contains`,
+//! `gt`, `lt`.
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::event::Event;
+
+/// A compiled condition.
+#[derive(Debug, Clone)]
+pub enum Cond {
+    /// Every one holds.
+    All(Vec<Cond>),
+    /// At least one holds.
+    Any(Vec<Cond>),
+    /// It does not hold.
+    Not(Box<Cond>),
+    /// A test on one field.
+    Test {
+        /// Where the value comes from.
+        field: Field,
+        /// What is checked.
+        op: Op,
+    },
+}
+
+/// The value a test looks at.
+#[derive(Debug, Clone)]
+pub enum Field {
+    /// A path in the payload.
+    Path(FieldPath),
+    /// A request header (name in lower case).
+    Header(String),
+}
+
+/// A parsed payload path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldPath {
+    /// The path as written.
+    pub text: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+    Each,
+}
+
+/// What a test checks.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// The value equals this.
+    Equals(Value),
+    /// The value does not equal this (a missing value counts as not equal).
+    NotEquals(Value),
+    /// The value is one of these.
+    In(Vec<Value>),
+    /// The value is a string that matches.
+    Matches(Regex),
+    /// The value is there (true) or is not (false). `null` counts as there.
+    Exists(bool),
+    /// A string holds this substring, or an array holds this element.
+    Contains(Value),
+    /// A number greater than this.
+    Gt(f64),
+    /// A number less than this.
+    Lt(f64),
+}
+
+/// The operator keys, for messages and suggestions.
+pub const OPERATORS: &[&str] = &[
+    "equals", "not", "in", "matches", "exists", "contains", "gt", "lt",
+];
+const COMBINATORS: &[&str] = &["all", "any", "not"];
+
+impl FieldPath {
+    /// Parses `a.b[0].*.c`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut segments = Vec::new();
+        if text.trim().is_empty() {
+            return Err("the path is empty".into());
+        }
+        for part in text.split('.') {
+            let (name, mut rest) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            match name {
+                "" if rest.is_empty() => return Err(format!("path {text:?} has an empty segment")),
+                "" => {}
+                "*" => segments.push(Segment::Each),
+                n => segments.push(Segment::Key(n.to_string())),
+            }
+            while let Some(r) = rest.strip_prefix('[') {
+                let end = r
+                    .find(']')
+                    .ok_or_else(|| format!("path {text:?} has a `[` without `]`"))?;
+                let idx = &r[..end];
+                if idx == "*" {
+                    segments.push(Segment::Each);
+                } else {
+                    let n = idx
+                        .parse()
+                        .map_err(|_| format!("path {text:?}: `[{idx}]` is not an index"))?;
+                    segments.push(Segment::Index(n));
+                }
+                rest = &r[end + 1..];
+            }
+            if !rest.is_empty() {
+                return Err(format!("path {text:?}: unexpected {rest:?}"));
+            }
+        }
+        Ok(Self {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    /// Every value the path reaches in `root` (more than one only through `*`).
+    pub fn resolve<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
+        let mut current = vec![root];
+        for seg in &self.segments {
+            let mut next = Vec::new();
+            for v in current {
+                match seg {
+                    Segment::Key(k) => next.extend(v.get(k.as_str())),
+                    Segment::Index(i) => next.extend(v.get(*i)),
+                    Segment::Each => match v {
+                        Value::Array(a) => next.extend(a.iter()),
+                        Value::Object(o) => next.extend(o.values()),
+                        _ => {}
+                    },
+                }
+            }
+            current = next;
+        }
+        current
+    }
+
+    /// Whether the path has a `*`.
+    pub fn fans_out(&self) -> bool {
+        self.segments.contains(&Segment::Each)
+    }
+}
+
+impl Cond {
+    /// Compiles a condition from its YAML form. Errors carry the path inside the condition
+    /// (`all[1].matches`) and a message.
+    pub fn compile(v: &Value, at: &str) -> Result<Self, (String, String)> {
+        let Value::Object(map) = v else {
+            return Err((
+                at.into(),
+                format!("a condition is a mapping (`path:` and an operator, or `all`/`any`/`not`), not {}", kind_of(v)),
+            ));
+        };
+        let field = match (map.get("path"), map.get("header")) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    at.into(),
+                    "a test reads either `path` or `header`, not both".into(),
+                ))
+            }
+            (Some(Value::String(p)), None) => Some(Field::Path(
+                FieldPath::parse(p).map_err(|e| (join(at, "path"), e))?,
+            )),
+            (None, Some(Value::String(h))) => Some(Field::Header(h.to_ascii_lowercase())),
+            (Some(_), None) => return Err((join(at, "path"), "`path` must be a string".into())),
+            (None, Some(_)) => {
+                return Err((join(at, "header"), "`header` must be a string".into()))
+            }
+            (None, None) => None,
+        };
+        match field {
+            Some(field) => {
+                let ops: Vec<&String> = map
+                    .keys()
+                    .filter(|k| *k != "path" && *k != "header")
+                    .collect();
+                if let Some(bad) = ops.iter().find(|k| !OPERATORS.contains(&k.as_str())) {
+                    return Err((join(at, bad), unknown_key(bad, OPERATORS, "operator")));
+                }
+                let [key] = ops.as_slice() else {
+                    return Err((
+                        at.into(),
+                        format!(
+                            "a test needs exactly one operator ({}); found {}",
+                            OPERATORS.join(", "),
+                            ops.len()
+                        ),
+                    ));
+                };
+                let arg = &map[key.as_str()];
+                let here = join(at, key);
+                let op = match key.as_str() {
+                    "equals" => Op::Equals(arg.clone()),
+                    "not" => Op::NotEquals(arg.clone()),
+                    "in" => match arg {
+                        Value::Array(a) => Op::In(a.clone()),
+                        _ => return Err((here, "`in` takes a list".into())),
+                    },
+                    "matches" => match arg {
+                        Value::String(s) => Op::Matches(
+                            Regex::new(s).map_err(|e| (here, format!("invalid regex: {e}")))?,
+                        ),
+                        _ => return Err((here, "`matches` takes a regex string".into())),
+                    },
+                    "exists" => match arg {
+                        Value::Bool(b) => Op::Exists(*b),
+                        _ => return Err((here, "`exists` takes true or false".into())),
+                    },
+                    "contains" => Op::Contains(arg.clone()),
+                    "gt" | "lt" => {
+                        let n = arg
+                            .as_f64()
+                            .ok_or_else(|| (here.clone(), format!("`{key}` takes a number")))?;
+                        if key.as_str() == "gt" {
+                            Op::Gt(n)
+                        } else {
+                            Op::Lt(n)
+                        }
+                    }
+                    _ => unreachable!("operators were checked above"),
+                };
+                Ok(Cond::Test { field, op })
+            }
+            None => {
+                if let Some(bad) = map.keys().find(|k| !COMBINATORS.contains(&k.as_str())) {
+                    let mut valid = COMBINATORS.to_vec();
+                    valid.extend(["path", "header"]);
+                    return Err((join(at, bad), unknown_key(bad, &valid, "key")));
+                }
+                if map.len() != 1 {
+                    return Err((
+                        at.into(),
+                        "use one of `all`, `any` or `not` per condition; nest them to combine"
+                            .into(),
+                    ));
+                }
+                let (key, arg) = map.iter().next().expect("one entry");
+                let here = join(at, key);
+                match key.as_str() {
+                    "not" => Ok(Cond::Not(Box::new(Cond::compile(arg, &here)?))),
+                    _ => {
+                        let Value::Array(items) = arg else {
+                            return Err((here, format!("`{key}` takes a list of conditions")));
+                        };
+                        let conds = items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| Cond::compile(c, &format!("{here}[{i}]")))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok(if key == "all" {
+                            Cond::All(conds)
+                        } else {
+                            Cond::Any(conds)
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the condition holds for the event.
+    pub fn holds(&self, event: &Event) -> bool {
+        match self {
+            Cond::All(cs) => cs.iter().all(|c| c.holds(event)),
+            Cond::Any(cs) => cs.iter().any(|c| c.holds(event)),
+            Cond::Not(c) => !c.holds(event),
+            Cond::Test { field, op } => match field {
+                Field::Path(p) => {
+                    let values = p.resolve(&event.payload);
+                    match op {
+                        Op::Exists(want) => values.is_empty() != *want,
+                        // "not equal" over several values: none of them equals.
+                        Op::NotEquals(x) => !values.iter().any(|v| *v == x),
+                        _ => values.iter().any(|v| op.test(v)),
+                    }
+                }
+                Field::Header(h) => {
+                    let value = event.header(h).map(|s| Value::String(s.to_string()));
+                    match (op, value) {
+                        (Op::Exists(want), v) => v.is_some() == *want,
+                        (Op::NotEquals(_), None) => true,
+                        (_, None) => false,
+                        (op, Some(v)) => op.test(&v),
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl Op {
+    fn test(&self, v: &Value) -> bool {
+        match self {
+            Op::Equals(x) => v == x,
+            Op::NotEquals(x) => v != x,
+            Op::In(xs) => xs.contains(v),
+            Op::Matches(re) => v.as_str().is_some_and(|s| re.is_match(s)),
+            Op::Exists(want) => *want,
+            Op::Contains(x) => match (v, x) {
+                (Value::String(s), Value::String(sub)) => s.contains(sub.as_str()),
+                (Value::Array(a), x) => a.contains(x),
+                _ => false,
+            },
+            Op::Gt(n) => v.as_f64().is_some_and(|f| f > *n),
+            Op::Lt(n) => v.as_f64().is_some_and(|f| f < *n),
+        }
+    }
+}
+
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_string()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+fn unknown_key(bad: &str, valid: &[&str], what: &str) -> String {
+    match crate::yaml::closest(bad, valid) {
+        Some(best) => format!(
+            "unknown {what} `{bad}`: did you mean `{best}`? (valid: {})",
+            valid.join(", ")
+        ),
+        None => format!("unknown {what} `{bad}` (valid: {})", valid.join(", ")),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(payload: Value) -> Event {
+        Event::for_test("github", "push", payload, &[("X-Hook", "7")])
+    }
+
+    fn holds(cond: Value, payload: Value) -> bool {
+        Cond::compile(&cond, "when").unwrap().holds(&event(payload))
+    }
+
+    #[test]
+    fn paths_with_indices_and_wildcards() {
+        let p = json!({"commits": [{"author": {"name": "a"}}, {"author": {"name": "b"}}], "labels": [{"name": "bug"}]});
+        assert!(holds(
+            json!({"path": "commits[1].author.name", "equals": "b"}),
+            p.clone()
+        ));
+        assert!(holds(
+            json!({"path": "labels.*.name", "equals": "bug"}),
+            p.clone()
+        ));
+        assert!(holds(
+            json!({"path": "commits[*].author.name", "in": ["x", "a"]}),
+            p.clone()
+        ));
+        assert!(!holds(
+            json!({"path": "commits[5].author.name", "exists": true}),
+            p.clone()
+        ));
+        assert!(holds(
+            json!({"path": "commits.*.author.name", "not": "c"}),
+            p
+        ));
+    }
+
+    #[test]
+    fn every_operator() {
+        let p = json!({"n": 5, "s": "refs/heads/main", "a": ["x", "y"], "z": null});
+        assert!(holds(json!({"path": "n", "gt": 4}), p.clone()));
+        assert!(!holds(json!({"path": "n", "lt": 5}), p.clone()));
+        assert!(holds(
+            json!({"path": "s", "matches": "^refs/heads/"}),
+            p.clone()
+        ));
+        assert!(holds(json!({"path": "s", "contains": "main"}), p.clone()));
+        assert!(holds(json!({"path": "a", "contains": "y"}), p.clone()));
+        assert!(holds(json!({"path": "z", "exists": true}), p.clone()));
+        assert!(holds(
+            json!({"path": "missing", "exists": false}),
+            p.clone()
+        ));
+        assert!(holds(json!({"path": "missing", "not": 1}), p.clone()));
+        assert!(holds(json!({"header": "x-hook", "equals": "7"}), p.clone()));
+        assert!(holds(
+            json!({"header": "X-Other", "exists": false}),
+            p.clone()
+        ));
+        assert!(holds(
+            json!({"all": [{"path": "n", "equals": 5}, {"not": {"path": "s", "equals": "x"}}, {"any": [{"path": "n", "equals": 1}, {"path": "n", "equals": 5}]}]}),
+            p
+        ));
+    }
+
+    #[test]
+    fn compile_errors_name_the_place_and_suggest() {
+        let e = Cond::compile(&json!({"all": [{"path": "a", "equal": 1}]}), "when").unwrap_err();
+        assert_eq!(e.0, "when.all[0].equal");
+        assert!(e.1.contains("did you mean `equals`"), "{}", e.1);
+        let e = Cond::compile(&json!({"path": "a", "matches": "("}), "when").unwrap_err();
+        assert_eq!(e.0, "when.matches");
+        assert!(e.1.contains("invalid regex"));
+        let e = Cond::compile(&json!({"alll": []}), "when").unwrap_err();
+        assert!(e.1.contains("did you mean `all`"), "{}", e.1);
+        let e = Cond::compile(&json!({"path": "a[x]", "equals": 1}), "when").unwrap_err();
+        assert_eq!(e.0, "when.path");
+        assert!(Cond::compile(&json!({"path": "a"}), "when").is_err());
+        assert!(Cond::compile(&json!("a"), "when").is_err());
+    }
+}

@@ -1,0 +1,443 @@
+//! Durable state in sled: connections, the outbox, dead letters and seen delivery ids.
+//!
+//! In: records from ingest (outbox entries, delivery-id claims), from the admin API
+//! (connections) and from delivery (attempt results). Out: the same records, in order.
+//! Guarantees: a write is durable once [`Store::commit`] has returned for it. `commit` is a
+//! group commit: callers that arrive while a flush runs share the next one, so a burst of
+//! requests costs a few fsyncs, not one each, and no request waits on a timer.
+//!
+//! The outbox is keyed `connection id ‖ sequence (u64, big-endian)`, so a prefix scan yields one
+//! connection's cards in the order they were accepted. What has been delivered is deleted.
+//!
+//! This is one concrete type rather than a trait: there is one backend today, and the public
+//! methods below are the whole interface a second one (PostgreSQL) would implement.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ids::{ConnectionId, DeliveryId, EventId};
+use crate::render::CardKind;
+
+/// What can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, corruption).
+    #[error("storage failed")]
+    Sled(#[from] sled::Error),
+    /// A record did not decode: written by another version, or damaged.
+    #[error("a stored record does not decode")]
+    Decode(#[from] serde_json::Error),
+    /// The data directory could not be opened.
+    #[error("cannot open the data directory {path}")]
+    Open {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: sled::Error,
+    },
+    /// The store is shutting down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// A webhook URL that cards go to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Connection {
+    /// Its id.
+    pub id: ConnectionId,
+    /// A name for people.
+    pub name: String,
+    /// The webhook URL. A secret: never logged, masked in every answer.
+    pub url: String,
+    /// What kind of card the URL takes.
+    pub kind: CardKind,
+    /// The channels it receives; empty means all.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// When it was created (Unix milliseconds).
+    pub created_ms: u64,
+}
+
+/// One card waiting to be delivered to one connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutboxRecord {
+    /// The delivery id, also the `Idempotency-Key` of every attempt.
+    pub id: DeliveryId,
+    /// The event the card came from.
+    pub event: EventId,
+    /// The connection it goes to.
+    pub connection: ConnectionId,
+    /// The rule that produced it.
+    pub rule: String,
+    /// The kind of card.
+    pub kind: CardKind,
+    /// The exact JSON body to POST.
+    pub body: String,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not before this time (Unix milliseconds); 0 means now.
+    #[serde(default)]
+    pub not_before_ms: u64,
+    /// When the card was accepted (Unix milliseconds).
+    pub created_ms: u64,
+    /// What the last failed attempt said.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// A card that will not be delivered without help, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    /// The card as it stood at its last attempt (its body may be empty when rendering failed).
+    pub record: OutboxRecord,
+    /// Why it stopped.
+    pub reason: String,
+    /// When it stopped (Unix milliseconds).
+    pub dead_ms: u64,
+}
+
+/// A key of the outbox tree: connection id, then a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxKey(sled::IVec);
+
+/// The sled-backed store.
+pub struct Store {
+    db: sled::Db,
+    connections: sled::Tree,
+    outbox: sled::Tree,
+    dead: sled::Tree,
+    seen: sled::Tree,
+    commits: mpsc::UnboundedSender<CommitRequest>,
+}
+
+/// A waiter for the next flush, with a handle on the database to flush. The task holds no
+/// handle between batches, so dropping the [`Store`] releases the data directory at once.
+type CommitRequest = (oneshot::Sender<Result<(), StoreError>>, sled::Db);
+
+impl Store {
+    /// Opens (or creates) the store under `dir` and starts its group-commit task. Must be called
+    /// inside a Tokio runtime.
+    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(32 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            // Durability comes from our own group commit, not from a background timer.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let store = Arc::new(Self {
+            connections: db.open_tree("connections")?,
+            outbox: db.open_tree("outbox")?,
+            dead: db.open_tree("dead")?,
+            seen: db.open_tree("seen")?,
+            db: db.clone(),
+            commits: tx,
+        });
+        tokio::spawn(group_commit(rx));
+        Ok(store)
+    }
+
+    /// Waits until every write made before this call is on disk.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.commits
+            .send((tx, self.db.clone()))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Flushes everything now (at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // --- connections ---
+
+    /// Inserts or replaces a connection.
+    pub fn put_connection(&self, c: &Connection) -> Result<(), StoreError> {
+        self.connections
+            .insert(c.id.as_str(), serde_json::to_vec(c)?)?;
+        Ok(())
+    }
+
+    /// Every connection, oldest first.
+    pub fn connections(&self) -> Result<Vec<Connection>, StoreError> {
+        self.connections
+            .iter()
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .collect()
+    }
+
+    /// Removes a connection and the cards still queued for it. Returns whether it existed.
+    pub fn remove_connection(&self, id: &ConnectionId) -> Result<bool, StoreError> {
+        let existed = self.connections.remove(id.as_str())?.is_some();
+        for key in self.outbox.scan_prefix(id.as_str()).keys() {
+            self.outbox.remove(key?)?;
+        }
+        Ok(existed)
+    }
+
+    // --- delivery ids seen (dedup of upstream redeliveries) ---
+
+    /// Records that `key` (an upstream delivery id) is being handled as `event`. If it was
+    /// already, returns the event id it got the first time.
+    pub fn claim_delivery(
+        &self,
+        key: &str,
+        event: &EventId,
+    ) -> Result<Option<EventId>, StoreError> {
+        match self.seen.compare_and_swap(
+            key,
+            None as Option<&[u8]>,
+            Some(event.as_str().as_bytes()),
+        )? {
+            Ok(()) => Ok(None),
+            Err(cas) => Ok(cas
+                .current
+                .and_then(|v| EventId::parse(std::str::from_utf8(&v).ok()?))),
+        }
+    }
+
+    /// Forgets a claim whose event could not be accepted, so that a redelivery is processed.
+    pub fn release_delivery(&self, key: &str) -> Result<(), StoreError> {
+        self.seen.remove(key)?;
+        Ok(())
+    }
+
+    // --- outbox ---
+
+    /// Queues a card.
+    pub fn enqueue(&self, rec: &OutboxRecord) -> Result<OutboxKey, StoreError> {
+        let seq = self.db.generate_id()?;
+        let mut key = Vec::with_capacity(rec.connection.as_str().len() + 8);
+        key.extend_from_slice(rec.connection.as_str().as_bytes());
+        key.extend_from_slice(&seq.to_be_bytes());
+        let key = sled::IVec::from(key);
+        self.outbox.insert(key.clone(), serde_json::to_vec(rec)?)?;
+        Ok(OutboxKey(key))
+    }
+
+    /// The oldest card queued for a connection.
+    pub fn next_for(
+        &self,
+        con: &ConnectionId,
+    ) -> Result<Option<(OutboxKey, OutboxRecord)>, StoreError> {
+        match self.outbox.scan_prefix(con.as_str()).next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some((OutboxKey(k), decode(&v)?)))
+            }
+        }
+    }
+
+    /// Saves a card's new state (after a failed attempt).
+    pub fn update(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
+        self.outbox
+            .insert(key.0.clone(), serde_json::to_vec(rec)?)?;
+        Ok(())
+    }
+
+    /// Removes a delivered card.
+    pub fn complete(&self, key: &OutboxKey) -> Result<(), StoreError> {
+        self.outbox.remove(&key.0)?;
+        Ok(())
+    }
+
+    /// Moves a card to the dead letters, atomically.
+    pub fn bury(&self, key: &OutboxKey, letter: &DeadLetter) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(letter)?;
+        use sled::Transactional;
+        (&self.outbox, &self.dead)
+            .transaction(|(outbox, dead)| {
+                outbox.remove(&key.0)?;
+                dead.insert(letter.record.id.as_str(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Closed,
+            })
+    }
+
+    /// Records a dead letter that never was in the outbox (a card that failed to render).
+    pub fn put_dead(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        self.dead
+            .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
+        Ok(())
+    }
+
+    /// Every dead letter, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// The connections that have cards queued.
+    pub fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
+        let mut out: Vec<ConnectionId> = Vec::new();
+        for key in self.outbox.iter().keys() {
+            let key = key?;
+            let id = std::str::from_utf8(&key[..key.len().saturating_sub(8)]).unwrap_or_default();
+            if out.last().map(|l| l.as_str()) != Some(id) {
+                if let Some(id) = ConnectionId::parse(id) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many cards are queued in all.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+}
+
+fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(v)?)
+}
+
+/// Flushes sled for every batch of waiters: the first waiter starts a flush, everyone who
+/// arrived by then shares it, and those who arrive during it share the next one.
+async fn group_commit(mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
+    let mut batch = Vec::new();
+    while let Some((first, db)) = rx.recv().await {
+        batch.push(first);
+        while let Ok((more, _)) = rx.try_recv() {
+            batch.push(more);
+        }
+        let result = tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|_| StoreError::Closed)
+            .and_then(|r| r.map(drop).map_err(StoreError::from));
+        for waiter in batch.drain(..) {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(StoreError::Sled(e)) => Err(StoreError::Sled(e.clone())),
+                Err(_) => Err(StoreError::Closed),
+            };
+            let _ = waiter.send(r);
+        }
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(con: &ConnectionId, n: u32) -> OutboxRecord {
+        OutboxRecord {
+            id: DeliveryId::new(),
+            event: EventId::new(),
+            connection: con.clone(),
+            rule: format!("r{n}"),
+            kind: CardKind::Teams,
+            body: "{}".into(),
+            attempts: 0,
+            not_before_ms: 0,
+            created_ms: now_ms(),
+            last_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn outbox_is_fifo_per_connection_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (ConnectionId::new(), ConnectionId::new());
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for n in 0..3 {
+                store.enqueue(&record(&a, n)).unwrap();
+                store.enqueue(&record(&b, n)).unwrap();
+            }
+            store.commit().await.unwrap();
+            let (k, r) = store.next_for(&a).unwrap().unwrap();
+            assert_eq!(r.rule, "r0");
+            store.complete(&k).unwrap();
+            store.commit().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.next_for(&a).unwrap().unwrap().1.rule, "r1");
+        assert_eq!(store.next_for(&b).unwrap().unwrap().1.rule, "r0");
+        let mut queued = store.queued_connections().unwrap();
+        queued.sort();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(queued, want);
+        assert_eq!(store.queued(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_id_is_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = EventId::new();
+        assert_eq!(store.claim_delivery("d1", &first).unwrap(), None);
+        assert_eq!(
+            store.claim_delivery("d1", &EventId::new()).unwrap(),
+            Some(first)
+        );
+        store.release_delivery("d1").unwrap();
+        assert_eq!(store.claim_delivery("d1", &EventId::new()).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn bury_moves_a_card_to_the_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let con = ConnectionId::new();
+        let rec = record(&con, 0);
+        let key = store.enqueue(&rec).unwrap();
+        store
+            .bury(
+                &key,
+                &DeadLetter {
+                    record: rec.clone(),
+                    reason: "410".into(),
+                    dead_ms: 1,
+                },
+            )
+            .unwrap();
+        assert!(store.next_for(&con).unwrap().is_none());
+        assert_eq!(store.dead_letters().unwrap()[0].record, rec);
+    }
+
+    #[tokio::test]
+    async fn removing_a_connection_drops_its_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let c = Connection {
+            id: ConnectionId::new(),
+            name: "n".into(),
+            url: "https://x".into(),
+            kind: CardKind::Teams,
+            channels: vec![],
+            created_ms: 1,
+        };
+        store.put_connection(&c).unwrap();
+        store.enqueue(&record(&c.id, 0)).unwrap();
+        assert!(store.remove_connection(&c.id).unwrap());
+        assert!(store.next_for(&c.id).unwrap().is_none());
+        assert!(store.connections().unwrap().is_empty());
+    }
+}
