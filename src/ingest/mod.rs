@@ -174,7 +174,7 @@ fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError
         let mut bodies: [Option<Result<Arc<str>, String>>; 2] = [None, None];
         for conn in connections
             .iter()
-            .filter(|c| c.channels.is_empty() || c.channels.iter().any(|ch| *ch == rule.channel))
+            .filter(|c| c.channels.is_empty() || c.channels.contains(&rule.channel))
         {
             let slot = &mut bodies[conn.kind as usize];
             let body = slot.get_or_insert_with(|| {

@@ -280,7 +280,7 @@ impl Cond {
                     match op {
                         Op::Exists(want) => values.is_empty() != *want,
                         // "not equal" over several values: none of them equals.
-                        Op::NotEquals(x) => !values.iter().any(|v| *v == x),
+                        Op::NotEquals(x) => !values.contains(&x),
                         _ => values.iter().any(|v| op.test(v)),
                     }
                 }

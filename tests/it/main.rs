@@ -1,0 +1,9 @@
+//! End-to-end tests: the real gateway on 127.0.0.1:0, sled in a temp dir, and a scriptable
+//! receiver standing in for Teams. One binary, one module per area.
+
+mod cli;
+mod connections;
+mod delivery;
+mod hooks;
+mod shipped;
+mod utils;

@@ -1,0 +1,261 @@
+//! The test harness: a real gateway on 127.0.0.1:0 with sled in a temp dir, and a receiver
+//! whose answers a test can script.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use cardwire::app::Server;
+use cardwire::config::Config;
+use cardwire::pipeline::Pipeline;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+pub const GITLAB_SECRET: &str = "gitlab-token";
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A vendored fixture.
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(root().join("tests/fixtures").join(name))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// The config every test starts from: the shipped rules and templates, loopback targets
+/// allowed, short retries.
+pub fn test_config(data_dir: &Path) -> Config {
+    let text = format!(
+        r#"
+listen: 127.0.0.1:0
+data_dir: {data}
+rules_dir: {root}/rules
+templates_dir: {root}/templates
+admin_token: {ADMIN_TOKEN}
+max_body: 1MiB
+sources:
+  github: {{kind: github, secret: "{GITHUB_SECRET}"}}
+  gitlab: {{kind: gitlab, secret: {GITLAB_SECRET}}}
+  generic: {{kind: generic, event_field: type}}
+targets:
+  allow_http: true
+  allowed_hosts: ["127.0.0.1"]
+delivery:
+  timeout: 5s
+  retry_schedule: [50ms, 100ms, 150ms]
+"#,
+        data = data_dir.display(),
+        root = root().display(),
+    );
+    Config::from_text(Path::new("test.yaml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A gateway under test.
+pub struct Gateway {
+    pub server: Option<Server>,
+    pub config: Config,
+    pub client: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Gateway {
+    /// Starts a gateway with the test config in a fresh data dir.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        let mut g = Self::start_with(config).await;
+        g._dir = Some(dir);
+        g
+    }
+
+    /// Starts a gateway with this config.
+    pub async fn start_with(config: Config) -> Self {
+        let pipeline = Pipeline::load(&config).unwrap_or_else(|e| panic!("{e}"));
+        let server = Server::start(config.clone(), pipeline).await.unwrap();
+        Self {
+            server: Some(server),
+            config,
+            client: reqwest::Client::new(),
+            _dir: None,
+        }
+    }
+
+    /// Stops and starts again on the same data dir.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let pipeline = Pipeline::load(&self.config).unwrap();
+        self.server = Some(Server::start(self.config.clone(), pipeline).await.unwrap());
+    }
+
+    /// Stops gracefully.
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await.unwrap();
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.as_ref().expect("running").addr()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// Posts a GitHub event, signed.
+    pub async fn github(
+        &self,
+        event: &str,
+        body: &[u8],
+        delivery: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(self.url("/hooks/github"))
+            .header("Content-Type", "application/json")
+            .header("X-GitHub-Event", event)
+            .header(
+                "X-Hub-Signature-256",
+                cardwire::ingest::verify::sign(GITHUB_SECRET, body),
+            )
+            .body(body.to_vec());
+        if let Some(d) = delivery {
+            req = req.header("X-GitHub-Delivery", d);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// GETs an admin API path and returns the JSON answer (asserting 200).
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let res = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.json().await.unwrap()
+    }
+
+    /// Adds a connection through the admin API; returns its id.
+    pub async fn connect(&self, url: &str, kind: &str, channels: &[&str]) -> String {
+        let res = self
+            .client
+            .post(self.url("/api/connections"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": format!("test {kind}"), "url": url, "kind": kind, "channels": channels}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        let v: Value = res.json().await.unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<(u16, String)>>,
+    default: Mutex<(u16, String)>,
+    arrived: Notify,
+}
+
+/// An HTTP receiver standing in for Teams. It answers `200 1` unless scripted otherwise.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let state = Arc::new(ReceiverState::default());
+        *state.default.lock().unwrap() = (200, "1".into());
+        let app = Router::new()
+            .route("/{*path}", post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, state }
+    }
+
+    /// A webhook URL on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{path}", self.addr)
+    }
+
+    /// The next answers, in order, before the default applies again.
+    pub fn script(&self, answers: &[(u16, &str)]) {
+        let mut s = self.state.script.lock().unwrap();
+        s.extend(answers.iter().map(|(c, b)| (*c, b.to_string())));
+    }
+
+    /// The answer when nothing is scripted.
+    pub fn answer(&self, status: u16, body: &str) {
+        *self.state.default.lock().unwrap() = (status, body.to_string());
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived (panics after 10 s).
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.state.arrived.notified();
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("expected {n} requests, got {}: {:#?}", got.len(), got);
+            }
+        }
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    state.received.lock().unwrap().push(Received {
+        path: uri.path().to_string(),
+        headers,
+        body,
+    });
+    state.arrived.notify_waiters();
+    let answer = state
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| state.default.lock().unwrap().clone());
+    (StatusCode::from_u16(answer.0).unwrap(), answer.1)
+}
