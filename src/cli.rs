@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// Keep data here instead of the config's data_dir.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Turn the admin API on with this bearer token (overrides the config's admin_token).
+    #[arg(long, env = "CARDWIRE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 /// `cardwire render`.
@@ -128,7 +131,8 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -161,6 +165,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(token) = args.admin_token.filter(|t| !t.is_empty()) {
+        config.admin_token = Some(token);
     }
     if let Some(dir) = args.data_dir {
         // A flag is relative to the working directory, not to the config file.

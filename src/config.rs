@@ -352,7 +352,9 @@ pub fn expand_env(
 ) -> Result<String, Problems> {
     let mut out = String::with_capacity(text.len());
     let mut problems = Vec::new();
-    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+    for (line_no, full_line) in text.split_inclusive('\n').enumerate() {
+        // References in comments are left alone: a comment may mention `${VAR}`.
+        let (line, comment) = full_line.split_at(comment_start(full_line));
         let mut rest = line;
         let mut col = 1;
         while let Some(i) = rest.find('$') {
@@ -410,12 +412,31 @@ pub fn expand_env(
             rest = &body[end + 1..];
         }
         out.push_str(rest);
+        out.push_str(comment);
     }
     if problems.is_empty() {
         Ok(out)
     } else {
         Err(Problems(problems))
     }
+}
+
+/// Where a YAML comment starts on this line (its length when there is none): a `#` at the
+/// start or after white space, outside quotes.
+fn comment_start(line: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' && prev.is_whitespace() => return i,
+            None => {}
+        }
+        prev = c;
+    }
+    line.len()
 }
 
 /// Parses a size: a number of bytes, or a number with B, KB, MB, GB, KiB, MiB or GiB.
@@ -537,6 +558,13 @@ mod tests {
         let err =
             expand_env(Path::new("c.yaml"), "a: ${X}\n", |_| Some("1\nb: 2".into())).unwrap_err();
         assert!(err.to_string().contains("line break"));
+        let out = expand_env(
+            Path::new("c.yaml"),
+            "a: 1 # see ${UNSET}\nb: \"#${X}\"\n",
+            |_| Some("v".into()),
+        )
+        .unwrap();
+        assert_eq!(out, "a: 1 # see ${UNSET}\nb: \"#v\"\n");
     }
 
     #[test]

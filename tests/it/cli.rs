@@ -6,7 +6,8 @@ use crate::utils::root;
 
 fn cardwire() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cardwire"));
-    c.env_remove("CARDWIRE_CONFIG");
+    c.env_remove("CARDWIRE_CONFIG")
+        .env_remove("CARDWIRE_ADMIN_TOKEN");
     c
 }
 
@@ -134,4 +135,141 @@ fn render_prints_one_line_per_matching_rule() {
         assert_eq!(lines[0]["kind"], kind);
         assert!(lines[0]["body"].is_object());
     }
+}
+
+#[test]
+fn the_example_config_shows_every_key_and_loads() {
+    let path = root().join("examples/cardwire.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let vars = [
+        "CARDWIRE_ADMIN_TOKEN",
+        "GITHUB_WEBHOOK_SECRET",
+        "GITLAB_WEBHOOK_TOKEN",
+        "ALERTMANAGER_TOKEN",
+        "DEPLOYS_TOKEN",
+    ];
+    let mut cmd = cardwire();
+    for v in vars {
+        cmd.env(v, "x");
+    }
+    let out = cmd.args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in [
+        "listen:",
+        "data_dir:",
+        "rules_dir:",
+        "templates_dir:",
+        "public_url:",
+        "admin_token:",
+        "max_body:",
+        "sources:",
+        "kind:",
+        "secret:",
+        "token:",
+        "event_header:",
+        "event_field:",
+        "targets:",
+        "allow_http:",
+        "allowed_hosts:",
+        "connect:",
+        "app_id:",
+        "delivery:",
+        "timeout:",
+        "retry_schedule:",
+    ] {
+        assert!(
+            text.contains(key),
+            "examples/cardwire.yaml does not show {key}"
+        );
+    }
+    // Without the variables, each unset one is named.
+    let out = cardwire()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for v in vars {
+        assert!(
+            err.contains(&format!("environment variable {v} is not set")),
+            "{err}"
+        );
+    }
+}
+
+/// The binary alone, with no config and no rules/ or templates/ folder, serves with what is
+/// built in, and stops cleanly on SIGTERM.
+#[test]
+fn serve_runs_with_the_built_in_defaults_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = cardwire()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "state"])
+        .env("CARDWIRE_ADMIN_TOKEN", "from-env")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the log on a thread, so the pipe never fills and a missing line cannot hang the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!("the server did not log its address");
+        };
+        if line.contains("listening") {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let health = client
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        let push = std::fs::read(root().join("tests/fixtures/github/push.event.4.json")).unwrap();
+        let res = client
+            .post(format!("http://{addr}/hooks/github"))
+            .header("X-GitHub-Event", "push")
+            .body(push)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        // The token from the environment turned the admin API on.
+        let list = client
+            .get(format!("http://{addr}/api/connections"))
+            .bearer_auth("from-env")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(list.status(), 200);
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    assert!(
+        dir.path().join("state").is_dir(),
+        "sled lives under --data-dir"
+    );
 }
