@@ -224,7 +224,7 @@ fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let ctx = event.context();
     let mut failed = false;
     for rule in pipeline.rules.matches(&event) {
-        match pipeline.renderer.render(&rule.template, kind, &ctx) {
+        match pipeline.renderer.render(&rule.template, kind, ctx) {
             Ok(body) => {
                 let body: serde_json::Value = serde_json::from_str(&body)?;
                 println!(

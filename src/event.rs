@@ -35,8 +35,9 @@ pub struct Event {
     pub delivery_key: Option<String>,
     /// Request headers, names in lower case, credentials removed.
     pub headers: Vec<(String, String)>,
-    /// The JSON body.
-    pub payload: Value,
+    /// What templates see (see [`Event::context`]); the payload lives inside it, so it is
+    /// neither copied nor parsed again on the way to the templates.
+    context: Value,
 }
 
 impl Event {
@@ -58,21 +59,41 @@ impl Event {
         }
         .and_then(Value::as_str)
         .map(str::to_string);
-        let headers = headers
+        let headers: Vec<(String, String)> = headers
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
             .collect();
+        let id = EventId::new();
+        let header_map: Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let mut ctx = Map::new();
+        ctx.insert("payload".into(), payload);
+        ctx.insert("event".into(), Value::String(event_type.clone()));
+        ctx.insert(
+            "action".into(),
+            action.clone().map(Value::String).unwrap_or(Value::Null),
+        );
+        ctx.insert("source".into(), Value::String(source.to_string()));
+        ctx.insert("event_id".into(), Value::String(id.to_string()));
+        ctx.insert("headers".into(), Value::Object(header_map));
         Self {
-            id: EventId::new(),
+            id,
             source: source.to_string(),
             kind,
             event_type,
             action,
             delivery_key,
             headers,
-            payload,
+            context: Value::Object(ctx),
         }
+    }
+
+    /// The JSON body.
+    pub fn payload(&self) -> &Value {
+        &self.context["payload"]
     }
 
     /// A header's value by name, any case.
@@ -84,25 +105,8 @@ impl Event {
     }
 
     /// What templates see: `payload`, `event`, `action`, `source`, `headers`, `event_id`.
-    pub fn context(&self) -> Value {
-        let mut headers = Map::new();
-        for (k, v) in &self.headers {
-            headers.insert(k.clone(), Value::String(v.clone()));
-        }
-        let mut ctx = Map::new();
-        ctx.insert("payload".into(), self.payload.clone());
-        ctx.insert("event".into(), Value::String(self.event_type.clone()));
-        ctx.insert(
-            "action".into(),
-            self.action
-                .clone()
-                .map(Value::String)
-                .unwrap_or(Value::Null),
-        );
-        ctx.insert("source".into(), Value::String(self.source.clone()));
-        ctx.insert("event_id".into(), Value::String(self.id.to_string()));
-        ctx.insert("headers".into(), Value::Object(headers));
-        Value::Object(ctx)
+    pub fn context(&self) -> &Value {
+        &self.context
     }
 
     /// An event for tests.

@@ -180,7 +180,7 @@ fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError
             let body = slot.get_or_insert_with(|| {
                 pipeline
                     .renderer
-                    .render(&rule.template, conn.kind, &ctx)
+                    .render(&rule.template, conn.kind, ctx)
                     .map(Arc::from)
                     .map_err(|e| e.to_string())
             });

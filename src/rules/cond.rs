@@ -276,7 +276,7 @@ impl Cond {
             Cond::Not(c) => !c.holds(event),
             Cond::Test { field, op } => match field {
                 Field::Path(p) => {
-                    let values = p.resolve(&event.payload);
+                    let values = p.resolve(event.payload());
                     match op {
                         Op::Exists(want) => values.is_empty() != *want,
                         // "not equal" over several values: none of them equals.
