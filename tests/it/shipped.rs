@@ -162,7 +162,7 @@ fn a_failed_workflow_run_stands_out() {
         let e = event(&config, "workflow_run", file);
         let body = pipeline
             .renderer
-            .render("github/workflow_run", kind, &e.context())
+            .render("github/workflow_run", kind, e.context())
             .unwrap();
         serde_json::from_str::<Value>(&body).unwrap()
     };
@@ -206,7 +206,7 @@ fn every_fixture_renders_with_every_rule_that_takes_it() {
             for kind in CardKind::ALL {
                 pipeline
                     .renderer
-                    .render(&rule.template, kind, &e.context())
+                    .render(&rule.template, kind, e.context())
                     .unwrap_or_else(|err| {
                         panic!("{file} with {} ({}): {err}", rule.name, kind.as_str())
                     });
