@@ -37,6 +37,8 @@ pub struct App {
     pub deliverer: Arc<Deliverer>,
     /// Which webhook URLs are acceptable.
     pub policy: TargetPolicy,
+    /// The last change to rules or templates that did not load.
+    pub last_rejected: arc_swap::ArcSwapOption<crate::reload::Rejected>,
 }
 
 /// The state handlers receive.
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::ingest::router())
         .merge(crate::connect::router())
+        .merge(crate::reload::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -102,6 +105,7 @@ impl Server {
             store: store.clone(),
             connections,
             deliverer: deliverer.clone(),
+            last_rejected: arc_swap::ArcSwapOption::empty(),
         });
         let resumed = deliverer.resume()?;
         if resumed > 0 {
@@ -111,12 +115,14 @@ impl Server {
             );
         }
         let stop = CancellationToken::new();
+        let reloader = crate::reload::spawn(app.clone(), stop.clone());
         let router = router(app);
         let signal = stop.clone();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { signal.cancelled().await })
                 .await;
+            let _ = reloader.await;
             deliverer.shutdown().await;
             drop(deliverer);
             store.flush()?;

@@ -43,7 +43,7 @@ pub enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
     /// Check the config, rules and templates; print every problem.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Render the cards a payload would produce, one JSON line per matching rule.
     Render(RenderArgs),
 }
@@ -54,6 +54,16 @@ pub struct ConfigArg {
     /// The config file (YAML). Without one, built-in defaults apply.
     #[arg(long, short, env = "CARDWIRE_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// `cardwire check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print the JSON Schema of rule files (for editors) and exit.
+    #[arg(long)]
+    print_schema: bool,
 }
 
 /// `cardwire serve`.
@@ -89,6 +99,9 @@ pub struct RenderArgs {
     /// The card kind.
     #[arg(long, value_enum, default_value_t = KindArg::Teams)]
     kind: KindArg,
+    /// Instead of cards, say for every rule of the source whether it matched, and why not.
+    #[arg(long)]
+    explain: bool,
 }
 
 /// Card kinds on the command line.
@@ -181,8 +194,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
-    match load(args.config.as_deref()) {
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    if args.print_schema {
+        println!("{}", crate::rules::schema::SCHEMA.trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    match load(args.config.config.as_deref()) {
         Ok((_, pipeline)) => {
             println!(
                 "ok: {} rules from {}, templates from {}",
@@ -220,6 +237,15 @@ fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let headers = parse_headers(&args.headers)?;
     let event = crate::ingest::verify::build_event(&args.source, source, &headers, payload)
         .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    if args.explain {
+        for e in pipeline.rules.explain(&event) {
+            match e.reason {
+                None => println!("✓ {}", e.rule),
+                Some(why) => println!("✗ {}: {why}", e.rule),
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let kind = CardKind::from(args.kind);
     let ctx = event.context();
     let mut failed = false;

@@ -22,6 +22,7 @@
 //! - [`config`]: the YAML config file, `${VAR}` references, checks with `file:line:col`.
 //! - [`yaml`]: the YAML reader shared by config and rules, with a position for every node.
 //! - [`pipeline`]: rules and templates loaded together from disk or from the binary.
+//! - [`reload`]: hot reload on file changes or SIGHUP; `GET /api/rules`.
 //! - [`connect`]: connections (webhook URLs) and their admin API.
 //! - [`admin`]: the admin token check shared by everything under /api.
 //! - [`app`]: shared state, the router, background tasks and graceful shutdown.
@@ -38,6 +39,7 @@ pub mod event;
 pub mod ids;
 pub mod ingest;
 pub mod pipeline;
+pub mod reload;
 pub mod render;
 pub mod rules;
 pub mod store;

@@ -90,10 +90,14 @@ impl Pipeline {
                 None
             }
         };
-        // Check the rules even when templates failed, so one run reports everything; then a
-        // missing template is only reported when templates loaded.
+        // Check the rules even when some templates failed to compile, so one run reports
+        // everything: a template counts as there when its file is.
+        let template_names: std::collections::HashSet<_> = template_files
+            .iter()
+            .filter_map(|(p, _)| crate::render::split_name(&p.to_string_lossy().replace('\\', "/")))
+            .collect();
         let rules = RuleSet::load(&rule_files, &config.sources, |name, kind| {
-            renderer.as_ref().is_none_or(|r| r.has(name, kind))
+            template_names.contains(&(name.to_string(), kind))
         });
         let rules = match rules {
             Ok(r) => Some(r),

@@ -14,7 +14,7 @@ pub mod verify;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+use crate::admin::Admin;
 use crate::app::{App, AppState};
 use crate::config::SourceKind;
 use crate::error::ApiError;
@@ -39,6 +40,8 @@ pub fn router() -> Router<AppState> {
 async fn receive_hook(
     State(app): State<AppState>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    admin: Result<Admin, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -47,6 +50,26 @@ async fn receive_hook(
             "no source named {name:?} is configured"
         )));
     };
+    // `?explain=1`: answer with the rules' explanation instead of queueing (admin only).
+    let explain = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "explain" && !matches!(v.as_ref(), "0" | "false"));
+    if explain {
+        admin?;
+        let bytes = read_limited(body, &headers, app.config.max_body).await?;
+        let payload: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}"))
+        })?;
+        // The admin token stands in for the source's credentials here: nothing is queued.
+        let event = verify::build_event(&name, source, &headers, payload)?;
+        let rules = app.pipeline.load().rules.explain(&event);
+        return Ok(Json(json!({
+            "source": event.source,
+            "event": event.event_type,
+            "action": event.action,
+            "rules": rules,
+        }))
+        .into_response());
+    }
     let limit = app.config.max_body;
     let ndjson = headers
         .get(header::CONTENT_TYPE)

@@ -192,8 +192,8 @@ fn key(name: &str, kind: CardKind) -> String {
     format!("{name}.{}", kind.as_str())
 }
 
-/// `github/push.teams.hbs` → (`github/push`, Teams).
-fn split_name(rel: &str) -> Option<(String, CardKind)> {
+/// `github/push.teams.hbs` → (`github/push`, Teams): a template file's name and kind.
+pub fn split_name(rel: &str) -> Option<(String, CardKind)> {
     let stem = rel.strip_suffix(".hbs")?;
     let (name, kind) = stem.rsplit_once('.')?;
     Some((name.to_string(), CardKind::parse(kind)?))

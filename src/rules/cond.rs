@@ -298,7 +298,99 @@ impl Cond {
     }
 }
 
+impl Cond {
+    /// Why the condition does not hold, naming the first failing test by its place
+    /// (`when.all[1]`) and the value it saw; Ok when it holds.
+    pub fn explain(&self, event: &Event, at: &str) -> Result<(), String> {
+        if self.holds(event) {
+            return Ok(());
+        }
+        match self {
+            Cond::All(cs) => {
+                let (i, c) = cs
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| !c.holds(event))
+                    .expect("a failing `all` has a failing member");
+                c.explain(event, &format!("{at}.all[{i}]"))
+            }
+            Cond::Any(cs) => {
+                let reasons: Vec<String> = cs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| c.explain(event, &format!("{at}.any[{i}]")).err())
+                    .collect();
+                Err(format!(
+                    "{at}.any: none of {} held ({})",
+                    cs.len(),
+                    reasons.join("; ")
+                ))
+            }
+            Cond::Not(_) => Err(format!("{at}.not: the condition inside held")),
+            Cond::Test { field, op } => {
+                let (what, seen) = match field {
+                    Field::Path(p) => {
+                        let values = p.resolve(event.payload());
+                        let seen = match values.as_slice() {
+                            [] => "missing".to_string(),
+                            [one] => format!("{}", Shown(one)),
+                            many => format!(
+                                "[{}]",
+                                many.iter()
+                                    .map(|v| Shown(v).to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        };
+                        (p.text.clone(), seen)
+                    }
+                    Field::Header(h) => (
+                        format!("header {h}"),
+                        event
+                            .header(h)
+                            .map(|v| Shown(&Value::String(v.to_string())).to_string())
+                            .unwrap_or_else(|| "missing".into()),
+                    ),
+                };
+                Err(format!(
+                    "{at}: {what} is {seen}, expected {}",
+                    op.expected()
+                ))
+            }
+        }
+    }
+}
+
+/// A value for an explanation: compact JSON, cut at 80 characters.
+struct Shown<'a>(&'a Value);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.to_string();
+        if s.chars().count() > 80 {
+            write!(f, "{}…", s.chars().take(79).collect::<String>())
+        } else {
+            f.write_str(&s)
+        }
+    }
+}
+
 impl Op {
+    /// What the operator wants, for explanations.
+    fn expected(&self) -> String {
+        match self {
+            Op::Equals(x) => format!("{}", Shown(x)),
+            Op::NotEquals(x) => format!("anything but {}", Shown(x)),
+            Op::In(xs) => format!("one of {}", Shown(&Value::Array(xs.clone()))),
+            Op::Matches(re) => format!("a string matching /{}/", re.as_str()),
+            Op::Exists(true) => "it to exist".into(),
+            Op::Exists(false) => "it to be missing".into(),
+            Op::Contains(x) => format!("something containing {}", Shown(x)),
+            Op::Gt(n) => format!("a number > {n}"),
+            Op::Lt(n) => format!("a number < {n}"),
+        }
+    }
+
     fn test(&self, v: &Value) -> bool {
         match self {
             Op::Equals(x) => v == x,
@@ -410,6 +502,34 @@ mod tests {
             json!({"all": [{"path": "n", "equals": 5}, {"not": {"path": "s", "equals": "x"}}, {"any": [{"path": "n", "equals": 1}, {"path": "n", "equals": 5}]}]}),
             p
         ));
+    }
+
+    #[test]
+    fn explanations_name_the_failing_test_and_the_value() {
+        let cond = Cond::compile(
+            &json!({"all": [{"path": "action", "equals": "closed"}, {"path": "pull_request.merged", "equals": true}]}),
+            "when",
+        )
+        .unwrap();
+        let e = event(json!({"action": "closed", "pull_request": {"merged": false}}));
+        assert_eq!(
+            cond.explain(&e, "when"),
+            Err("when.all[1]: pull_request.merged is false, expected true".into())
+        );
+        let e = event(json!({"action": "closed"}));
+        assert_eq!(
+            cond.explain(&e, "when"),
+            Err("when.all[1]: pull_request.merged is missing, expected true".into())
+        );
+        let e = event(json!({"action": "closed", "pull_request": {"merged": true}}));
+        assert_eq!(cond.explain(&e, "when"), Ok(()));
+        let any = Cond::compile(
+            &json!({"any": [{"path": "n", "gt": 5}, {"header": "x-hook", "matches": "^9"}]}),
+            "when",
+        )
+        .unwrap();
+        let msg = any.explain(&event(json!({"n": 1})), "when").unwrap_err();
+        assert_eq!(msg, "when.any: none of 2 held (when.any[0]: n is 1, expected a number > 5; when.any[1]: header x-hook is \"7\", expected a string matching /^9/)");
     }
 
     #[test]

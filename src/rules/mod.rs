@@ -7,11 +7,15 @@
 //! in one pass as `file:line:col: rule "<name>": message`.
 
 pub mod cond;
+pub mod expr;
+pub mod schema;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::SourceConfig;
@@ -19,6 +23,7 @@ use crate::event::Event;
 use crate::render::CardKind;
 use crate::yaml::{Document, Problem, Problems};
 use cond::Cond;
+use expr::{Expr, Vars};
 
 /// A rule as written in YAML.
 #[derive(Debug, Deserialize)]
@@ -36,6 +41,9 @@ pub struct RuleConfig {
     /// Conditions on the payload and headers.
     #[serde(default)]
     pub when: Option<Value>,
+    /// A CEL expression that must be true.
+    #[serde(default, rename = "if")]
+    pub if_expr: Option<String>,
     /// The template (without the `.teams.hbs` / `.workflow.hbs` ending).
     pub template: String,
     /// The channel its cards go to; defaults to the source's name.
@@ -47,6 +55,109 @@ pub struct RuleConfig {
     /// When this rule matches, later rules are not tried for the event.
     #[serde(default)]
     pub stop: bool,
+    /// At most this many cards; what exceeds it is folded into a summary (noise control).
+    #[serde(default)]
+    pub limit: Option<LimitConfig>,
+    /// Drop repeats of the same key inside a window (noise control).
+    #[serde(default)]
+    pub dedup: Option<DedupConfig>,
+    /// Whether this rule's cards may wait for a connection's digest (default) or always go at once.
+    #[serde(default = "yes")]
+    pub digest: bool,
+}
+
+/// `limit:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// `count/duration`, e.g. `5/1m`.
+    pub rate: String,
+    /// How many may go at once; defaults to the count.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// A template expression; each of its values gets its own limit (e.g. per repository).
+    #[serde(default)]
+    pub per: Option<String>,
+}
+
+/// `dedup:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// A template expression naming what counts as the same event.
+    pub key: String,
+    /// How long a key is remembered, e.g. `10m`.
+    pub window: String,
+}
+
+/// A compiled rate limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limit {
+    /// Cards allowed per `period`.
+    pub count: u32,
+    /// The period.
+    pub period: Duration,
+    /// Cards allowed at once.
+    pub burst: u32,
+    /// The key template, if limits are per value.
+    pub per: Option<String>,
+}
+
+/// A compiled dedup setting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dedup {
+    /// The key template.
+    pub key: String,
+    /// How long a key is remembered.
+    pub window: Duration,
+}
+
+/// Parses `5/1m` (also `5/m`, `100 / 1h`).
+pub fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
+    let (count, period) = s
+        .split_once('/')
+        .ok_or_else(|| format!("rate {s:?} is not count/duration (e.g. 5/1m)"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("rate {s:?}: {:?} is not a whole number", count.trim()))?;
+    let period = period.trim();
+    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
+        period.to_string()
+    } else {
+        format!("1{period}")
+    };
+    let period = crate::config::parse_duration(&period)?;
+    if count == 0 || period.is_zero() {
+        return Err(format!(
+            "rate {s:?} allows nothing; use enabled: false to turn a rule off"
+        ));
+    }
+    Ok((count, period))
+}
+
+/// Checks a template expression such as `{{payload.repository.full_name}}`.
+fn check_template_expr(s: &str) -> Result<(), String> {
+    handlebars::Template::compile(s)
+        .map(drop)
+        .map_err(|e| format!("template expression {s:?} does not compile: {}", e.reason()))
+}
+
+/// The rule index a path starts with: `[3].when` → 3.
+fn item_index(path: &str) -> Option<usize> {
+    path.strip_prefix('[')?.split(']').next()?.parse().ok()
+}
+
+/// Why a rule did or did not take an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// The rule.
+    pub rule: String,
+    /// Whether it matched.
+    pub matched: bool,
+    /// Why not, naming the first check that failed and the value it saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn yes() -> bool {
@@ -66,6 +177,8 @@ pub struct Rule {
     pub actions: Vec<String>,
     /// Conditions.
     pub when: Option<Cond>,
+    /// The CEL condition.
+    pub expr: Option<Expr>,
     /// The template name.
     pub template: String,
     /// The channel.
@@ -74,22 +187,74 @@ pub struct Rule {
     pub enabled: bool,
     /// Whether matching stops here.
     pub stop: bool,
+    /// The rate limit.
+    pub limit: Option<Limit>,
+    /// The dedup setting.
+    pub dedup: Option<Dedup>,
+    /// Whether its cards may wait for a digest.
+    pub digest: bool,
     /// The file it came from.
     pub file: PathBuf,
 }
 
 impl Rule {
     /// Whether the rule takes the event.
-    pub fn matches(&self, event: &Event) -> bool {
+    pub fn matches(&self, event: &Event, vars: &Vars<'_>) -> bool {
         self.enabled
             && self.source == event.source
             && self.event == event.event_type
-            && (self.actions.is_empty()
-                || event
-                    .action
-                    .as_ref()
-                    .is_some_and(|a| self.actions.iter().any(|x| x == a)))
+            && self.action_ok(event)
             && self.when.as_ref().is_none_or(|c| c.holds(event))
+            && self.expr.as_ref().is_none_or(|x| x.eval(vars) == Ok(true))
+    }
+
+    fn action_ok(&self, event: &Event) -> bool {
+        self.actions.is_empty()
+            || event
+                .action
+                .as_ref()
+                .is_some_and(|a| self.actions.iter().any(|x| x == a))
+    }
+
+    /// Why the rule does not take the event (the first check that fails), or Ok.
+    pub fn explain(&self, event: &Event, vars: &Vars<'_>) -> Result<(), String> {
+        if !self.enabled {
+            return Err("the rule is disabled (enabled: false)".into());
+        }
+        if self.source != event.source {
+            return Err(format!(
+                "source is {:?}, the rule wants {:?}",
+                event.source, self.source
+            ));
+        }
+        if self.event != event.event_type {
+            return Err(format!(
+                "event is {:?}, the rule wants {:?}",
+                event.event_type, self.event
+            ));
+        }
+        if !self.action_ok(event) {
+            return Err(format!(
+                "action is {}, the rule wants one of [{}]",
+                event
+                    .action
+                    .as_deref()
+                    .map(|a| format!("{a:?}"))
+                    .unwrap_or_else(|| "missing".into()),
+                self.actions.join(", ")
+            ));
+        }
+        if let Some(c) = &self.when {
+            c.explain(event, "when")?;
+        }
+        if let Some(x) = &self.expr {
+            match x.eval(vars) {
+                Ok(true) => {}
+                Ok(false) => return Err(format!("if: {:?} is false", x.source)),
+                Err(e) => return Err(format!("if: {e}")),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -111,25 +276,76 @@ impl RuleSet {
         let mut problems = Vec::new();
         let mut seen: HashMap<String, PathBuf> = HashMap::new();
         for (file, text) in files {
+            let first = problems.len();
+            Self::load_file(
+                file,
+                text,
+                sources,
+                &has_template,
+                &mut seen,
+                &mut rules,
+                &mut problems,
+            );
+            // Report in the order of the file, whichever check found what.
+            problems[first..].sort_by_key(|p| (p.pos.line, p.pos.col));
+        }
+        if problems.is_empty() {
+            Ok(Self { rules })
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_file(
+        file: &PathBuf,
+        text: &str,
+        sources: &BTreeMap<String, SourceConfig>,
+        has_template: &impl Fn(&str, CardKind) -> bool,
+        seen: &mut HashMap<String, PathBuf>,
+        rules: &mut Vec<Rule>,
+        problems: &mut Vec<Problem>,
+    ) {
+        {
             let doc = match Document::parse(file, text) {
                 Ok(d) => d,
                 Err(p) => {
                     problems.push(p);
-                    continue;
+                    return;
                 }
             };
+            // The schema first: the shape of every rule, every problem at its place. Rules
+            // with a shape problem are not checked further; the others are.
+            let mut broken = HashSet::new();
+            let mut file_broken = false;
+            for vi in schema::validate(&doc.value) {
+                let idx = item_index(&vi.path);
+                match idx {
+                    Some(i) => {
+                        broken.insert(i);
+                    }
+                    None => file_broken = true,
+                }
+                let name = idx
+                    .and_then(|i| doc.value.get(i))
+                    .map(|r| r.get("name").and_then(Value::as_str).unwrap_or("?"));
+                let prefix = name.map(|n| format!("rule {n:?}: ")).unwrap_or_default();
+                let pos = if vi.at_key {
+                    doc.key_pos(&vi.path)
+                } else {
+                    doc.pos(&vi.path)
+                };
+                problems.push(Problem::new(file, pos, format!("{prefix}{}", vi.message)));
+            }
             let items = match &doc.value {
-                Value::Array(items) => items.as_slice(),
-                Value::Null => &[],
-                _ => {
-                    problems.push(doc.problem(
-                        "",
-                        "a rule file is a list of rules (each starting with `- name: ...`)",
-                    ));
-                    continue;
-                }
+                Value::Array(items) if !file_broken => items.as_slice(),
+                _ => return,
             };
-            for (i, item) in items.iter().enumerate() {
+            for (i, item) in items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !broken.contains(i))
+            {
                 let at = format!("[{i}]");
                 let name = item
                     .get("name")
@@ -212,6 +428,55 @@ impl RuleSet {
                         }
                     },
                 };
+                let expr = match &rc.if_expr {
+                    None => None,
+                    Some(src) => match Expr::compile(src) {
+                        Ok(x) => Some(x),
+                        Err(e) => {
+                            report(&format!("{at}.if"), format!("if: {e}"));
+                            None
+                        }
+                    },
+                };
+                let limit = match &rc.limit {
+                    None => None,
+                    Some(l) => {
+                        let rate = parse_rate(&l.rate)
+                            .map_err(|e| {
+                                report(&format!("{at}.limit.rate"), format!("limit.rate: {e}"))
+                            })
+                            .ok();
+                        if let Some(per) = &l.per {
+                            if let Err(e) = check_template_expr(per) {
+                                report(&format!("{at}.limit.per"), format!("limit.per: {e}"));
+                            }
+                        }
+                        rate.map(|(count, period)| Limit {
+                            count,
+                            period,
+                            burst: l.burst.unwrap_or(count),
+                            per: l.per.clone(),
+                        })
+                    }
+                };
+                let dedup = match &rc.dedup {
+                    None => None,
+                    Some(d) => {
+                        if let Err(e) = check_template_expr(&d.key) {
+                            report(&format!("{at}.dedup.key"), format!("dedup.key: {e}"));
+                        }
+                        match crate::config::parse_duration(&d.window) {
+                            Ok(window) => Some(Dedup {
+                                key: d.key.clone(),
+                                window,
+                            }),
+                            Err(e) => {
+                                report(&format!("{at}.dedup.window"), format!("dedup.window: {e}"));
+                                None
+                            }
+                        }
+                    }
+                };
                 let ok = errs.is_empty();
                 problems.extend(errs.into_iter().map(|(path, m)| {
                     let pos = match path.strip_suffix("#key") {
@@ -231,28 +496,52 @@ impl RuleSet {
                         template: rc.template,
                         enabled: rc.enabled,
                         stop: rc.stop,
+                        expr,
+                        limit,
+                        dedup,
+                        digest: rc.digest,
                         file: file.clone(),
                     });
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(Self { rules })
-        } else {
-            Err(Problems(problems))
-        }
     }
 
     /// The rules that take the event, in order, up to and including the first with `stop`.
     pub fn matches(&self, event: &Event) -> Vec<&Rule> {
+        let vars = Vars::new(event);
         let mut out = Vec::new();
         for rule in &self.rules {
-            if rule.matches(event) {
+            if rule.matches(event, &vars) {
                 out.push(rule);
                 if rule.stop {
                     break;
                 }
             }
+        }
+        out
+    }
+
+    /// For every rule of the event's source: whether it matched, and if not, why.
+    pub fn explain(&self, event: &Event) -> Vec<Explanation> {
+        let vars = Vars::new(event);
+        let mut stopped_by: Option<&str> = None;
+        let mut out = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.source == event.source) {
+            let result = match stopped_by {
+                Some(by) => Err(format!(
+                    "not tried: rule {by:?} matched before it and has stop: true"
+                )),
+                None => rule.explain(event, &vars),
+            };
+            if result.is_ok() && rule.stop {
+                stopped_by = Some(&rule.name);
+            }
+            out.push(Explanation {
+                rule: rule.name.clone(),
+                matched: result.is_ok(),
+                reason: result.err(),
+            });
         }
         out
     }
@@ -325,35 +614,138 @@ mod tests {
         let err = load(
             "- name: a\n  source: githb\n  event: push\n  template: missing\n\
              - name: a\n  source: github\n  event: push\n  template: t\n  when: {path: x, equal: 1}\n\
-             - name: c\n  source: github\n  evnt: push\n  template: t\n",
+             - name: c\n  source: github\n  evnt: push\n  template: t\n\
+             - name: d\n  source: github\n  event: push\n  template: t\n  if: 'paylod.x == 1'\n  limit: {rate: 5/fortnight}\n  dedup: {key: '{{#if x}}', window: 10m}\n",
         )
         .unwrap_err();
         let lines: Vec<String> = err.0.iter().map(|p| p.to_string()).collect();
-        assert_eq!(lines.len(), 5, "{lines:#?}");
-        assert!(
-            lines[0].starts_with(
-                "rules/t.yaml:2:11: rule \"a\": unknown source \"githb\": did you mean \"github\"?"
-            ),
-            "{}",
-            lines[0]
+        let expect = [
+            "rules/t.yaml:2:11: rule \"a\": unknown source \"githb\": did you mean \"github\"?",
+            "rules/t.yaml:4:13: rule \"a\": template \"missing\" has no teams or workflow version",
+            "rules/t.yaml:9:19: rule \"a\": unknown field `equal`: did you mean `equals`?",
+            "rules/t.yaml:10:3: rule \"c\": missing required key `event`",
+            "rules/t.yaml:12:3: rule \"c\": unknown field `evnt`: did you mean `event`?",
+            "rules/t.yaml:18:7: rule \"d\": if: CEL uses the unknown variable `paylod` (did you mean `payload`?)",
+            "rules/t.yaml:19:17: rule \"d\": limit.rate: ",
+            "rules/t.yaml:20:16: rule \"d\": dedup.key: template expression",
+        ];
+        assert_eq!(lines.len(), expect.len(), "{lines:#?}");
+        for (line, want) in lines.iter().zip(expect) {
+            assert!(
+                line.starts_with(want),
+                "{line}\n  does not start with\n{want}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_unique_across_files() {
+        let config = Config::default();
+        let rule = "- name: a\n  source: github\n  event: push\n  template: t\n";
+        let err = RuleSet::load(
+            &[
+                (PathBuf::from("one.yaml"), rule.into()),
+                (PathBuf::from("two.yaml"), rule.into()),
+            ],
+            &config.sources,
+            |_, _| true,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "two.yaml:1:9: rule \"a\": the name is already used in one.yaml"
         );
-        assert!(lines[1].starts_with("rules/t.yaml:4:13: rule \"a\": template \"missing\" has no teams or workflow version"), "{}", lines[1]);
-        assert!(
-            lines[2].starts_with("rules/t.yaml:5:9: rule \"a\": the name is already used"),
-            "{}",
-            lines[2]
+    }
+
+    #[test]
+    fn cel_limit_dedup_and_digest_compile() {
+        let rules = load(
+            "- name: a\n  source: github\n  event: push\n  template: t\n  if: 'size(payload.commits) > 1'\n  limit: {rate: 5/1m, per: '{{payload.repository.full_name}}'}\n  dedup: {key: '{{payload.after}}', window: 10m}\n  digest: false\n",
+        )
+        .unwrap();
+        let r = &rules.rules()[0];
+        assert_eq!(
+            r.limit,
+            Some(Limit {
+                count: 5,
+                period: Duration::from_secs(60),
+                burst: 5,
+                per: Some("{{payload.repository.full_name}}".into())
+            })
         );
-        assert!(
-            lines[3].starts_with("rules/t.yaml:9:19: rule \"a\": when.equal: unknown operator"),
-            "{}",
-            lines[3]
+        assert_eq!(
+            r.dedup,
+            Some(Dedup {
+                key: "{{payload.after}}".into(),
+                window: Duration::from_secs(600)
+            })
         );
-        assert!(
-            lines[4].starts_with(
-                "rules/t.yaml:12:3: rule \"c\": unknown field `evnt`: did you mean `event`?"
-            ),
-            "{}",
-            lines[4]
+        assert!(!r.digest);
+        let two = Event::for_test("github", "push", json!({"commits": [1, 2]}), &[]);
+        let one = Event::for_test("github", "push", json!({"commits": [1]}), &[]);
+        assert_eq!(rules.matches(&two).len(), 1);
+        assert!(rules.matches(&one).is_empty());
+        assert_eq!(
+            rules.explain(&one)[0].reason.as_deref(),
+            Some("if: \"size(payload.commits) > 1\" is false")
+        );
+        assert_eq!(parse_rate("100 / h"), Ok((100, Duration::from_secs(3600))));
+        assert!(parse_rate("0/1m").is_err());
+    }
+
+    #[test]
+    fn explain_says_why_each_rule_did_or_did_not_match() {
+        let rules = load(
+            "- name: merged\n  source: github\n  event: pull_request\n  actions: [closed]\n  when: {all: [{path: action, equals: closed}, {path: pull_request.merged, equals: true}]}\n  template: t\n  stop: true\n\
+             - name: opened\n  source: github\n  event: pull_request\n  actions: [opened]\n  template: t\n\
+             - name: push\n  source: github\n  event: push\n  template: t\n\
+             - name: any-pr\n  source: github\n  event: pull_request\n  template: t\n\
+             - name: other-source\n  source: gitlab\n  event: x\n  template: t\n",
+        )
+        .unwrap();
+        let closed = Event::for_test(
+            "github",
+            "pull_request",
+            json!({"action": "closed", "pull_request": {"merged": false}}),
+            &[],
+        );
+        let e = rules.explain(&closed);
+        let reasons: Vec<(&str, bool, Option<&str>)> = e
+            .iter()
+            .map(|x| (x.rule.as_str(), x.matched, x.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    "merged",
+                    false,
+                    Some("when.all[1]: pull_request.merged is false, expected true")
+                ),
+                (
+                    "opened",
+                    false,
+                    Some("action is \"closed\", the rule wants one of [opened]")
+                ),
+                (
+                    "push",
+                    false,
+                    Some("event is \"pull_request\", the rule wants \"push\"")
+                ),
+                ("any-pr", true, None),
+            ]
+        );
+        let merged = Event::for_test(
+            "github",
+            "pull_request",
+            json!({"action": "closed", "pull_request": {"merged": true}}),
+            &[],
+        );
+        let e = rules.explain(&merged);
+        assert!(e[0].matched);
+        assert_eq!(
+            e[3].reason.as_deref(),
+            Some("not tried: rule \"merged\" matched before it and has stop: true")
         );
     }
 }

@@ -76,12 +76,19 @@ fn check_reports_every_problem_with_file_line_and_column() {
     );
     assert!(
         lines[1].starts_with(&format!(
+            "{}:5:3: rule \"b\": missing required key `template`",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
             "{}:8:3: rule \"b\": unknown field `tempalte`: did you mean `template`?",
             bad.display()
         )),
         "{err}"
     );
-    assert_eq!(lines[2], "2 problems");
+    assert_eq!(lines[3], "3 problems");
 }
 
 #[test]
@@ -272,4 +279,44 @@ fn serve_runs_with_the_built_in_defaults_and_stops_on_sigterm() {
         dir.path().join("state").is_dir(),
         "sled lives under --data-dir"
     );
+}
+
+#[test]
+fn render_explain_says_why_each_rule_did_not_match() {
+    let payload = root().join("tests/fixtures/github/pull_request.closed.3.json");
+    let out = cardwire()
+        .args(["render", "--explain", "--source", "github", "--payload"])
+        .arg(&payload)
+        .args(["--header", "X-GitHub-Event: pull_request"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("✓ github-pr-closed\n"), "{stdout}");
+    assert!(
+        stdout.contains("✗ github-pr-merged: when: pull_request.merged is false, expected true\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("✗ github-pr-opened: action is \"closed\", the rule wants one of [opened]\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn print_schema_prints_the_rule_file_schema() {
+    let out = cardwire()
+        .args(["check", "--print-schema"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(schema["title"], "cardwire rule file");
+    assert!(schema["definitions"]["rule"]["properties"]["when"].is_object());
 }

@@ -5,5 +5,6 @@ mod cli;
 mod connections;
 mod delivery;
 mod hooks;
+mod reload;
 mod shipped;
 mod utils;
