@@ -65,6 +65,8 @@ handlebars_helper!(first_line: |s: Value| as_text(&s).lines().next().unwrap_or("
 handlebars_helper!(truncate_helper: |s: Value, n: u64| truncate(&as_text(&s), n as usize));
 handlebars_helper!(branch: |r: str| r.strip_prefix("refs/heads/").or_else(|| r.strip_prefix("refs/tags/")).unwrap_or(r).to_string());
 handlebars_helper!(color: |status: Value| status_color(&as_text(&status)).to_string());
+handlebars_helper!(humanize: |s: Value| as_text(&s).replace('_', " "));
+handlebars_helper!(starts_with: |s: Value, prefix: str| as_text(&s).starts_with(prefix));
 
 fn as_text(v: &Value) -> String {
     match v {
@@ -148,6 +150,8 @@ pub fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("default", Box::new(DefaultHelper));
     hb.register_helper("branch", Box::new(branch));
     hb.register_helper("color", Box::new(color));
+    hb.register_helper("humanize", Box::new(humanize));
+    hb.register_helper("starts_with", Box::new(starts_with));
 }
 
 #[cfg(test)]
@@ -185,6 +189,17 @@ mod tests {
         );
         assert_eq!(render("{{json o}}", ctx.clone()), r#"{"a":[1,"x\""]}"#);
         assert_eq!(render("{{color \"failure\"}}", ctx.clone()), "D73A49");
+        assert_eq!(
+            render("{{humanize \"ready_for_review\"}}", ctx.clone()),
+            "ready for review"
+        );
+        assert_eq!(
+            render(
+                "{{#if (starts_with r \"refs/heads/\")}}b{{/if}}",
+                ctx.clone()
+            ),
+            "b"
+        );
         assert_eq!(render("{{#if o.missing}}y{{else}}n{{/if}}", ctx), "n");
     }
 

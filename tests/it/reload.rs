@@ -165,7 +165,7 @@ async fn explain_over_http_needs_the_admin_token_and_queues_nothing() {
         "when: pull_request.merged is false, expected true"
     );
     assert_eq!(
-        by_name("github-push")["reason"],
+        by_name("github-push-branch")["reason"],
         "event is \"pull_request\", the rule wants \"push\""
     );
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -47,6 +47,7 @@ max_body: 1MiB
 sources:
   github: {{kind: github, secret: "{GITHUB_SECRET}"}}
   gitlab: {{kind: gitlab, secret: {GITLAB_SECRET}}}
+  alertmanager: {{kind: alertmanager}}
   generic: {{kind: generic, event_field: type}}
 targets:
   allow_http: true
