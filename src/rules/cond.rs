@@ -27,6 +27,8 @@ pub enum Cond {
         field: Field,
         /// What is checked.
         op: Op,
+        /// Where the test stands in the rule (`when.all[1]`).
+        at: String,
     },
 }
 
@@ -47,10 +49,14 @@ pub struct FieldPath {
     segments: Vec<Segment>,
 }
 
+/// One step of a path.
 #[derive(Debug, Clone, PartialEq)]
-enum Segment {
+pub enum Segment {
+    /// An object key.
     Key(String),
+    /// An array index.
     Index(usize),
+    /// Every element (`*`).
     Each,
 }
 
@@ -145,6 +151,11 @@ impl FieldPath {
         current
     }
 
+    /// The steps of the path.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
     /// Whether the path has a `*`.
     pub fn fans_out(&self) -> bool {
         self.segments.contains(&Segment::Each)
@@ -229,7 +240,11 @@ impl Cond {
                     }
                     _ => unreachable!("operators were checked above"),
                 };
-                Ok(Cond::Test { field, op })
+                Ok(Cond::Test {
+                    field,
+                    op,
+                    at: at.to_string(),
+                })
             }
             None => {
                 if let Some(bad) = map.keys().find(|k| !COMBINATORS.contains(&k.as_str())) {
@@ -274,7 +289,7 @@ impl Cond {
             Cond::All(cs) => cs.iter().all(|c| c.holds(event)),
             Cond::Any(cs) => cs.iter().any(|c| c.holds(event)),
             Cond::Not(c) => !c.holds(event),
-            Cond::Test { field, op } => match field {
+            Cond::Test { field, op, .. } => match field {
                 Field::Path(p) => {
                     let values = p.resolve(event.payload());
                     match op {
@@ -299,6 +314,20 @@ impl Cond {
 }
 
 impl Cond {
+    /// Every payload path the condition reads, with where its test stands.
+    pub fn paths(&self) -> Vec<(&FieldPath, &str)> {
+        match self {
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().flat_map(Cond::paths).collect(),
+            Cond::Not(c) => c.paths(),
+            Cond::Test {
+                field: Field::Path(p),
+                at,
+                ..
+            } => vec![(p, at.as_str())],
+            Cond::Test { .. } => Vec::new(),
+        }
+    }
+
     /// Why the condition does not hold, naming the first failing test by its place
     /// (`when.all[1]`) and the value it saw; Ok when it holds.
     pub fn explain(&self, event: &Event, at: &str) -> Result<(), String> {
@@ -327,7 +356,7 @@ impl Cond {
                 ))
             }
             Cond::Not(_) => Err(format!("{at}.not: the condition inside held")),
-            Cond::Test { field, op } => {
+            Cond::Test { field, op, .. } => {
                 let (what, seen) = match field {
                     Field::Path(p) => {
                         let values = p.resolve(event.payload());

@@ -8,6 +8,7 @@
 
 pub mod cond;
 pub mod expr;
+pub mod known;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -428,6 +429,31 @@ impl RuleSet {
                         }
                     },
                 };
+                // A path that can never exist in this event's payload (when its shape is known).
+                if let (Some(c), Some(src)) = (&when, sources.get(&rc.source)) {
+                    if src.kind == crate::config::SourceKind::Github {
+                        for (path, test_at) in c.paths() {
+                            if let Some(bad) = known::check_github(&rc.event, &rc.actions, path) {
+                                let hint = bad
+                                    .suggestion
+                                    .map(|s| format!("; did you mean `{s}` there?"))
+                                    .unwrap_or_default();
+                                let actions = if rc.actions.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({})", rc.actions.join(", "))
+                                };
+                                report(
+                                    &format!("{at}.{test_at}.path"),
+                                    format!(
+                                        "{test_at}.path: `{}` can never exist in a GitHub {} event{actions}: no `{}`{hint}",
+                                        path.text, rc.event, bad.at
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
                 let expr = match &rc.if_expr {
                     None => None,
                     Some(src) => match Expr::compile(src) {
@@ -639,6 +665,26 @@ mod tests {
     }
 
     #[test]
+    fn a_path_that_cannot_exist_in_the_event_is_reported() {
+        let err = load(
+            "- name: p\n  source: github\n  event: pull_request\n  actions: [closed]\n  when: {all: [{path: action, equals: closed}, {path: pull_request.mergd, equals: true}]}\n  template: t\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rules/t.yaml:5:55: rule \"p\": when.all[1].path: `pull_request.mergd` can never exist in a GitHub pull_request event (closed): no `pull_request.mergd`; did you mean `merged` there?"
+        );
+        // Generic sources have no known shape: no claim.
+        let config = Config::default();
+        let ok = RuleSet::load(
+            &[(PathBuf::from("g.yaml"), "- name: g\n  source: generic\n  event: x\n  when: {path: anything.at.all, exists: true}\n  template: t\n".into())],
+            &config.sources,
+            |_, _| true,
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
     fn names_are_unique_across_files() {
         let config = Config::default();
         let rule = "- name: a\n  source: github\n  event: push\n  template: t\n";
@@ -747,5 +793,137 @@ mod tests {
             e[3].reason.as_deref(),
             Some("not tried: rule \"merged\" matched before it and has stop: true")
         );
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::config::{Config, SourceKind};
+    use proptest::prelude::*;
+    use serde_json::Map;
+
+    /// Keys that the shipped rules look at, mixed with arbitrary ones, so that generated
+    /// payloads reach deep into the conditions.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "action",
+                "pull_request",
+                "merged",
+                "ref",
+                "deleted",
+                "forced",
+                "workflow_run",
+                "workflow_job",
+                "check_run",
+                "check_suite",
+                "conclusion",
+                "object_attributes",
+                "status",
+                "review",
+                "state",
+                "deployment_status",
+                "commits",
+                "before_sha",
+                "sha",
+                "system",
+            ])
+            .prop_map(str::to_string),
+            "[a-z_]{1,10}",
+        ]
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            prop_oneof![
+                prop::sample::select(vec![
+                    "closed",
+                    "failure",
+                    "refs/heads/main",
+                    "refs/tags/v1",
+                    "approved",
+                    "success",
+                    "failed"
+                ])
+                .prop_map(str::to_string),
+                ".{0,20}",
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::vec(
+            (
+                prop_oneof![Just("x-github-hook-id".to_string()), "[a-z-]{1,12}"],
+                ".{0,16}",
+            ),
+            0..4,
+        )
+    }
+
+    fn shipped() -> &'static (Config, RuleSet) {
+        static SHIPPED: std::sync::OnceLock<(Config, RuleSet)> = std::sync::OnceLock::new();
+        SHIPPED.get_or_init(|| {
+            let config = Config::default();
+            let pipeline = crate::pipeline::Pipeline::load(&config).expect("shipped rules load");
+            (config, pipeline.rules)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever arrives, matching and explaining do not panic, and the explanation says
+        /// "matched" for exactly the rules that match.
+        #[test]
+        fn matching_and_explaining_agree_and_never_panic(
+            payload in json(),
+            headers in headers(),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let (config, rules) = shipped();
+            let rule = pick.get(rules.rules());
+            let kind = config.sources[&rule.source].kind;
+            let payload = match (kind, payload) {
+                (SourceKind::Generic, p) => p,
+                (_, Value::Object(o)) => Value::Object(o),
+                (_, other) => serde_json::json!({"action": "closed", "value": other}),
+            };
+            let event = Event::new(&rule.source, kind, rule.event.clone(), None, headers, payload);
+            let matched: Vec<&str> = rules.matches(&event).iter().map(|r| r.name.as_str()).collect();
+            let explanation = rules.explain(&event);
+            let explained: Vec<&str> =
+                explanation.iter().filter(|e| e.matched).map(|e| e.rule.as_str()).collect();
+            prop_assert_eq!(matched, explained);
+            for e in explanation {
+                prop_assert_eq!(e.matched, e.reason.is_none());
+            }
+        }
+
+        /// Arbitrary condition trees either fail to compile with a message, or evaluate and
+        /// explain without panicking.
+        #[test]
+        fn arbitrary_conditions_compile_or_fail_cleanly(cond in json(), payload in json()) {
+            let event = Event::for_test("github", "push", payload, &[]);
+            if let Ok(c) = Cond::compile(&cond, "when") {
+                let holds = c.holds(&event);
+                prop_assert_eq!(holds, c.explain(&event, "when").is_ok());
+            }
+        }
     }
 }
