@@ -34,6 +34,10 @@ pub struct Config {
     /// The card templates; unset means `./templates`, or the built-in ones.
     #[serde(default)]
     pub templates_dir: Option<PathBuf>,
+    /// Reload rules and templates when their files change (SIGHUP always reloads). Turn off
+    /// where file events do not arrive, e.g. on some network file systems.
+    #[serde(default = "yes")]
+    pub watch_files: bool,
     /// The gateway's external base URL (what upstreams and browsers reach it at).
     #[serde(default)]
     pub public_url: Option<String>,
@@ -152,6 +156,9 @@ impl Default for DeliveryConfig {
     }
 }
 
+fn yes() -> bool {
+    true
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -198,6 +205,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             rules_dir: None,
             templates_dir: None,
+            watch_files: true,
             public_url: None,
             admin_token: None,
             max_body: default_max_body(),

@@ -72,7 +72,7 @@ pub async fn reload(app: &App) -> bool {
 pub fn spawn(app: Arc<App>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut dirs: Vec<PathBuf> = Vec::new();
-    {
+    if app.config.watch_files {
         let p = app.pipeline.load();
         for origin in [&p.rules_origin, &p.templates_origin] {
             if let Origin::Dir(d) = origin {

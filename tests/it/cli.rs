@@ -320,3 +320,89 @@ fn print_schema_prints_the_rule_file_schema() {
     assert_eq!(schema["title"], "cardwire rule file");
     assert!(schema["definitions"]["rule"]["properties"]["when"].is_object());
 }
+
+/// With file watching off, SIGHUP alone reloads: a new rule appears in GET /api/rules.
+#[test]
+fn sighup_reloads_rules() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::copy(root().join("rules/github.yaml"), rules.join("github.yaml")).unwrap();
+    let config = dir.path().join("cardwire.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nwatch_files: false\nadmin_token: t\ntemplates_dir: {}/templates\nsources:\n  github: {{kind: github}}\n",
+            root().display()
+        ),
+    )
+    .unwrap();
+    let mut child = cardwire()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!("the server did not log its address");
+        };
+        if line.contains("listening") {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+    };
+    let count = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let v: serde_json::Value = reqwest::Client::new()
+                .get(format!("http://{addr}/api/rules"))
+                .bearer_auth("t")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["rules"].as_array().unwrap().len()
+        })
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let before = count(&rt);
+    let mut text = std::fs::read_to_string(rules.join("github.yaml")).unwrap();
+    text.push_str("\n- name: extra\n  source: github\n  event: star\n  template: github/release\n");
+    std::fs::write(rules.join("github.yaml"), text).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(
+        count(&rt),
+        before,
+        "without watching, a change waits for SIGHUP"
+    );
+    assert!(Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while count(&rt) != before + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
