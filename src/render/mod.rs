@@ -5,9 +5,12 @@
 //! `templates/<name>.workflow.hbs` for an Adaptive Card in the Teams message envelope) and an
 //! event's context. Out: a compact JSON string. Guarantees: `{{x}}` is JSON-escaped (never
 //! HTML-escaped), so upstream text cannot break the JSON; the result parses and has the shape
-//! of its kind, or rendering fails with the template's name, line and column.
+//! of its kind, passes validation (see [`validate`]) and fits the size policy (see [`fit`]), or
+//! rendering fails with the template's name and what is wrong.
 
+pub mod fit;
 mod helpers;
+pub mod validate;
 
 pub use helpers::truncate as truncate_text;
 
@@ -167,24 +170,66 @@ impl Renderer {
                 message: format!("{}{at}", e.reason()),
             }
         })?;
-        let value: Value = serde_json::from_str(&text).map_err(|source| RenderError::Json {
+        let mut value: Value = serde_json::from_str(&text).map_err(|source| RenderError::Json {
             template: file.clone(),
             source,
         })?;
-        check_shape(kind, &value).map_err(|message| RenderError::Invalid {
+        if kind == CardKind::Teams {
+            neutralize_html(&mut value);
+        }
+        let shrunk = fit::fit(kind, &mut value);
+        if !shrunk.is_empty() {
+            tracing::info!(template = %file, changes = ?shrunk, "card shrunk to fit Teams' limits");
+        }
+        validate::validate(kind, &value).map_err(|problems| RenderError::Invalid {
             template: file.clone(),
             kind: kind.as_str(),
-            message,
+            message: problems.join("; "),
         })?;
         let body = value.to_string();
         if body.len() > MAX_CARD_BYTES {
             return Err(RenderError::Invalid {
                 template: file,
                 kind: kind.as_str(),
-                message: format!("{} bytes, over the {MAX_CARD_BYTES}-byte limit", body.len()),
+                message: format!(
+                    "{} bytes, over the {MAX_CARD_BYTES}-byte limit even after shrinking",
+                    body.len()
+                ),
             });
         }
         Ok(body)
+    }
+}
+
+/// Turns any HTML tag in a MessageCard's text into literal text (`<b>` → `&lt;b>`): connector
+/// cards render some HTML, and upstream text must never become markup. A `<` already escaped
+/// for Markdown (`\<`) is left as it is.
+pub fn neutralize_html(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            if s.contains('<') {
+                let mut out = String::with_capacity(s.len() + 8);
+                let mut prev = ' ';
+                let mut chars = s.chars().peekable();
+                while let Some(c) = chars.next() {
+                    let tag_like = c == '<'
+                        && prev != '\\'
+                        && chars.peek().is_some_and(|n| {
+                            n.is_ascii_alphabetic() || matches!(n, '/' | '!' | '?')
+                        });
+                    if tag_like {
+                        out.push_str("&lt;");
+                    } else {
+                        out.push(c);
+                    }
+                    prev = c;
+                }
+                *s = out;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(neutralize_html),
+        Value::Object(o) => o.values_mut().for_each(neutralize_html),
+        _ => {}
     }
 }
 
@@ -197,49 +242,6 @@ pub fn split_name(rel: &str) -> Option<(String, CardKind)> {
     let stem = rel.strip_suffix(".hbs")?;
     let (name, kind) = stem.rsplit_once('.')?;
     Some((name.to_string(), CardKind::parse(kind)?))
-}
-
-/// The minimum each kind must have to be accepted by Teams at all.
-fn check_shape(kind: CardKind, v: &Value) -> Result<(), String> {
-    match kind {
-        CardKind::Teams => {
-            if v.get("@type").and_then(Value::as_str) != Some("MessageCard") {
-                return Err("`@type` must be \"MessageCard\"".into());
-            }
-            match v.get("summary").and_then(Value::as_str) {
-                Some(s) if !s.trim().is_empty() => Ok(()),
-                _ => Err(
-                    "`summary` must be a non-empty string (Teams rejects cards without it)".into(),
-                ),
-            }
-        }
-        CardKind::Workflow => {
-            if v.get("type").and_then(Value::as_str) != Some("message") {
-                return Err("the envelope's `type` must be \"message\"".into());
-            }
-            let att = v
-                .get("attachments")
-                .and_then(Value::as_array)
-                .filter(|a| a.len() == 1)
-                .ok_or("the envelope needs exactly one attachment")?;
-            if att[0].get("contentType").and_then(Value::as_str)
-                != Some("application/vnd.microsoft.card.adaptive")
-            {
-                return Err(
-                    "the attachment's contentType must be application/vnd.microsoft.card.adaptive"
-                        .into(),
-                );
-            }
-            let card = &att[0]["content"];
-            if card.get("type").and_then(Value::as_str) != Some("AdaptiveCard") {
-                return Err("the attachment's content must be an AdaptiveCard".into());
-            }
-            if card.get("version").and_then(Value::as_str).is_none() {
-                return Err("the Adaptive Card needs a `version`".into());
-            }
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]
@@ -255,7 +257,7 @@ mod tests {
         Renderer::load("templates", &files)
     }
 
-    const CARD: &str = r#"{"@type": "MessageCard", "summary": "{{payload.title}}", "text": "{{md payload.title}}"}"#;
+    const CARD: &str = r#"{"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": "{{payload.title}}", "text": "{{md payload.title}}"}"#;
 
     #[test]
     fn upstream_text_cannot_break_the_json() {
@@ -265,7 +267,7 @@ mod tests {
             .render("t", CardKind::Teams, &json!({"payload": {"title": title}}))
             .unwrap();
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["summary"], title);
+        assert_eq!(v["summary"], title.replace('<', "&lt;"));
         assert!(!v["text"].as_str().unwrap().contains("<b>"));
     }
 
@@ -285,6 +287,28 @@ mod tests {
         assert!(s.starts_with("templates/a/t.workflow.hbs:"), "{s}");
         let err = renderer(&[("t.json", "{}")]).unwrap_err();
         assert!(err.to_string().contains("<name>.teams.hbs"));
+    }
+
+    #[test]
+    fn html_never_reaches_a_message_card() {
+        let t = r#"{"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": "s", "text": "{{payload.t}} and {{md payload.t}}"}"#;
+        let r = renderer(&[("t.teams.hbs", t)]).unwrap();
+        let body = r
+            .render(
+                "t",
+                CardKind::Teams,
+                &json!({"payload": {"t": "<b>x</b><script>alert(1)</script><img src=x>"}}),
+            )
+            .unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let text = v["text"].as_str().unwrap();
+        // Every `<` left is escaped, for HTML (`&lt;`) or for Markdown (`\\<`).
+        assert!(
+            text.match_indices('<')
+                .all(|(i, _)| text[..i].ends_with('\\')),
+            "{text}"
+        );
+        assert!(text.contains("&lt;b>x&lt;/b>"), "{text}");
     }
 
     #[test]

@@ -1,0 +1,257 @@
+//! The size and shape policy: every card leaves within Teams' limits, shrunk rather than refused.
+//!
+//! In order, stopping as soon as the card fits 28 KB (serialized):
+//! 1. Caps that always apply: a MessageCard keeps at most 10 sections (the tenth says
+//!    "…and N more") and 4 actions per collection; any single text over 2,000 characters is cut.
+//! 2. Texts are cut, longest first, to 1,000, 500, 200, then 100 characters, with an ellipsis.
+//! 3. Lists are folded: facts, sections (MessageCard) and body elements (Adaptive Card) beyond
+//!    8, then 5, 3 and 1 are replaced by one "…and N more" line.
+//!
+//! Only text is touched: keys that carry structure (`type`, `@type`, `version`, URLs, colors)
+//! are never cut, so the card stays valid. A card that cannot be brought under the limit this way
+//! is refused by validation.
+
+use serde_json::{json, Value};
+
+use super::{CardKind, MAX_CARD_BYTES};
+use crate::render::validate::{MAX_ACTIONS, MAX_SECTIONS};
+
+/// Keys whose string values are structure, not text, and are never cut.
+const STRUCTURAL: &[&str] = &[
+    "@type",
+    "@context",
+    "type",
+    "version",
+    "contentType",
+    "contentUrl",
+    "uri",
+    "url",
+    "os",
+    "$schema",
+    "color",
+    "size",
+    "weight",
+    "spacing",
+    "width",
+    "themeColor",
+    "style",
+    "horizontalAlignment",
+    "id",
+    "target",
+    "image",
+    "activityImage",
+    "iconUrl",
+    "altText",
+];
+
+/// Brings a card within limits; returns what it changed, for the log.
+pub fn fit(kind: CardKind, card: &mut Value) -> Vec<String> {
+    let mut done = Vec::new();
+    if kind == CardKind::Teams {
+        cap_message_card(card, &mut done);
+    }
+    if cut_texts(card, 2000) > 0 {
+        done.push("cut texts over 2000 characters".into());
+    }
+    for limit in [1000, 500, 200, 100] {
+        if size(card) <= MAX_CARD_BYTES {
+            return done;
+        }
+        if cut_texts(card, limit) > 0 {
+            done.push(format!("cut texts to {limit} characters"));
+        }
+    }
+    for keep in [8, 5, 3, 1] {
+        if size(card) <= MAX_CARD_BYTES {
+            return done;
+        }
+        if fold_lists(kind, card, keep) > 0 {
+            done.push(format!("folded lists beyond {keep} items"));
+        }
+    }
+    if size(card) > MAX_CARD_BYTES && cut_texts(card, 20) > 0 {
+        done.push("cut texts to 20 characters".into());
+    }
+    done
+}
+
+/// The serialized size in bytes.
+pub fn size(card: &Value) -> usize {
+    serde_json::to_vec(card)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+}
+
+fn more(n: usize) -> String {
+    format!("…and {n} more")
+}
+
+fn cap_message_card(card: &mut Value, done: &mut Vec<String>) {
+    if let Some(sections) = card.get_mut("sections").and_then(Value::as_array_mut) {
+        if sections.len() > MAX_SECTIONS {
+            let extra = sections.len() - (MAX_SECTIONS - 1);
+            sections.truncate(MAX_SECTIONS - 1);
+            sections.push(json!({"text": more(extra)}));
+            done.push(format!("folded {extra} sections"));
+        }
+        for s in sections.iter_mut() {
+            cap_actions(s, done);
+        }
+    }
+    cap_actions(card, done);
+}
+
+fn cap_actions(holder: &mut Value, done: &mut Vec<String>) {
+    if let Some(actions) = holder
+        .get_mut("potentialAction")
+        .and_then(Value::as_array_mut)
+    {
+        if actions.len() > MAX_ACTIONS {
+            done.push(format!(
+                "dropped {} actions over {MAX_ACTIONS}",
+                actions.len() - MAX_ACTIONS
+            ));
+            actions.truncate(MAX_ACTIONS);
+        }
+    }
+}
+
+/// Cuts every text longer than `limit` characters; returns how many were cut.
+fn cut_texts(v: &mut Value, limit: usize) -> usize {
+    let mut n = 0;
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o.iter_mut() {
+                if STRUCTURAL.contains(&k.as_str()) {
+                    continue;
+                }
+                if let Value::String(s) = child {
+                    if s.chars().count() > limit {
+                        *s = crate::render::truncate_text(s, limit);
+                        n += 1;
+                    }
+                } else {
+                    n += cut_texts(child, limit);
+                }
+            }
+        }
+        Value::Array(a) => {
+            for child in a {
+                if let Value::String(s) = child {
+                    if s.chars().count() > limit {
+                        *s = crate::render::truncate_text(s, limit);
+                        n += 1;
+                    }
+                } else {
+                    n += cut_texts(child, limit);
+                }
+            }
+        }
+        _ => {}
+    }
+    n
+}
+
+/// Folds long lists to `keep` items plus one "…and N more"; returns how many were folded.
+fn fold_lists(kind: CardKind, v: &mut Value, keep: usize) -> usize {
+    let mut n = 0;
+    if let Value::Object(o) = v {
+        for (k, child) in o.iter_mut() {
+            if let Value::Array(items) = child {
+                let fold = match (kind, k.as_str()) {
+                    (CardKind::Teams, "facts") => {
+                        Some(json!({"name": "…", "value": more(items.len().saturating_sub(keep))}))
+                    }
+                    (CardKind::Teams, "sections") => {
+                        Some(json!({"text": more(items.len().saturating_sub(keep))}))
+                    }
+                    (CardKind::Workflow, "facts") => {
+                        Some(json!({"title": "…", "value": more(items.len().saturating_sub(keep))}))
+                    }
+                    (CardKind::Workflow, "body") => Some(
+                        json!({"type": "TextBlock", "wrap": true, "text": more(items.len().saturating_sub(keep))}),
+                    ),
+                    _ => None,
+                };
+                if let Some(line) = fold {
+                    if items.len() > keep + 1 {
+                        items.truncate(keep);
+                        items.push(line);
+                        n += 1;
+                    }
+                }
+            }
+            n += fold_lists(kind, child, keep);
+        }
+    } else if let Value::Array(a) = v {
+        for child in a {
+            n += fold_lists(kind, child, keep);
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::validate::validate;
+
+    fn teams(sections: usize, text: usize) -> Value {
+        json!({"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": "s", "themeColor": "0366D6",
+            "sections": (0..sections).map(|i| json!({"activityTitle": format!("s{i}"), "text": "x".repeat(text),
+                "facts": (0..30).map(|j| json!({"name": format!("f{j}"), "value": "v".repeat(200)})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+            "potentialAction": (0..6).map(|_| json!({"@type": "OpenUri", "name": "Open", "targets": [{"os": "default", "uri": "https://example.com/x"}]})).collect::<Vec<_>>()})
+    }
+
+    #[test]
+    fn a_huge_message_card_is_shrunk_to_fit_and_stays_valid() {
+        let mut card = teams(40, 50_000);
+        let done = fit(CardKind::Teams, &mut card);
+        assert!(
+            size(&card) <= MAX_CARD_BYTES,
+            "{} bytes after {done:?}",
+            size(&card)
+        );
+        assert_eq!(validate(CardKind::Teams, &card), Ok(()));
+        let sections = card["sections"].as_array().unwrap();
+        assert!(sections.len() <= MAX_SECTIONS);
+        assert!(sections.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("…and "));
+        assert_eq!(
+            card["potentialAction"].as_array().unwrap().len(),
+            MAX_ACTIONS
+        );
+        assert_eq!(
+            card["potentialAction"][0]["targets"][0]["uri"],
+            "https://example.com/x"
+        );
+    }
+
+    #[test]
+    fn a_small_card_is_left_alone() {
+        let mut card = teams(2, 10);
+        card["potentialAction"].as_array_mut().unwrap().truncate(1);
+        let before = card.clone();
+        assert!(fit(CardKind::Teams, &mut card).is_empty());
+        assert_eq!(card, before);
+    }
+
+    #[test]
+    fn a_long_adaptive_card_body_is_folded() {
+        let body: Vec<Value> = (0..2000).map(|i| json!({"type": "TextBlock", "wrap": true, "text": format!("line {i} {}", "y".repeat(50))})).collect();
+        let mut card = json!({"type": "message", "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": null,
+            "content": {"type": "AdaptiveCard", "version": "1.4", "body": body}}]});
+        fit(CardKind::Workflow, &mut card);
+        assert!(size(&card) <= MAX_CARD_BYTES);
+        assert_eq!(validate(CardKind::Workflow, &card), Ok(()));
+        let body = card["attachments"][0]["content"]["body"]
+            .as_array()
+            .unwrap();
+        assert!(body.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("…and "));
+    }
+}
