@@ -206,26 +206,24 @@ impl Renderer {
 /// for Markdown (`\<`) is left as it is.
 pub fn neutralize_html(v: &mut Value) {
     match v {
-        Value::String(s) => {
-            if s.contains('<') {
-                let mut out = String::with_capacity(s.len() + 8);
-                let mut prev = ' ';
-                let mut chars = s.chars().peekable();
-                while let Some(c) = chars.next() {
-                    let tag_like = c == '<'
-                        && prev != '\\'
-                        && chars.peek().is_some_and(|n| {
-                            n.is_ascii_alphabetic() || matches!(n, '/' | '!' | '?')
-                        });
-                    if tag_like {
-                        out.push_str("&lt;");
-                    } else {
-                        out.push(c);
-                    }
-                    prev = c;
+        Value::String(s) if s.contains('<') => {
+            let mut out = String::with_capacity(s.len() + 8);
+            let mut prev = ' ';
+            let mut chars = s.chars().peekable();
+            while let Some(c) = chars.next() {
+                let tag_like = c == '<'
+                    && prev != '\\'
+                    && chars
+                        .peek()
+                        .is_some_and(|n| n.is_ascii_alphabetic() || matches!(n, '/' | '!' | '?'));
+                if tag_like {
+                    out.push_str("&lt;");
+                } else {
+                    out.push(c);
                 }
-                *s = out;
+                prev = c;
             }
+            *s = out;
         }
         Value::Array(a) => a.iter_mut().for_each(neutralize_html),
         Value::Object(o) => o.values_mut().for_each(neutralize_html),
