@@ -200,7 +200,11 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     match load(args.config.config.as_deref()) {
-        Ok((_, pipeline)) => {
+        Ok((config, pipeline)) => {
+            let problems = render_samples(&config, &pipeline);
+            if !problems.is_empty() {
+                return Ok(print_problems(crate::yaml::Problems(problems)));
+            }
             println!(
                 "ok: {} rules from {}, templates from {}",
                 pipeline.rules.rules().len(),
@@ -211,6 +215,74 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
         Err(code) => Ok(code),
     }
+}
+
+/// Renders every rule's templates, in both kinds, with every built-in sample payload the rule
+/// takes; a failure is a problem at the template's line and column.
+fn render_samples(config: &Config, pipeline: &Pipeline) -> Vec<crate::yaml::Problem> {
+    use crate::yaml::{Pos, Problem};
+    let templates = match &pipeline.templates_origin {
+        crate::pipeline::Origin::Dir(d) => d.clone(),
+        crate::pipeline::Origin::Embedded(n) => PathBuf::from(n),
+    };
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for sample in crate::samples::all() {
+        for (name, source) in config.sources.iter().filter(|(_, s)| s.kind == sample.kind) {
+            let mut headers = HeaderMap::new();
+            let header = match sample.kind {
+                crate::config::SourceKind::Github => Some("x-github-event"),
+                crate::config::SourceKind::Gitlab => Some("x-gitlab-event"),
+                _ => None,
+            };
+            if let (Some(h), Ok(v)) = (header, HeaderValue::from_str(&sample.event)) {
+                headers.insert(h, v);
+            }
+            let Ok(event) =
+                crate::ingest::verify::build_event(name, source, &headers, sample.payload.clone())
+            else {
+                continue;
+            };
+            for rule in pipeline.rules.matches(&event) {
+                for kind in CardKind::ALL {
+                    let Err(e) = pipeline
+                        .renderer
+                        .render(&rule.template, kind, event.context())
+                    else {
+                        continue;
+                    };
+                    // One report per template and problem, naming the first sample that shows it.
+                    if !seen.insert((rule.template.clone(), kind, e.to_string())) {
+                        continue;
+                    }
+                    let file = templates.join(format!("{}.{}.hbs", rule.template, kind.as_str()));
+                    let (pos, message) = match &e {
+                        crate::render::RenderError::Template {
+                            pos: Some((line, col)),
+                            message,
+                            ..
+                        } => (
+                            Pos {
+                                line: *line,
+                                col: *col,
+                            },
+                            message.clone(),
+                        ),
+                        other => (Pos { line: 1, col: 1 }, other.to_string()),
+                    };
+                    problems.push(Problem::new(
+                        file,
+                        pos,
+                        format!(
+                            "rule {:?}: with the sample payload {}: {message}",
+                            rule.name, sample.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    problems
 }
 
 fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {

@@ -34,6 +34,9 @@ pub struct Config {
     /// The card templates; unset means `./templates`, or the built-in ones.
     #[serde(default)]
     pub templates_dir: Option<PathBuf>,
+    /// A people map (YAML) from upstream identities to Teams users, for mentions.
+    #[serde(default)]
+    pub people: Option<PathBuf>,
     /// Reload rules and templates when their files change (SIGHUP always reloads). Turn off
     /// where file events do not arrive, e.g. on some network file systems.
     #[serde(default = "yes")]
@@ -205,6 +208,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             rules_dir: None,
             templates_dir: None,
+            people: None,
             watch_files: true,
             public_url: None,
             admin_token: None,

@@ -23,6 +23,7 @@
 //! - [`yaml`]: the YAML reader shared by config and rules, with a position for every node.
 //! - [`pipeline`]: rules and templates loaded together from disk or from the binary.
 //! - [`reload`]: hot reload on file changes or SIGHUP; `GET /api/rules`.
+//! - [`samples`]: the vendored real payloads, built in, that `check` renders every template with.
 //! - [`connect`]: connections (webhook URLs) and their admin API.
 //! - [`admin`]: the admin token check shared by everything under /api.
 //! - [`app`]: shared state, the router, background tasks and graceful shutdown.
@@ -42,5 +43,6 @@ pub mod pipeline;
 pub mod reload;
 pub mod render;
 pub mod rules;
+pub mod samples;
 pub mod store;
 pub mod yaml;

@@ -83,7 +83,17 @@ impl Pipeline {
             Origin::Dir(p) => p.display().to_string(),
             Origin::Embedded(n) => n.to_string(),
         };
-        let renderer = match Renderer::load(&shown, &template_files) {
+        let people = match &config.people {
+            None => crate::render::people::People::default(),
+            Some(path) => match crate::render::people::People::load(&config.resolve(path)) {
+                Ok(p) => p,
+                Err(p) => {
+                    problems.extend(p);
+                    crate::render::people::People::default()
+                }
+            },
+        };
+        let renderer = match Renderer::load_with_people(&shown, &template_files, people) {
             Ok(r) => Some(r),
             Err(p) => {
                 problems.extend(p.0);

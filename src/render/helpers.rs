@@ -49,14 +49,117 @@ fn push_inline(out: &mut String, s: &str) {
     }
 }
 
-/// At most `n` characters, with `…` when cut.
+/// At most `n` characters (grapheme clusters: an emoji with its modifiers or a letter with its
+/// accents is never split), with `…` when cut.
 pub fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        return s.to_string();
+    use unicode_segmentation::UnicodeSegmentation;
+    if s.len() <= n {
+        return s.to_string(); // n bytes hold at most n graphemes
     }
-    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
-    out.push('…');
-    out
+    let mut graphemes = s.grapheme_indices(true);
+    match graphemes.nth(n) {
+        None => s.to_string(),
+        Some(_) => {
+            let cut = s
+                .grapheme_indices(true)
+                .nth(n.saturating_sub(1))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            let mut out = s[..cut].to_string();
+            out.push('…');
+            out
+        }
+    }
+}
+
+/// `{{plural n "commit"}}` → `1 commit`, `3 commits`; a third argument gives an irregular plural.
+fn plural(n: &Value, one: &str, many: Option<&str>) -> String {
+    let count = n
+        .as_array()
+        .map(|a| a.len() as f64)
+        .or_else(|| n.as_f64())
+        .unwrap_or(0.0);
+    let word = if count == 1.0 {
+        one.to_string()
+    } else {
+        many.map(str::to_string)
+            .unwrap_or_else(|| format!("{one}s"))
+    };
+    format!(
+        "{} {word}",
+        if count.fract() == 0.0 {
+            format!("{count:.0}")
+        } else {
+            count.to_string()
+        }
+    )
+}
+
+/// Parses the timestamps upstreams send: RFC 3339, `2015-05-17 18:08:09 UTC`, or Unix seconds.
+pub fn parse_time(v: &Value) -> Option<jiff::Timestamp> {
+    match v {
+        Value::Number(n) => jiff::Timestamp::from_second(n.as_i64()?).ok(),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse::<jiff::Timestamp>()
+                .ok()
+                .or_else(|| {
+                    let civil = s.strip_suffix(" UTC")?;
+                    jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", civil)
+                        .ok()?
+                        .to_zoned(jiff::tz::TimeZone::UTC)
+                        .ok()
+                        .map(|z| z.timestamp())
+                })
+                .or_else(|| jiff::Timestamp::strptime("%Y-%m-%d %H:%M:%S %z", s).ok())
+        }
+        _ => None,
+    }
+}
+
+/// `{{date x}}`: `2026-11-27 09:12 UTC`; `{{date x "%d %b %Y"}}`: a strftime format (UTC);
+/// `{{date x "relative"}}`: `3 hours ago` / `in 5 minutes`. An unreadable value is shown as is.
+fn date(v: &Value, format: Option<&str>, now: jiff::Timestamp) -> String {
+    let Some(t) = parse_time(v) else {
+        return as_text(v);
+    };
+    match format {
+        Some("relative") => relative(t, now),
+        Some(f) => t.strftime(f).to_string(),
+        None => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+    }
+}
+
+fn relative(t: jiff::Timestamp, now: jiff::Timestamp) -> String {
+    let secs = now.as_second() - t.as_second();
+    let (n, unit) = match secs.abs() {
+        s if s < 60 => return "just now".into(),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86_400 => (s / 3600, "hour"),
+        s if s < 30 * 86_400 => (s / 86_400, "day"),
+        s if s < 365 * 86_400 => (s / (30 * 86_400), "month"),
+        s => (s / (365 * 86_400), "year"),
+    };
+    let amount = plural(&Value::from(n), unit, None);
+    if secs >= 0 {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
+}
+
+/// `{{link url "text"}}`: a Markdown link whose text is escaped and whose URL cannot break out
+/// of the parentheses; an empty or non-http URL gives the text alone.
+fn link(url: &str, text: &str) -> String {
+    let text = md_escape(text);
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return text;
+    }
+    let url = url
+        .replace('(', "%28")
+        .replace(')', "%29")
+        .replace(' ', "%20");
+    format!("[{text}]({url})")
 }
 
 handlebars_helper!(md: |s: Value| md_escape(&as_text(&s)));
@@ -67,6 +170,13 @@ handlebars_helper!(branch: |r: str| r.strip_prefix("refs/heads/").or_else(|| r.s
 handlebars_helper!(color: |status: Value| status_color(&as_text(&status)).to_string());
 handlebars_helper!(humanize: |s: Value| as_text(&s).replace('_', " "));
 handlebars_helper!(starts_with: |s: Value, prefix: str| as_text(&s).starts_with(prefix));
+handlebars_helper!(join: |list: Value, sep: str| match &list {
+    Value::Array(items) => items.iter().map(as_text).collect::<Vec<_>>().join(sep),
+    other => as_text(other),
+});
+handlebars_helper!(plural_helper: |n: Value, one: str, *args| plural(&n, one, args.get(2).and_then(|v| v.as_str())));
+handlebars_helper!(date_helper: |v: Value, *args| date(&v, args.get(1).and_then(|f| f.as_str()), jiff::Timestamp::now()));
+handlebars_helper!(link_helper: |url: Value, text: Value| link(&as_text(&url), &as_text(&text)));
 
 fn as_text(v: &Value) -> String {
     match v {
@@ -140,6 +250,30 @@ impl HelperDef for DefaultHelper {
     }
 }
 
+/// `{{mention login}}`: `<at>Name</at>` for a person in the people map, else the login as
+/// Markdown-escaped text.
+pub struct Mention(pub std::sync::Arc<super::people::People>);
+
+impl HelperDef for Mention {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, handlebars::RenderError> {
+        let who = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex("mention", 0))?;
+        let login = as_text(who.value());
+        let out = match self.0.find(&login) {
+            Some(p) => format!("<at>{}</at>", p.name),
+            None => md_escape(&login),
+        };
+        Ok(handlebars::ScopedJson::Derived(Value::String(out)))
+    }
+}
+
 /// Registers every helper.
 pub fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("json", Box::new(JsonHelper));
@@ -152,6 +286,10 @@ pub fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("color", Box::new(color));
     hb.register_helper("humanize", Box::new(humanize));
     hb.register_helper("starts_with", Box::new(starts_with));
+    hb.register_helper("join", Box::new(join));
+    hb.register_helper("plural", Box::new(plural_helper));
+    hb.register_helper("date", Box::new(date_helper));
+    hb.register_helper("link", Box::new(link_helper));
 }
 
 #[cfg(test)]
@@ -201,6 +339,49 @@ mod tests {
             "b"
         );
         assert_eq!(render("{{#if o.missing}}y{{else}}n{{/if}}", ctx), "n");
+    }
+
+    #[test]
+    fn more_helpers() {
+        let ctx = json!({"labels": ["bug", "ui"], "commits": [1, 2, 3], "one": [1], "t": "2015-05-17 18:08:09 UTC", "r": "2026-11-27T09:12:31Z", "u": 1700000000});
+        assert_eq!(render("{{join labels \", \"}}", ctx.clone()), "bug, ui");
+        assert_eq!(
+            render("{{plural commits \"commit\"}}", ctx.clone()),
+            "3 commits"
+        );
+        assert_eq!(render("{{plural one \"commit\"}}", ctx.clone()), "1 commit");
+        assert_eq!(
+            render("{{plural 2 \"child\" \"children\"}}", ctx.clone()),
+            "2 children"
+        );
+        assert_eq!(render("{{date t}}", ctx.clone()), "2015-05-17 18:08 UTC");
+        assert_eq!(
+            render("{{date r \"%d %b %Y\"}}", ctx.clone()),
+            "27 Nov 2026"
+        );
+        assert_eq!(render("{{date u}}", ctx.clone()), "2023-11-14 22:13 UTC");
+        assert_eq!(render("{{date \"not a date\"}}", ctx.clone()), "not a date");
+        assert_eq!(
+            render("{{link \"https://x/a b\" \"[x]\"}}", ctx.clone()),
+            "[\\\\[x\\\\]](https://x/a%20b)"
+        );
+        assert_eq!(render("{{link \"javascript:alert(1)\" \"x\"}}", ctx), "x");
+        let now: jiff::Timestamp = "2026-11-27T12:00:00Z".parse().unwrap();
+        let at = |s: &str| date(&json!(s), Some("relative"), now);
+        assert_eq!(at("2026-11-27T09:00:00Z"), "3 hours ago");
+        assert_eq!(at("2026-11-27T12:05:00Z"), "in 5 minutes");
+        assert_eq!(at("2026-11-26T12:00:00Z"), "1 day ago");
+        assert_eq!(at("2026-11-27T11:59:30Z"), "just now");
+    }
+
+    #[test]
+    fn truncate_never_splits_a_grapheme() {
+        let family = "👨‍👩‍👧‍👦";
+        let s = format!("ab{family}{family}cd");
+        assert_eq!(truncate(&s, 4), format!("ab{family}…"));
+        assert_eq!(truncate("éé", 5), "éé");
+        let accented = "e\u{301}e\u{301}e\u{301}";
+        assert_eq!(truncate(accented, 2), "e\u{301}…");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod fit;
 mod helpers;
+pub mod people;
 pub mod validate;
 
 pub use helpers::truncate as truncate_text;
@@ -61,11 +62,13 @@ pub enum RenderError {
     #[error("no template {0:?}")]
     NoTemplate(String),
     /// Handlebars failed (a missing field in strict mode, a helper error).
-    #[error("template {template}: {message}")]
+    #[error("template {template}{}: {message}", pos.map(|(l, c)| format!(" at {l}:{c}")).unwrap_or_default())]
     Template {
         /// The template file.
         template: String,
-        /// What went wrong, with line and column when known.
+        /// Line and column in the template, when known.
+        pos: Option<(usize, usize)>,
+        /// What went wrong.
         message: String,
     },
     /// The output is not JSON.
@@ -93,6 +96,7 @@ pub enum RenderError {
 pub struct Renderer {
     hb: Handlebars<'static>,
     names: HashSet<(String, CardKind)>,
+    people: std::sync::Arc<people::People>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -107,10 +111,21 @@ impl Renderer {
     /// Compiles template files given as (path relative to the templates folder, text). Every
     /// problem is reported with `origin/path:line:col`.
     pub fn load(origin: &str, files: &[(PathBuf, String)]) -> Result<Self, Problems> {
+        Self::load_with_people(origin, files, people::People::default())
+    }
+
+    /// Like [`Renderer::load`], with a people map for `{{mention}}`.
+    pub fn load_with_people(
+        origin: &str,
+        files: &[(PathBuf, String)],
+        people: people::People,
+    ) -> Result<Self, Problems> {
+        let people = std::sync::Arc::new(people);
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(helpers::json_escape);
         helpers::register(&mut hb);
+        hb.register_helper("mention", Box::new(helpers::Mention(people.clone())));
         let mut names = HashSet::new();
         let mut problems = Vec::new();
         for (path, text) in files {
@@ -137,7 +152,7 @@ impl Renderer {
             names.insert((name, kind));
         }
         if problems.is_empty() {
-            Ok(Self { hb, names })
+            Ok(Self { hb, names, people })
         } else {
             Err(Problems(problems))
         }
@@ -160,22 +175,24 @@ impl Renderer {
             return Err(RenderError::NoTemplate(key));
         }
         let file = format!("{key}.hbs");
-        let text = self.hb.render(&key, ctx).map_err(|e| {
-            let at = match (e.line_no, e.column_no) {
-                (Some(l), Some(c)) => format!(" at {l}:{c}"),
-                _ => String::new(),
-            };
-            RenderError::Template {
+        let text = self
+            .hb
+            .render(&key, ctx)
+            .map_err(|e| RenderError::Template {
                 template: file.clone(),
-                message: format!("{}{at}", e.reason()),
-            }
-        })?;
+                pos: e.line_no.zip(e.column_no),
+                message: e.reason().to_string(),
+            })?;
         let mut value: Value = serde_json::from_str(&text).map_err(|source| RenderError::Json {
             template: file.clone(),
             source,
         })?;
-        if kind == CardKind::Teams {
-            neutralize_html(&mut value);
+        match kind {
+            CardKind::Teams => {
+                people::strip_mentions(&mut value);
+                neutralize_html(&mut value);
+            }
+            CardKind::Workflow => self.people.add_mention_entities(&mut value),
         }
         let shrunk = fit::fit(kind, &mut value);
         if !shrunk.is_empty() {
@@ -307,6 +324,48 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("&lt;b>x&lt;/b>"), "{text}");
+    }
+
+    #[test]
+    fn mentions_become_entities_in_adaptive_cards_and_names_elsewhere() {
+        let people = people::People::new(vec![people::Person {
+            name: "Mona Lisa".into(),
+            upn: "mona@contoso.com".into(),
+            github: Some("octocat".into()),
+            gitlab: None,
+            email: None,
+        }]);
+        let wf = r#"{"type": "message", "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "content": {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": "by {{mention payload.a}} and {{mention payload.b}}"}]}}]}"#;
+        let teams = r#"{"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": "by {{mention payload.a}}"}"#;
+        let files = [
+            (PathBuf::from("t.workflow.hbs"), wf.to_string()),
+            (PathBuf::from("t.teams.hbs"), teams.to_string()),
+        ];
+        let r = Renderer::load_with_people("templates", &files, people).unwrap();
+        let ctx = json!({"payload": {"a": "OctoCat", "b": "someone_else"}});
+        let card: Value =
+            serde_json::from_str(&r.render("t", CardKind::Workflow, &ctx).unwrap()).unwrap();
+        let content = &card["attachments"][0]["content"];
+        assert_eq!(
+            content["body"][0]["text"],
+            "by <at>Mona Lisa</at> and someone\\_else"
+        );
+        assert_eq!(
+            content["msteams"]["entities"],
+            json!([{"type": "mention", "text": "<at>Mona Lisa</at>", "mentioned": {"id": "mona@contoso.com", "name": "Mona Lisa"}}])
+        );
+        let card: Value =
+            serde_json::from_str(&r.render("t", CardKind::Teams, &ctx).unwrap()).unwrap();
+        assert_eq!(card["summary"], "by Mona Lisa");
+        // Without a people map, names are plain text.
+        let r = Renderer::load("templates", &files).unwrap();
+        let card: Value =
+            serde_json::from_str(&r.render("t", CardKind::Workflow, &ctx).unwrap()).unwrap();
+        assert_eq!(
+            card["attachments"][0]["content"]["body"][0]["text"],
+            "by OctoCat and someone\\_else"
+        );
+        assert!(card["attachments"][0]["content"].get("msteams").is_none());
     }
 
     #[test]

@@ -406,3 +406,62 @@ fn sighup_reloads_rules() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+/// `check` renders every template with the built-in sample payloads of its rules' events: a
+/// template reading a field those payloads never have is reported at its line and column.
+#[test]
+fn check_reports_a_template_field_the_samples_never_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        let out = Command::new("cp")
+            .arg("-r")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(out.success());
+    };
+    copy(&root().join("templates"), &templates);
+    let file = templates.join("github/release.teams.hbs");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replacen(
+        "\"themeColor\": \"2DA44E\",",
+        "\"themeColor\": \"2DA44E\", \"x\": \"{{payload.release.no_such_field}}\",",
+        1,
+    );
+    std::fs::write(&file, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("no_such_field"))
+        .unwrap()
+        + 1;
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!("rules_dir: {}/rules\ntemplates_dir: templates\nsources:\n  github: {{kind: github}}\n  gitlab: {{kind: gitlab}}\n  alertmanager: {{kind: alertmanager}}\n", root().display()),
+    )
+    .unwrap();
+    let out = cardwire()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "{}:{line}:",
+        dir.path()
+            .join("templates")
+            .join("github/release.teams.hbs")
+            .display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    assert!(
+        err.contains(
+            "rule \"github-release-published\": with the sample payload github/release.published."
+        ),
+        "{err}"
+    );
+    assert!(err.contains("no_such_field"), "{err}");
+}
