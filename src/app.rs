@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::ingest::router())
         .merge(crate::connect::router())
         .merge(crate::reload::router())
+        .merge(crate::deliver::api::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

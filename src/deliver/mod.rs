@@ -8,6 +8,7 @@
 //! `Idempotency-Key`; a card is deleted only after its success was seen, so a stop at any
 //! point leaves it queued (at least once, never zero times).
 
+pub mod api;
 pub mod policy;
 
 use std::collections::HashMap;

@@ -24,8 +24,6 @@ const STRUCTURAL: &[&str] = &[
     "version",
     "contentType",
     "contentUrl",
-    "uri",
-    "url",
     "os",
     "$schema",
     "color",
@@ -37,12 +35,12 @@ const STRUCTURAL: &[&str] = &[
     "style",
     "horizontalAlignment",
     "id",
-    "target",
-    "image",
-    "activityImage",
-    "iconUrl",
     "altText",
 ];
+
+/// Keys whose values are links: cut only when absurdly long (over 2,000 characters), where the
+/// link is broken anyway; the start (`https://…`) stays, so the card stays valid.
+const LINKS: &[&str] = &["uri", "url", "target", "image", "activityImage", "iconUrl"];
 
 /// Brings a card within limits; returns what it changed, for the log.
 pub fn fit(kind: CardKind, card: &mut Value) -> Vec<String> {
@@ -50,8 +48,11 @@ pub fn fit(kind: CardKind, card: &mut Value) -> Vec<String> {
     if kind == CardKind::Teams {
         cap_message_card(card, &mut done);
     }
-    if cut_texts(card, 2000) > 0 {
-        done.push("cut texts over 2000 characters".into());
+    if encode_links(card) > 0 {
+        done.push("percent-encoded links".into());
+    }
+    if cut_texts(card, 2000) + cut_links(card, 2000) > 0 {
+        done.push("cut texts and links over 2000 characters".into());
     }
     for limit in [1000, 500, 200, 100] {
         if size(card) <= MAX_CARD_BYTES {
@@ -122,7 +123,7 @@ fn cut_texts(v: &mut Value, limit: usize) -> usize {
     match v {
         Value::Object(o) => {
             for (k, child) in o.iter_mut() {
-                if STRUCTURAL.contains(&k.as_str()) {
+                if STRUCTURAL.contains(&k.as_str()) || LINKS.contains(&k.as_str()) {
                     continue;
                 }
                 if let Value::String(s) = child {
@@ -147,6 +148,85 @@ fn cut_texts(v: &mut Value, limit: usize) -> usize {
                 }
             }
         }
+        _ => {}
+    }
+    n
+}
+
+/// Percent-encodes links holding characters RFC 3986 does not allow (spaces, quotes, `|`,
+/// control characters...), which upstream text can bring into a link; returns how many changed.
+fn encode_links(v: &mut Value) -> usize {
+    let mut n = 0;
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o.iter_mut() {
+                match child {
+                    Value::String(s) if LINKS.contains(&k.as_str()) => {
+                        if let Some(encoded) = rfc3986(s) {
+                            *s = encoded;
+                            n += 1;
+                        }
+                    }
+                    other => n += encode_links(other),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| n += encode_links(c)),
+        _ => {}
+    }
+    n
+}
+
+/// The link with every character RFC 3986 does not allow after the authority percent-encoded,
+/// or None when it needs no change (or is not an absolute URL).
+fn rfc3986(link: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#@!$&'()*+,;=%".contains(c);
+    let start = link.find("://")? + 3;
+    let path_at = link[start..]
+        .find(['/', '?', '#'])
+        .map_or(link.len(), |i| start + i);
+    let (head, tail) = link.split_at(path_at);
+    if tail.chars().all(allowed) {
+        return None;
+    }
+    let mut out = String::with_capacity(link.len() + 16);
+    out.push_str(head);
+    for c in tail.chars() {
+        if allowed(c) {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Cuts links longer than `limit` characters; returns how many were cut.
+fn cut_links(v: &mut Value, limit: usize) -> usize {
+    let mut n = 0;
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o.iter_mut() {
+                match child {
+                    Value::String(s)
+                        if LINKS.contains(&k.as_str()) && s.chars().count() > limit =>
+                    {
+                        let mut cut: String = s.chars().take(limit).collect();
+                        // Never leave half a percent-escape (`%2`) at the end.
+                        if let Some(i) = cut.rfind('%').filter(|i| cut.len() - i < 3) {
+                            cut.truncate(i);
+                        }
+                        *s = cut;
+                        n += 1;
+                    }
+                    other => n += cut_links(other, limit),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| n += cut_links(c, limit)),
         _ => {}
     }
     n
@@ -227,6 +307,17 @@ mod tests {
             card["potentialAction"][0]["targets"][0]["uri"],
             "https://example.com/x"
         );
+    }
+
+    #[test]
+    fn links_are_made_valid_uris() {
+        assert_eq!(
+            rfc3986("https://x.com/a b|c[1]\"q\""),
+            Some("https://x.com/a%20b%7Cc%5B1%5D%22q%22".into())
+        );
+        assert_eq!(rfc3986("https://x.com/ok?a=1&b=%20#frag"), None);
+        assert_eq!(rfc3986("https://[::1]:8080/p"), None);
+        assert_eq!(rfc3986("not a url"), None);
     }
 
     #[test]

@@ -284,6 +284,11 @@ impl Store {
         self.dead.iter().values().map(|v| decode(&v?)).collect()
     }
 
+    /// Every queued card, in queue order per connection.
+    pub fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.outbox.iter().values().map(|v| decode(&v?)).collect()
+    }
+
     /// The connections that have cards queued.
     pub fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
         let mut out: Vec<ConnectionId> = Vec::new();

@@ -171,3 +171,58 @@ async fn explain_over_http_needs_the_admin_token_and_queues_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx.received().is_empty(), "explain must not queue cards");
 }
+
+/// A template that yields an invalid card for an event: that card is not sent but kept as a
+/// dead letter naming the rule, the template and the problem; the other kind still goes out.
+#[tokio::test]
+async fn an_invalid_card_becomes_a_dead_letter_visible_in_the_api() {
+    let (g, dir) = editable().await;
+    let before = rules(&g).await["loaded_at_ms"].as_u64().unwrap();
+    // Reload times are in milliseconds; make sure the next load is later.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let file = dir.path().join("templates/github/release.teams.hbs");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "\"themeColor\": \"2DA44E\"",
+            "\"themeColor\": \"green-ish\"",
+        ),
+    )
+    .unwrap();
+    wait_until(&g, "the edited template", |v| {
+        v["loaded_at_ms"].as_u64().unwrap() > before
+    })
+    .await;
+    let rx = Receiver::start().await;
+    g.connect(&rx.url("teams"), "teams", &[]).await;
+    g.connect(&rx.url("workflow"), "workflow", &[]).await;
+    assert_eq!(
+        g.github("release", &fixture("github/release.published.0.json"), None)
+            .await
+            .status(),
+        202
+    );
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].path, "/workflow");
+    let dead = g.admin_get("/api/deliveries?state=dead").await;
+    let dead = &dead["deliveries"].as_array().unwrap()[0];
+    assert_eq!(dead["state"], "dead");
+    assert_eq!(dead["rule"], "github-release-published");
+    assert_eq!(dead["kind"], "teams");
+    let reason = dead["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("github/release.teams.hbs") && reason.contains("/themeColor"),
+        "{reason}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 1, "the invalid card must not be sent");
+    let res = g
+        .client
+        .get(g.url("/api/deliveries?state=lost"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
