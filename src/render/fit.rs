@@ -180,19 +180,29 @@ fn encode_links(v: &mut Value) -> usize {
 /// The link with every character RFC 3986 does not allow after the authority percent-encoded,
 /// or None when it needs no change (or is not an absolute URL).
 fn rfc3986(link: &str) -> Option<String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#@!$&'()*+,;=%".contains(c);
     let start = link.find("://")? + 3;
     let path_at = link[start..]
         .find(['/', '?', '#'])
         .map_or(link.len(), |i| start + i);
     let (head, tail) = link.split_at(path_at);
-    if tail.chars().all(allowed) {
+    // A `%` is allowed only as the start of an escape: `%` and two hex digits.
+    let escape_at = |i: usize| {
+        tail.as_bytes()
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    };
+    let allowed = |i: usize, c: char| {
+        c.is_ascii_alphanumeric()
+            || "-._~:/?#@!$&'()*+,;=".contains(c)
+            || (c == '%' && escape_at(i))
+    };
+    if tail.char_indices().all(|(i, c)| allowed(i, c)) {
         return None;
     }
     let mut out = String::with_capacity(link.len() + 16);
     out.push_str(head);
-    for c in tail.chars() {
-        if allowed(c) {
+    for (i, c) in tail.char_indices() {
+        if allowed(i, c) {
             out.push(c);
         } else {
             let mut buf = [0u8; 4];
@@ -318,6 +328,10 @@ mod tests {
         assert_eq!(rfc3986("https://x.com/ok?a=1&b=%20#frag"), None);
         assert_eq!(rfc3986("https://[::1]:8080/p"), None);
         assert_eq!(rfc3986("not a url"), None);
+        assert_eq!(
+            rfc3986("https://x.com/100%"),
+            Some("https://x.com/100%25".into())
+        );
     }
 
     #[test]
