@@ -70,7 +70,7 @@ impl Server {
         let data_dir = config.resolve(&config.data_dir);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-        let store = Store::open(&data_dir)?;
+        let store = Store::open(&data_dir, config.connect.secrets_key.as_deref())?;
         let connections = Arc::new(Connections::load(store.clone())?);
         let deliverer = Deliverer::new(
             store.clone(),

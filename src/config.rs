@@ -129,13 +129,105 @@ pub struct TargetsConfig {
     pub allowed_hosts: Vec<String>,
 }
 
-/// The Connect to Office 365 flow.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The Connect to Office 365 flow, and what the connector registration asks for.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectConfig {
     /// The connector's app id (a GUID), sent with the Connect button.
     #[serde(default)]
     pub app_id: Option<String>,
+    /// Where the Connect button goes; default the Office 365 page, or the emulator when it is on.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Serve the local Office 365 emulator (on by default without a config file).
+    #[serde(default)]
+    pub emulator: Option<bool>,
+    /// The groups the emulator's picker offers (an inbox is always offered too).
+    #[serde(default = "default_emulator_groups")]
+    pub emulator_groups: Vec<EmulatorGroup>,
+    /// The connector's name, as the picker shows it.
+    #[serde(default = "default_connector_name")]
+    pub name: String,
+    /// The connector's logo: a jpg, jpeg, png or gif file under 60 KB.
+    #[serde(default)]
+    pub logo: Option<PathBuf>,
+    /// One line about the connector.
+    #[serde(default = "default_short_description")]
+    pub short_description: String,
+    /// What the connector does, in a paragraph.
+    #[serde(default = "default_description")]
+    pub description: String,
+    /// The company's web site (https).
+    #[serde(default)]
+    pub company_url: Option<String>,
+    /// https URLs that receive card actions (domains of actionable messages).
+    #[serde(default)]
+    pub action_targets: Vec<String>,
+    /// The key that encrypts webhook URLs at rest (base64 of 32 bytes); without it a key is
+    /// generated into `<data_dir>/secrets.key` (mode 0600) on first start.
+    #[serde(default)]
+    pub secrets_key: Option<String>,
+}
+
+/// A group the emulator's picker offers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmulatorGroup {
+    /// Its name.
+    pub name: String,
+    /// `teams` (a Teams channel) or `groups` (an Office 365 group).
+    #[serde(default = "default_app_type")]
+    pub app_type: String,
+}
+
+fn default_emulator_groups() -> Vec<EmulatorGroup> {
+    ["Engineering", "Operations"]
+        .into_iter()
+        .zip(["teams", "groups"])
+        .map(|(n, t)| EmulatorGroup {
+            name: n.into(),
+            app_type: t.into(),
+        })
+        .collect()
+}
+fn default_app_type() -> String {
+    "teams".into()
+}
+fn default_connector_name() -> String {
+    "cardwire".into()
+}
+fn default_short_description() -> String {
+    "Cards from GitHub, GitLab, CI and alerts, without the noise.".into()
+}
+fn default_description() -> String {
+    "cardwire turns your webhooks into cards for this group: the events that matter, digests at the time you choose, and nothing twice.".into()
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        Self {
+            app_id: None,
+            url: None,
+            emulator: None,
+            emulator_groups: default_emulator_groups(),
+            name: default_connector_name(),
+            logo: None,
+            short_description: default_short_description(),
+            description: default_description(),
+            company_url: None,
+            action_targets: Vec::new(),
+            secrets_key: None,
+        }
+    }
+}
+
+impl ConnectConfig {
+    /// The app id in use: the configured one, or a development id while the emulator is on.
+    pub fn app_id_or_dev(&self, emulator: bool) -> Option<String> {
+        self.app_id
+            .clone()
+            .or_else(|| emulator.then(|| "00000000-0000-0000-0000-00000000c0de".to_string()))
+    }
 }
 
 /// How cards are delivered.
@@ -215,7 +307,10 @@ impl Default for Config {
             max_body: default_max_body(),
             sources,
             targets: TargetsConfig::default(),
-            connect: ConnectConfig::default(),
+            connect: ConnectConfig {
+                emulator: Some(true),
+                ..ConnectConfig::default()
+            },
             delivery: DeliveryConfig::default(),
             base_dir: PathBuf::from("."),
         }
@@ -330,10 +425,113 @@ impl Config {
                 ));
             }
         }
+        self.check_connect(doc, &mut problems);
         if self.delivery.retry_schedule.len() > 50 {
             problems.push(doc.problem("delivery.retry_schedule", "at most 50 retries"));
         }
         problems
+    }
+
+    /// The checks the connector registration asks for.
+    fn check_connect(&self, doc: &Document, problems: &mut Vec<Problem>) {
+        let c = &self.connect;
+        if let Some(id) = &c.app_id {
+            let hex = id.replace('-', "");
+            if id.len() != 36 || hex.len() != 32 || !hex.chars().all(|x| x.is_ascii_hexdigit()) {
+                problems.push(doc.problem(
+                    "connect.app_id",
+                    format!("app_id {id:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
+                ));
+            }
+        }
+        if let Some(logo) = &c.logo {
+            let path = self.resolve(logo);
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            if !matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png" | "gif")) {
+                problems.push(doc.problem(
+                    "connect.logo",
+                    "the logo must be a jpg, jpeg, png or gif file",
+                ));
+            }
+            match std::fs::metadata(&path) {
+                Ok(m) if m.len() >= 60 * 1024 => problems.push(doc.problem(
+                    "connect.logo",
+                    format!("the logo is {} bytes; it must be under 60 KB", m.len()),
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(doc.problem(
+                    "connect.logo",
+                    format!("cannot read the logo {}: {e}", path.display()),
+                )),
+            }
+        }
+        if c.name.trim().is_empty() {
+            problems.push(doc.problem("connect.name", "the connector needs a name"));
+        }
+        if c.short_description.chars().count() > 80 {
+            problems.push(doc.problem(
+                "connect.short_description",
+                "short_description is at most 80 characters",
+            ));
+        }
+        let https = |u: &str| {
+            url::Url::parse(u).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some())
+        };
+        if let Some(u) = &c.company_url {
+            if !https(u) {
+                problems.push(doc.problem(
+                    "connect.company_url",
+                    format!("company_url {u:?} must be an https URL"),
+                ));
+            }
+        }
+        for (i, u) in c.action_targets.iter().enumerate() {
+            if !https(u) {
+                problems.push(doc.problem(
+                    &format!("connect.action_targets[{i}]"),
+                    format!("action target {u:?} must be an https URL"),
+                ));
+            }
+        }
+        if let Some(u) = &c.url {
+            if url::Url::parse(u)
+                .map(|u| u.query().is_some() || !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+            {
+                problems.push(doc.problem(
+                    "connect.url",
+                    format!("connect.url {u:?} must be an http(s) URL without a query"),
+                ));
+            }
+        }
+        for (i, g) in c.emulator_groups.iter().enumerate() {
+            if !matches!(g.app_type.as_str(), "teams" | "groups") {
+                problems.push(doc.problem(
+                    &format!("connect.emulator_groups[{i}].app_type"),
+                    "app_type is teams or groups",
+                ));
+            }
+        }
+        if let Some(k) = &c.secrets_key {
+            use base64::Engine as _;
+            let ok = base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .is_ok_and(|b| b.len() == 32);
+            if !ok {
+                problems.push(doc.problem(
+                    "connect.secrets_key",
+                    "secrets_key must be base64 of 32 bytes (e.g. `openssl rand -base64 32`)",
+                ));
+            }
+        }
+    }
+
+    /// Whether the Office 365 emulator is on: as set, else on without a config file.
+    pub fn emulator(&self) -> bool {
+        self.connect.emulator.unwrap_or(false)
     }
 
     /// Resolves a path from this file against its folder.

@@ -188,6 +188,12 @@ async fn create_connection(
         kind: input.kind,
         channels: input.channels,
         created_ms: now_ms(),
+        paused: false,
+        origin: crate::store::ConnectionOrigin {
+            via: "api".into(),
+            ..Default::default()
+        },
+        digest: None,
     };
     app.connections
         .put(conn.clone())

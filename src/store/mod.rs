@@ -12,6 +12,8 @@
 //! This is one concrete type rather than a trait: there is one backend today, and the public
 //! methods below are the whole interface a second one (PostgreSQL) would implement.
 
+pub mod secrets;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -42,6 +44,9 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
+    /// A secret could not be sealed or opened.
+    #[error("a secret at rest")]
+    Secret(#[from] secrets::SecretError),
 }
 
 /// A webhook URL that cards go to.
@@ -60,6 +65,32 @@ pub struct Connection {
     pub channels: Vec<String>,
     /// When it was created (Unix milliseconds).
     pub created_ms: u64,
+    /// A paused connection receives nothing; its events are counted and skipped.
+    #[serde(default)]
+    pub paused: bool,
+    /// Where it came from.
+    #[serde(default)]
+    pub origin: ConnectionOrigin,
+    /// The digest schedule chosen for it, if any (acted on by noise control).
+    #[serde(default)]
+    pub digest: Option<serde_json::Value>,
+}
+
+/// How a connection was made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ConnectionOrigin {
+    /// `api`, `connect` (the Office 365 callback) or `paste` (a URL pasted on /connect).
+    #[serde(default)]
+    pub via: String,
+    /// `mail`, `groups` or `teams`, from the Office 365 callback.
+    #[serde(default)]
+    pub app_type: Option<String>,
+    /// The group's name (absent for an inbox).
+    #[serde(default)]
+    pub group_name: Option<String>,
+    /// The Office 365 user who connected it. A secret, sealed at rest.
+    #[serde(default)]
+    pub user_object_id: Option<String>,
 }
 
 /// One card waiting to be delivered to one connection.
@@ -107,6 +138,7 @@ pub struct OutboxKey(sled::IVec);
 
 /// The sled-backed store.
 pub struct Store {
+    cipher: secrets::Cipher,
     db: sled::Db,
     connections: sled::Tree,
     outbox: sled::Tree,
@@ -120,11 +152,13 @@ pub struct Store {
 type CommitRequest = (oneshot::Sender<Result<(), StoreError>>, sled::Db);
 
 impl Store {
-    /// Opens (or creates) the store under `dir` and starts its group-commit task. Must be called
-    /// inside a Tokio runtime.
-    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+    /// Opens (or creates) the store under `dir` (sled in `dir/sled`, the secrets key in
+    /// `dir/secrets.key` unless `key` is given) and starts its group-commit task. Must be
+    /// called inside a Tokio runtime.
+    pub fn open(dir: &Path, key: Option<&str>) -> Result<Arc<Self>, StoreError> {
+        let cipher = secrets::Cipher::load(key, dir)?;
         let db = sled::Config::new()
-            .path(dir)
+            .path(dir.join("sled"))
             .cache_capacity(32 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             // Durability comes from our own group commit, not from a background timer.
@@ -136,6 +170,7 @@ impl Store {
             })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let store = Arc::new(Self {
+            cipher,
             connections: db.open_tree("connections")?,
             outbox: db.open_tree("outbox")?,
             dead: db.open_tree("dead")?,
@@ -164,19 +199,33 @@ impl Store {
 
     // --- connections ---
 
-    /// Inserts or replaces a connection.
+    /// Inserts or replaces a connection; its URL and user id are sealed.
     pub fn put_connection(&self, c: &Connection) -> Result<(), StoreError> {
+        let mut sealed = c.clone();
+        sealed.url = self.cipher.seal(c.id.as_str(), &c.url);
+        sealed.origin.user_object_id = c
+            .origin
+            .user_object_id
+            .as_ref()
+            .map(|u| self.cipher.seal(c.id.as_str(), u));
         self.connections
-            .insert(c.id.as_str(), serde_json::to_vec(c)?)?;
+            .insert(c.id.as_str(), serde_json::to_vec(&sealed)?)?;
         Ok(())
     }
 
-    /// Every connection, oldest first.
+    /// Every connection, oldest first, secrets opened.
     pub fn connections(&self) -> Result<Vec<Connection>, StoreError> {
         self.connections
             .iter()
             .values()
-            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .map(|v| {
+                let mut c: Connection = serde_json::from_slice(&v?)?;
+                c.url = self.cipher.open(c.id.as_str(), &c.url)?;
+                if let Some(u) = &c.origin.user_object_id {
+                    c.origin.user_object_id = Some(self.cipher.open(c.id.as_str(), u)?);
+                }
+                Ok(c)
+            })
             .collect()
     }
 
@@ -370,7 +419,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (ConnectionId::new(), ConnectionId::new());
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), None).unwrap();
             for n in 0..3 {
                 store.enqueue(&record(&a, n)).unwrap();
                 store.enqueue(&record(&b, n)).unwrap();
@@ -381,7 +430,7 @@ mod tests {
             store.complete(&k).unwrap();
             store.commit().await.unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), None).unwrap();
         assert_eq!(store.next_for(&a).unwrap().unwrap().1.rule, "r1");
         assert_eq!(store.next_for(&b).unwrap().unwrap().1.rule, "r0");
         let mut queued = store.queued_connections().unwrap();
@@ -395,7 +444,7 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_id_is_claimed_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), None).unwrap();
         let first = EventId::new();
         assert_eq!(store.claim_delivery("d1", &first).unwrap(), None);
         assert_eq!(
@@ -409,7 +458,7 @@ mod tests {
     #[tokio::test]
     async fn bury_moves_a_card_to_the_dead_letters() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), None).unwrap();
         let con = ConnectionId::new();
         let rec = record(&con, 0);
         let key = store.enqueue(&rec).unwrap();
@@ -430,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn removing_a_connection_drops_its_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), None).unwrap();
         let c = Connection {
             id: ConnectionId::new(),
             name: "n".into(),
@@ -438,6 +487,9 @@ mod tests {
             kind: CardKind::Teams,
             channels: vec![],
             created_ms: 1,
+            paused: false,
+            origin: ConnectionOrigin::default(),
+            digest: None,
         };
         store.put_connection(&c).unwrap();
         store.enqueue(&record(&c.id, 0)).unwrap();
