@@ -39,6 +39,10 @@ pub struct App {
     pub policy: TargetPolicy,
     /// The last change to rules or templates that did not load.
     pub last_rejected: arc_swap::ArcSwapOption<crate::reload::Rejected>,
+    /// The Office 365 emulator's inboxes, when the emulator is on.
+    pub inboxes: Option<crate::connect::emulator::Inboxes>,
+    /// Signed-in sessions of the /connections pages.
+    pub sessions: crate::admin::pages::Sessions,
 }
 
 /// The state handlers receive.
@@ -52,6 +56,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::connect::router())
         .merge(crate::reload::router())
         .merge(crate::deliver::api::router())
+        .merge(crate::connect::flow::router())
+        .merge(crate::connect::emulator::router())
+        .merge(crate::admin::pages::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -99,8 +106,16 @@ impl Server {
             queued = store.queued(),
             "pipeline loaded"
         );
+        let mut policy = TargetPolicy::new(&config.targets);
+        if config.emulator() {
+            policy =
+                policy.allow_prefix(crate::connect::emulator::inbox_prefix(&config.public_url()));
+            tracing::info!(picker = %format!("{}/connect", config.public_url()), "the Office 365 emulator is on");
+        }
         let app = Arc::new(App {
-            policy: TargetPolicy::new(&config.targets),
+            policy,
+            inboxes: config.emulator().then(Default::default),
+            sessions: Default::default(),
             config,
             pipeline: ArcSwap::from_pointee(pipeline),
             store: store.clone(),

@@ -4,6 +4,14 @@
 //! an in-memory snapshot ([`Connections`]) that ingest and delivery read without touching
 //! sled on every event. Guarantees: a URL is checked against `targets` before it is stored;
 //! URLs never appear in answers or logs except masked (scheme, host, last 4 characters).
+//!
+//! - [`flow`]: the Connect to Office 365 pages and callback.
+//! - [`emulator`]: a local stand-in for the Office 365 side.
+//! - [`pages`]: HTML layout and assets shared by the pages.
+
+pub mod emulator;
+pub mod flow;
+pub mod pages;
 
 use std::sync::{Arc, Mutex};
 
@@ -27,16 +35,41 @@ pub struct Connections {
     store: Arc<Store>,
     snapshot: ArcSwap<Vec<Connection>>,
     writes: Mutex<()>,
+    /// Per connection: events skipped while paused, and the last delivery (Unix ms).
+    stats: Mutex<std::collections::HashMap<ConnectionId, Stats>>,
+}
+
+/// What a connection's page shows besides its settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Cards not queued because the connection was paused.
+    pub skipped: u64,
+    /// When a card was last delivered (Unix milliseconds).
+    pub last_delivery_ms: Option<u64>,
 }
 
 impl Connections {
     /// Loads the connections from the store.
     pub fn load(store: Arc<Store>) -> Result<Self, StoreError> {
         let all = store.connections()?;
+        let stats = store
+            .last_deliveries()?
+            .into_iter()
+            .map(|(id, ms)| {
+                (
+                    id,
+                    Stats {
+                        skipped: 0,
+                        last_delivery_ms: Some(ms),
+                    },
+                )
+            })
+            .collect();
         Ok(Self {
             store,
             snapshot: ArcSwap::from_pointee(all),
             writes: Mutex::new(()),
+            stats: Mutex::new(stats),
         })
     }
 
@@ -67,10 +100,59 @@ impl Connections {
         Ok(())
     }
 
+    /// Changes a connection; returns it changed, or None when there is no such connection.
+    pub fn update(
+        &self,
+        id: &ConnectionId,
+        change: impl FnOnce(&mut Connection),
+    ) -> Result<Option<Connection>, StoreError> {
+        let Some(mut c) = self.get(id) else {
+            return Ok(None);
+        };
+        change(&mut c);
+        self.put(c.clone())?;
+        Ok(Some(c))
+    }
+
+    /// Counts a card not queued because the connection is paused.
+    pub fn count_skip(&self, id: &ConnectionId) {
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .entry(id.clone())
+            .or_default()
+            .skipped += 1;
+    }
+
+    /// Notes a delivery.
+    pub fn delivered(&self, id: &ConnectionId) {
+        let now = now_ms();
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .entry(id.clone())
+            .or_default()
+            .last_delivery_ms = Some(now);
+        if let Err(e) = self.store.set_last_delivery(id, now) {
+            tracing::warn!(connection = %id, error = %crate::error::ErrorChain(&e), "cannot record the last delivery");
+        }
+    }
+
+    /// A connection's counters.
+    pub fn stats(&self, id: &ConnectionId) -> Stats {
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .get(id)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Removes a connection and its queued cards.
     pub fn remove(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         let _guard = self.writes.lock().expect("connections lock");
         let existed = self.store.remove_connection(id)?;
+        self.stats.lock().expect("stats lock").remove(id);
         let next: Vec<Connection> = self
             .snapshot
             .load()
@@ -125,10 +207,25 @@ pub struct ConnectionOut {
     pub channels: Vec<String>,
     /// When it was created (Unix milliseconds).
     pub created_ms: u64,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// How it was made: `api`, `connect` or `paste`.
+    pub via: String,
+    /// From the Office 365 callback: mail, groups or teams.
+    pub app_type: Option<String>,
+    /// From the Office 365 callback: the group's name.
+    pub group_name: Option<String>,
+    /// The digest schedule, if any.
+    pub digest: Option<serde_json::Value>,
+    /// Cards not queued while it was paused (since the gateway started).
+    pub skipped: u64,
+    /// When a card was last delivered to it (Unix milliseconds).
+    pub last_delivery_ms: Option<u64>,
 }
 
-impl From<&Connection> for ConnectionOut {
-    fn from(c: &Connection) -> Self {
+impl ConnectionOut {
+    /// A connection as the API shows it, with its counters.
+    pub fn new(c: &Connection, stats: Stats) -> Self {
         Self {
             id: c.id.clone(),
             name: c.name.clone(),
@@ -136,8 +233,27 @@ impl From<&Connection> for ConnectionOut {
             kind: c.kind,
             channels: c.channels.clone(),
             created_ms: c.created_ms,
+            paused: c.paused,
+            via: c.origin.via.clone(),
+            app_type: c.origin.app_type.clone(),
+            group_name: c.origin.group_name.clone(),
+            digest: c.digest.clone(),
+            skipped: stats.skipped,
+            last_delivery_ms: stats.last_delivery_ms,
         }
     }
+}
+
+/// `PATCH /api/connections/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPatch {
+    /// Pause (true) or resume (false).
+    #[serde(default)]
+    pub paused: Option<bool>,
+    /// The channels it receives (empty: all).
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
 }
 
 /// The routes under /api/connections.
@@ -147,7 +263,12 @@ pub fn router() -> Router<AppState> {
             "/api/connections",
             get(list_connections).post(create_connection),
         )
-        .route("/api/connections/{id}", delete(delete_connection))
+        .route(
+            "/api/connections/{id}",
+            delete(delete_connection)
+                .patch(patch_connection)
+                .get(get_connection),
+        )
 }
 
 async fn list_connections(_: Admin, State(app): State<AppState>) -> Json<Vec<ConnectionOut>> {
@@ -155,9 +276,79 @@ async fn list_connections(_: Admin, State(app): State<AppState>) -> Json<Vec<Con
         app.connections
             .all()
             .iter()
-            .map(ConnectionOut::from)
+            .map(|c| ConnectionOut::new(c, app.connections.stats(&c.id)))
             .collect(),
     )
+}
+
+fn parse_id(id: &str) -> Result<ConnectionId, ApiError> {
+    ConnectionId::parse(id)
+        .ok_or_else(|| ApiError::not_found(format!("{id:?} is not a connection id (con_…)")))
+}
+
+async fn get_connection(
+    _: Admin,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ConnectionOut>, ApiError> {
+    let id = parse_id(&id)?;
+    let c = app
+        .connections
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no connection {id}")))?;
+    Ok(Json(ConnectionOut::new(&c, app.connections.stats(&id))))
+}
+
+/// Pauses, resumes or re-channels a connection: the change every surface (API, CLI, page) makes.
+pub async fn change_connection(
+    app: &crate::app::App,
+    id: &ConnectionId,
+    patch: ConnectionPatch,
+) -> Result<Connection, ApiError> {
+    if let Some(bad) = patch
+        .channels
+        .iter()
+        .flatten()
+        .find(|c| c.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            format!("channel {bad:?} is empty"),
+        ));
+    }
+    let changed = app
+        .connections
+        .update(id, |c| {
+            if let Some(p) = patch.paused {
+                c.paused = p;
+            }
+            if let Some(ch) = patch.channels {
+                c.channels = ch;
+            }
+        })
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found(format!("no connection {id}")))?;
+    app.store
+        .commit()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    if !changed.paused {
+        // Cards held while it was paused go out now.
+        app.deliverer.wake(id);
+    }
+    tracing::info!(connection = %id, paused = changed.paused, channels = ?changed.channels, "connection changed");
+    Ok(changed)
+}
+
+async fn patch_connection(
+    _: Admin,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<ConnectionPatch>,
+) -> Result<Json<ConnectionOut>, ApiError> {
+    let id = parse_id(&id)?;
+    let c = change_connection(&app, &id, patch).await?;
+    Ok(Json(ConnectionOut::new(&c, app.connections.stats(&id))))
 }
 
 async fn create_connection(
@@ -203,7 +394,10 @@ async fn create_connection(
         .await
         .map_err(|e| ApiError::internal(&e))?;
     tracing::info!(connection = %conn.id, name = %conn.name, kind = conn.kind.as_str(), url = %mask_url(&conn.url), "connection added");
-    Ok((StatusCode::CREATED, Json(ConnectionOut::from(&conn))))
+    Ok((
+        StatusCode::CREATED,
+        Json(ConnectionOut::new(&conn, Default::default())),
+    ))
 }
 
 async fn delete_connection(

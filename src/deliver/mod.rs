@@ -163,6 +163,13 @@ impl Deliverer {
                     continue;
                 }
             };
+            if conn.paused {
+                // Held until the connection is resumed (which wakes this worker).
+                tokio::select! {
+                    _ = notify.notified() => continue,
+                    _ = self.shutdown.cancelled() => break,
+                }
+            }
             let Some((key, mut rec)) = next else {
                 tokio::select! {
                     _ = notify.notified() => continue,
@@ -185,6 +192,7 @@ impl Deliverer {
             let result = match outcome {
                 Outcome::Delivered => {
                     tracing::debug!(connection = %con, delivery = %rec.id, attempts = rec.attempts, "card delivered");
+                    self.connections.delivered(&con);
                     self.store.complete(&key)
                 }
                 Outcome::Retry(why) if (rec.attempts as usize) <= self.schedule.len() => {

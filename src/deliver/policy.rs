@@ -49,6 +49,7 @@ pub enum TargetError {
 pub struct TargetPolicy {
     allow_http: bool,
     extra: Vec<String>,
+    prefixes: Vec<String>,
 }
 
 impl TargetPolicy {
@@ -61,12 +62,26 @@ impl TargetPolicy {
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
+            prefixes: Vec::new(),
         }
+    }
+
+    /// Also accepts every URL that starts with `prefix` (the emulator's own inboxes).
+    pub fn allow_prefix(mut self, prefix: String) -> Self {
+        self.prefixes.push(prefix);
+        self
     }
 
     /// Checks a URL; returns it parsed.
     pub fn check(&self, raw: &str) -> Result<Url, TargetError> {
         let url = Url::parse(raw.trim()).map_err(|e| TargetError::NotAUrl(e.to_string()))?;
+        if self
+            .prefixes
+            .iter()
+            .any(|p| url.as_str().starts_with(p.as_str()))
+        {
+            return Ok(url);
+        }
         match url.scheme() {
             "https" => {}
             "http" if self.allow_http => {}

@@ -199,6 +199,10 @@ fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError
             .iter()
             .filter(|c| c.channels.is_empty() || c.channels.contains(&rule.channel))
         {
+            if conn.paused {
+                app.connections.count_skip(&conn.id);
+                continue;
+            }
             let slot = &mut bodies[conn.kind as usize];
             let body = slot.get_or_insert_with(|| {
                 pipeline

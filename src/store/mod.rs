@@ -144,6 +144,8 @@ pub struct Store {
     outbox: sled::Tree,
     dead: sled::Tree,
     seen: sled::Tree,
+    flows: sled::Tree,
+    last_delivery: sled::Tree,
     commits: mpsc::UnboundedSender<CommitRequest>,
 }
 
@@ -175,6 +177,8 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             dead: db.open_tree("dead")?,
             seen: db.open_tree("seen")?,
+            flows: db.open_tree("connect_states")?,
+            last_delivery: db.open_tree("last_delivery")?,
             db: db.clone(),
             commits: tx,
         });
@@ -229,13 +233,73 @@ impl Store {
             .collect()
     }
 
-    /// Removes a connection and the cards still queued for it. Returns whether it existed.
+    /// Notes when a connection last got a card.
+    pub fn set_last_delivery(&self, id: &ConnectionId, ms: u64) -> Result<(), StoreError> {
+        self.last_delivery.insert(id.as_str(), &ms.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// When each connection last got a card.
+    pub fn last_deliveries(&self) -> Result<Vec<(ConnectionId, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.last_delivery.iter() {
+            let (k, v) = kv?;
+            let id = std::str::from_utf8(&k).ok().and_then(ConnectionId::parse);
+            let ms = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).ok();
+            if let (Some(id), Some(ms)) = (id, ms) {
+                out.push((id, ms));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a connection (its sealed secrets with it) and the cards still queued for it.
+    /// Returns whether it existed.
     pub fn remove_connection(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         let existed = self.connections.remove(id.as_str())?.is_some();
+        self.last_delivery.remove(id.as_str())?;
         for key in self.outbox.scan_prefix(id.as_str()).keys() {
             self.outbox.remove(key?)?;
         }
         Ok(existed)
+    }
+
+    // --- Connect to Office 365 states ---
+
+    /// Keeps a flow's state (its choices and browser binding) under `state`.
+    pub fn put_flow_state(
+        &self,
+        state: &str,
+        record: &crate::connect::flow::FlowState,
+    ) -> Result<(), StoreError> {
+        self.flows.insert(state, serde_json::to_vec(record)?)?;
+        // States are short-lived: drop those older than an hour while we are here.
+        let cutoff = now_ms().saturating_sub(3_600_000);
+        for kv in self.flows.iter() {
+            let (k, v) = kv?;
+            if serde_json::from_slice::<crate::connect::flow::FlowState>(&v)
+                .map_or(true, |r| r.created_ms < cutoff)
+            {
+                self.flows.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A flow's state, without consuming it.
+    pub fn flow_state(
+        &self,
+        state: &str,
+    ) -> Result<Option<crate::connect::flow::FlowState>, StoreError> {
+        self.flows.get(state)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Consumes a flow's state: only the first caller gets it.
+    pub fn take_flow_state(
+        &self,
+        state: &str,
+    ) -> Result<Option<crate::connect::flow::FlowState>, StoreError> {
+        self.flows.remove(state)?.map(|v| decode(&v)).transpose()
     }
 
     // --- delivery ids seen (dedup of upstream redeliveries) ---

@@ -1,0 +1,314 @@
+//! The `/connections` pages: sign in with the admin token (a session cookie follows), see every
+//! connection with where it came from, and pause, resume or remove it.
+//!
+//! Sessions live in memory (signing in again after a restart is the price of keeping no session
+//! secrets on disk), last 12 hours, and travel in an HttpOnly, SameSite=Strict cookie; every
+//! form that changes something also carries the session's CSRF token.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{Form, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::app::{App, AppState};
+use crate::connect::pages::{self, esc, page};
+use crate::connect::{mask_url, ConnectionPatch};
+use crate::ids::ConnectionId;
+use crate::store::now_ms;
+
+const COOKIE: &str = "cw_admin";
+const SESSION_MS: u64 = 12 * 3600 * 1000;
+
+/// Signed-in sessions, by the digest of their cookie.
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<String, Session>>);
+
+#[derive(Clone)]
+struct Session {
+    csrf: String,
+    expires_ms: u64,
+}
+
+impl Sessions {
+    fn start(&self) -> (String, Session) {
+        let id = pages::token(24);
+        let s = Session {
+            csrf: pages::token(16),
+            expires_ms: now_ms() + SESSION_MS,
+        };
+        let mut all = self.0.lock().expect("sessions lock");
+        let now = now_ms();
+        all.retain(|_, s| s.expires_ms > now);
+        all.insert(pages::digest(&id), s.clone());
+        (id, s)
+    }
+
+    fn get(&self, headers: &HeaderMap) -> Option<Session> {
+        let id = pages::cookie(headers, COOKIE)?;
+        let all = self.0.lock().expect("sessions lock");
+        all.get(&pages::digest(&id))
+            .filter(|s| s.expires_ms > now_ms())
+            .cloned()
+    }
+
+    fn end(&self, headers: &HeaderMap) {
+        if let Some(id) = pages::cookie(headers, COOKIE) {
+            self.0
+                .lock()
+                .expect("sessions lock")
+                .remove(&pages::digest(&id));
+        }
+    }
+}
+
+/// The routes under /connections.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/connections", get(list_page))
+        .route("/connections/login", post(login))
+        .route("/connections/logout", post(logout))
+        .route("/connections/{id}", get(detail_page))
+        .route("/connections/{id}/{action}", post(act))
+}
+
+fn login_page(app: &App, error: Option<&str>) -> Response {
+    if app.config.admin_token.is_none() {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Connections",
+            "<h1>Connections</h1><p>The admin pages are off: set <code>admin_token</code> in the config \
+             (or start with <code>--admin-token</code>).</p>",
+        );
+    }
+    let error = error
+        .map(|e| format!("<p class=\"error\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    page(
+        if error.is_empty() { StatusCode::OK } else { StatusCode::UNAUTHORIZED },
+        "Sign in",
+        &format!(
+            "<h1>Connections</h1>{error}<form method=\"post\" action=\"/connections/login\">\
+             <label>Admin token <input type=\"password\" name=\"token\" id=\"token\" required autofocus></label>\
+             <button type=\"submit\" id=\"login\">Sign in</button></form>"
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(app): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+    let Some(admin) = app.config.admin_token.as_deref() else {
+        return login_page(&app, None);
+    };
+    if !bool::from(f.token.trim().as_bytes().ct_eq(admin.as_bytes())) {
+        return login_page(&app, Some("The admin token is wrong."));
+    }
+    let (id, _) = app.sessions.start();
+    let secure = if app.config.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let mut res = Redirect::to("/connections").into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}"
+        ))
+        .expect("a token is a valid header value"),
+    );
+    res
+}
+
+async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    app.sessions.end(&headers);
+    let mut res = Redirect::to("/connections").into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("cw_admin=; Path=/; Max-Age=0"),
+    );
+    res
+}
+
+fn when(ms: Option<u64>) -> String {
+    ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms as i64).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "never".into())
+}
+
+fn origin(c: &crate::store::Connection) -> String {
+    match c.origin.via.as_str() {
+        "connect" => format!(
+            "Office 365: {}{}",
+            esc(c.origin.app_type.as_deref().unwrap_or("?")),
+            c.origin
+                .group_name
+                .as_deref()
+                .map(|g| format!(", {}", esc(g)))
+                .unwrap_or_else(|| " (inbox)".into())
+        ),
+        "paste" => "a pasted Workflows URL".into(),
+        _ => "the admin API".into(),
+    }
+}
+
+async fn list_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(session) = app.sessions.get(&headers) else {
+        return login_page(&app, None);
+    };
+    let rows: String = app
+        .connections
+        .all()
+        .iter()
+        .map(|c| {
+            let stats = app.connections.stats(&c.id);
+            format!(
+                "<tr id=\"{id}\"><td><a href=\"/connections/{id}\">{name}</a><br><span class=\"muted\">{url}</span></td>\
+                 <td>{kind}</td><td>{channels}</td><td>{origin}</td><td class=\"state\">{state}</td><td>{buttons}</td></tr>",
+                id = c.id,
+                name = esc(&c.name),
+                url = esc(&mask_url(&c.url)),
+                kind = c.kind.as_str(),
+                channels = if c.channels.is_empty() { "all".into() } else { esc(&c.channels.join(", ")) },
+                origin = origin(c),
+                state = if c.paused { format!("paused ({} skipped)", stats.skipped) } else { "active".into() },
+                buttons = buttons(&c.id, c.paused, &session.csrf),
+            )
+        })
+        .collect();
+    let table = if rows.is_empty() {
+        "<p class=\"muted\">No connections yet: <a href=\"/connect\">connect one</a>.</p>"
+            .to_string()
+    } else {
+        format!("<table><tr><th>Connection</th><th>Kind</th><th>Channels</th><th>From</th><th>State</th><th></th></tr>{rows}</table>")
+    };
+    page(
+        StatusCode::OK,
+        "Connections",
+        &format!(
+            "<h1>Connections</h1>{table}<p><a href=\"/connect\">Connect another</a></p>\
+             <form method=\"post\" action=\"/connections/logout\"><button class=\"secondary\">Sign out</button></form>"
+        ),
+    )
+}
+
+fn buttons(id: &ConnectionId, paused: bool, csrf: &str) -> String {
+    let form = |action: &str, label: &str, class: &str| {
+        format!(
+            "<form method=\"post\" action=\"/connections/{id}/{action}\" style=\"display:inline\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button class=\"{class}\" name=\"do\" value=\"{action}\">{label}</button></form> "
+        )
+    };
+    let toggle = if paused {
+        form("resume", "Resume", "")
+    } else {
+        form("pause", "Pause", "secondary")
+    };
+    format!("{toggle}{}", form("remove", "Remove", "danger"))
+}
+
+async fn detail_page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(session) = app.sessions.get(&headers) else {
+        return login_page(&app, None);
+    };
+    let Some(c) = ConnectionId::parse(&id).and_then(|id| app.connections.get(&id)) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "<h1>No such connection</h1><p><a href=\"/connections\">All connections</a></p>",
+        );
+    };
+    let stats = app.connections.stats(&c.id);
+    let body = format!(
+        "<p><a href=\"/connections\">All connections</a></p><h1>{name}</h1><dl class=\"facts\">\
+         <dt>From</dt><dd>{origin}</dd><dt>App type</dt><dd>{app_type}</dd><dt>Group</dt><dd>{group}</dd>\
+         <dt>Kind</dt><dd>{kind}</dd><dt>URL</dt><dd>{url}</dd><dt>Channels</dt><dd>{channels}</dd>\
+         <dt>Digest</dt><dd>{digest}</dd><dt>Created</dt><dd>{created}</dd><dt>Last delivery</dt><dd>{last}</dd>\
+         <dt>State</dt><dd>{state}</dd></dl>{buttons}",
+        name = esc(&c.name),
+        origin = origin(&c),
+        app_type = esc(c.origin.app_type.as_deref().unwrap_or("—")),
+        group = esc(c.origin.group_name.as_deref().unwrap_or("—")),
+        kind = c.kind.as_str(),
+        url = esc(&mask_url(&c.url)),
+        channels = if c.channels.is_empty() { "all".into() } else { esc(&c.channels.join(", ")) },
+        digest = c.digest.as_ref().map(|d| esc(&d.to_string())).unwrap_or_else(|| "none".into()),
+        created = when(Some(c.created_ms)),
+        last = when(stats.last_delivery_ms),
+        state = if c.paused { format!("paused, {} card(s) skipped", stats.skipped) } else { "active".into() },
+        buttons = buttons(&c.id, c.paused, &session.csrf),
+    );
+    page(StatusCode::OK, &c.name, &body)
+}
+
+#[derive(Deserialize)]
+struct ActForm {
+    csrf: String,
+}
+
+async fn act(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(f): Form<ActForm>,
+) -> Response {
+    let Some(session) = app.sessions.get(&headers) else {
+        return login_page(&app, None);
+    };
+    if !bool::from(f.csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "<h1>Refused</h1><p class=\"error\">This form is stale; reload the page.</p>",
+        );
+    }
+    let Some(id) = ConnectionId::parse(&id) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "<h1>No such connection</h1>",
+        );
+    };
+    let result = match action.as_str() {
+        "pause" | "resume" => {
+            let patch = ConnectionPatch {
+                paused: Some(action == "pause"),
+                channels: None,
+            };
+            crate::connect::change_connection(&app, &id, patch)
+                .await
+                .map(drop)
+        }
+        "remove" => match app.connections.remove(&id) {
+            Ok(true) => app
+                .store
+                .commit()
+                .await
+                .map_err(|e| crate::error::ApiError::internal(&e)),
+            Ok(false) => Err(crate::error::ApiError::not_found("no such connection")),
+            Err(e) => Err(crate::error::ApiError::internal(&e)),
+        },
+        _ => Err(crate::error::ApiError::not_found("no such action")),
+    };
+    match result {
+        Ok(()) => Redirect::to("/connections").into_response(),
+        Err(e) => page(
+            e.status,
+            "Not done",
+            &format!("<h1>Not done</h1><p class=\"error\">{}</p>", esc(&e.detail)),
+        ),
+    }
+}

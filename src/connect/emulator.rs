@@ -1,0 +1,400 @@
+//! A local stand-in for the Office 365 side of the connector protocol, for development and
+//! tests (`connect.emulator: true`; on by default without a config file).
+//!
+//! - `GET /emulator/connectors/Connect?state&app_id&callback_url` is the picker: the configured
+//!   groups and an inbox. A wrong `app_id` or `callback_url` shows "Invalid Request", as the real
+//!   service does. Allow redirects to `callback_url` with `state`, `webhook_url`, `group_name`
+//!   (not for the inbox), `app_type` and `user_objectId`; Deny with `error=AccessDenied`; a
+//!   callback that is not https gets nothing back unless `targets.allow_http`.
+//! - `POST /emulator/inbox/{group}` takes cards like a legacy connector (answers `1`), and
+//!   `GET /emulator/inbox/{group}` shows what the group received, rendered readably.
+//!
+//! Its inbox URLs are accepted as targets while it is on, whatever `targets` says.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::pages::{esc, page};
+use crate::app::{App, AppState};
+
+/// Cards kept per inbox.
+const KEEP: usize = 100;
+
+/// What the emulated groups received.
+#[derive(Default)]
+pub struct Inboxes {
+    cards: Mutex<HashMap<String, VecDeque<Value>>>,
+}
+
+impl Inboxes {
+    fn push(&self, group: &str, card: Value) {
+        let mut cards = self.cards.lock().expect("inbox lock");
+        let q = cards.entry(group.to_string()).or_default();
+        if q.len() == KEEP {
+            q.pop_front();
+        }
+        q.push_back(card);
+    }
+
+    /// The cards a group received, oldest first.
+    pub fn cards(&self, group: &str) -> Vec<Value> {
+        self.cards
+            .lock()
+            .expect("inbox lock")
+            .get(group)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A group name as it appears in an inbox URL.
+pub fn slug(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.trim_matches('-').to_string()
+}
+
+/// The prefix of the emulator's inbox URLs.
+pub fn inbox_prefix(app_public_url: &str) -> String {
+    format!("{app_public_url}/emulator/inbox/")
+}
+
+/// The routes under /emulator.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/emulator/connectors/Connect", get(picker).post(decide))
+        .route(
+            "/emulator/inbox/{group}",
+            get(show_inbox).post(receive_card),
+        )
+}
+
+/// The query of the picker.
+#[derive(Debug, Deserialize)]
+struct ConnectQuery {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    app_id: String,
+    #[serde(default)]
+    callback_url: String,
+}
+
+fn invalid_request() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Invalid Request",
+        "<h1>Invalid Request</h1><p class=\"muted\">Office 365 emulator: the app_id or callback_url of this \
+         request does not match the connector's registration.</p>",
+    )
+}
+
+/// Whether the request matches the registration (app id and redirect URL).
+fn registered(app: &App, q: &ConnectQuery) -> bool {
+    let app_id = app.config.connect.app_id_or_dev(true).unwrap_or_default();
+    q.app_id == app_id && q.callback_url == super::flow::callback_url(app)
+}
+
+async fn picker(State(app): State<AppState>, Query(q): Query<ConnectQuery>) -> Response {
+    if !registered(&app, &q) {
+        return invalid_request();
+    }
+    let groups: String = app
+        .config
+        .connect
+        .emulator_groups
+        .iter()
+        .map(|g| {
+            format!(
+                "<label><input type=\"radio\" name=\"target\" value=\"{app_type}:{name}\"> {name} <span class=\"muted\">({kind})</span></label>",
+                app_type = esc(&g.app_type),
+                name = esc(&g.name),
+                kind = if g.app_type == "teams" { "Teams channel" } else { "Office 365 group" },
+            )
+        })
+        .collect();
+    let hidden = format!(
+        "<input type=\"hidden\" name=\"state\" value=\"{}\"><input type=\"hidden\" name=\"app_id\" value=\"{}\">\
+         <input type=\"hidden\" name=\"callback_url\" value=\"{}\">",
+        esc(&q.state),
+        esc(&q.app_id),
+        esc(&q.callback_url)
+    );
+    let body = format!(
+        "<p class=\"banner\">Office 365 <strong>emulator</strong> — a stand-in for Microsoft's picker.</p>\
+         <h1>Connect {name} to…</h1><p class=\"muted\">{desc}</p>\
+         <form method=\"post\" action=\"/emulator/connectors/Connect\">{hidden}\
+         <fieldset><legend>Where should cards go?</legend>{groups}\
+         <label><input type=\"radio\" name=\"target\" value=\"mail:\" checked> Your inbox</label></fieldset>\
+         <button type=\"submit\" name=\"decision\" value=\"allow\" id=\"allow\">Allow</button> \
+         <button type=\"submit\" name=\"decision\" value=\"deny\" id=\"deny\" class=\"secondary\">Deny</button></form>",
+        name = esc(&app.config.connect.name),
+        desc = esc(&app.config.connect.short_description),
+    );
+    page(StatusCode::OK, "Office 365 emulator", &body)
+}
+
+/// The picker's answer.
+#[derive(Debug, Deserialize)]
+struct Decision {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    app_id: String,
+    #[serde(default)]
+    callback_url: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    decision: String,
+}
+
+async fn decide(State(app): State<AppState>, Form(d): Form<Decision>) -> Response {
+    let q = ConnectQuery {
+        state: d.state.clone(),
+        app_id: d.app_id.clone(),
+        callback_url: d.callback_url.clone(),
+    };
+    if !registered(&app, &q) {
+        return invalid_request();
+    }
+    let Ok(mut back) = url::Url::parse(&d.callback_url) else {
+        return invalid_request();
+    };
+    if back.scheme() != "https" && !app.config.targets.allow_http {
+        // The real service sends nothing back to a callback that is not https.
+        return page(
+            StatusCode::OK,
+            "Nothing sent",
+            "<h1>Nothing was sent back</h1><p class=\"muted\">Office 365 emulator: the connector's callback URL \
+             is not https, so, like Office 365, the emulator does not answer it (set targets.allow_http for \
+             local development).</p>",
+        );
+    }
+    {
+        let mut pairs = back.query_pairs_mut();
+        pairs.append_pair("state", &d.state);
+        if d.decision == "allow" {
+            let (app_type, group) = d.target.split_once(':').unwrap_or(("mail", ""));
+            let (app_type, group) = match app_type {
+                "teams" | "groups" if !group.is_empty() => (app_type, Some(group)),
+                _ => ("mail", None),
+            };
+            let inbox = group.map(slug).unwrap_or_else(|| "inbox".to_string());
+            pairs.append_pair(
+                "webhook_url",
+                &format!("{}{inbox}", inbox_prefix(&app.config.public_url())),
+            );
+            if let Some(g) = group {
+                pairs.append_pair("group_name", g);
+            }
+            pairs.append_pair("app_type", app_type);
+            pairs.append_pair("user_objectId", &uuid_like());
+        } else {
+            pairs.append_pair("error", "AccessDenied");
+        }
+    }
+    Redirect::to(back.as_str()).into_response()
+}
+
+fn uuid_like() -> String {
+    let t = super::pages::token(16);
+    let hex = super::pages::digest(&t);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+async fn receive_card(
+    State(app): State<AppState>,
+    Path(group): Path<String>,
+    body: String,
+) -> Response {
+    let Some(inboxes) = &app.inboxes else {
+        return (StatusCode::NOT_FOUND, "the emulator is off").into_response();
+    };
+    match serde_json::from_str::<Value>(&body) {
+        Ok(card) => {
+            inboxes.push(&group, card);
+            (StatusCode::OK, "1").into_response()
+        }
+        // Like the legacy connector: a 200 whose text says what failed.
+        Err(e) => (StatusCode::OK, format!("Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 400 with ContextId emulator: {e}")).into_response(),
+    }
+}
+
+async fn show_inbox(State(app): State<AppState>, Path(group): Path<String>) -> Response {
+    let Some(inboxes) = &app.inboxes else {
+        return (StatusCode::NOT_FOUND, "the emulator is off").into_response();
+    };
+    let cards = inboxes.cards(&group);
+    let list: String = if cards.is_empty() {
+        "<p class=\"muted\">Nothing yet.</p>".to_string()
+    } else {
+        cards.iter().rev().map(render_card).collect()
+    };
+    let body = format!(
+        "<p class=\"banner\">Office 365 <strong>emulator</strong> inbox.</p><h1>{}</h1><p class=\"muted\">{} card(s), newest first.</p>{list}",
+        esc(&group),
+        cards.len()
+    );
+    page(StatusCode::OK, &format!("Inbox {group}"), &body)
+}
+
+fn text(v: &Value) -> String {
+    esc(v.as_str().unwrap_or_default())
+}
+
+/// A card as a person would read it: MessageCard sections, facts and actions, or an Adaptive
+/// Card's text blocks, fact sets and actions.
+pub fn render_card(card: &Value) -> String {
+    let mut out = String::from("<article class=\"card\">");
+    if card.get("@type").and_then(Value::as_str) == Some("MessageCard") {
+        if let Some(c) = card.get("themeColor").and_then(Value::as_str) {
+            out = format!(
+                "<article class=\"card\" style=\"border-left-color:#{}\">",
+                esc(c)
+            );
+        }
+        out.push_str(&format!(
+            "<h3>{}</h3>",
+            text(card.get("title").unwrap_or(&card["summary"]))
+        ));
+        if let Some(t) = card.get("text") {
+            out.push_str(&format!("<p>{}</p>", text(t)));
+        }
+        for s in card
+            .get("sections")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for k in [
+                "activityTitle",
+                "activitySubtitle",
+                "activityText",
+                "title",
+                "text",
+            ] {
+                if let Some(v) = s
+                    .get(k)
+                    .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+                {
+                    out.push_str(&format!(
+                        "<p class=\"{}\">{}</p>",
+                        if k == "activitySubtitle" { "muted" } else { "" },
+                        text(v)
+                    ));
+                }
+            }
+            facts(&mut out, s.get("facts"), "name");
+        }
+        for a in card
+            .get("potentialAction")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let uri = a
+                .pointer("/targets/0/uri")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "<a class=\"button\" href=\"{}\" rel=\"noreferrer\">{}</a> ",
+                esc(uri),
+                text(&a["name"])
+            ));
+        }
+    } else {
+        let content = card.pointer("/attachments/0/content").unwrap_or(card);
+        for b in content
+            .get("body")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            match b.get("type").and_then(Value::as_str) {
+                Some("TextBlock") => out.push_str(&format!("<p>{}</p>", text(&b["text"]))),
+                Some("FactSet") => facts(&mut out, b.get("facts"), "title"),
+                _ => {}
+            }
+        }
+        for a in content
+            .get("actions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.push_str(&format!(
+                "<a class=\"button\" href=\"{}\" rel=\"noreferrer\">{}</a> ",
+                text(&a["url"]),
+                text(&a["title"])
+            ));
+        }
+    }
+    out.push_str("</article>");
+    out
+}
+
+fn facts(out: &mut String, facts: Option<&Value>, key: &str) {
+    let Some(facts) = facts.and_then(Value::as_array) else {
+        return;
+    };
+    out.push_str("<dl class=\"facts\">");
+    for f in facts {
+        out.push_str(&format!(
+            "<dt>{}</dt><dd>{}</dd>",
+            text(&f[key]),
+            text(&f["value"])
+        ));
+    }
+    out.push_str("</dl>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cards_render_readably_and_escaped() {
+        let mc = json!({"@type": "MessageCard", "summary": "s", "title": "<b>T</b>", "themeColor": "D73A49",
+            "sections": [{"activityTitle": "A", "facts": [{"name": "Repo", "value": "x/y"}]}],
+            "potentialAction": [{"@type": "OpenUri", "name": "Open", "targets": [{"os": "default", "uri": "https://x"}]}]});
+        let html = render_card(&mc);
+        assert!(
+            html.contains("<h3>&lt;b&gt;T&lt;/b&gt;</h3>")
+                && html.contains("<dt>Repo</dt><dd>x/y</dd>")
+                && html.contains("href=\"https://x\""),
+            "{html}"
+        );
+        let ac = json!({"type": "message", "attachments": [{"content": {"type": "AdaptiveCard", "body": [{"type": "TextBlock", "text": "hello"}, {"type": "FactSet", "facts": [{"title": "a", "value": "b"}]}]}}]});
+        let html = render_card(&ac);
+        assert!(
+            html.contains("<p>hello</p>") && html.contains("<dt>a</dt>"),
+            "{html}"
+        );
+        assert_eq!(slug("Engineering Team!"), "engineering-team");
+    }
+}

@@ -1,0 +1,553 @@
+//! The Connect to Office 365 flow, as the connector documentation describes it.
+//!
+//! 1. `GET /connect`: the user picks what the connection receives (channels) and an optional
+//!    digest, and presses "Connect to Office 365".
+//! 2. `POST /connect/start` stores those choices server side under a fresh `state` (128+ random
+//!    bits, 10-minute lifetime, single use) bound to this browser by an HttpOnly, SameSite=Lax
+//!    cookie, and redirects to `connect.url` with `app_id`, `callback_url` (no query) and `state`.
+//! 3. Office 365 (or the emulator) redirects back to `GET /connect/callback` with `state` and
+//!    `webhook_url`, `app_type`, `group_name`, `user_objectId` — or `error`.
+//! 4. The callback checks the state and the URL, stores the connection (secrets sealed), and
+//!    answers **302** to `/connect/done/{id}`, whose URL carries no webhook data.
+//!
+//! Every page here answers with `Referrer-Policy: no-referrer` and carries the meta tag. A Teams
+//! Workflows URL can be pasted on the same page instead (new Office 365 connectors can no longer
+//! be registered); that needs the admin token, since no Microsoft sign-in stands behind it.
+
+use std::collections::HashMap;
+
+use axum::extract::{Form, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::pages::{self, esc, page};
+use crate::app::{App, AppState};
+use crate::ids::ConnectionId;
+use crate::render::CardKind;
+use crate::store::{now_ms, Connection, ConnectionOrigin};
+
+/// How long a state lives.
+pub const STATE_TTL_MS: u64 = 10 * 60 * 1000;
+/// The cookie that binds a state to the browser that started the flow.
+const COOKIE: &str = "cw_connect";
+
+/// What is kept server side under a state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlowState {
+    /// SHA-256 of the browser's cookie.
+    pub browser: String,
+    /// The channels chosen (empty: all).
+    pub channels: Vec<String>,
+    /// The digest chosen, if any.
+    pub digest: Option<Value>,
+    /// When the flow started (Unix milliseconds).
+    pub created_ms: u64,
+}
+
+/// The routes under /connect and /assets.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/connect", get(connect_page))
+        .route("/connect/start", post(start_flow))
+        .route("/connect/callback", get(receive_callback))
+        .route("/connect/done/{id}", get(done_page))
+        .route("/connect/paste", post(paste_url))
+        .route("/connect/logo", get(logo))
+        .route(
+            "/assets/{name}",
+            get(|Path(n): Path<String>| async move { pages::asset(&n) }),
+        )
+}
+
+/// Where the Connect button goes.
+pub fn connect_url(app: &App) -> String {
+    match &app.config.connect.url {
+        Some(u) => u.clone(),
+        None if app.config.emulator() => {
+            format!("{}/emulator/connectors/Connect", app.config.public_url())
+        }
+        None => "https://outlook.office.com/connectors/Connect".to_string(),
+    }
+}
+
+/// The registered redirect URL.
+pub fn callback_url(app: &App) -> String {
+    format!("{}/connect/callback", app.config.public_url())
+}
+
+fn banner(app: &App) -> String {
+    if app.config.emulator() && connect_url(app).starts_with(&app.config.public_url()) {
+        "<p class=\"banner\">This is the local <strong>Office 365 emulator</strong>: the Connect \
+         button goes to a stand-in picker served by this cardwire, no Microsoft account is \
+         involved, and connected groups receive their cards in the emulator's inboxes.</p>"
+            .to_string()
+    } else {
+        String::new()
+    }
+}
+
+fn connector_box(app: &App) -> String {
+    let c = &app.config.connect;
+    let company = c
+        .company_url
+        .as_ref()
+        .map(|u| {
+            format!(
+                " · <a href=\"{}\" rel=\"noreferrer\">{}</a>",
+                esc(u),
+                esc(u)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<div class=\"connector\"><img src=\"/connect/logo\" alt=\"\"><div><strong>{}</strong><br>\
+         <span class=\"muted\">{}</span>{company}</div></div><p>{}</p>",
+        esc(&c.name),
+        esc(&c.short_description),
+        esc(&c.description)
+    )
+}
+
+async fn connect_page(State(app): State<AppState>) -> Response {
+    let channels: Vec<String> = {
+        let p = app.pipeline.load();
+        let mut c: Vec<String> = p.rules.channels().into_iter().map(str::to_string).collect();
+        c.sort();
+        c
+    };
+    let boxes: String = channels
+        .iter()
+        .map(|c| {
+            format!(
+                "<label><input type=\"checkbox\" name=\"channel\" value=\"{0}\"> {0}</label>",
+                esc(c)
+            )
+        })
+        .collect();
+    let body = format!(
+        "{banner}<h1>Connect cardwire</h1>{connector}\
+         <form method=\"post\" action=\"/connect/start\">\
+         <fieldset><legend>What this connection receives</legend>{boxes}\
+         <p class=\"muted\">Choose none to receive every channel.</p></fieldset>\
+         <fieldset><legend>Digest</legend>{digest}</fieldset>\
+         <button type=\"submit\" id=\"connect\" style=\"background:none;padding:0\">\
+         <img src=\"/assets/connect-button.svg\" alt=\"Connect to Office 365\"></button>\
+         </form>\
+         <h2>Or paste a Teams Workflows URL</h2>\
+         <p class=\"muted\">Teams now takes cards through the Workflow <em>When a Teams webhook request is \
+         received</em>. Pasting a URL needs the admin token.</p>\
+         <form method=\"post\" action=\"/connect/paste\">\
+         <label>Name <input type=\"text\" name=\"name\" required></label>\
+         <label>Workflows URL <input type=\"url\" name=\"url\" required></label>\
+         <label>Channels (comma-separated, empty for all) <input type=\"text\" name=\"channels\"></label>\
+         <label>Admin token <input type=\"password\" name=\"token\" required></label>\
+         <button type=\"submit\">Add</button></form>",
+        banner = banner(&app),
+        connector = connector_box(&app),
+        digest = digest_fields(),
+    );
+    page(StatusCode::OK, "Connect", &body)
+}
+
+fn digest_fields() -> String {
+    "<label><input type=\"radio\" name=\"digest\" value=\"none\" checked> No digest: cards as they happen</label>\
+     <label><input type=\"radio\" name=\"digest\" value=\"hourly\"> An hourly digest</label>\
+     <label><input type=\"radio\" name=\"digest\" value=\"daily\"> A daily digest at \
+     <input type=\"text\" name=\"at\" value=\"09:00\" size=\"5\" style=\"width:5em\"> on weekdays, time zone \
+     <input type=\"text\" name=\"tz\" value=\"UTC\" style=\"width:12em\"></label>"
+        .to_string()
+}
+
+/// The form of `POST /connect/start`.
+#[derive(Debug, Deserialize)]
+struct StartForm {
+    #[serde(default)]
+    digest: Option<String>,
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    tz: Option<String>,
+}
+
+fn parse_digest(form: &StartForm) -> Result<Option<Value>, String> {
+    match form.digest.as_deref().unwrap_or("none") {
+        "none" => Ok(None),
+        "hourly" => Ok(Some(json!({"every": "1h"}))),
+        "daily" => {
+            let at = form.at.as_deref().unwrap_or("09:00").trim();
+            let valid_time = at.split_once(':').is_some_and(|(h, m)| {
+                h.parse::<u8>().is_ok_and(|h| h < 24)
+                    && m.len() == 2
+                    && m.parse::<u8>().is_ok_and(|m| m < 60)
+            });
+            if !valid_time {
+                return Err(format!("{at:?} is not a time of day such as 09:00"));
+            }
+            let tz = form.tz.as_deref().unwrap_or("UTC").trim();
+            if jiff::tz::TimeZone::get(tz).is_err() {
+                return Err(format!("{tz:?} is not a time zone such as Europe/Berlin"));
+            }
+            Ok(Some(
+                json!({"at": at, "days": ["mon", "tue", "wed", "thu", "fri"], "tz": tz}),
+            ))
+        }
+        other => Err(format!("unknown digest choice {other:?}")),
+    }
+}
+
+async fn start_flow(State(app): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    // Repeated `channel` fields: read the raw form.
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let channels: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "channel")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let form = StartForm {
+        digest: get("digest"),
+        at: get("at"),
+        tz: get("tz"),
+    };
+    let digest = match parse_digest(&form) {
+        Ok(d) => d,
+        Err(e) => return page(StatusCode::BAD_REQUEST, "Cannot connect", &format!("<h1>Cannot connect</h1><p class=\"error\">{}</p><p><a href=\"/connect\">Back</a></p>", esc(&e))),
+    };
+    let Some(app_id) = app.config.connect.app_id_or_dev(app.config.emulator()) else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not configured",
+            "<h1>Connecting is not set up</h1><p>The administrator has not set <code>connect.app_id</code>.</p>",
+        );
+    };
+    let browser = pages::cookie(&headers, COOKIE)
+        .filter(|c| c.len() >= 22)
+        .unwrap_or_else(|| pages::token(16));
+    let state = pages::token(24);
+    let record = FlowState {
+        browser: pages::digest(&browser),
+        channels,
+        digest,
+        created_ms: now_ms(),
+    };
+    if let Err(e) = app.store.put_flow_state(&state, &record) {
+        return crate::error::ApiError::internal(&e).into_response();
+    }
+    let mut target = url::Url::parse(&connect_url(&app)).expect("connect.url was checked at start");
+    target
+        .query_pairs_mut()
+        .append_pair("state", &state)
+        .append_pair("app_id", &app_id)
+        .append_pair("callback_url", &callback_url(&app));
+    let secure = if app.config.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let mut res = Redirect::to(target.as_str()).into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{COOKIE}={browser}; Path=/connect; HttpOnly; SameSite=Lax; Max-Age=600{secure}"
+        ))
+        .expect("a token is a valid header value"),
+    );
+    pages::no_referrer(&mut res);
+    res
+}
+
+fn bad(title: &str, message: &str) -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        title,
+        &format!(
+            "<h1>{}</h1><p class=\"error\">{}</p><p><a href=\"/connect\">Start again</a></p>",
+            esc(title),
+            esc(message)
+        ),
+    )
+}
+
+/// Checks a callback's state against this browser and consumes it. (The error is the page to
+/// answer with; it is built on a rare path, so its size does not matter.)
+#[allow(clippy::result_large_err)]
+fn take_state(
+    app: &App,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<FlowState, Response> {
+    let Some(state) = params.get("state").filter(|s| !s.is_empty()) else {
+        return Err(bad(
+            "Cannot connect",
+            "The answer from Office 365 carries no state. Start again from this page.",
+        ));
+    };
+    let record = match app.store.flow_state(state) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(bad(
+                "Cannot connect",
+                "This link is unknown or was already used. Start again.",
+            ))
+        }
+        Err(e) => return Err(crate::error::ApiError::internal(&e).into_response()),
+    };
+    let browser = pages::cookie(headers, COOKIE)
+        .map(|c| pages::digest(&c))
+        .unwrap_or_default();
+    if !bool::from(browser.as_bytes().ct_eq(record.browser.as_bytes())) {
+        // A state started in another browser: refused, and left for its owner.
+        return Err(bad(
+            "Cannot connect",
+            "This connection was started in another browser. Start again here.",
+        ));
+    }
+    match app.store.take_flow_state(state) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(bad(
+                "Cannot connect",
+                "This link was already used. Start again.",
+            ))
+        }
+        Err(e) => return Err(crate::error::ApiError::internal(&e).into_response()),
+    }
+    if now_ms().saturating_sub(record.created_ms) > STATE_TTL_MS {
+        return Err(bad(
+            "Cannot connect",
+            "This link expired (it lasts 10 minutes). Start again.",
+        ));
+    }
+    Ok(record)
+}
+
+async fn receive_callback(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let record = match take_state(&app, &params, &headers) {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    if let Some(error) = params.get("error") {
+        return if error == "AccessDenied" {
+            page(StatusCode::OK, "Not connected", "<h1>Not connected</h1><p>You declined in Office 365, so nothing was connected.</p><p><a href=\"/connect\">Start again</a></p>")
+        } else {
+            bad(
+                "Not connected",
+                &format!("Office 365 answered with the error {error}. Nothing was connected."),
+            )
+        };
+    }
+    let mut missing = Vec::new();
+    for key in ["webhook_url", "app_type", "user_objectId"] {
+        if params.get(key).is_none_or(|v| v.is_empty()) {
+            missing.push(key);
+        }
+    }
+    let app_type = params.get("app_type").cloned().unwrap_or_default();
+    if !app_type.is_empty() && !matches!(app_type.as_str(), "mail" | "groups" | "teams") {
+        return bad(
+            "Cannot connect",
+            &format!("app_type {app_type:?} is not mail, groups or teams."),
+        );
+    }
+    let group_name = params.get("group_name").filter(|g| !g.is_empty()).cloned();
+    if app_type != "mail" && !app_type.is_empty() && group_name.is_none() {
+        missing.push("group_name");
+    }
+    if !missing.is_empty() {
+        return bad(
+            "Cannot connect",
+            &format!("The answer from Office 365 lacks {}.", missing.join(", ")),
+        );
+    }
+    let url = match app.policy.check(&params["webhook_url"]) {
+        Ok(u) => u,
+        Err(e) => {
+            return bad(
+                "Cannot connect",
+                &format!("The webhook URL is not accepted: {e}."),
+            )
+        }
+    };
+    let conn = Connection {
+        id: ConnectionId::new(),
+        name: group_name.clone().unwrap_or_else(|| "Inbox".into()),
+        url: url.to_string(),
+        kind: CardKind::Teams,
+        channels: record.channels,
+        created_ms: now_ms(),
+        paused: false,
+        origin: ConnectionOrigin {
+            via: "connect".into(),
+            app_type: Some(app_type),
+            group_name,
+            user_object_id: params.get("user_objectId").cloned(),
+        },
+        digest: record.digest,
+    };
+    if let Err(e) = app.connections.put(conn.clone()) {
+        return crate::error::ApiError::internal(&e).into_response();
+    }
+    if let Err(e) = app.store.commit().await {
+        return crate::error::ApiError::internal(&e).into_response();
+    }
+    tracing::info!(connection = %conn.id, app_type = ?conn.origin.app_type, group = ?conn.origin.group_name, url = %super::mask_url(&conn.url), "connected through Office 365");
+    let mut res = Redirect::to(&format!("/connect/done/{}", conn.id)).into_response();
+    *res.status_mut() = StatusCode::FOUND;
+    pages::no_referrer(&mut res);
+    res
+}
+
+async fn done_page(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(conn) = ConnectionId::parse(&id).and_then(|id| app.connections.get(&id)) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "<h1>No such connection</h1>",
+        );
+    };
+    let channels = if conn.channels.is_empty() {
+        "every channel".to_string()
+    } else {
+        conn.channels.join(", ")
+    };
+    let digest = match &conn.digest {
+        None => "cards as they happen".to_string(),
+        Some(d) => format!("a digest: <code>{}</code>", esc(&d.to_string())),
+    };
+    let body = format!(
+        "{banner}<h1 class=\"ok\">Connected</h1><p><strong>{name}</strong> ({app_type}) now receives {channels}, {digest}.</p>\
+         <p class=\"muted\">Connection <code>{id}</code>. The administrator can pause or remove it on \
+         <a href=\"/connections\">/connections</a>.</p>",
+        banner = banner(&app),
+        name = esc(&conn.name),
+        app_type = esc(conn.origin.app_type.as_deref().unwrap_or(&conn.origin.via)),
+        channels = esc(&channels),
+        id = conn.id,
+    );
+    page(StatusCode::OK, "Connected", &body)
+}
+
+/// The form of `POST /connect/paste`.
+#[derive(Debug, Deserialize)]
+struct PasteForm {
+    name: String,
+    url: String,
+    #[serde(default)]
+    channels: String,
+    token: String,
+}
+
+async fn paste_url(State(app): State<AppState>, Form(form): Form<PasteForm>) -> Response {
+    let Some(admin) = app.config.admin_token.as_deref() else {
+        return bad(
+            "Cannot add",
+            "The admin API is off (no admin_token), so URLs cannot be pasted.",
+        );
+    };
+    if !bool::from(form.token.trim().as_bytes().ct_eq(admin.as_bytes())) {
+        return page(StatusCode::UNAUTHORIZED, "Cannot add", "<h1>Cannot add</h1><p class=\"error\">The admin token is wrong.</p><p><a href=\"/connect\">Back</a></p>");
+    }
+    if form.name.trim().is_empty() {
+        return bad("Cannot add", "The connection needs a name.");
+    }
+    let url = match app.policy.check(&form.url) {
+        Ok(u) => u,
+        Err(e) => return bad("Cannot add", &format!("The URL is not accepted: {e}.")),
+    };
+    let channels: Vec<String> = form
+        .channels
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    let conn = Connection {
+        id: ConnectionId::new(),
+        name: form.name.trim().to_string(),
+        url: url.to_string(),
+        kind: CardKind::Workflow,
+        channels,
+        created_ms: now_ms(),
+        paused: false,
+        origin: ConnectionOrigin {
+            via: "paste".into(),
+            ..Default::default()
+        },
+        digest: None,
+    };
+    if let Err(e) = app.connections.put(conn.clone()) {
+        return crate::error::ApiError::internal(&e).into_response();
+    }
+    if let Err(e) = app.store.commit().await {
+        return crate::error::ApiError::internal(&e).into_response();
+    }
+    tracing::info!(connection = %conn.id, url = %super::mask_url(&conn.url), "Workflows URL pasted");
+    let mut res = Redirect::to(&format!("/connect/done/{}", conn.id)).into_response();
+    *res.status_mut() = StatusCode::FOUND;
+    pages::no_referrer(&mut res);
+    res
+}
+
+async fn logo(State(app): State<AppState>) -> Response {
+    match &app.config.connect.logo {
+        None => pages::asset("logo.svg"),
+        Some(path) => {
+            let path = app.config.resolve(path);
+            let ty = match path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                Some("png") => "image/png",
+                Some("gif") => "image/gif",
+                _ => "image/jpeg",
+            };
+            match tokio::fs::read(&path).await {
+                Ok(bytes) => ([(header::CONTENT_TYPE, ty)], bytes).into_response(),
+                Err(_) => pages::asset("logo.svg"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_choices() {
+        let f = |d: &str, at: &str, tz: &str| {
+            parse_digest(&StartForm {
+                digest: Some(d.into()),
+                at: Some(at.into()),
+                tz: Some(tz.into()),
+            })
+        };
+        assert_eq!(f("none", "", ""), Ok(None));
+        assert_eq!(f("hourly", "", ""), Ok(Some(json!({"every": "1h"}))));
+        assert_eq!(
+            f("daily", "08:30", "Europe/Berlin"),
+            Ok(Some(
+                json!({"at": "08:30", "days": ["mon", "tue", "wed", "thu", "fri"], "tz": "Europe/Berlin"})
+            ))
+        );
+        assert!(f("daily", "25:00", "UTC").is_err());
+        assert!(f("daily", "09:00", "Mars/Olympus").is_err());
+    }
+}
