@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
 
 /// A running server.
 pub struct Server {
+    app: Arc<App>,
     addr: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -73,7 +74,7 @@ pub struct Server {
 
 impl Server {
     /// Starts the gateway with a loaded pipeline.
-    pub async fn start(config: Config, pipeline: Pipeline) -> anyhow::Result<Self> {
+    pub async fn start(mut config: Config, pipeline: Pipeline) -> anyhow::Result<Self> {
         let data_dir = config.resolve(&config.data_dir);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -90,6 +91,10 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        if config.public_url.is_none() {
+            // Listening on port 0: links (callback, emulator inboxes) name the real port.
+            config.public_url = Some(format!("http://{addr}"));
+        }
         if config.admin_token.is_none() {
             tracing::warn!("no admin_token is configured: the admin API under /api is off");
         }
@@ -132,7 +137,7 @@ impl Server {
         }
         let stop = CancellationToken::new();
         let reloader = crate::reload::spawn(app.clone(), stop.clone());
-        let router = router(app);
+        let router = router(app.clone());
         let signal = stop.clone();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, router)
@@ -145,7 +150,12 @@ impl Server {
             served.context("the HTTP server failed")
         });
         tracing::info!(%addr, "cardwire is listening");
-        Ok(Self { addr, stop, task })
+        Ok(Self {
+            app,
+            addr,
+            stop,
+            task,
+        })
     }
 
     /// The address it listens on.
@@ -153,8 +163,14 @@ impl Server {
         self.addr
     }
 
+    /// The running app (for tests and embedding).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
     /// Stops gracefully and waits until the data directory is released.
     pub async fn stop(self) -> anyhow::Result<()> {
+        drop(self.app);
         self.stop.cancel();
         self.task.await.context("the server task panicked")?
     }

@@ -3,6 +3,7 @@
 
 mod cards;
 mod cli;
+mod connect;
 mod connections;
 mod delivery;
 mod hooks;

@@ -92,6 +92,11 @@ impl Gateway {
         }
     }
 
+    /// Keeps a temp dir alive as long as the gateway.
+    pub fn keep(&mut self, dir: tempfile::TempDir) {
+        self._dir = Some(dir);
+    }
+
     /// Stops and starts again on the same data dir.
     pub async fn restart(&mut self) {
         self.stop().await;
