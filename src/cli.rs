@@ -46,6 +46,59 @@ pub enum Command {
     Check(CheckArgs),
     /// Render the cards a payload would produce, one JSON line per matching rule.
     Render(RenderArgs),
+    /// Manage the connections of a running gateway (through its admin API).
+    Connections(ConnectionsArgs),
+    /// The Connect to Office 365 button.
+    Connect(ConnectArgs),
+}
+
+/// `cardwire connections`.
+#[derive(Debug, Args)]
+pub struct ConnectionsArgs {
+    /// The gateway's base URL.
+    #[arg(long, env = "CARDWIRE_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The admin token.
+    #[arg(long, env = "CARDWIRE_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    action: ConnectionsAction,
+}
+
+/// What to do with connections.
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsAction {
+    /// List them (URLs masked).
+    List,
+    /// Pause one: it receives nothing until resumed.
+    Pause {
+        /// The connection id (con_…).
+        id: String,
+    },
+    /// Resume a paused one.
+    Resume {
+        /// The connection id (con_…).
+        id: String,
+    },
+    /// Remove one; its URL is erased.
+    Remove {
+        /// The connection id (con_…).
+        id: String,
+    },
+}
+
+/// `cardwire connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    #[command(subcommand)]
+    action: ConnectAction,
+}
+
+/// What to do about the Connect button.
+#[derive(Debug, Subcommand)]
+pub enum ConnectAction {
+    /// Print the HTML snippet of the Connect to Office 365 button, to embed in your own app.
+    Snippet(ConfigArg),
 }
 
 /// The config file option.
@@ -129,6 +182,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(&args),
         Command::Render(args) => render(&args),
+        Command::Connections(args) => connections(&args),
+        Command::Connect(ConnectArgs {
+            action: ConnectAction::Snippet(c),
+        }) => snippet(&c),
     };
     match result {
         Ok(code) => code,
@@ -341,6 +398,115 @@ fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn connections(args: &ConnectionsArgs) -> anyhow::Result<ExitCode> {
+    let base = args.server.trim_end_matches('/').to_string();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let (method, path, body) = match &args.action {
+            ConnectionsAction::List => (reqwest::Method::GET, "/api/connections".to_string(), None),
+            ConnectionsAction::Pause { id } => (
+                reqwest::Method::PATCH,
+                format!("/api/connections/{id}"),
+                Some(r#"{"paused":true}"#),
+            ),
+            ConnectionsAction::Resume { id } => (
+                reqwest::Method::PATCH,
+                format!("/api/connections/{id}"),
+                Some(r#"{"paused":false}"#),
+            ),
+            ConnectionsAction::Remove { id } => (
+                reqwest::Method::DELETE,
+                format!("/api/connections/{id}"),
+                None,
+            ),
+        };
+        let mut req = client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&args.token);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {base}"))?;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            bail!("{status}: {}", v["detail"].as_str().unwrap_or(&text));
+        }
+        match &args.action {
+            ConnectionsAction::List => {
+                let list: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+                for c in &list {
+                    let channels = c["channels"].as_array().filter(|a| !a.is_empty()).map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    });
+                    println!(
+                        "{}  {:8}  {:9}  {:7}  {}  {}  channels={}",
+                        c["id"].as_str().unwrap_or("?"),
+                        c["kind"].as_str().unwrap_or("?"),
+                        c["via"].as_str().unwrap_or("?"),
+                        if c["paused"].as_bool() == Some(true) {
+                            "paused"
+                        } else {
+                            "active"
+                        },
+                        c["name"].as_str().unwrap_or("?"),
+                        c["url"].as_str().unwrap_or("?"),
+                        channels.as_deref().unwrap_or("all"),
+                    );
+                }
+            }
+            ConnectionsAction::Pause { id } => println!("paused {id}"),
+            ConnectionsAction::Resume { id } => println!("resumed {id}"),
+            ConnectionsAction::Remove { id } => println!("removed {id}"),
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn snippet(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(p) => return Ok(print_problems(p)),
+    };
+    let emulator = args.config.is_none() || config.emulator();
+    let Some(app_id) = config.connect.app_id_or_dev(emulator) else {
+        bail!("connect.app_id is not set in the config");
+    };
+    let base = config.public_url();
+    let connect = config.connect.url.clone().unwrap_or_else(|| {
+        if emulator {
+            format!("{base}/emulator/connectors/Connect")
+        } else {
+            "https://outlook.office.com/connectors/Connect".to_string()
+        }
+    });
+    let mut url = url::Url::parse(&connect).context("connect.url is not a URL")?;
+    url.query_pairs_mut()
+        .append_pair("state", "STATE")
+        .append_pair("app_id", &app_id)
+        .append_pair("callback_url", &format!("{base}/connect/callback"));
+    let href = url.as_str().replace("state=STATE", "state={state}");
+    println!("<!-- Connect to Office 365: replace {{state}} with a fresh, unguessable value you keep for this user. -->");
+    println!(
+        "<a href=\"{}\"><img src=\"{base}/assets/connect-button.svg\" alt=\"Connect to Office 365\"></a>",
+        crate::connect::pages::esc(&href)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_headers(raw: &[String]) -> anyhow::Result<HeaderMap> {

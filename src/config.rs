@@ -330,13 +330,7 @@ impl Config {
                 format!("cannot read the config file: {e}"),
             )])
         })?;
-        let mut config = Self::from_text(path, &text)?;
-        config.base_dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        Ok(config)
+        Self::from_text(path, &text)
     }
 
     /// Parses and checks config text; `file` names it in problems.
@@ -348,9 +342,15 @@ impl Config {
         } else {
             doc.value.clone()
         };
-        let config: Config = doc
+        let mut config: Config = doc
             .deserialize_at("", &value)
             .map_err(|p| Problems(vec![p]))?;
+        // Relative paths in the file are relative to the file's folder.
+        config.base_dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         let problems = config.check(&doc);
         if problems.is_empty() {
             Ok(config)

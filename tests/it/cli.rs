@@ -465,3 +465,136 @@ fn check_reports_a_template_field_the_samples_never_have() {
     );
     assert!(err.contains("no_such_field"), "{err}");
 }
+
+/// `cardwire connections` drives a running gateway's admin API.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_commands_list_pause_resume_remove() {
+    let g = crate::utils::Gateway::start().await;
+    let rx = crate::utils::Receiver::start().await;
+    let id = g
+        .connect(&rx.url("webhookb2/secret-tail-abcd"), "teams", &["github"])
+        .await;
+    let run = |args: &[&str]| {
+        let out = cardwire()
+            .args([
+                "connections",
+                "--server",
+                &g.url(""),
+                "--token",
+                crate::utils::ADMIN_TOKEN,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, _) = tokio::task::block_in_place(|| run(&["list"]));
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&id)
+            && out.contains("active")
+            && out.contains("…abcd")
+            && !out.contains("secret-tail"),
+        "{out}"
+    );
+    let (code, out, _) = tokio::task::block_in_place(|| run(&["pause", &id]));
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), format!("paused {id}").as_str())
+    );
+    assert_eq!(
+        g.admin_get(&format!("/api/connections/{id}")).await["paused"],
+        true
+    );
+    let (_, out, _) = tokio::task::block_in_place(|| run(&["list"]));
+    assert!(out.contains("paused"), "{out}");
+    tokio::task::block_in_place(|| run(&["resume", &id]));
+    assert_eq!(
+        g.admin_get(&format!("/api/connections/{id}")).await["paused"],
+        false
+    );
+    let (code, _, err) = tokio::task::block_in_place(|| run(&["pause", "con_nope"]));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404") && err.contains("con_nope"), "{err}");
+    tokio::task::block_in_place(|| run(&["remove", &id]));
+    assert_eq!(g.admin_get("/api/connections").await, serde_json::json!([]));
+    let out = cardwire()
+        .args([
+            "connections",
+            "--server",
+            &g.url(""),
+            "--token",
+            "wrong",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+#[test]
+fn connect_snippet_prints_the_button() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        "public_url: https://cardwire.example.com\nconnect:\n  app_id: 6a2b1c3d-0000-4000-8000-000000000001\n",
+    )
+    .unwrap();
+    let out = cardwire()
+        .args(["connect", "snippet", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = String::from_utf8(out.stdout).unwrap();
+    assert!(html.contains("href=\"https://outlook.office.com/connectors/Connect?state={state}&amp;app_id=6a2b1c3d-0000-4000-8000-000000000001&amp;callback_url=https%3A%2F%2Fcardwire.example.com%2Fconnect%2Fcallback\""), "{html}");
+    assert!(html.contains("alt=\"Connect to Office 365\""));
+}
+
+#[test]
+fn check_enforces_the_connector_registration_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.png"), vec![0u8; 70 * 1024]).unwrap();
+    std::fs::write(dir.path().join("logo.bmp"), vec![0u8; 10]).unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        "connect:\n  app_id: not-a-guid\n  logo: big.png\n  company_url: http://example.com\n  action_targets: [ftp://x]\n  short_description: \"".to_string()
+            + &"x".repeat(90)
+            + "\"\n",
+    )
+    .unwrap();
+    let out = cardwire()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "is not a GUID",
+        "under 60 KB",
+        "company_url",
+        "action target",
+        "at most 80 characters",
+    ] {
+        assert!(err.contains(want), "{want} missing in {err}");
+    }
+    std::fs::write(&config, "connect:\n  logo: logo.bmp\n").unwrap();
+    let out = cardwire()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("jpg, jpeg, png or gif"));
+}
