@@ -22,7 +22,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::pages::{esc, page};
+use super::pages::{esc, markdown, page};
 use crate::app::{App, AppState};
 
 /// Cards kept per inbox.
@@ -266,6 +266,24 @@ fn text(v: &Value) -> String {
     esc(v.as_str().unwrap_or_default())
 }
 
+/// A short Markdown field (a fact's value), rendered without the paragraph around it.
+fn md_inline(v: &Value) -> String {
+    let html = md(v);
+    let inner = html
+        .trim_end()
+        .strip_prefix("<p>")
+        .and_then(|h| h.strip_suffix("</p>"));
+    match inner {
+        Some(i) if !i.contains("<p>") => i.to_string(),
+        _ => html,
+    }
+}
+
+/// A Markdown field, rendered.
+fn md(v: &Value) -> String {
+    markdown(v.as_str().unwrap_or_default())
+}
+
 /// A card as a person would read it: MessageCard sections, facts and actions, or an Adaptive
 /// Card's text blocks, fact sets and actions.
 pub fn render_card(card: &Value) -> String {
@@ -282,7 +300,7 @@ pub fn render_card(card: &Value) -> String {
             text(card.get("title").unwrap_or(&card["summary"]))
         ));
         if let Some(t) = card.get("text") {
-            out.push_str(&format!("<p>{}</p>", text(t)));
+            out.push_str(&md(t));
         }
         for s in card
             .get("sections")
@@ -302,9 +320,9 @@ pub fn render_card(card: &Value) -> String {
                     .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
                 {
                     out.push_str(&format!(
-                        "<p class=\"{}\">{}</p>",
+                        "<div class=\"{}\">{}</div>",
                         if k == "activitySubtitle" { "muted" } else { "" },
-                        text(v)
+                        md(v)
                     ));
                 }
             }
@@ -335,7 +353,7 @@ pub fn render_card(card: &Value) -> String {
             .flatten()
         {
             match b.get("type").and_then(Value::as_str) {
-                Some("TextBlock") => out.push_str(&format!("<p>{}</p>", text(&b["text"]))),
+                Some("TextBlock") => out.push_str(&md(&b["text"])),
                 Some("FactSet") => facts(&mut out, b.get("facts"), "title"),
                 _ => {}
             }
@@ -366,7 +384,7 @@ fn facts(out: &mut String, facts: Option<&Value>, key: &str) {
         out.push_str(&format!(
             "<dt>{}</dt><dd>{}</dd>",
             text(&f[key]),
-            text(&f["value"])
+            md_inline(&f["value"])
         ));
     }
     out.push_str("</dl>");

@@ -30,6 +30,32 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Markdown (as cards carry it) as HTML, with any raw HTML in it shown as text and links kept
+/// to http(s) only.
+pub fn markdown(md: &str) -> String {
+    use pulldown_cmark::{html, Event, Parser, Tag};
+    let events = Parser::new(md).map(|e| match e {
+        Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
+        Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) if !(dest_url.starts_with("https://") || dest_url.starts_with("http://")) => {
+            Event::Start(Tag::Link {
+                link_type,
+                dest_url: "#".into(),
+                title,
+                id,
+            })
+        }
+        other => other,
+    });
+    let mut out = String::new();
+    html::push_html(&mut out, events);
+    out
+}
+
 /// A whole page around `body` (which must already be escaped where it holds data).
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
@@ -99,6 +125,19 @@ pub fn digest(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_renders_without_raw_html() {
+        let h = markdown("**b** [l](https://x) <script>alert(1)</script> [j](javascript:alert(1))");
+        assert!(
+            h.contains("<strong>b</strong>") && h.contains("<a href=\"https://x\">l</a>"),
+            "{h}"
+        );
+        assert!(
+            !h.contains("<script>") && h.contains("&lt;script&gt;") && !h.contains("javascript:"),
+            "{h}"
+        );
+    }
 
     #[test]
     fn escaping_and_cookies() {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real gateway on 127.0.0.1:0, sled in a temp dir, and a scriptable
 //! receiver standing in for Teams. One binary, one module per area.
 
+mod browser;
 mod cards;
 mod cli;
 mod connect;

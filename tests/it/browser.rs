@@ -1,0 +1,271 @@
+//! Browser tests: headless Chromium, driven through chromedriver (Debian's `chromium` and
+//! `chromium-driver` packages, which `.ci/run` installs), clicks through the pages as a person
+//! would: /connect → channels → the emulator's picker → Allow → callback → 302 → done page; a
+//! GitHub event's card in the emulator inbox; the Deny path; pausing on /connections stops
+//! delivery. Screenshots of the pages go to `target/browser-artifacts/`.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::utils::*;
+
+/// A chromedriver process, ended when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Driver {
+    let path = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromedriver is not installed: `apt-get install chromium chromium-driver` (.ci/run does)");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(path)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chromedriver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().unwrap(),
+    }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let mut options = json!({"args": [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--window-size=1200,900",
+        format!("--user-data-dir={}", driver._profile.path().display()),
+    ]});
+    if let Some(bin) = chromium {
+        options["binary"] = json!(bin);
+    }
+    caps.insert("goog:chromeOptions".into(), options);
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("cannot start headless Chromium through chromedriver")
+}
+
+async fn text(c: &Client) -> String {
+    c.find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let dir = root().join("target/browser-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Ok(png) = c.screenshot().await {
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+async fn inbox_cards(g: &Gateway, group: &str) -> usize {
+    let html = g
+        .client
+        .get(g.url(&format!("/emulator/inbox/{group}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    html.matches("<article class=\"card\"").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_deny_and_pause_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.connect.emulator = Some(true);
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+
+    // Connect: choose the github channel, press the button, pick a group, allow.
+    c.goto(&g.url("/connect")).await.unwrap();
+    assert!(text(&c).await.contains("Office 365 emulator"));
+    c.find(Locator::Css("input[name=channel][value=github]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    screenshot(&c, "connect").await;
+    c.find(Locator::Id("connect"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("allow")).await.unwrap();
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .starts_with("/emulator/connectors/Connect"));
+    c.find(Locator::Css(
+        "input[name=target][value='teams:Engineering']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    screenshot(&c, "picker").await;
+    c.find(Locator::Id("allow"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
+    let done = c.current_url().await.unwrap();
+    assert!(done.path().starts_with("/connect/done/con_"), "{done}");
+    assert!(
+        done.query().is_none(),
+        "the done page's URL carries no webhook data"
+    );
+    assert!(text(&c).await.contains("Engineering"));
+    screenshot(&c, "done").await;
+
+    // A GitHub event: its card shows in the group's inbox.
+    assert_eq!(
+        g.github("push", &fixture("github/push.event.4.json"), Some("b1"))
+            .await
+            .status(),
+        202
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while inbox_cards(&g, "engineering").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no card in the inbox"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.goto(&g.url("/emulator/inbox/engineering")).await.unwrap();
+    let inbox = text(&c).await;
+    assert!(
+        inbox.contains("Codertocat/Hello-World") && inbox.contains("pushed to master"),
+        "{inbox}"
+    );
+    screenshot(&c, "inbox").await;
+
+    // Deny: nothing is connected.
+    c.goto(&g.url("/connect")).await.unwrap();
+    c.find(Locator::Id("connect"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("deny")).await.unwrap();
+    c.find(Locator::Id("deny"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("main h1")).await.unwrap();
+    assert!(
+        text(&c).await.contains("You declined"),
+        "{}",
+        text(&c).await
+    );
+    assert_eq!(
+        g.admin_get("/api/connections")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Pause on /connections: the next event is not delivered.
+    c.goto(&g.url("/connections")).await.unwrap();
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("table")).await.unwrap();
+    c.find(Locator::Css("button[value=pause]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("button[value=resume]"))
+        .await
+        .unwrap();
+    assert!(text(&c).await.contains("paused"));
+    screenshot(&c, "connections").await;
+    let before = inbox_cards(&g, "engineering").await;
+    assert_eq!(
+        g.github("push", &fixture("github/push.event.5.json"), Some("b2"))
+            .await
+            .status(),
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        inbox_cards(&g, "engineering").await,
+        before,
+        "a paused connection receives nothing"
+    );
+    let list = g.admin_get("/api/connections").await;
+    assert_eq!(
+        (list[0]["paused"].as_bool(), list[0]["skipped"].as_u64()),
+        (Some(true), Some(1))
+    );
+
+    c.close().await.unwrap();
+}
