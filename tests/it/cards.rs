@@ -20,10 +20,9 @@ fn shipped() -> &'static (Config, Pipeline, Vec<Sample>) {
     })
 }
 
-/// Renders every rule of the sample's event (disabled ones too) in both kinds with `payload`;
-/// returns the bodies or the first error.
-fn render_all(sample: &Sample, payload: Value) -> Result<Vec<String>, String> {
-    let (config, pipeline, _) = shipped();
+/// The event a sample makes, from the first configured source of its kind.
+fn event_of(sample: &Sample, payload: Value) -> Result<cardwire::event::Event, String> {
+    let (config, _, _) = shipped();
     let (name, source) = config
         .sources
         .iter()
@@ -39,8 +38,15 @@ fn render_all(sample: &Sample, payload: Value) -> Result<Vec<String>, String> {
         }
         _ => {}
     }
-    let event = cardwire::ingest::verify::build_event(name, source, &headers, payload)
-        .map_err(|e| e.detail)?;
+    cardwire::ingest::verify::build_event(name, source, &headers, payload).map_err(|e| e.detail)
+}
+
+/// Renders every rule of the sample's event (disabled ones too) in both kinds with `payload`;
+/// returns the bodies or the first error.
+fn render_all(sample: &Sample, payload: Value) -> Result<Vec<String>, String> {
+    let (_, pipeline, _) = shipped();
+    let event = event_of(sample, payload)?;
+    let name = &event.source;
     let mut out = Vec::new();
     for rule in pipeline
         .rules
@@ -194,25 +200,8 @@ fn snapshots_of_the_main_cards() {
         "alertmanager/firing.json",
     ] {
         let sample = samples.iter().find(|s| s.name == name).unwrap();
-        let (config, pipeline, _) = shipped();
-        let (source, src) = config
-            .sources
-            .iter()
-            .find(|(_, s)| s.kind == sample.kind)
-            .unwrap();
-        let mut headers = axum::http::HeaderMap::new();
-        match sample.kind {
-            cardwire::config::SourceKind::Github => {
-                headers.insert("x-github-event", sample.event.parse().unwrap());
-            }
-            cardwire::config::SourceKind::Gitlab => {
-                headers.insert("x-gitlab-event", sample.event.parse().unwrap());
-            }
-            _ => {}
-        }
-        let event =
-            cardwire::ingest::verify::build_event(source, src, &headers, sample.payload.clone())
-                .unwrap();
+        let (_, pipeline, _) = shipped();
+        let event = event_of(sample, sample.payload.clone()).unwrap();
         let rule = pipeline.rules.matches(&event)[0];
         for kind in CardKind::ALL {
             let body: Value = serde_json::from_str(

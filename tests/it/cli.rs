@@ -11,6 +11,31 @@ fn cardwire() -> Command {
     c
 }
 
+/// Starts `cardwire serve` as configured by `cmd` and returns it with the address it logged.
+/// Its log is read on a thread, so the pipe never fills and a missing line cannot hang a test.
+fn spawn_serve(mut cmd: Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!("the server did not log its address");
+        };
+        if line.contains("listening") {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                return (child, rest.split_whitespace().next().unwrap().to_string());
+            }
+        }
+    }
+}
+
 #[test]
 fn check_passes_on_what_ships() {
     let dir = tempfile::tempdir().unwrap();
@@ -213,35 +238,12 @@ fn the_example_config_shows_every_key_and_loads() {
 /// built in, and stops cleanly on SIGTERM.
 #[test]
 fn serve_runs_with_the_built_in_defaults_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-
     let dir = tempfile::tempdir().unwrap();
-    let mut child = cardwire()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "state"])
+    let mut cmd = cardwire();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "state"])
         .env("CARDWIRE_ADMIN_TOKEN", "from-env")
-        .current_dir(dir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read the log on a thread, so the pipe never fills and a missing line cannot hang the test.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
-            let _ = child.kill();
-            panic!("the server did not log its address");
-        };
-        if line.contains("listening") {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        }
-    };
+        .current_dir(dir.path());
+    let (mut child, addr) = spawn_serve(cmd);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -324,8 +326,6 @@ fn print_schema_prints_the_rule_file_schema() {
 /// With file watching off, SIGHUP alone reloads: a new rule appears in GET /api/rules.
 #[test]
 fn sighup_reloads_rules() {
-    use std::io::{BufRead, BufReader};
-
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
@@ -339,30 +339,9 @@ fn sighup_reloads_rules() {
         ),
     )
     .unwrap();
-    let mut child = cardwire()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
-            let _ = child.kill();
-            panic!("the server did not log its address");
-        };
-        if line.contains("listening") {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        }
-    };
+    let mut cmd = cardwire();
+    cmd.args(["serve", "--config"]).arg(&config);
+    let (mut child, addr) = spawn_serve(cmd);
     let count = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
             let v: serde_json::Value = reqwest::Client::new()
