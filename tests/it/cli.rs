@@ -26,12 +26,16 @@ fn spawn_serve(mut cmd: Command) -> (std::process::Child, String) {
     loop {
         let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("the server did not log its address");
         };
-        if line.contains("listening") {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                return (child, rest.split_whitespace().next().unwrap().to_string());
-            }
+        let addr = line
+            .contains("listening")
+            .then(|| line.split("addr=").nth(1))
+            .flatten()
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(addr) = addr {
+            return (child, addr.to_string());
         }
     }
 }
