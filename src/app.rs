@@ -43,6 +43,8 @@ pub struct App {
     pub inboxes: Option<crate::connect::emulator::Inboxes>,
     /// Signed-in sessions of the /connections pages.
     pub sessions: crate::admin::pages::Sessions,
+    /// The Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The state handlers receive.
@@ -59,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::connect::flow::router())
         .merge(crate::connect::emulator::router())
         .merge(crate::admin::pages::router())
+        .merge(crate::metrics::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -78,13 +81,19 @@ impl Server {
         let data_dir = config.resolve(&config.data_dir);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-        let store = Store::open(&data_dir, config.connect.secrets_key.as_deref())?;
+        let store = Store::open_with(
+            &data_dir,
+            config.connect.secrets_key.as_deref(),
+            config.durability == crate::config::Durability::Sync,
+        )?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let connections = Arc::new(Connections::load(store.clone())?);
         let deliverer = Deliverer::new(
             store.clone(),
             connections.clone(),
-            config.delivery.timeout,
-            config.delivery.retry_schedule.clone(),
+            &config.delivery,
+            guard(&config),
+            metrics.clone(),
         )
         .context("cannot build the HTTP client")?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -121,6 +130,7 @@ impl Server {
             policy,
             inboxes: config.emulator().then(Default::default),
             sessions: Default::default(),
+            metrics,
             config,
             pipeline: ArcSwap::from_pointee(pipeline),
             store: store.clone(),
@@ -137,6 +147,7 @@ impl Server {
         }
         let stop = CancellationToken::new();
         let reloader = crate::reload::spawn(app.clone(), stop.clone());
+        let pruner = spawn_pruner(app.clone(), stop.clone());
         let router = router(app.clone());
         let signal = stop.clone();
         let task = tokio::spawn(async move {
@@ -144,6 +155,7 @@ impl Server {
                 .with_graceful_shutdown(async move { signal.cancelled().await })
                 .await;
             let _ = reloader.await;
+            let _ = pruner.await;
             deliverer.shutdown().await;
             drop(deliverer);
             store.flush()?;
@@ -184,6 +196,45 @@ impl Server {
         tracing::info!("shutting down");
         self.stop().await
     }
+}
+
+/// The SSRF guard: the listed hosts, and the gateway's own host while the emulator (whose
+/// inboxes it serves) is on.
+fn guard(config: &Config) -> crate::deliver::guard::AddressGuard {
+    let mut g = crate::deliver::guard::AddressGuard::new(&config.targets.allowed_hosts);
+    if config.emulator() {
+        if let Some(host) = url::Url::parse(&config.public_url())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+        {
+            g = g.allow(host.trim_start_matches('[').trim_end_matches(']'));
+        }
+    }
+    g
+}
+
+/// Prunes delivered records older than `delivery.keep_delivered`, at start and then hourly.
+fn spawn_pruner(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let store = app.store.clone();
+            let keep = app.config.delivery.keep_delivered;
+            match tokio::task::spawn_blocking(move || store.prune_delivered(keep)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(
+                    pruned = n,
+                    "delivered records past delivery.keep_delivered removed"
+                ),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot prune delivered records")
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    })
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

@@ -62,6 +62,10 @@ pub struct Config {
     /// How cards are delivered.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// When an accepted event is on disk: `batched` (default: the 202 waits for a group commit
+    /// shared with concurrent requests) or `sync` (a flush of its own per event).
+    #[serde(default)]
+    pub durability: Durability,
 
     /// The folder relative paths in this file are resolved against (the file's own folder;
     /// the working directory when there is no file).
@@ -230,6 +234,18 @@ impl ConnectConfig {
     }
 }
 
+/// When an accepted event counts as on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Concurrent requests share one flush (a flush starts as soon as one is waiting; what
+    /// arrives during it waits for the next). The 202 still waits for its flush.
+    #[default]
+    Batched,
+    /// Every event flushes on its own.
+    Sync,
+}
+
 /// How cards are delivered.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,9 +253,75 @@ pub struct DeliveryConfig {
     /// The longest one delivery attempt may take, connect included.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
-    /// The waits between attempts; after the last one a card becomes a dead letter.
+    /// The waits between attempts (each ±20 %); after the last one a card becomes a dead letter.
     #[serde(default = "default_schedule", deserialize_with = "de_durations")]
     pub retry_schedule: Vec<Duration>,
+    /// The most cards queued in all; above it /hooks answers 503 with Retry-After.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+    /// The most attempts in flight at once, across connections.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Pace requests per webhook URL within Teams' limits (4 per second, 60 per 30 seconds), so
+    /// throttling is rare; `false` turns pacing off (tests, benchmarks).
+    #[serde(default)]
+    pub pacing: PacingConfig,
+    /// How long delivered records are kept (for the API) before they are pruned.
+    #[serde(default = "default_keep_delivered", deserialize_with = "de_duration")]
+    pub keep_delivered: Duration,
+}
+
+/// Pacing: `false`, `true` (the Teams windows for both kinds), or per kind.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum PacingConfig {
+    /// On (the defaults) or off.
+    Switch(bool),
+    /// Per card kind: a list of windows such as `["4/1s", "60/30s"]`; an empty list is no pacing.
+    PerKind {
+        /// Windows for MessageCard (legacy connector) URLs.
+        #[serde(default = "default_windows")]
+        teams: Vec<String>,
+        /// Windows for Workflows URLs.
+        #[serde(default = "default_windows")]
+        workflow: Vec<String>,
+    },
+}
+
+impl Default for PacingConfig {
+    fn default() -> Self {
+        Self::Switch(true)
+    }
+}
+
+impl PacingConfig {
+    /// The windows (count per period) for a kind.
+    pub fn windows(&self, kind: crate::render::CardKind) -> Vec<(u32, Duration)> {
+        let list = match self {
+            Self::Switch(false) => return Vec::new(),
+            Self::Switch(true) => default_windows(),
+            Self::PerKind { teams, workflow } => match kind {
+                crate::render::CardKind::Teams => teams.clone(),
+                crate::render::CardKind::Workflow => workflow.clone(),
+            },
+        };
+        list.iter()
+            .filter_map(|w| crate::rules::parse_rate(w).ok())
+            .collect()
+    }
+}
+
+fn default_windows() -> Vec<String> {
+    vec!["4/1s".into(), "60/30s".into()]
+}
+fn default_max_queued() -> usize {
+    1_000_000
+}
+fn default_concurrency() -> usize {
+    64
+}
+fn default_keep_delivered() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 impl Default for DeliveryConfig {
@@ -247,6 +329,10 @@ impl Default for DeliveryConfig {
         Self {
             timeout: default_timeout(),
             retry_schedule: default_schedule(),
+            max_queued: default_max_queued(),
+            concurrency: default_concurrency(),
+            pacing: PacingConfig::default(),
+            keep_delivered: default_keep_delivered(),
         }
     }
 }
@@ -267,7 +353,8 @@ fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_schedule() -> Vec<Duration> {
-    [1, 5, 30, 120, 600]
+    // 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 6 h: about 17 hours in all.
+    [5, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 6 * 3600]
         .into_iter()
         .map(Duration::from_secs)
         .collect()
@@ -312,6 +399,7 @@ impl Default for Config {
                 ..ConnectConfig::default()
             },
             delivery: DeliveryConfig::default(),
+            durability: Durability::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -428,6 +516,18 @@ impl Config {
         self.check_connect(doc, &mut problems);
         if self.delivery.retry_schedule.len() > 50 {
             problems.push(doc.problem("delivery.retry_schedule", "at most 50 retries"));
+        }
+        if self.delivery.concurrency == 0 || self.delivery.max_queued == 0 {
+            problems.push(doc.problem("delivery", "concurrency and max_queued must be at least 1"));
+        }
+        if let PacingConfig::PerKind { teams, workflow } = &self.delivery.pacing {
+            for (kind, list) in [("teams", teams), ("workflow", workflow)] {
+                for (i, w) in list.iter().enumerate() {
+                    if let Err(e) = crate::rules::parse_rate(w) {
+                        problems.push(doc.problem(&format!("delivery.pacing.{kind}[{i}]"), e));
+                    }
+                }
+            }
         }
         problems
     }

@@ -25,7 +25,8 @@
 //! - [`reload`]: hot reload on file changes or SIGHUP; `GET /api/rules`.
 //! - [`samples`]: the vendored real payloads, built in, that `check` renders every template with.
 //! - [`connect`]: connections (webhook URLs) and their admin API.
-//! - [`admin`]: the admin token check shared by everything under /api.
+//! - [`admin`]: the admin token check shared by everything under /api, and the /connections pages.
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`app`]: shared state, the router, background tasks and graceful shutdown.
 //! - [`cli`]: `serve`, `check` and `render`.
 
@@ -39,6 +40,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod render;

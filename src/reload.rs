@@ -43,6 +43,7 @@ pub async fn reload(app: &App) -> bool {
                 "rules and templates reloaded"
             );
             app.pipeline.store(Arc::new(pipeline));
+            app.metrics.reload(true);
             true
         }
         Ok(Err(problems)) => {
@@ -54,6 +55,7 @@ pub async fn reload(app: &App) -> bool {
                 problems = errors.len(),
                 "the change was rejected; the previous rules and templates stay in force"
             );
+            app.metrics.reload(false);
             app.last_rejected.store(Some(Arc::new(Rejected {
                 at_ms: crate::store::now_ms(),
                 errors,

@@ -398,6 +398,7 @@ async fn receive_callback(
             user_object_id: params.get("user_objectId").cloned(),
         },
         digest: record.digest,
+        broken: None,
     };
     if let Err(e) = app.connections.put(conn.clone()) {
         return crate::error::ApiError::internal(&e).into_response();
@@ -489,6 +490,7 @@ async fn paste_url(State(app): State<AppState>, Form(form): Form<PasteForm>) -> 
             ..Default::default()
         },
         digest: None,
+        broken: None,
     };
     if let Err(e) = app.connections.put(conn.clone()) {
         return crate::error::ApiError::internal(&e).into_response();

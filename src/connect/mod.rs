@@ -385,6 +385,7 @@ async fn create_connection(
             ..Default::default()
         },
         digest: None,
+        broken: None,
     };
     app.connections
         .put(conn.clone())

@@ -1,25 +1,40 @@
 //! Delivery: the outbox's cards POSTed to their connections.
 //!
 //! In: outbox records in sled and wake-ups from ingest. Out: HTTP requests, and each card's
-//! outcome written back — deleted when delivered, rescheduled after a transient failure,
-//! buried as a dead letter when it fails for good or runs out of retries. Guarantees: one
-//! worker per connection sends that connection's cards in the order they were accepted; a
-//! slow or failing connection delays only itself; every attempt of a card carries the same
-//! `Idempotency-Key`; a card is deleted only after its success was seen, so a stop at any
-//! point leaves it queued (at least once, never zero times).
+//! outcome written back. Guarantees:
+//! - one worker per connection sends that connection's cards in the order they were accepted;
+//!   a slow, throttled or failing connection delays only itself; at most
+//!   `delivery.concurrency` attempts are in flight across connections;
+//! - every attempt of a card carries the same `Idempotency-Key`, and is recorded (time, status,
+//!   an excerpt of the answer) on the card;
+//! - retries are persisted (`not_before` on the record), on `delivery.retry_schedule` ±20 %,
+//!   so they survive restarts; a 429 (or the legacy connector's 200 saying "HTTP error 429")
+//!   pauses the whole connection for `Retry-After`, or exponentially without it;
+//! - requests to one webhook URL are paced within Teams' windows (4/s, 60/30 s) unless
+//!   `delivery.pacing: false`;
+//! - 404/410 mark the connection broken (kept, with its cards as dead letters); 400/413 make
+//!   that card a dead letter at once; a card whose schedule is exhausted becomes one too;
+//! - a card is deleted from the outbox only after its success was seen (kept as a delivered
+//!   record for `delivery.keep_delivered`), so a stop at any point — kill -9 included — leaves it
+//!   queued: at least once, never zero times. On a graceful stop, attempts in flight finish.
 
 pub mod api;
+pub mod guard;
 pub mod policy;
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::CONTENT_TYPE;
-use tokio::sync::Notify;
+use rand::Rng;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::{DeliveryConfig, PacingConfig};
 use crate::connect::Connections;
 use crate::error::ErrorChain;
 use crate::ids::ConnectionId;
@@ -31,17 +46,40 @@ use crate::store::{now_ms, Connection, DeadLetter, OutboxRecord, Store};
 pub enum Outcome {
     /// The target took the card.
     Delivered,
-    /// Try again later.
-    Retry(String),
-    /// Trying again will not help.
+    /// Try again later; `pause` is how long the target asked the whole connection to wait
+    /// (429 with Retry-After).
+    Retry {
+        /// What happened.
+        why: String,
+        /// Whether the target is throttling (429): the connection pauses.
+        throttled: bool,
+        /// The target's Retry-After, if it gave one.
+        retry_after: Option<Duration>,
+    },
+    /// Trying this card again will not help (400, 413, ...).
     Failed(String),
+    /// The webhook URL is gone (404, 410): the connection is broken.
+    Gone(String),
+}
+
+/// One attempt, as recorded on the card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it was made (Unix milliseconds).
+    pub at_ms: u64,
+    /// The HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// What happened, with an excerpt of the answer.
+    pub result: String,
 }
 
 /// Judges an answer. For the legacy connector (`teams`) only a 2xx with a numeric body, or a
-/// JSON body with `"isSuccessStatusCode":true`, is a success: it answers 200 with an error
-/// text when Teams refused the card. Workflows (`workflow`) answer 202 and report nothing more.
-pub fn classify(kind: CardKind, status: u16, body: &str) -> Outcome {
+/// JSON body with `"isSuccessStatusCode":true`, is a success; a 200 that says
+/// `Microsoft Teams endpoint returned HTTP error NNN` is judged as status NNN. Workflows
+/// (`workflow`) answer 202 and report nothing more.
+pub fn classify(kind: CardKind, status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
     let excerpt = excerpt(body);
+    let mut status = status;
     if (200..300).contains(&status) {
         if kind == CardKind::Workflow {
             return Outcome::Delivered;
@@ -57,21 +95,67 @@ pub fn classify(kind: CardKind, status: u16, body: &str) -> Outcome {
         {
             return Outcome::Delivered;
         }
-        return Outcome::Retry(format!(
-            "HTTP {status} without the connector's success answer: {excerpt}"
-        ));
-    }
-    match status {
-        408 | 429 | 500..=599 if status != 501 => {
-            Outcome::Retry(format!("HTTP {status}: {excerpt}"))
+        match inner_status(text) {
+            Some(inner) => status = inner,
+            None => {
+                return Outcome::Retry {
+                    why: format!("HTTP {status} without the connector's success answer: {excerpt}"),
+                    throttled: false,
+                    retry_after: None,
+                }
+            }
         }
-        _ => Outcome::Failed(format!("HTTP {status}: {excerpt}")),
     }
+    let why = format!("HTTP {status}: {excerpt}");
+    match status {
+        429 => Outcome::Retry {
+            why,
+            throttled: true,
+            retry_after: retry_after.and_then(parse_retry_after),
+        },
+        408 | 500..=599 if status != 501 => Outcome::Retry {
+            why,
+            throttled: false,
+            retry_after: None,
+        },
+        404 | 410 => Outcome::Gone(why),
+        _ => Outcome::Failed(why),
+    }
+}
+
+/// The status inside the legacy connector's "200 with an error text".
+fn inner_status(text: &str) -> Option<u16> {
+    let rest = text.split("returned HTTP error ").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs >= 0.0 && secs.is_finite())
+            .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// A wait from the schedule, ±20 %.
+pub fn jittered(d: Duration, rng: &mut impl Rng) -> Duration {
+    d.mul_f64(rng.random_range(0.8..=1.2))
 }
 
 fn excerpt(body: &str) -> String {
     crate::render::truncate_text(body.trim(), 200)
 }
+
+type Limiter = governor::DefaultDirectRateLimiter;
 
 /// The outbox workers.
 pub struct Deliverer {
@@ -79,34 +163,48 @@ pub struct Deliverer {
     connections: Arc<Connections>,
     client: reqwest::Client,
     schedule: Vec<Duration>,
+    pacing: PacingConfig,
+    in_flight: Semaphore,
     workers: Mutex<HashMap<ConnectionId, Arc<Notify>>>,
+    limiters: Mutex<HashMap<String, Arc<Vec<Limiter>>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    metrics: Arc<crate::metrics::Metrics>,
+    guard: guard::AddressGuard,
 }
 
 impl Deliverer {
-    /// A deliverer with its HTTP client.
+    /// A deliverer with its HTTP client (which refuses private addresses at connect time unless
+    /// `guard` allows them).
     pub fn new(
         store: Arc<Store>,
         connections: Arc<Connections>,
-        timeout: Duration,
-        schedule: Vec<Duration>,
+        config: &DeliveryConfig,
+        guard: guard::AddressGuard,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let client = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("cardwire/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(16)
+            .dns_resolver(Arc::new(guard.clone()))
             .build()?;
         Ok(Arc::new(Self {
             store,
             connections,
             client,
-            schedule,
+            schedule: config.retry_schedule.clone(),
+            pacing: config.pacing.clone(),
+            in_flight: Semaphore::new(config.concurrency),
             workers: Mutex::new(HashMap::new()),
+            limiters: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            metrics,
+            guard,
         }))
     }
 
@@ -138,14 +236,52 @@ impl Deliverer {
             .spawn(async move { this.work(con, notify).await });
     }
 
-    /// Stops the workers; an attempt in flight is abandoned and its card stays queued.
+    /// Stops the workers: no new attempt starts; attempts in flight finish (each within the
+    /// delivery timeout) and their outcome is recorded.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(Duration::from_secs(8), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "delivery attempts still in flight at shutdown; their cards stay queued"
+            );
+        }
+    }
+
+    fn limiters(&self, conn: &Connection) -> Arc<Vec<Limiter>> {
+        let mut all = self.limiters.lock().expect("limiters lock");
+        all.entry(conn.url.clone())
+            .or_insert_with(|| {
+                Arc::new(
+                    self.pacing
+                        .windows(conn.kind)
+                        .into_iter()
+                        .filter_map(|(count, period)| {
+                            let burst = NonZeroU32::new(count)?;
+                            let quota =
+                                governor::Quota::with_period(period / count)?.allow_burst(burst);
+                            Some(governor::RateLimiter::direct(quota))
+                        })
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+
+    /// Waits `d`, or until shutdown (Err).
+    async fn pause(&self, d: Duration) -> Result<(), ()> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = self.shutdown.cancelled() => Err(()),
+        }
     }
 
     async fn work(self: Arc<Self>, con: ConnectionId, notify: Arc<Notify>) {
+        // Exponential pause after a 429 without Retry-After, reset by a success.
+        let mut throttle_backoff = Duration::from_secs(1);
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -153,6 +289,13 @@ impl Deliverer {
             let Some(conn) = self.connections.get(&con) else {
                 break;
             };
+            if conn.paused || conn.broken.is_some() {
+                // Held until the connection is resumed or fixed (which wakes this worker).
+                tokio::select! {
+                    _ = notify.notified() => continue,
+                    _ = self.shutdown.cancelled() => break,
+                }
+            }
             let next = match self.store.next_for(&con) {
                 Ok(n) => n,
                 Err(e) => {
@@ -163,13 +306,6 @@ impl Deliverer {
                     continue;
                 }
             };
-            if conn.paused {
-                // Held until the connection is resumed (which wakes this worker).
-                tokio::select! {
-                    _ = notify.notified() => continue,
-                    _ = self.shutdown.cancelled() => break,
-                }
-            }
             let Some((key, mut rec)) = next else {
                 tokio::select! {
                     _ = notify.notified() => continue,
@@ -178,33 +314,94 @@ impl Deliverer {
             };
             let now = now_ms();
             if rec.not_before_ms > now {
-                let wait = Duration::from_millis(rec.not_before_ms - now);
-                if self.pause(wait).await.is_err() {
+                if self
+                    .pause(Duration::from_millis(rec.not_before_ms - now))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 continue;
             }
-            let outcome = tokio::select! {
-                o = self.attempt(&conn, &rec) => o,
+            for limiter in self.limiters(&conn).iter() {
+                tokio::select! {
+                    _ = limiter.until_ready() => {},
+                    _ = self.shutdown.cancelled() => return self.retire(&con),
+                }
+            }
+            let permit = tokio::select! {
+                p = self.in_flight.acquire() => p.expect("the semaphore is never closed"),
                 _ = self.shutdown.cancelled() => break,
             };
+            // Not raced with shutdown: an attempt in flight finishes and is recorded.
+            let started = std::time::Instant::now();
+            let (outcome, status) = self.attempt(&conn, &rec).await;
+            drop(permit);
+            self.metrics.delivery(&con, &outcome, started.elapsed());
             rec.attempts += 1;
+            rec.attempt_log.push(Attempt {
+                at_ms: now_ms(),
+                status,
+                result: match &outcome {
+                    Outcome::Delivered => "delivered".into(),
+                    Outcome::Retry { why, .. } | Outcome::Failed(why) | Outcome::Gone(why) => {
+                        why.clone()
+                    }
+                },
+            });
             let result = match outcome {
                 Outcome::Delivered => {
+                    throttle_backoff = Duration::from_secs(1);
                     tracing::debug!(connection = %con, delivery = %rec.id, attempts = rec.attempts, "card delivered");
                     self.connections.delivered(&con);
-                    self.store.complete(&key)
+                    self.store.deliver(&key, &rec)
                 }
-                Outcome::Retry(why) if (rec.attempts as usize) <= self.schedule.len() => {
-                    let wait = self.schedule[rec.attempts as usize - 1];
+                Outcome::Retry {
+                    why,
+                    throttled: true,
+                    retry_after,
+                } => {
+                    // Throttled: the whole connection waits; this card keeps its place.
+                    let wait = retry_after.unwrap_or(throttle_backoff);
+                    throttle_backoff = (throttle_backoff * 2).min(Duration::from_secs(600));
+                    tracing::warn!(connection = %con, delivery = %rec.id, pause = ?wait, error = %why, "throttled; pausing the connection");
+                    rec.not_before_ms = now_ms() + wait.as_millis() as u64;
+                    rec.last_error = Some(why);
+                    self.metrics.retry(&con);
+                    self.store.update(&key, &rec)
+                }
+                Outcome::Retry { why, .. } if (rec.attempts as usize) <= self.schedule.len() => {
+                    let wait = jittered(self.schedule[rec.attempts as usize - 1], &mut rand::rng());
                     tracing::warn!(connection = %con, delivery = %rec.id, attempt = rec.attempts, retry_in = ?wait, error = %why, "delivery failed; will retry");
                     rec.not_before_ms = now_ms() + wait.as_millis() as u64;
                     rec.last_error = Some(why);
+                    self.metrics.retry(&con);
                     self.store.update(&key, &rec)
                 }
-                Outcome::Retry(why) | Outcome::Failed(why) => {
+                Outcome::Gone(why) => {
+                    tracing::error!(connection = %con, error = %why, "the webhook URL is gone; connection marked broken, its cards kept as dead letters");
+                    rec.last_error = Some(why.clone());
+                    let reason = format!("connection broken: {why}");
+                    let marked = self
+                        .connections
+                        .update(&con, |c| c.broken = Some(why.clone()));
+                    self.store
+                        .bury(
+                            &key,
+                            &DeadLetter {
+                                record: rec,
+                                reason: reason.clone(),
+                                dead_ms: now_ms(),
+                            },
+                        )
+                        .and_then(|()| marked.map(drop))
+                        .and_then(|()| self.store.bury_all(&con, &reason))
+                        .map(|n| self.metrics.dead_letters(n + 1))
+                }
+                Outcome::Retry { why, .. } | Outcome::Failed(why) => {
                     tracing::error!(connection = %con, delivery = %rec.id, attempts = rec.attempts, error = %why, "delivery failed for good; card moved to dead letters");
                     rec.last_error = Some(why.clone());
+                    self.metrics.dead_letters(1);
                     self.store.bury(
                         &key,
                         &DeadLetter {
@@ -219,18 +416,17 @@ impl Deliverer {
                 tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot record a delivery outcome");
             }
         }
-        self.workers.lock().expect("workers lock").remove(&con);
+        self.retire(&con);
     }
 
-    /// Waits `d`, or until shutdown (Err).
-    async fn pause(&self, d: Duration) -> Result<(), ()> {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => Ok(()),
-            _ = self.shutdown.cancelled() => Err(()),
+    fn retire(&self, con: &ConnectionId) {
+        self.workers.lock().expect("workers lock").remove(con);
+    }
+
+    async fn attempt(&self, conn: &Connection, rec: &OutboxRecord) -> (Outcome, Option<u16>) {
+        if let Err(blocked) = self.guard.check_literal(&conn.url) {
+            return (Outcome::Failed(format!("transport: {blocked}")), None);
         }
-    }
-
-    async fn attempt(&self, conn: &Connection, rec: &OutboxRecord) -> Outcome {
         let sent = self
             .client
             .post(&conn.url)
@@ -242,24 +438,52 @@ impl Deliverer {
         match sent {
             Ok(res) => {
                 let status = res.status().as_u16();
+                let retry_after = res
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
                 let body = res.text().await.unwrap_or_default();
-                classify(conn.kind, status, &body)
+                (
+                    classify(conn.kind, status, retry_after.as_deref(), &body),
+                    Some(status),
+                )
             }
             // The error text can contain the URL, which is a secret: keep only its kind.
-            Err(e) => Outcome::Retry(transport_error(&e)),
+            Err(e) => (
+                Outcome::Retry {
+                    why: transport_error(&e),
+                    throttled: false,
+                    retry_after: None,
+                },
+                None,
+            ),
         }
     }
 }
 
 fn transport_error(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
+    let blocked = {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        let mut found = None;
+        while let Some(s) = source {
+            if let Some(b) = s.downcast_ref::<guard::Blocked>() {
+                found = Some(b.to_string());
+            }
+            source = s.source();
+        }
+        found
+    };
+    let what = if let Some(b) = blocked {
+        b
+    } else if e.is_timeout() {
+        "timed out".into()
     } else if e.is_connect() {
-        "could not connect"
+        "could not connect".into()
     } else if e.is_body() || e.is_decode() {
-        "broken response body"
+        "broken response body".into()
     } else {
-        "request failed"
+        "request failed".into()
     };
     format!("transport: {what}")
 }
@@ -267,32 +491,87 @@ fn transport_error(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    fn retry(throttled: bool, after: Option<u64>) -> impl Fn(&Outcome) -> bool {
+        move |o| matches!(o, Outcome::Retry { throttled: t, retry_after: a, .. } if *t == throttled && *a == after.map(Duration::from_secs))
+    }
 
     #[test]
-    fn legacy_connector_answers() {
+    fn answers_are_judged_as_teams_means_them() {
         use CardKind::*;
-        assert_eq!(classify(Teams, 200, "1"), Outcome::Delivered);
+        assert_eq!(classify(Teams, 200, None, "1"), Outcome::Delivered);
         assert_eq!(
             classify(
                 Teams,
                 200,
+                None,
                 r#"{"isSuccessStatusCode":true,"statusCode":200}"#
             ),
             Outcome::Delivered
         );
+        let legacy429 = classify(Teams, 200, None, "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 429 with ContextId x");
+        assert!(retry(true, None)(&legacy429), "{legacy429:?}");
+        let legacy400 = classify(Teams, 200, None, "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 400 with ContextId x");
+        assert!(matches!(legacy400, Outcome::Failed(_)), "{legacy400:?}");
+        assert!(retry(false, None)(&classify(Teams, 200, None, "")));
+        assert_eq!(classify(Workflow, 202, None, ""), Outcome::Delivered);
+        assert!(retry(true, Some(2))(&classify(
+            Workflow,
+            429,
+            Some("2"),
+            ""
+        )));
+        assert!(retry(false, None)(&classify(Workflow, 503, None, "")));
+        assert!(retry(false, None)(&classify(Workflow, 408, None, "")));
         assert!(matches!(
-            classify(Teams, 200, "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 429"),
-            Outcome::Retry(_)
-        ));
-        assert!(matches!(classify(Teams, 200, ""), Outcome::Retry(_)));
-        assert_eq!(classify(Workflow, 202, ""), Outcome::Delivered);
-        assert!(matches!(classify(Workflow, 429, ""), Outcome::Retry(_)));
-        assert!(matches!(classify(Workflow, 503, ""), Outcome::Retry(_)));
-        assert!(matches!(classify(Workflow, 501, ""), Outcome::Failed(_)));
-        assert!(matches!(
-            classify(Teams, 400, "Summary or Text is required"),
+            classify(Workflow, 501, None, ""),
             Outcome::Failed(_)
         ));
-        assert!(matches!(classify(Teams, 410, ""), Outcome::Failed(_)));
+        assert!(matches!(
+            classify(Teams, 400, None, "Summary or Text is required"),
+            Outcome::Failed(_)
+        ));
+        assert!(matches!(classify(Teams, 413, None, ""), Outcome::Failed(_)));
+        assert!(matches!(classify(Teams, 410, None, ""), Outcome::Gone(_)));
+        assert!(matches!(classify(Teams, 404, None, ""), Outcome::Gone(_)));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let d = parse_retry_after(&soon).unwrap();
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn the_schedule_is_jittered_within_twenty_percent() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let base = Duration::from_secs(30);
+        let waits: Vec<Duration> = (0..1000).map(|_| jittered(base, &mut rng)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= base.mul_f64(0.8) && *w <= base.mul_f64(1.2)));
+        let spread =
+            waits.iter().max().unwrap().as_secs_f64() - waits.iter().min().unwrap().as_secs_f64();
+        assert!(spread > 10.0, "the jitter spreads retries: {spread}");
+        let total: Duration = crate::config::DeliveryConfig::default()
+            .retry_schedule
+            .iter()
+            .sum();
+        assert!(
+            (16..=18).contains(&(total.as_secs() / 3600)),
+            "about 17 hours: {total:?}"
+        );
     }
 }

@@ -38,6 +38,24 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn receive_hook(
+    state: State<AppState>,
+    path: Path<String>,
+    query: RawQuery,
+    admin: Result<Admin, ApiError>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let app = state.0.clone();
+    let source = path.0.clone();
+    let result = handle_hook(state, path, query, admin, headers, body).await;
+    match &result {
+        Ok(_) => app.metrics.event(&source, "accepted", ""),
+        Err(e) => app.metrics.event(&source, "rejected", e.code),
+    }
+    result
+}
+
+async fn handle_hook(
     State(app): State<AppState>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
@@ -69,6 +87,19 @@ async fn receive_hook(
             "rules": rules,
         }))
         .into_response());
+    }
+    let queued = app.store.queued();
+    if queued >= app.config.delivery.max_queued {
+        // Refuse what cannot be kept; GitHub and GitLab deliver again later.
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!(
+                "{queued} cards are waiting for delivery (delivery.max_queued); try again later"
+            ),
+        );
+        e.retry_after = Some(30);
+        return Err(e);
     }
     let limit = app.config.max_body;
     let ndjson = headers
@@ -205,11 +236,13 @@ fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError
             }
             let slot = &mut bodies[conn.kind as usize];
             let body = slot.get_or_insert_with(|| {
-                pipeline
+                let r = pipeline
                     .renderer
                     .render(&rule.template, conn.kind, ctx)
                     .map(Arc::from)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string());
+                app.metrics.card(&rule.name, r.is_ok());
+                r
             });
             let record = OutboxRecord {
                 id: DeliveryId::new(),
@@ -222,7 +255,17 @@ fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError
                 not_before_ms: 0,
                 created_ms: now_ms(),
                 last_error: None,
+                attempt_log: Vec::new(),
             };
+            if let Some(why) = &conn.broken {
+                // Kept, not sent: retrying the connection's dead letters sends it once fixed.
+                app.store.put_dead(&DeadLetter {
+                    record,
+                    reason: format!("connection broken: {why}"),
+                    dead_ms: now_ms(),
+                })?;
+                continue;
+            }
             match body {
                 Ok(_) => {
                     app.store.enqueue(&record)?;

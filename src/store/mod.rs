@@ -15,7 +15,7 @@
 pub mod secrets;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -74,6 +74,9 @@ pub struct Connection {
     /// The digest schedule chosen for it, if any (acted on by noise control).
     #[serde(default)]
     pub digest: Option<serde_json::Value>,
+    /// Why the webhook URL is broken (it answered 404 or 410); nothing is sent until a retry.
+    #[serde(default)]
+    pub broken: Option<String>,
 }
 
 /// How a connection was made.
@@ -119,6 +122,9 @@ pub struct OutboxRecord {
     /// What the last failed attempt said.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Every attempt: when, the status, what came of it.
+    #[serde(default)]
+    pub attempt_log: Vec<crate::deliver::Attempt>,
 }
 
 /// A card that will not be delivered without help, and why.
@@ -130,6 +136,28 @@ pub struct DeadLetter {
     pub reason: String,
     /// When it stopped (Unix milliseconds).
     pub dead_ms: u64,
+}
+
+/// A delivered card, kept for `delivery.keep_delivered` (its body is not).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delivered {
+    /// The card as it stood when delivered, body emptied.
+    pub record: OutboxRecord,
+    /// When it was delivered (Unix milliseconds).
+    pub delivered_ms: u64,
+}
+
+/// How many cards are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// In the outbox (retrying included).
+    pub queued: usize,
+    /// In the outbox after at least one failed attempt.
+    pub retrying: usize,
+    /// Dead letters.
+    pub dead: usize,
+    /// Delivered records kept.
+    pub delivered: usize,
 }
 
 /// A key of the outbox tree: connection id, then a sequence number.
@@ -146,6 +174,9 @@ pub struct Store {
     seen: sled::Tree,
     flows: sled::Tree,
     last_delivery: sled::Tree,
+    delivered: sled::Tree,
+    counts: Mutex<Counts>,
+    sync: bool,
     commits: mpsc::UnboundedSender<CommitRequest>,
 }
 
@@ -158,6 +189,12 @@ impl Store {
     /// `dir/secrets.key` unless `key` is given) and starts its group-commit task. Must be
     /// called inside a Tokio runtime.
     pub fn open(dir: &Path, key: Option<&str>) -> Result<Arc<Self>, StoreError> {
+        Self::open_with(dir, key, false)
+    }
+
+    /// Like [`Store::open`]; with `sync`, every [`Store::commit`] flushes on its own instead of
+    /// sharing a group commit (`durability: sync`).
+    pub fn open_with(dir: &Path, key: Option<&str>, sync: bool) -> Result<Arc<Self>, StoreError> {
         let cipher = secrets::Cipher::load(key, dir)?;
         let db = sled::Config::new()
             .path(dir.join("sled"))
@@ -171,11 +208,29 @@ impl Store {
                 source,
             })?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let outbox = db.open_tree("outbox")?;
+        let dead = db.open_tree("dead")?;
+        let delivered = db.open_tree("delivered")?;
+        // sled's len() walks the tree: count once here, then keep the counts as cards move.
+        let mut counts = Counts {
+            dead: dead.len(),
+            delivered: delivered.len(),
+            ..Counts::default()
+        };
+        for v in outbox.iter().values() {
+            counts.queued += 1;
+            if decode::<OutboxRecord>(&v?)?.attempts > 0 {
+                counts.retrying += 1;
+            }
+        }
         let store = Arc::new(Self {
             cipher,
+            delivered,
+            counts: Mutex::new(counts),
+            sync,
             connections: db.open_tree("connections")?,
-            outbox: db.open_tree("outbox")?,
-            dead: db.open_tree("dead")?,
+            outbox,
+            dead,
             seen: db.open_tree("seen")?,
             flows: db.open_tree("connect_states")?,
             last_delivery: db.open_tree("last_delivery")?,
@@ -188,6 +243,13 @@ impl Store {
 
     /// Waits until every write made before this call is on disk.
     pub async fn commit(&self) -> Result<(), StoreError> {
+        if self.sync {
+            let db = self.db.clone();
+            return tokio::task::spawn_blocking(move || db.flush().map(drop))
+                .await
+                .map_err(|_| StoreError::Closed)?
+                .map_err(StoreError::from);
+        }
         let (tx, rx) = oneshot::channel();
         self.commits
             .send((tx, self.db.clone()))
@@ -258,8 +320,18 @@ impl Store {
     pub fn remove_connection(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         let existed = self.connections.remove(id.as_str())?.is_some();
         self.last_delivery.remove(id.as_str())?;
-        for key in self.outbox.scan_prefix(id.as_str()).keys() {
-            self.outbox.remove(key?)?;
+        for kv in self.outbox.scan_prefix(id.as_str()) {
+            let (key, v) = kv?;
+            self.outbox.remove(key)?;
+            let retrying = decode::<OutboxRecord>(&v)
+                .map(|r| r.attempts > 0)
+                .unwrap_or(false);
+            self.count(|c| {
+                c.queued -= 1;
+                if retrying {
+                    c.retrying -= 1;
+                }
+            });
         }
         Ok(existed)
     }
@@ -329,6 +401,15 @@ impl Store {
         Ok(())
     }
 
+    fn count(&self, f: impl FnOnce(&mut Counts)) {
+        f(&mut self.counts.lock().expect("counts lock"));
+    }
+
+    /// How many cards are in each state.
+    pub fn counts(&self) -> Counts {
+        *self.counts.lock().expect("counts lock")
+    }
+
     // --- outbox ---
 
     /// Queues a card.
@@ -339,6 +420,7 @@ impl Store {
         key.extend_from_slice(&seq.to_be_bytes());
         let key = sled::IVec::from(key);
         self.outbox.insert(key.clone(), serde_json::to_vec(rec)?)?;
+        self.count(|c| c.queued += 1);
         Ok(OutboxKey(key))
     }
 
@@ -360,13 +442,104 @@ impl Store {
     pub fn update(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
         self.outbox
             .insert(key.0.clone(), serde_json::to_vec(rec)?)?;
+        if rec.attempts == 1 {
+            self.count(|c| c.retrying += 1);
+        }
         Ok(())
     }
 
-    /// Removes a delivered card.
-    pub fn complete(&self, key: &OutboxKey) -> Result<(), StoreError> {
-        self.outbox.remove(&key.0)?;
+    /// Moves a delivered card out of the outbox into the delivered records (without its body).
+    pub fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
+        let mut kept = rec.clone();
+        kept.body = String::new();
+        let value = serde_json::to_vec(&Delivered {
+            record: kept,
+            delivered_ms: now_ms(),
+        })?;
+        use sled::Transactional;
+        (&self.outbox, &self.delivered)
+            .transaction(|(outbox, delivered)| {
+                outbox.remove(&key.0)?;
+                delivered.insert(rec.id.as_str(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        let was_retrying = rec.attempts > 1;
+        self.count(|c| {
+            c.queued -= 1;
+            c.delivered += 1;
+            if was_retrying {
+                c.retrying -= 1;
+            }
+        });
         Ok(())
+    }
+
+    /// Removes delivered records older than `keep`; returns how many.
+    pub fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
+        let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
+        let mut n = 0;
+        for kv in self.delivered.iter() {
+            let (k, v) = kv?;
+            if decode::<Delivered>(&v).map_or(true, |d| d.delivered_ms < cutoff) {
+                self.delivered.remove(k)?;
+                n += 1;
+            }
+        }
+        self.count(|c| c.delivered -= n);
+        Ok(n)
+    }
+
+    /// The delivered records kept.
+    pub fn delivered(&self) -> Result<Vec<Delivered>, StoreError> {
+        self.delivered
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Moves every card queued for a connection to the dead letters; returns how many.
+    pub fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
+        let mut n = 0;
+        while let Some((key, rec)) = self.next_for(con)? {
+            self.bury(
+                &key,
+                &DeadLetter {
+                    record: rec,
+                    reason: reason.to_string(),
+                    dead_ms: now_ms(),
+                },
+            )?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Puts dead letters back in the outbox, their attempt count reset (their attempt log
+    /// kept); returns the connections that got cards.
+    pub fn revive(&self, ids: &[DeliveryId]) -> Result<Vec<ConnectionId>, StoreError> {
+        let mut cons = Vec::new();
+        for id in ids {
+            let Some(v) = self.dead.remove(id.as_str())? else {
+                continue;
+            };
+            self.count(|c| c.dead -= 1);
+            let letter: DeadLetter = decode(&v)?;
+            if letter.record.body.is_empty() {
+                // A card that never rendered cannot be sent; it stays dead.
+                self.put_dead(&letter)?;
+                continue;
+            }
+            let mut rec = letter.record;
+            rec.attempts = 0;
+            rec.not_before_ms = 0;
+            cons.push(rec.connection.clone());
+            self.enqueue(&rec)?;
+        }
+        cons.sort();
+        cons.dedup();
+        Ok(cons)
     }
 
     /// Moves a card to the dead letters, atomically.
@@ -379,16 +552,23 @@ impl Store {
                 dead.insert(letter.record.id.as_str(), value.as_slice())?;
                 Ok(())
             })
-            .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => StoreError::Closed,
-            })
+            .map_err(tx_error)?;
+        let was_retrying = letter.record.attempts > 1;
+        self.count(|c| {
+            c.queued -= 1;
+            c.dead += 1;
+            if was_retrying {
+                c.retrying -= 1;
+            }
+        });
+        Ok(())
     }
 
     /// Records a dead letter that never was in the outbox (a card that failed to render).
     pub fn put_dead(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         self.dead
             .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
+        self.count(|c| c.dead += 1);
         Ok(())
     }
 
@@ -419,7 +599,14 @@ impl Store {
 
     /// How many cards are queued in all.
     pub fn queued(&self) -> usize {
-        self.outbox.len()
+        self.counts().queued
+    }
+}
+
+fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        sled::transaction::TransactionError::Abort(()) => StoreError::Closed,
     }
 }
 
@@ -475,6 +662,7 @@ mod tests {
             not_before_ms: 0,
             created_ms: now_ms(),
             last_error: None,
+            attempt_log: Vec::new(),
         }
     }
 
@@ -491,7 +679,7 @@ mod tests {
             store.commit().await.unwrap();
             let (k, r) = store.next_for(&a).unwrap().unwrap();
             assert_eq!(r.rule, "r0");
-            store.complete(&k).unwrap();
+            store.deliver(&k, &r).unwrap();
             store.commit().await.unwrap();
         }
         let store = Store::open(dir.path(), None).unwrap();
@@ -554,6 +742,7 @@ mod tests {
             paused: false,
             origin: ConnectionOrigin::default(),
             digest: None,
+            broken: None,
         };
         store.put_connection(&c).unwrap();
         store.enqueue(&record(&c.id, 0)).unwrap();

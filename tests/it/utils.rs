@@ -55,6 +55,7 @@ targets:
 delivery:
   timeout: 5s
   retry_schedule: [50ms, 100ms, 150ms]
+  pacing: false
 "#,
         data = data_dir.display(),
         root = root().display(),

@@ -1,0 +1,238 @@
+//! `GET /metrics`, in the Prometheus text format: what came in, what was carded, what was
+//! delivered and how fast, what is waiting.
+//!
+//! Counters: `cardwire_events_total{source,outcome,reason}`,
+//! `cardwire_cards_total{rule,result}` (rendered / invalid),
+//! `cardwire_deliveries_total{connection,outcome}` (delivered / retry / throttled / failed /
+//! gone), `cardwire_retries_total{connection}`, `cardwire_dead_letters_total`,
+//! `cardwire_rule_reloads_total{result}`. Gauges, read at scrape time:
+//! `cardwire_queue_depth{state}` (queued, retrying, dead, delivered). Histogram:
+//! `cardwire_delivery_latency_seconds`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::app::AppState;
+use crate::deliver::Outcome;
+use crate::ids::ConnectionId;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    source: String,
+    outcome: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CardLabels {
+    rule: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    connection: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    connection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+/// Every metric cardwire keeps.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    events: Family<EventLabels, Counter>,
+    cards: Family<CardLabels, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
+    retries: Family<ConnectionLabels, Counter>,
+    dead: Counter,
+    reloads: Family<ResultLabels, Counter>,
+    depth: Family<StateLabels, Gauge>,
+    latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Self {
+            registry: Mutex::new(Registry::with_prefix("cardwire")),
+            events: Family::default(),
+            cards: Family::default(),
+            deliveries: Family::default(),
+            retries: Family::default(),
+            dead: Counter::default(),
+            reloads: Family::default(),
+            depth: Family::default(),
+            latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+        };
+        {
+            let mut r = m.registry.lock().expect("registry lock");
+            r.register(
+                "events",
+                "Upstream events by source, outcome and reason",
+                m.events.clone(),
+            );
+            r.register(
+                "cards",
+                "Cards rendered or refused as invalid, by rule",
+                m.cards.clone(),
+            );
+            r.register(
+                "deliveries",
+                "Delivery attempts by connection and outcome",
+                m.deliveries.clone(),
+            );
+            r.register(
+                "retries",
+                "Attempts that will be retried, by connection",
+                m.retries.clone(),
+            );
+            r.register(
+                "dead_letters",
+                "Cards moved to the dead letters",
+                m.dead.clone(),
+            );
+            r.register(
+                "rule_reloads",
+                "Reloads of rules and templates, by result",
+                m.reloads.clone(),
+            );
+            r.register("queue_depth", "Cards by state", m.depth.clone());
+            r.register(
+                "delivery_latency_seconds",
+                "Time of one delivery attempt",
+                m.latency.clone(),
+            );
+        }
+        m
+    }
+}
+
+impl Metrics {
+    /// An upstream request: `accepted`, or `rejected` with the error code.
+    pub fn event(&self, source: &str, outcome: &str, reason: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                source: source.into(),
+                outcome: outcome.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// A card rendered (`ok`) or refused.
+    pub fn card(&self, rule: &str, ok: bool) {
+        let result = if ok { "rendered" } else { "invalid" };
+        self.cards
+            .get_or_create(&CardLabels {
+                rule: rule.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// A delivery attempt and how long it took.
+    pub fn delivery(&self, con: &ConnectionId, outcome: &Outcome, took: Duration) {
+        let outcome = match outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry {
+                throttled: true, ..
+            } => "throttled",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Failed(_) => "failed",
+            Outcome::Gone(_) => "gone",
+        };
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                connection: con.to_string(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// An attempt that will be retried.
+    pub fn retry(&self, con: &ConnectionId) {
+        self.retries
+            .get_or_create(&ConnectionLabels {
+                connection: con.to_string(),
+            })
+            .inc();
+    }
+
+    /// Cards moved to the dead letters.
+    pub fn dead_letters(&self, n: usize) {
+        self.dead.inc_by(n as u64);
+    }
+
+    /// A reload of rules and templates.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "applied" } else { "rejected" };
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// The text format, with the queue depths given.
+    pub fn encode(&self, depths: &[(&str, usize)]) -> String {
+        for (state, n) in depths {
+            self.depth
+                .get_or_create(&StateLabels {
+                    state: (*state).into(),
+                })
+                .set(*n as i64);
+        }
+        let mut out = String::new();
+        let r = self.registry.lock().expect("registry lock");
+        prometheus_client::encoding::text::encode(&mut out, &r)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The route `/metrics`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let c = app.store.counts();
+    let body = app.metrics.encode(&[
+        ("queued", c.queued),
+        ("retrying", c.retrying),
+        ("dead", c.dead),
+        ("delivered", c.delivered),
+    ]);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
