@@ -48,6 +48,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Manage the connections of a running gateway (through its admin API).
     Connections(ConnectionsArgs),
+    /// See and retry deliveries of a running gateway (through its admin API).
+    Deliveries(DeliveriesArgs),
     /// The Connect to Office 365 button.
     Connect(ConnectArgs),
 }
@@ -84,6 +86,49 @@ pub enum ConnectionsAction {
     Remove {
         /// The connection id (con_…).
         id: String,
+    },
+}
+
+/// `cardwire deliveries`.
+#[derive(Debug, Args)]
+pub struct DeliveriesArgs {
+    /// The gateway's base URL.
+    #[arg(long, env = "CARDWIRE_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The admin token.
+    #[arg(long, env = "CARDWIRE_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    action: DeliveriesAction,
+}
+
+/// What to do with deliveries.
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesAction {
+    /// List deliveries (all pages).
+    List {
+        /// queued, retrying, dead or delivered.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this connection's.
+        #[arg(long)]
+        connection: Option<String>,
+    },
+    /// Show one delivery with every attempt.
+    Show {
+        /// The delivery id (dlv_…).
+        id: String,
+    },
+    /// Queue dead letters again: one by id, or every one (of a connection) with --all.
+    Retry {
+        /// The delivery id (dlv_…).
+        id: Option<String>,
+        /// Every dead letter (with --connection: that connection's).
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// With --all: only this connection's.
+        #[arg(long, requires = "all")]
+        connection: Option<String>,
     },
 }
 
@@ -183,6 +228,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Render(args) => render(&args),
         Command::Connections(args) => connections(&args),
+        Command::Deliveries(args) => deliveries(&args),
         Command::Connect(ConnectArgs {
             action: ConnectAction::Snippet(c),
         }) => snippet(&c),
@@ -472,6 +518,170 @@ fn connections(args: &ConnectionsArgs) -> anyhow::Result<ExitCode> {
             ConnectionsAction::Pause { id } => println!("paused {id}"),
             ConnectionsAction::Resume { id } => println!("resumed {id}"),
             ConnectionsAction::Remove { id } => println!("removed {id}"),
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A client of a running gateway's admin API.
+struct AdminClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    fn new(server: &str, token: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            bail!("{status}: {}", v["detail"].as_str().unwrap_or(&text));
+        }
+        Ok(v)
+    }
+}
+
+fn deliveries(args: &DeliveriesArgs) -> anyhow::Result<ExitCode> {
+    let api = AdminClient::new(&args.server, &args.token)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match &args.action {
+            DeliveriesAction::List { state, connection } => {
+                let mut after: Option<String> = None;
+                loop {
+                    let mut q = url::form_urlencoded::Serializer::new(String::new());
+                    q.append_pair("limit", "1000");
+                    if let Some(s) = state {
+                        q.append_pair("state", s);
+                    }
+                    if let Some(c) = connection {
+                        q.append_pair("connection", c);
+                    }
+                    if let Some(a) = &after {
+                        q.append_pair("after", a);
+                    }
+                    let page = api
+                        .call(
+                            reqwest::Method::GET,
+                            &format!("/api/deliveries?{}", q.finish()),
+                            None,
+                        )
+                        .await?;
+                    for d in page["deliveries"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}  {:9}  {}  {}  attempts={}  {}",
+                            d["id"].as_str().unwrap_or("?"),
+                            d["state"].as_str().unwrap_or("?"),
+                            d["connection"].as_str().unwrap_or("?"),
+                            d["rule"].as_str().unwrap_or("?"),
+                            d["attempts"],
+                            d["reason"]
+                                .as_str()
+                                .or(d["last_error"].as_str())
+                                .unwrap_or(""),
+                        );
+                    }
+                    match page["next"].as_str() {
+                        Some(n) => after = Some(n.to_string()),
+                        None => break,
+                    }
+                }
+            }
+            DeliveriesAction::Show { id } => {
+                let d = api
+                    .call(reqwest::Method::GET, &format!("/api/deliveries/{id}"), None)
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            }
+            DeliveriesAction::Retry { id: Some(id), .. } => {
+                api.call(
+                    reqwest::Method::POST,
+                    &format!("/api/deliveries/{id}/retry"),
+                    None,
+                )
+                .await?;
+                println!("queued {id} again");
+            }
+            DeliveriesAction::Retry {
+                id: None,
+                all: true,
+                connection,
+            } => {
+                // One by one, so a long retry shows its progress.
+                let mut q = String::from("/api/deliveries?state=dead&limit=1000");
+                if let Some(c) = connection {
+                    q.push_str(&format!("&connection={c}"));
+                }
+                let mut ids = Vec::new();
+                let mut path = q.clone();
+                loop {
+                    let page = api.call(reqwest::Method::GET, &path, None).await?;
+                    ids.extend(
+                        page["deliveries"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|d| d["id"].as_str().map(str::to_string)),
+                    );
+                    match page["next"].as_str() {
+                        Some(n) => path = format!("{q}&after={n}"),
+                        None => break,
+                    }
+                }
+                let bar = indicatif::ProgressBar::new(ids.len() as u64);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {pos}/{len} dead letters queued again ({eta})",
+                    )
+                    .expect("a valid template"),
+                );
+                for id in &ids {
+                    api.call(
+                        reqwest::Method::POST,
+                        &format!("/api/deliveries/{id}/retry"),
+                        None,
+                    )
+                    .await?;
+                    bar.inc(1);
+                }
+                bar.finish();
+                println!("queued {} dead letter(s) again", ids.len());
+            }
+            DeliveriesAction::Retry {
+                id: None,
+                all: false,
+                ..
+            } => bail!("give a delivery id, or --all"),
         }
         Ok::<_, anyhow::Error>(())
     })?;

@@ -180,7 +180,11 @@ async fn list_page(State(app): State<AppState>, headers: HeaderMap) -> Response 
                 kind = c.kind.as_str(),
                 channels = if c.channels.is_empty() { "all".into() } else { esc(&c.channels.join(", ")) },
                 origin = origin(c),
-                state = if c.paused { format!("paused ({} skipped)", stats.skipped) } else { "active".into() },
+                state = match (&c.broken, c.paused) {
+                    (Some(why), _) => format!("<span class=\"error\">broken: {}</span>", esc(why)),
+                    (None, true) => format!("paused ({} skipped)", stats.skipped),
+                    (None, false) => "active".into(),
+                },
                 buttons = buttons(&c.id, c.paused, &session.csrf),
             )
         })
@@ -248,7 +252,11 @@ async fn detail_page(
         digest = c.digest.as_ref().map(|d| esc(&d.to_string())).unwrap_or_else(|| "none".into()),
         created = when(Some(c.created_ms)),
         last = when(stats.last_delivery_ms),
-        state = if c.paused { format!("paused, {} card(s) skipped", stats.skipped) } else { "active".into() },
+        state = match (&c.broken, c.paused) {
+            (Some(why), _) => format!("<span class=\"error\">broken: {}</span> — fix the URL's side, then retry its dead letters", esc(why)),
+            (None, true) => format!("paused, {} card(s) skipped", stats.skipped),
+            (None, false) => "active".into(),
+        },
         buttons = buttons(&c.id, c.paused, &session.csrf),
     );
     page(StatusCode::OK, &c.name, &body)

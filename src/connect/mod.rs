@@ -221,6 +221,9 @@ pub struct ConnectionOut {
     pub skipped: u64,
     /// When a card was last delivered to it (Unix milliseconds).
     pub last_delivery_ms: Option<u64>,
+    /// Why its URL is broken (404/410), if it is: nothing is sent until its dead letters are
+    /// retried.
+    pub broken: Option<String>,
 }
 
 impl ConnectionOut {
@@ -240,6 +243,7 @@ impl ConnectionOut {
             digest: c.digest.clone(),
             skipped: stats.skipped,
             last_delivery_ms: stats.last_delivery_ms,
+            broken: c.broken.clone(),
         }
     }
 }

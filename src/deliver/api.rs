@@ -1,32 +1,54 @@
-//! `GET /api/deliveries`: what is queued and what was given up on (dead letters), so a card
-//! that never arrived can be found with the reason.
+//! The deliveries API: what is queued, retrying, dead or delivered, one delivery in full, and
+//! retrying dead letters (one, or all that match a filter).
+//!
+//! - `GET /api/deliveries?state=queued|retrying|dead|delivered&connection=con_…&limit=100&after=dlv_…`
+//!   — newest last, paged by id (`next` is the `after` of the next page);
+//! - `GET /api/deliveries/{id}` — with every attempt (time, status, excerpt) and, for a dead
+//!   letter, why;
+//! - `POST /api/deliveries/{id}/retry` and `POST /api/deliveries/retry`
+//!   `{"connection"?: "con_…"}` — dead letters back to the outbox; a broken connection that is
+//!   retried counts as fixed.
 
-use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::admin::Admin;
-use crate::app::AppState;
+use crate::admin::{Admin, JsonBody};
+use crate::app::{App, AppState};
 use crate::error::ApiError;
+use crate::ids::{ConnectionId, DeliveryId};
 use crate::store::OutboxRecord;
+
+/// The states a delivery can be in.
+pub const STATES: &[&str] = &["queued", "retrying", "dead", "delivered"];
 
 /// The query of `GET /api/deliveries`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
-    /// `queued` or `dead`.
+    /// `queued`, `retrying`, `dead` or `delivered`; all when absent.
     #[serde(default)]
     pub state: Option<String>,
     /// Only this connection's.
     #[serde(default)]
     pub connection: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Only those after this id (the `next` of the previous page).
+    #[serde(default)]
+    pub after: Option<String>,
 }
 
 /// The routes under /api/deliveries.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/deliveries", get(list_deliveries))
+    Router::new()
+        .route("/api/deliveries", get(list_deliveries))
+        .route("/api/deliveries/retry", post(retry_matching))
+        .route("/api/deliveries/{id}", get(get_delivery))
+        .route("/api/deliveries/{id}/retry", post(retry_one))
 }
 
 fn summary(r: &OutboxRecord, state: &str) -> Value {
@@ -39,8 +61,47 @@ fn summary(r: &OutboxRecord, state: &str) -> Value {
         "kind": r.kind,
         "attempts": r.attempts,
         "created_ms": r.created_ms,
+        "not_before_ms": r.not_before_ms,
         "last_error": r.last_error,
     })
+}
+
+/// Every delivery as (state, summary, full record), optionally of one state.
+fn everything(app: &App, state: Option<&str>) -> Result<Vec<(String, Value, Value)>, ApiError> {
+    let mut out = Vec::new();
+    let want = |s: &str| state.is_none_or(|w| w == s);
+    if want("queued") || want("retrying") {
+        for r in app
+            .store
+            .queued_records()
+            .map_err(|e| ApiError::internal(&e))?
+        {
+            let s = if r.attempts > 0 { "retrying" } else { "queued" };
+            if want(s) {
+                out.push((s.to_string(), summary(&r, s), json!(r)));
+            }
+        }
+    }
+    if want("dead") {
+        for d in app
+            .store
+            .dead_letters()
+            .map_err(|e| ApiError::internal(&e))?
+        {
+            let mut v = summary(&d.record, "dead");
+            v["reason"] = json!(d.reason);
+            v["dead_ms"] = json!(d.dead_ms);
+            out.push(("dead".into(), v, json!(d.record)));
+        }
+    }
+    if want("delivered") {
+        for d in app.store.delivered().map_err(|e| ApiError::internal(&e))? {
+            let mut v = summary(&d.record, "delivered");
+            v["delivered_ms"] = json!(d.delivered_ms);
+            out.push(("delivered".into(), v, json!(d.record)));
+        }
+    }
+    Ok(out)
 }
 
 async fn list_deliveries(
@@ -49,44 +110,118 @@ async fn list_deliveries(
     query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let wanted = |r: &OutboxRecord| {
-        q.connection
-            .as_deref()
-            .is_none_or(|c| r.connection.as_str() == c)
+    if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("state {s:?} is not one of {}", STATES.join(", ")),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut rows: Vec<Value> = everything(&app, q.state.as_deref())?
+        .into_iter()
+        .map(|(_, summary, _)| summary)
+        .filter(|v| q.connection.as_deref().is_none_or(|c| v["connection"] == c))
+        .filter(|v| {
+            q.after
+                .as_deref()
+                .is_none_or(|a| v["id"].as_str().is_some_and(|id| id > a))
+        })
+        .collect();
+    rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more {
+        rows.last().map(|v| v["id"].clone())
+    } else {
+        None
     };
-    let mut out = Vec::new();
-    match q.state.as_deref() {
-        None | Some("queued") | Some("dead") => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("state {other:?} is not one of queued, dead"),
-            ))
-        }
-    }
-    if matches!(q.state.as_deref(), None | Some("queued")) {
-        let queued = app
-            .store
-            .queued_records()
+    Ok(Json(json!({"deliveries": rows, "next": next})))
+}
+
+async fn get_delivery(
+    _: Admin,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let found = everything(&app, None)?
+        .into_iter()
+        .find(|(_, s, _)| s["id"] == id.as_str())
+        .ok_or_else(|| ApiError::not_found(format!("no delivery {id}")))?;
+    let (_, mut summary, record) = found;
+    summary["attempt_log"] = record["attempt_log"].clone();
+    summary["body_bytes"] = json!(record["body"].as_str().map_or(0, str::len));
+    Ok(Json(summary))
+}
+
+/// Puts dead letters back in the outbox, un-breaks their connections and wakes them.
+async fn revive(app: &App, ids: Vec<DeliveryId>) -> Result<usize, ApiError> {
+    let cons = app.store.revive(&ids).map_err(|e| ApiError::internal(&e))?;
+    for con in &cons {
+        app.connections
+            .update(con, |c| c.broken = None)
             .map_err(|e| ApiError::internal(&e))?;
-        out.extend(
-            queued
-                .iter()
-                .filter(|r| wanted(r))
-                .map(|r| summary(r, "queued")),
-        );
     }
-    if matches!(q.state.as_deref(), None | Some("dead")) {
-        let dead = app
-            .store
-            .dead_letters()
-            .map_err(|e| ApiError::internal(&e))?;
-        out.extend(dead.iter().filter(|d| wanted(&d.record)).map(|d| {
-            let mut v = summary(&d.record, "dead");
-            v["reason"] = json!(d.reason);
-            v["dead_ms"] = json!(d.dead_ms);
-            v
-        }));
+    app.store
+        .commit()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    for con in &cons {
+        app.deliverer.wake(con);
     }
-    Ok(Json(json!({"deliveries": out})))
+    tracing::info!(
+        cards = ids.len(),
+        connections = cons.len(),
+        "dead letters queued again"
+    );
+    Ok(ids.len())
+}
+
+async fn retry_one(
+    _: Admin,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = DeliveryId::parse(&id)
+        .ok_or_else(|| ApiError::not_found(format!("{id:?} is not a delivery id (dlv_…)")))?;
+    let dead = app
+        .store
+        .dead_letters()
+        .map_err(|e| ApiError::internal(&e))?;
+    if !dead.iter().any(|d| d.record.id == id) {
+        return Err(ApiError::not_found(format!("{id} is not a dead letter")));
+    }
+    revive(&app, vec![id.clone()]).await?;
+    Ok(Json(json!({"retried": [id]})))
+}
+
+/// `POST /api/deliveries/retry`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFilter {
+    /// Only this connection's dead letters.
+    #[serde(default)]
+    pub connection: Option<String>,
+}
+
+async fn retry_matching(
+    _: Admin,
+    State(app): State<AppState>,
+    JsonBody(filter): JsonBody<RetryFilter>,
+) -> Result<Json<Value>, ApiError> {
+    let con = match &filter.connection {
+        Some(c) => Some(ConnectionId::parse(c).ok_or_else(|| {
+            ApiError::bad_request("invalid_body", format!("{c:?} is not a connection id"))
+        })?),
+        None => None,
+    };
+    let ids: Vec<DeliveryId> = app
+        .store
+        .dead_letters()
+        .map_err(|e| ApiError::internal(&e))?
+        .into_iter()
+        .filter(|d| con.as_ref().is_none_or(|c| &d.record.connection == c))
+        .map(|d| d.record.id)
+        .collect();
+    let n = revive(&app, ids).await?;
+    Ok(Json(json!({"retried": n})))
 }

@@ -260,9 +260,10 @@ impl Deliverer {
                         .windows(conn.kind)
                         .into_iter()
                         .filter_map(|(count, period)| {
-                            let burst = NonZeroU32::new(count)?;
-                            let quota =
-                                governor::Quota::with_period(period / count)?.allow_burst(burst);
+                            // Evenly spaced (no burst): at most `count` in any window of
+                            // `period`, which is how Teams counts; a burst would let more in.
+                            let quota = governor::Quota::with_period(period / count)?
+                                .allow_burst(NonZeroU32::MIN);
                             Some(governor::RateLimiter::direct(quota))
                         })
                         .collect(),

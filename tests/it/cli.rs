@@ -11,35 +11,6 @@ fn cardwire() -> Command {
     c
 }
 
-/// Starts `cardwire serve` as configured by `cmd` and returns it with the address it logged.
-/// Its log is read on a thread, so the pipe never fills and a missing line cannot hang a test.
-fn spawn_serve(mut cmd: Command) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server did not log its address");
-        };
-        let addr = line
-            .contains("listening")
-            .then(|| line.split("addr=").nth(1))
-            .flatten()
-            .and_then(|rest| rest.split_whitespace().next());
-        if let Some(addr) = addr {
-            return (child, addr.to_string());
-        }
-    }
-}
-
 #[test]
 fn check_passes_on_what_ships() {
     let dir = tempfile::tempdir().unwrap();
@@ -247,7 +218,7 @@ fn serve_runs_with_the_built_in_defaults_and_stops_on_sigterm() {
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "state"])
         .env("CARDWIRE_ADMIN_TOKEN", "from-env")
         .current_dir(dir.path());
-    let (mut child, addr) = spawn_serve(cmd);
+    let (mut child, addr, _log) = crate::utils::spawn_serve(cmd);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -345,7 +316,7 @@ fn sighup_reloads_rules() {
     .unwrap();
     let mut cmd = cardwire();
     cmd.args(["serve", "--config"]).arg(&config);
-    let (mut child, addr) = spawn_serve(cmd);
+    let (mut child, addr, _log) = crate::utils::spawn_serve(cmd);
     let count = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
             let v: serde_json::Value = reqwest::Client::new()
@@ -580,4 +551,44 @@ fn check_enforces_the_connector_registration_rules() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("jpg, jpeg, png or gif"));
+}
+
+/// The built-in packs cover every kind of source: with a config that has only some, the rules
+/// for the others are left out instead of failing the start.
+#[test]
+fn built_in_rules_for_sources_not_configured_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, "sources:\n  github: {kind: github}\n").unwrap();
+    let out = cardwire()
+        .args(["check", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok: 26 rules from rules (built in)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A rules folder the user keeps stays strict.
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::copy(
+        root().join("rules/gitlab.yaml"),
+        dir.path().join("rules/gitlab.yaml"),
+    )
+    .unwrap();
+    let out = cardwire()
+        .args(["check", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown source \"gitlab\""));
 }

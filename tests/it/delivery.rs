@@ -135,3 +135,191 @@ async fn connections_and_queued_cards_survive_a_restart() {
     // Both cards are the ones accepted before the restart, in order.
     assert_eq!(got[0].headers["idempotency-key"], delivered[0]);
 }
+
+#[tokio::test]
+async fn a_429_pauses_that_connection_for_retry_after_and_no_other() {
+    let g = Gateway::start().await;
+    let slow = Receiver::start().await;
+    let fine = Receiver::start().await;
+    g.connect(&slow.url("a"), "teams", &[]).await;
+    g.connect(&fine.url("b"), "teams", &[]).await;
+    slow.throttle("2");
+    g.github("push", &fixture("github/push.event.4.json"), Some("t1"))
+        .await;
+    let first = slow.wait_for(1).await[0].at;
+    fine.wait_for(1).await;
+    // The other connection keeps flowing while this one waits.
+    g.github("push", &fixture("github/push.event.5.json"), Some("t2"))
+        .await;
+    let b2 = fine.wait_for(2).await[1].at;
+    assert!(
+        b2.duration_since(first) < Duration::from_millis(1500),
+        "the other connection was held up"
+    );
+    let got = slow.wait_for(3).await;
+    let resumed = got[1].at.duration_since(first);
+    assert!(
+        resumed >= Duration::from_millis(1900),
+        "the throttled connection was asked again after {resumed:?}"
+    );
+    // In order: the throttled card first, then the next one.
+    assert_eq!(
+        got[0].headers["idempotency-key"],
+        got[1].headers["idempotency-key"]
+    );
+    assert_ne!(
+        got[1].headers["idempotency-key"],
+        got[2].headers["idempotency-key"]
+    );
+}
+
+#[tokio::test]
+async fn a_gone_url_breaks_the_connection_keeps_its_cards_and_a_retry_sends_them() {
+    let g = Gateway::start().await;
+    let rx = Receiver::start().await;
+    let id = g.connect(&rx.url("gone"), "teams", &[]).await;
+    rx.script(&[(410, "Gone")]);
+    g.github("push", &fixture("github/push.event.4.json"), Some("g1"))
+        .await;
+    rx.wait_for(1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = g.admin_get(&format!("/api/connections/{id}")).await;
+        if c["broken"].is_string() {
+            assert!(c["broken"].as_str().unwrap().contains("410"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not marked broken: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While broken, new cards are kept as dead letters, not sent.
+    g.github("push", &fixture("github/push.event.5.json"), Some("g2"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.received().len(), 1);
+    let dead = g.admin_get("/api/deliveries?state=dead").await;
+    let dead = dead["deliveries"].as_array().unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead.iter().all(|d| d["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("connection broken")));
+    let one = g
+        .admin_get(&format!(
+            "/api/deliveries/{}",
+            dead[0]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(one["attempt_log"][0]["status"], 410);
+    // Fixed on the other side: retrying the connection's dead letters sends them, in order.
+    let res = g
+        .client
+        .post(g.url("/api/deliveries/retry"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"connection": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["retried"], 2);
+    let got = rx.wait_for(3).await;
+    assert_eq!(
+        got[0].headers["idempotency-key"],
+        got[1].headers["idempotency-key"]
+    );
+    assert!(g.admin_get(&format!("/api/connections/{id}")).await["broken"].is_null());
+    let delivered = g.admin_get("/api/deliveries?state=delivered").await;
+    assert_eq!(delivered["deliveries"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.delivery.max_queued = 2;
+    let g = Gateway::start_with(config).await;
+    let rx = Receiver::start().await;
+    rx.answer(500, "down");
+    g.connect(&rx.url("t"), "teams", &[]).await;
+    for n in 0..2 {
+        assert_eq!(
+            g.github(
+                "push",
+                &fixture("github/push.event.4.json"),
+                Some(&format!("q{n}"))
+            )
+            .await
+            .status(),
+            202
+        );
+    }
+    let res = g
+        .github("push", &fixture("github/push.event.4.json"), Some("q2"))
+        .await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "30");
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "queue_full");
+}
+
+#[tokio::test]
+async fn pacing_keeps_a_url_within_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.delivery.pacing = cardwire::config::PacingConfig::PerKind {
+        teams: vec!["2/1s".into()],
+        workflow: vec![],
+    };
+    let g = Gateway::start_with(config).await;
+    let rx = Receiver::start().await;
+    g.connect(&rx.url("t"), "teams", &[]).await;
+    for n in 0..5 {
+        g.github(
+            "push",
+            &fixture("github/push.event.4.json"),
+            Some(&format!("p{n}")),
+        )
+        .await;
+    }
+    let got = rx.wait_for(5).await;
+    for w in got.windows(3) {
+        let span = w[2].at.duration_since(w[0].at);
+        assert!(
+            span >= Duration::from_millis(900),
+            "three requests within {span:?}: over 2 per second"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_events_deliveries_and_queue_depth() {
+    let g = Gateway::start().await;
+    let rx = Receiver::start().await;
+    g.connect(&rx.url("t"), "teams", &[]).await;
+    g.github("push", &fixture("github/push.event.4.json"), Some("m1"))
+        .await;
+    g.github("push", b"not json", None).await;
+    rx.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = g
+        .client
+        .get(g.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        r#"cardwire_events_total{source="github",outcome="accepted",reason=""} 1"#,
+        r#"cardwire_events_total{source="github",outcome="rejected",reason="invalid_json"} 1"#,
+        r#"cardwire_cards_total{rule="github-push-branch",result="rendered"} 1"#,
+        r#"outcome="delivered"} 1"#,
+        r#"cardwire_queue_depth{state="delivered"} 1"#,
+        "cardwire_delivery_latency_seconds_count 1",
+    ] {
+        assert!(text.contains(want), "{want} missing in:\n{text}");
+    }
+}

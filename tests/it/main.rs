@@ -6,6 +6,7 @@ mod cards;
 mod cli;
 mod connect;
 mod connections;
+mod crash;
 mod delivery;
 mod hooks;
 mod reload;

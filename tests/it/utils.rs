@@ -178,12 +178,15 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
 struct ReceiverState {
     received: Mutex<Vec<Received>>,
-    script: Mutex<VecDeque<(u16, String)>>,
+    script: Mutex<VecDeque<(u16, String, Option<String>)>>,
+    delay: Mutex<Duration>,
     default: Mutex<(u16, String)>,
     arrived: Notify,
 }
@@ -216,7 +219,21 @@ impl Receiver {
     /// The next answers, in order, before the default applies again.
     pub fn script(&self, answers: &[(u16, &str)]) {
         let mut s = self.state.script.lock().unwrap();
-        s.extend(answers.iter().map(|(c, b)| (*c, b.to_string())));
+        s.extend(answers.iter().map(|(c, b)| (*c, b.to_string(), None)));
+    }
+
+    /// The next answer is a 429 with this Retry-After.
+    pub fn throttle(&self, retry_after: &str) {
+        self.state.script.lock().unwrap().push_back((
+            429,
+            "slow down".into(),
+            Some(retry_after.into()),
+        ));
+    }
+
+    /// Every answer waits this long first.
+    pub fn delay(&self, d: Duration) {
+        *self.state.delay.lock().unwrap() = d;
     }
 
     /// The answer when nothing is scripted.
@@ -250,19 +267,63 @@ async fn receive(
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.received.lock().unwrap().push(Received {
         path: uri.path().to_string(),
         headers,
         body,
+        at: std::time::Instant::now(),
     });
     state.arrived.notify_waiters();
-    let answer = state
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or_else(|| state.default.lock().unwrap().clone());
-    (StatusCode::from_u16(answer.0).unwrap(), answer.1)
+    let answer = state.script.lock().unwrap().pop_front().unwrap_or_else(|| {
+        let (c, b) = state.default.lock().unwrap().clone();
+        (c, b, None)
+    });
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut res = (StatusCode::from_u16(answer.0).unwrap(), answer.1).into_response();
+    if let Some(ra) = answer.2 {
+        res.headers_mut().insert("retry-after", ra.parse().unwrap());
+    }
+    res
+}
+
+/// Starts `cardwire serve` as configured by `cmd` and returns it with the address it logged.
+/// Its log is read on a thread, so the pipe never fills and a missing line cannot hang a test;
+/// the rest of the log comes through the returned channel.
+pub fn spawn_serve(
+    mut cmd: std::process::Command,
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not log its address");
+        };
+        let addr = line
+            .contains("listening")
+            .then(|| line.split("addr=").nth(1))
+            .flatten()
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(addr) = addr {
+            return (child, addr.to_string(), rx);
+        }
+    }
 }
