@@ -10,7 +10,8 @@
 //!   rules    which rules take the event (RuleSet::matches)
 //!   render   each matching rule's template -> card JSON per connection kind (Renderer::render)
 //!   store    outbox records + the delivery-id claim, group-committed to sled -> 202
-//!   deliver  per-connection FIFO workers POST the cards, retry, bury what fails for good
+//!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
+//!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered
 //! ```
 //!
 //! The journal of accepted work *is* the outbox: an event is rendered before the 202 and only

@@ -694,6 +694,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn delivered_records_are_kept_then_pruned_and_counts_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).unwrap();
+        let con = ConnectionId::new();
+        let key = store.enqueue(&record(&con, 0)).unwrap();
+        let mut failed = store.next_for(&con).unwrap().unwrap().1;
+        failed.attempts = 1;
+        store.update(&key, &failed).unwrap();
+        assert_eq!(
+            store.counts(),
+            Counts {
+                queued: 1,
+                retrying: 1,
+                dead: 0,
+                delivered: 0
+            }
+        );
+        failed.attempts = 2;
+        store.deliver(&key, &failed).unwrap();
+        assert_eq!(
+            store.counts(),
+            Counts {
+                queued: 0,
+                retrying: 0,
+                dead: 0,
+                delivered: 1
+            }
+        );
+        assert!(
+            store.delivered().unwrap()[0].record.body.is_empty(),
+            "a delivered record keeps no body"
+        );
+        assert_eq!(
+            store
+                .prune_delivered(std::time::Duration::from_secs(3600))
+                .unwrap(),
+            0
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(
+            store
+                .prune_delivered(std::time::Duration::from_millis(1))
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.counts().delivered, 0);
+        // Counts survive a reopen.
+        store.enqueue(&record(&con, 1)).unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), None).unwrap();
+        assert_eq!(store.counts().queued, 1);
+    }
+
+    #[tokio::test]
     async fn a_delivery_id_is_claimed_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), None).unwrap();

@@ -592,3 +592,68 @@ fn built_in_rules_for_sources_not_configured_are_left_out() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown source \"gitlab\""));
 }
+
+/// `cardwire deliveries` lists, shows and retries against a running gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_commands_list_show_and_retry() {
+    let g = crate::utils::Gateway::start().await;
+    let rx = crate::utils::Receiver::start().await;
+    rx.script(&[
+        (400, "Summary or Text is required"),
+        (400, "Summary or Text is required"),
+    ]);
+    g.connect(&rx.url("t"), "teams", &[]).await;
+    for n in 0..2 {
+        g.github(
+            "push",
+            &crate::utils::fixture("github/push.event.4.json"),
+            Some(&format!("c{n}")),
+        )
+        .await;
+    }
+    rx.wait_for(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let run = |args: &[&str]| {
+        let out = cardwire()
+            .args([
+                "deliveries",
+                "--server",
+                &g.url(""),
+                "--token",
+                crate::utils::ADMIN_TOKEN,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = tokio::task::block_in_place(|| run(&["list", "--state", "dead"]));
+    assert_eq!(code, Some(0), "{err}");
+    let ids: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{out}");
+    assert!(out.contains("HTTP 400"), "{out}");
+    let (_, out, _) = tokio::task::block_in_place(|| run(&["show", &ids[0]]));
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["attempt_log"][0]["status"], 400);
+    let (code, out, _) = tokio::task::block_in_place(|| run(&["retry", &ids[0]]));
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), format!("queued {} again", ids[0]).as_str())
+    );
+    let (code, out, _) = tokio::task::block_in_place(|| run(&["retry", "--all"]));
+    assert_eq!(code, Some(0));
+    assert!(out.contains("queued 1 dead letter(s) again"), "{out}");
+    rx.wait_for(4).await;
+    let (_, out, _) = tokio::task::block_in_place(|| run(&["list", "--state", "delivered"]));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, _, err) = tokio::task::block_in_place(|| run(&["retry"]));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--all"), "{err}");
+}

@@ -323,3 +323,20 @@ async fn metrics_count_events_deliveries_and_queue_depth() {
         assert!(text.contains(want), "{want} missing in:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn sync_durability_accepts_and_delivers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.durability = cardwire::config::Durability::Sync;
+    let g = Gateway::start_with(config).await;
+    let rx = Receiver::start().await;
+    g.connect(&rx.url("t"), "teams", &[]).await;
+    assert_eq!(
+        g.github("push", &fixture("github/push.event.4.json"), None)
+            .await
+            .status(),
+        202
+    );
+    rx.wait_for(1).await;
+}
