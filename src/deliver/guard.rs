@@ -111,6 +111,22 @@ impl Resolve for AddressGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
+
+    #[tokio::test]
+    async fn resolving_a_name_to_loopback_is_refused_unless_listed() {
+        let name = || Name::from_str("localhost").unwrap();
+        let refused = AddressGuard::new(&[]).resolve(name()).await;
+        let err = refused
+            .err()
+            .expect("localhost resolves to loopback only")
+            .to_string();
+        assert!(err.contains("blocked address: localhost"), "{err}");
+        let allowed = AddressGuard::new(&["localhost".into()])
+            .resolve(name())
+            .await;
+        assert!(allowed.is_ok_and(|mut a| a.next().is_some_and(|s| s.ip().is_loopback())));
+    }
 
     #[test]
     fn private_addresses_are_refused_unless_the_host_is_listed() {
