@@ -45,6 +45,8 @@ pub struct App {
     pub sessions: crate::admin::pages::Sessions,
     /// The Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Noise control: dedup, limits that fold, caps, digests.
+    pub noise: crate::noise::Noise,
 }
 
 /// The state handlers receive.
@@ -130,6 +132,10 @@ impl Server {
             policy,
             inboxes: config.emulator().then(Default::default),
             sessions: Default::default(),
+            noise: crate::noise::Noise::new(
+                store.clone(),
+                config.delivery.pacing != crate::config::PacingConfig::Switch(false),
+            ),
             metrics,
             config,
             pipeline: ArcSwap::from_pointee(pipeline),
@@ -148,6 +154,7 @@ impl Server {
         let stop = CancellationToken::new();
         let reloader = crate::reload::spawn(app.clone(), stop.clone());
         let pruner = spawn_pruner(app.clone(), stop.clone());
+        let ticker = spawn_noise_ticker(app.clone(), stop.clone());
         let router = router(app.clone());
         let signal = stop.clone();
         let task = tokio::spawn(async move {
@@ -156,6 +163,7 @@ impl Server {
                 .await;
             let _ = reloader.await;
             let _ = pruner.await;
+            let _ = ticker.await;
             deliverer.shutdown().await;
             drop(deliverer);
             store.flush()?;
@@ -211,6 +219,35 @@ fn guard(config: &Config) -> crate::deliver::guard::AddressGuard {
         }
     }
     g
+}
+
+/// Sends the summaries and digests that are due, every second (at start too: a digest that
+/// fell due while cardwire was down goes out now).
+fn spawn_noise_ticker(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let pipeline = app.pipeline.load();
+            let connections = app.connections.all();
+            match app.noise.tick(&pipeline.renderer, &connections) {
+                Ok(wake) if !wake.is_empty() => {
+                    if let Err(e) = app.store.commit().await {
+                        tracing::error!(error = %crate::error::ErrorChain(&e), "cannot commit summaries and digests");
+                    }
+                    for con in &wake {
+                        app.deliverer.wake(con);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %crate::error::ErrorChain(&e), "cannot send summaries and digests")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    })
 }
 
 /// Prunes delivered records older than `delivery.keep_delivered`, at start and then hourly.

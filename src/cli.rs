@@ -87,6 +87,26 @@ pub enum ConnectionsAction {
         /// The connection id (con_…).
         id: String,
     },
+    /// Choose its digest: cards wait and go out together at the chosen time.
+    Digest {
+        /// The connection id (con_…).
+        id: String,
+        /// Every so often, e.g. 1h.
+        #[arg(long, conflicts_with_all = ["at", "off"])]
+        every: Option<String>,
+        /// At a time of day, e.g. 09:00.
+        #[arg(long, conflicts_with = "off")]
+        at: Option<String>,
+        /// With --at: the weekdays, e.g. mon,tue,wed,thu,fri (default every day).
+        #[arg(long, requires = "at", value_delimiter = ',')]
+        days: Vec<String>,
+        /// With --at: the time zone, e.g. Europe/Berlin (default UTC).
+        #[arg(long, requires = "at")]
+        tz: Option<String>,
+        /// No digest: cards as they happen.
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 /// `cardwire deliveries`.
@@ -458,18 +478,33 @@ fn connections(args: &ConnectionsArgs) -> anyhow::Result<ExitCode> {
             ConnectionsAction::Pause { id } => (
                 reqwest::Method::PATCH,
                 format!("/api/connections/{id}"),
-                Some(r#"{"paused":true}"#),
+                Some(r#"{"paused":true}"#.to_string()),
             ),
             ConnectionsAction::Resume { id } => (
                 reqwest::Method::PATCH,
                 format!("/api/connections/{id}"),
-                Some(r#"{"paused":false}"#),
+                Some(r#"{"paused":false}"#.to_string()),
             ),
             ConnectionsAction::Remove { id } => (
                 reqwest::Method::DELETE,
                 format!("/api/connections/{id}"),
                 None,
             ),
+            ConnectionsAction::Digest { id, every, at, days, tz, off } => {
+                let digest = match (every, at, off) {
+                    (Some(e), _, _) => serde_json::json!({"every": e}),
+                    (None, Some(a), _) => {
+                        let mut d = serde_json::json!({"at": a, "tz": tz.clone().unwrap_or_else(|| "UTC".into())});
+                        if !days.is_empty() {
+                            d["days"] = serde_json::json!(days);
+                        }
+                        d
+                    }
+                    (None, None, true) => serde_json::Value::Null,
+                    (None, None, false) => bail!("give --every, --at or --off"),
+                };
+                (reqwest::Method::PATCH, format!("/api/connections/{id}"), Some(serde_json::json!({"digest": digest}).to_string()))
+            }
         };
         let mut req = client
             .request(method, format!("{base}{path}"))
@@ -518,6 +553,10 @@ fn connections(args: &ConnectionsArgs) -> anyhow::Result<ExitCode> {
             ConnectionsAction::Pause { id } => println!("paused {id}"),
             ConnectionsAction::Resume { id } => println!("resumed {id}"),
             ConnectionsAction::Remove { id } => println!("removed {id}"),
+            ConnectionsAction::Digest { id, .. } => {
+                let c: serde_json::Value = serde_json::from_str(&text)?;
+                println!("{id}: digest {}", if c["digest"].is_null() { "off".to_string() } else { c["digest"].to_string() });
+            }
         }
         Ok::<_, anyhow::Error>(())
     })?;

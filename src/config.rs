@@ -263,7 +263,8 @@ pub struct DeliveryConfig {
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Pace requests per webhook URL within Teams' limits (4 per second, 60 per 30 seconds), so
-    /// throttling is rare; `false` turns pacing off (tests, benchmarks).
+    /// throttling is rare; `false` turns pacing off, and with it the folding at Teams' hourly and
+    /// daily caps (tests, benchmarks).
     #[serde(default)]
     pub pacing: PacingConfig,
     /// How long delivered records are kept (for the API) before they are pruned.

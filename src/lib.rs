@@ -42,6 +42,7 @@ pub mod event;
 pub mod ids;
 pub mod ingest;
 pub mod metrics;
+pub mod noise;
 pub mod pipeline;
 pub mod reload;
 pub mod render;

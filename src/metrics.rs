@@ -5,7 +5,8 @@
 //! `cardwire_cards_total{rule,result}` (rendered / invalid),
 //! `cardwire_deliveries_total{connection,outcome}` (delivered / retry / throttled / failed /
 //! gone), `cardwire_retries_total{connection}`, `cardwire_dead_letters_total`,
-//! `cardwire_rule_reloads_total{result}`. Gauges, read at scrape time:
+//! `cardwire_rule_reloads_total{result}`, `cardwire_deduped_total{rule}`,
+//! `cardwire_folded_total{rule}`. Gauges, read at scrape time:
 //! `cardwire_queue_depth{state}` (queued, retrying, dead, delivered). Histogram:
 //! `cardwire_delivery_latency_seconds`.
 
@@ -58,6 +59,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -71,6 +77,8 @@ pub struct Metrics {
     retries: Family<ConnectionLabels, Counter>,
     dead: Counter,
     reloads: Family<ResultLabels, Counter>,
+    deduped: Family<RuleLabels, Counter>,
+    folded: Family<RuleLabels, Counter>,
     depth: Family<StateLabels, Gauge>,
     latency: Histogram,
 }
@@ -85,6 +93,8 @@ impl Default for Metrics {
             retries: Family::default(),
             dead: Counter::default(),
             reloads: Family::default(),
+            deduped: Family::default(),
+            folded: Family::default(),
             depth: Family::default(),
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         };
@@ -186,6 +196,20 @@ impl Metrics {
     /// Cards moved to the dead letters.
     pub fn dead_letters(&self, n: usize) {
         self.dead.inc_by(n as u64);
+    }
+
+    /// A repeat dropped by dedup.
+    pub fn deduped(&self, rule: &str) {
+        self.deduped
+            .get_or_create(&RuleLabels { rule: rule.into() })
+            .inc();
+    }
+
+    /// A card folded into a summary.
+    pub fn folded(&self, rule: &str) {
+        self.folded
+            .get_or_create(&RuleLabels { rule: rule.into() })
+            .inc();
     }
 
     /// A reload of rules and templates.

@@ -168,7 +168,9 @@ async fn list_rules(_: Admin, State(app): State<AppState>) -> Json<Value> {
                 "channel": r.channel,
                 "enabled": r.enabled,
                 "stop": r.stop,
+                "digest": r.digest,
                 "file": r.file.display().to_string(),
+                "stats": app.noise.stats(&r.name),
             })
         })
         .collect();

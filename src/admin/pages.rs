@@ -295,6 +295,7 @@ async fn act(
             let patch = ConnectionPatch {
                 paused: Some(action == "pause"),
                 channels: None,
+                digest: None,
             };
             crate::connect::change_connection(&app, &id, patch)
                 .await

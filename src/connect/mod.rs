@@ -258,6 +258,15 @@ pub struct ConnectionPatch {
     /// The channels it receives (empty: all).
     #[serde(default)]
     pub channels: Option<Vec<String>>,
+    /// The digest: `{"every": "1h"}`, `{"at": "09:00", "days": [...], "tz": "..."}`, or
+    /// `null` for none (cards as they happen).
+    #[serde(default, deserialize_with = "present")]
+    pub digest: Option<serde_json::Value>,
+}
+
+/// A field that is present, even as `null` (which plain `Option` would read as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    Ok(Some(serde_json::Value::deserialize(d)?))
 }
 
 /// The routes under /api/connections.
@@ -328,6 +337,9 @@ pub async fn change_connection(
             }
             if let Some(ch) = patch.channels {
                 c.channels = ch;
+            }
+            if let Some(d) = patch.digest {
+                c.digest = (!d.is_null()).then_some(d);
             }
         })
         .map_err(|e| ApiError::internal(&e))?

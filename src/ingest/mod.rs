@@ -29,6 +29,8 @@ use crate::config::SourceKind;
 use crate::error::ApiError;
 use crate::event::Event;
 use crate::ids::{ConnectionId, DeliveryId, EventId};
+use crate::noise::Decision;
+use crate::render::CardKind;
 use crate::store::{now_ms, DeadLetter, OutboxRecord, StoreError};
 use verify::Unverified;
 
@@ -225,6 +227,32 @@ fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError
     let connections = app.connections.all();
     let ctx = event.context();
     for rule in rules {
+        // Noise control, once per event and rule: a repeat is dropped; over the limit, the
+        // event is folded for every connection below.
+        if let Some(d) = &rule.dedup {
+            match pipeline.renderer.render_expr(&d.key, ctx) {
+                Ok(key) => {
+                    if app.noise.is_duplicate(rule, &key, d.window)? {
+                        app.metrics.deduped(&rule.name);
+                        tracing::debug!(rule = %rule.name, key = %key, "repeat dropped by dedup");
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %rule.name, error = %e, "dedup key did not render; not deduplicated")
+                }
+            }
+        }
+        let limited = rule.limit.as_ref().and_then(|l| {
+            let per = match &l.per {
+                Some(expr) => pipeline.renderer.render_expr(expr, ctx).unwrap_or_default(),
+                None => String::new(),
+            };
+            app.noise
+                .limit_allows(rule, l, &per)
+                .err()
+                .map(|due| (per, due))
+        });
         let mut bodies: [Option<Result<Arc<str>, String>>; 2] = [None, None];
         for conn in connections
             .iter()
@@ -268,8 +296,25 @@ fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError
             }
             match body {
                 Ok(_) => {
-                    app.store.enqueue(&record)?;
-                    wake.push(conn.id.clone());
+                    let item = || {
+                        // The summary or digest names the card by its MessageCard title and link.
+                        let teams = match conn.kind {
+                            CardKind::Teams => Some(record.body.clone()),
+                            CardKind::Workflow => pipeline
+                                .renderer
+                                .render(&rule.template, CardKind::Teams, ctx)
+                                .ok(),
+                        };
+                        crate::noise::item_of(rule, event, teams.as_deref(), app.noise.now_ms())
+                    };
+                    match app.noise.decide(rule, conn, limited.clone(), item)? {
+                        Decision::Send => {
+                            app.store.enqueue(&record)?;
+                            wake.push(conn.id.clone());
+                        }
+                        Decision::Folded => app.metrics.folded(&rule.name),
+                        Decision::Digested => {}
+                    }
                 }
                 Err(why) => {
                     tracing::error!(rule = %rule.name, template = %rule.template, kind = conn.kind.as_str(), event = %event.id, error = %why, "card did not render; kept as a dead letter");

@@ -168,6 +168,20 @@ impl Renderer {
         self.names.iter()
     }
 
+    /// Evaluates a template expression (`{{payload.repository.full_name}}`) to text, as
+    /// `limit.per` and `dedup.key` use it. Not JSON-escaped: the text is a key, not card JSON.
+    pub fn render_expr(&self, expr: &str, ctx: &Value) -> Result<String, RenderError> {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(false);
+        helpers::register(&mut hb);
+        hb.render_template(expr, ctx)
+            .map_err(|e| RenderError::Template {
+                template: expr.to_string(),
+                pos: e.line_no.zip(e.column_no),
+                message: e.reason().to_string(),
+            })
+    }
+
     /// Renders a card and returns its JSON body, compact.
     pub fn render(&self, name: &str, kind: CardKind, ctx: &Value) -> Result<String, RenderError> {
         let key = key(name, kind);

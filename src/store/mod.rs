@@ -175,6 +175,11 @@ pub struct Store {
     flows: sled::Tree,
     last_delivery: sled::Tree,
     delivered: sled::Tree,
+    dedup: sled::Tree,
+    fold_buckets: sled::Tree,
+    fold_items: sled::Tree,
+    digest_items: sled::Tree,
+    digest_state: sled::Tree,
     counts: Mutex<Counts>,
     sync: bool,
     commits: mpsc::UnboundedSender<CommitRequest>,
@@ -233,6 +238,11 @@ impl Store {
             dead,
             seen: db.open_tree("seen")?,
             flows: db.open_tree("connect_states")?,
+            dedup: db.open_tree("dedup")?,
+            fold_buckets: db.open_tree("fold_buckets")?,
+            fold_items: db.open_tree("fold_items")?,
+            digest_items: db.open_tree("digest_items")?,
+            digest_state: db.open_tree("digest_state")?,
             last_delivery: db.open_tree("last_delivery")?,
             db: db.clone(),
             commits: tx,
@@ -334,6 +344,110 @@ impl Store {
             });
         }
         Ok(existed)
+    }
+
+    // --- noise control ---
+
+    /// Claims a dedup key until `expires_ms`; false when it is held and not expired (a repeat).
+    pub fn dedup_claim(&self, key: &str, now_ms: u64, expires_ms: u64) -> Result<bool, StoreError> {
+        let held = self
+            .dedup
+            .get(key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes));
+        if held.is_some_and(|until| until > now_ms) {
+            return Ok(false);
+        }
+        self.dedup.insert(key, &expires_ms.to_be_bytes())?;
+        Ok(true)
+    }
+
+    /// A fold bucket.
+    pub fn fold_bucket(&self, id: &str) -> Result<Option<crate::noise::Bucket>, StoreError> {
+        self.fold_buckets.get(id)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Adds a folded card to its bucket.
+    pub fn put_fold(
+        &self,
+        bucket: &crate::noise::Bucket,
+        item: &crate::noise::Item,
+    ) -> Result<(), StoreError> {
+        self.fold_buckets
+            .insert(bucket.id.as_str(), serde_json::to_vec(bucket)?)?;
+        let mut key = bucket.id.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.fold_items.insert(key, serde_json::to_vec(item)?)?;
+        Ok(())
+    }
+
+    /// Every fold bucket.
+    pub fn fold_buckets(&self) -> Result<Vec<crate::noise::Bucket>, StoreError> {
+        self.fold_buckets
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Empties a bucket, returning its cards in the order they were folded.
+    pub fn take_folds(&self, id: &str) -> Result<Vec<crate::noise::Item>, StoreError> {
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut items = Vec::new();
+        for kv in self.fold_items.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            items.push(decode(&v)?);
+            self.fold_items.remove(k)?;
+        }
+        self.fold_buckets.remove(id)?;
+        Ok(items)
+    }
+
+    /// Keeps a card for a connection's digest.
+    pub fn put_digest_item(
+        &self,
+        con: &ConnectionId,
+        item: &crate::noise::Item,
+    ) -> Result<(), StoreError> {
+        let mut key = con.as_str().as_bytes().to_vec();
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.digest_items.insert(key, serde_json::to_vec(item)?)?;
+        Ok(())
+    }
+
+    /// Takes the cards kept for a connection's digest, in order.
+    pub fn take_digest_items(
+        &self,
+        con: &ConnectionId,
+    ) -> Result<Vec<crate::noise::Item>, StoreError> {
+        let mut items = Vec::new();
+        for kv in self.digest_items.scan_prefix(con.as_str()) {
+            let (k, v) = kv?;
+            items.push(decode(&v)?);
+            self.digest_items.remove(k)?;
+        }
+        Ok(items)
+    }
+
+    /// When a connection's next digest is due (Unix milliseconds), if set.
+    pub fn digest_due(&self, con: &ConnectionId) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .digest_state
+            .get(con.as_str())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes)))
+    }
+
+    /// Forgets when a connection's next digest is due (its schedule changed).
+    pub fn clear_digest_due(&self, con: &ConnectionId) -> Result<(), StoreError> {
+        self.digest_state.remove(con.as_str())?;
+        Ok(())
+    }
+
+    /// Sets when a connection's next digest is due.
+    pub fn set_digest_due(&self, con: &ConnectionId, ms: u64) -> Result<(), StoreError> {
+        self.digest_state.insert(con.as_str(), &ms.to_be_bytes())?;
+        Ok(())
     }
 
     // --- Connect to Office 365 states ---

@@ -176,6 +176,17 @@ async fn the_whole_flow_connects_a_group_and_its_cards_arrive() {
     let again = b.get(&callback).send().await.unwrap();
     assert_eq!(again.status(), 400);
 
+    // With the digest off again, a GitHub event reaches the group's inbox at once.
+    let id = c["id"].as_str().unwrap();
+    let res = g
+        .client
+        .patch(g.url(&format!("/api/connections/{id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"digest": null}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.json::<Value>().await.unwrap()["digest"].is_null());
     // A GitHub event reaches the group's inbox.
     assert_eq!(
         g.github("push", &fixture("github/push.event.4.json"), None)

@@ -1,0 +1,484 @@
+//! Noise control: value over noise, without losing information.
+//!
+//! Between rendering and the outbox, for each matching rule and connection:
+//! 1. **Dedup** (`dedup: {key, window}`): a repeat of the same key inside the window is dropped
+//!    and counted. Keys are kept in sled, so a restart does not forget them.
+//! 2. **Limits that fold** (`limit: {rate, burst, per}`): governor keyed limiters, one per rule,
+//!    keyed by the `per` value. What exceeds the limit is not dropped but *folded*: kept in sled
+//!    (title and link) in a bucket that is due when the limiter allows again; then one summary
+//!    card — "…and 45 more push events to org/repo in the last 12 minutes" — lists the first of
+//!    them and counts the rest.
+//! 3. **Teams' caps** (100 per hour, 1800 per day per webhook URL) feed the same mechanism: a
+//!    connection at its cap folds its cards instead of being throttled by Teams.
+//! 4. **Digests** (per connection, `{every}` or `{at, days, tz}`): the cards of rules with
+//!    `digest: true` (the default) wait in sled and go out as one digest card, grouped by rule and
+//!    repository, at the chosen time; nothing is sent for an empty period, and a digest that fell
+//!    due while cardwire was down is sent at start.
+//!
+//! Time comes from a governor clock, so tests drive limits, folds and digests with a fake clock.
+
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::ids::{ConnectionId, DeliveryId, EventId};
+use crate::render::{CardKind, Renderer};
+use crate::rules::{Limit, Rule};
+use crate::store::{Connection, OutboxRecord, Store, StoreError};
+use schedule::Schedule;
+
+type Keyed<C> =
+    RateLimiter<String, HashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+/// Per rule: the limit its limiter was made for, and the limiter.
+type RuleLimiters<C> = Mutex<HashMap<String, (Limit, Arc<Keyed<C>>)>>;
+
+/// Teams' caps per webhook URL: 100 per hour, 1800 per day.
+const CAPS: [(u32, u64); 2] = [(100, 3600), (1800, 86_400)];
+/// How many folded events a summary names.
+pub const SUMMARY_ITEMS: usize = 10;
+
+/// A card that was not sent on its own: its title and link, for a summary or a digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// The rule.
+    pub rule: String,
+    /// The event type.
+    pub event: String,
+    /// The repository or project, when the payload names one.
+    pub repository: String,
+    /// The card's title.
+    pub title: String,
+    /// The card's first link.
+    pub url: String,
+    /// When it arrived (Unix milliseconds).
+    pub at_ms: u64,
+}
+
+/// Folded cards waiting for their summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// `limit|rule|per|connection` or `cap|connection`.
+    pub id: String,
+    /// The rule (for a cap: the first rule folded).
+    pub rule: String,
+    /// The `per` value of the limit ("" for none or for a cap).
+    pub per: String,
+    /// The connection the summary goes to.
+    pub connection: ConnectionId,
+    /// Its kind of card.
+    pub kind: CardKind,
+    /// When the summary may go (Unix milliseconds).
+    pub due_ms: u64,
+    /// When the first card was folded.
+    pub first_ms: u64,
+    /// `limit` or `cap`.
+    pub reason: String,
+}
+
+/// What noise control decided for a card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send it now.
+    Send,
+    /// Folded into a summary.
+    Folded,
+    /// Waiting for the connection's digest.
+    Digested,
+}
+
+/// Per rule, since the gateway started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RuleStats {
+    /// Repeats dropped by dedup.
+    pub deduped: u64,
+    /// Cards folded into summaries.
+    pub folded: u64,
+}
+
+/// Noise control's state.
+pub struct Noise<C: Clock = DefaultClock> {
+    store: Arc<Store>,
+    clock: C,
+    origin: C::Instant,
+    origin_ms: u64,
+    limiters: RuleLimiters<C>,
+    caps: Vec<Keyed<C>>,
+    stats: Mutex<HashMap<String, RuleStats>>,
+}
+
+impl Noise<DefaultClock> {
+    /// Noise control on the real clock; `caps` applies Teams' hourly and daily caps (off with
+    /// `delivery.pacing: false`, for tests and benchmarks).
+    pub fn new(store: Arc<Store>, caps: bool) -> Self {
+        let mut n = Self::with_clock(store, DefaultClock::default());
+        if !caps {
+            n.caps.clear();
+        }
+        n
+    }
+}
+
+impl<C: Clock + Clone> Noise<C> {
+    /// Noise control on a given clock (a fake one in tests).
+    pub fn with_clock(store: Arc<Store>, clock: C) -> Self {
+        let caps = CAPS
+            .iter()
+            .filter_map(|(n, secs)| {
+                Quota::with_period(Duration::from_secs(*secs) / *n).map(|q| {
+                    q.allow_burst(std::num::NonZeroU32::new(*n).expect("caps are positive"))
+                })
+            })
+            .map(|q| RateLimiter::hashmap_with_clock(q, clock.clone()))
+            .collect();
+        Self {
+            store,
+            origin: clock.now(),
+            origin_ms: crate::store::now_ms(),
+            clock,
+            limiters: Mutex::new(HashMap::new()),
+            caps,
+            stats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Now, in Unix milliseconds, on this clock.
+    pub fn now_ms(&self) -> u64 {
+        let elapsed: Duration = self.clock.now().duration_since(self.origin).into();
+        self.origin_ms + elapsed.as_millis() as u64
+    }
+
+    fn stat(&self, rule: &str, f: impl FnOnce(&mut RuleStats)) {
+        f(self
+            .stats
+            .lock()
+            .expect("stats lock")
+            .entry(rule.to_string())
+            .or_default());
+    }
+
+    /// A rule's counters.
+    pub fn stats(&self, rule: &str) -> RuleStats {
+        self.stats
+            .lock()
+            .expect("stats lock")
+            .get(rule)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether the event is a repeat of `key` inside the rule's dedup window (then counted).
+    pub fn is_duplicate(
+        &self,
+        rule: &Rule,
+        key: &str,
+        window: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        let dup = !self.store.dedup_claim(
+            &format!("{}|{key}", rule.name),
+            now,
+            now + window.as_millis() as u64,
+        )?;
+        if dup {
+            self.stat(&rule.name, |s| s.deduped += 1);
+        }
+        Ok(dup)
+    }
+
+    /// Whether the rule's limit lets one more card through for `per`; if not, when it will.
+    pub fn limit_allows(&self, rule: &Rule, limit: &Limit, per: &str) -> Result<(), u64> {
+        let limiter = {
+            let mut all = self.limiters.lock().expect("limiters lock");
+            let entry = all
+                .entry(rule.name.clone())
+                .or_insert_with(|| (limit.clone(), Arc::new(keyed(limit, &self.clock))));
+            if &entry.0 != limit {
+                // The rule changed (a reload): its limiter starts afresh.
+                *entry = (limit.clone(), Arc::new(keyed(limit, &self.clock)));
+            }
+            entry.1.clone()
+        };
+        limiter
+            .check_key(&per.to_string())
+            .map(drop)
+            .map_err(|not_until| {
+                self.now_ms() + not_until.wait_time_from(self.clock.now()).as_millis() as u64
+            })
+    }
+
+    /// Whether a connection is under Teams' caps; if not, when it will be.
+    pub fn cap_allows(&self, con: &ConnectionId) -> Result<(), u64> {
+        for cap in &self.caps {
+            if let Err(not_until) = cap.check_key(&con.to_string()) {
+                return Err(
+                    self.now_ms() + not_until.wait_time_from(self.clock.now()).as_millis() as u64
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds a card into its bucket (made if needed, due at `due_ms`).
+    pub fn fold(&self, mut bucket: Bucket, item: &Item) -> Result<(), StoreError> {
+        if let Some(existing) = self.store.fold_bucket(&bucket.id)? {
+            // The bucket is due when its first fold said: one summary for the whole burst.
+            bucket.first_ms = existing.first_ms;
+            bucket.due_ms = existing.due_ms;
+        }
+        self.store.put_fold(&bucket, item)?;
+        self.stat(&item.rule, |s| s.folded += 1);
+        Ok(())
+    }
+
+    /// Decides what happens to one rendered card for one connection: folded by the rule's
+    /// limit (`limited` is when it allows again) or the connection's cap, kept for a digest, or
+    /// sent.
+    pub fn decide(
+        &self,
+        rule: &Rule,
+        conn: &Connection,
+        limited: Option<(String, u64)>,
+        item: impl FnOnce() -> Item,
+    ) -> Result<Decision, StoreError> {
+        let now = self.now_ms();
+        if let Some((per, due)) = limited {
+            let bucket = Bucket {
+                id: format!("limit|{}|{per}|{}", rule.name, conn.id),
+                rule: rule.name.clone(),
+                per,
+                connection: conn.id.clone(),
+                kind: conn.kind,
+                due_ms: due,
+                first_ms: now,
+                reason: "limit".into(),
+            };
+            self.fold(bucket, &item())?;
+            return Ok(Decision::Folded);
+        }
+        if conn.digest.is_some() && rule.digest {
+            self.store.put_digest_item(&conn.id, &item())?;
+            return Ok(Decision::Digested);
+        }
+        if let Err(due) = self.cap_allows(&conn.id) {
+            let bucket = Bucket {
+                id: format!("cap|{}", conn.id),
+                rule: rule.name.clone(),
+                per: String::new(),
+                connection: conn.id.clone(),
+                kind: conn.kind,
+                due_ms: due,
+                first_ms: now,
+                reason: "cap".into(),
+            };
+            self.fold(bucket, &item())?;
+            return Ok(Decision::Folded);
+        }
+        Ok(Decision::Send)
+    }
+
+    /// Queues the summaries and digests that are due; returns the connections to wake.
+    pub fn tick(
+        &self,
+        renderer: &Renderer,
+        connections: &[Connection],
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        let now = self.now_ms();
+        let mut wake = Vec::new();
+        for bucket in self.store.fold_buckets()? {
+            if bucket.due_ms > now {
+                continue;
+            }
+            let Some(conn) = connections.iter().find(|c| c.id == bucket.connection) else {
+                self.store.take_folds(&bucket.id)?; // the connection is gone
+                continue;
+            };
+            let items = self.store.take_folds(&bucket.id)?;
+            if items.is_empty() {
+                continue;
+            }
+            let ctx = summary_context(&bucket, &items, now);
+            self.queue(renderer, "noise/summary", conn, &bucket.rule, &ctx)?;
+            wake.push(conn.id.clone());
+        }
+        for conn in connections {
+            let Some(schedule) = conn.digest.as_ref().and_then(|s| Schedule::parse(s).ok()) else {
+                // No digest (any more): what was waiting for one goes out now.
+                let items = self.store.take_digest_items(&conn.id)?;
+                if !items.is_empty() {
+                    self.queue(
+                        renderer,
+                        "digest/digest",
+                        conn,
+                        "digest",
+                        &digest_context(conn, &items, now),
+                    )?;
+                    wake.push(conn.id.clone());
+                }
+                continue;
+            };
+            let due = match self.store.digest_due(&conn.id)? {
+                Some(d) => d,
+                None => {
+                    let first = schedule.next_after(ts(now)).as_millisecond() as u64;
+                    self.store.set_digest_due(&conn.id, first)?;
+                    first
+                }
+            };
+            if due > now {
+                continue;
+            }
+            let items = self.store.take_digest_items(&conn.id)?;
+            if !items.is_empty() {
+                let ctx = digest_context(conn, &items, now);
+                self.queue(renderer, "digest/digest", conn, "digest", &ctx)?;
+                wake.push(conn.id.clone());
+            }
+            // A digest missed while down goes out now (above); the next is the next on the
+            // schedule after now, not a backlog of missed ones.
+            self.store.set_digest_due(
+                &conn.id,
+                schedule.next_after(ts(now)).as_millisecond() as u64,
+            )?;
+        }
+        Ok(wake)
+    }
+
+    fn queue(
+        &self,
+        renderer: &Renderer,
+        template: &str,
+        conn: &Connection,
+        rule: &str,
+        ctx: &Value,
+    ) -> Result<(), StoreError> {
+        let body = match renderer.render(template, conn.kind, ctx) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(connection = %conn.id, template, error = %e, "a summary or digest did not render");
+                return Ok(());
+            }
+        };
+        self.store.enqueue(&OutboxRecord {
+            id: DeliveryId::new(),
+            event: EventId::new(),
+            connection: conn.id.clone(),
+            rule: rule.to_string(),
+            kind: conn.kind,
+            body,
+            attempts: 0,
+            not_before_ms: 0,
+            created_ms: self.now_ms(),
+            last_error: None,
+            attempt_log: Vec::new(),
+        })?;
+        Ok(())
+    }
+}
+
+fn keyed<C: Clock + Clone>(limit: &Limit, clock: &C) -> Keyed<C> {
+    let quota = Quota::with_period(limit.period / limit.count.max(1))
+        .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))
+        .allow_burst(std::num::NonZeroU32::new(limit.burst.max(1)).expect("at least 1"));
+    RateLimiter::hashmap_with_clock(quota, clock.clone())
+}
+
+fn ts(ms: u64) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(ms as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+fn minutes(from_ms: u64, to_ms: u64) -> u64 {
+    (to_ms.saturating_sub(from_ms) / 60_000).max(1)
+}
+
+/// What the summary template sees.
+pub fn summary_context(bucket: &Bucket, items: &[Item], now: u64) -> Value {
+    let event = items.first().map(|i| i.event.clone()).unwrap_or_default();
+    let shown: Vec<&Item> = items.iter().take(SUMMARY_ITEMS).collect();
+    json!({
+        "reason": bucket.reason,
+        "rule": bucket.rule,
+        "per": bucket.per,
+        "event": event,
+        "count": items.len(),
+        "items": shown,
+        "more": items.len().saturating_sub(shown.len()),
+        "minutes": minutes(bucket.first_ms, now),
+    })
+}
+
+/// What the digest template sees: items grouped by rule and repository.
+pub fn digest_context(conn: &Connection, items: &[Item], now: u64) -> Value {
+    let mut groups: Vec<(String, String, Vec<&Item>)> = Vec::new();
+    for item in items {
+        match groups
+            .iter_mut()
+            .find(|(r, repo, _)| *r == item.rule && *repo == item.repository)
+        {
+            Some(g) => g.2.push(item),
+            None => groups.push((item.rule.clone(), item.repository.clone(), vec![item])),
+        }
+    }
+    let since = items.iter().map(|i| i.at_ms).min().unwrap_or(now);
+    json!({
+        "connection": conn.name,
+        "count": items.len(),
+        "minutes": minutes(since, now),
+        "groups": groups.iter().map(|(rule, repo, list)| json!({
+            "rule": rule,
+            "repository": repo,
+            "count": list.len(),
+            "items": list.iter().take(SUMMARY_ITEMS).collect::<Vec<_>>(),
+            "more": list.len().saturating_sub(SUMMARY_ITEMS),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A card's title and first link, from its MessageCard rendering; the repository from the
+/// payload (GitHub's `repository.full_name`, GitLab's `project.path_with_namespace`).
+pub fn item_of(
+    rule: &Rule,
+    event: &crate::event::Event,
+    teams_card: Option<&str>,
+    at_ms: u64,
+) -> Item {
+    let card: Value = teams_card
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    let title = card["title"]
+        .as_str()
+        .or(card["summary"].as_str())
+        .unwrap_or(&event.event_type)
+        .to_string();
+    let url = card
+        .pointer("/potentialAction/0/targets/0/uri")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let p = event.payload();
+    let repository = p
+        .pointer("/repository/full_name")
+        .or_else(|| p.pointer("/project/path_with_namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Item {
+        rule: rule.name.clone(),
+        event: event.event_type.clone(),
+        repository,
+        title,
+        url,
+        at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests;
