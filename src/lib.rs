@@ -9,6 +9,7 @@
 //!   ingest   read the body (limit), verify (HMAC / token), parse once -> Event
 //!   rules    which rules take the event (RuleSet::matches)
 //!   render   each matching rule's template -> card JSON per connection kind (Renderer::render)
+//!   noise    dedup, limits that fold into summaries, Teams' caps, digests (Noise::decide)
 //!   store    outbox records + the delivery-id claim, group-committed to sled -> 202
 //!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
 //!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered

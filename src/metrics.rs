@@ -130,6 +130,16 @@ impl Default for Metrics {
                 "Reloads of rules and templates, by result",
                 m.reloads.clone(),
             );
+            r.register(
+                "deduped",
+                "Repeats dropped by a rule's dedup",
+                m.deduped.clone(),
+            );
+            r.register(
+                "folded",
+                "Cards folded into summaries, by rule",
+                m.folded.clone(),
+            );
             r.register("queue_depth", "Cards by state", m.depth.clone());
             r.register(
                 "delivery_latency_seconds",

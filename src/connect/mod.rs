@@ -329,6 +329,11 @@ pub async fn change_connection(
             format!("channel {bad:?} is empty"),
         ));
     }
+    if let Some(d) = patch.digest.as_ref().filter(|d| !d.is_null()) {
+        crate::noise::schedule::Schedule::parse(d)
+            .map_err(|e| ApiError::bad_request("invalid_digest", e))?;
+    }
+    let digest_changed = patch.digest.is_some();
     let changed = app
         .connections
         .update(id, |c| {
@@ -344,6 +349,12 @@ pub async fn change_connection(
         })
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::not_found(format!("no connection {id}")))?;
+    if digest_changed {
+        // The new schedule starts from now.
+        app.store
+            .clear_digest_due(id)
+            .map_err(|e| ApiError::internal(&e))?;
+    }
     app.store
         .commit()
         .await

@@ -657,3 +657,55 @@ async fn deliveries_commands_list_show_and_retry() {
     assert_eq!(code, Some(1));
     assert!(err.contains("--all"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_digest_sets_and_clears_a_schedule() {
+    let g = crate::utils::Gateway::start().await;
+    let rx = crate::utils::Receiver::start().await;
+    let id = g.connect(&rx.url("t"), "teams", &[]).await;
+    let run = |args: &[&str]| {
+        let out = cardwire()
+            .args([
+                "connections",
+                "--server",
+                &g.url(""),
+                "--token",
+                crate::utils::ADMIN_TOKEN,
+                "digest",
+                &id,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        run(&[
+            "--at",
+            "09:00",
+            "--days",
+            "mon,fri",
+            "--tz",
+            "Europe/Berlin",
+        ])
+    });
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("Europe/Berlin"), "{out}");
+    let c = g.admin_get(&format!("/api/connections/{id}")).await;
+    assert_eq!(
+        c["digest"],
+        serde_json::json!({"at": "09:00", "tz": "Europe/Berlin", "days": ["mon", "fri"]})
+    );
+    let (code, _, err) = tokio::task::block_in_place(|| run(&["--every", "5s"]));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("once a minute"), "{err}");
+    let (code, out, _) = tokio::task::block_in_place(|| run(&["--off"]));
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), format!("{id}: digest off").as_str())
+    );
+}

@@ -9,6 +9,7 @@ mod connections;
 mod crash;
 mod delivery;
 mod hooks;
+mod noise;
 mod reload;
 mod shipped;
 mod utils;

@@ -1,0 +1,127 @@
+//! Noise control through the running gateway: dedup and folding with their stats, and the
+//! digest choice. (Summaries and digests over time: `noise::tests`, on a fake clock.)
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::utils::*;
+
+const RULES: &str = "\
+- name: deduped
+  source: github
+  event: push
+  dedup: {key: '{{payload.after}}', window: 10m}
+  template: github/push
+  channel: dedup
+- name: limited
+  source: github
+  event: push
+  limit: {rate: 2/1m, per: '{{payload.repository.full_name}}'}
+  template: github/push
+  channel: limit
+";
+
+#[tokio::test]
+async fn repeats_are_dropped_and_bursts_folded_and_both_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/noise.yaml"), RULES).unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.rules_dir = Some(dir.path().join("rules"));
+    let g = Gateway::start_with(config).await;
+    let dedup = Receiver::start().await;
+    let limit = Receiver::start().await;
+    g.connect(&dedup.url("d"), "teams", &["dedup"]).await;
+    g.connect(&limit.url("l"), "teams", &["limit"]).await;
+    for n in 0..5 {
+        let res = g
+            .github(
+                "push",
+                &fixture("github/push.event.4.json"),
+                Some(&format!("n{n}")),
+            )
+            .await;
+        assert_eq!(res.status(), 202);
+    }
+    dedup.wait_for(1).await;
+    limit.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        dedup.received().len(),
+        1,
+        "the same push four more times: dropped"
+    );
+    assert_eq!(limit.received().len(), 2, "2 a minute: the rest folded");
+    let rules = g.admin_get("/api/rules").await;
+    let stats = |name: &str| {
+        rules["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()["stats"]
+            .clone()
+    };
+    assert_eq!(stats("deduped"), json!({"deduped": 4, "folded": 0}));
+    assert_eq!(stats("limited"), json!({"deduped": 0, "folded": 3}));
+    let metrics = g
+        .client
+        .get(g.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"cardwire_deduped_total{rule="deduped"} 4"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"cardwire_folded_total{rule="limited"} 3"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_digest_is_chosen_and_checked_and_holds_cards_back() {
+    let g = Gateway::start().await;
+    let rx = Receiver::start().await;
+    let id = g.connect(&rx.url("t"), "teams", &[]).await;
+    let patch = |body: Value| {
+        g.client
+            .patch(g.url(&format!("/api/connections/{id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let res = patch(json!({"digest": {"at": "09:00", "tz": "Mars/Olympus"}}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_digest");
+    assert!(v["detail"].as_str().unwrap().contains("Mars/Olympus"));
+    let res =
+        patch(json!({"digest": {"at": "09:00", "days": ["mon", "fri"], "tz": "Europe/Berlin"}}))
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["digest"]["tz"],
+        "Europe/Berlin"
+    );
+    g.github("push", &fixture("github/push.event.4.json"), Some("dg1"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(rx.received().is_empty(), "the card waits for the digest");
+    // Turning the digest off sends what was waiting, as one digest.
+    patch(json!({"digest": null})).await.unwrap();
+    let got = rx.wait_for(1).await;
+    assert!(
+        got[0].body.to_string().contains("Digest: 1 event"),
+        "{}",
+        got[0].body
+    );
+}
