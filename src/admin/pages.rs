@@ -296,6 +296,7 @@ async fn act(
                 paused: Some(action == "pause"),
                 channels: None,
                 digest: None,
+                limit: None,
             };
             crate::connect::change_connection(&app, &id, patch)
                 .await

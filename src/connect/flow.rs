@@ -399,6 +399,7 @@ async fn receive_callback(
         },
         digest: record.digest,
         broken: None,
+        limit: None,
     };
     if let Err(e) = app.connections.put(conn.clone()) {
         return crate::error::ApiError::internal(&e).into_response();
@@ -491,6 +492,7 @@ async fn paste_url(State(app): State<AppState>, Form(form): Form<PasteForm>) -> 
         },
         digest: None,
         broken: None,
+        limit: None,
     };
     if let Err(e) = app.connections.put(conn.clone()) {
         return crate::error::ApiError::internal(&e).into_response();

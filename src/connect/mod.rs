@@ -217,6 +217,8 @@ pub struct ConnectionOut {
     pub group_name: Option<String>,
     /// The digest schedule, if any.
     pub digest: Option<serde_json::Value>,
+    /// Its own limit, if any.
+    pub limit: Option<String>,
     /// Cards not queued while it was paused (since the gateway started).
     pub skipped: u64,
     /// When a card was last delivered to it (Unix milliseconds).
@@ -241,6 +243,7 @@ impl ConnectionOut {
             app_type: c.origin.app_type.clone(),
             group_name: c.origin.group_name.clone(),
             digest: c.digest.clone(),
+            limit: c.limit.clone(),
             skipped: stats.skipped,
             last_delivery_ms: stats.last_delivery_ms,
             broken: c.broken.clone(),
@@ -262,6 +265,9 @@ pub struct ConnectionPatch {
     /// `null` for none (cards as they happen).
     #[serde(default, deserialize_with = "present")]
     pub digest: Option<serde_json::Value>,
+    /// A limit for everything it receives (`count/period`, e.g. `20/1h`), or `null` for none.
+    #[serde(default, deserialize_with = "present")]
+    pub limit: Option<serde_json::Value>,
 }
 
 /// A field that is present, even as `null` (which plain `Option` would read as absent).
@@ -334,6 +340,20 @@ pub async fn change_connection(
             .map_err(|e| ApiError::bad_request("invalid_digest", e))?;
     }
     let digest_changed = patch.digest.is_some();
+    let limit = match &patch.limit {
+        None => None,
+        Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::String(r)) => {
+            crate::rules::parse_rate(r).map_err(|e| ApiError::bad_request("invalid_limit", e))?;
+            Some(Some(r.clone()))
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit is a rate such as \"20/1h\", or null; not {other}"),
+            ))
+        }
+    };
     let changed = app
         .connections
         .update(id, |c| {
@@ -345,6 +365,9 @@ pub async fn change_connection(
             }
             if let Some(d) = patch.digest {
                 c.digest = (!d.is_null()).then_some(d);
+            }
+            if let Some(l) = limit {
+                c.limit = l;
             }
         })
         .map_err(|e| ApiError::internal(&e))?
@@ -413,6 +436,7 @@ async fn create_connection(
         },
         digest: None,
         broken: None,
+        limit: None,
     };
     app.connections
         .put(conn.clone())

@@ -112,6 +112,8 @@ pub struct Noise<C: Clock = DefaultClock> {
     origin_ms: u64,
     limiters: RuleLimiters<C>,
     caps: Vec<Keyed<C>>,
+    /// Per connection with a `limit`: the rate its limiter was made for, and the limiter.
+    connection_limits: RuleLimiters<C>,
     stats: Mutex<HashMap<String, RuleStats>>,
 }
 
@@ -146,6 +148,7 @@ impl<C: Clock + Clone> Noise<C> {
             clock,
             limiters: Mutex::new(HashMap::new()),
             caps,
+            connection_limits: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
         }
     }
@@ -215,6 +218,38 @@ impl<C: Clock + Clone> Noise<C> {
             })
     }
 
+    /// Whether a connection's own `limit` lets one more card through; if not, when it will.
+    pub fn connection_allows(&self, conn: &Connection) -> Result<(), u64> {
+        let Some(rate) = &conn.limit else {
+            return Ok(());
+        };
+        let Ok((count, period)) = crate::rules::parse_rate(rate) else {
+            return Ok(());
+        };
+        let limit = Limit {
+            count,
+            period,
+            burst: count,
+            per: None,
+        };
+        let limiter = {
+            let mut all = self.connection_limits.lock().expect("limiters lock");
+            let entry = all
+                .entry(conn.id.to_string())
+                .or_insert_with(|| (limit.clone(), Arc::new(keyed(&limit, &self.clock))));
+            if entry.0 != limit {
+                *entry = (limit.clone(), Arc::new(keyed(&limit, &self.clock)));
+            }
+            entry.1.clone()
+        };
+        limiter
+            .check_key(&String::new())
+            .map(drop)
+            .map_err(|not_until| {
+                self.now_ms() + not_until.wait_time_from(self.clock.now()).as_millis() as u64
+            })
+    }
+
     /// Whether a connection is under Teams' caps; if not, when it will be.
     pub fn cap_allows(&self, con: &ConnectionId) -> Result<(), u64> {
         for cap in &self.caps {
@@ -267,6 +302,20 @@ impl<C: Clock + Clone> Noise<C> {
         if conn.digest.is_some() && rule.digest {
             self.store.put_digest_item(&conn.id, &item())?;
             return Ok(Decision::Digested);
+        }
+        if let Err(due) = self.connection_allows(conn) {
+            let bucket = Bucket {
+                id: format!("connection|{}", conn.id),
+                rule: rule.name.clone(),
+                per: String::new(),
+                connection: conn.id.clone(),
+                kind: conn.kind,
+                due_ms: due,
+                first_ms: now,
+                reason: "connection".into(),
+            };
+            self.fold(bucket, &item())?;
+            return Ok(Decision::Folded);
         }
         if let Err(due) = self.cap_allows(&conn.id) {
             let bucket = Bucket {

@@ -35,6 +35,7 @@ fn conn(digest: Option<Value>) -> Connection {
         origin: Default::default(),
         digest,
         broken: None,
+        limit: None,
     }
 }
 
@@ -92,7 +93,7 @@ async fn fifty_events_against_five_a_minute_give_five_cards_then_one_summary_of_
     // A restart in the middle loses nothing: the folds are in sled.
     drop(noise);
     let noise = Noise::with_clock(store.clone(), clock.clone());
-    clock.advance(Duration::from_secs(12));
+    clock.advance(Duration::from_secs(13)); // the first token returns 12 s after the burst began
     let woken = noise.tick(renderer(), std::slice::from_ref(&c)).unwrap();
     assert_eq!(woken, vec![c.id.clone()]);
     let (_, summary) = store.next_for(&c.id).unwrap().unwrap();
@@ -152,6 +153,35 @@ async fn teams_hourly_cap_folds_instead_of_being_throttled() {
     assert_eq!(woken.len(), 1);
     let (_, summary) = store.next_for(&c.id).unwrap().unwrap();
     assert!(summary.body.contains("30 more"), "{}", summary.body);
+}
+
+#[tokio::test]
+async fn a_connection_limit_folds_what_exceeds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), None).unwrap();
+    let clock = FakeRelativeClock::default();
+    let noise = Noise::with_clock(store.clone(), clock.clone());
+    let r = rule("- name: r\n  source: github\n  event: push\n  template: t\n");
+    let mut c = conn(None);
+    c.limit = Some("3/1h".into());
+    let sent = (0..5)
+        .filter(|n| offer(&noise, &r, &c, *n) == Decision::Send)
+        .count();
+    assert_eq!(sent, 3);
+    clock.advance(Duration::from_secs(1201));
+    assert_eq!(
+        noise
+            .tick(renderer(), std::slice::from_ref(&c))
+            .unwrap()
+            .len(),
+        1
+    );
+    let (_, summary) = store.next_for(&c.id).unwrap().unwrap();
+    assert!(
+        summary.body.contains("2 more") && summary.body.contains("this connection's limit"),
+        "{}",
+        summary.body
+    );
 }
 
 #[tokio::test]

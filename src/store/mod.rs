@@ -77,6 +77,10 @@ pub struct Connection {
     /// Why the webhook URL is broken (it answered 404 or 410); nothing is sent until a retry.
     #[serde(default)]
     pub broken: Option<String>,
+    /// A limit for everything this connection receives (`count/period`, e.g. `20/1h`); what
+    /// exceeds it folds into summaries like a rule's limit.
+    #[serde(default)]
+    pub limit: Option<String>,
 }
 
 /// How a connection was made.
@@ -911,6 +915,7 @@ mod tests {
             origin: ConnectionOrigin::default(),
             digest: None,
             broken: None,
+            limit: None,
         };
         store.put_connection(&c).unwrap();
         store.enqueue(&record(&c.id, 0)).unwrap();

@@ -125,3 +125,35 @@ async fn a_digest_is_chosen_and_checked_and_holds_cards_back() {
         got[0].body
     );
 }
+
+#[tokio::test]
+async fn a_connection_limit_is_set_checked_and_folds() {
+    let g = Gateway::start().await;
+    let rx = Receiver::start().await;
+    let id = g.connect(&rx.url("t"), "teams", &[]).await;
+    let patch = |body: Value| {
+        g.client
+            .patch(g.url(&format!("/api/connections/{id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let res = patch(json!({"limit": "lots"})).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_limit");
+    let res = patch(json!({"limit": "1/1h"})).await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["limit"], "1/1h");
+    for n in 0..3 {
+        g.github(
+            "push",
+            &fixture("github/push.event.4.json"),
+            Some(&format!("cl{n}")),
+        )
+        .await;
+    }
+    rx.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 1, "one an hour: the rest folded");
+    let res = patch(json!({"limit": null})).await.unwrap();
+    assert!(res.json::<Value>().await.unwrap()["limit"].is_null());
+}
