@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::connect::emulator::router())
         .merge(crate::admin::pages::router())
         .merge(crate::metrics::router())
+        .merge(crate::playground::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

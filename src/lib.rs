@@ -29,6 +29,7 @@
 //! - [`connect`]: connections (webhook URLs) and their admin API.
 //! - [`admin`]: the admin token check shared by everything under /api, and the /connections pages.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
+//! - [`playground`]: the API behind the playground: render, preview, recent events.
 //! - [`app`]: shared state, the router, background tasks and graceful shutdown.
 //! - [`cli`]: `serve`, `check` and `render`.
 
@@ -45,6 +46,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod noise;
 pub mod pipeline;
+pub mod playground;
 pub mod reload;
 pub mod render;
 pub mod rules;

@@ -168,6 +168,15 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: u64) -> Result<Byt
 /// id when the upstream delivery was seen before).
 pub async fn accept(app: &App, event: Event) -> Result<EventId, ApiError> {
     let staged = stage(app, &event).map_err(|e| ApiError::internal(&e))?;
+    // The playground's ring of recent events (`Event::new` already dropped credentials).
+    let recent = serde_json::json!({
+        "id": staged.id, "source": event.source, "event": event.event_type,
+        "headers": event.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "payload": event.payload(), "received_ms": now_ms(),
+    });
+    if let Err(e) = app.store.put_recent(&recent, crate::playground::RECENT) {
+        tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot keep the event for the playground");
+    }
     if let Err(e) = app.store.commit().await {
         if let Some(key) = &event.delivery_key {
             let _ = app.store.release_delivery(key);

@@ -96,6 +96,7 @@ pub enum RenderError {
 pub struct Renderer {
     hb: Handlebars<'static>,
     names: HashSet<(String, CardKind)>,
+    sources: std::collections::HashMap<(String, CardKind), String>,
     people: std::sync::Arc<people::People>,
 }
 
@@ -121,12 +122,9 @@ impl Renderer {
         people: people::People,
     ) -> Result<Self, Problems> {
         let people = std::sync::Arc::new(people);
-        let mut hb = Handlebars::new();
-        hb.set_strict_mode(true);
-        hb.register_escape_fn(helpers::json_escape);
-        helpers::register(&mut hb);
-        hb.register_helper("mention", Box::new(helpers::Mention(people.clone())));
+        let mut hb = engine(&people);
         let mut names = HashSet::new();
+        let mut sources = std::collections::HashMap::new();
         let mut problems = Vec::new();
         for (path, text) in files {
             let shown = PathBuf::from(origin).join(path);
@@ -149,13 +147,26 @@ impl Renderer {
                 ));
                 continue;
             }
+            sources.insert((name.clone(), kind), text.clone());
             names.insert((name, kind));
         }
         if problems.is_empty() {
-            Ok(Self { hb, names, people })
+            Ok(Self {
+                hb,
+                names,
+                sources,
+                people,
+            })
         } else {
             Err(Problems(problems))
         }
+    }
+
+    /// A template's text, as loaded.
+    pub fn source(&self, name: &str, kind: CardKind) -> Option<&str> {
+        self.sources
+            .get(&(name.to_string(), kind))
+            .map(String::as_str)
     }
 
     /// Whether a template exists.
@@ -197,7 +208,37 @@ impl Renderer {
                 pos: e.line_no.zip(e.column_no),
                 message: e.reason().to_string(),
             })?;
-        let mut value: Value = serde_json::from_str(&text).map_err(|source| RenderError::Json {
+        self.finish(kind, &file, &text)
+    }
+
+    /// Renders template *text* (an edited template, in the playground) as a card of `kind`,
+    /// through the same checks as a loaded template; `name` names it in errors.
+    pub fn render_source(
+        &self,
+        name: &str,
+        source: &str,
+        kind: CardKind,
+        ctx: &Value,
+    ) -> Result<String, RenderError> {
+        let mut hb = engine(&self.people);
+        hb.register_template_string(name, source)
+            .map_err(|e| RenderError::Template {
+                template: name.to_string(),
+                pos: e.pos(),
+                message: format!("template syntax: {}", e.reason()),
+            })?;
+        let text = hb.render(name, ctx).map_err(|e| RenderError::Template {
+            template: name.to_string(),
+            pos: e.line_no.zip(e.column_no),
+            message: e.reason().to_string(),
+        })?;
+        self.finish(kind, name, &text)
+    }
+
+    /// Parses, cleans, fits and validates rendered text into the body to send.
+    fn finish(&self, kind: CardKind, file: &str, text: &str) -> Result<String, RenderError> {
+        let file = file.to_string();
+        let mut value: Value = serde_json::from_str(text).map_err(|source| RenderError::Json {
             template: file.clone(),
             source,
         })?;
@@ -260,6 +301,16 @@ pub fn neutralize_html(v: &mut Value) {
         Value::Object(o) => o.values_mut().for_each(neutralize_html),
         _ => {}
     }
+}
+
+/// A Handlebars engine configured as every template needs: strict, JSON-escaped, the helpers.
+fn engine(people: &std::sync::Arc<people::People>) -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(helpers::json_escape);
+    helpers::register(&mut hb);
+    hb.register_helper("mention", Box::new(helpers::Mention(people.clone())));
+    hb
 }
 
 fn key(name: &str, kind: CardKind) -> String {

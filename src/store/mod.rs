@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{ConnectionId, DeliveryId, EventId};
@@ -184,6 +185,7 @@ pub struct Store {
     fold_items: sled::Tree,
     digest_items: sled::Tree,
     digest_state: sled::Tree,
+    recent: sled::Tree,
     counts: Mutex<Counts>,
     sync: bool,
     commits: mpsc::UnboundedSender<CommitRequest>,
@@ -247,6 +249,7 @@ impl Store {
             fold_items: db.open_tree("fold_items")?,
             digest_items: db.open_tree("digest_items")?,
             digest_state: db.open_tree("digest_state")?,
+            recent: db.open_tree("recent_events")?,
             last_delivery: db.open_tree("last_delivery")?,
             db: db.clone(),
             commits: tx,
@@ -452,6 +455,33 @@ impl Store {
     pub fn set_digest_due(&self, con: &ConnectionId, ms: u64) -> Result<(), StoreError> {
         self.digest_state.insert(con.as_str(), &ms.to_be_bytes())?;
         Ok(())
+    }
+
+    // --- the playground's recent events ---
+
+    /// Keeps an event in the ring of the last `keep` received.
+    pub fn put_recent(&self, event: &Value, keep: usize) -> Result<(), StoreError> {
+        let seq = self.db.generate_id()?;
+        self.recent
+            .insert(seq.to_be_bytes(), serde_json::to_vec(event)?)?;
+        while self.recent.len() > keep {
+            if self.recent.pop_min()?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The events in the ring, newest first.
+    pub fn recent(&self) -> Result<Vec<Value>, StoreError> {
+        self.recent
+            .iter()
+            .rev()
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode(&v)
+            })
+            .collect()
     }
 
     // --- Connect to Office 365 states ---

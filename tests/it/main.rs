@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod hooks;
 mod noise;
+mod playground;
 mod reload;
 mod shipped;
 mod utils;
