@@ -1,7 +1,9 @@
 //! The admin API's gate and body reader, shared by everything under `/api`.
 //!
 //! [`Admin`] is an extractor: a handler that takes it runs only for a request with
-//! `Authorization: Bearer <admin_token>` (compared in constant time). With no token configured
+//! `Authorization: Bearer <admin_token>` (compared in constant time), or from a page signed in on
+//! /connections: its session cookie, plus the session's CSRF token in `X-CSRF-Token` for anything
+//! but GET (the playground's page calls the API this way). With no token configured
 //! the admin API is off and answers 404 `admin_disabled`. [`JsonBody`] reads a JSON body and
 //! turns every rejection into the common `{"error", "detail"}` answer.
 
@@ -32,6 +34,25 @@ impl FromRequestParts<AppState> for Admin {
                 "the admin API is off: set admin_token in the config to turn it on",
             ));
         };
+        if parts.headers.get(AUTHORIZATION).is_none() {
+            if let Some(csrf) = state.sessions.csrf(&parts.headers) {
+                let given = parts
+                    .headers
+                    .get("x-csrf-token")
+                    .map(|v| v.as_bytes())
+                    .unwrap_or_default();
+                if parts.method == axum::http::Method::GET
+                    || bool::from(given.ct_eq(csrf.as_bytes()))
+                {
+                    return Ok(Admin);
+                }
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "send the session's CSRF token in X-CSRF-Token (reload the page)",
+                ));
+            }
+        }
         let given = parts
             .headers
             .get(AUTHORIZATION)

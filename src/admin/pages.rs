@@ -57,6 +57,11 @@ impl Sessions {
             .cloned()
     }
 
+    /// The CSRF token of the session the request's cookie names, if it is signed in.
+    pub fn csrf(&self, headers: &HeaderMap) -> Option<String> {
+        self.get(headers).map(|s| s.csrf)
+    }
+
     fn end(&self, headers: &HeaderMap) {
         if let Some(id) = pages::cookie(headers, COOKIE) {
             self.0
@@ -77,7 +82,9 @@ pub fn router() -> Router<AppState> {
         .route("/connections/{id}/{action}", post(act))
 }
 
-fn login_page(app: &App, error: Option<&str>) -> Response {
+/// The sign-in page; after signing in the browser goes to `next` (`/connections` or
+/// `/playground`).
+pub fn login_page(app: &App, error: Option<&str>, next: &str) -> Response {
     if app.config.admin_token.is_none() {
         return page(
             StatusCode::NOT_FOUND,
@@ -94,6 +101,7 @@ fn login_page(app: &App, error: Option<&str>) -> Response {
         "Sign in",
         &format!(
             "<h1>Connections</h1>{error}<form method=\"post\" action=\"/connections/login\">\
+             <input type=\"hidden\" name=\"next\" value=\"{next}\">\
              <label>Admin token <input type=\"password\" name=\"token\" id=\"token\" required autofocus></label>\
              <button type=\"submit\" id=\"login\">Sign in</button></form>"
         ),
@@ -103,14 +111,28 @@ fn login_page(app: &App, error: Option<&str>) -> Response {
 #[derive(Deserialize)]
 struct LoginForm {
     token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Where a sign-in may lead: only our own pages, never an open redirect.
+fn next_page(next: Option<&str>) -> &'static str {
+    match next {
+        Some("/playground") => "/playground",
+        _ => "/connections",
+    }
 }
 
 async fn login(State(app): State<AppState>, Form(f): Form<LoginForm>) -> Response {
     let Some(admin) = app.config.admin_token.as_deref() else {
-        return login_page(&app, None);
+        return login_page(&app, None, "/connections");
     };
     if !bool::from(f.token.trim().as_bytes().ct_eq(admin.as_bytes())) {
-        return login_page(&app, Some("The admin token is wrong."));
+        return login_page(
+            &app,
+            Some("The admin token is wrong."),
+            next_page(f.next.as_deref()),
+        );
     }
     let (id, _) = app.sessions.start();
     let secure = if app.config.public_url().starts_with("https://") {
@@ -118,7 +140,7 @@ async fn login(State(app): State<AppState>, Form(f): Form<LoginForm>) -> Respons
     } else {
         ""
     };
-    let mut res = Redirect::to("/connections").into_response();
+    let mut res = Redirect::to(next_page(f.next.as_deref())).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&format!(
@@ -163,7 +185,7 @@ fn origin(c: &crate::store::Connection) -> String {
 
 async fn list_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let Some(session) = app.sessions.get(&headers) else {
-        return login_page(&app, None);
+        return login_page(&app, None, "/connections");
     };
     let rows: String = app
         .connections
@@ -226,7 +248,7 @@ async fn detail_page(
     Path(id): Path<String>,
 ) -> Response {
     let Some(session) = app.sessions.get(&headers) else {
-        return login_page(&app, None);
+        return login_page(&app, None, "/connections");
     };
     let Some(c) = ConnectionId::parse(&id).and_then(|id| app.connections.get(&id)) else {
         return page(
@@ -274,7 +296,7 @@ async fn act(
     Form(f): Form<ActForm>,
 ) -> Response {
     let Some(session) = app.sessions.get(&headers) else {
-        return login_page(&app, None);
+        return login_page(&app, None, "/connections");
     };
     if !bool::from(f.csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
         return page(

@@ -269,3 +269,152 @@ async fn connect_deny_and_pause_in_a_real_browser() {
 
     c.close().await.unwrap();
 }
+
+/// Waits until the element's text satisfies `ok`; returns that text.
+async fn wait_text(c: &Client, id: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let t = c.find(Locator::Id(id)).await.unwrap().text().await.unwrap();
+        if ok(&t) {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "#{id} never got there; it shows: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sets a textarea's value as typing would, firing its input event.
+async fn edit(c: &Client, id: &str, script: &str) {
+    c.execute(
+        &format!(
+            "const t = document.getElementById('{id}'); t.value = ({script})(t.value); \
+             t.dispatchEvent(new Event('input'));"
+        ),
+        vec![],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playground_previews_edits_and_sends_a_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.connect.emulator = Some(true);
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    g.connect(&g.url("/emulator/inbox/playground"), "teams", &["github"])
+        .await;
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+
+    // Signing in leads back to the playground.
+    c.goto(&g.url("/playground")).await.unwrap();
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("template")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/playground");
+
+    // Pick the push fixture: the rule matches and the preview shows the repository.
+    c.wait()
+        .for_element(Locator::XPath(
+            "//select[@id='event']//option[text()='github/push.event.4.json']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "rules", |t| t.contains("✔ github-push")).await;
+    wait_text(&c, "preview", |t| t.contains("Codertocat/Hello-World")).await;
+    let original: String = c
+        .execute("return document.getElementById('template').value", vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(original.contains("MessageCard"), "{original}");
+    if let Ok(png) = c
+        .find(Locator::Id("preview"))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+    {
+        let dir = root().join("target/browser-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("playground-preview.png"), png).unwrap();
+    }
+
+    // Break the template on its second line (a field the payload lacks): the error names that line.
+    edit(
+        &c,
+        "template",
+        "v => { const l = v.split('\\n'); l.splice(1, 0, '{{payload.no_such_field}}'); return l.join('\\n'); }",
+    )
+    .await;
+    let errors = wait_text(&c, "errors", |t| !t.is_empty()).await;
+    assert!(errors.contains("line 2"), "{errors}");
+    screenshot(&c, "playground-error").await;
+
+    // Fix it: the error goes and the preview is back.
+    let fixed = serde_json::to_string(&original).unwrap();
+    edit(&c, "template", &format!("() => {fixed}")).await;
+    wait_text(&c, "errors", str::is_empty).await;
+    wait_text(&c, "preview", |t| t.contains("Codertocat/Hello-World")).await;
+
+    // Send it to the emulator's group: the outcome shows and the card arrives.
+    c.find(Locator::Id("send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "outcome", |t| t.starts_with("Delivered")).await;
+    assert_eq!(inbox_cards(&g, "playground").await, 1);
+    c.goto(&g.url("/emulator/inbox/playground")).await.unwrap();
+    assert!(text(&c).await.contains("Codertocat/Hello-World"));
+
+    // The Adaptive Card of the same rule, laid out by Microsoft's renderer.
+    c.goto(&g.url("/playground")).await.unwrap();
+    c.wait()
+        .for_element(Locator::XPath(
+            "//select[@id='event']//option[text()='github/push.event.4.json']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "preview", |t| t.contains("Codertocat/Hello-World")).await;
+    c.find(Locator::XPath(
+        "//select[@id='kind']/option[@value='workflow']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#preview .ac-adaptiveCard"))
+        .await
+        .unwrap();
+    wait_text(&c, "preview", |t| t.contains("Hello-World")).await;
+    screenshot(&c, "playground-adaptive").await;
+
+    c.close().await.unwrap();
+}

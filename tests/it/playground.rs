@@ -205,3 +205,157 @@ async fn recent_events_keep_the_last_fifty_without_credentials() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["cards"].as_array().unwrap().len(), 2, "{v}");
 }
+
+#[tokio::test]
+async fn send_queues_a_valid_card_through_the_outbox() {
+    let g = Gateway::start().await;
+    let r = Receiver::start().await;
+    let con = g.connect(&r.url("/hook"), "teams", &["github"]).await;
+    let card = json!({"@type": "MessageCard", "@context": "https://schema.org/extensions",
+        "summary": "from the playground", "text": "hello"});
+    let (status, v) = post(&g, "/api/send", json!({"connection": con, "body": card})).await;
+    assert_eq!(status, 202, "{v}");
+    let id = v["delivery"].as_str().unwrap().to_string();
+    let got = r.wait_for(1).await;
+    assert_eq!(got[0].body, card);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let d = g.admin_get(&format!("/api/deliveries/{id}")).await;
+        if d["state"] == "delivered" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{d}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // A card that is not valid for the connection's kind, or no such connection: nothing queued.
+    let (status, v) = post(
+        &g,
+        "/api/send",
+        json!({"connection": con, "body": {"type": "message", "attachments": []}}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("invalid_card")),
+        "{v}"
+    );
+    let (status, v) = post(
+        &g,
+        "/api/send",
+        json!({"connection": "con_nope", "body": card}),
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(r.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_signed_in_page_uses_the_api_with_its_csrf_token() {
+    let g = Gateway::start().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client
+        .post(g.url("/connections/login"))
+        .form(&[("token", ADMIN_TOKEN), ("next", "/playground")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"], "/playground");
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // Only our own pages: no open redirect.
+    let res = client
+        .post(g.url("/connections/login"))
+        .form(&[("token", ADMIN_TOKEN), ("next", "https://evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"], "/connections");
+
+    let html = client
+        .get(g.url("/playground"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = html
+        .split("name=\"csrf\" content=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    assert!(html.contains("/assets/adaptivecards.min.js"));
+
+    let res = client
+        .get(g.url("/api/samples"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let samples: Value = res.json().await.unwrap();
+    let push = samples["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "github/push.event.4.json")
+        .unwrap();
+    assert_eq!(push["headers"]["X-GitHub-Event"], "push");
+
+    let body =
+        json!({"source": push["source"], "headers": push["headers"], "payload": push["payload"]});
+    let res = client
+        .post(g.url("/api/render"))
+        .header("cookie", &cookie)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        403,
+        "a POST without the CSRF token is refused"
+    );
+    let res = client
+        .post(g.url("/api/render"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // Without a session the page asks to sign in and the assets are served from the binary.
+    let html = client
+        .get(g.url("/playground"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("name=\"next\" value=\"/playground\""),
+        "{html}"
+    );
+    let js = client
+        .get(g.url("/assets/adaptivecards.min.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(js.text().await.unwrap().contains("AdaptiveCards"));
+}

@@ -1,0 +1,358 @@
+//! The playground: `/playground` (signed in on /connections) shows what a payload does, card by
+//! card, before it goes live: pick a shipped fixture, a recent event or pasted JSON; see the rules
+//! that match and why others do not; edit a template or a card and watch the preview, the
+//! validation errors and the size as you type; send the card to a connection through the outbox.
+//! MessageCards are laid out by [`crate::connect::emulator::render_card`] (Markdown through
+//! pulldown-cmark, HTML neutralized); Adaptive Cards by Microsoft's `adaptivecards` renderer,
+//! vendored under `assets/` with its MIT licence.
+//!
+//! The JSON API underneath (admin token, or the page's session and CSRF token):
+//!
+//! - `POST /api/render` `{"source", "headers"?, "payload", "rule"?, "template"?, "kind"?}` → the
+//!   explanation for every rule of the source and, for each matching rule (or the one named) and
+//!   each kind, `{rule, kind, template, body, valid, errors, bytes}`. With `template` (edited
+//!   template text) and `rule`, that text is rendered for `kind` (default `teams`) instead of
+//!   the loaded template; errors name the line and column.
+//! - `POST /api/preview` `{"kind", "body"}` → `{"html"}`: the card as Teams lays it out
+//!   (MessageCard sections, facts and actions; Adaptive Card texts and facts), Markdown rendered,
+//!   HTML neutralized.
+//! - `GET /api/events/recent` → the last 50 events received (headers without credentials), to
+//!   replay in `/api/render`.
+//! - `GET /api/samples` → the configured sources and the built-in sample payloads, each with the
+//!   source that would receive it and the headers that name its event.
+//! - `POST /api/send` `{"connection", "body"}` → 202 `{"delivery"}`: the card, validated for the
+//!   connection's kind and size, queued in the outbox like any other; follow it with
+//!   `GET /api/deliveries/{id}`.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::admin::{Admin, JsonBody};
+use crate::app::AppState;
+use crate::config::SourceKind;
+use crate::connect::pages;
+use crate::error::ApiError;
+use crate::ids::{ConnectionId, DeliveryId, EventId};
+use crate::render::{CardKind, RenderError, MAX_CARD_BYTES};
+use crate::store::{now_ms, OutboxRecord};
+
+/// How many received events the ring keeps.
+pub const RECENT: usize = 50;
+
+/// The routes of the playground's API.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/render", post(render))
+        .route("/api/preview", post(preview))
+        .route("/api/events/recent", get(recent))
+        .route("/api/samples", get(samples))
+        .route("/api/send", post(send))
+        .route("/playground", get(page))
+        .route(
+            "/assets/playground.js",
+            get(|| async { asset(PAGE_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/adaptivecards.min.js",
+            get(|| async { asset(AC_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/adaptivecards.LICENSE.txt",
+            get(|| async { asset(AC_LICENSE, "text/plain; charset=utf-8") }),
+        )
+}
+
+const PAGE_JS: &str = include_str!("assets/playground.js");
+const AC_JS: &str = include_str!("assets/adaptivecards.min.js");
+const AC_LICENSE: &str = include_str!("assets/adaptivecards.LICENSE.txt");
+
+fn asset(body: &'static str, ty: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, ty),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(csrf) = app.sessions.csrf(&headers) else {
+        return crate::admin::pages::login_page(&app, None, "/playground");
+    };
+    pages::page(
+        StatusCode::OK,
+        "Playground",
+        &format!(
+            "<meta name=\"csrf\" content=\"{csrf}\">\
+             <h1>Playground</h1>\
+             <section class=\"pg-pick\">\
+               <label>Event <select id=\"event\"></select></label>\
+               <div id=\"pasted\" hidden><label>Source <select id=\"source\"></select></label>\
+                 <label>Event header <input id=\"event-type\" placeholder=\"push\"></label>\
+                 <textarea id=\"payload\" rows=\"8\" spellcheck=\"false\" placeholder=\"Paste the JSON payload\"></textarea></div>\
+             </section>\
+             <section><h2>Rules</h2><ul id=\"rules\"></ul></section>\
+             <section class=\"pg-card\">\
+               <label>Rule <select id=\"rule\"></select></label>\
+               <label>Kind <select id=\"kind\"><option value=\"teams\">MessageCard (Office 365 connector)</option>\
+                 <option value=\"workflow\">Adaptive Card (Teams Workflows)</option></select></label>\
+               <h2>Template <span id=\"template-name\" class=\"muted\"></span></h2>\
+               <textarea id=\"template\" rows=\"14\" spellcheck=\"false\"></textarea>\
+               <h2>Card JSON <span id=\"size\" class=\"muted\"></span></h2>\
+               <textarea id=\"card\" rows=\"14\" spellcheck=\"false\"></textarea>\
+               <ul id=\"errors\" class=\"error\"></ul>\
+               <h2>Preview</h2><div id=\"preview\" class=\"preview\"></div>\
+               <p><label>Send to <select id=\"connection\"></select></label>\
+                 <button type=\"button\" id=\"send\">Send</button> <span id=\"outcome\"></span></p>\
+             </section>\
+             <p class=\"muted\">Adaptive Card previews by Microsoft's <a href=\"/assets/adaptivecards.LICENSE.txt\">adaptivecards</a> renderer.</p>\
+             <script src=\"/assets/adaptivecards.min.js\"></script><script src=\"/assets/playground.js\"></script>"
+        ),
+    )
+}
+
+async fn samples(_: Admin, State(app): State<AppState>) -> Json<Value> {
+    let sources: Vec<Value> = app
+        .config
+        .sources
+        .iter()
+        .map(|(name, s)| json!({"name": name, "kind": s.kind.as_str()}))
+        .collect();
+    let samples: Vec<Value> = crate::samples::all()
+        .into_iter()
+        .filter_map(|s| {
+            let (source, _) = app.config.sources.iter().find(|(_, c)| c.kind == s.kind)?;
+            let headers = match s.kind {
+                SourceKind::Github => json!({"X-GitHub-Event": s.event}),
+                SourceKind::Gitlab => json!({"X-Gitlab-Event": s.event}),
+                _ => json!({}),
+            };
+            Some(json!({"name": s.name, "source": source, "event": s.event, "headers": headers, "payload": s.payload}))
+        })
+        .collect();
+    Json(json!({"sources": sources, "samples": samples}))
+}
+
+/// `POST /api/send`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendIn {
+    /// The connection (`con_…`).
+    pub connection: String,
+    /// The card, in the connection's kind.
+    pub body: Value,
+}
+
+async fn send(
+    _: Admin,
+    State(app): State<AppState>,
+    JsonBody(input): JsonBody<SendIn>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let con = ConnectionId::parse(&input.connection)
+        .and_then(|id| app.connections.get(&id))
+        .ok_or_else(|| ApiError::not_found(format!("no connection {:?}", input.connection)))?;
+    if let Err(errors) = crate::render::validate::validate(con.kind, &input.body) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_card",
+            format!(
+                "not a valid {} card for this connection: {}",
+                con.kind.as_str(),
+                errors.join("; ")
+            ),
+        ));
+    }
+    let body = input.body.to_string();
+    if body.len() > MAX_CARD_BYTES {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "card_too_large",
+            format!(
+                "the card is {} bytes; the limit is {MAX_CARD_BYTES}",
+                body.len()
+            ),
+        ));
+    }
+    let record = OutboxRecord {
+        id: DeliveryId::new(),
+        event: EventId::new(),
+        connection: con.id.clone(),
+        rule: "playground".to_string(),
+        kind: con.kind,
+        body,
+        attempts: 0,
+        not_before_ms: 0,
+        created_ms: now_ms(),
+        last_error: None,
+        attempt_log: Vec::new(),
+    };
+    app.store
+        .enqueue(&record)
+        .map_err(|e| ApiError::internal(&e))?;
+    app.store
+        .commit()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    app.deliverer.wake(&con.id);
+    Ok((StatusCode::ACCEPTED, Json(json!({"delivery": record.id}))))
+}
+
+/// `POST /api/render`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderIn {
+    /// A configured source.
+    pub source: String,
+    /// The request headers the upstream would send (e.g. `X-GitHub-Event`).
+    #[serde(default)]
+    pub headers: HashMap<String, String>,
+    /// The payload.
+    pub payload: Value,
+    /// Only this rule.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Edited template text to render instead of the rule's template (needs `rule`).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// The kind the edited template is for (default `teams`).
+    #[serde(default)]
+    pub kind: Option<CardKind>,
+}
+
+fn errors_of(e: &RenderError) -> Vec<Value> {
+    match e {
+        RenderError::Template { pos, message, .. } => {
+            vec![json!({"message": message, "line": pos.map(|p| p.0), "column": pos.map(|p| p.1)})]
+        }
+        RenderError::Json { source, .. } => vec![json!({
+            "message": format!("the rendered card is not JSON: {source}"),
+            "output_line": source.line(), "output_column": source.column(),
+        })],
+        other => vec![json!({"message": other.to_string()})],
+    }
+}
+
+async fn render(
+    _: Admin,
+    State(app): State<AppState>,
+    JsonBody(input): JsonBody<RenderIn>,
+) -> Result<Json<Value>, ApiError> {
+    let source = app.config.sources.get(&input.source).ok_or_else(|| {
+        ApiError::bad_request(
+            "unknown_source",
+            format!("no source named {:?}", input.source),
+        )
+    })?;
+    if input.template.is_some() && input.rule.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "an edited `template` needs the `rule` it is for",
+        ));
+    }
+    let mut headers = HeaderMap::new();
+    for (k, v) in &input.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            ApiError::bad_request("invalid_body", format!("{k:?} is not a header name"))
+        })?;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("the value of {k} is not a header value"),
+            )
+        })?;
+        headers.insert(name, value);
+    }
+    let event = crate::ingest::verify::build_event(&input.source, source, &headers, input.payload)?;
+    let pipeline = app.pipeline.load();
+    if let Some(r) = &input.rule {
+        if !pipeline.rules.rules().iter().any(|x| &x.name == r) {
+            return Err(ApiError::bad_request(
+                "unknown_rule",
+                format!("no rule named {r:?}"),
+            ));
+        }
+    }
+    let explanation = pipeline.rules.explain(&event);
+    let mut cards = Vec::new();
+    for rule in pipeline.rules.rules().iter().filter(|r| match &input.rule {
+        Some(name) => &r.name == name,
+        None => explanation.iter().any(|e| e.matched && e.rule == r.name),
+    }) {
+        let kinds: Vec<CardKind> = match (&input.template, input.kind) {
+            (Some(_), k) => vec![k.unwrap_or(CardKind::Teams)],
+            (None, _) => CardKind::ALL.to_vec(),
+        };
+        for kind in kinds {
+            let rendered = match &input.template {
+                Some(text) => pipeline.renderer.render_source(
+                    &format!("{}.{} (edited)", rule.template, kind.as_str()),
+                    text,
+                    kind,
+                    event.context(),
+                ),
+                None => pipeline
+                    .renderer
+                    .render(&rule.template, kind, event.context()),
+            };
+            cards.push(match rendered {
+                Ok(body) => json!({
+                    "rule": rule.name, "kind": kind, "template": rule.template,
+                    "template_source": pipeline.renderer.source(&rule.template, kind),
+                    "body": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+                    "valid": true, "errors": [], "bytes": body.len(), "limit": MAX_CARD_BYTES,
+                }),
+                Err(e) => json!({
+                    "rule": rule.name, "kind": kind, "template": rule.template,
+                    "template_source": pipeline.renderer.source(&rule.template, kind),
+                    "body": null, "valid": false, "errors": errors_of(&e), "bytes": null, "limit": MAX_CARD_BYTES,
+                }),
+            });
+        }
+    }
+    Ok(Json(json!({
+        "source": event.source,
+        "event": event.event_type,
+        "action": event.action,
+        "rules": explanation,
+        "cards": cards,
+    })))
+}
+
+/// `POST /api/preview`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewIn {
+    /// The card kind.
+    pub kind: CardKind,
+    /// The card.
+    pub body: Value,
+}
+
+async fn preview(_: Admin, JsonBody(input): JsonBody<PreviewIn>) -> Result<Json<Value>, ApiError> {
+    let errors = crate::render::validate::validate(input.kind, &input.body)
+        .err()
+        .unwrap_or_default();
+    let bytes = input.body.to_string().len();
+    Ok(Json(json!({
+        "html": crate::connect::emulator::render_card(&input.body),
+        "valid": errors.is_empty(),
+        "errors": errors,
+        "bytes": bytes,
+        "limit": MAX_CARD_BYTES,
+    })))
+}
+
+async fn recent(_: Admin, State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({"events": app.store.recent().map_err(|e| ApiError::internal(&e))?}),
+    ))
+}
