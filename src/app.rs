@@ -47,6 +47,8 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Noise control: dedup, limits that fold, caps, digests.
     pub noise: crate::noise::Noise,
+    /// The live tail (`GET /api/stream`).
+    pub live: crate::live::Live,
 }
 
 /// The state handlers receive.
@@ -91,12 +93,14 @@ impl Server {
         )?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let connections = Arc::new(Connections::load(store.clone())?);
+        let live = crate::live::Live::default();
         let deliverer = Deliverer::new(
             store.clone(),
             connections.clone(),
             &config.delivery,
             guard(&config),
             metrics.clone(),
+            live.clone(),
         )
         .context("cannot build the HTTP client")?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -133,6 +137,7 @@ impl Server {
             policy,
             inboxes: config.emulator().then(Default::default),
             sessions: Default::default(),
+            live,
             noise: crate::noise::Noise::new(
                 store.clone(),
                 config.delivery.pacing != crate::config::PacingConfig::Switch(false),
@@ -191,6 +196,7 @@ impl Server {
 
     /// Stops gracefully and waits until the data directory is released.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.app.live.close();
         drop(self.app);
         self.stop.cancel();
         self.task.await.context("the server task panicked")?

@@ -29,7 +29,9 @@
 //! - [`connect`]: connections (webhook URLs) and their admin API.
 //! - [`admin`]: the admin token check shared by everything under /api, and the /connections pages.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
-//! - [`playground`]: the API behind the playground: render, preview, recent events.
+//! - [`playground`]: the /playground page and its API: render, preview, send, recent events,
+//!   the live tail.
+//! - [`live`]: the live tail's broadcast of events, matches, queued cards and outcomes.
 //! - [`app`]: shared state, the router, background tasks and graceful shutdown.
 //! - [`cli`]: `serve`, `check` and `render`.
 
@@ -43,6 +45,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod noise;
 pub mod pipeline;

@@ -171,6 +171,7 @@ pub struct Deliverer {
     tasks: TaskTracker,
     metrics: Arc<crate::metrics::Metrics>,
     guard: guard::AddressGuard,
+    live: crate::live::Live,
 }
 
 impl Deliverer {
@@ -182,6 +183,7 @@ impl Deliverer {
         config: &DeliveryConfig,
         guard: guard::AddressGuard,
         metrics: Arc<crate::metrics::Metrics>,
+        live: crate::live::Live,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -205,6 +207,7 @@ impl Deliverer {
             tasks: TaskTracker::new(),
             metrics,
             guard,
+            live,
         }))
     }
 
@@ -350,6 +353,27 @@ impl Deliverer {
                     }
                 },
             });
+            if self.live.listening() {
+                let kind = match &outcome {
+                    Outcome::Delivered => "delivered",
+                    Outcome::Retry {
+                        throttled: true, ..
+                    } => "retrying",
+                    Outcome::Retry { .. } if (rec.attempts as usize) <= self.schedule.len() => {
+                        "retrying"
+                    }
+                    _ => "dead",
+                };
+                let last = rec.attempt_log.last();
+                self.live.emit(
+                    kind,
+                    serde_json::json!({
+                        "type": kind, "delivery": rec.id, "connection": con, "rule": rec.rule,
+                        "event": rec.event, "attempts": rec.attempts,
+                        "status": last.and_then(|a| a.status), "result": last.map(|a| &a.result),
+                    }),
+                );
+            }
             let result = match outcome {
                 Outcome::Delivered => {
                     throttle_backoff = Duration::from_secs(1);

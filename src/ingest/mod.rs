@@ -184,6 +184,7 @@ pub async fn accept(app: &App, event: Event) -> Result<EventId, ApiError> {
         return Err(ApiError::internal(&e));
     }
     wake(app, &staged.wake);
+    announce(app, staged.news);
     Ok(staged.id)
 }
 
@@ -193,6 +194,14 @@ pub struct Staged {
     pub id: EventId,
     /// Connections that got cards.
     pub wake: Vec<ConnectionId>,
+    /// Notices for the live tail, sent once the event is durable (empty when nobody listens).
+    pub news: Vec<(&'static str, Value)>,
+}
+
+fn announce(app: &App, news: Vec<(&'static str, Value)>) {
+    for (kind, notice) in news {
+        app.live.emit(kind, notice);
+    }
 }
 
 fn wake(app: &App, cons: &[ConnectionId]) {
@@ -210,10 +219,19 @@ pub fn stage(app: &App, event: &Event) -> Result<Staged, StoreError> {
             return Ok(Staged {
                 id: first,
                 wake: Vec::new(),
+                news: Vec::new(),
             });
         }
     }
-    let result = queue_cards(app, event);
+    let mut news = Vec::new();
+    if app.live.listening() {
+        news.push((
+            "received",
+            json!({"type": "received", "event": event.id, "source": event.source,
+                   "event_type": event.event_type, "action": event.action}),
+        ));
+    }
+    let result = queue_cards(app, event, &mut news);
     if result.is_err() {
         if let Some(key) = &event.delivery_key {
             let _ = app.store.release_delivery(key);
@@ -222,10 +240,15 @@ pub fn stage(app: &App, event: &Event) -> Result<Staged, StoreError> {
     result.map(|wake| Staged {
         id: event.id.clone(),
         wake,
+        news,
     })
 }
 
-fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError> {
+fn queue_cards(
+    app: &App,
+    event: &Event,
+    news: &mut Vec<(&'static str, Value)>,
+) -> Result<Vec<ConnectionId>, StoreError> {
     let pipeline = app.pipeline.load();
     let rules = pipeline.rules.matches(event);
     let mut wake = Vec::new();
@@ -235,7 +258,14 @@ fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError
     }
     let connections = app.connections.all();
     let ctx = event.context();
+    let listening = app.live.listening();
     for rule in rules {
+        if listening {
+            news.push((
+                "matched",
+                json!({"type": "matched", "event": event.id, "rule": rule.name}),
+            ));
+        }
         // Noise control, once per event and rule: a repeat is dropped; over the limit, the
         // event is folded for every connection below.
         if let Some(d) = &rule.dedup {
@@ -320,6 +350,13 @@ fn queue_cards(app: &App, event: &Event) -> Result<Vec<ConnectionId>, StoreError
                         Decision::Send => {
                             app.store.enqueue(&record)?;
                             wake.push(conn.id.clone());
+                            if listening {
+                                news.push((
+                                    "queued",
+                                    json!({"type": "queued", "event": event.id, "rule": rule.name,
+                                           "delivery": record.id, "connection": conn.id}),
+                                ));
+                            }
                         }
                         Decision::Folded => app.metrics.folded(&rule.name),
                         Decision::Digested => {}
@@ -347,6 +384,8 @@ struct Lines<'a, F> {
     errors: Vec<Value>,
     /// Connections with cards staged since the last commit.
     wake: Vec<ConnectionId>,
+    /// Live-tail notices staged since the last commit.
+    news: Vec<(&'static str, Value)>,
 }
 
 impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
@@ -363,6 +402,7 @@ impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
                 let staged = stage(self.app, &event).map_err(|e| ApiError::internal(&e))?;
                 self.ids.push(staged.id);
                 self.wake.extend(staged.wake);
+                self.news.extend(staged.news);
             }
             Err(e) => self.error(line_no, e),
         }
@@ -384,6 +424,7 @@ impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
         self.wake.dedup();
         wake(self.app, &self.wake);
         self.wake.clear();
+        announce(self.app, std::mem::take(&mut self.news));
         Ok(())
     }
 }
@@ -406,6 +447,7 @@ where
         ids: Vec::new(),
         errors: Vec::new(),
         wake: Vec::new(),
+        news: Vec::new(),
     };
     let mut buf = BytesMut::new();
     let mut line_no = 0usize;

@@ -23,11 +23,15 @@
 //! - `POST /api/send` `{"connection", "body"}` → 202 `{"delivery"}`: the card, validated for the
 //!   connection's kind and size, queued in the outbox like any other; follow it with
 //!   `GET /api/deliveries/{id}`.
+//! - `GET /api/stream` → server-sent events, one per notice of the live tail
+//!   ([`crate::live`]): `received`, `matched`, `queued`, `delivered`, `retrying`, `dead`, each
+//!   with a JSON `data` line; `lagged` with the number missed when the listener fell behind.
 
 use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -54,6 +58,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/events/recent", get(recent))
         .route("/api/samples", get(samples))
         .route("/api/send", post(send))
+        .route("/api/stream", get(stream))
         .route("/playground", get(page))
         .route(
             "/assets/playground.js",
@@ -114,10 +119,34 @@ async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
                <p><label>Send to <select id=\"connection\"></select></label>\
                  <button type=\"button\" id=\"send\">Send</button> <span id=\"outcome\"></span></p>\
              </section>\
+             <section><h2>Live</h2><ol id=\"live\" class=\"live\" reversed></ol></section>\
              <p class=\"muted\">Adaptive Card previews by Microsoft's <a href=\"/assets/adaptivecards.LICENSE.txt\">adaptivecards</a> renderer.</p>\
              <script src=\"/assets/adaptivecards.min.js\"></script><script src=\"/assets/playground.js\"></script>"
         ),
     )
+}
+
+async fn stream(
+    _: Admin,
+    State(app): State<AppState>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = app.live.subscribe();
+    let live = app.live.clone();
+    drop(app);
+    let notices = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(n) => SseEvent::default().event(n.0).data(&n.1),
+            Err(RecvError::Lagged(missed)) => {
+                SseEvent::default().event("lagged").data(missed.to_string())
+            }
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
+    });
+    // The stream ends when the server stops, so shutdown does not wait for the listener.
+    let until = Box::pin(async move { live.closed().await });
+    Sse::new(futures_util::StreamExt::take_until(notices, until)).keep_alive(KeepAlive::default())
 }
 
 async fn samples(_: Admin, State(app): State<AppState>) -> Json<Value> {
@@ -202,6 +231,11 @@ async fn send(
         .commit()
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    app.live.emit(
+        "queued",
+        json!({"type": "queued", "event": record.event, "rule": record.rule,
+               "delivery": record.id, "connection": con.id}),
+    );
     app.deliverer.wake(&con.id);
     Ok((StatusCode::ACCEPTED, Json(json!({"delivery": record.id}))))
 }

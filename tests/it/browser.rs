@@ -385,6 +385,11 @@ async fn the_playground_previews_edits_and_sends_a_card() {
         .await
         .unwrap();
     wait_text(&c, "outcome", |t| t.starts_with("Delivered")).await;
+    // The live tail saw it go.
+    wait_text(&c, "live", |t| {
+        t.contains("queued") && t.contains("delivered")
+    })
+    .await;
     assert_eq!(inbox_cards(&g, "playground").await, 1);
     c.goto(&g.url("/emulator/inbox/playground")).await.unwrap();
     assert!(text(&c).await.contains("Codertocat/Hello-World"));

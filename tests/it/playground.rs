@@ -359,3 +359,72 @@ async fn a_signed_in_page_uses_the_api_with_its_csrf_token() {
     assert_eq!(js.status(), 200);
     assert!(js.text().await.unwrap().contains("AdaptiveCards"));
 }
+
+/// Reads server-sent events until `n` have arrived: (event, data) pairs.
+async fn read_events(res: &mut reqwest::Response, n: usize) -> Vec<(String, Value)> {
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), res.chunk())
+            .await
+            .expect("the stream went quiet")
+            .unwrap()
+            .expect("the stream ended");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut event = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = e.to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if !event.is_empty() {
+                out.push((event, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_live_tail_streams_receipt_match_queue_and_outcome() {
+    let mut g = Gateway::start().await;
+    let r = Receiver::start().await;
+    let con = g.connect(&r.url("/hook"), "teams", &["github"]).await;
+    let mut stream = g
+        .client
+        .get(g.url("/api/stream"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let res = g
+        .github("push", &fixture("github/push.event.4.json"), Some("live-1"))
+        .await;
+    assert_eq!(res.status(), 202);
+    let event_id: Value = res.json().await.unwrap();
+    let events = read_events(&mut stream, 4).await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["received", "matched", "queued", "delivered"],
+        "{events:?}"
+    );
+    assert_eq!(events[0].1["event_type"], "push");
+    assert_eq!(events[0].1["event"], event_id["id"]);
+    assert_eq!(events[1].1["rule"], "github-push-branch");
+    assert_eq!(events[2].1["connection"], con.as_str());
+    assert_eq!(events[3].1["delivery"], events[2].1["delivery"]);
+    assert_eq!(events[3].1["status"], 200);
+
+    // An open stream does not hold up a graceful stop.
+    tokio::time::timeout(std::time::Duration::from_secs(10), g.stop())
+        .await
+        .expect("the server stops with a listener attached");
+}

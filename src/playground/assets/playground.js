@@ -258,4 +258,33 @@ async function start() {
   renderAll();
 }
 
+// The live tail: what cardwire receives, matches, queues and delivers, newest first.
+function tail() {
+  const list = $("live");
+  const es = new EventSource("/api/stream");
+  const describe = {
+    received: (n) => `received ${n.source} ${n.event_type}${n.action ? ` (${n.action})` : ""} as ${n.event}`,
+    matched: (n) => `${n.event} matched ${n.rule}`,
+    queued: (n) => `${n.rule}: card ${n.delivery} queued for ${n.connection}`,
+    delivered: (n) => `${n.delivery} delivered to ${n.connection} (HTTP ${n.status})`,
+    retrying: (n) => `${n.delivery} to ${n.connection} will be retried: ${n.result}`,
+    dead: (n) => `${n.delivery} to ${n.connection} failed for good: ${n.result}`,
+  };
+  for (const [kind, text] of Object.entries(describe)) {
+    es.addEventListener(kind, (m) => {
+      const li = document.createElement("li");
+      li.className = `live-${kind}`;
+      li.textContent = `${new Date().toLocaleTimeString()} ${text(JSON.parse(m.data))}`;
+      list.prepend(li);
+      while (list.children.length > 50) list.lastChild.remove();
+    });
+  }
+  es.addEventListener("lagged", (m) => {
+    const li = document.createElement("li");
+    li.textContent = `(${m.data} notices missed)`;
+    list.prepend(li);
+  });
+}
+
 start();
+tail();
