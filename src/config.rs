@@ -66,11 +66,24 @@ pub struct Config {
     /// shared with concurrent requests) or `sync` (a flush of its own per event).
     #[serde(default)]
     pub durability: Durability,
+    /// The playground.
+    #[serde(default)]
+    pub playground: PlaygroundConfig,
 
     /// The folder relative paths in this file are resolved against (the file's own folder;
     /// the working directory when there is no file).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The playground (`/playground`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaygroundConfig {
+    /// Whether "Save template" may write edited templates back to the templates folder (the
+    /// hot reload then checks and loads them). Off by default.
+    #[serde(default)]
+    pub write: bool,
 }
 
 /// One upstream.
@@ -394,6 +407,7 @@ impl Default for Config {
             admin_token: None,
             max_body: default_max_body(),
             sources,
+            playground: PlaygroundConfig::default(),
             targets: TargetsConfig::default(),
             connect: ConnectConfig {
                 emulator: Some(true),

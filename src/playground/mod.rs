@@ -23,6 +23,10 @@
 //! - `POST /api/send` `{"connection", "body"}` → 202 `{"delivery"}`: the card, validated for the
 //!   connection's kind and size, queued in the outbox like any other; follow it with
 //!   `GET /api/deliveries/{id}`.
+//! - `PUT /api/templates` `{"template": "github/push", "kind": "teams", "text"}` → writes an
+//!   existing template back to the templates folder and reloads (only with
+//!   `playground.write: true` and templates on disk). A text the reload rejects is taken back
+//!   and the answer is 422 with every problem as `file:line:col: message`.
 //! - `GET /api/stream` → server-sent events, one per notice of the live tail
 //!   ([`crate::live`]): `received`, `matched`, `queued`, `delivered`, `retrying`, `dead`, each
 //!   with a JSON `data` line; `lagged` with the number missed when the listener fell behind.
@@ -33,7 +37,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -59,6 +63,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/samples", get(samples))
         .route("/api/send", post(send))
         .route("/api/stream", get(stream))
+        .route("/api/templates", put(save_template))
         .route("/playground", get(page))
         .route(
             "/assets/playground.js",
@@ -112,6 +117,7 @@ async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
                  <option value=\"workflow\">Adaptive Card (Teams Workflows)</option></select></label>\
                <h2>Template <span id=\"template-name\" class=\"muted\"></span></h2>\
                <textarea id=\"template\" rows=\"14\" spellcheck=\"false\"></textarea>\
+               <p><button type=\"button\" id=\"save\" disabled>Save template</button> <span id=\"saved\" class=\"muted\"></span></p>\
                <h2>Card JSON <span id=\"size\" class=\"muted\"></span></h2>\
                <textarea id=\"card\" rows=\"14\" spellcheck=\"false\"></textarea>\
                <ul id=\"errors\" class=\"error\"></ul>\
@@ -149,6 +155,97 @@ async fn stream(
     Sse::new(futures_util::StreamExt::take_until(notices, until)).keep_alive(KeepAlive::default())
 }
 
+/// `PUT /api/templates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaveIn {
+    /// The template's name, e.g. `github/push`.
+    pub template: String,
+    /// Which of its two files.
+    pub kind: CardKind,
+    /// The new text.
+    pub text: String,
+}
+
+async fn save_template(
+    _: Admin,
+    State(app): State<AppState>,
+    JsonBody(input): JsonBody<SaveIn>,
+) -> Result<Json<Value>, ApiError> {
+    if !app.config.playground.write {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "saving templates is off: set playground.write: true in the config",
+        ));
+    }
+    let pipeline = app.pipeline.load_full();
+    let crate::pipeline::Origin::Dir(root) = &pipeline.templates_origin else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "built_in_templates",
+            "the templates in force are built into the binary: set templates_dir (or create ./templates) to edit them",
+        ));
+    };
+    // Only a template that exists: its name comes from a file under the folder, never a path
+    // the request makes up.
+    if pipeline
+        .renderer
+        .source(&input.template, input.kind)
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "no template {:?} of kind {}",
+            input.template,
+            input.kind.as_str()
+        )));
+    }
+    let file = format!("{}.{}.hbs", input.template, input.kind.as_str());
+    let path = root.join(&file);
+    let before = std::fs::read(&path).map_err(|e| io_error("read", &path, &e))?;
+    write_atomically(&path, input.text.as_bytes())?;
+    if crate::reload::reload(&app).await {
+        tracing::info!(template = %file, "template saved from the playground");
+        return Ok(Json(
+            json!({"saved": path.display().to_string(), "reloaded": true}),
+        ));
+    }
+    // Rejected: put the file back as it was, so the folder matches what runs.
+    let errors = app
+        .last_rejected
+        .load_full()
+        .map(|r| r.errors.clone())
+        .unwrap_or_default();
+    write_atomically(&path, &before)?;
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "template_rejected",
+        format!("the template was not saved: {}", errors.join("; ")),
+    ))
+}
+
+fn io_error(what: &str, path: &std::path::Path, e: &std::io::Error) -> ApiError {
+    tracing::error!(path = %path.display(), error = %e, "cannot {what} a template");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "io",
+        format!("cannot {what} {}: {e}", path.display()),
+    )
+}
+
+/// Writes through a hidden file next to `path` (which the loader skips) and a rename, so the
+/// reload never reads half a template.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), ApiError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("template");
+    let tmp = path.with_file_name(format!(".{name}.saving"));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| io_error("write", path, &e))
+}
+
 async fn samples(_: Admin, State(app): State<AppState>) -> Json<Value> {
     let sources: Vec<Value> = app
         .config
@@ -168,7 +265,7 @@ async fn samples(_: Admin, State(app): State<AppState>) -> Json<Value> {
             Some(json!({"name": s.name, "source": source, "event": s.event, "headers": headers, "payload": s.payload}))
         })
         .collect();
-    Json(json!({"sources": sources, "samples": samples}))
+    Json(json!({"sources": sources, "samples": samples, "write": app.config.playground.write}))
 }
 
 /// `POST /api/send`.

@@ -428,3 +428,122 @@ async fn the_live_tail_streams_receipt_match_queue_and_outcome() {
         .await
         .expect("the server stops with a listener attached");
 }
+
+/// A copy of the shipped templates in a temp folder, to save into.
+fn templates_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = root().join("templates");
+    for entry in walk(&from) {
+        let rel = entry.strip_prefix(&from).unwrap();
+        let to = dir.path().join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    dir
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+async fn put(g: &Gateway, body: Value) -> (u16, Value) {
+    let res = g
+        .client
+        .put(g.url("/api/templates"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn save_template_writes_reloads_or_takes_a_rejected_text_back() {
+    // Off by default.
+    let g = Gateway::start().await;
+    let (status, v) = put(
+        &g,
+        json!({"template": "github/issue", "kind": "teams", "text": "{}"}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("read_only")),
+        "{v}"
+    );
+    drop(g);
+
+    let data = tempfile::tempdir().unwrap();
+    let templates = templates_copy();
+    let mut config = test_config(data.path());
+    config.templates_dir = Some(templates.path().to_path_buf());
+    config.watch_files = false;
+    config.playground.write = true;
+    let mut g = Gateway::start_with(config).await;
+    g.keep(data);
+    let file = templates.path().join("github/issue.teams.hbs");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let render = json!({"source": "github", "headers": {"X-GitHub-Event": "issues"},
+        "payload": payload("github/issues.opened.15.json"), "rule": "github-issue-opened"});
+
+    // A good edit: on disk and in force.
+    let edited = original.replacen("\"summary\": \"", "\"summary\": \"[saved] ", 1);
+    assert_ne!(edited, original, "the template has a summary to edit");
+    let (status, v) = put(
+        &g,
+        json!({"template": "github/issue", "kind": "teams", "text": edited}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["reloaded"], true);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), edited);
+    let (_, v) = post(&g, "/api/render", render.clone()).await;
+    assert!(
+        v["cards"][0]["body"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("[saved] "),
+        "{v}"
+    );
+
+    // A broken edit: rejected with its position, the file back as it was, the old one in force.
+    let broken = format!("{edited}\n{{{{#if payload}}}}");
+    let (status, v) = put(
+        &g,
+        json!({"template": "github/issue", "kind": "teams", "text": broken}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (422, Some("template_rejected")),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("issue.teams.hbs:"),
+        "the problem names the file and position: {v}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), edited);
+    let (_, v) = post(&g, "/api/render", render).await;
+    assert_eq!(v["cards"][0]["valid"], true, "{v}");
+
+    // Only templates that exist; no paths made up by the request.
+    let (status, _) = put(
+        &g,
+        json!({"template": "../../etc/passwd", "kind": "teams", "text": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(std::fs::read_dir(templates.path().join("github"))
+        .unwrap()
+        .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
+}

@@ -4,7 +4,7 @@
 
 const csrf = document.querySelector('meta[name="csrf"]').content;
 const $ = (id) => document.getElementById(id);
-const state = { samples: [], recent: [], cards: [], connections: [] };
+const state = { samples: [], recent: [], cards: [], connections: [], write: false };
 
 async function api(method, path, body) {
   const res = await fetch(path, {
@@ -150,8 +150,14 @@ async function renderAll() {
   pickCard();
 }
 
+function current() {
+  return state.cards.find((x) => x.rule === $("rule").value && x.kind === $("kind").value);
+}
+
 function pickCard() {
-  const c = state.cards.find((x) => x.rule === $("rule").value && x.kind === $("kind").value);
+  const c = current();
+  $("save").disabled = !state.write || !c;
+  $("saved").textContent = state.write ? "" : "saving is off (playground.write)";
   $("template").value = c?.template_source ?? "";
   $("template-name").textContent = c ? `templates/${c.template}.${c.kind}.hbs` : "no rule matches";
   showCard(c);
@@ -217,6 +223,19 @@ async function send() {
   }
 }
 
+async function save() {
+  const c = current();
+  if (!c) return;
+  $("saved").textContent = "saving…";
+  const r = await api("PUT", "/api/templates", { template: c.template, kind: c.kind, text: $("template").value });
+  if (r.status === 200) {
+    $("saved").textContent = `saved to ${r.json.saved} and reloaded`;
+    c.template_source = $("template").value;
+  } else {
+    $("saved").textContent = `not saved: ${r.json.detail}`;
+  }
+}
+
 async function start() {
   const [s, recent, cons] = await Promise.all([
     api("GET", "/api/samples"),
@@ -224,6 +243,7 @@ async function start() {
     api("GET", "/api/connections"),
   ]);
   state.samples = s.json.samples || [];
+  state.write = Boolean(s.json.write);
   state.recent = recent.json.events || [];
   state.connections = Array.isArray(cons.json) ? cons.json : [];
   $("source").replaceChildren(
@@ -255,6 +275,7 @@ async function start() {
   $("template").addEventListener("input", onTemplate);
   $("card").addEventListener("input", onCard);
   $("send").addEventListener("click", send);
+  $("save").addEventListener("click", save);
   renderAll();
 }
 
