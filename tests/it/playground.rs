@@ -6,9 +6,13 @@ use serde_json::{json, Value};
 use crate::utils::*;
 
 async fn post(g: &Gateway, path: &str, body: Value) -> (u16, Value) {
+    call(g, reqwest::Method::POST, path, body).await
+}
+
+async fn call(g: &Gateway, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
     let res = g
         .client
-        .post(g.url(path))
+        .request(method, g.url(path))
         .bearer_auth(ADMIN_TOKEN)
         .json(&body)
         .send()
@@ -456,15 +460,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 async fn put(g: &Gateway, body: Value) -> (u16, Value) {
-    let res = g
-        .client
-        .put(g.url("/api/templates"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
+    call(g, reqwest::Method::PUT, "/api/templates", body).await
 }
 
 #[tokio::test]
