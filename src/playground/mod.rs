@@ -13,9 +13,10 @@
 //!   each kind, `{rule, kind, template, body, valid, errors, bytes}`. With `template` (edited
 //!   template text) and `rule`, that text is rendered for `kind` (default `teams`) instead of
 //!   the loaded template; errors name the line and column.
-//! - `POST /api/preview` `{"kind", "body"}` → `{"html"}`: the card as Teams lays it out
-//!   (MessageCard sections, facts and actions; Adaptive Card texts and facts), Markdown rendered,
-//!   HTML neutralized.
+//! - `POST /api/preview` `{"kind", "body"}` → `{"html", "valid", "errors", "bytes", "limit"}`:
+//!   the card as Teams lays it out (MessageCard sections, facts and actions; Adaptive Card texts
+//!   and facts), Markdown rendered, HTML neutralized; over 28 KB is an error. With the input of
+//!   `/api/render` instead, every card it gives: `{"html", "cards": [{rule, kind, html, ...}]}`.
 //! - `GET /api/events/recent` → the last 50 events received (headers without credentials), to
 //!   replay in `/api/render`.
 //! - `GET /api/samples` → the configured sources and the built-in sample payloads, each with the
@@ -377,6 +378,11 @@ async fn render(
     State(app): State<AppState>,
     JsonBody(input): JsonBody<RenderIn>,
 ) -> Result<Json<Value>, ApiError> {
+    render_value(&app, input).map(Json)
+}
+
+/// What `/api/render` answers.
+fn render_value(app: &crate::app::App, input: RenderIn) -> Result<Value, ApiError> {
     let source = app.config.sources.get(&input.source).ok_or_else(|| {
         ApiError::bad_request(
             "unknown_source",
@@ -449,16 +455,16 @@ async fn render(
             });
         }
     }
-    Ok(Json(json!({
+    Ok(json!({
         "source": event.source,
         "event": event.event_type,
         "action": event.action,
         "rules": explanation,
         "cards": cards,
-    })))
+    }))
 }
 
-/// `POST /api/preview`.
+/// `POST /api/preview` with a card (or, instead, the input of `/api/render`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewIn {
@@ -468,18 +474,59 @@ pub struct PreviewIn {
     pub body: Value,
 }
 
-async fn preview(_: Admin, JsonBody(input): JsonBody<PreviewIn>) -> Result<Json<Value>, ApiError> {
-    let errors = crate::render::validate::validate(input.kind, &input.body)
+async fn preview(
+    _: Admin,
+    State(app): State<AppState>,
+    JsonBody(input): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let invalid = |e: serde_json::Error| ApiError::bad_request("invalid_body", e.to_string());
+    if input.get("body").is_some() {
+        let card: PreviewIn = serde_json::from_value(input).map_err(invalid)?;
+        return Ok(Json(preview_card(card.kind, &card.body)));
+    }
+    // The input of /api/render: every card it gives, laid out one after the other.
+    let rendered = render_value(&app, serde_json::from_value(input).map_err(invalid)?)?;
+    let mut html = String::new();
+    let mut cards = Vec::new();
+    for c in rendered["cards"].as_array().into_iter().flatten() {
+        let mut p = match c["body"].is_null() {
+            true => json!({"html": "", "valid": false, "errors": c["errors"]}),
+            false => preview_card(
+                serde_json::from_value(c["kind"].clone()).map_err(invalid)?,
+                &c["body"],
+            ),
+        };
+        html.push_str(&format!(
+            "<section data-rule=\"{}\" data-kind=\"{}\">{}</section>",
+            pages::esc(c["rule"].as_str().unwrap_or_default()),
+            pages::esc(c["kind"].as_str().unwrap_or_default()),
+            p["html"].as_str().unwrap_or_default()
+        ));
+        p["rule"] = c["rule"].clone();
+        p["kind"] = c["kind"].clone();
+        cards.push(p);
+    }
+    Ok(Json(json!({"html": html, "cards": cards})))
+}
+
+/// A card's preview fragment, its validation and its size against the limit.
+fn preview_card(kind: CardKind, body: &Value) -> Value {
+    let mut errors = crate::render::validate::validate(kind, body)
         .err()
         .unwrap_or_default();
-    let bytes = input.body.to_string().len();
-    Ok(Json(json!({
-        "html": crate::connect::emulator::render_card(&input.body),
+    let bytes = body.to_string().len();
+    if bytes > MAX_CARD_BYTES {
+        errors.push(format!(
+            "the card is {bytes} bytes; Teams takes at most {MAX_CARD_BYTES}"
+        ));
+    }
+    json!({
+        "html": crate::connect::emulator::render_card(body),
         "valid": errors.is_empty(),
         "errors": errors,
         "bytes": bytes,
         "limit": MAX_CARD_BYTES,
-    })))
+    })
 }
 
 async fn recent(_: Admin, State(app): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -376,6 +376,20 @@ async fn the_playground_previews_edits_and_sends_a_card() {
     edit(&c, "template", &format!("() => {fixed}")).await;
     wait_text(&c, "errors", str::is_empty).await;
     wait_text(&c, "preview", |t| t.contains("Codertocat/Hello-World")).await;
+    wait_text(&c, "size", |t| t.ends_with("of 28672 bytes")).await;
+
+    // Edit the card JSON itself: the preview follows; broken JSON is named as such.
+    edit(
+        &c,
+        "card",
+        "v => v.replace('Codertocat/Hello-World: pushed', 'Edited by hand: pushed')",
+    )
+    .await;
+    wait_text(&c, "preview", |t| t.contains("Edited by hand")).await;
+    edit(&c, "card", "v => v + ','").await;
+    wait_text(&c, "errors", |t| t.contains("not JSON")).await;
+    edit(&c, "card", "v => v.slice(0, -1)").await;
+    wait_text(&c, "errors", str::is_empty).await;
 
     // Send it to the emulator's group: the outcome shows and the card arrives.
     c.find(Locator::Id("send"))

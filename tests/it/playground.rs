@@ -543,3 +543,41 @@ async fn save_template_writes_reloads_or_takes_a_rejected_text_back() {
         .unwrap()
         .all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
 }
+
+#[tokio::test]
+async fn preview_takes_render_input_and_flags_oversize_cards() {
+    let g = Gateway::start().await;
+    let (status, v) = post(
+        &g,
+        "/api/preview",
+        json!({"source": "github", "headers": {"X-GitHub-Event": "push"},
+               "payload": payload("github/push.event.4.json")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let cards = v["cards"].as_array().unwrap();
+    assert_eq!(cards.len(), 2, "{v}");
+    assert!(cards.iter().all(|c| c["valid"] == true), "{v}");
+    let html = v["html"].as_str().unwrap();
+    assert!(html.contains("data-kind=\"teams\"") && html.contains("data-kind=\"workflow\""));
+    assert!(
+        html.matches("Codertocat/Hello-World").count() >= 2,
+        "{html}"
+    );
+
+    let big = "x".repeat(30_000);
+    let (_, v) = post(
+        &g,
+        "/api/preview",
+        json!({"kind": "teams", "body": {"@type": "MessageCard", "@context": "https://schema.org/extensions",
+               "summary": "s", "text": big}}),
+    )
+    .await;
+    assert_eq!(v["valid"], false, "{}", v["errors"]);
+    assert!(v["bytes"].as_u64().unwrap() > v["limit"].as_u64().unwrap());
+    assert!(
+        v["errors"][0].as_str().unwrap().contains("28672"),
+        "{}",
+        v["errors"]
+    );
+}
