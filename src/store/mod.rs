@@ -459,29 +459,30 @@ impl Store {
 
     // --- the playground's recent events ---
 
-    /// Keeps an event in the ring of the last `keep` received.
+    /// Keeps an event in the ring of the last `keep` received: slot `n % keep` of the `n`th
+    /// event, overwritten in place (no count, no delete on the hot path).
     pub fn put_recent(&self, event: &Value, keep: usize) -> Result<(), StoreError> {
         let seq = self.db.generate_id()?;
-        self.recent
-            .insert(seq.to_be_bytes(), serde_json::to_vec(event)?)?;
-        while self.recent.len() > keep {
-            if self.recent.pop_min()?.is_none() {
-                break;
-            }
-        }
+        let slot = (seq % keep.max(1) as u64).to_be_bytes();
+        let mut value = seq.to_be_bytes().to_vec();
+        serde_json::to_writer(&mut value, event)?;
+        self.recent.insert(slot, value)?;
         Ok(())
     }
 
     /// The events in the ring, newest first.
     pub fn recent(&self) -> Result<Vec<Value>, StoreError> {
-        self.recent
-            .iter()
-            .rev()
-            .map(|kv| {
-                let (_, v) = kv?;
-                decode(&v)
-            })
-            .collect()
+        let mut all = Vec::new();
+        for kv in self.recent.iter() {
+            let (_, v) = kv?;
+            if v.len() < 8 {
+                continue;
+            }
+            let seq = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+            all.push((seq, decode::<Value>(&v[8..])?));
+        }
+        all.sort_by_key(|e| std::cmp::Reverse(e.0));
+        Ok(all.into_iter().map(|(_, v)| v).collect())
     }
 
     // --- Connect to Office 365 states ---

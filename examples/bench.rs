@@ -1,0 +1,590 @@
+//! The whole pipeline under load, against the HTTP floor of this machine.
+//!
+//! ```sh
+//! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
+//! ```
+//!
+//! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
+//! in a temp dir, pacing off, durability batched), a receiver on loopback standing in for Teams,
+//! and a load generator (keep-alive, `--connections` concurrent requests) that posts a real
+//! ~8 KB GitHub push payload (`tests/fixtures/github/push.event.4.json`, from
+//! `@octokit/webhooks-examples`) with a valid signature. In the same run, the same load
+//! generator drives a bare axum server that reads the body and answers 202: the baseline.
+//!
+//! Then two start-up measurements: ready to serve with 200 rules, and ready after a restart
+//! with `--backlog` (100,000) cards queued, plus the time to drain them and the cards lost.
+//!
+//! Everything talks to 127.0.0.1 only.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use clap::Parser;
+
+const SECRET: &str = "bench-secret";
+const TOKEN: &str = "bench-admin-token";
+
+#[derive(Parser, Debug)]
+#[command(about = "cardwire's end-to-end benchmark (see the module docs)")]
+struct Args {
+    /// How long each load phase runs.
+    #[arg(long, default_value = "30s", value_parser = cardwire::config::parse_duration)]
+    duration: Duration,
+    /// Concurrent keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Webhook URLs (connections in cardwire) each event's card goes to.
+    #[arg(long, default_value_t = 1)]
+    targets: usize,
+    /// Cards queued before the restart measurement (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    backlog: usize,
+    /// The cardwire binary (default: build target/release/cardwire).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// --- the receiver and the baseline ---
+
+/// What the receiver has seen; it can be told to throttle (429) instead.
+#[derive(Default)]
+struct Receiver {
+    received: AtomicU64,
+    first_ns: AtomicU64,
+    last_ns: AtomicU64,
+    throttle: AtomicBool,
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+async fn start_receiver(epoch: Instant) -> (Arc<Receiver>, SocketAddr) {
+    let r = Arc::new(Receiver::default());
+    let router = Router::new()
+        .route(
+            "/hook/{n}",
+            post(
+                move |State(r): State<Arc<Receiver>>, _body: axum::body::Bytes| async move {
+                    if r.throttle.load(Ordering::Relaxed) {
+                        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "");
+                    }
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    let _ =
+                        r.first_ns
+                            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+                    r.last_ns.fetch_max(now, Ordering::Relaxed);
+                    r.received.fetch_add(1, Ordering::Relaxed);
+                    // What the Office 365 connector answers.
+                    (StatusCode::OK, [("retry-after", "0")], "1")
+                },
+            ),
+        )
+        .with_state(r.clone());
+    (r, serve(router).await)
+}
+
+async fn start_baseline() -> SocketAddr {
+    let router = Router::new().route(
+        "/hooks/github",
+        post(|_body: axum::body::Bytes| async { StatusCode::ACCEPTED }),
+    );
+    serve(router).await
+}
+
+// --- cardwire as a subprocess ---
+
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Gateway {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it with SIGTERM (a graceful stop) and waits.
+    fn stop(mut self) -> Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+fn write_config(dir: &Path, port: u16, rules: &Path) -> Result<PathBuf> {
+    let path = dir.join("cardwire.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:{port}\n\
+             data_dir: {data}\n\
+             rules_dir: {rules}\n\
+             templates_dir: {templates}\n\
+             admin_token: {TOKEN}\n\
+             watch_files: false\n\
+             durability: batched\n\
+             sources:\n  github: {{kind: github, secret: {SECRET}}}\n\
+             targets:\n  allow_http: true\n  allowed_hosts: [\"127.0.0.1\"]\n\
+             delivery:\n  pacing: false\n  retry_schedule: [100ms, 200ms, 400ms, 1s, 2s, 5s]\n",
+            data = dir.join("data").display(),
+            rules = rules.display(),
+            templates = root().join("templates").display(),
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Starts the binary and waits until /healthz answers; returns it and how long that took.
+async fn start_gateway(
+    binary: &Path,
+    config: &Path,
+    port: u16,
+    http: &reqwest::Client,
+) -> Result<(Gateway, Duration)> {
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut g = Gateway { child, addr };
+    loop {
+        if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await {
+            if r.status().is_success() {
+                return Ok((g, started.elapsed()));
+            }
+        }
+        if let Some(status) = g.child.try_wait()? {
+            bail!("cardwire exited at start: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("cardwire did not become ready in 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Peak and current resident memory (MB) and CPU seconds of a process, from /proc.
+fn usage(pid: u32) -> (f64, f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0; // USER_HZ is 100 on Linux
+    (kb("VmHWM:") / 1024.0, kb("VmRSS:") / 1024.0, cpu)
+}
+
+// --- the load generator ---
+
+struct Load {
+    requests: u64,
+    accepted: u64,
+    failed: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+/// Posts the payload from `connections` concurrent keep-alive connections for `duration`, or
+/// until `count` requests were sent when given.
+async fn load(
+    url: &str,
+    body: &bytes::Bytes,
+    connections: usize,
+    duration: Duration,
+    count: Option<u64>,
+) -> Load {
+    let signature = cardwire::ingest::verify::sign(SECRET, body);
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..connections {
+        // One client per task: its own keep-alive connection.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        let (url, body, signature, sent) = (
+            url.to_string(),
+            body.clone(),
+            signature.clone(),
+            sent.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            let (mut ok, mut failed) = (0u64, 0u64);
+            let mut i = 0u64;
+            loop {
+                let n = sent.fetch_add(1, Ordering::Relaxed);
+                if count.is_some_and(|c| n >= c)
+                    || (count.is_none() && started.elapsed() >= duration)
+                {
+                    break;
+                }
+                i += 1;
+                let t = Instant::now();
+                let res = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", format!("bench-{task}-{i}"))
+                    .header("x-hub-signature-256", &signature)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        ok += 1;
+                    }
+                    Ok(r) => {
+                        failed += 1;
+                        if failed < 3 {
+                            eprintln!(
+                                "load: {} {}",
+                                r.status(),
+                                r.text().await.unwrap_or_default()
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        if failed < 3 {
+                            eprintln!("load: {e}");
+                        }
+                    }
+                }
+            }
+            (ok, failed, lat)
+        }));
+    }
+    let mut out = Load {
+        requests: 0,
+        accepted: 0,
+        failed: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        let (ok, failed, lat) = t.await.unwrap();
+        out.accepted += ok;
+        out.failed += failed;
+        out.latencies_us.extend(lat);
+    }
+    out.elapsed = started.elapsed();
+    out.requests = out.accepted + out.failed;
+    out.latencies_us.sort_unstable();
+    out
+}
+
+/// Waits until the receiver has `expected` cards or nothing arrives for `quiet`; returns
+/// when the last one arrived.
+async fn drain(r: &Receiver, expected: u64, quiet: Duration) -> Instant {
+    let mut last = (r.received.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let n = r.received.load(Ordering::Relaxed);
+        if n >= expected {
+            return Instant::now();
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > quiet {
+            return last.1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn connect(
+    http: &reqwest::Client,
+    g: &Gateway,
+    receiver: SocketAddr,
+    n: usize,
+) -> Result<()> {
+    let res = http
+        .post(format!("http://{}/api/connections", g.addr))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "name": format!("bench {n}"),
+            "url": format!("http://{receiver}/hook/{n}"),
+            "kind": "teams",
+            "channels": ["github"],
+        }))
+        .send()
+        .await?;
+    if res.status() != StatusCode::CREATED {
+        bail!("cannot add a connection: {}", res.text().await?);
+    }
+    Ok(())
+}
+
+/// A rules folder with the shipped GitHub rules and more up to `n` in all (the source is the
+/// only one configured).
+fn rules_with(dir: &Path, n: usize) -> Result<PathBuf> {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules)?;
+    let mut count = 0;
+    for e in std::fs::read_dir(root().join("rules"))? {
+        let p = e?.path();
+        if p.file_name().and_then(|n| n.to_str()) == Some("github.yaml") {
+            let text = std::fs::read_to_string(&p)?;
+            count += text.matches("\n- name:").count() + usize::from(text.starts_with("- name:"));
+            std::fs::write(rules.join("github.yaml"), text)?;
+        }
+    }
+    let mut extra = String::new();
+    for i in count..n {
+        extra.push_str(&format!(
+            "- name: bench-extra-{i}\n  source: github\n  event: issues\n  actions: [labeled]\n  \
+             when: {{path: label.name, equals: \"bench-{i}\"}}\n  template: github/issue\n  channel: bench-{i}\n\n"
+        ));
+    }
+    if !extra.is_empty() {
+        std::fs::write(rules.join("extra.yaml"), extra)?;
+    }
+    Ok(rules)
+}
+
+fn binary(args: &Args) -> Result<PathBuf> {
+    if let Some(b) = &args.binary {
+        return Ok(b.clone());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--release", "--locked", "--bin", "cardwire"])
+        .args(["--example", "bench"])
+        .current_dir(root());
+    // `cargo run` gave this process its package's CARGO_* variables; build scripts that watch
+    // them would see a change and rebuild everything twice per run.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
+            build.env_remove(k);
+        }
+    }
+    let status = build.status()?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    Ok(target.join("release/cardwire"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let binary = binary(&args)?;
+    let body = bytes::Bytes::from(std::fs::read(
+        root().join("tests/fixtures/github/push.event.4.json"),
+    )?);
+    let epoch = Instant::now();
+    let http = reqwest::Client::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "cardwire bench: {} s per phase, {} connections, {} target(s), {} B payload, {cores} cores",
+        args.duration.as_secs(),
+        args.connections,
+        args.targets,
+        body.len()
+    );
+
+    // The baseline: the HTTP floor.
+    let base_addr = start_baseline().await;
+    let base_url = format!("http://{base_addr}/hooks/github");
+    let _ = load(
+        &base_url,
+        &body,
+        args.connections,
+        Duration::from_secs(2),
+        None,
+    )
+    .await;
+    let base = load(&base_url, &body, args.connections, args.duration, None).await;
+
+    // cardwire under the same load.
+    let (receiver, receiver_addr) = start_receiver(epoch).await;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let config = write_config(dir.path(), port, &rules_with(dir.path(), 0)?)?;
+    let (g, _) = start_gateway(&binary, &config, port, &http).await?;
+    for n in 0..args.targets {
+        connect(&http, &g, receiver_addr, n).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, idle_rss, _) = usage(g.pid());
+    let cw_url = format!("http://{}/hooks/github", g.addr);
+    let load_start = epoch.elapsed();
+    let cw = load(&cw_url, &body, args.connections, args.duration, None).await;
+    let load_end = Instant::now();
+    let expected = cw.accepted * args.targets as u64;
+    let last = drain(&receiver, expected, Duration::from_secs(30)).await;
+    let drained = last.saturating_duration_since(load_end);
+    let received = receiver.received.load(Ordering::Relaxed);
+    let first = Duration::from_nanos(receiver.first_ns.load(Ordering::Relaxed));
+    let last_card = Duration::from_nanos(receiver.last_ns.load(Ordering::Relaxed));
+    let cards_window = last_card.saturating_sub(first.max(load_start));
+    let cards_per_s = received as f64 / cards_window.as_secs_f64().max(1e-9);
+    let (peak_rss, _, cpu) = usage(g.pid());
+    g.stop()?;
+    drop(dir);
+
+    // Ready with 200 rules.
+    let dir = tempfile::tempdir()?;
+    let rules = rules_with(dir.path(), 200)?;
+    let port = free_port();
+    let config = write_config(dir.path(), port, &rules)?;
+    let mut ready_200 = Duration::MAX;
+    for _ in 0..3 {
+        let (g, ready) = start_gateway(&binary, &config, port, &http).await?;
+        ready_200 = ready_200.min(ready);
+        g.stop()?;
+    }
+    drop(dir);
+
+    // Ready after a restart with a backlog, then drained.
+    let restart = if args.backlog > 0 {
+        let (receiver, receiver_addr) = start_receiver(epoch).await;
+        receiver.throttle.store(true, Ordering::Relaxed);
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let config = write_config(dir.path(), port, &rules_with(dir.path(), 0)?)?;
+        let (g, _) = start_gateway(&binary, &config, port, &http).await?;
+        connect(&http, &g, receiver_addr, 0).await?;
+        let url = format!("http://{}/hooks/github", g.addr);
+        let filled = load(
+            &url,
+            &body,
+            args.connections,
+            Duration::MAX,
+            Some(args.backlog as u64),
+        )
+        .await;
+        g.stop()?;
+        receiver.throttle.store(false, Ordering::Relaxed);
+        // Every card stays queued: the receiver throttled each attempt with Retry-After: 1,
+        // so after the restart they are due within a second.
+        let (g, ready) = start_gateway(&binary, &config, port, &http).await?;
+        let started = Instant::now();
+        let last = drain(&receiver, filled.accepted, Duration::from_secs(30)).await;
+        let got = receiver.received.load(Ordering::Relaxed);
+        let (peak, _, _) = usage(g.pid());
+        g.stop()?;
+        Some((
+            filled.accepted,
+            ready,
+            last.saturating_duration_since(started),
+            got,
+            peak,
+        ))
+    } else {
+        None
+    };
+
+    let ratio = cw.rps() / base.rps();
+    println!();
+    println!("| measure | baseline (bare axum) | cardwire | target |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ingest requests/s | {:.0} | {:.0} | ≥ 40 % of baseline: **{:.0} %** |",
+        base.rps(),
+        cw.rps(),
+        ratio * 100.0
+    );
+    println!(
+        "| ingest latency p50 / p99 | {:.2} / {:.2} ms | {:.2} / {:.2} ms | p99 ≤ 5 ms |",
+        base.percentile(0.5),
+        base.percentile(0.99),
+        cw.percentile(0.5),
+        cw.percentile(0.99)
+    );
+    println!("| requests failed | {} | {} | 0 |", base.failed, cw.failed);
+    println!("| cards/s at the receiver | | {cards_per_s:.0} | ≥ 10,000 |");
+    println!(
+        "| backlog drained after the load | | {:.2} s | |",
+        drained.as_secs_f64()
+    );
+    println!(
+        "| cards lost | | {} of {expected} | 0 |",
+        expected.saturating_sub(received)
+    );
+    println!(
+        "| peak RSS under load / idle | | {peak_rss:.1} / {idle_rss:.1} MB | ≤ 64 / ≤ 20 MB |"
+    );
+    println!(
+        "| CPU seconds (cardwire) | | {cpu:.1} s for {:.0} s of load | |",
+        cw.elapsed.as_secs_f64()
+    );
+    println!(
+        "| ready with 200 rules | | {:.0} ms | ≤ 200 ms |",
+        ready_200.as_secs_f64() * 1000.0
+    );
+    if let Some((queued, ready, drain, got, peak)) = restart {
+        println!(
+            "| restart with {queued} queued: ready / drained | | {:.0} ms / {:.2} s | ≤ 1 s |",
+            ready.as_secs_f64() * 1000.0,
+            drain.as_secs_f64()
+        );
+        println!(
+            "| cards lost across the restart (peak RSS) | | {} ({peak:.1} MB) | 0 |",
+            queued.saturating_sub(got)
+        );
+    }
+    Ok(())
+}
