@@ -168,15 +168,6 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: u64) -> Result<Byt
 /// id when the upstream delivery was seen before).
 pub async fn accept(app: &App, event: Event) -> Result<EventId, ApiError> {
     let staged = stage(app, &event).map_err(|e| ApiError::internal(&e))?;
-    // The playground's ring of recent events (`Event::new` already dropped credentials).
-    let recent = serde_json::json!({
-        "id": staged.id, "source": event.source, "event": event.event_type,
-        "headers": event.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-        "payload": event.payload(), "received_ms": now_ms(),
-    });
-    if let Err(e) = app.store.put_recent(&recent, crate::playground::RECENT) {
-        tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot keep the event for the playground");
-    }
     if let Err(e) = app.store.commit().await {
         if let Some(key) = &event.delivery_key {
             let _ = app.store.release_delivery(key);
@@ -196,6 +187,39 @@ pub struct Staged {
     pub wake: Vec<ConnectionId>,
     /// Notices for the live tail, sent once the event is durable (empty when nobody listens).
     pub news: Vec<(&'static str, Value)>,
+}
+
+/// An event as the playground's ring keeps it, serialized straight from the event (no copy of
+/// the payload).
+#[derive(serde::Serialize)]
+struct Recent<'a> {
+    id: &'a EventId,
+    source: &'a str,
+    event: &'a str,
+    /// Without credentials: `Event::new` dropped them.
+    headers: std::collections::BTreeMap<&'a str, &'a str>,
+    payload: &'a Value,
+    received_ms: u64,
+}
+
+/// Keeps the event in the playground's ring of recent events; a failure there only loses the
+/// playground's copy, never the event.
+fn keep_recent(app: &App, event: &Event) {
+    let recent = Recent {
+        id: &event.id,
+        source: &event.source,
+        event: &event.event_type,
+        headers: event
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        payload: event.payload(),
+        received_ms: now_ms(),
+    };
+    if let Err(e) = app.store.put_recent(&recent, crate::playground::RECENT) {
+        tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot keep the event for the playground");
+    }
 }
 
 fn announce(app: &App, news: Vec<(&'static str, Value)>) {
@@ -223,6 +247,7 @@ pub fn stage(app: &App, event: &Event) -> Result<Staged, StoreError> {
             });
         }
     }
+    keep_recent(app, event);
     let mut news = Vec::new();
     if app.live.listening() {
         news.push((

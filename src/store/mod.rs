@@ -461,7 +461,7 @@ impl Store {
 
     /// Keeps an event in the ring of the last `keep` received: slot `n % keep` of the `n`th
     /// event, overwritten in place (no count, no delete on the hot path).
-    pub fn put_recent(&self, event: &Value, keep: usize) -> Result<(), StoreError> {
+    pub fn put_recent(&self, event: &impl Serialize, keep: usize) -> Result<(), StoreError> {
         let seq = self.db.generate_id()?;
         let slot = (seq % keep.max(1) as u64).to_be_bytes();
         let mut value = seq.to_be_bytes().to_vec();
