@@ -23,7 +23,7 @@
 //!   source that would receive it and the headers that name its event.
 //! - `POST /api/send` `{"connection", "body"}` → 202 `{"delivery"}`: the card, validated for the
 //!   connection's kind and size, queued in the outbox like any other; follow it with
-//!   `GET /api/deliveries/{id}`.
+//!   `GET /api/deliveries/{id}`. A paused or broken connection is refused (409).
 //! - `PUT /api/templates` `{"template": "github/push", "kind": "teams", "text"}` → writes an
 //!   existing template back to the templates folder and reloads (only with
 //!   `playground.write: true` and templates on disk). A text the reload rejects is taken back
@@ -287,6 +287,17 @@ async fn send(
     let con = ConnectionId::parse(&input.connection)
         .and_then(|id| app.connections.get(&id))
         .ok_or_else(|| ApiError::not_found(format!("no connection {:?}", input.connection)))?;
+    if con.paused || con.broken.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "connection_not_sending",
+            format!(
+                "{} is {}: resume or fix it on /connections first",
+                con.id,
+                if con.paused { "paused" } else { "broken" }
+            ),
+        ));
+    }
     if let Err(errors) = crate::render::validate::validate(con.kind, &input.body) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -251,6 +251,22 @@ async fn send_queues_a_valid_card_through_the_outbox() {
     )
     .await;
     assert_eq!(status, 404, "{v}");
+    // A paused connection is refused rather than left waiting.
+    let res = g
+        .client
+        .patch(g.url(&format!("/api/connections/{con}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"paused": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (status, v) = post(&g, "/api/send", json!({"connection": con, "body": card})).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("connection_not_sending")),
+        "{v}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(r.received().len(), 1);
 }
