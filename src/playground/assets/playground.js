@@ -88,14 +88,15 @@ async function showPreview(kind, body) {
     } catch (e) {
       el.textContent = `The Adaptive Cards renderer refused this card: ${e.message}`;
     }
-    const r = await api("POST", "/api/preview", { kind, body });
-    if (r.status === 200) {
+    const r = await newest("preview", "POST", "/api/preview", { kind, body });
+    if (r && r.status === 200) {
       showErrors(r.json.errors);
       showSize(r.json.bytes, r.json.limit);
     }
     return;
   }
-  const r = await api("POST", "/api/preview", { kind, body });
+  const r = await newest("preview", "POST", "/api/preview", { kind, body });
+  if (!r) return;
   if (r.status !== 200) {
     showErrors([r.json.detail]);
     return;
@@ -122,6 +123,14 @@ function showCard(c) {
   }
 }
 
+// Answers can come back out of order: only the newest request of each kind is shown.
+const latest = {};
+async function newest(kind, method, path, body) {
+  const n = (latest[kind] = (latest[kind] || 0) + 1);
+  const r = await api(method, path, body);
+  return latest[kind] === n ? r : null;
+}
+
 // Renders the picked event with every rule (loaded templates).
 async function renderAll() {
   const ev = pickedEvent();
@@ -129,7 +138,9 @@ async function renderAll() {
     showErrors([ev]);
     return;
   }
-  const r = await api("POST", "/api/render", ev);
+  latest.card = (latest.card || 0) + 1; // an edit in flight is for the previous event
+  const r = await newest("render", "POST", "/api/render", ev);
+  if (!r) return;
   const rules = $("rules");
   rules.replaceChildren();
   if (r.status !== 200) {
@@ -167,12 +178,13 @@ function pickCard() {
 const onTemplate = debounce(async () => {
   const ev = pickedEvent();
   if (typeof ev === "string" || !$("rule").value) return;
-  const r = await api("POST", "/api/render", {
+  const r = await newest("card", "POST", "/api/render", {
     ...ev,
     rule: $("rule").value,
     kind: $("kind").value,
     template: $("template").value,
   });
+  if (!r) return;
   if (r.status !== 200) {
     showErrors([`${r.json.error}: ${r.json.detail}`]);
     return;
