@@ -733,15 +733,18 @@ impl Store {
 
     /// The connections that have cards queued.
     pub fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
+        // Keys are the connection id then a sequence number: one seek per connection, past all
+        // of its cards, instead of a walk over every queued card.
         let mut out: Vec<ConnectionId> = Vec::new();
-        for key in self.outbox.iter().keys() {
-            let key = key?;
-            let id = std::str::from_utf8(&key[..key.len().saturating_sub(8)]).unwrap_or_default();
-            if out.last().map(|l| l.as_str()) != Some(id) {
-                if let Some(id) = ConnectionId::parse(id) {
-                    out.push(id);
-                }
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(kv) = self.outbox.range(from.as_slice()..).next() {
+            let (key, _) = kv?;
+            let prefix = &key[..key.len().saturating_sub(8)];
+            if let Some(id) = std::str::from_utf8(prefix).ok().and_then(ConnectionId::parse) {
+                out.push(id);
             }
+            from = prefix.to_vec();
+            from.extend_from_slice(&[0xff; 9]);
         }
         Ok(out)
     }
