@@ -740,7 +740,10 @@ impl Store {
         while let Some(kv) = self.outbox.range(from.as_slice()..).next() {
             let (key, _) = kv?;
             let prefix = &key[..key.len().saturating_sub(8)];
-            if let Some(id) = std::str::from_utf8(prefix).ok().and_then(ConnectionId::parse) {
+            if let Some(id) = std::str::from_utf8(prefix)
+                .ok()
+                .and_then(ConnectionId::parse)
+            {
                 out.push(id);
             }
             from = prefix.to_vec();
