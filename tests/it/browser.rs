@@ -99,6 +99,22 @@ async fn text(c: &Client) -> String {
     }
 }
 
+/// Signs in on the sign-in form the page shows.
+async fn sign_in(c: &Client) {
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Waits until the page's main text contains `needle`.
 async fn wait_main(c: &Client, needle: &str) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -244,18 +260,7 @@ async fn connect_deny_and_pause_in_a_real_browser() {
 
     // Pause on /connections: the next event is not delivered.
     c.goto(&g.url("/connections")).await.unwrap();
-    c.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN_TOKEN)
-        .await
-        .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&c).await;
     c.wait().for_element(Locator::Css("table")).await.unwrap();
     c.find(Locator::Css("button[value=pause]"))
         .await
@@ -339,18 +344,7 @@ async fn the_playground_previews_edits_and_sends_a_card() {
 
     // Signing in leads back to the playground.
     c.goto(&g.url("/playground")).await.unwrap();
-    c.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN_TOKEN)
-        .await
-        .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&c).await;
     c.wait().for_element(Locator::Id("template")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/playground");
 
