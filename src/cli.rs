@@ -368,10 +368,11 @@ fn render_samples(config: &Config, pipeline: &Pipeline) -> Vec<crate::yaml::Prob
             };
             for rule in pipeline.rules.matches(&event) {
                 for kind in CardKind::ALL {
-                    let Err(e) = pipeline
-                        .renderer
-                        .render(&rule.template, kind, event.context())
-                    else {
+                    let Err(e) = pipeline.renderer.render_with(
+                        &rule.template,
+                        kind,
+                        event.template_context(),
+                    ) else {
                         continue;
                     };
                     // One report per template and problem, naming the first sample that shows it.
@@ -442,10 +443,10 @@ fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let kind = CardKind::from(args.kind);
-    let ctx = event.context();
+    let ctx = event.template_context();
     let mut failed = false;
     for rule in pipeline.rules.matches(&event) {
-        match pipeline.renderer.render(&rule.template, kind, ctx) {
+        match pipeline.renderer.render_with(&rule.template, kind, ctx) {
             Ok(body) => {
                 let body: serde_json::Value = serde_json::from_str(&body)?;
                 println!(

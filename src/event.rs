@@ -35,9 +35,13 @@ pub struct Event {
     pub delivery_key: Option<String>,
     /// Request headers, names in lower case, credentials removed.
     pub headers: Vec<(String, String)>,
-    /// What templates see (see [`Event::context`]); the payload lives inside it, so it is
-    /// neither copied nor parsed again on the way to the templates.
-    context: Value,
+    /// The payload's bytes as received, when ingest has them (kept for the playground's
+    /// ring without serializing the payload again).
+    pub raw: Option<bytes::Bytes>,
+    /// What templates see (see [`Event::context`]), wrapped once for Handlebars: the payload
+    /// lives inside it, so it is neither copied nor parsed again on the way to the templates
+    /// (rendering from a bare `&Value` would copy the whole payload for every card).
+    context: handlebars::Context,
 }
 
 impl Event {
@@ -87,13 +91,14 @@ impl Event {
             action,
             delivery_key,
             headers,
-            context: Value::Object(ctx),
+            raw: None,
+            context: handlebars::Context::from(Value::Object(ctx)),
         }
     }
 
     /// The JSON body.
     pub fn payload(&self) -> &Value {
-        &self.context["payload"]
+        &self.context.data()["payload"]
     }
 
     /// A header's value by name, any case.
@@ -106,6 +111,11 @@ impl Event {
 
     /// What templates see: `payload`, `event`, `action`, `source`, `headers`, `event_id`.
     pub fn context(&self) -> &Value {
+        self.context.data()
+    }
+
+    /// The same, wrapped for [`crate::render::Renderer::render_with`].
+    pub fn template_context(&self) -> &handlebars::Context {
         &self.context
     }
 

@@ -22,7 +22,7 @@ pub mod api;
 pub mod guard;
 pub mod policy;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -157,6 +157,9 @@ fn excerpt(body: &str) -> String {
 
 type Limiter = governor::DefaultDirectRateLimiter;
 
+/// How many queued cards a worker reads from the outbox at a time.
+const READ_AHEAD: usize = 64;
+
 /// The outbox workers.
 pub struct Deliverer {
     store: Arc<Store>,
@@ -256,6 +259,9 @@ impl Deliverer {
 
     fn limiters(&self, conn: &Connection) -> Arc<Vec<Limiter>> {
         let mut all = self.limiters.lock().expect("limiters lock");
+        if let Some(found) = all.get(&conn.url) {
+            return found.clone();
+        }
         all.entry(conn.url.clone())
             .or_insert_with(|| {
                 Arc::new(
@@ -286,6 +292,10 @@ impl Deliverer {
     async fn work(self: Arc<Self>, con: ConnectionId, notify: Arc<Notify>) {
         // Exponential pause after a 429 without Retry-After, reset by a success.
         let mut throttle_backoff = Duration::from_secs(1);
+        // The next cards, read from the outbox a batch at a time (one scan per batch rather
+        // than per card). Only this worker changes or removes its connection's queued cards;
+        // cards queued later are read with the next batch. What is here is also in sled.
+        let mut ahead: VecDeque<(crate::store::OutboxKey, OutboxRecord)> = VecDeque::new();
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -300,17 +310,19 @@ impl Deliverer {
                     _ = self.shutdown.cancelled() => break,
                 }
             }
-            let next = match self.store.next_for(&con) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot read the outbox; retrying in 1 s");
-                    if self.pause(Duration::from_secs(1)).await.is_err() {
-                        break;
+            if ahead.is_empty() {
+                match self.store.next_batch(&con, READ_AHEAD) {
+                    Ok(batch) => ahead.extend(batch),
+                    Err(e) => {
+                        tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot read the outbox; retrying in 1 s");
+                        if self.pause(Duration::from_secs(1)).await.is_err() {
+                            break;
+                        }
+                        continue;
                     }
-                    continue;
                 }
-            };
-            let Some((key, mut rec)) = next else {
+            }
+            let Some((key, mut rec)) = ahead.pop_front() else {
                 tokio::select! {
                     _ = notify.notified() => continue,
                     _ = self.shutdown.cancelled() => break,
@@ -318,11 +330,9 @@ impl Deliverer {
             };
             let now = now_ms();
             if rec.not_before_ms > now {
-                if self
-                    .pause(Duration::from_millis(rec.not_before_ms - now))
-                    .await
-                    .is_err()
-                {
+                let wait = rec.not_before_ms - now;
+                ahead.push_front((key, rec));
+                if self.pause(Duration::from_millis(wait)).await.is_err() {
                     break;
                 }
                 continue;
@@ -393,7 +403,9 @@ impl Deliverer {
                     rec.not_before_ms = now_ms() + wait.as_millis() as u64;
                     rec.last_error = Some(why);
                     self.metrics.retry(&con);
-                    self.store.update(&key, &rec)
+                    let saved = self.store.update(&key, &rec);
+                    ahead.push_front((key, rec));
+                    saved
                 }
                 Outcome::Retry { why, .. } if (rec.attempts as usize) <= self.schedule.len() => {
                     let wait = jittered(self.schedule[rec.attempts as usize - 1], &mut rand::rng());
@@ -401,12 +413,16 @@ impl Deliverer {
                     rec.not_before_ms = now_ms() + wait.as_millis() as u64;
                     rec.last_error = Some(why);
                     self.metrics.retry(&con);
-                    self.store.update(&key, &rec)
+                    let saved = self.store.update(&key, &rec);
+                    ahead.push_front((key, rec));
+                    saved
                 }
                 Outcome::Gone(why) => {
                     tracing::error!(connection = %con, error = %why, "the webhook URL is gone; connection marked broken, its cards kept as dead letters");
                     rec.last_error = Some(why.clone());
                     let reason = format!("connection broken: {why}");
+                    // Every card queued for it becomes a dead letter below.
+                    ahead.clear();
                     let marked = self
                         .connections
                         .update(&con, |c| c.broken = Some(why.clone()));

@@ -124,8 +124,8 @@ async fn handle_hook(
     let verified = unverified.verify(&bytes)?;
     let payload: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
-    drop(bytes);
-    let event = verified.event(payload)?;
+    let mut event = verified.event(payload)?;
+    event.raw = Some(bytes);
     let id = accept(&app, event).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
@@ -189,37 +189,21 @@ pub struct Staged {
     pub news: Vec<(&'static str, Value)>,
 }
 
-/// An event as the playground's ring keeps it, serialized straight from the event (no copy of
-/// the payload).
-#[derive(serde::Serialize)]
-struct Recent<'a> {
-    id: &'a EventId,
-    source: &'a str,
-    event: &'a str,
-    /// Without credentials: `Event::new` dropped them.
-    headers: std::collections::BTreeMap<&'a str, &'a str>,
-    payload: &'a Value,
-    received_ms: u64,
-}
-
-/// Keeps the event in the playground's ring of recent events; a failure there only loses the
-/// playground's copy, never the event.
+/// Keeps the event in the playground's ring of recent events (the request's bytes when
+/// ingest has them: no copy of the payload).
 fn keep_recent(app: &App, event: &Event) {
-    let recent = Recent {
-        id: &event.id,
-        source: &event.source,
-        event: &event.event_type,
-        headers: event
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
-        payload: event.payload(),
+    use crate::store::recent::{RecentEvent, RecentPayload};
+    app.store.put_recent(RecentEvent {
+        id: event.id.clone(),
+        source: event.source.clone(),
+        event: event.event_type.clone(),
+        headers: event.headers.clone(),
+        payload: match &event.raw {
+            Some(raw) => RecentPayload::Raw(raw.clone()),
+            None => RecentPayload::Value(event.payload().clone()),
+        },
         received_ms: now_ms(),
-    };
-    if let Err(e) = app.store.put_recent(&recent, crate::playground::RECENT) {
-        tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot keep the event for the playground");
-    }
+    });
 }
 
 fn announce(app: &App, news: Vec<(&'static str, Value)>) {
@@ -282,7 +266,7 @@ fn queue_cards(
         return Ok(wake);
     }
     let connections = app.connections.all();
-    let ctx = event.context();
+    let ctx = event.template_context();
     let listening = app.live.listening();
     for rule in rules {
         if listening {
@@ -330,7 +314,7 @@ fn queue_cards(
             let body = slot.get_or_insert_with(|| {
                 let r = pipeline
                     .renderer
-                    .render(&rule.template, conn.kind, ctx)
+                    .render_with(&rule.template, conn.kind, ctx)
                     .map(Arc::from)
                     .map_err(|e| e.to_string());
                 app.metrics.card(&rule.name, r.is_ok());
@@ -366,7 +350,7 @@ fn queue_cards(
                             CardKind::Teams => Some(record.body.clone()),
                             CardKind::Workflow => pipeline
                                 .renderer
-                                .render(&rule.template, CardKind::Teams, ctx)
+                                .render_with(&rule.template, CardKind::Teams, ctx)
                                 .ok(),
                         };
                         crate::noise::item_of(rule, event, teams.as_deref(), app.noise.now_ms())
@@ -423,7 +407,8 @@ impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
             .map_err(|e| format!("not JSON: {e}"))
             .and_then(|v| (self.to_event)(v).map_err(|e| e.detail));
         match event {
-            Ok(event) => {
+            Ok(mut event) => {
+                event.raw = Some(Bytes::copy_from_slice(text));
                 let staged = stage(self.app, &event).map_err(|e| ApiError::internal(&e))?;
                 self.ids.push(staged.id);
                 self.wake.extend(staged.wake);

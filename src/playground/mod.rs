@@ -447,9 +447,11 @@ fn render_value(app: &crate::app::App, input: RenderIn) -> Result<Value, ApiErro
                     kind,
                     event.context(),
                 ),
-                None => pipeline
-                    .renderer
-                    .render(&rule.template, kind, event.context()),
+                None => {
+                    pipeline
+                        .renderer
+                        .render_with(&rule.template, kind, event.template_context())
+                }
             };
             cards.push(match rendered {
                 Ok(body) => json!({

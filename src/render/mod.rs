@@ -95,6 +95,8 @@ pub enum RenderError {
 /// The compiled templates.
 pub struct Renderer {
     hb: Handlebars<'static>,
+    /// For `limit.per` and `dedup.key` expressions: not strict, not JSON-escaped.
+    exprs: Handlebars<'static>,
     names: HashSet<(String, CardKind)>,
     sources: std::collections::HashMap<(String, CardKind), String>,
     people: std::sync::Arc<people::People>,
@@ -151,8 +153,12 @@ impl Renderer {
             names.insert((name, kind));
         }
         if problems.is_empty() {
+            let mut exprs = Handlebars::new();
+            exprs.set_strict_mode(false);
+            helpers::register(&mut exprs);
             Ok(Self {
                 hb,
+                exprs,
                 names,
                 sources,
                 people,
@@ -181,11 +187,13 @@ impl Renderer {
 
     /// Evaluates a template expression (`{{payload.repository.full_name}}`) to text, as
     /// `limit.per` and `dedup.key` use it. Not JSON-escaped: the text is a key, not card JSON.
-    pub fn render_expr(&self, expr: &str, ctx: &Value) -> Result<String, RenderError> {
-        let mut hb = Handlebars::new();
-        hb.set_strict_mode(false);
-        helpers::register(&mut hb);
-        hb.render_template(expr, ctx)
+    pub fn render_expr(
+        &self,
+        expr: &str,
+        ctx: &handlebars::Context,
+    ) -> Result<String, RenderError> {
+        self.exprs
+            .render_template_with_context(expr, ctx)
             .map_err(|e| RenderError::Template {
                 template: expr.to_string(),
                 pos: e.line_no.zip(e.column_no),
@@ -195,6 +203,23 @@ impl Renderer {
 
     /// Renders a card and returns its JSON body, compact.
     pub fn render(&self, name: &str, kind: CardKind, ctx: &Value) -> Result<String, RenderError> {
+        // Wrapping copies the value: the hot path renders from an event's own context instead.
+        let ctx = handlebars::Context::wraps(ctx).map_err(|e| RenderError::Template {
+            template: format!("{}.hbs", key(name, kind)),
+            pos: None,
+            message: e.reason().to_string(),
+        })?;
+        self.render_with(name, kind, &ctx)
+    }
+
+    /// [`Renderer::render`] from a context wrapped once (an event's: see
+    /// [`crate::event::Event::template_context`]), so that several cards share it.
+    pub fn render_with(
+        &self,
+        name: &str,
+        kind: CardKind,
+        ctx: &handlebars::Context,
+    ) -> Result<String, RenderError> {
         let key = key(name, kind);
         if !self.names.contains(&(name.to_string(), kind)) {
             return Err(RenderError::NoTemplate(key));
@@ -202,7 +227,7 @@ impl Renderer {
         let file = format!("{key}.hbs");
         let text = self
             .hb
-            .render(&key, ctx)
+            .render_with_context(&key, ctx)
             .map_err(|e| RenderError::Template {
                 template: file.clone(),
                 pos: e.line_no.zip(e.column_no),

@@ -12,6 +12,7 @@
 //! This is one concrete type rather than a trait: there is one backend today, and the public
 //! methods below are the whole interface a second one (PostgreSQL) would implement.
 
+pub mod recent;
 pub mod secrets;
 
 use std::path::Path;
@@ -186,6 +187,7 @@ pub struct Store {
     digest_items: sled::Tree,
     digest_state: sled::Tree,
     recent: sled::Tree,
+    ring: recent::Ring,
     counts: Mutex<Counts>,
     sync: bool,
     commits: mpsc::UnboundedSender<CommitRequest>,
@@ -222,6 +224,7 @@ impl Store {
         let outbox = db.open_tree("outbox")?;
         let dead = db.open_tree("dead")?;
         let delivered = db.open_tree("delivered")?;
+        let recent = db.open_tree("recent_events")?;
         // sled's len() walks the tree: count once here, then keep the counts as cards move.
         let mut counts = Counts {
             dead: dead.len(),
@@ -249,12 +252,14 @@ impl Store {
             fold_items: db.open_tree("fold_items")?,
             digest_items: db.open_tree("digest_items")?,
             digest_state: db.open_tree("digest_state")?,
-            recent: db.open_tree("recent_events")?,
+            ring: recent::Ring::load(&recent, crate::playground::RECENT)?,
+            recent,
             last_delivery: db.open_tree("last_delivery")?,
             db: db.clone(),
             commits: tx,
         });
         tokio::spawn(group_commit(rx));
+        tokio::spawn(save_recent(Arc::downgrade(&store)));
         Ok(store)
     }
 
@@ -274,8 +279,9 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Flushes everything now (at shutdown).
+    /// Flushes everything now (at shutdown), the playground's ring included.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.ring.save(&self.recent)?;
         self.db.flush()?;
         Ok(())
     }
@@ -459,30 +465,15 @@ impl Store {
 
     // --- the playground's recent events ---
 
-    /// Keeps an event in the ring of the last `keep` received: slot `n % keep` of the `n`th
-    /// event, overwritten in place (no count, no delete on the hot path).
-    pub fn put_recent(&self, event: &impl Serialize, keep: usize) -> Result<(), StoreError> {
-        let seq = self.db.generate_id()?;
-        let slot = (seq % keep.max(1) as u64).to_be_bytes();
-        let mut value = seq.to_be_bytes().to_vec();
-        serde_json::to_writer(&mut value, event)?;
-        self.recent.insert(slot, value)?;
-        Ok(())
+    /// Keeps an event in the ring of the last [`crate::playground::RECENT`] received (in
+    /// memory; written to sled within a second, see [`recent`]).
+    pub fn put_recent(&self, event: recent::RecentEvent) {
+        self.ring.push(event);
     }
 
     /// The events in the ring, newest first.
     pub fn recent(&self) -> Result<Vec<Value>, StoreError> {
-        let mut all = Vec::new();
-        for kv in self.recent.iter() {
-            let (_, v) = kv?;
-            if v.len() < 8 {
-                continue;
-            }
-            let seq = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-            all.push((seq, decode::<Value>(&v[8..])?));
-        }
-        all.sort_by_key(|e| std::cmp::Reverse(e.0));
-        Ok(all.into_iter().map(|(_, v)| v).collect())
+        Ok(self.ring.all())
     }
 
     // --- Connect to Office 365 states ---
@@ -597,29 +588,57 @@ impl Store {
         Ok(())
     }
 
+    /// The oldest `n` cards queued for a connection, in order (what its worker sends next).
+    pub fn next_batch(
+        &self,
+        con: &ConnectionId,
+        n: usize,
+    ) -> Result<Vec<(OutboxKey, OutboxRecord)>, StoreError> {
+        self.outbox
+            .scan_prefix(con.as_str())
+            .take(n)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((OutboxKey(k), decode(&v)?))
+            })
+            .collect()
+    }
+
     /// Moves a delivered card out of the outbox into the delivered records (without its body).
+    ///
+    /// Two writes, not a transaction (a sled transaction across trees costs more than the rest
+    /// of a delivery): the card leaves the outbox, then its record is added. A crash between
+    /// them loses the record of the delivery, never a card; a crash before both leaves the card
+    /// queued, to be sent again with the same `Idempotency-Key` (at least once).
     pub fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
-        let mut kept = rec.clone();
-        kept.body = String::new();
+        let kept = OutboxRecord {
+            id: rec.id.clone(),
+            event: rec.event.clone(),
+            connection: rec.connection.clone(),
+            rule: rec.rule.clone(),
+            kind: rec.kind,
+            body: String::new(),
+            attempts: rec.attempts,
+            not_before_ms: rec.not_before_ms,
+            created_ms: rec.created_ms,
+            last_error: rec.last_error.clone(),
+            attempt_log: rec.attempt_log.clone(),
+        };
         let value = serde_json::to_vec(&Delivered {
             record: kept,
             delivered_ms: now_ms(),
         })?;
-        use sled::Transactional;
-        (&self.outbox, &self.delivered)
-            .transaction(|(outbox, delivered)| {
-                outbox.remove(&key.0)?;
-                delivered.insert(rec.id.as_str(), value.as_slice())?;
-                Ok(())
-            })
-            .map_err(tx_error)?;
+        let queued = self.outbox.remove(&key.0)?.is_some();
+        self.delivered.insert(rec.id.as_str(), value)?;
         let was_retrying = rec.attempts > 1;
         self.count(|c| {
-            c.queued -= 1;
-            c.delivered += 1;
-            if was_retrying {
-                c.retrying -= 1;
+            if queued {
+                c.queued -= 1;
+                if was_retrying {
+                    c.retrying -= 1;
+                }
             }
+            c.delivered += 1;
         });
         Ok(())
     }
@@ -789,6 +808,28 @@ async fn group_commit(mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
                 Err(_) => Err(StoreError::Closed),
             };
             let _ = waiter.send(r);
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Whatever the ring has not written yet (sled flushes when its last handle goes).
+        if let Err(e) = self.ring.save(&self.recent) {
+            tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot save the playground's recent events");
+        }
+    }
+}
+
+/// Writes the playground's ring to sled once a second while the store lives.
+async fn save_recent(store: std::sync::Weak<Store>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(store) = store.upgrade() else { return };
+        if let Err(e) = store.ring.save(&store.recent) {
+            tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot save the playground's recent events");
         }
     }
 }

@@ -1,0 +1,229 @@
+//! The playground's ring of recently received events.
+//!
+//! Kept in memory and written to sled in the background (at most once a second, and at
+//! shutdown), slot `n % keep` for the `n`th event: receiving an event costs a lock and a push,
+//! not a ~9 KB write and its serialization on the request's path. The ring is a convenience
+//! for people, not part of any delivery guarantee: a crash (kill -9) can lose its last second.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{decode, StoreError};
+use crate::ids::EventId;
+
+/// The payload as it arrived: the request's bytes when ingest has them (no copy, no
+/// serialization until the ring is written), or a parsed value.
+#[derive(Debug, Clone)]
+pub enum RecentPayload {
+    /// The body (or NDJSON line) exactly as received; it parsed as JSON on the way in.
+    Raw(bytes::Bytes),
+    /// A parsed payload.
+    Value(Value),
+}
+
+/// One event in the ring.
+#[derive(Debug, Clone)]
+pub struct RecentEvent {
+    /// Its id.
+    pub id: EventId,
+    /// The source's name.
+    pub source: String,
+    /// The event type.
+    pub event: String,
+    /// Request headers without credentials (`Event::new` dropped them).
+    pub headers: Vec<(String, String)>,
+    /// The payload.
+    pub payload: RecentPayload,
+    /// When it was received (Unix milliseconds).
+    pub received_ms: u64,
+}
+
+/// How the ring's events are written and answered.
+#[derive(Serialize)]
+struct Shown<'a> {
+    id: &'a EventId,
+    source: &'a str,
+    event: &'a str,
+    headers: std::collections::BTreeMap<&'a str, &'a str>,
+    payload: Value,
+    received_ms: u64,
+}
+
+impl RecentEvent {
+    /// The event as JSON (`id`, `source`, `event`, `headers`, `payload`, `received_ms`).
+    pub fn to_json(&self) -> Value {
+        let payload = match &self.payload {
+            RecentPayload::Raw(b) => serde_json::from_slice(b).unwrap_or(Value::Null),
+            RecentPayload::Value(v) => v.clone(),
+        };
+        serde_json::to_value(Shown {
+            id: &self.id,
+            source: &self.source,
+            event: &self.event,
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            payload,
+            received_ms: self.received_ms,
+        })
+        .unwrap_or(Value::Null)
+    }
+}
+
+/// The ring: newest last, each with its sequence number.
+pub(super) struct Ring {
+    keep: usize,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    events: VecDeque<(u64, Entry)>,
+    next_seq: u64,
+    /// Events with a sequence number from here on are not in sled yet.
+    unsaved_from: u64,
+}
+
+#[derive(Clone)]
+enum Entry {
+    New(Box<RecentEvent>),
+    /// Loaded from sled at start.
+    Stored(Value),
+}
+
+impl Ring {
+    /// The ring as sled holds it (`tree`: slot → sequence ‖ JSON).
+    pub(super) fn load(tree: &sled::Tree, keep: usize) -> Result<Self, StoreError> {
+        let mut events = Vec::new();
+        for kv in tree.iter() {
+            let (_, v) = kv?;
+            if v.len() < 8 {
+                continue;
+            }
+            let seq = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+            events.push((seq, Entry::Stored(decode::<Value>(&v[8..])?)));
+        }
+        events.sort_by_key(|e| e.0);
+        let next_seq = events.last().map_or(0, |e| e.0 + 1);
+        Ok(Self {
+            keep: keep.max(1),
+            inner: Mutex::new(Inner {
+                events: events.into(),
+                next_seq,
+                unsaved_from: next_seq,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("recent ring lock")
+    }
+
+    pub(super) fn push(&self, event: RecentEvent) {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.events.push_back((seq, Entry::New(Box::new(event))));
+        while inner.events.len() > self.keep {
+            inner.events.pop_front();
+        }
+    }
+
+    /// Newest first.
+    pub(super) fn all(&self) -> Vec<Value> {
+        let events: Vec<Entry> = self.lock().events.iter().map(|e| e.1.clone()).collect();
+        events
+            .into_iter()
+            .rev()
+            .map(|e| match e {
+                Entry::New(e) => e.to_json(),
+                Entry::Stored(v) => v,
+            })
+            .collect()
+    }
+
+    /// Writes what sled does not have yet into its slots.
+    pub(super) fn save(&self, tree: &sled::Tree) -> Result<usize, StoreError> {
+        let unsaved: Vec<(u64, Entry)> = {
+            let mut inner = self.lock();
+            let from = inner.unsaved_from;
+            inner.unsaved_from = inner.next_seq;
+            inner
+                .events
+                .iter()
+                .filter(|e| e.0 >= from)
+                .cloned()
+                .collect()
+        };
+        let mut batch = sled::Batch::default();
+        for (seq, entry) in &unsaved {
+            let json = match entry {
+                Entry::New(e) => e.to_json(),
+                Entry::Stored(v) => v.clone(),
+            };
+            let mut value = seq.to_be_bytes().to_vec();
+            serde_json::to_writer(&mut value, &json)?;
+            batch.insert(&(seq % self.keep as u64).to_be_bytes(), value);
+        }
+        tree.apply_batch(batch)?;
+        Ok(unsaved.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> RecentEvent {
+        RecentEvent {
+            id: EventId::new(),
+            source: "github".into(),
+            event: "push".into(),
+            headers: vec![("x-github-event".into(), "push".into())],
+            payload: RecentPayload::Raw(bytes::Bytes::from(format!("{{\"n\":{n}}}"))),
+            received_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_and_survives_a_reload() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("recent").unwrap();
+        let ring = Ring::load(&tree, 3).unwrap();
+        for n in 0..5 {
+            ring.push(event(n));
+        }
+        let shown: Vec<_> = ring
+            .all()
+            .iter()
+            .map(|v| v["payload"]["n"].clone())
+            .collect();
+        assert_eq!(shown, [4, 3, 2]);
+        assert_eq!(ring.save(&tree).unwrap(), 3);
+        assert_eq!(ring.save(&tree).unwrap(), 0, "nothing new, nothing written");
+        ring.push(event(5));
+        assert_eq!(ring.save(&tree).unwrap(), 1);
+        let again = Ring::load(&tree, 3).unwrap();
+        let shown: Vec<_> = again
+            .all()
+            .iter()
+            .map(|v| v["payload"]["n"].clone())
+            .collect();
+        assert_eq!(shown, [5, 4, 3]);
+        assert_eq!(again.all()[0]["headers"]["x-github-event"], "push");
+        // Sequence numbers go on from the stored ones: a new event overwrites the oldest slot.
+        again.push(event(6));
+        again.save(&tree).unwrap();
+        let third = Ring::load(&tree, 3).unwrap();
+        let shown: Vec<_> = third
+            .all()
+            .iter()
+            .map(|v| v["payload"]["n"].clone())
+            .collect();
+        assert_eq!(shown, [6, 5, 4]);
+    }
+}
