@@ -211,7 +211,7 @@ impl Store {
         let cipher = secrets::Cipher::load(key, dir)?;
         let db = sled::Config::new()
             .path(dir.join("sled"))
-            .cache_capacity(32 * 1024 * 1024)
+            .cache_capacity(8 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             // Durability comes from our own group commit, not from a background timer.
             .flush_every_ms(None)
@@ -231,9 +231,15 @@ impl Store {
             delivered: delivered.len(),
             ..Counts::default()
         };
+        // Only `attempts` is read of each card (the body is skipped, not copied).
+        #[derive(Deserialize)]
+        struct Attempts {
+            #[serde(default)]
+            attempts: u32,
+        }
         for v in outbox.iter().values() {
             counts.queued += 1;
-            if decode::<OutboxRecord>(&v?)?.attempts > 0 {
+            if decode::<Attempts>(&v?)?.attempts > 0 {
                 counts.retrying += 1;
             }
         }
