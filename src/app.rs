@@ -257,16 +257,29 @@ fn spawn_noise_ticker(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> 
     })
 }
 
-/// Prunes delivered records older than `delivery.keep_delivered`, at start and then hourly.
+/// How long an upstream delivery id is remembered, so that a redelivery is accepted once:
+/// GitHub offers to redeliver a webhook for 3 days.
+pub const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
+
+/// Prunes delivered records older than `delivery.keep_delivered` and upstream delivery ids
+/// older than [`SEEN_FOR`], at start and then hourly.
 fn spawn_pruner(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let store = app.store.clone();
             let keep = app.config.delivery.keep_delivered;
-            match tokio::task::spawn_blocking(move || store.prune_delivered(keep)).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(
+            let pruned = tokio::task::spawn_blocking(move || {
+                Ok::<_, crate::store::StoreError>((
+                    store.prune_delivered(keep)?,
+                    store.prune_seen(SEEN_FOR)?,
+                ))
+            })
+            .await;
+            match pruned {
+                Ok(Ok((n, ids))) if n + ids > 0 => tracing::info!(
                     pruned = n,
-                    "delivered records past delivery.keep_delivered removed"
+                    delivery_ids = ids,
+                    "delivered records past delivery.keep_delivered and delivery ids older than 3 days removed"
                 ),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot prune delivered records")

@@ -545,6 +545,26 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets upstream delivery ids claimed more than `keep` ago (their event id says when);
+    /// returns how many. Without this the ids of every event ever received would stay.
+    pub fn prune_seen(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
+        let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
+        let mut n = 0;
+        for kv in self.seen.iter() {
+            let (k, v) = kv?;
+            let claimed_ms = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.strip_prefix(EventId::PREFIX))
+                .and_then(|u| ulid::Ulid::from_string(u).ok())
+                .map_or(0, |u| u.timestamp_ms());
+            if claimed_ms < cutoff {
+                self.seen.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn count(&self, f: impl FnOnce(&mut Counts)) {
         f(&mut self.counts.lock().expect("counts lock"));
     }
@@ -1003,6 +1023,29 @@ mod tests {
         }
         let store = Store::open(dir.path(), None).unwrap();
         assert_eq!(store.queued(), 4);
+    }
+
+    #[tokio::test]
+    async fn old_delivery_ids_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).unwrap();
+        let day = 86_400_000;
+        let old = EventId::parse(&format!(
+            "evt_{}",
+            ulid::Ulid::from_parts(now_ms() - 4 * day, 7)
+                .to_string()
+                .to_lowercase()
+        ))
+        .unwrap();
+        store.claim_delivery("old", &old).unwrap();
+        store.claim_delivery("new", &EventId::new()).unwrap();
+        let three_days = std::time::Duration::from_millis(3 * day);
+        assert_eq!(store.prune_seen(three_days).unwrap(), 1);
+        assert_eq!(store.claim_delivery("old", &EventId::new()).unwrap(), None);
+        assert!(store
+            .claim_delivery("new", &EventId::new())
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test]
