@@ -818,8 +818,18 @@ async fn group_commit(mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
     let mut batch = Vec::new();
     while let Some((first, db)) = rx.recv().await {
         batch.push(first);
-        while let Ok((more, _)) = rx.try_recv() {
-            batch.push(more);
+        // Let requests that are already running reach their commit too: one flush for them
+        // all instead of one now and another right after. A few scheduler turns at most, so
+        // that a lone request is not kept waiting.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while let Ok((more, _)) = rx.try_recv() {
+                batch.push(more);
+            }
+            if batch.len() == before {
+                break;
+            }
         }
         let result = tokio::task::spawn_blocking(move || db.flush())
             .await
