@@ -95,7 +95,8 @@ pub enum RenderError {
 /// The compiled templates.
 pub struct Renderer {
     hb: Handlebars<'static>,
-    /// For `limit.per` and `dedup.key` expressions: not strict, not JSON-escaped.
+    /// For `limit.per` and `dedup.key` expressions: not strict, Handlebars' default escaping
+    /// (built once, not per call).
     exprs: Handlebars<'static>,
     names: HashSet<(String, CardKind)>,
     sources: std::collections::HashMap<(String, CardKind), String>,

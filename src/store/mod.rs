@@ -1,10 +1,15 @@
-//! Durable state in sled: connections, the outbox, dead letters and seen delivery ids.
+//! Durable state in sled: connections, the outbox, dead letters, delivered records, seen
+//! delivery ids (pruned after 3 days), noise-control state and the playground's ring of recent
+//! events (see [`recent`]: in memory, written once a second).
 //!
 //! In: records from ingest (outbox entries, delivery-id claims), from the admin API
 //! (connections) and from delivery (attempt results). Out: the same records, in order.
 //! Guarantees: a write is durable once [`Store::commit`] has returned for it. `commit` is a
 //! group commit: callers that arrive while a flush runs share the next one, so a burst of
 //! requests costs a few fsyncs, not one each, and no request waits on a timer.
+//!
+//! Card counts are kept in memory as cards move; a clean stop leaves them in the `meta` tree so
+//! that the next start need not walk the queue, and a start after a crash counts again.
 //!
 //! The outbox is keyed `connection id ‖ sequence (u64, big-endian)`, so a prefix scan yields one
 //! connection's cards in the order they were accepted. What has been delivered is deleted.
@@ -186,9 +191,8 @@ pub struct Store {
     fold_items: sled::Tree,
     digest_items: sled::Tree,
     digest_state: sled::Tree,
-    recent: sled::Tree,
     meta: sled::Tree,
-    ring: recent::Ring,
+    ring: Arc<recent::Ring>,
     counts: Mutex<Counts>,
     sync: bool,
     commits: mpsc::UnboundedSender<CommitRequest>,
@@ -210,17 +214,16 @@ impl Store {
     /// sharing a group commit (`durability: sync`).
     pub fn open_with(dir: &Path, key: Option<&str>, sync: bool) -> Result<Arc<Self>, StoreError> {
         let cipher = secrets::Cipher::load(key, dir)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("sled"))
             .cache_capacity(8 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             // Durability comes from our own group commit, not from a background timer.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            .flush_every_ms(None);
+        let db = open_locked(&config).map_err(|source| StoreError::Open {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let outbox = db.open_tree("outbox")?;
         let dead = db.open_tree("dead")?;
@@ -252,15 +255,14 @@ impl Store {
             fold_items: db.open_tree("fold_items")?,
             digest_items: db.open_tree("digest_items")?,
             digest_state: db.open_tree("digest_state")?,
-            ring: recent::Ring::load(&recent, crate::playground::RECENT)?,
-            recent,
+            ring: Arc::new(recent::Ring::load(recent, crate::playground::RECENT)?),
             meta,
             last_delivery: db.open_tree("last_delivery")?,
             db: db.clone(),
             commits: tx,
         });
         tokio::spawn(group_commit(rx));
-        tokio::spawn(save_recent(Arc::downgrade(&store)));
+        tokio::spawn(save_recent(store.ring.clone()));
         Ok(store)
     }
 
@@ -283,7 +285,7 @@ impl Store {
     /// Flushes everything now (at a clean stop), the playground's ring and the counts of
     /// cards included (so that the next start need not count them).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.ring.save(&self.recent)?;
+        self.ring.save()?;
         self.meta
             .insert(CLEAN_COUNTS, serde_json::to_vec(&self.counts())?)?;
         self.db.flush()?;
@@ -848,9 +850,31 @@ async fn group_commit(mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // The last moment of a clean stop: whatever changed since `flush`.
+        // The last moment of a clean stop: whatever changed since `flush`, the ring first so
+        // that the final flush covers every write.
+        if let Err(e) = self.ring.close() {
+            tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot save the playground's recent events");
+        }
         if let Err(e) = self.flush() {
             tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot save the store at shutdown");
+        }
+    }
+}
+
+/// Opens sled, waiting up to 2 s for its file lock: right after a store in this process is
+/// dropped (a restart in tests, or of an embedded server), sled's I/O threads can hold the lock
+/// for a moment longer. Another process holding it gets the error after the wait.
+fn open_locked(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
         }
     }
 }
@@ -884,15 +908,18 @@ fn count(
     Ok(counts)
 }
 
-/// Writes the playground's ring to sled once a second while the store lives.
-async fn save_recent(store: std::sync::Weak<Store>) {
+/// Writes the playground's ring to sled once a second until the store closes it.
+async fn save_recent(ring: Arc<recent::Ring>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(store) = store.upgrade() else { return };
-        if let Err(e) = store.ring.save(&store.recent) {
-            tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot save the playground's recent events");
+        match ring.save() {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot save the playground's recent events")
+            }
         }
     }
 }
@@ -1027,7 +1054,7 @@ mod tests {
         }
         // As after kill -9: no counts left by a clean stop. The start walks the queue.
         {
-            let db = sled::open(dir.path().join("sled")).unwrap();
+            let db = open_locked(&sled::Config::new().path(dir.path().join("sled"))).unwrap();
             db.open_tree("meta").unwrap().remove(CLEAN_COUNTS).unwrap();
             db.flush().unwrap();
         }

@@ -75,10 +75,13 @@ impl RecentEvent {
     }
 }
 
-/// The ring: newest last, each with its sequence number.
+/// The ring: newest last, each with its sequence number, and the tree it is written to (until
+/// [`Ring::close`]: the task that saves it every second holds the ring, never the database, so
+/// dropping the store releases the data directory at once).
 pub(super) struct Ring {
     keep: usize,
     inner: Mutex<Inner>,
+    tree: Mutex<Option<sled::Tree>>,
 }
 
 struct Inner {
@@ -97,7 +100,7 @@ enum Entry {
 
 impl Ring {
     /// The ring as sled holds it (`tree`: slot → sequence ‖ JSON).
-    pub(super) fn load(tree: &sled::Tree, keep: usize) -> Result<Self, StoreError> {
+    pub(super) fn load(tree: sled::Tree, keep: usize) -> Result<Self, StoreError> {
         let mut events = Vec::new();
         for kv in tree.iter() {
             let (_, v) = kv?;
@@ -116,6 +119,7 @@ impl Ring {
                 next_seq,
                 unsaved_from: next_seq,
             }),
+            tree: Mutex::new(Some(tree)),
         })
     }
 
@@ -146,8 +150,12 @@ impl Ring {
             .collect()
     }
 
-    /// Writes what sled does not have yet into its slots.
-    pub(super) fn save(&self, tree: &sled::Tree) -> Result<usize, StoreError> {
+    /// Writes what sled does not have yet into its slots; `None` once closed.
+    pub(super) fn save(&self) -> Result<Option<usize>, StoreError> {
+        let tree = self.tree.lock().expect("recent tree lock");
+        let Some(tree) = tree.as_ref() else {
+            return Ok(None);
+        };
         let unsaved: Vec<(u64, Entry)> = {
             let mut inner = self.lock();
             let from = inner.unsaved_from;
@@ -159,6 +167,9 @@ impl Ring {
                 .cloned()
                 .collect()
         };
+        if unsaved.is_empty() {
+            return Ok(Some(0));
+        }
         let mut batch = sled::Batch::default();
         for (seq, entry) in &unsaved {
             let json = match entry {
@@ -170,7 +181,14 @@ impl Ring {
             batch.insert(&(seq % self.keep as u64).to_be_bytes(), value);
         }
         tree.apply_batch(batch)?;
-        Ok(unsaved.len())
+        Ok(Some(unsaved.len()))
+    }
+
+    /// Saves what is left and lets go of the tree (waiting for a save in progress).
+    pub(super) fn close(&self) -> Result<(), StoreError> {
+        self.save()?;
+        self.tree.lock().expect("recent tree lock").take();
+        Ok(())
     }
 }
 
@@ -193,7 +211,7 @@ mod tests {
     fn the_ring_keeps_the_newest_and_survives_a_reload() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("recent").unwrap();
-        let ring = Ring::load(&tree, 3).unwrap();
+        let ring = Ring::load(tree.clone(), 3).unwrap();
         for n in 0..5 {
             ring.push(event(n));
         }
@@ -203,11 +221,16 @@ mod tests {
             .map(|v| v["payload"]["n"].clone())
             .collect();
         assert_eq!(shown, [4, 3, 2]);
-        assert_eq!(ring.save(&tree).unwrap(), 3);
-        assert_eq!(ring.save(&tree).unwrap(), 0, "nothing new, nothing written");
+        assert_eq!(ring.save().unwrap(), Some(3));
+        assert_eq!(
+            ring.save().unwrap(),
+            Some(0),
+            "nothing new, nothing written"
+        );
         ring.push(event(5));
-        assert_eq!(ring.save(&tree).unwrap(), 1);
-        let again = Ring::load(&tree, 3).unwrap();
+        ring.close().unwrap();
+        assert_eq!(ring.save().unwrap(), None, "closed");
+        let again = Ring::load(tree.clone(), 3).unwrap();
         let shown: Vec<_> = again
             .all()
             .iter()
@@ -217,8 +240,8 @@ mod tests {
         assert_eq!(again.all()[0]["headers"]["x-github-event"], "push");
         // Sequence numbers go on from the stored ones: a new event overwrites the oldest slot.
         again.push(event(6));
-        again.save(&tree).unwrap();
-        let third = Ring::load(&tree, 3).unwrap();
+        again.save().unwrap();
+        let third = Ring::load(tree, 3).unwrap();
         let shown: Vec<_> = third
             .all()
             .iter()
