@@ -207,6 +207,14 @@ mod tests {
         }
     }
 
+    /// The `n` of every kept payload, newest first.
+    fn numbers(ring: &Ring) -> Vec<Value> {
+        ring.all()
+            .iter()
+            .map(|v| v["payload"]["n"].clone())
+            .collect()
+    }
+
     #[test]
     fn the_ring_keeps_the_newest_and_survives_a_reload() {
         let db = sled::Config::new().temporary(true).open().unwrap();
@@ -215,11 +223,7 @@ mod tests {
         for n in 0..5 {
             ring.push(event(n));
         }
-        let shown: Vec<_> = ring
-            .all()
-            .iter()
-            .map(|v| v["payload"]["n"].clone())
-            .collect();
+        let shown = numbers(&ring);
         assert_eq!(shown, [4, 3, 2]);
         assert_eq!(ring.save().unwrap(), Some(3));
         assert_eq!(
@@ -231,22 +235,14 @@ mod tests {
         ring.close().unwrap();
         assert_eq!(ring.save().unwrap(), None, "closed");
         let again = Ring::load(tree.clone(), 3).unwrap();
-        let shown: Vec<_> = again
-            .all()
-            .iter()
-            .map(|v| v["payload"]["n"].clone())
-            .collect();
+        let shown = numbers(&again);
         assert_eq!(shown, [5, 4, 3]);
         assert_eq!(again.all()[0]["headers"]["x-github-event"], "push");
         // Sequence numbers go on from the stored ones: a new event overwrites the oldest slot.
         again.push(event(6));
         again.save().unwrap();
         let third = Ring::load(tree, 3).unwrap();
-        let shown: Vec<_> = third
-            .all()
-            .iter()
-            .map(|v| v["payload"]["n"].clone())
-            .collect();
+        let shown = numbers(&third);
         assert_eq!(shown, [6, 5, 4]);
     }
 }
