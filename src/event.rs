@@ -54,6 +54,7 @@ impl Event {
         headers: Vec<(String, String)>,
         payload: Value,
     ) -> Self {
+        // What this reads is in `Event::reads`.
         let action = match kind {
             SourceKind::Gitlab => payload
                 .pointer("/object_attributes/action")
@@ -96,7 +97,17 @@ impl Event {
         }
     }
 
-    /// The JSON body.
+    /// The payload paths an event of `kind` reads to find its action (see [`crate::needs`]).
+    pub fn reads(kind: SourceKind) -> &'static [&'static str] {
+        match kind {
+            SourceKind::Gitlab => &["object_attributes.action", "action"],
+            SourceKind::Alertmanager => &["status"],
+            _ => &["action"],
+        }
+    }
+
+    /// The JSON body: what rules, templates and noise control read of it (see
+    /// [`crate::needs`]), or all of it where it was parsed whole.
     pub fn payload(&self) -> &Value {
         &self.context.data()["payload"]
     }

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! POST /hooks/{source}
-//!   ingest   read the body (limit), verify (HMAC / token), parse once -> Event
+//!   ingest   read the body (limit), verify (HMAC / token), parse once -> Event, building
+//!            only the members that rules and templates read (see needs)
 //!   rules    which rules take the event (RuleSet::matches)
 //!   render   each matching rule's template -> card JSON per connection kind (Renderer::render)
 //!   noise    dedup, limits that fold into summaries, Teams' caps, digests (Noise::decide)
@@ -24,6 +25,8 @@
 //! - [`config`]: the YAML config file, `${VAR}` references, checks with `file:line:col`.
 //! - [`yaml`]: the YAML reader shared by config and rules, with a position for every node.
 //! - [`pipeline`]: rules and templates loaded together from disk or from the binary.
+//! - [`needs`]: what rules and templates read of each source's payloads, and the parser that
+//!   builds only that.
 //! - [`reload`]: hot reload on file changes or SIGHUP; `GET /api/rules`.
 //! - [`samples`]: the vendored real payloads, built in, that `check` renders every template with.
 //! - [`connect`]: connections (webhook URLs) and their admin API.
@@ -47,6 +50,7 @@ pub mod ids;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod needs;
 pub mod noise;
 pub mod pipeline;
 pub mod playground;

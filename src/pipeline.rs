@@ -1,7 +1,8 @@
 //! Rules and templates, loaded and checked together: what the gateway does with an event.
 //!
 //! In: the config (which folders). Out: a [`Pipeline`] — the compiled [`RuleSet`] and
-//! [`Renderer`] — or every problem in every file. Folders on disk win; when the config names
+//! [`Renderer`], and what they read of each source's payloads ([`Needs`]) — or every problem
+//! in every file. Folders on disk win; when the config names
 //! none and `./rules` or `./templates` does not exist, the copies built into the binary are
 //! used, so the binary alone runs.
 
@@ -10,8 +11,14 @@ use std::time::SystemTime;
 
 use include_dir::{include_dir, Dir};
 
+use std::collections::HashMap;
+
 use crate::config::Config;
-use crate::render::Renderer;
+use crate::event::Event;
+use crate::needs::{Need, Needs};
+use crate::noise::ITEM_READS;
+use crate::render::{CardKind, Renderer};
+use crate::rules::cond::FieldPath;
 use crate::rules::RuleSet;
 use crate::yaml::{Pos, Problem, Problems};
 
@@ -49,6 +56,8 @@ pub struct Pipeline {
     pub templates_origin: Origin,
     /// When they were loaded.
     pub loaded_at: SystemTime,
+    /// What of each source's payloads they read: ingest parses only that.
+    pub needs: Needs,
 }
 
 impl Pipeline {
@@ -124,6 +133,7 @@ impl Pipeline {
         };
         match (rules, renderer) {
             (Some(rules), Some(renderer)) if problems.is_empty() => Ok(Self {
+                needs: needs(config, &rules, &renderer),
                 rules,
                 renderer,
                 rules_origin,
@@ -133,6 +143,40 @@ impl Pipeline {
             _ => Err(Problems(problems)),
         }
     }
+}
+
+/// What the rules and their templates read of each source's payloads, per event type, and
+/// what the gateway reads of every event (its action, the repository a digest names).
+fn needs(config: &Config, rules: &RuleSet, renderer: &Renderer) -> Needs {
+    let steps = |p: &str| FieldPath::parse(p).map(|f| f.steps()).unwrap_or_default();
+    let mut common = HashMap::new();
+    for (name, source) in &config.sources {
+        let mut need = Need::new();
+        let fixed = Event::reads(source.kind).iter().chain(ITEM_READS);
+        for p in fixed.copied().chain(source.event_field.as_deref()) {
+            need.add(&steps(p), true);
+        }
+        common.insert(name.clone(), need);
+    }
+    let mut by_event: HashMap<(String, String), Need> = HashMap::new();
+    for rule in rules.rules() {
+        let mut ctx = Need::new();
+        for kind in CardKind::ALL {
+            renderer.reads(&rule.template, kind, &mut ctx);
+        }
+        if let Some(d) = &rule.dedup {
+            renderer.expr_reads(&d.key, &mut ctx);
+        }
+        if let Some(per) = rule.limit.as_ref().and_then(|l| l.per.as_deref()) {
+            renderer.expr_reads(per, &mut ctx);
+        }
+        let need = by_event
+            .entry((rule.source.clone(), rule.event.clone()))
+            .or_default();
+        rule.reads(need);
+        *need = std::mem::take(need).merged(&ctx.below("payload"));
+    }
+    Needs::new(by_event, common)
 }
 
 /// Drops the rules whose `source` is not configured from the built-in rule files (a file that

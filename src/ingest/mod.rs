@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::event::Event;
 use crate::ids::{ConnectionId, DeliveryId, EventId};
 use crate::noise::Decision;
+use crate::pipeline::Pipeline;
 use crate::render::CardKind;
 use crate::store::{now_ms, DeadLetter, OutboxRecord, StoreError};
 use verify::Unverified;
@@ -122,11 +123,19 @@ async fn handle_hook(
     }
     let bytes = read_limited(body, &headers, limit).await?;
     let verified = unverified.verify(&bytes)?;
-    let payload: Value = serde_json::from_slice(&bytes)
+    // Only what the rules for this event type and their templates read is built (the ring
+    // keeps the bytes for people), and the same rules and templates take the event even if a
+    // reload lands meanwhile.
+    let pipeline = app.pipeline.load_full();
+    let projection = pipeline
+        .needs
+        .projection(&name, verify::event_type_hint(source, &headers).as_deref());
+    let payload = projection
+        .parse(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
     let mut event = verified.event(payload)?;
     event.raw = Some(bytes);
-    let id = accept(&app, event).await?;
+    let id = accept(&app, &pipeline, event).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
 }
 
@@ -164,10 +173,10 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: u64) -> Result<Byt
         })
 }
 
-/// Accepts one event: stage it, make it durable, wake delivery. Returns its id (the first
-/// id when the upstream delivery was seen before).
-pub async fn accept(app: &App, event: Event) -> Result<EventId, ApiError> {
-    let staged = stage(app, &event).map_err(|e| ApiError::internal(&e))?;
+/// Accepts one event: stage it with `pipeline`'s rules and templates, make it durable, wake
+/// delivery. Returns its id (the first id when the upstream delivery was seen before).
+pub async fn accept(app: &App, pipeline: &Pipeline, event: Event) -> Result<EventId, ApiError> {
+    let staged = stage(app, pipeline, &event).map_err(|e| ApiError::internal(&e))?;
     if let Err(e) = app.store.commit().await {
         if let Some(key) = &event.delivery_key {
             let _ = app.store.release_delivery(key);
@@ -220,7 +229,7 @@ fn wake(app: &App, cons: &[ConnectionId]) {
 
 /// Claims the delivery id, matches rules, renders and queues cards — everything but the
 /// commit. A card that fails to render becomes a dead letter with the reason.
-pub fn stage(app: &App, event: &Event) -> Result<Staged, StoreError> {
+pub fn stage(app: &App, pipeline: &Pipeline, event: &Event) -> Result<Staged, StoreError> {
     if let Some(key) = &event.delivery_key {
         if let Some(first) = app.store.claim_delivery(key, &event.id)? {
             tracing::info!(source = %event.source, delivery = %key, event = %first, "repeated delivery; already accepted");
@@ -240,7 +249,7 @@ pub fn stage(app: &App, event: &Event) -> Result<Staged, StoreError> {
                    "event_type": event.event_type, "action": event.action}),
         ));
     }
-    let result = queue_cards(app, event, &mut news);
+    let result = queue_cards(app, pipeline, event, &mut news);
     if result.is_err() {
         if let Some(key) = &event.delivery_key {
             let _ = app.store.release_delivery(key);
@@ -255,10 +264,10 @@ pub fn stage(app: &App, event: &Event) -> Result<Staged, StoreError> {
 
 fn queue_cards(
     app: &App,
+    pipeline: &Pipeline,
     event: &Event,
     news: &mut Vec<(&'static str, Value)>,
 ) -> Result<Vec<ConnectionId>, StoreError> {
-    let pipeline = app.pipeline.load();
     let rules = pipeline.rules.matches(event);
     let mut wake = Vec::new();
     if rules.is_empty() {
@@ -409,7 +418,8 @@ impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
         match event {
             Ok(mut event) => {
                 event.raw = Some(Bytes::copy_from_slice(text));
-                let staged = stage(self.app, &event).map_err(|e| ApiError::internal(&e))?;
+                let staged = stage(self.app, &self.app.pipeline.load(), &event)
+                    .map_err(|e| ApiError::internal(&e))?;
                 self.ids.push(staged.id);
                 self.wake.extend(staged.wake);
                 self.news.extend(staged.news);

@@ -143,6 +143,24 @@ impl Verified<'_> {
     }
 }
 
+/// The event type as the request's headers give it, before the payload is read (ingest parses
+/// only what the rules for that type read): none for a generic source whose type comes from a
+/// payload field, or when the header is missing.
+pub fn event_type_hint(source: &SourceConfig, headers: &HeaderMap) -> Option<String> {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    match source.kind {
+        SourceKind::Github => header("X-GitHub-Event"),
+        SourceKind::Gitlab => header("X-Gitlab-Event"),
+        SourceKind::Alertmanager => Some("alert".to_string()),
+        SourceKind::Generic => header(source.event_header.as_deref().unwrap_or("X-Event-Type")),
+    }
+}
+
 /// Builds an event from a request's parts, by the rules of the source's kind. Used by the
 /// verified path above and by `cardwire render`, whose payload is a local file.
 pub fn build_event(
@@ -162,15 +180,19 @@ pub fn build_event(
             ApiError::bad_request("missing_event", format!("the {n} header is missing"))
         })
     };
+    let hinted = event_type_hint(source, headers);
     let (event_type, delivery) = match source.kind {
-        SourceKind::Github => (required("X-GitHub-Event")?, header("X-GitHub-Delivery")),
+        SourceKind::Github => (
+            hinted.map_or_else(|| required("X-GitHub-Event"), Ok)?,
+            header("X-GitHub-Delivery"),
+        ),
         SourceKind::Gitlab => (
-            required("X-Gitlab-Event")?,
+            hinted.map_or_else(|| required("X-Gitlab-Event"), Ok)?,
             header("Idempotency-Key").or_else(|| header("X-Gitlab-Event-UUID")),
         ),
-        SourceKind::Alertmanager => ("alert".to_string(), None),
+        SourceKind::Alertmanager => (hinted.unwrap_or_else(|| "alert".to_string()), None),
         SourceKind::Generic => {
-            let from_header = header(source.event_header.as_deref().unwrap_or("X-Event-Type"));
+            let from_header = hinted;
             let from_field = source.event_field.as_deref().and_then(|f| {
                 crate::rules::cond::FieldPath::parse(f)
                     .ok()?

@@ -491,6 +491,9 @@ pub fn digest_context(conn: &Connection, items: &[Item], now: u64) -> Value {
     })
 }
 
+/// The payload paths [`item_of`] reads (see [`crate::needs`]).
+pub const ITEM_READS: &[&str] = &["repository.full_name", "project.path_with_namespace"];
+
 /// A card's title and first link, from its MessageCard rendering; the repository from the
 /// payload (GitHub's `repository.full_name`, GitLab's `project.path_with_namespace`).
 pub fn item_of(

@@ -11,6 +11,7 @@
 pub mod fit;
 mod helpers;
 pub mod people;
+pub mod reads;
 pub mod validate;
 
 pub use helpers::truncate as truncate_text;
@@ -184,6 +185,23 @@ impl Renderer {
     /// The templates, as (name, kind).
     pub fn names(&self) -> impl Iterator<Item = &(String, CardKind)> {
         self.names.iter()
+    }
+
+    /// Adds what a template reads of an event's context to `need` (see [`reads`]); a template
+    /// that does not exist reads nothing.
+    pub fn reads(&self, name: &str, kind: CardKind, need: &mut crate::needs::Need) {
+        if let Some(t) = self.hb.get_template(&key(name, kind)) {
+            reads::template(&self.hb, t, need);
+        }
+    }
+
+    /// Adds what a template expression (`limit.per`, `dedup.key`) reads to `need`.
+    pub fn expr_reads(&self, expr: &str, need: &mut crate::needs::Need) {
+        match handlebars::Template::compile(expr) {
+            Ok(t) => reads::template(&self.exprs, &t, need),
+            // It fails when rendered too; keep everything meanwhile.
+            Err(_) => need.add(&[], true),
+        }
     }
 
     /// Evaluates a template expression (`{{payload.repository.full_name}}`) to text, as

@@ -151,6 +151,19 @@ impl FieldPath {
         current
     }
 
+    /// The path as steps of what it reads (see [`crate::needs`]).
+    pub fn steps(&self) -> Vec<crate::needs::Step> {
+        use crate::needs::Step;
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Key(k) => Step::Key(k.clone()),
+                Segment::Index(i) => Step::Key(i.to_string()),
+                Segment::Each => Step::Each,
+            })
+            .collect()
+    }
+
     /// The steps of the path.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
@@ -163,6 +176,22 @@ impl FieldPath {
 }
 
 impl Cond {
+    /// Adds the payload paths the condition tests to `need`, each read whole.
+    pub fn reads(&self, need: &mut crate::needs::Need) {
+        match self {
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| c.reads(need)),
+            Cond::Not(c) => c.reads(need),
+            Cond::Test {
+                field: Field::Path(p),
+                ..
+            } => need.add(&p.steps(), true),
+            Cond::Test {
+                field: Field::Header(_),
+                ..
+            } => {}
+        }
+    }
+
     /// Compiles a condition from its YAML form. Errors carry the path inside the condition
     /// (`all[1].matches`) and a message.
     pub fn compile(v: &Value, at: &str) -> Result<Self, (String, String)> {

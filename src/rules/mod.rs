@@ -209,6 +209,17 @@ impl Rule {
             && self.expr.as_ref().is_none_or(|x| x.eval(vars) == Ok(true))
     }
 
+    /// Adds what the rule's conditions read of the payload to `need` (a CEL expression is
+    /// not analysed: it reads the whole payload).
+    pub fn reads(&self, need: &mut crate::needs::Need) {
+        if let Some(c) = &self.when {
+            c.reads(need);
+        }
+        if self.expr.is_some() {
+            need.add(&[], true);
+        }
+    }
+
     fn action_ok(&self, event: &Event) -> bool {
         self.actions.is_empty()
             || event
@@ -701,6 +712,30 @@ mod tests {
             err.to_string(),
             "two.yaml:1:9: rule \"a\": the name is already used in one.yaml"
         );
+    }
+
+    #[test]
+    fn a_rule_reads_the_paths_it_tests_and_cel_reads_everything() {
+        use crate::needs::Need;
+        let rules = load(
+            "- name: a\n  source: github\n  event: pull_request\n  template: t\n  when: {any: [{path: pull_request.merged, equals: true}, {not: {path: 'pull_request.labels.*.name', equals: x}}, {header: x-a, equals: b}]}\n\
+             - name: b\n  source: github\n  event: push\n  template: t\n  if: 'action == \"opened\"'\n",
+        )
+        .unwrap();
+        let mut need = Need::new();
+        rules.rules()[0].reads(&mut need);
+        let body = serde_json::json!({
+            "pull_request": {"merged": true, "title": "t", "labels": [{"name": "x", "color": "c"}]},
+            "other": 1,
+        });
+        let kept = need.compile().parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            kept,
+            serde_json::json!({"pull_request": {"merged": true, "labels": [{"name": "x"}]}})
+        );
+        let mut need = Need::new();
+        rules.rules()[1].reads(&mut need);
+        assert!(need.is_whole());
     }
 
     #[test]

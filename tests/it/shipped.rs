@@ -264,12 +264,18 @@ fn shipped() -> (Config, Pipeline) {
     (config, pipeline)
 }
 
-fn event(config: &Config, fixture_name: &str) -> Event {
+/// A fixture's source and request headers.
+fn request(fixture_name: &str) -> (&'static str, axum::http::HeaderMap) {
     let (source, headers) = source_and_headers(fixture_name);
     let mut map = axum::http::HeaderMap::new();
     for (k, v) in headers {
         map.insert(k, v.parse().unwrap());
     }
+    (source, map)
+}
+
+fn event(config: &Config, fixture_name: &str) -> Event {
+    let (source, map) = request(fixture_name);
     let payload: Value = serde_json::from_slice(&fixture(fixture_name)).unwrap();
     cardwire::ingest::verify::build_event(source, &config.sources[source], &map, payload).unwrap()
 }
@@ -351,6 +357,106 @@ fn every_rule_renders_every_fixture_of_its_event_in_both_kinds() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(rendered > 200, "only {rendered} cards rendered");
+}
+
+/// Ingest builds only what the rules and templates read of a payload (`cardwire::needs`): for
+/// every fixture, that event matches the same rules and renders byte-identical cards, in both
+/// kinds, for every rule of its event (disabled ones too), with the same dedup and limit keys
+/// and the same digest item as the whole payload.
+#[test]
+fn the_payload_ingest_builds_gives_the_same_matches_and_cards() {
+    let (config, pipeline) = shipped();
+    let mut compared = 0;
+    for (fixture_name, _) in TABLE {
+        let whole = event(&config, fixture_name);
+        let (source, map) = request(fixture_name);
+        let hint = cardwire::ingest::verify::event_type_hint(&config.sources[source], &map);
+        let payload = pipeline
+            .needs
+            .projection(source, hint.as_deref())
+            .parse(&fixture(fixture_name))
+            .unwrap();
+        let part =
+            cardwire::ingest::verify::build_event(source, &config.sources[source], &map, payload)
+                .unwrap();
+        assert_eq!(part.action, whole.action, "{fixture_name}");
+        let names = |e: &Event| -> Vec<String> {
+            let rules = pipeline.rules.matches(e);
+            rules.iter().map(|r| r.name.clone()).collect()
+        };
+        assert_eq!(names(&part), names(&whole), "{fixture_name}");
+        for rule in pipeline
+            .rules
+            .rules()
+            .iter()
+            .filter(|r| r.source == whole.source && r.event == whole.event_type)
+        {
+            for kind in CardKind::ALL {
+                let render = |e: &Event| {
+                    pipeline
+                        .renderer
+                        .render_with(&rule.template, kind, e.template_context())
+                        .map_err(|e| e.to_string())
+                };
+                assert_eq!(
+                    render(&part),
+                    render(&whole),
+                    "{fixture_name} with {} ({})",
+                    rule.name,
+                    kind.as_str()
+                );
+                compared += 1;
+            }
+            let teams = pipeline
+                .renderer
+                .render_with(&rule.template, CardKind::Teams, whole.template_context())
+                .ok();
+            let item = |e: &Event| cardwire::noise::item_of(rule, e, teams.as_deref(), 0);
+            assert_eq!(item(&part), item(&whole), "{fixture_name}");
+            for expr in rule
+                .dedup
+                .iter()
+                .map(|d| &d.key)
+                .chain(rule.limit.iter().filter_map(|l| l.per.as_ref()))
+            {
+                let key = |e: &Event| {
+                    pipeline
+                        .renderer
+                        .render_expr(expr, e.template_context())
+                        .unwrap()
+                };
+                assert_eq!(key(&part), key(&whole), "{fixture_name}: {expr}");
+            }
+        }
+    }
+    assert!(compared > 200, "only {compared} cards compared");
+}
+
+/// The projection is real: of the benchmark's push payload, the repository's ~100 members and
+/// most of each commit are not built.
+#[test]
+fn ingest_does_not_build_what_nothing_reads() {
+    let (_, pipeline) = shipped();
+    let body = fixture("github/push.event.4.json");
+    let part = pipeline
+        .needs
+        .projection("github", Some("push"))
+        .parse(&body)
+        .unwrap();
+    let whole: Value = serde_json::from_slice(&body).unwrap();
+    assert!(whole["repository"]["forks_count"].is_number());
+    assert!(part["repository"].get("forks_count").is_none());
+    assert_eq!(
+        part["repository"]["full_name"],
+        whole["repository"]["full_name"]
+    );
+    let size = |v: &Value| serde_json::to_string(v).unwrap().len();
+    assert!(
+        size(&part) * 3 < size(&whole),
+        "{} of {} bytes built",
+        size(&part),
+        size(&whole)
+    );
 }
 
 #[test]

@@ -1,0 +1,541 @@
+//! What of a payload the pipeline reads, and a parser that builds only that.
+//!
+//! In: the paths that rules (conditions, CEL), templates (every `{{path}}`, helper argument and
+//! block) and the gateway itself (the action, the repository of a digest item) read, collected
+//! into a [`Need`] per source and event type when rules and templates load. Out: for a request
+//! body, the same `serde_json::Value` a full parse gives, minus the members nothing reads
+//! ([`Projection::parse`]). A GitHub `push` carries about 300 members, mostly the repository's
+//! URLs; its templates read a dozen. Skipping a member still checks its syntax but builds
+//! nothing, which is most of the cost of a parse.
+//!
+//! Guarantees: every path that is read is kept whole where a test or helper could look at the
+//! whole value (truthiness, equality, `len`, `json`), so a rule or card cannot tell the
+//! difference; anything the analysis cannot follow (CEL, a custom block helper, an inline
+//! partial) keeps the whole payload. The body is still checked to be JSON and UTF-8 in full.
+//! Where the body is kept for people (the playground's ring, `?explain`), it is parsed whole.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// One step of a path that is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// An object member (or, on an array, an index written as a name).
+    Key(String),
+    /// Every member of an object or element of an array.
+    Each,
+}
+
+/// The paths read below one point of a value, as a tree.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Need {
+    /// The whole value is read.
+    all: bool,
+    /// Members read by name.
+    keys: Vec<(String, Need)>,
+    /// What is read of every member or element.
+    each: Option<Box<Need>>,
+}
+
+impl Need {
+    /// Nothing read.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything read.
+    pub fn whole() -> Self {
+        Self {
+            all: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether everything is read.
+    pub fn is_whole(&self) -> bool {
+        self.all
+    }
+
+    /// Records that `path` is read: the whole value there when `whole`, else only that it is
+    /// there (its shape: an object's or array's members as far as other paths read them).
+    pub fn add(&mut self, path: &[Step], whole: bool) {
+        let mut node = self;
+        for step in path {
+            if node.all {
+                return;
+            }
+            node = match step {
+                Step::Key(k) => {
+                    let i = match node.keys.iter().position(|(n, _)| n == k) {
+                        Some(i) => i,
+                        None => {
+                            node.keys.push((k.clone(), Need::new()));
+                            node.keys.len() - 1
+                        }
+                    };
+                    &mut node.keys[i].1
+                }
+                Step::Each => node.each.get_or_insert_with(Box::default),
+            };
+        }
+        if whole {
+            *node = Need::whole();
+        }
+    }
+
+    /// What is read below `key` (the payload below the context's `payload`).
+    pub fn below(&self, key: &str) -> Need {
+        if self.all {
+            return Need::whole();
+        }
+        let named = self.keys.iter().find(|(k, _)| k == key).map(|(_, n)| n);
+        match (named, &self.each) {
+            (Some(n), Some(e)) => n.clone().merged(e),
+            (Some(n), None) => n.clone(),
+            (None, Some(e)) => (**e).clone(),
+            (None, None) => Need::new(),
+        }
+    }
+
+    /// Both needs together.
+    pub fn merged(mut self, other: &Need) -> Need {
+        if self.all || other.all {
+            return Need::whole();
+        }
+        for (k, n) in &other.keys {
+            match self.keys.iter_mut().find(|(s, _)| s == k) {
+                Some((_, mine)) => *mine = std::mem::take(mine).merged(n),
+                None => self.keys.push((k.clone(), n.clone())),
+            }
+        }
+        if let Some(e) = &other.each {
+            self.each = Some(Box::new(match self.each.take() {
+                Some(mine) => mine.merged(e),
+                None => (**e).clone(),
+            }));
+        }
+        self
+    }
+
+    /// The form the parser walks.
+    pub fn compile(&self) -> Projection {
+        if self.all {
+            return Projection::Whole;
+        }
+        let each = self.each.as_deref();
+        // A named step on an array is an index (`commits.0`); reading it or `*` reads the
+        // elements, so elements keep what any of them would.
+        let elements = self
+            .keys
+            .iter()
+            .fold(each.cloned().unwrap_or_default(), |acc, (_, n)| {
+                acc.merged(n)
+            });
+        Projection::Part(Part {
+            keys: self
+                .keys
+                .iter()
+                .map(|(k, n)| {
+                    let n = match each {
+                        Some(e) => n.clone().merged(e),
+                        None => n.clone(),
+                    };
+                    (k.clone(), n.compile())
+                })
+                .collect(),
+            others: each.map(|e| Box::new(e.compile())),
+            elements: if self.keys.is_empty() && each.is_none() {
+                None
+            } else {
+                Some(Box::new(elements.compile()))
+            },
+        })
+    }
+}
+
+/// A compiled [`Need`]: what the parser keeps at one point of the value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Projection {
+    /// The whole value.
+    Whole,
+    /// Some of it.
+    Part(Part),
+}
+
+/// What is kept of an object or array (a scalar is always kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// Members kept by name, and what of them.
+    keys: Vec<(String, Projection)>,
+    /// What is kept of members not named (none when only named ones are read).
+    others: Option<Box<Projection>>,
+    /// What is kept of each element of an array (none: elements are kept as empty shells).
+    elements: Option<Box<Projection>>,
+}
+
+/// Nothing of an object's members or an array's elements beyond their count.
+static SHELL: Projection = Projection::Part(Part {
+    keys: Vec::new(),
+    others: None,
+    elements: None,
+});
+
+impl Projection {
+    /// Parses `bytes` as JSON, keeping what this projection says. Errors are serde_json's, with
+    /// line and column, for the whole body: a skipped member is still checked.
+    pub fn parse(&self, bytes: &[u8]) -> Result<Value, serde_json::Error> {
+        if let Projection::Whole = self {
+            return serde_json::from_slice(bytes);
+        }
+        // Skipped strings are not checked for UTF-8 by the parser: check the whole body once,
+        // then parse it as text.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            // Let serde_json report it, with its position.
+            Err(_) => return serde_json::from_slice(bytes),
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        let v = Keep(self).deserialize(&mut de)?;
+        de.end()?;
+        Ok(v)
+    }
+}
+
+/// The seed and visitor that build the kept part of one value.
+#[derive(Clone, Copy)]
+struct Keep<'a>(&'a Projection);
+
+impl<'de> DeserializeSeed<'de> for Keep<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        match self.0 {
+            Projection::Whole => de::Deserialize::deserialize(d),
+            Projection::Part(_) => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Keep<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let part = match self.0 {
+            Projection::Part(p) => p,
+            Projection::Whole => unreachable!("a whole value is deserialized directly"),
+        };
+        let element = part.elements.as_deref().unwrap_or(&SHELL);
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Keep(element))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let part = match self.0 {
+            Projection::Part(p) => p,
+            Projection::Whole => unreachable!("a whole value is deserialized directly"),
+        };
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(KeyName)? {
+            let kept = part
+                .keys
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, p)| p)
+                .or(part.others.as_deref());
+            match kept {
+                Some(p) => {
+                    let v = map.next_value_seed(Keep(p))?;
+                    out.insert(key.into_owned(), v);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct KeyName;
+
+impl<'de> DeserializeSeed<'de> for KeyName {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyName {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// The projections of a pipeline: one per source and event type its rules name, and one per
+/// source for events whose type is known only from the payload.
+#[derive(Debug, Default)]
+pub struct Needs {
+    by_event: HashMap<(String, String), Arc<Projection>>,
+    /// What any event of a source needs (for an event type no rule names).
+    base: HashMap<String, Arc<Projection>>,
+    /// What any rule of a source reads (for an event type not known before the payload).
+    by_source: HashMap<String, Arc<Projection>>,
+}
+
+impl Needs {
+    /// Builds the projections from what each (source, event type) reads, and what each source
+    /// reads for any event (`common`, e.g. the action).
+    pub fn new(by_event: HashMap<(String, String), Need>, common: HashMap<String, Need>) -> Self {
+        let mut by_source: HashMap<String, Need> = common.clone();
+        for ((source, _), need) in &by_event {
+            let all = by_source.remove(source).unwrap_or_default().merged(need);
+            by_source.insert(source.clone(), all);
+        }
+        let by_event = by_event
+            .into_iter()
+            .map(|((source, event), need)| {
+                let need = match common.get(&source) {
+                    Some(c) => need.merged(c),
+                    None => need,
+                };
+                ((source, event), Arc::new(need.compile()))
+            })
+            .collect();
+        let compile = |m: HashMap<String, Need>| {
+            m.into_iter()
+                .map(|(s, n)| (s, Arc::new(n.compile())))
+                .collect()
+        };
+        Self {
+            by_event,
+            base: compile(common),
+            by_source: compile(by_source),
+        }
+    }
+
+    /// What to keep of a payload from `source`, whose event type is `event` when known before
+    /// the payload is read. A source with no entry keeps everything.
+    pub fn projection(&self, source: &str, event: Option<&str>) -> Arc<Projection> {
+        static WHOLE: std::sync::LazyLock<Arc<Projection>> =
+            std::sync::LazyLock::new(|| Arc::new(Projection::Whole));
+        let found = match event {
+            Some(e) => self
+                .by_event
+                .get(&(source.to_string(), e.to_string()))
+                // An event type no rule names: only what every event of the source needs.
+                .or_else(|| self.base.get(source)),
+            None => self.by_source.get(source),
+        };
+        found.unwrap_or(&WHOLE).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn path(p: &str) -> Vec<Step> {
+        p.split('.')
+            .map(|s| match s {
+                "*" => Step::Each,
+                k => Step::Key(k.to_string()),
+            })
+            .collect()
+    }
+
+    fn need(paths: &[(&str, bool)]) -> Need {
+        let mut n = Need::new();
+        for (p, whole) in paths {
+            n.add(&path(p), *whole);
+        }
+        n
+    }
+
+    fn parse(n: &Need, v: &Value) -> Value {
+        n.compile().parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn keeps_what_is_read_and_drops_the_rest() {
+        let body = json!({
+            "ref": "refs/heads/main",
+            "repository": {"full_name": "o/r", "forks": 3, "owner": {"login": "o", "id": 1}},
+            "commits": [{"id": "a", "message": "m", "added": ["x"]}, {"id": "b", "message": "n"}],
+            "sender": {"login": "u", "id": 2},
+        });
+        let n = need(&[
+            ("ref", true),
+            ("repository.full_name", true),
+            ("commits.*.id", true),
+            ("sender", true),
+        ]);
+        assert_eq!(
+            parse(&n, &body),
+            json!({
+                "ref": "refs/heads/main",
+                "repository": {"full_name": "o/r"},
+                "commits": [{"id": "a"}, {"id": "b"}],
+                "sender": {"login": "u", "id": 2},
+            })
+        );
+    }
+
+    #[test]
+    fn an_index_or_a_shape_keeps_every_element() {
+        let body = json!({"commits": [{"id": "a", "m": 1}, {"id": "b"}], "labels": [{"n": 1}, 2]});
+        // `commits.0.id` reads the first element's id; elements are kept (count and order).
+        let n = need(&[("commits.0.id", true), ("labels", false)]);
+        assert_eq!(
+            parse(&n, &body),
+            json!({"commits": [{"id": "a"}, {"id": "b"}], "labels": [{}, 2]})
+        );
+    }
+
+    #[test]
+    fn every_member_of_an_object_when_it_is_iterated() {
+        let body = json!({"labels": {"a": {"x": 1, "y": 2}, "b": {"x": 3}}, "other": 1});
+        let n = need(&[("labels.*.x", true)]);
+        assert_eq!(
+            parse(&n, &body),
+            json!({"labels": {"a": {"x": 1}, "b": {"x": 3}}})
+        );
+    }
+
+    #[test]
+    fn whole_wins_and_merging_is_a_union() {
+        let mut n = need(&[("a.b", true), ("a", true)]);
+        assert_eq!(n.compile(), need(&[("a", true)]).compile());
+        n = need(&[("a.b", true)]).merged(&need(&[("a.c", true)]));
+        assert_eq!(
+            parse(&n, &json!({"a": {"b": 1, "c": 2, "d": 3}})),
+            json!({"a": {"b": 1, "c": 2}})
+        );
+        assert!(need(&[("x", true)]).merged(&Need::whole()).is_whole());
+        assert_eq!(
+            need(&[("payload.a", true)]).below("payload"),
+            need(&[("a", true)])
+        );
+    }
+
+    #[test]
+    fn the_body_is_still_checked_in_full() {
+        let n = need(&[("a", true)]).compile();
+        // Bad syntax, bad UTF-8 and trailing bytes in what is skipped are still errors.
+        assert!(n.parse(br#"{"a": 1, "b": [1, }"#).is_err());
+        assert!(n.parse(b"{\"a\": 1, \"b\": \"\xff\"}").is_err());
+        assert!(n.parse(br#"{"a": 1} x"#).is_err());
+        // Reported where a full parse reports it.
+        let bad = b"{\"a\": 1,\n \"b\": tru}";
+        let (e, full) = (
+            n.parse(bad).unwrap_err(),
+            serde_json::from_slice::<Value>(bad).unwrap_err(),
+        );
+        assert_eq!((e.line(), e.column()), (full.line(), full.column()));
+        // Not an object at the top: kept as it is.
+        assert_eq!(n.parse(b"[1, 2]").unwrap(), json!([1, 2]));
+        assert_eq!(n.parse(b"\"s\"").unwrap(), json!("s"));
+    }
+
+    #[test]
+    fn numbers_and_escapes_are_those_of_a_full_parse() {
+        let text = r#"{"a": [-1, 18446744073709551615, 1.5e300, 2.5, "é\"\u00e9", null, true], "k\u0041": 1}"#;
+        let full: Value = serde_json::from_str(text).unwrap();
+        let n = need(&[("a", false), ("a.*", true), ("kA", true)]);
+        assert_eq!(n.compile().parse(text.as_bytes()).unwrap(), full);
+        assert_eq!(
+            Need::whole().compile().parse(text.as_bytes()).unwrap(),
+            full
+        );
+    }
+
+    #[test]
+    fn projections_by_source_and_event() {
+        let mut by_event = HashMap::new();
+        by_event.insert(
+            ("gh".to_string(), "push".to_string()),
+            need(&[("ref", true)]),
+        );
+        by_event.insert(
+            ("gh".to_string(), "issues".to_string()),
+            need(&[("issue", true)]),
+        );
+        let mut common = HashMap::new();
+        common.insert("gh".to_string(), need(&[("action", true)]));
+        let needs = Needs::new(by_event, common);
+        let body = br#"{"ref": "r", "issue": {"n": 1}, "action": "opened", "x": 1}"#;
+        let p = |e: Option<&str>| needs.projection("gh", e).parse(body).unwrap();
+        assert_eq!(p(Some("push")), json!({"ref": "r", "action": "opened"}));
+        assert_eq!(
+            p(Some("issues")),
+            json!({"issue": {"n": 1}, "action": "opened"})
+        );
+        assert_eq!(p(Some("star")), json!({"action": "opened"}));
+        assert_eq!(
+            p(None),
+            json!({"ref": "r", "issue": {"n": 1}, "action": "opened"})
+        );
+        let other = needs.projection("gl", Some("push")).parse(body).unwrap();
+        assert_eq!(other, serde_json::from_slice::<Value>(body).unwrap());
+    }
+}
