@@ -433,7 +433,7 @@ fn the_payload_ingest_builds_gives_the_same_matches_and_cards() {
 }
 
 /// The projection is real: of the benchmark's push payload, the repository's ~100 members and
-/// most of each commit are not built.
+/// most of the sender are not built (about 1 KB of 7.7 KB is).
 #[test]
 fn ingest_does_not_build_what_nothing_reads() {
     let (_, pipeline) = shipped();
@@ -452,7 +452,7 @@ fn ingest_does_not_build_what_nothing_reads() {
     );
     let size = |v: &Value| serde_json::to_string(v).unwrap().len();
     assert!(
-        size(&part) * 3 < size(&whole),
+        size(&part) * 5 < size(&whole),
         "{} of {} bytes built",
         size(&part),
         size(&whole)
