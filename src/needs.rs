@@ -335,7 +335,8 @@ impl<'de> Visitor<'de> for KeyName {
 /// source for events whose type is known only from the payload.
 #[derive(Debug, Default)]
 pub struct Needs {
-    by_event: HashMap<(String, String), Arc<Projection>>,
+    /// By source, then event type.
+    by_event: HashMap<String, HashMap<String, Arc<Projection>>>,
     /// What any event of a source needs (for an event type no rule names).
     base: HashMap<String, Arc<Projection>>,
     /// What any rule of a source reads (for an event type not known before the payload).
@@ -351,23 +352,24 @@ impl Needs {
             let all = by_source.remove(source).unwrap_or_default().merged(need);
             by_source.insert(source.clone(), all);
         }
-        let by_event = by_event
-            .into_iter()
-            .map(|((source, event), need)| {
-                let need = match common.get(&source) {
-                    Some(c) => need.merged(c),
-                    None => need,
-                };
-                ((source, event), Arc::new(need.compile()))
-            })
-            .collect();
+        let mut nested: HashMap<String, HashMap<String, Arc<Projection>>> = HashMap::new();
+        for ((source, event), need) in by_event {
+            let need = match common.get(&source) {
+                Some(c) => need.merged(c),
+                None => need,
+            };
+            nested
+                .entry(source)
+                .or_default()
+                .insert(event, Arc::new(need.compile()));
+        }
         let compile = |m: HashMap<String, Need>| {
             m.into_iter()
                 .map(|(s, n)| (s, Arc::new(n.compile())))
                 .collect()
         };
         Self {
-            by_event,
+            by_event: nested,
             base: compile(common),
             by_source: compile(by_source),
         }
@@ -381,7 +383,8 @@ impl Needs {
         let found = match event {
             Some(e) => self
                 .by_event
-                .get(&(source.to_string(), e.to_string()))
+                .get(source)
+                .and_then(|m| m.get(e))
                 // An event type no rule names: only what every event of the source needs.
                 .or_else(|| self.base.get(source)),
             None => self.by_source.get(source),
