@@ -1,5 +1,8 @@
 //! Ingest: `POST /hooks/{source}` — read, verify, parse once, match, render, persist, 202.
 //!
+//! The parse builds only the members that the rules for the event's type and their templates
+//! read (see [`crate::needs`]); the bytes go to the playground's ring as they came.
+//!
 //! In: an upstream's request. Out: outbox records for every (matching rule × connection), and
 //! `202 {"id": "evt_…"}` only after they are durable (group commit). Errors are 4xx with the
 //! common JSON body: 404 unknown source, 413 body over the limit, 401 bad credentials, 400 bad
