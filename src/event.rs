@@ -1,9 +1,9 @@
 //! The event: what ingest hands to the rules once a request is verified and parsed.
 //!
 //! An [`Event`] carries the payload (parsed once, as much of it as rules and templates read:
-//! see [`crate::needs`]), the event type and action as the source
-//! kind defines them, the upstream's delivery id (for dedup), and the request headers minus
-//! credentials. It is built only from a verified request (see `ingest`).
+//! see [`crate::needs`]), the event type and action as the source kind defines them, the
+//! upstream's delivery id (for dedup), and the request headers minus credentials. It is built
+//! only from a verified request (see `ingest`).
 
 use serde_json::{Map, Value};
 

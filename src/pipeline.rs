@@ -2,16 +2,15 @@
 //!
 //! In: the config (which folders). Out: a [`Pipeline`] — the compiled [`RuleSet`] and
 //! [`Renderer`], and what they read of each source's payloads ([`Needs`]) — or every problem
-//! in every file. Folders on disk win; when the config names
-//! none and `./rules` or `./templates` does not exist, the copies built into the binary are
-//! used, so the binary alone runs.
+//! in every file. Folders on disk win; when the config names none and `./rules` or
+//! `./templates` does not exist, the copies built into the binary are used, so the binary
+//! alone runs.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use include_dir::{include_dir, Dir};
-
-use std::collections::HashMap;
 
 use crate::config::Config;
 use crate::event::Event;
@@ -146,7 +145,8 @@ impl Pipeline {
 }
 
 /// What the rules and their templates read of each source's payloads, per event type, and
-/// what the gateway reads of every event (its action, the repository a digest names).
+/// what the gateway reads of every event (its action, the repository a digest names). A path
+/// that does not parse counts as reading everything.
 fn needs(config: &Config, rules: &RuleSet, renderer: &Renderer) -> Needs {
     let steps = |p: &str| FieldPath::parse(p).map(|f| f.steps()).unwrap_or_default();
     let mut common = HashMap::new();

@@ -515,6 +515,7 @@ pub fn item_of(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    // What this reads is in `ITEM_READS`.
     let p = event.payload();
     let repository = p
         .pointer("/repository/full_name")
