@@ -128,14 +128,17 @@ impl Need {
             return Projection::Whole;
         }
         let each = self.each.as_deref();
-        // A named step on an array is an index (`commits.0`); reading it or `*` reads the
-        // elements, so elements keep what any of them would.
-        let elements = self
+        // On an array, a numeric step is an index (`commits.0`): elements keep what `*` and
+        // any index read (other names find nothing in an array, whole or not).
+        let indexes: Vec<&Need> = self
             .keys
             .iter()
-            .fold(each.cloned().unwrap_or_default(), |acc, (_, n)| {
-                acc.merged(n)
-            });
+            .filter(|(k, _)| k.parse::<usize>().is_ok())
+            .map(|(_, n)| n)
+            .collect();
+        let elements = indexes
+            .iter()
+            .fold(each.cloned().unwrap_or_default(), |acc, n| acc.merged(n));
         Projection::Part(Part {
             keys: self
                 .keys
@@ -149,7 +152,7 @@ impl Need {
                 })
                 .collect(),
             others: each.map(|e| Box::new(e.compile())),
-            elements: if self.keys.is_empty() && each.is_none() {
+            elements: if indexes.is_empty() && each.is_none() {
                 None
             } else {
                 Some(Box::new(elements.compile()))
@@ -453,6 +456,34 @@ mod tests {
             parse(&n, &body),
             json!({"commits": [{"id": "a"}, {"id": "b"}], "labels": [{}, 2]})
         );
+    }
+
+    #[test]
+    fn a_name_on_an_array_keeps_nothing_of_its_elements() {
+        // `labels.name` finds nothing in an array, with or without the elements' members.
+        let body = json!({"labels": [{"name": "a", "id": 1}], "repo": {"name": "r", "id": 2}});
+        let n = need(&[("labels.name", true), ("repo.name", true)]);
+        assert_eq!(
+            parse(&n, &body),
+            json!({"labels": [{}], "repo": {"name": "r"}})
+        );
+    }
+
+    #[test]
+    fn a_deep_path_compiles_to_a_projection_of_its_size() {
+        fn nodes(p: &Projection) -> usize {
+            match p {
+                Projection::Whole => 1,
+                Projection::Part(part) => {
+                    1 + part.keys.iter().map(|(_, p)| nodes(p)).sum::<usize>()
+                        + part.others.as_deref().map_or(0, nodes)
+                        + part.elements.as_deref().map_or(0, nodes)
+                }
+            }
+        }
+        let deep: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let n = need(&[(&deep.join("."), true)]);
+        assert_eq!(nodes(&n.compile()), 41);
     }
 
     #[test]
