@@ -139,6 +139,7 @@ impl Need {
         let elements = indexes
             .iter()
             .fold(each.cloned().unwrap_or_default(), |acc, n| acc.merged(n));
+        let others = each.map(|e| Arc::new(e.compile()));
         Projection::Part(Part {
             keys: self
                 .keys
@@ -151,12 +152,13 @@ impl Need {
                     (k.clone(), n.compile())
                 })
                 .collect(),
-            others: each.map(|e| Box::new(e.compile())),
-            elements: if indexes.is_empty() && each.is_none() {
-                None
+            elements: if indexes.is_empty() {
+                // The same as the members', compiled once.
+                others.clone()
             } else {
-                Some(Box::new(elements.compile()))
+                Some(Arc::new(elements.compile()))
             },
+            others,
         })
     }
 }
@@ -176,9 +178,9 @@ pub struct Part {
     /// Members kept by name, and what of them.
     keys: Vec<(String, Projection)>,
     /// What is kept of members not named (none when only named ones are read).
-    others: Option<Box<Projection>>,
+    others: Option<Arc<Projection>>,
     /// What is kept of each element of an array (none: elements are kept as empty shells).
-    elements: Option<Box<Projection>>,
+    elements: Option<Arc<Projection>>,
 }
 
 /// Nothing of an object's members or an array's elements beyond their count.
@@ -484,6 +486,14 @@ mod tests {
         let deep: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
         let n = need(&[(&deep.join("."), true)]);
         assert_eq!(nodes(&n.compile()), 41);
+        // Forty nested `#each`: members and elements share one compiled projection per level
+        // (compiled apart, they doubled per level).
+        let n = need(&[(&vec!["*"; 40].join("."), false)]);
+        let p = n.compile();
+        assert_eq!(
+            p.parse(br#"{"a": [[1, {"b": 2}]]}"#).unwrap(),
+            json!({"a": [[1, {"b": 2}]]})
+        );
     }
 
     #[test]
