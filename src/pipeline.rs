@@ -131,14 +131,24 @@ impl Pipeline {
             }
         };
         match (rules, renderer) {
-            (Some(rules), Some(renderer)) if problems.is_empty() => Ok(Self {
-                needs: needs(config, &rules, &renderer),
-                rules,
-                renderer,
-                rules_origin,
-                templates_origin,
-                loaded_at: SystemTime::now(),
-            }),
+            (Some(rules), Some(mut renderer)) if problems.is_empty() => {
+                renderer.prepare_exprs(rules.rules().iter().flat_map(|r| {
+                    let per = r.limit.as_ref().and_then(|l| l.per.as_deref());
+                    r.dedup
+                        .as_ref()
+                        .map(|d| d.key.as_str())
+                        .into_iter()
+                        .chain(per)
+                }));
+                Ok(Self {
+                    needs: needs(config, &rules, &renderer),
+                    rules,
+                    renderer,
+                    rules_origin,
+                    templates_origin,
+                    loaded_at: SystemTime::now(),
+                })
+            }
             _ => Err(Problems(problems)),
         }
     }

@@ -204,6 +204,17 @@ impl Renderer {
         }
     }
 
+    /// Compiles template expressions once (the rules' `limit.per` and `dedup.key`), so that
+    /// [`Renderer::render_expr`] does not parse them for every event. One that does not compile
+    /// is left to fail, with its message, when it is rendered.
+    pub fn prepare_exprs<'a>(&mut self, exprs: impl IntoIterator<Item = &'a str>) {
+        for expr in exprs {
+            if !self.exprs.has_template(expr) {
+                let _ = self.exprs.register_template_string(expr, expr);
+            }
+        }
+    }
+
     /// Evaluates a template expression (`{{payload.repository.full_name}}`) to text, as
     /// `limit.per` and `dedup.key` use it. Not JSON-escaped: the text is a key, not card JSON.
     pub fn render_expr(
@@ -211,13 +222,16 @@ impl Renderer {
         expr: &str,
         ctx: &handlebars::Context,
     ) -> Result<String, RenderError> {
-        self.exprs
-            .render_template_with_context(expr, ctx)
-            .map_err(|e| RenderError::Template {
-                template: expr.to_string(),
-                pos: e.line_no.zip(e.column_no),
-                message: e.reason().to_string(),
-            })
+        let rendered = if self.exprs.has_template(expr) {
+            self.exprs.render_with_context(expr, ctx)
+        } else {
+            self.exprs.render_template_with_context(expr, ctx)
+        };
+        rendered.map_err(|e| RenderError::Template {
+            template: expr.to_string(),
+            pos: e.line_no.zip(e.column_no),
+            message: e.reason().to_string(),
+        })
     }
 
     /// Renders a card and returns its JSON body, compact.
@@ -382,6 +396,32 @@ mod tests {
     }
 
     const CARD: &str = r#"{"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": "{{payload.title}}", "text": "{{md payload.title}}"}"#;
+
+    #[test]
+    fn prepared_expressions_render_like_ad_hoc_ones_without_a_parse_per_call() {
+        let mut r = renderer(&[("t.teams.hbs", CARD)]).unwrap();
+        let ctx = handlebars::Context::wraps(json!({"payload": {"repo": "o/r", "n": 3}})).unwrap();
+        let exprs = [
+            "{{payload.repo}}",
+            "{{payload.repo}}-{{payload.n}}",
+            "{{#if}}",
+        ];
+        let before: Vec<_> = exprs
+            .iter()
+            .map(|e| r.render_expr(e, &ctx).map_err(|e| e.to_string()))
+            .collect();
+        r.prepare_exprs(exprs);
+        assert!(r.exprs.has_template(exprs[0]) && r.exprs.has_template(exprs[1]));
+        // One that does not compile is not kept, and still fails with its message.
+        assert!(!r.exprs.has_template(exprs[2]));
+        let after: Vec<_> = exprs
+            .iter()
+            .map(|e| r.render_expr(e, &ctx).map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(after, before);
+        assert_eq!(after[1].as_deref(), Ok("o/r-3"));
+        assert!(after[2].is_err());
+    }
 
     #[test]
     fn upstream_text_cannot_break_the_json() {
