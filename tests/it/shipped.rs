@@ -274,6 +274,18 @@ fn request(fixture_name: &str) -> (&'static str, axum::http::HeaderMap) {
     (source, map)
 }
 
+/// Every rule of an event's source and type, enabled or not.
+fn rules_of_event<'a>(
+    pipeline: &'a Pipeline,
+    e: &'a Event,
+) -> impl Iterator<Item = &'a cardwire::rules::Rule> {
+    pipeline
+        .rules
+        .rules()
+        .iter()
+        .filter(|r| r.source == e.source && r.event == e.event_type)
+}
+
 fn event(config: &Config, fixture_name: &str) -> Event {
     let (source, map) = request(fixture_name);
     let payload: Value = serde_json::from_slice(&fixture(fixture_name)).unwrap();
@@ -336,12 +348,7 @@ fn every_rule_renders_every_fixture_of_its_event_in_both_kinds() {
     let mut failures = Vec::new();
     for (fixture_name, _) in TABLE {
         let e = event(&config, fixture_name);
-        for rule in pipeline
-            .rules
-            .rules()
-            .iter()
-            .filter(|r| r.source == e.source && r.event == e.event_type)
-        {
+        for rule in rules_of_event(&pipeline, &e) {
             for kind in CardKind::ALL {
                 match pipeline.renderer.render(&rule.template, kind, e.context()) {
                     Ok(body) => assert!(body.len() <= cardwire::render::MAX_CARD_BYTES),
@@ -385,12 +392,7 @@ fn the_payload_ingest_builds_gives_the_same_matches_and_cards() {
             rules.iter().map(|r| r.name.clone()).collect()
         };
         assert_eq!(names(&part), names(&whole), "{fixture_name}");
-        for rule in pipeline
-            .rules
-            .rules()
-            .iter()
-            .filter(|r| r.source == whole.source && r.event == whole.event_type)
-        {
+        for rule in rules_of_event(&pipeline, &whole) {
             for kind in CardKind::ALL {
                 let render = |e: &Event| {
                     pipeline
