@@ -833,10 +833,18 @@ async fn group_commit(mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
                 break;
             }
         }
-        let result = tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|_| StoreError::Closed)
-            .and_then(|r| r.map(drop).map_err(StoreError::from));
+        let result = tokio::task::spawn_blocking(move || {
+            let flushed = db.flush();
+            // A flush seals sled's log buffer and defers dropping the old one to crossbeam's
+            // epoch collector, in this thread's bag of 64. A blocking-pool thread pins rarely,
+            // so without this its bag kept up to 64 sealed buffers, and the 512 KB segment
+            // buffers they share, alive for a long time.
+            crossbeam_epoch::pin().flush();
+            flushed
+        })
+        .await
+        .map_err(|_| StoreError::Closed)
+        .and_then(|r| r.map(drop).map_err(StoreError::from));
         for waiter in batch.drain(..) {
             let r = match &result {
                 Ok(()) => Ok(()),
