@@ -47,10 +47,15 @@ impl AddressGuard {
     /// Checks a URL whose host is an address literal, which is connected to without being
     /// resolved; names are checked when resolved.
     pub fn check_literal(&self, url: &str) -> Result<(), Blocked> {
-        let Some(host) = url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host().map(|h| h.to_string()))
-        else {
+        match url::Url::parse(url) {
+            Ok(u) => self.check_url(&u),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// [`Guard::check_literal`] for a URL already parsed.
+    pub fn check_url(&self, url: &url::Url) -> Result<(), Blocked> {
+        let Some(host) = url.host().map(|h| h.to_string()) else {
             return Ok(());
         };
         let bare = host.trim_start_matches('[').trim_end_matches(']');

@@ -296,6 +296,8 @@ impl Deliverer {
         // than per card). Only this worker changes or removes its connection's queued cards;
         // cards queued later are read with the next batch. What is here is also in sled.
         let mut ahead: VecDeque<(crate::store::OutboxKey, OutboxRecord)> = VecDeque::new();
+        // The connection's webhook URL, parsed once rather than for every card.
+        let mut target: Option<(String, Option<url::Url>)> = None;
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -349,7 +351,11 @@ impl Deliverer {
             };
             // Not raced with shutdown: an attempt in flight finishes and is recorded.
             let started = std::time::Instant::now();
-            let (outcome, status) = self.attempt(&conn, &rec).await;
+            if target.as_ref().is_none_or(|(raw, _)| *raw != conn.url) {
+                target = Some((conn.url.clone(), url::Url::parse(&conn.url).ok()));
+            }
+            let url = target.as_ref().and_then(|(_, u)| u.as_ref());
+            let (outcome, status) = self.attempt(&conn, url, &rec).await;
             drop(permit);
             self.metrics.delivery(&con, &outcome, started.elapsed());
             rec.attempts += 1;
@@ -464,13 +470,22 @@ impl Deliverer {
         self.workers.lock().expect("workers lock").remove(con);
     }
 
-    async fn attempt(&self, conn: &Connection, rec: &OutboxRecord) -> (Outcome, Option<u16>) {
-        if let Err(blocked) = self.guard.check_literal(&conn.url) {
+    /// One attempt at `rec`; `url` is `conn.url` parsed (`None` if it does not parse, which
+    /// fails as a transport error like any other).
+    async fn attempt(
+        &self,
+        conn: &Connection,
+        url: Option<&url::Url>,
+        rec: &OutboxRecord,
+    ) -> (Outcome, Option<u16>) {
+        if let Err(blocked) = url.map_or(Ok(()), |u| self.guard.check_url(u)) {
             return (Outcome::Failed(format!("transport: {blocked}")), None);
         }
-        let sent = self
-            .client
-            .post(&conn.url)
+        let request = match url {
+            Some(u) => self.client.post(u.clone()),
+            None => self.client.post(&conn.url),
+        };
+        let sent = request
             .header(CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", rec.id.as_str())
             .body(rec.body.clone())
