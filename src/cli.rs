@@ -309,6 +309,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // A flag is relative to the working directory, not to the config file.
         config.data_dir = std::env::current_dir()?.join(dir);
     }
+    tracing::info!(
+        tcache_max = tikv_jemalloc_ctl::opt::tcache_max::read().unwrap_or(0),
+        "allocator"
+    );
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let server = crate::app::Server::start(config, pipeline).await?;

@@ -709,3 +709,44 @@ async fn connections_digest_sets_and_clears_a_schedule() {
         (Some(0), format!("{id}: digest off").as_str())
     );
 }
+
+/// `main` gives jemalloc its options before the first allocation, so they take effect; an
+/// operator's own `_RJEM_MALLOC_CONF` wins over them.
+#[test]
+fn serve_configures_the_allocator_unless_the_environment_does() {
+    use std::io::{BufRead, BufReader};
+    for (env, want) in [
+        (None, "tcache_max=4096"),
+        (Some("tcache_max:8192"), "tcache_max=8192"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = cardwire();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("_RJEM_MALLOC_CONF")
+            .stderr(std::process::Stdio::piped());
+        if let Some(v) = env {
+            cmd.env("_RJEM_MALLOC_CONF", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = loop {
+            match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+                Ok(line) if line.contains("allocator") => break Some(line),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let line = line.expect("serve logs the allocator's options");
+        assert!(line.contains(want), "{env:?}: {line}");
+    }
+}
