@@ -16,7 +16,7 @@ const MALLOC_CONF_VAR: &str = "_RJEM_MALLOC_CONF";
 
 /// jemalloc's options for `serve`, unless the environment sets its own. Thread caches of
 /// objects up to 4 KB instead of 32 KB: in A/B runs of the benchmark, peak RSS under load fell
-/// from 69–73 to 58 MB at the same CPU per event (threads that mostly free, such as sled's I/O
+/// from 67–69 to 57–59 MB at the same CPU per event (threads that mostly free, such as sled's I/O
 /// pool running deferred drops, kept large objects cached that no thread reused);
 /// `tcache:false` saved more (49 MB) but cost ~10 % more CPU.
 const MALLOC_CONF: &str = "tcache_max:4096";

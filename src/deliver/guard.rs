@@ -53,7 +53,7 @@ impl AddressGuard {
         }
     }
 
-    /// [`Guard::check_literal`] for a URL already parsed.
+    /// [`AddressGuard::check_literal`] for a URL already parsed.
     pub fn check_url(&self, url: &url::Url) -> Result<(), Blocked> {
         let Some(host) = url.host().map(|h| h.to_string()) else {
             return Ok(());

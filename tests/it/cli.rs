@@ -710,8 +710,8 @@ async fn connections_digest_sets_and_clears_a_schedule() {
     );
 }
 
-/// `main` gives jemalloc its options before the first allocation, so they take effect; an
-/// operator's own `_RJEM_MALLOC_CONF` wins over them.
+/// `serve` starts itself again with jemalloc's options in its environment, so they take effect
+/// (jemalloc reads them before `main`); an operator's own `_RJEM_MALLOC_CONF` wins over them.
 #[test]
 fn serve_configures_the_allocator_unless_the_environment_does() {
     use std::io::{BufRead, BufReader};
