@@ -14,12 +14,14 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// symbol prefix).
 const MALLOC_CONF_VAR: &str = "_RJEM_MALLOC_CONF";
 
-/// jemalloc's options for `serve`, unless the environment sets its own. Thread caches of
-/// objects up to 4 KB instead of 32 KB: in A/B runs of the benchmark, peak RSS under load fell
-/// from 67–69 to 57–59 MB at the same CPU per event (threads that mostly free, such as sled's I/O
-/// pool running deferred drops, kept large objects cached that no thread reused);
-/// `tcache:false` saved more (49 MB) but cost ~10 % more CPU.
-const MALLOC_CONF: &str = "tcache_max:4096";
+/// jemalloc's options for `serve`, unless the environment sets its own. In A/B runs of the
+/// benchmark, at the same CPU per event:
+/// - thread caches of objects up to 4 KB instead of 32 KB: peak RSS under load 67–69 → 57–59 MB
+///   (threads that mostly free, such as sled's I/O pool running deferred drops, kept large
+///   objects cached that no thread reused; `tcache:false` saved more, 49 MB, but cost ~10 %
+///   more CPU);
+/// - freed pages returned within about 1 s instead of 10 s: 57–59 → 55 MB.
+const MALLOC_CONF: &str = "tcache_max:4096,dirty_decay_ms:1000";
 
 fn main() -> ExitCode {
     let cli = cardwire::cli::Cli::parse();
