@@ -1,4 +1,5 @@
-//! The `cardwire` binary's `check` and `render` commands.
+//! The `cardwire` binary's commands, run as a subprocess: `check`, `render`, `serve`, `connections`,
+//! `deliveries` and `connect`.
 
 use std::process::Command;
 
