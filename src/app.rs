@@ -175,6 +175,9 @@ impl Server {
             store.flush()?;
             served.context("the HTTP server failed")
         });
+        // What loading used and dropped (the rule checks' GitHub schemas, parse trees) goes
+        // back to the system now rather than when traffic comes.
+        crate::alloc::release_free_pages();
         tracing::info!(%addr, "cardwire is listening");
         Ok(Self {
             app,

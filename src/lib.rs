@@ -37,8 +37,10 @@
 //! - [`live`]: the live tail's broadcast of events, matches, queued cards and outcomes.
 //! - [`app`]: shared state, the router, background tasks and graceful shutdown.
 //! - [`cli`]: `serve`, `check` and `render`.
+//! - [`alloc`]: freed memory handed back to the system when the gateway goes quiet.
 
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -60,3 +62,8 @@ pub mod rules;
 pub mod samples;
 pub mod store;
 pub mod yaml;
+
+/// The unit tests run on jemalloc too, as the binary does ([`alloc`] is tested against it).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

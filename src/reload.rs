@@ -44,6 +44,7 @@ pub async fn reload(app: &App) -> bool {
             );
             app.pipeline.store(Arc::new(pipeline));
             app.metrics.reload(true);
+            crate::alloc::release_free_pages();
             true
         }
         Ok(Err(problems)) => {

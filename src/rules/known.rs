@@ -7,16 +7,50 @@
 //! branch of the event — narrowed to the rule's actions when it names some — rules it out;
 //! wherever a schema leaves an object open, anything may follow.
 
-use std::sync::LazyLock;
+use std::cell::OnceCell;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde_json::Value;
 
 use super::cond::{FieldPath, Segment};
 
-static GITHUB: LazyLock<Value> = LazyLock::new(|| {
-    serde_json::from_str(include_str!("github-webhooks.schema.json"))
-        .expect("the vendored GitHub webhook schema is JSON")
-});
+/// The known shapes, parsed when a check first needs them and kept only while a load holds
+/// them: parsed, the GitHub schemas take about 5 MB of heap, which a running gateway does not
+/// need between rule loads.
+#[derive(Default)]
+pub struct Shapes {
+    github: OnceCell<Arc<Value>>,
+}
+
+impl Shapes {
+    fn github(&self) -> &Value {
+        static GITHUB: Shared = Shared::new();
+        self.github.get_or_init(|| GITHUB.get())
+    }
+}
+
+/// The parsed GitHub schemas, shared by every holder at a time (a reload while another load
+/// holds them does not parse them twice) and freed when the last holder drops them.
+struct Shared(Mutex<Weak<Value>>);
+
+impl Shared {
+    const fn new() -> Self {
+        Self(Mutex::new(Weak::new()))
+    }
+
+    fn get(&self) -> Arc<Value> {
+        let mut shared = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = shared.upgrade() {
+            return held;
+        }
+        let parsed = Arc::new(
+            serde_json::from_str(include_str!("github-webhooks.schema.json"))
+                .expect("the vendored GitHub webhook schema is JSON"),
+        );
+        *shared = Arc::downgrade(&parsed);
+        parsed
+    }
+}
 
 /// Why a path cannot exist: the first segment no branch allows, and a suggestion.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +62,14 @@ pub struct Impossible {
 }
 
 /// Checks a GitHub path. `None` when it can exist or when the event has no known schema.
-pub fn check_github(event: &str, actions: &[String], path: &FieldPath) -> Option<Impossible> {
-    let defs = GITHUB.get("definitions")?;
+pub fn check_github(
+    shapes: &Shapes,
+    event: &str,
+    actions: &[String],
+    path: &FieldPath,
+) -> Option<Impossible> {
+    let schema = shapes.github();
+    let defs = schema.get("definitions")?;
     let roots: Vec<&Value> = if actions.is_empty() {
         vec![defs
             .get(format!("{event}_event"))
@@ -44,7 +84,7 @@ pub fn check_github(event: &str, actions: &[String], path: &FieldPath) -> Option
         }
         found
     };
-    let mut nodes: Vec<&Value> = roots.into_iter().flat_map(expand).collect();
+    let mut nodes: Vec<&Value> = roots.into_iter().flat_map(|n| expand(schema, n)).collect();
     let mut so_far = String::new();
     for seg in path.segments() {
         let mut next = Vec::new();
@@ -52,7 +92,9 @@ pub fn check_github(event: &str, actions: &[String], path: &FieldPath) -> Option
         for node in &nodes {
             match step(node, seg, &mut keys_here) {
                 Step::Open => return None,
-                Step::To(children) => next.extend(children.into_iter().flat_map(expand)),
+                Step::To(children) => {
+                    next.extend(children.into_iter().flat_map(|n| expand(schema, n)))
+                }
                 Step::Closed => {}
             }
         }
@@ -91,8 +133,8 @@ enum Step<'a> {
 
 /// Follows `$ref`s and spreads `allOf`/`anyOf`/`oneOf` into the branches a value may match.
 /// A key allowed by any member of an `allOf` is allowed (the octokit schemas split an object's
-/// properties across `allOf` members).
-fn expand(node: &Value) -> Vec<&Value> {
+/// properties across `allOf` members). `$ref`s point into `schema`.
+fn expand<'a>(schema: &'a Value, node: &'a Value) -> Vec<&'a Value> {
     let mut out = Vec::new();
     let mut stack = vec![node];
     let mut seen = 0;
@@ -102,7 +144,7 @@ fn expand(node: &Value) -> Vec<&Value> {
             break; // a cycle; what was found is enough for a conservative answer
         }
         if let Some(r) = n.get("$ref").and_then(Value::as_str) {
-            if let Some(target) = r.strip_prefix('#').and_then(|p| GITHUB.pointer(p)) {
+            if let Some(target) = r.strip_prefix('#').and_then(|p| schema.pointer(p)) {
                 stack.push(target);
             }
             continue;
@@ -185,7 +227,27 @@ mod tests {
 
     fn check(event: &str, actions: &[&str], path: &str) -> Option<Impossible> {
         let actions: Vec<String> = actions.iter().map(|s| s.to_string()).collect();
-        check_github(event, &actions, &FieldPath::parse(path).unwrap())
+        check_github(
+            &Shapes::default(),
+            event,
+            &actions,
+            &FieldPath::parse(path).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_schemas_are_shared_while_held_and_freed_after() {
+        let shared = Shared::new();
+        let first = shared.get();
+        let second = shared.get();
+        assert!(Arc::ptr_eq(&first, &second), "parsed once while held");
+        assert!(first.pointer("/definitions/push_event").is_some());
+        drop(first);
+        drop(second);
+        assert!(
+            shared.0.lock().unwrap().upgrade().is_none(),
+            "nobody holds them: freed"
+        );
     }
 
     #[test]

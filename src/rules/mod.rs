@@ -287,6 +287,8 @@ impl RuleSet {
         let mut rules = Vec::new();
         let mut problems = Vec::new();
         let mut seen: HashMap<String, PathBuf> = HashMap::new();
+        // Parsed on first use, dropped at the end of this load.
+        let shapes = known::Shapes::default();
         for (file, text) in files {
             let first = problems.len();
             Self::load_file(
@@ -294,6 +296,7 @@ impl RuleSet {
                 text,
                 sources,
                 &has_template,
+                &shapes,
                 &mut seen,
                 &mut rules,
                 &mut problems,
@@ -314,6 +317,7 @@ impl RuleSet {
         text: &str,
         sources: &BTreeMap<String, SourceConfig>,
         has_template: &impl Fn(&str, CardKind) -> bool,
+        shapes: &known::Shapes,
         seen: &mut HashMap<String, PathBuf>,
         rules: &mut Vec<Rule>,
         problems: &mut Vec<Problem>,
@@ -444,7 +448,9 @@ impl RuleSet {
                 if let (Some(c), Some(src)) = (&when, sources.get(&rc.source)) {
                     if src.kind == crate::config::SourceKind::Github {
                         for (path, test_at) in c.paths() {
-                            if let Some(bad) = known::check_github(&rc.event, &rc.actions, path) {
+                            if let Some(bad) =
+                                known::check_github(shapes, &rc.event, &rc.actions, path)
+                            {
                                 let hint = bad
                                     .suggestion
                                     .map(|s| format!("; did you mean `{s}` there?"))
