@@ -241,7 +241,7 @@ mod tests {
         let first = shared.get();
         let second = shared.get();
         assert!(Arc::ptr_eq(&first, &second), "parsed once while held");
-        assert!(first.pointer("/definitions/push_event").is_some());
+        assert!(first.pointer("/definitions/push$event").is_some());
         drop(first);
         drop(second);
         assert!(
