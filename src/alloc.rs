@@ -34,17 +34,17 @@ pub fn release_free_pages() -> usize {
     purged
 }
 
-/// The pages freed but not yet returned to the system in the arena of the calling thread.
-pub fn dirty_pages_here() -> Option<usize> {
-    tikv_jemalloc_ctl::epoch::advance().ok()?;
-    let arena: u32 = Access::read(b"thread.arena\0".name()).ok()?;
-    let key = format!("stats.arenas.{arena}.pdirty\0");
-    Access::<usize>::read(key.as_bytes().name()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pages freed but not yet returned to the system in the calling thread's arena.
+    fn dirty_pages_here() -> Option<usize> {
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        let arena: u32 = Access::read(b"thread.arena\0".name()).ok()?;
+        let key = format!("stats.arenas.{arena}.pdirty\0");
+        Access::<usize>::read(key.as_bytes().name()).ok()
+    }
 
     #[test]
     fn freed_pages_go_back_to_the_system_at_once() {
