@@ -35,7 +35,13 @@ pub struct Rejected {
 /// Loads the pipeline again and swaps it in, or records why not. Returns whether it loaded.
 pub async fn reload(app: &App) -> bool {
     let config = app.config.clone();
-    let loaded = tokio::task::spawn_blocking(move || Pipeline::load(&config)).await;
+    let loaded = tokio::task::spawn_blocking(move || {
+        let loaded = Pipeline::load(&config);
+        // What the load used and dropped goes back to the system now.
+        crate::alloc::release_free_pages();
+        loaded
+    })
+    .await;
     match loaded {
         Ok(Ok(pipeline)) => {
             tracing::info!(
@@ -44,7 +50,6 @@ pub async fn reload(app: &App) -> bool {
             );
             app.pipeline.store(Arc::new(pipeline));
             app.metrics.reload(true);
-            crate::alloc::release_free_pages();
             true
         }
         Ok(Err(problems)) => {
