@@ -6,8 +6,8 @@
 //! parsed GitHub schemas — would stay resident until traffic came. [`release_free_pages`] hands
 //! it back at once; `serve` calls it when it starts listening and after each reload.
 //!
-//! Everything here goes through jemalloc's control interface, which answers with an error when
-//! the program's allocator is another one; the calls then do nothing.
+//! Everything here goes through jemalloc's control interface. In a program whose allocator is
+//! another one, the calls reach a jemalloc that holds nothing, and change nothing.
 
 use tikv_jemalloc_ctl::{Access, AsName};
 
