@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
+//!     [--spread] [--backlog 100000]
 //! ```
 //!
 //! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
@@ -11,6 +12,10 @@
 //! `@octokit/webhooks-examples`) with a valid signature. In the same run, the same load
 //! generator drives a bare axum server that reads the body and answers 202: the baseline,
 //! measured before cardwire's phase and again after it (the ratio is to their mean).
+//!
+//! With `--targets N`, each event's card goes to N webhook URLs; with `--spread` as well, the
+//! events are spread over them instead (the payload under N repository names, one rule and one
+//! URL per name), one card per event.
 //!
 //! Then two start-up measurements: ready to serve with 200 rules, and ready after a restart
 //! with `--backlog` (100,000) cards queued, plus the time to drain them and the cards lost.
@@ -46,6 +51,16 @@ struct Args {
     /// Webhook URLs (connections in cardwire) each event's card goes to.
     #[arg(long, default_value_t = 1)]
     targets: usize,
+    /// Spread events over the targets instead: one card per event, to one of them. The load
+    /// posts the payload under `--targets` repository names, each routed by a rule of its own
+    /// to one webhook URL (one team's channel each).
+    #[arg(long)]
+    spread: bool,
+    /// Offer cardwire this many requests a second in all, instead of as many as it takes (the
+    /// baseline is always measured flat out): whether the whole pipeline keeps up with a given
+    /// rate, cards arriving as fast as events come in.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Cards queued before the restart measurement (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     backlog: usize,
@@ -241,15 +256,25 @@ impl Load {
 }
 
 /// Posts the payload from `connections` concurrent keep-alive connections for `duration`, or
-/// until `count` requests were sent when given.
+/// until `count` requests were sent when given; at `rate` requests a second in all when given
+/// (each connection on a schedule of its own: a late request is sent at once, not skipped),
+/// otherwise as fast as the answers come.
 async fn load(
     url: &str,
-    body: &bytes::Bytes,
+    bodies: &[bytes::Bytes],
     connections: usize,
     duration: Duration,
     count: Option<u64>,
+    rate: Option<f64>,
 ) -> Load {
-    let signature = cardwire::ingest::verify::sign(SECRET, body);
+    let every = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+    // Each request posts the next payload in turn, with its signature.
+    let signed: Arc<Vec<(bytes::Bytes, String)>> = Arc::new(
+        bodies
+            .iter()
+            .map(|b| (b.clone(), cardwire::ingest::verify::sign(SECRET, b)))
+            .collect(),
+    );
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -259,12 +284,7 @@ async fn load(
             .pool_max_idle_per_host(1)
             .build()
             .unwrap();
-        let (url, body, signature, sent) = (
-            url.to_string(),
-            body.clone(),
-            signature.clone(),
-            sent.clone(),
-        );
+        let (url, signed, sent) = (url.to_string(), signed.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
             let (mut ok, mut failed) = (0u64, 0u64);
@@ -276,14 +296,18 @@ async fn load(
                 {
                     break;
                 }
+                if let Some(every) = every {
+                    tokio::time::sleep_until((started + every * i as u32).into()).await;
+                }
                 i += 1;
+                let (body, signature) = &signed[n as usize % signed.len()];
                 let t = Instant::now();
                 let res = client
                     .post(&url)
                     .header("content-type", "application/json")
                     .header("x-github-event", "push")
                     .header("x-github-delivery", format!("bench-{task}-{i}"))
-                    .header("x-hub-signature-256", &signature)
+                    .header("x-hub-signature-256", signature)
                     .body(body.clone())
                     .send()
                     .await;
@@ -356,6 +380,7 @@ async fn connect(
     g: &Gateway,
     receiver: SocketAddr,
     n: usize,
+    channel: &str,
 ) -> Result<()> {
     let res = http
         .post(format!("http://{}/api/connections", g.addr))
@@ -364,7 +389,7 @@ async fn connect(
             "name": format!("bench {n}"),
             "url": format!("http://{receiver}/hook/{n}"),
             "kind": "teams",
-            "channels": ["github"],
+            "channels": [channel],
         }))
         .send()
         .await?;
@@ -375,8 +400,8 @@ async fn connect(
 }
 
 /// A rules folder with the shipped GitHub rules and more up to `n` in all (the source is the
-/// only one configured).
-fn rules_with(dir: &Path, n: usize) -> Result<PathBuf> {
+/// only one configured), plus one rule per team for `teams` spread targets.
+fn rules_with(dir: &Path, n: usize, teams: usize) -> Result<PathBuf> {
     let rules = dir.join("rules");
     std::fs::create_dir_all(&rules)?;
     let mut count = 0;
@@ -395,10 +420,43 @@ fn rules_with(dir: &Path, n: usize) -> Result<PathBuf> {
              when: {{path: label.name, equals: \"bench-{i}\"}}\n  template: github/issue\n  channel: bench-{i}\n\n"
         ));
     }
+    for t in 0..teams {
+        extra.push_str(&format!(
+            "- name: bench-team-{t}\n  source: github\n  event: push\n  \
+             when: {{path: repository.name, equals: \"{}\"}}\n  template: github/push\n  \
+             channel: {}\n\n",
+            team_repo(t),
+            team_channel(t)
+        ));
+    }
     if !extra.is_empty() {
         std::fs::write(rules.join("extra.yaml"), extra)?;
     }
     Ok(rules)
+}
+
+/// The repository name of team `t`'s pushes in a spread run.
+fn team_repo(t: usize) -> String {
+    format!("Hello-World-{t}")
+}
+
+/// The channel of team `t`'s webhook URL in a spread run.
+fn team_channel(t: usize) -> String {
+    format!("bench-team-{t}")
+}
+
+/// The push payload under team `t`'s repository name.
+fn team_payload(body: &[u8], t: usize) -> Result<bytes::Bytes> {
+    let text = std::str::from_utf8(body)?;
+    let name = "\"name\": \"Hello-World\",";
+    if !text.contains(name) {
+        bail!("the push payload has no {name} to spread over teams");
+    }
+    Ok(bytes::Bytes::from(text.replacen(
+        name,
+        &format!("\"name\": \"{}\",", team_repo(t)),
+        1,
+    )))
 }
 
 fn binary(args: &Args) -> Result<PathBuf> {
@@ -438,11 +496,24 @@ async fn main() -> Result<()> {
     let epoch = Instant::now();
     let http = reqwest::Client::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bodies = if args.spread {
+        (0..args.targets)
+            .map(|t| team_payload(&body, t))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        vec![body.clone()]
+    };
+    let teams = if args.spread { args.targets } else { 0 };
     println!(
-        "cardwire bench: {} s per phase, {} connections, {} target(s), {} B payload, {cores} cores",
+        "cardwire bench: {} s per phase, {} connections{}, {} target(s){}, {} B payload, {cores} cores",
         args.duration.as_secs(),
         args.connections,
+        match args.rate {
+            Some(r) => format!(" offering cardwire {r:.0} requests/s"),
+            None => String::new(),
+        },
         args.targets,
+        if args.spread { " (events spread over them)" } else { "" },
         body.len()
     );
 
@@ -451,31 +522,55 @@ async fn main() -> Result<()> {
     let base_url = format!("http://{base_addr}/hooks/github");
     let _ = load(
         &base_url,
-        &body,
+        &bodies,
         args.connections,
         Duration::from_secs(2),
         None,
+        None,
     )
     .await;
-    let base = load(&base_url, &body, args.connections, args.duration, None).await;
+    let base = load(
+        &base_url,
+        &bodies,
+        args.connections,
+        args.duration,
+        None,
+        None,
+    )
+    .await;
 
     // cardwire under the same load.
     let (receiver, receiver_addr) = start_receiver(epoch).await;
     let dir = tempfile::tempdir()?;
     let port = free_port();
-    let config = write_config(dir.path(), port, &rules_with(dir.path(), 0)?)?;
+    let config = write_config(dir.path(), port, &rules_with(dir.path(), 0, teams)?)?;
     let (g, _) = start_gateway(&binary, &config, port, &http).await?;
     for n in 0..args.targets {
-        connect(&http, &g, receiver_addr, n).await?;
+        let channel = if args.spread {
+            team_channel(n)
+        } else {
+            "github".into()
+        };
+        connect(&http, &g, receiver_addr, n, &channel).await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, idle_rss, _) = usage(g.pid());
     let cw_url = format!("http://{}/hooks/github", g.addr);
     let load_start = epoch.elapsed();
-    let cw = load(&cw_url, &body, args.connections, args.duration, None).await;
+    let cw = load(
+        &cw_url,
+        &bodies,
+        args.connections,
+        args.duration,
+        None,
+        args.rate,
+    )
+    .await;
     let load_end = Instant::now();
+    let during_load = receiver.received.load(Ordering::Relaxed);
     let (_, _, cpu_load) = usage(g.pid());
-    let expected = cw.accepted * args.targets as u64;
+    let per_event = if args.spread { 1 } else { args.targets as u64 };
+    let expected = cw.accepted * per_event;
     let last = drain(&receiver, expected, Duration::from_secs(30)).await;
     let drained = last.saturating_duration_since(load_end);
     let received = receiver.received.load(Ordering::Relaxed);
@@ -488,11 +583,19 @@ async fn main() -> Result<()> {
     drop(dir);
     // The floor again, once cardwire is gone: the machine's speed drifts within a run too, and
     // the ratio is taken to the mean of both.
-    let base_after = load(&base_url, &body, args.connections, args.duration, None).await;
+    let base_after = load(
+        &base_url,
+        &bodies,
+        args.connections,
+        args.duration,
+        None,
+        None,
+    )
+    .await;
 
     // Ready with 200 rules.
     let dir = tempfile::tempdir()?;
-    let rules = rules_with(dir.path(), 200)?;
+    let rules = rules_with(dir.path(), 200, 0)?;
     let port = free_port();
     let config = write_config(dir.path(), port, &rules)?;
     let mut ready_200 = Duration::MAX;
@@ -509,16 +612,17 @@ async fn main() -> Result<()> {
         receiver.throttle.store(true, Ordering::Relaxed);
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let config = write_config(dir.path(), port, &rules_with(dir.path(), 0)?)?;
+        let config = write_config(dir.path(), port, &rules_with(dir.path(), 0, 0)?)?;
         let (g, _) = start_gateway(&binary, &config, port, &http).await?;
-        connect(&http, &g, receiver_addr, 0).await?;
+        connect(&http, &g, receiver_addr, 0, "github").await?;
         let url = format!("http://{}/hooks/github", g.addr);
         let filled = load(
             &url,
-            &body,
+            std::slice::from_ref(&body),
             args.connections,
             Duration::MAX,
             Some(args.backlog as u64),
+            None,
         )
         .await;
         g.stop()?;
@@ -548,11 +652,15 @@ async fn main() -> Result<()> {
     println!("| measure | baseline (bare axum) | cardwire | target |");
     println!("|---|---|---|---|");
     println!(
-        "| ingest requests/s | {:.0} (before {:.0}, after {:.0}) | {:.0} | ≥ 40 % of baseline: **{:.0} %** |",
+        "| ingest requests/s | {:.0} (before {:.0}, after {:.0}) | {:.0}{} | ≥ 40 % of baseline: **{:.0} %** |",
         floor,
         base.rps(),
         base_after.rps(),
         cw.rps(),
+        match args.rate {
+            Some(r) => format!(" (offered {r:.0})"),
+            None => String::new(),
+        },
         ratio * 100.0
     );
     println!(
@@ -567,7 +675,15 @@ async fn main() -> Result<()> {
         base.failed + base_after.failed,
         cw.failed
     );
-    println!("| cards/s at the receiver | | {cards_per_s:.0} | ≥ 10,000 |");
+    // Cards that arrived while the load ran, over the time from the load's start (or the first
+    // card) to its end; and all of them, first card to last, the drain included.
+    let load_window = load_end
+        .saturating_duration_since(epoch)
+        .saturating_sub(first.max(load_start));
+    println!(
+        "| cards/s at the receiver: during the load / first card to last | | {:.0} / {cards_per_s:.0} | ≥ 10,000 |",
+        during_load as f64 / load_window.as_secs_f64().max(1e-9)
+    );
     println!(
         "| backlog drained after the load | | {:.2} s | |",
         drained.as_secs_f64()
