@@ -529,15 +529,18 @@ async fn main() -> Result<()> {
         None,
     )
     .await;
-    let base = load(
-        &base_url,
-        &bodies,
-        args.connections,
-        args.duration,
-        None,
-        None,
-    )
-    .await;
+    // Flat out for the whole phase: the floor, before cardwire's phase and after it.
+    let floor_phase = || {
+        load(
+            &base_url,
+            &bodies,
+            args.connections,
+            args.duration,
+            None,
+            None,
+        )
+    };
+    let base = floor_phase().await;
 
     // cardwire under the same load.
     let (receiver, receiver_addr) = start_receiver(epoch).await;
@@ -583,15 +586,7 @@ async fn main() -> Result<()> {
     drop(dir);
     // The floor again, once cardwire is gone: the machine's speed drifts within a run too, and
     // the ratio is taken to the mean of both.
-    let base_after = load(
-        &base_url,
-        &bodies,
-        args.connections,
-        args.duration,
-        None,
-        None,
-    )
-    .await;
+    let base_after = floor_phase().await;
 
     // Ready with 200 rules.
     let dir = tempfile::tempdir()?;
