@@ -101,8 +101,7 @@ impl Server {
             guard(&config),
             metrics.clone(),
             live.clone(),
-        )
-        .context("cannot build the HTTP client")?;
+        )?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -13,7 +13,8 @@
 //!   noise    dedup, limits that fold into summaries, Teams' caps, digests (Noise::decide)
 //!   store    outbox records + the delivery-id claim, group-committed to sled -> 202
 //!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
-//!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered
+//!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered;
+//!            they run on a thread of their own, so that delivery keeps pace with ingest
 //! ```
 //!
 //! The journal of accepted work *is* the outbox: an event is rendered before the 202 and only

@@ -1,7 +1,9 @@
 //! Delivery: the outbox's cards POSTed to their connections.
 //!
 //! In: outbox records in sled and wake-ups from ingest. Out: HTTP requests, and each card's
-//! outcome written back. Guarantees:
+//! outcome written back. The workers run on a runtime of their own, one thread: on the server's
+//! runtime one worker per connection waited its turn behind every request task, and under load
+//! delivery fell far behind ingest. Guarantees:
 //! - one worker per connection sends that connection's cards in the order they were accepted;
 //!   a slow, throttled or failing connection delays only itself; at most
 //!   `delivery.concurrency` attempts are in flight across connections;
@@ -160,6 +162,37 @@ type Limiter = governor::DefaultDirectRateLimiter;
 /// How many queued cards a worker reads from the outbox at a time.
 const READ_AHEAD: usize = 64;
 
+/// The workers' runtime, one thread of its own. Dropped without waiting for it, since the
+/// deliverer can be dropped inside another runtime; [`Deliverer::shutdown`] is what waits for
+/// attempts in flight.
+struct Lane(Option<tokio::runtime::Runtime>);
+
+impl Lane {
+    fn start() -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cardwire-deliver")
+            .enable_all()
+            .build()
+            .map(|rt| Self(Some(rt)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime lives as long as the lane")
+            .handle()
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// The outbox workers.
 pub struct Deliverer {
     store: Arc<Store>,
@@ -172,6 +205,7 @@ pub struct Deliverer {
     limiters: Mutex<HashMap<String, Arc<Vec<Limiter>>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    lane: Lane,
     metrics: Arc<crate::metrics::Metrics>,
     guard: guard::AddressGuard,
     live: crate::live::Live,
@@ -179,7 +213,7 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// A deliverer with its HTTP client (which refuses private addresses at connect time unless
-    /// `guard` allows them).
+    /// `guard` allows them) and the thread its workers run on.
     pub fn new(
         store: Arc<Store>,
         connections: Arc<Connections>,
@@ -187,7 +221,8 @@ impl Deliverer {
         guard: guard::AddressGuard,
         metrics: Arc<crate::metrics::Metrics>,
         live: crate::live::Live,
-    ) -> Result<Arc<Self>, reqwest::Error> {
+    ) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context as _;
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
             .timeout(config.timeout)
@@ -196,7 +231,9 @@ impl Deliverer {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(16)
             .dns_resolver(Arc::new(guard.clone()))
-            .build()?;
+            .build()
+            .context("cannot build the HTTP client")?;
+        let lane = Lane::start().context("cannot start the delivery thread")?;
         Ok(Arc::new(Self {
             store,
             connections,
@@ -208,6 +245,7 @@ impl Deliverer {
             limiters: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            lane,
             metrics,
             guard,
             live,
@@ -238,8 +276,10 @@ impl Deliverer {
         drop(workers);
         let this = self.clone();
         let con = con.clone();
-        self.tasks
-            .spawn(async move { this.work(con, notify).await });
+        self.tasks.spawn_on(
+            async move { this.work(con, notify).await },
+            self.lane.handle(),
+        );
     }
 
     /// Stops the workers: no new attempt starts; attempts in flight finish (each within the

@@ -461,8 +461,10 @@ async fn a_paused_connection_receives_nothing_and_counts_what_it_skipped() {
     g.github("push", &fixture("github/push.event.5.json"), Some("p2"))
         .await;
     rx.wait_for(1).await;
-    let c = g.admin_get(&format!("/api/connections/{id}")).await;
-    assert!(c["last_delivery_ms"].as_u64().is_some());
+    g.admin_get_until(&format!("/api/connections/{id}"), |c| {
+        c["last_delivery_ms"].as_u64().is_some()
+    })
+    .await;
     // Channels change; an unknown key is refused with its name.
     let res = patch(json!({"channels": ["alerts"]})).await.unwrap();
     assert_eq!(

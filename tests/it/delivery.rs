@@ -182,19 +182,12 @@ async fn a_gone_url_breaks_the_connection_keeps_its_cards_and_a_retry_sends_them
     g.github("push", &fixture("github/push.event.4.json"), Some("g1"))
         .await;
     rx.wait_for(1).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let c = g.admin_get(&format!("/api/connections/{id}")).await;
-        if c["broken"].is_string() {
-            assert!(c["broken"].as_str().unwrap().contains("410"));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not marked broken: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let c = g
+        .admin_get_until(&format!("/api/connections/{id}"), |c| {
+            c["broken"].is_string()
+        })
+        .await;
+    assert!(c["broken"].as_str().unwrap().contains("410"));
     // While broken, new cards are kept as dead letters, not sent.
     g.github("push", &fixture("github/push.event.5.json"), Some("g2"))
         .await;
@@ -230,8 +223,10 @@ async fn a_gone_url_breaks_the_connection_keeps_its_cards_and_a_retry_sends_them
         got[1].headers["idempotency-key"]
     );
     assert!(g.admin_get(&format!("/api/connections/{id}")).await["broken"].is_null());
-    let delivered = g.admin_get("/api/deliveries?state=delivered").await;
-    assert_eq!(delivered["deliveries"].as_array().unwrap().len(), 2);
+    g.admin_get_until("/api/deliveries?state=delivered", |d| {
+        d["deliveries"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -302,16 +297,25 @@ async fn metrics_count_events_deliveries_and_queue_depth() {
         .await;
     g.github("push", b"not json", None).await;
     rx.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let text = g
-        .client
-        .get(g.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The outcome is recorded just after the receiver answered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = g
+            .client
+            .get(g.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(r#"cardwire_queue_depth{state="delivered"} 1"#)
+            || tokio::time::Instant::now() >= deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for want in [
         r#"cardwire_events_total{source="github",outcome="accepted",reason=""} 1"#,
         r#"cardwire_events_total{source="github",outcome="rejected",reason="invalid_json"} 1"#,

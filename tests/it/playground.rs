@@ -222,15 +222,10 @@ async fn send_queues_a_valid_card_through_the_outbox() {
     let id = v["delivery"].as_str().unwrap().to_string();
     let got = r.wait_for(1).await;
     assert_eq!(got[0].body, card);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let d = g.admin_get(&format!("/api/deliveries/{id}")).await;
-        if d["state"] == "delivered" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{d}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    g.admin_get_until(&format!("/api/deliveries/{id}"), |d| {
+        d["state"] == "delivered"
+    })
+    .await;
 
     // A card that is not valid for the connection's kind, or no such connection: nothing queued.
     let (status, v) = post(

@@ -35,21 +35,6 @@ async fn rules(g: &Gateway) -> Value {
     g.admin_get("/api/rules").await
 }
 
-async fn wait_until(g: &Gateway, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let v = rules(g).await;
-        if f(&v) {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 const EXTRA_RULE: &str = "\n- name: github-star\n  source: github\n  event: star\n  template: github/release\n  channel: stars\n";
 
 #[tokio::test]
@@ -64,10 +49,11 @@ async fn a_valid_change_is_applied_and_a_bad_one_rejected_while_the_old_set_serv
     let mut text = std::fs::read_to_string(&file).unwrap();
     text.push_str(EXTRA_RULE);
     std::fs::write(&file, &text).unwrap();
-    let after = wait_until(&g, "the new rule", |v| {
-        v["rules"].as_array().unwrap().len() == count + 1
-    })
-    .await;
+    let after = g
+        .admin_get_until("/api/rules", |v| {
+            v["rules"].as_array().unwrap().len() == count + 1
+        })
+        .await;
     assert!(after["loaded_at_ms"].as_u64() > before["loaded_at_ms"].as_u64());
     assert!(after["rules"]
         .as_array()
@@ -89,7 +75,9 @@ async fn a_valid_change_is_applied_and_a_bad_one_rejected_while_the_old_set_serv
         "{{#if payload}}",
     )
     .unwrap();
-    let rejected = wait_until(&g, "the rejection", |v| !v["last_rejected"].is_null()).await;
+    let rejected = g
+        .admin_get_until("/api/rules", |v| !v["last_rejected"].is_null())
+        .await;
     let errors: Vec<&str> = rejected["last_rejected"]["errors"]
         .as_array()
         .unwrap()
@@ -190,7 +178,7 @@ async fn an_invalid_card_becomes_a_dead_letter_visible_in_the_api() {
         ),
     )
     .unwrap();
-    wait_until(&g, "the edited template", |v| {
+    g.admin_get_until("/api/rules", |v| {
         v["loaded_at_ms"].as_u64().unwrap() > before
     })
     .await;

@@ -156,6 +156,23 @@ impl Gateway {
         res.json().await.unwrap()
     }
 
+    /// GETs an admin path until `ok` holds of its JSON (a card's outcome is recorded just
+    /// after the receiver answered; polls for up to 5 s, then panics with what it got).
+    pub async fn admin_get_until(&self, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.admin_get(path).await;
+            if ok(&v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "GET {path}: still {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Adds a connection through the admin API; returns its id.
     pub async fn connect(&self, url: &str, kind: &str, channels: &[&str]) -> String {
         let res = self
