@@ -140,15 +140,7 @@ async fn screenshot(c: &Client, name: &str) {
 }
 
 async fn inbox_cards(g: &Gateway, group: &str) -> usize {
-    let html = g
-        .client
-        .get(g.url(&format!("/emulator/inbox/{group}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = g.get_text(&format!("/emulator/inbox/{group}")).await;
     html.matches("<article class=\"card\"").count()
 }
 

@@ -196,15 +196,7 @@ async fn the_whole_flow_connects_a_group_and_its_cards_arrive() {
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let inbox = g
-            .client
-            .get(g.url("/emulator/inbox/engineering"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let inbox = g.get_text("/emulator/inbox/engineering").await;
         if inbox.contains("Codertocat/Hello-World") {
             break;
         }

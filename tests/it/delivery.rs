@@ -300,15 +300,7 @@ async fn metrics_count_events_deliveries_and_queue_depth() {
     // The outcome is recorded just after the receiver answered.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let text = loop {
-        let text = g
-            .client
-            .get(g.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = g.get_text("/metrics").await;
         if text.contains(r#"cardwire_queue_depth{state="delivered"} 1"#)
             || tokio::time::Instant::now() >= deadline
         {

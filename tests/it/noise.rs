@@ -65,15 +65,7 @@ async fn repeats_are_dropped_and_bursts_folded_and_both_counted() {
     };
     assert_eq!(stats("deduped"), json!({"deduped": 4, "folded": 0}));
     assert_eq!(stats("limited"), json!({"deduped": 0, "folded": 3}));
-    let metrics = g
-        .client
-        .get(g.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.get_text("/metrics").await;
     assert!(
         metrics.contains(r#"cardwire_deduped_total{rule="deduped"} 4"#),
         "{metrics}"

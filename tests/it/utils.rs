@@ -156,6 +156,12 @@ impl Gateway {
         res.json().await.unwrap()
     }
 
+    /// GETs a path without credentials; the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let res = self.client.get(self.url(path)).send().await.unwrap();
+        res.text().await.unwrap()
+    }
+
     /// GETs an admin path until `ok` holds of its JSON (a card's outcome is recorded just
     /// after the receiver answered; polls for up to 5 s, then panics with what it got).
     pub async fn admin_get_until(&self, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
