@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
-//!     [--spread] [--backlog 100000]
+//!     [--spread] [--rate N] [--backlog 100000]
 //! ```
 //!
 //! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
@@ -16,6 +16,8 @@
 //! With `--targets N`, each event's card goes to N webhook URLs; with `--spread` as well, the
 //! events are spread over them instead (the payload under N repository names, one rule and one
 //! URL per name), one card per event.
+//! With `--rate N`, cardwire is offered N requests a second in all instead of as many as it
+//! takes, and the cards that arrive during the load tell whether the pipeline keeps up.
 //!
 //! Then two start-up measurements: ready to serve with 200 rules, and ready after a restart
 //! with `--backlog` (100,000) cards queued, plus the time to drain them and the cards lost.
@@ -59,7 +61,7 @@ struct Args {
     /// Offer cardwire this many requests a second in all, instead of as many as it takes (the
     /// baseline is always measured flat out): whether the whole pipeline keeps up with a given
     /// rate, cards arriving as fast as events come in.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
     /// Cards queued before the restart measurement (0 skips it).
     #[arg(long, default_value_t = 100_000)]
@@ -67,6 +69,16 @@ struct Args {
     /// The cardwire binary (default: build target/release/cardwire).
     #[arg(long)]
     binary: Option<PathBuf>,
+}
+
+/// A rate in requests a second: a finite number above zero.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate: give requests a second, above 0"
+        )),
+    }
 }
 
 fn root() -> PathBuf {
