@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
-//!     [--spread] [--rate N] [--backlog 100000]
+//!     [--spread] [--rate N] [--backlog 100000] [--floors]
 //! ```
 //!
 //! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
@@ -11,7 +11,15 @@
 //! ~8 KB GitHub push payload (`tests/fixtures/github/push.event.4.json`, from
 //! `@octokit/webhooks-examples`) with a valid signature. In the same run, the same load
 //! generator drives a bare axum server that reads the body and answers 202: the baseline,
-//! measured before cardwire's phase and again after it (the ratio is to their mean).
+//! measured before cardwire's phase and again after it (the ratio is to their mean). The
+//! baseline runs in a process of its own, as cardwire does (this program again, with a hidden
+//! `--serve-floor`); in the load generator's own process it would share that runtime's
+//! threads and come out some 10–15 % faster.
+//!
+//! With `--floors`, servers between the two are measured as well, each doing the baseline's
+//! work plus, step by step, what every accepted event needs: check the HMAC signature, parse
+//! the JSON, queue one card (of the size cardwire rendered) in cardwire's store and answer
+//! after its group commit. They show how much of the gap is the bare minimum of durable work.
 //!
 //! With `--targets N`, each event's card goes to N webhook URLs; with `--spread` as well, the
 //! events are spread over them instead (the payload under N repository names, one rule and one
@@ -69,6 +77,50 @@ struct Args {
     /// The cardwire binary (default: build target/release/cardwire).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// Also measure floors between the baseline and cardwire: the bare server plus, step by
+    /// step, the work every accepted event needs (HMAC check, JSON parse, one journaled record).
+    #[arg(long)]
+    floors: bool,
+    /// Internal: be a floor server, doing this much for each request, and nothing else.
+    #[arg(long, hide = true, requires_all = ["port", "data", "card_bytes"])]
+    serve_floor: Option<Floor>,
+    /// Internal: the floor server's port.
+    #[arg(long, hide = true)]
+    port: Option<u16>,
+    /// Internal: the floor server's data directory.
+    #[arg(long, hide = true)]
+    data: Option<PathBuf>,
+    /// Internal: the size of the card body the floor server journals.
+    #[arg(long, hide = true)]
+    card_bytes: Option<usize>,
+}
+
+/// What a floor server does for each request before it answers 202, each step on top of the
+/// ones before it: what the work that every accepted event needs costs on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+enum Floor {
+    /// Reads the body and answers 202: the baseline.
+    Bare,
+    /// Checks the GitHub signature, HMAC-SHA256 over the body.
+    Verify,
+    /// Checks that the body is JSON (parsed, nothing kept).
+    Parse,
+    /// Queues one outbox record, its body the size of cardwire's card for this payload,
+    /// through cardwire's own store, and answers after its group commit.
+    Journal,
+}
+
+impl Floor {
+    fn describe(self, card_bytes: usize) -> String {
+        match self {
+            Floor::Bare => "bare axum: read the body, answer 202 (the baseline)".into(),
+            Floor::Verify => "+ check the HMAC-SHA256 signature".into(),
+            Floor::Parse => "+ parse the body as JSON (nothing kept)".into(),
+            Floor::Journal => format!(
+                "+ queue one {card_bytes} B card in cardwire's store, answer after its group commit"
+            ),
+        }
+    }
 }
 
 /// A rate in requests a second: a finite number above zero.
@@ -99,6 +151,7 @@ fn free_port() -> u16 {
 #[derive(Default)]
 struct Receiver {
     received: AtomicU64,
+    bytes: AtomicU64,
     first_ns: AtomicU64,
     last_ns: AtomicU64,
     throttle: AtomicBool,
@@ -117,7 +170,7 @@ async fn start_receiver(epoch: Instant) -> (Arc<Receiver>, SocketAddr) {
         .route(
             "/hook/{n}",
             post(
-                move |State(r): State<Arc<Receiver>>, _body: axum::body::Bytes| async move {
+                move |State(r): State<Arc<Receiver>>, body: axum::body::Bytes| async move {
                     if r.throttle.load(Ordering::Relaxed) {
                         return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "");
                     }
@@ -127,6 +180,7 @@ async fn start_receiver(epoch: Instant) -> (Arc<Receiver>, SocketAddr) {
                             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
                     r.last_ns.fetch_max(now, Ordering::Relaxed);
                     r.received.fetch_add(1, Ordering::Relaxed);
+                    r.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                     // What the Office 365 connector answers.
                     (StatusCode::OK, [("retry-after", "0")], "1")
                 },
@@ -136,12 +190,124 @@ async fn start_receiver(epoch: Instant) -> (Arc<Receiver>, SocketAddr) {
     (r, serve(router).await)
 }
 
-async fn start_baseline() -> SocketAddr {
+/// A floor server, for `--serve-floor`: until killed.
+async fn serve_floor(floor: Floor, port: u16, data: &Path, card_bytes: usize) -> Result<()> {
+    let store = match floor {
+        Floor::Journal => {
+            std::fs::create_dir_all(data)?;
+            Some(cardwire::store::Store::open(data, None)?)
+        }
+        _ => None,
+    };
+    let connection = cardwire::ids::ConnectionId::new();
+    let card = "x".repeat(card_bytes);
     let router = Router::new().route(
         "/hooks/github",
-        post(|_body: axum::body::Bytes| async { StatusCode::ACCEPTED }),
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                if floor >= Floor::Verify {
+                    let given = headers
+                        .get("x-hub-signature-256")
+                        .map(|v| v.as_bytes())
+                        .unwrap_or_default();
+                    let want = cardwire::ingest::verify::sign(SECRET, &body);
+                    if !bool::from(subtle::ConstantTimeEq::ct_eq(given, want.as_bytes())) {
+                        return StatusCode::UNAUTHORIZED;
+                    }
+                }
+                if floor >= Floor::Parse
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err()
+                {
+                    return StatusCode::BAD_REQUEST;
+                }
+                if let Some(store) = &store {
+                    let rec = cardwire::store::OutboxRecord {
+                        id: cardwire::ids::DeliveryId::new(),
+                        event: cardwire::ids::EventId::new(),
+                        connection: connection.clone(),
+                        rule: "bench".into(),
+                        kind: cardwire::render::CardKind::Workflow,
+                        body: card.clone(),
+                        attempts: 0,
+                        not_before_ms: 0,
+                        created_ms: cardwire::store::now_ms(),
+                        last_error: None,
+                        attempt_log: Vec::new(),
+                    };
+                    if store.enqueue(&rec).is_err() || store.commit().await.is_err() {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                }
+                StatusCode::ACCEPTED
+            },
+        ),
     );
-    serve(router).await
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+/// Starts a floor server in a process of its own, as cardwire runs: this program again, with
+/// `--serve-floor`. It is killed when the returned guard is dropped.
+async fn start_floor(
+    floor: Floor,
+    data: &Path,
+    card_bytes: usize,
+    body: &bytes::Bytes,
+    http: &reqwest::Client,
+) -> Result<(FloorProcess, String)> {
+    let port = free_port();
+    let child = Command::new(std::env::current_exe()?)
+        .arg("--serve-floor")
+        .arg(format!("{floor:?}").to_lowercase())
+        .args([
+            "--port",
+            &port.to_string(),
+            "--card-bytes",
+            &card_bytes.to_string(),
+        ])
+        .arg("--data")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start a floor server")?;
+    let mut guard = FloorProcess(child);
+    let url = format!("http://127.0.0.1:{port}/hooks/github");
+    let started = Instant::now();
+    loop {
+        let answer = http
+            .post(&url)
+            .header(
+                "x-hub-signature-256",
+                cardwire::ingest::verify::sign(SECRET, body),
+            )
+            .body(body.clone())
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status() == StatusCode::ACCEPTED => return Ok((guard, url)),
+            Ok(r) => bail!("the {floor:?} floor server answered {}", r.status()),
+            Err(_) => {}
+        }
+        if let Some(status) = guard.0.try_wait()? {
+            bail!("the {floor:?} floor server exited at start: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("the {floor:?} floor server did not answer in 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A floor server's process, killed on drop.
+struct FloorProcess(Child);
+
+impl Drop for FloorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 // --- cardwire as a subprocess ---
@@ -501,6 +667,11 @@ fn binary(args: &Args) -> Result<PathBuf> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let (Some(floor), Some(port), Some(data), Some(card_bytes)) =
+        (args.serve_floor, args.port, &args.data, args.card_bytes)
+    {
+        return serve_floor(floor, port, data, card_bytes).await;
+    }
     let binary = binary(&args)?;
     let body = bytes::Bytes::from(std::fs::read(
         root().join("tests/fixtures/github/push.event.4.json"),
@@ -529,9 +700,10 @@ async fn main() -> Result<()> {
         body.len()
     );
 
-    // The baseline: the HTTP floor.
-    let base_addr = start_baseline().await;
-    let base_url = format!("http://{base_addr}/hooks/github");
+    // The baseline: the HTTP floor, a process of its own as cardwire is.
+    let floors_dir = tempfile::tempdir()?;
+    let (_baseline, base_url) =
+        start_floor(Floor::Bare, floors_dir.path(), 0, &body, &http).await?;
     let _ = load(
         &base_url,
         &bodies,
@@ -599,6 +771,31 @@ async fn main() -> Result<()> {
     // The floor again, once cardwire is gone: the machine's speed drifts within a run too, and
     // the ratio is taken to the mean of both.
     let base_after = floor_phase().await;
+    drop(_baseline);
+
+    // With --floors, the steps between: each server does the baseline's work and the steps
+    // before its own, in a process of its own, under the same load. The journal step stores
+    // records of the size of the cards cardwire rendered for this payload.
+    let card_bytes = (receiver.bytes.load(Ordering::Relaxed) / received.max(1)) as usize;
+    let mut steps = Vec::new();
+    if args.floors {
+        for floor in [Floor::Verify, Floor::Parse, Floor::Journal] {
+            let data = floors_dir.path().join(format!("{floor:?}"));
+            let (server, url) = start_floor(floor, &data, card_bytes, &body, &http).await?;
+            let phase = || load(&url, &bodies, args.connections, args.duration, None, None);
+            let _ = load(
+                &url,
+                &bodies,
+                args.connections,
+                Duration::from_secs(2),
+                None,
+                None,
+            )
+            .await;
+            steps.push((floor, phase().await));
+            drop(server);
+        }
+    }
 
     // Ready with 200 rules.
     let dir = tempfile::tempdir()?;
@@ -719,6 +916,31 @@ async fn main() -> Result<()> {
         println!(
             "| cards lost across the restart (peak RSS) | | {} ({peak:.1} MB) | 0 |",
             queued.saturating_sub(got)
+        );
+    }
+    if !steps.is_empty() {
+        println!();
+        println!("| floor (each step adds to the ones above) | requests/s | p99 | of baseline |");
+        println!("|---|---|---|---|");
+        println!(
+            "| {} | {floor:.0} | {:.2} ms | 100 % |",
+            Floor::Bare.describe(card_bytes),
+            base.percentile(0.99)
+        );
+        for (step, l) in &steps {
+            println!(
+                "| {} | {:.0} | {:.2} ms | {:.0} % |",
+                step.describe(card_bytes),
+                l.rps(),
+                l.percentile(0.99),
+                l.rps() / floor * 100.0
+            );
+        }
+        println!(
+            "| cardwire: the whole pipeline, delivering as it goes | {:.0} | {:.2} ms | {:.0} % |",
+            cw.rps(),
+            cw.percentile(0.99),
+            ratio * 100.0
         );
     }
     Ok(())
