@@ -303,6 +303,12 @@ async fn start_floor(
 /// A floor server's process, killed on drop.
 struct FloorProcess(Child);
 
+impl FloorProcess {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for FloorProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -407,6 +413,20 @@ fn usage(pid: u32) -> (f64, f64, f64) {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let cpu = (ticks(11) + ticks(12)) / 100.0; // USER_HZ is 100 on Linux
     (kb("VmHWM:") / 1024.0, kb("VmRSS:") / 1024.0, cpu)
+}
+
+/// Runs a load phase; returns it with the CPU seconds used during it by the server `pid` and
+/// by this process (the load generator, and the receiver while cardwire delivers).
+async fn with_cpu(pid: u32, phase: impl std::future::Future<Output = Load>) -> (Load, f64, f64) {
+    let me = std::process::id();
+    let (server, generator) = (usage(pid).2, usage(me).2);
+    let l = phase.await;
+    (l, usage(pid).2 - server, usage(me).2 - generator)
+}
+
+/// Microseconds of CPU a request.
+fn per_request(cpu_s: f64, requests: u64) -> f64 {
+    cpu_s * 1e6 / requests.max(1) as f64
 }
 
 // --- the load generator ---
@@ -724,7 +744,7 @@ async fn main() -> Result<()> {
             None,
         )
     };
-    let base = floor_phase().await;
+    let (base, base_cpu, base_gen_cpu) = with_cpu(_baseline.pid(), floor_phase()).await;
 
     // cardwire under the same load.
     let (receiver, receiver_addr) = start_receiver(epoch).await;
@@ -744,13 +764,16 @@ async fn main() -> Result<()> {
     let (_, idle_rss, _) = usage(g.pid());
     let cw_url = format!("http://{}/hooks/github", g.addr);
     let load_start = epoch.elapsed();
-    let cw = load(
-        &cw_url,
-        &bodies,
-        args.connections,
-        args.duration,
-        None,
-        args.rate,
+    let (cw, cw_cpu, cw_gen_cpu) = with_cpu(
+        g.pid(),
+        load(
+            &cw_url,
+            &bodies,
+            args.connections,
+            args.duration,
+            None,
+            args.rate,
+        ),
     )
     .await;
     let load_end = Instant::now();
@@ -770,8 +793,11 @@ async fn main() -> Result<()> {
     drop(dir);
     // The floor again, once cardwire is gone: the machine's speed drifts within a run too, and
     // the ratio is taken to the mean of both.
-    let base_after = floor_phase().await;
+    let (base_after, after_cpu, after_gen_cpu) = with_cpu(_baseline.pid(), floor_phase()).await;
     drop(_baseline);
+    let base_requests = base.accepted + base_after.accepted;
+    let base_cpu = per_request(base_cpu + after_cpu, base_requests);
+    let base_gen_cpu = per_request(base_gen_cpu + after_gen_cpu, base_requests);
 
     // With --floors, the steps between: each server does the baseline's work and the steps
     // before its own, in a process of its own, under the same load. The journal step stores
@@ -792,7 +818,7 @@ async fn main() -> Result<()> {
                 None,
             )
             .await;
-            steps.push((floor, phase().await));
+            steps.push((floor, with_cpu(server.pid(), phase()).await));
             drop(server);
         }
     }
@@ -920,27 +946,33 @@ async fn main() -> Result<()> {
     }
     if !steps.is_empty() {
         println!();
-        println!("| floor (each step adds to the ones above) | requests/s | p99 | of baseline |");
-        println!("|---|---|---|---|");
         println!(
-            "| {} | {floor:.0} | {:.2} ms | 100 % |",
+            "| floor (each step adds to the ones above) | requests/s | p99 | of baseline | CPU a request: server / load generator |"
+        );
+        println!("|---|---|---|---|---|");
+        println!(
+            "| {} | {floor:.0} | {:.2} ms | 100 % | {base_cpu:.0} / {base_gen_cpu:.0} µs |",
             Floor::Bare.describe(card_bytes),
             base.percentile(0.99)
         );
-        for (step, l) in &steps {
+        for (step, (l, server, generator)) in &steps {
             println!(
-                "| {} | {:.0} | {:.2} ms | {:.0} % |",
+                "| {} | {:.0} | {:.2} ms | {:.0} % | {:.0} / {:.0} µs |",
                 step.describe(card_bytes),
                 l.rps(),
                 l.percentile(0.99),
-                l.rps() / floor * 100.0
+                l.rps() / floor * 100.0,
+                per_request(*server, l.accepted),
+                per_request(*generator, l.accepted),
             );
         }
         println!(
-            "| cardwire: the whole pipeline, delivering as it goes | {:.0} | {:.2} ms | {:.0} % |",
+            "| cardwire: the whole pipeline, delivering as it goes (its receiver is in the load generator) | {:.0} | {:.2} ms | {:.0} % | {:.0} / {:.0} µs |",
             cw.rps(),
             cw.percentile(0.99),
-            ratio * 100.0
+            ratio * 100.0,
+            per_request(cw_cpu, cw.accepted),
+            per_request(cw_gen_cpu, cw.accepted),
         );
     }
     Ok(())
