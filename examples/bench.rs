@@ -46,6 +46,11 @@ use axum::routing::post;
 use axum::Router;
 use clap::Parser;
 
+/// jemalloc, as the `cardwire` binary has: the floor servers run in this program, and on
+/// another allocator they would not be the floor that cardwire's work is added to.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const SECRET: &str = "bench-secret";
 const TOKEN: &str = "bench-admin-token";
 
