@@ -560,6 +560,11 @@ async fn load(
     out
 }
 
+/// Two seconds of load that are not measured: connections opened, caches warm.
+async fn warm_up(url: &str, bodies: &[bytes::Bytes], connections: usize) {
+    let _ = load(url, bodies, connections, Duration::from_secs(2), None, None).await;
+}
+
 /// Waits until the receiver has `expected` cards or nothing arrives for `quiet`; returns
 /// when the last one arrived.
 async fn drain(r: &Receiver, expected: u64, quiet: Duration) -> Instant {
@@ -729,15 +734,7 @@ async fn main() -> Result<()> {
     let floors_dir = tempfile::tempdir()?;
     let (_baseline, base_url) =
         start_floor(Floor::Bare, floors_dir.path(), 0, &body, &http).await?;
-    let _ = load(
-        &base_url,
-        &bodies,
-        args.connections,
-        Duration::from_secs(2),
-        None,
-        None,
-    )
-    .await;
+    warm_up(&base_url, &bodies, args.connections).await;
     // Flat out for the whole phase: the floor, before cardwire's phase and after it.
     let floor_phase = || {
         load(
@@ -813,17 +810,9 @@ async fn main() -> Result<()> {
         for floor in [Floor::Verify, Floor::Parse, Floor::Journal] {
             let data = floors_dir.path().join(format!("{floor:?}"));
             let (server, url) = start_floor(floor, &data, card_bytes, &body, &http).await?;
-            let phase = || load(&url, &bodies, args.connections, args.duration, None, None);
-            let _ = load(
-                &url,
-                &bodies,
-                args.connections,
-                Duration::from_secs(2),
-                None,
-                None,
-            )
-            .await;
-            steps.push((floor, with_cpu(server.pid(), phase()).await));
+            warm_up(&url, &bodies, args.connections).await;
+            let phase = load(&url, &bodies, args.connections, args.duration, None, None);
+            steps.push((floor, with_cpu(server.pid(), phase).await));
             drop(server);
         }
     }
