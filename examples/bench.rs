@@ -323,6 +323,7 @@ impl Drop for FloorProcess {
 
 // --- cardwire as a subprocess ---
 
+/// A cardwire process, killed on drop unless [`Gateway::stop`] stopped it.
 struct Gateway {
     child: Child,
     addr: SocketAddr,
@@ -340,6 +341,16 @@ impl Gateway {
             .status()?;
         self.child.wait()?;
         Ok(())
+    }
+}
+
+/// A gateway not stopped (the bench failed on the way) is killed rather than left running.
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
