@@ -4,8 +4,9 @@
 //! - `GET /emulator/connectors/Connect?state&app_id&callback_url` is the picker: the configured
 //!   groups and an inbox. A wrong `app_id` or `callback_url` shows "Invalid Request", as the real
 //!   service does. Allow redirects to `callback_url` with `state`, `webhook_url`, `group_name`
-//!   (not for the inbox), `app_type` and `user_objectId`; Deny with `error=AccessDenied`; a
-//!   callback that is not https gets nothing back unless `targets.allow_http`.
+//!   (not for the inbox), `app_type` and `user_objectId`; Deny with `error=AccessDenied`. Like
+//!   Office 365, it answers only an https callback, with two exceptions for local use: a
+//!   loopback callback (`http://127.0.0.1:8080/…`, the defaults) and `targets.allow_http`.
 //! - `POST /emulator/inbox/{group}` takes cards like a legacy connector (answers `1`), and
 //!   `GET /emulator/inbox/{group}` shows what the group received, rendered readably.
 //!
@@ -177,14 +178,14 @@ async fn decide(State(app): State<AppState>, Form(d): Form<Decision>) -> Respons
     let Ok(mut back) = url::Url::parse(&d.callback_url) else {
         return invalid_request();
     };
-    if back.scheme() != "https" && !app.config.targets.allow_http {
+    if !answers(&back, app.config.targets.allow_http) {
         // The real service sends nothing back to a callback that is not https.
         return page(
             StatusCode::OK,
             "Nothing sent",
             "<h1>Nothing was sent back</h1><p class=\"muted\">Office 365 emulator: the connector's callback URL \
-             is not https, so, like Office 365, the emulator does not answer it (set targets.allow_http for \
-             local development).</p>",
+             is http on a host that is not loopback, so, like Office 365, the emulator does not answer it \
+             (use an https public_url, or set targets.allow_http for local development).</p>",
         );
     }
     {
@@ -211,6 +212,22 @@ async fn decide(State(app): State<AppState>, Form(d): Form<Decision>) -> Respons
         }
     }
     Redirect::to(back.as_str()).into_response()
+}
+
+/// Whether the emulator sends the answer back to this callback: https always (as Office 365),
+/// http only to a loopback host (the gateway on its defaults) or when `targets.allow_http`.
+fn answers(callback: &url::Url, allow_http: bool) -> bool {
+    let loopback = match callback.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match callback.scheme() {
+        "https" => true,
+        "http" => loopback || allow_http,
+        _ => false,
+    }
 }
 
 fn uuid_like() -> String {
@@ -394,6 +411,20 @@ fn facts(out: &mut String, facts: Option<&Value>, key: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_https_or_loopback_callbacks_are_answered() {
+        let yes = |u: &str, allow| answers(&url::Url::parse(u).unwrap(), allow);
+        assert!(yes("https://gw.example.com/connect/callback", false));
+        assert!(yes("http://127.0.0.1:8080/connect/callback", false));
+        assert!(yes("http://127.1.2.3:8080/connect/callback", false));
+        assert!(yes("http://[::1]:8080/connect/callback", false));
+        assert!(yes("http://localhost:8080/connect/callback", false));
+        assert!(!yes("http://gw.example.com/connect/callback", false));
+        assert!(!yes("http://10.0.0.5/connect/callback", false));
+        assert!(yes("http://gw.example.com/connect/callback", true));
+        assert!(!yes("ftp://127.0.0.1/connect/callback", true));
+    }
 
     #[test]
     fn cards_render_readably_and_escaped() {

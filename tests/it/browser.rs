@@ -2,7 +2,8 @@
 //! `chromium-driver` packages, which `.ci/run` installs), clicks through the pages as a person
 //! would: /connect → channels → the emulator's picker → Allow → callback → 302 → done page; a
 //! GitHub event's card in the emulator inbox; the Deny path; pausing on /connections stops
-//! delivery. Screenshots of the pages go to `target/browser-artifacts/`.
+//! delivery; and README's quick start as written, on the binary's defaults. Screenshots of the
+//! pages go to `target/browser-artifacts/`.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -144,26 +145,21 @@ async fn inbox_cards(g: &Gateway, group: &str) -> usize {
     html.matches("<article class=\"card\"").count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_deny_and_pause_in_a_real_browser() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.connect.emulator = Some(true);
-    let mut g = Gateway::start_with(config).await;
-    g.keep(dir);
-    let driver = chromedriver();
-    let c = browser(&driver).await;
-
-    // Connect: choose the github channel, press the button, pick a group, allow.
-    c.goto(&g.url("/connect")).await.unwrap();
-    assert!(text(&c).await.contains("Office 365 emulator"));
-    c.find(Locator::Css("input[name=channel][value=github]"))
-        .await
-        .unwrap()
-        .click()
+/// On /connect: ticks `channel`, presses Connect to Office 365, picks `group` in the emulator's
+/// picker and allows; returns on the done page.
+async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group: &str) {
+    c.goto(&format!("{base}/connect")).await.unwrap();
+    assert!(text(c).await.contains("Office 365 emulator"));
+    let tick = c
+        .find(Locator::Css(&format!(
+            "input[name=channel][value={channel}]"
+        )))
         .await
         .unwrap();
-    screenshot(&c, "connect").await;
+    if !tick.is_selected().await.unwrap() {
+        tick.click().await.unwrap();
+    }
+    screenshot(c, "connect").await;
     c.find(Locator::Id("connect"))
         .await
         .unwrap()
@@ -177,30 +173,169 @@ async fn connect_deny_and_pause_in_a_real_browser() {
         .unwrap()
         .path()
         .starts_with("/emulator/connectors/Connect"));
-    c.find(Locator::Css(
-        "input[name=target][value='teams:Engineering']",
-    ))
+    c.find(Locator::Css(&format!(
+        "input[name=target][value='teams:{group}']"
+    )))
     .await
     .unwrap()
     .click()
     .await
     .unwrap();
-    screenshot(&c, "picker").await;
+    screenshot(c, "picker").await;
     c.find(Locator::Id("allow"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
-    let done = c.current_url().await.unwrap();
-    assert!(done.path().starts_with("/connect/done/con_"), "{done}");
+    // Wherever Allow leads (the done page, or the emulator's refusal), say what it shows.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut done = c.current_url().await.unwrap();
+    while done.path().starts_with("/emulator/connectors/Connect")
+        && c.find(Locator::Id("allow")).await.is_ok()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        done = c.current_url().await.unwrap();
+    }
+    let page = text(c).await;
+    assert!(
+        done.path().starts_with("/connect/done/con_"),
+        "Allow led to {done}, which says: {page}"
+    );
     assert!(
         done.query().is_none(),
         "the done page's URL carries no webhook data"
     );
-    wait_main(&c, "Engineering").await;
-    screenshot(&c, "done").await;
+    c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
+    wait_main(c, group).await;
+    screenshot(c, "done").await;
+}
+
+/// Waits until the emulator's inbox of `group` holds a card.
+async fn wait_inbox(base: &str, group: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let html = reqwest::get(format!("{base}/emulator/inbox/{group}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if html.contains("<article class=\"card\"") {
+            return html;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no card in the inbox: {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A fenced `sh` block of README's quick start that contains `needle`, as written.
+fn quick_start_block(needle: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("## Quick start")
+        .expect("README has a quick start");
+    let end = readme[start + 3..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| start + 3 + i);
+    let quick = &readme[start..end];
+    quick
+        .split("```sh")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains(needle))
+        .unwrap_or_else(|| panic!("no sh block with {needle:?} in README's quick start"))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// README's quick start, as a newcomer runs it: the binary started as step 1 says, with no
+/// config file and in a fresh folder (so the built-in rules, templates and defaults apply);
+/// /connect, tick github, Connect to Office 365, Engineering, Allow; step 3's `curl` run as
+/// written; the card in the inbox step 2 names. (Regression: on the defaults the emulator
+/// refused the http callback, and every test set `targets.allow_http`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_quick_start_works_on_the_defaults() {
+    let start = quick_start_block("serve");
+    assert_eq!(
+        start, "CARDWIRE_ADMIN_TOKEN=change-me cargo run --release -- serve",
+        "README's first step changed: update this test with it"
+    );
+    let folder = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardwire"));
+    cmd.arg("serve")
+        .current_dir(folder.path())
+        .env("CARDWIRE_ADMIN_TOKEN", "change-me")
+        .env_remove("CARDWIRE_CONFIG")
+        .env("RUST_LOG", "info");
+    // The documented address when it is free; another port otherwise, said out loud (the
+    // defaults are otherwise the same: public_url follows the address bound).
+    if TcpListener::bind("127.0.0.1:8080").is_err() {
+        eprintln!("127.0.0.1:8080 is taken: the quick start runs with --listen 127.0.0.1:0");
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    let (child, addr, _log) = spawn_serve(cmd);
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let base = format!("http://{addr}");
+
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    connect_through_the_picker(&c, &base, "github", "Engineering").await;
+
+    // Step 3's curl, as written, from the repository's root (it names a fixture by path).
+    let curl = quick_start_block("/hooks/github").replace("http://127.0.0.1:8080", &base);
+    let out = Command::new("bash")
+        .args(["-c", &curl])
+        .current_dir(root())
+        .output()
+        .expect("curl (README's step 3) runs");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && answer.contains("\"id\":\"evt_"),
+        "README's curl answered {answer:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Step 2's promise: the card in the group's inbox.
+    wait_inbox(&base, "engineering").await;
+    c.goto(&format!("{base}/emulator/inbox/engineering"))
+        .await
+        .unwrap();
+    let inbox = text(&c).await;
+    assert!(
+        inbox.contains("Codertocat/Hello-World") && inbox.contains("pushed to"),
+        "{inbox}"
+    );
+    screenshot(&c, "quick-start-inbox").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_deny_and_pause_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.connect.emulator = Some(true);
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+
+    // Connect: choose the github channel, press the button, pick a group, allow.
+    connect_through_the_picker(&c, &g.url(""), "github", "Engineering").await;
 
     // A GitHub event: its card shows in the group's inbox.
     assert_eq!(
@@ -448,4 +583,40 @@ async fn the_playground_previews_edits_and_sends_a_card() {
     screenshot(&c, "playground-adaptive").await;
 
     c.close().await.unwrap();
+}
+
+/// README's second command passes on a machine with only the Rust toolchain: it is `.ci/run`,
+/// which installs every program these tests start (chromium, chromedriver, and curl for the
+/// quick start) before it runs `cargo test`. (Regression: README said `cargo test`, which
+/// panicked here where chromedriver was not installed.)
+#[test]
+fn the_readme_test_command_installs_what_the_tests_run() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let commands: Vec<&str> = readme
+        .split("```sh")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(commands[0].starts_with("cargo run --release -- serve"));
+    assert!(
+        commands[1].starts_with(".ci/run "),
+        "README's second command: {}",
+        commands[1]
+    );
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    for (program, package) in [
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
+        ("curl", "curl"),
+    ] {
+        assert!(
+            ci.contains(&format!("command -v {program} "))
+                && ci.contains(&format!("+=({package})")),
+            ".ci/run does not install {package} for {program}"
+        );
+    }
+    assert!(ci.contains("apt-get install") && ci.contains("cargo test --locked"));
 }

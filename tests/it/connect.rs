@@ -355,11 +355,13 @@ async fn the_emulator_refuses_tampered_requests_and_non_https_callbacks() {
         .unwrap()
         .contains("Invalid Request"));
 
-    // Without allow_http, an http callback gets nothing back.
+    // Without allow_http, an http callback to a host that is not loopback gets nothing back
+    // (a loopback one does: the quick start's defaults, see browser.rs).
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.connect.emulator = Some(true);
     config.targets.allow_http = false;
+    config.public_url = Some("http://cardwire.example.com".into());
     let strict = Gateway::start_with(config).await;
     let picker = start(&strict, &b, &[]).await;
     let q = query(&picker);
