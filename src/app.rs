@@ -126,6 +126,9 @@ impl Server {
             queued = store.queued(),
             "pipeline loaded"
         );
+        if let Some(inactive) = pipeline.rules.inactive_summary() {
+            tracing::info!("{inactive}");
+        }
         let mut policy = TargetPolicy::new(&config.targets);
         if config.emulator() {
             policy =

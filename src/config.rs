@@ -122,6 +122,9 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// Every kind's name, as written in config and rules.
+    pub const NAMES: [&'static str; 4] = ["github", "gitlab", "alertmanager", "generic"];
+
     /// The name used in config and rules.
     pub fn as_str(self) -> &'static str {
         match self {

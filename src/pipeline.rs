@@ -114,12 +114,8 @@ impl Pipeline {
             .iter()
             .filter_map(|(p, _)| crate::render::split_name(&p.to_string_lossy().replace('\\', "/")))
             .collect();
-        // The built-in packs cover every kind of source; their rules for sources this config
-        // does not have are left out. Rule files the user keeps must name real sources.
-        let rule_files = match &rules_origin {
-            Origin::Embedded(_) => without_unconfigured_sources(rule_files, config),
-            Origin::Dir(_) => rule_files,
-        };
+        // The packs cover every kind of source; the rules of a source this config does not
+        // have load inactive (built in or on disk alike), and a typo of one it has fails.
         let rules = RuleSet::load(&rule_files, &config.sources, |name, kind| {
             template_names.contains(&(name.to_string(), kind))
         });
@@ -187,40 +183,6 @@ fn needs(config: &Config, rules: &RuleSet, renderer: &Renderer) -> Needs {
         *need = std::mem::take(need).merged(&ctx.below("payload"));
     }
     Needs::new(by_event, common)
-}
-
-/// Drops the rules whose `source` is not configured from the built-in rule files (a file that
-/// does not parse is left whole, for the loader to report).
-fn without_unconfigured_sources(
-    files: Vec<(PathBuf, String)>,
-    config: &Config,
-) -> Vec<(PathBuf, String)> {
-    files
-        .into_iter()
-        .filter_map(|(path, text)| {
-            let Ok(serde_json::Value::Array(items)) =
-                serde_saphyr::from_str::<serde_json::Value>(&text)
-            else {
-                return Some((path, text));
-            };
-            let kept: Vec<serde_json::Value> = items
-                .into_iter()
-                .filter(|r| {
-                    r.get("source")
-                        .and_then(|s| s.as_str())
-                        .is_some_and(|s| config.sources.contains_key(s))
-                })
-                .collect();
-            if kept.is_empty() {
-                return None;
-            }
-            // JSON is YAML: the kept rules, re-serialized, load like the original.
-            Some((
-                path,
-                serde_json::to_string_pretty(&kept).unwrap_or_default(),
-            ))
-        })
-        .collect()
 }
 
 fn origin(

@@ -164,7 +164,7 @@ async fn list_rules(_: Admin, State(app): State<AppState>) -> Json<Value> {
         .rules()
         .iter()
         .map(|r| {
-            json!({
+            let mut rule = json!({
                 "name": r.name,
                 "source": r.source,
                 "event": r.event,
@@ -177,7 +177,11 @@ async fn list_rules(_: Admin, State(app): State<AppState>) -> Json<Value> {
                 "digest": r.digest,
                 "file": r.file.display().to_string(),
                 "stats": app.noise.stats(&r.name),
-            })
+            });
+            if let Some(why) = &r.inactive {
+                rule["inactive"] = json!(why);
+            }
+            rule
         })
         .collect();
     let ms = |t: SystemTime| {

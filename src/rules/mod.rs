@@ -196,12 +196,16 @@ pub struct Rule {
     pub digest: bool,
     /// The file it came from.
     pub file: PathBuf,
+    /// Why it takes no events although it is enabled: its source is not configured (a rule
+    /// pack for a source a team does not use loads, checked, but idle).
+    pub inactive: Option<String>,
 }
 
 impl Rule {
     /// Whether the rule takes the event.
     pub fn matches(&self, event: &Event, vars: &Vars<'_>) -> bool {
         self.enabled
+            && self.inactive.is_none()
             && self.source == event.source
             && self.event == event.event_type
             && self.action_ok(event)
@@ -232,6 +236,9 @@ impl Rule {
     pub fn explain(&self, event: &Event, vars: &Vars<'_>) -> Result<(), String> {
         if !self.enabled {
             return Err("the rule is disabled (enabled: false)".into());
+        }
+        if let Some(why) = &self.inactive {
+            return Err(format!("the rule is inactive: {why}"));
         }
         if self.source != event.source {
             return Err(format!(
@@ -270,6 +277,23 @@ impl Rule {
     }
 }
 
+/// The configured source a rule's unknown source is a typo of: close to one by edit distance
+/// (one edit, or one in four characters), and not itself the name of a source kind, which
+/// the shipped rule packs use and which is a deliberate name (`gitlab` is two edits from
+/// `github`). A rule whose source is neither is inactive rather than an error.
+fn source_typo<'a>(source: &str, configured: &[&'a str]) -> Option<&'a str> {
+    if crate::config::SourceKind::NAMES.contains(&source) {
+        return None;
+    }
+    let allowed = 1.max(source.chars().count() / 4);
+    configured
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(source, c), *c))
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// Every rule, in file order.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
@@ -277,6 +301,30 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// One line for the rules that are inactive because their sources are not configured,
+    /// grouped by source: `13 rules inactive: sources gitlab, alertmanager are not configured`.
+    pub fn inactive_summary(&self) -> Option<String> {
+        let mut sources: Vec<&str> = Vec::new();
+        let mut count = 0;
+        for r in self.rules.iter().filter(|r| r.inactive.is_some()) {
+            count += 1;
+            if !sources.contains(&r.source.as_str()) {
+                sources.push(&r.source);
+            }
+        }
+        let rules = if count == 1 { "rule" } else { "rules" };
+        match sources.as_slice() {
+            [] => None,
+            [one] => Some(format!(
+                "{count} {rules} inactive: source {one} is not configured"
+            )),
+            many => Some(format!(
+                "{count} {rules} inactive: sources {} are not configured",
+                many.join(", ")
+            )),
+        }
+    }
+
     /// Compiles rule files. `files` are (name for messages, text); `has_template` says whether
     /// a template exists for a name and card kind.
     pub fn load(
@@ -391,23 +439,20 @@ impl RuleSet {
                 } else {
                     seen.insert(rc.name.clone(), file.clone());
                 }
+                let mut inactive = None;
                 if !sources.contains_key(&rc.source) {
                     let names: Vec<&str> = sources.keys().map(String::as_str).collect();
-                    let hint = crate::yaml::closest(&rc.source, &names)
-                        .map(|b| format!("did you mean {b:?}? "))
-                        .unwrap_or_default();
-                    report(
-                        &format!("{at}.source"),
-                        format!(
-                            "unknown source {:?}: {hint}configured sources: {}",
-                            rc.source,
-                            if names.is_empty() {
-                                "none".to_string()
-                            } else {
+                    match source_typo(&rc.source, &names) {
+                        Some(meant) => report(
+                            &format!("{at}.source"),
+                            format!(
+                                "unknown source {:?}: did you mean {meant:?}? configured sources: {}",
+                                rc.source,
                                 names.join(", ")
-                            }
+                            ),
                         ),
-                    );
+                        None => inactive = Some(format!("source {} not configured", rc.source)),
+                    }
                 }
                 let missing: Vec<&str> = [CardKind::Teams, CardKind::Workflow]
                     .into_iter()
@@ -544,6 +589,7 @@ impl RuleSet {
                         dedup,
                         digest: rc.digest,
                         file: file.clone(),
+                        inactive,
                     });
                 }
             }
@@ -613,6 +659,76 @@ mod tests {
             &config.sources,
             |name, _| name != "missing",
         )
+    }
+
+    /// Regression: a config with only `github` refused the shipped GitLab and Alertmanager
+    /// packs, one error per rule. Rules of an unconfigured source load inactive; a typo of a
+    /// configured one is still an error at its place.
+    #[test]
+    fn rules_of_an_unconfigured_source_are_inactive_but_a_typo_fails() {
+        let config = Config::from_text(
+            std::path::Path::new("c.yaml"),
+            "sources:\n  github: {kind: github}\n",
+        )
+        .unwrap();
+        let load = |text: &str| {
+            RuleSet::load(
+                &[(PathBuf::from("rules/t.yaml"), text.to_string())],
+                &config.sources,
+                |_, _| true,
+            )
+        };
+        let rules = load(
+            "- name: a\n  source: gitlab\n  event: Push Hook\n  template: t\n\
+             - name: b\n  source: alertmanager\n  event: alert\n  template: t\n\
+             - name: c\n  source: gitlab\n  event: Note Hook\n  template: t\n\
+             - name: d\n  source: github\n  event: push\n  template: t\n\
+             - name: e\n  source: jenkins-prod\n  event: build\n  template: t\n",
+        )
+        .unwrap();
+        let inactive: Vec<(&str, Option<&str>)> = rules
+            .rules()
+            .iter()
+            .map(|r| (r.name.as_str(), r.inactive.as_deref()))
+            .collect();
+        assert_eq!(
+            inactive,
+            [
+                ("a", Some("source gitlab not configured")),
+                ("b", Some("source alertmanager not configured")),
+                ("c", Some("source gitlab not configured")),
+                ("d", None),
+                ("e", Some("source jenkins-prod not configured")),
+            ]
+        );
+        assert_eq!(
+            rules.inactive_summary().as_deref(),
+            Some("4 rules inactive: sources gitlab, alertmanager, jenkins-prod are not configured")
+        );
+        // They take no events, and explain says why.
+        let push = Event::for_test("gitlab", "Push Hook", json!({}), &[]);
+        assert!(rules.matches(&push).is_empty());
+        let why = rules.rules()[0]
+            .explain(&push, &Vars::new(&push))
+            .unwrap_err();
+        assert_eq!(why, "the rule is inactive: source gitlab not configured");
+
+        let err = load("- name: a\n  source: githb\n  event: push\n  template: t\n").unwrap_err();
+        assert_eq!(
+            err.0[0].to_string(),
+            "rules/t.yaml:2:11: rule \"a\": unknown source \"githb\": did you mean \"github\"? configured sources: github"
+        );
+        let one = load("- name: a\n  source: gitlab\n  event: x\n  template: t\n").unwrap();
+        assert_eq!(
+            one.inactive_summary().as_deref(),
+            Some("1 rule inactive: source gitlab is not configured")
+        );
+        assert_eq!(source_typo("GitHub", &["github"]), None, "two edits in six");
+        assert_eq!(source_typo("gthub", &["github"]), Some("github"));
+        assert_eq!(
+            source_typo("alertmanger", &["alertmanager"]),
+            Some("alertmanager")
+        );
     }
 
     #[test]

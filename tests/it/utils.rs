@@ -317,7 +317,7 @@ async fn receive(
 
 /// Starts `cardwire serve` as configured by `cmd` and returns it with the address it logged.
 /// Its log is read on a thread, so the pipe never fills and a missing line cannot hang a test;
-/// the rest of the log comes through the returned channel.
+/// the whole log, from its first line, comes through the returned channel.
 pub fn spawn_serve(
     mut cmd: std::process::Command,
 ) -> (
@@ -328,6 +328,7 @@ pub fn spawn_serve(
     use std::io::{BufRead, BufReader};
     let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (log_tx, log) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -344,9 +345,16 @@ pub fn spawn_serve(
             .contains("listening")
             .then(|| line.split("addr=").nth(1))
             .flatten()
-            .and_then(|rest| rest.split_whitespace().next());
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string);
+        let _ = log_tx.send(line);
         if let Some(addr) = addr {
-            return (child, addr.to_string(), rx);
+            std::thread::spawn(move || {
+                for line in rx {
+                    let _ = log_tx.send(line);
+                }
+            });
+            return (child, addr, log);
         }
     }
 }
