@@ -119,6 +119,7 @@ struct LoginForm {
 fn next_page(next: Option<&str>) -> &'static str {
     match next {
         Some("/playground") => "/playground",
+        Some("/") => "/",
         _ => "/connections",
     }
 }
@@ -276,7 +277,10 @@ async fn detail_page(
         last = when(stats.last_delivery_ms),
         state = match (&c.broken, c.paused) {
             (Some(why), _) => format!("<span class=\"error\">broken: {}</span> — fix the URL's side, then retry its dead letters", esc(why)),
-            (None, true) => format!("paused, {} card(s) skipped", stats.skipped),
+            (None, true) => format!(
+                "paused, {} skipped",
+                crate::render::plural_count(stats.skipped as usize, "card")
+            ),
             (None, false) => "active".into(),
         },
         buttons = buttons(&c.id, c.paused, &session.csrf),

@@ -272,9 +272,9 @@ async fn show_inbox(State(app): State<AppState>, Path(group): Path<String>) -> R
         cards.iter().rev().map(render_card).collect()
     };
     let body = format!(
-        "<p class=\"banner\">Office 365 <strong>emulator</strong> inbox.</p><h1>{}</h1><p class=\"muted\">{} card(s), newest first.</p>{list}",
+        "<p class=\"banner\">Office 365 <strong>emulator</strong> inbox.</p><h1>{}</h1><p class=\"muted\">{}, newest first.</p>{list}",
         esc(&group),
-        cards.len()
+        crate::render::plural_count(cards.len(), "card")
     );
     page(StatusCode::OK, &format!("Inbox {group}"), &body)
 }
@@ -312,9 +312,10 @@ pub fn render_card(card: &Value) -> String {
                 esc(c)
             );
         }
+        // Teams reads every MessageCard text field as Markdown, the title and fact names too.
         out.push_str(&format!(
             "<h3>{}</h3>",
-            text(card.get("title").unwrap_or(&card["summary"]))
+            md_inline(card.get("title").unwrap_or(&card["summary"]))
         ));
         if let Some(t) = card.get("text") {
             out.push_str(&md(t));
@@ -343,7 +344,7 @@ pub fn render_card(card: &Value) -> String {
                     ));
                 }
             }
-            facts(&mut out, s.get("facts"), "name");
+            facts(&mut out, s.get("facts"), "name", true);
         }
         for a in card
             .get("potentialAction")
@@ -371,7 +372,7 @@ pub fn render_card(card: &Value) -> String {
         {
             match b.get("type").and_then(Value::as_str) {
                 Some("TextBlock") => out.push_str(&md(&b["text"])),
-                Some("FactSet") => facts(&mut out, b.get("facts"), "title"),
+                Some("FactSet") => facts(&mut out, b.get("facts"), "title", false),
                 _ => {}
             }
         }
@@ -392,15 +393,21 @@ pub fn render_card(card: &Value) -> String {
     out
 }
 
-fn facts(out: &mut String, facts: Option<&Value>, key: &str) {
+/// A fact set; a MessageCard's fact names are Markdown (`names_md`), an Adaptive Card's titles
+/// plain text.
+fn facts(out: &mut String, facts: Option<&Value>, key: &str, names_md: bool) {
     let Some(facts) = facts.and_then(Value::as_array) else {
         return;
     };
     out.push_str("<dl class=\"facts\">");
     for f in facts {
+        let name = if names_md {
+            md_inline(&f[key])
+        } else {
+            text(&f[key])
+        };
         out.push_str(&format!(
-            "<dt>{}</dt><dd>{}</dd>",
-            text(&f[key]),
+            "<dt>{name}</dt><dd>{}</dd>",
             md_inline(&f["value"])
         ));
     }
@@ -411,6 +418,22 @@ fn facts(out: &mut String, facts: Option<&Value>, key: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Regression: a title with a Markdown escape (`0\\.0.1`, `a\\_b`) showed its backslashes,
+    /// while the same text in a fact did not. Teams renders both as Markdown.
+    #[test]
+    fn every_messagecard_text_field_shows_as_teams_renders_it() {
+        let mc = json!({"@type": "MessageCard", "summary": "s", "title": "Release 0\\.0.1 of a\\_b **now**",
+            "sections": [{"activityTitle": "x\\_y", "facts": [{"name": "Tag\\_name", "value": "0\\.0.1"}]}]});
+        let html = render_card(&mc);
+        assert!(
+            html.contains("<h3>Release 0.0.1 of a_b <strong>now</strong></h3>")
+                && html.contains("<dt>Tag_name</dt><dd>0.0.1</dd>")
+                && html.contains("x_y")
+                && !html.contains('\\'),
+            "{html}"
+        );
+    }
 
     #[test]
     fn only_https_or_loopback_callbacks_are_answered() {

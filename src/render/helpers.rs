@@ -13,8 +13,10 @@ pub fn json_escape(s: &str) -> String {
 }
 
 /// Escapes Markdown specials and neutralises HTML, so upstream text shows literally. Inline
-/// markers are escaped everywhere; block markers (`#`, `-`, `+`, `1.`) only where they would
-/// start a block, at the beginning of a line, so ordinary text such as `octo-org` stays clean.
+/// markers are escaped everywhere; a block marker only where it would start a block: at the
+/// start of a line and followed by a space or the line's end (`# x`, `- x`, `+ x`, `1. x`,
+/// `2) x`), or a line of only `-` or `=` (a rule or a heading's underline). Ordinary text such
+/// as `octo-org`, `#123`, `-rc1` or a version `0.0.1` stays as it is.
 pub fn md_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for (i, line) in s.split('\n').enumerate() {
@@ -23,10 +25,23 @@ pub fn md_escape(s: &str) -> String {
         }
         let body = line.trim_start();
         out.push_str(&line[..line.len() - body.len()]);
+        let ends_marker = |rest: &str| rest.is_empty() || rest.starts_with([' ', '\t']);
+        let hashes = body.chars().take_while(|c| *c == '#').count();
         let digits = body.chars().take_while(char::is_ascii_digit).count();
-        if matches!(body.chars().next(), Some('#' | '-' | '+' | '=')) {
+        let only = |c: char| {
+            let t = body.trim_end();
+            !t.is_empty() && t.chars().all(|x| x == c || x == ' ')
+        };
+        if (1..=6).contains(&hashes) && ends_marker(&body[hashes..])
+            || body.starts_with(['-', '+']) && ends_marker(&body[1..])
+            || only('-')
+            || only('=')
+        {
             out.push('\\');
-        } else if digits > 0 && matches!(body[digits..].chars().next(), Some('.' | ')')) {
+        } else if (1..=9).contains(&digits)
+            && body[digits..].starts_with(['.', ')'])
+            && ends_marker(&body[digits + 1..])
+        {
             out.push_str(&body[..digits]);
             out.push('\\');
             push_inline(&mut out, &body[digits..]);
@@ -70,6 +85,11 @@ pub fn truncate(s: &str, n: usize) -> String {
             out
         }
     }
+}
+
+/// `3 commits`, `1 commit`: the same words as `{{plural}}`, for text written outside templates.
+pub fn plural_count(n: usize, one: &str) -> String {
+    plural(&Value::from(n), one, None)
 }
 
 /// `{{plural n "commit"}}` → `1 commit`, `3 commits`; a third argument gives an irregular plural.
@@ -395,5 +415,31 @@ mod tests {
             md_escape("# h\n- item\n  2. x"),
             "\\# h\n\\- item\n  2\\. x"
         );
+    }
+
+    /// Regression: a release named `0.0.1` showed as `0\.0.1` where Teams renders the
+    /// escape literally; only what would start a block at that position is escaped.
+    #[test]
+    fn md_escapes_a_block_marker_only_where_it_starts_a_block() {
+        for plain in ["0.0.1", "1.2.3-rc1", "#123 fixed", "-rc1", "+1", "x\n10.5%"] {
+            assert_eq!(md_escape(plain), plain);
+        }
+        let cases = [
+            ("1. first", "1\\. first"),
+            ("1.", "1\\."),
+            ("2026. A year", "2026\\. A year"),
+            ("3) x", "3\\) x"),
+            ("#", "\\#"),
+            ("### h", "\\### h"),
+            ("- x", "\\- x"),
+            ("+\tx", "\\+\tx"),
+            ("title\n---", "title\n\\---"),
+            ("title\n===", "title\n\\==="),
+            ("- - -", "\\- - -"),
+            ("a = b", "a = b"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(md_escape(text), want, "{text:?}");
+        }
     }
 }

@@ -14,7 +14,7 @@ pub mod people;
 pub mod reads;
 pub mod validate;
 
-pub use helpers::truncate as truncate_text;
+pub use helpers::{plural_count, truncate as truncate_text};
 
 use std::collections::HashSet;
 use std::path::PathBuf;

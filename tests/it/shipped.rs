@@ -351,7 +351,15 @@ fn every_rule_renders_every_fixture_of_its_event_in_both_kinds() {
         for rule in rules_of_event(&pipeline, &e) {
             for kind in CardKind::ALL {
                 match pipeline.renderer.render(&rule.template, kind, e.context()) {
-                    Ok(body) => assert!(body.len() <= cardwire::render::MAX_CARD_BYTES),
+                    Ok(body) => {
+                        assert!(body.len() <= cardwire::render::MAX_CARD_BYTES);
+                        // Counts read as words: `1 commit`, `3 commits`, never `commit(s)`.
+                        assert!(
+                            !body.contains("(s)"),
+                            "{fixture_name} with {}: {body}",
+                            rule.name
+                        );
+                    }
                     Err(err) => failures.push(format!(
                         "{fixture_name} with {} ({}): {err}",
                         rule.name,
