@@ -54,15 +54,43 @@ pub enum Command {
     Connect(ConnectArgs),
 }
 
+/// Where a running gateway is and how to sign in to its admin API. Global, so that
+/// `cardwire connections list --server URL --token T` works as well as
+/// `cardwire connections --server URL --token T list`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The gateway's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "CARDWIRE_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// The admin token.
+    #[arg(
+        long,
+        global = true,
+        env = "CARDWIRE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        let Some(token) = self.token.as_deref() else {
+            bail!("no admin token: give --token or set CARDWIRE_ADMIN_TOKEN");
+        };
+        AdminClient::new(&self.server, token)
+    }
+}
+
 /// `cardwire connections`.
 #[derive(Debug, Args)]
 pub struct ConnectionsArgs {
-    /// The gateway's base URL.
-    #[arg(long, env = "CARDWIRE_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// The admin token.
-    #[arg(long, env = "CARDWIRE_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    server: ServerArgs,
     #[command(subcommand)]
     action: ConnectionsAction,
 }
@@ -112,12 +140,8 @@ pub enum ConnectionsAction {
 /// `cardwire deliveries`.
 #[derive(Debug, Args)]
 pub struct DeliveriesArgs {
-    /// The gateway's base URL.
-    #[arg(long, env = "CARDWIRE_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// The admin token.
-    #[arg(long, env = "CARDWIRE_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    server: ServerArgs,
     #[command(subcommand)]
     action: DeliveriesAction,
 }
@@ -338,6 +362,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 pipeline.rules_origin,
                 pipeline.templates_origin
             );
+            if let Some(inactive) = pipeline.rules.inactive_summary() {
+                println!("{inactive}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(code) => Ok(code),
@@ -472,23 +499,20 @@ fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn connections(args: &ConnectionsArgs) -> anyhow::Result<ExitCode> {
-    let base = args.server.trim_end_matches('/').to_string();
+    let api = args.server.client()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
         let (method, path, body) = match &args.action {
             ConnectionsAction::List => (reqwest::Method::GET, "/api/connections".to_string(), None),
             ConnectionsAction::Pause { id } => (
                 reqwest::Method::PATCH,
                 format!("/api/connections/{id}"),
-                Some(r#"{"paused":true}"#.to_string()),
+                Some(serde_json::json!({"paused": true})),
             ),
             ConnectionsAction::Resume { id } => (
                 reqwest::Method::PATCH,
                 format!("/api/connections/{id}"),
-                Some(r#"{"paused":false}"#.to_string()),
+                Some(serde_json::json!({"paused": false})),
             ),
             ConnectionsAction::Remove { id } => (
                 reqwest::Method::DELETE,
@@ -508,31 +532,13 @@ fn connections(args: &ConnectionsArgs) -> anyhow::Result<ExitCode> {
                     (None, None, true) => serde_json::Value::Null,
                     (None, None, false) => bail!("give --every, --at or --off"),
                 };
-                (reqwest::Method::PATCH, format!("/api/connections/{id}"), Some(serde_json::json!({"digest": digest}).to_string()))
+                (reqwest::Method::PATCH, format!("/api/connections/{id}"), Some(serde_json::json!({"digest": digest})))
             }
         };
-        let mut req = client
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(&args.token);
-        if let Some(b) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b);
-        }
-        let res = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {base}"))?;
-        let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        if !status.is_success() {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            bail!("{status}: {}", v["detail"].as_str().unwrap_or(&text));
-        }
+        let answer = api.call(method, &path, body).await?;
         match &args.action {
             ConnectionsAction::List => {
-                let list: Vec<serde_json::Value> = serde_json::from_str(&text)?;
-                for c in &list {
+                for c in answer.as_array().into_iter().flatten() {
                     let channels = c["channels"].as_array().filter(|a| !a.is_empty()).map(|a| {
                         a.iter()
                             .filter_map(|x| x.as_str())
@@ -559,7 +565,7 @@ fn connections(args: &ConnectionsArgs) -> anyhow::Result<ExitCode> {
             ConnectionsAction::Resume { id } => println!("resumed {id}"),
             ConnectionsAction::Remove { id } => println!("removed {id}"),
             ConnectionsAction::Digest { id, .. } => {
-                let c: serde_json::Value = serde_json::from_str(&text)?;
+                let c = answer;
                 println!("{id}: digest {}", if c["digest"].is_null() { "off".to_string() } else { c["digest"].to_string() });
             }
         }
@@ -616,7 +622,7 @@ impl AdminClient {
 }
 
 fn deliveries(args: &DeliveriesArgs) -> anyhow::Result<ExitCode> {
-    let api = AdminClient::new(&args.server, &args.token)?;
+    let api = args.server.client()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         match &args.action {
@@ -719,7 +725,10 @@ fn deliveries(args: &DeliveriesArgs) -> anyhow::Result<ExitCode> {
                     bar.inc(1);
                 }
                 bar.finish();
-                println!("queued {} dead letter(s) again", ids.len());
+                println!(
+                    "queued {} again",
+                    crate::render::plural_count(ids.len(), "dead letter")
+                );
             }
             DeliveriesAction::Retry {
                 id: None,

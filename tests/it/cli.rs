@@ -40,6 +40,101 @@ fn check_passes_on_what_ships() {
     );
 }
 
+/// Regression: a config that declares only `github` refused to start with the shipped rules
+/// (one "unknown source" error per GitLab and Alertmanager rule). They load inactive, listed
+/// once by `check`, in the start-up log and on /api/rules; a typo still fails.
+#[tokio::test]
+async fn a_partial_config_keeps_the_shipped_rules_of_other_sources_inactive() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cardwire.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nadmin_token: t0k3n\nsources:\n  github: {{kind: github, secret: s3cret}}\n\
+             rules_dir: {root}/rules\ntemplates_dir: {root}/templates\n",
+            root = root().display()
+        ),
+    )
+    .unwrap();
+    let out = cardwire()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = "13 rules inactive: sources alertmanager, gitlab are not configured";
+    assert_eq!(stdout.matches(summary).count(), 1, "{stdout}");
+
+    // serve: logged once at start, and /api/rules says which rule is inactive and why.
+    let mut cmd = cardwire();
+    cmd.args(["serve", "--config"]).arg(&config);
+    let (mut child, addr, log) = crate::utils::spawn_serve(cmd);
+    let rules: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{addr}/api/rules"))
+        .bearer_auth("t0k3n")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: Vec<String> = log.try_iter().collect();
+    assert_eq!(
+        log.iter().filter(|l| l.contains(summary)).count(),
+        1,
+        "{log:#?}"
+    );
+    let rules = rules["rules"].as_array().unwrap().clone();
+    let inactive: Vec<&serde_json::Value> = rules
+        .iter()
+        .filter(|r| r.get("inactive").is_some())
+        .collect();
+    assert_eq!(inactive.len(), 13);
+    assert!(inactive.iter().all(|r| r["source"] != "github"));
+    let gitlab = inactive.iter().find(|r| r["source"] == "gitlab").unwrap();
+    assert_eq!(gitlab["inactive"], "source gitlab not configured");
+    assert!(rules
+        .iter()
+        .any(|r| r["source"] == "github" && r.get("inactive").is_none()));
+
+    // A typo of the configured source is still an error with its place and a suggestion.
+    let rules_dir = dir.path().join("rules");
+    std::fs::create_dir(&rules_dir).unwrap();
+    std::fs::write(
+        rules_dir.join("typo.yaml"),
+        "- name: a\n  source: githb\n  event: push\n  template: github/push\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "sources:\n  github: {{kind: github}}\ntemplates_dir: {}/templates\n",
+            root().display()
+        ),
+    )
+    .unwrap();
+    let out = cardwire()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "typo.yaml:2:11: rule \"a\": unknown source \"githb\": did you mean \"github\"?"
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_reports_every_problem_with_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
@@ -492,6 +587,57 @@ async fn connections_commands_list_pause_resume_remove() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
 
+/// Regression: `cardwire connections list --server URL --token T` failed with "unexpected
+/// argument"; the server flags are accepted after the subcommand too, for every command that
+/// takes them, and a missing token is named.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_flags_go_before_or_after_the_subcommand() {
+    let g = crate::utils::Gateway::start().await;
+    let rx = crate::utils::Receiver::start().await;
+    let id = g.connect(&rx.url("webhookb2/x"), "teams", &[]).await;
+    let url = g.url("");
+    let token = crate::utils::ADMIN_TOKEN;
+    for args in [
+        vec!["connections", "list", "--server", &url, "--token", token],
+        vec!["connections", "--server", &url, "list", "--token", token],
+        vec!["deliveries", "list", "--server", &url, "--token", token],
+        vec![
+            "deliveries",
+            "list",
+            "--state",
+            "dead",
+            "--token",
+            token,
+            "--server",
+            &url,
+        ],
+    ] {
+        let out = tokio::task::block_in_place(|| cardwire().args(&args).output().unwrap());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if args[0] == "connections" {
+            assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+        }
+    }
+    let out = tokio::task::block_in_place(|| {
+        cardwire()
+            .args(["connections", "list", "--server", &url])
+            .output()
+            .unwrap()
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no admin token: give --token or set CARDWIRE_ADMIN_TOKEN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn connect_snippet_prints_the_button() {
     let dir = tempfile::tempdir().unwrap();
@@ -557,41 +703,42 @@ fn check_enforces_the_connector_registration_rules() {
 /// The built-in packs cover every kind of source: with a config that has only some, the rules
 /// for the others are left out instead of failing the start.
 #[test]
-fn built_in_rules_for_sources_not_configured_are_left_out() {
+fn built_in_and_kept_rules_of_unconfigured_sources_are_inactive() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.yaml");
     std::fs::write(&config, "sources:\n  github: {kind: github}\n").unwrap();
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let check = || {
+        let out = cardwire()
+            .args(["check", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let out = check();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.contains("ok: 39 rules from rules (built in)")
+            && out.contains("13 rules inactive: sources alertmanager, gitlab are not configured"),
+        "{out}"
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("ok: 26 rules from rules (built in)"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    // A rules folder the user keeps stays strict.
+    // A rules folder the user keeps: the same.
     std::fs::create_dir(dir.path().join("rules")).unwrap();
     std::fs::copy(
         root().join("rules/gitlab.yaml"),
         dir.path().join("rules/gitlab.yaml"),
     )
     .unwrap();
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown source \"gitlab\""));
+    let out = check();
+    assert!(
+        out.contains("rules inactive: source gitlab is not configured"),
+        "{out}"
+    );
 }
 
 /// `cardwire deliveries` lists, shows and retries against a running gateway.
@@ -650,7 +797,7 @@ async fn deliveries_commands_list_show_and_retry() {
     );
     let (code, out, _) = tokio::task::block_in_place(|| run(&["retry", "--all"]));
     assert_eq!(code, Some(0));
-    assert!(out.contains("queued 1 dead letter(s) again"), "{out}");
+    assert!(out.contains("queued 1 dead letter again"), "{out}");
     rx.wait_for(4).await;
     let (_, out, _) = tokio::task::block_in_place(|| run(&["list", "--state", "delivered"]));
     assert_eq!(out.lines().count(), 2, "{out}");
