@@ -57,6 +57,11 @@ pub struct Item {
     pub repository: String,
     /// The card's title.
     pub title: String,
+    /// What the event is about, as a reader scans for it: the issue's or pull request's own
+    /// title with its number, the release's name, the alert's summary ("" when the payload
+    /// names none; see [`headline`]).
+    #[serde(default)]
+    pub headline: String,
     /// The card's first link.
     pub url: String,
     /// When it arrived (Unix milliseconds).
@@ -492,7 +497,91 @@ pub fn digest_context(conn: &Connection, items: &[Item], now: u64) -> Value {
 }
 
 /// The payload paths [`item_of`] reads (see [`crate::needs`]).
-pub const ITEM_READS: &[&str] = &["repository.full_name", "project.path_with_namespace"];
+pub const ITEM_READS: &[&str] = &[
+    "repository.full_name",
+    "project.path_with_namespace",
+    "object_kind",
+    "issue.number",
+    "issue.title",
+    "pull_request.number",
+    "pull_request.title",
+    "object_attributes.iid",
+    "object_attributes.title",
+    "object_attributes.name",
+    "release.name",
+    "release.tag_name",
+    "alert.security_advisory.summary",
+    "alert.rule.description",
+    "workflow_run.display_title",
+    "workflow_run.name",
+    "workflow_job.name",
+    "check_run.name",
+    "check_suite.head_commit.message",
+    "deployment_status.environment",
+    "head_commit.message",
+    "commonAnnotations.summary",
+    "commonLabels.alertname",
+    "title",
+];
+
+/// What an event is about, as a digest or summary lists it: `#12 Fix the login` for an issue
+/// or pull request (`!12 …` for a GitLab merge request), a release's name, an alert's
+/// summary, a run's or job's name, a push's first commit line. The first of these the payload
+/// has; "" when it has none. Reads only [`ITEM_READS`].
+pub fn headline(p: &Value) -> String {
+    let text = |path: &str| {
+        p.pointer(path)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let number = |path: &str| p.pointer(path).and_then(Value::as_u64);
+    let numbered = |mark: &str, n: Option<u64>, title: &str| {
+        let title = crate::render::truncate_text(title, 200);
+        match n {
+            Some(n) => format!("{mark}{n} {title}"),
+            None => title,
+        }
+    };
+    if let Some(t) = text("/issue/title") {
+        return numbered("#", number("/issue/number"), t);
+    }
+    if let Some(t) = text("/pull_request/title") {
+        return numbered("#", number("/pull_request/number"), t);
+    }
+    if let Some(t) = text("/object_attributes/title") {
+        let mark = if text("/object_kind") == Some("merge_request") {
+            "!"
+        } else {
+            "#"
+        };
+        return numbered(mark, number("/object_attributes/iid"), t);
+    }
+    [
+        "/release/name",
+        "/release/tag_name",
+        "/alert/security_advisory/summary",
+        "/alert/rule/description",
+        "/workflow_run/display_title",
+        "/workflow_run/name",
+        "/workflow_job/name",
+        "/check_run/name",
+        "/check_suite/head_commit/message",
+        "/deployment_status/environment",
+        "/head_commit/message",
+        "/commonAnnotations/summary",
+        "/commonLabels/alertname",
+        "/object_attributes/name",
+        "/title",
+    ]
+    .iter()
+    .find_map(|path| text(path))
+    .map(|t| {
+        let first = t.lines().next().unwrap_or(t);
+        crate::render::truncate_text(first, 200)
+    })
+    .unwrap_or_default()
+}
 
 /// A card's title and first link, from its MessageCard rendering; the repository from the
 /// payload (GitHub's `repository.full_name`, GitLab's `project.path_with_namespace`).
@@ -528,6 +617,7 @@ pub fn item_of(
         event: event.event_type.clone(),
         repository,
         title,
+        headline: headline(p),
         url,
         at_ms,
     }

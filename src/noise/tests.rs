@@ -45,6 +45,7 @@ fn item(n: usize) -> Item {
         event: "push".into(),
         repository: "org/repo".into(),
         title: format!("push {n}"),
+        headline: format!("commit {n}"),
         url: format!("https://x/{n}"),
         at_ms: 0,
     }
@@ -286,4 +287,55 @@ fn an_item_takes_the_title_and_link_of_the_card() {
         )
     );
     let _ = Arc::new(0);
+}
+
+/// What a digest or summary names each card by: the thing's own title, numbered.
+#[test]
+fn a_headline_is_what_the_event_is_about() {
+    use serde_json::json;
+    let cases = [
+        (
+            json!({"issue": {"number": 7, "title": "Spelling error"}, "repository": {"full_name": "o/r"}}),
+            "#7 Spelling error",
+        ),
+        (
+            json!({"pull_request": {"number": 2, "title": "Fix  it "}}),
+            "#2 Fix  it",
+        ),
+        (
+            json!({"object_kind": "merge_request", "object_attributes": {"iid": 5, "title": "MR"}}),
+            "!5 MR",
+        ),
+        (
+            json!({"object_kind": "issue", "object_attributes": {"iid": 5, "title": "Bug"}}),
+            "#5 Bug",
+        ),
+        (
+            json!({"release": {"name": null, "tag_name": "v1.0"}}),
+            "v1.0",
+        ),
+        (
+            json!({"head_commit": {"message": "first line\n\nbody"}}),
+            "first line",
+        ),
+        (
+            json!({"commonAnnotations": {}, "commonLabels": {"alertname": "HighLatency"}}),
+            "HighLatency",
+        ),
+        (
+            json!({"issue": {"title": ""}, "sender": {"login": "x"}}),
+            "",
+        ),
+        (json!({"pull_request": {"title": "t"}}), "t"),
+    ];
+    for (payload, want) in cases {
+        assert_eq!(super::headline(&payload), want, "{payload}");
+    }
+    let long = "x".repeat(300);
+    assert_eq!(
+        super::headline(&json!({"issue": {"number": 1, "title": long}}))
+            .chars()
+            .count(),
+        "#1 ".len() + 200
+    );
 }

@@ -106,16 +106,28 @@ async fn a_digest_is_chosen_and_checked_and_holds_cards_back() {
     );
     g.github("push", &fixture("github/push.event.4.json"), Some("dg1"))
         .await;
+    g.github(
+        "issues",
+        &fixture("github/issues.opened.15.json"),
+        Some("dg2"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(rx.received().is_empty(), "the card waits for the digest");
     // Turning the digest off sends what was waiting, as one digest.
     patch(json!({"digest": null})).await.unwrap();
     let got = rx.wait_for(1).await;
+    let card = got[0].body.to_string();
+    assert!(card.contains("Digest: 2 events"), "{card}");
+    // Each item is named by what it is about, linked, with the card's title after it.
+    // (Regression: items showed only "…: issue #1 opened", without the issue's title.)
     assert!(
-        got[0].body.to_string().contains("Digest: 1 event"),
-        "{}",
-        got[0].body
+        card.contains(
+            "[#1 Spelling error in the README file](https://github.com/Codertocat/Hello-World/issues/1) · Codertocat/Hello-World: issue #1 opened"
+        ),
+        "{card}"
     );
+    assert!(!card.contains("(s)"), "{card}");
 }
 
 #[tokio::test]
