@@ -19,7 +19,6 @@ use crate::config::Config;
 use crate::connect::Connections;
 use crate::deliver::policy::TargetPolicy;
 use crate::deliver::Deliverer;
-use crate::error::ApiError;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
 
@@ -65,9 +64,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::connect::flow::router())
         .merge(crate::connect::emulator::router())
         .merge(crate::admin::pages::router())
+        .merge(crate::admin::home::router())
         .merge(crate::metrics::router())
         .merge(crate::playground::router())
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(crate::admin::home::not_found)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

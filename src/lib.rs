@@ -31,7 +31,8 @@
 //! - [`reload`]: hot reload on file changes or SIGHUP; `GET /api/rules`.
 //! - [`samples`]: the vendored real payloads, built in, that `check` renders every template with.
 //! - [`connect`]: connections (webhook URLs) and their admin API.
-//! - [`admin`]: the admin token check shared by everything under /api, and the /connections pages.
+//! - [`admin`]: the admin token check shared by everything under /api, the /connections pages,
+//!   the home page, /docs (README, built in) and the 404 page for browsers.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`playground`]: the /playground page and its API: render, preview, send, recent events,
 //!   the live tail.

@@ -7,6 +7,7 @@
 //! the admin API is off and answers 404 `admin_disabled`. [`JsonBody`] reads a JSON body and
 //! turns every rejection into the common `{"error", "detail"}` answer.
 
+pub mod home;
 pub mod pages;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};

@@ -8,6 +8,7 @@ mod connect;
 mod connections;
 mod crash;
 mod delivery;
+mod home;
 mod hooks;
 mod noise;
 mod playground;

@@ -1,0 +1,125 @@
+//! The pages a person lands on: `GET /` (what cardwire is, its version, where to go next, and
+//! for a signed-in admin the queue and the connections), `GET /docs` (README, built in), and
+//! the 404 for a browser.
+//!
+//! In: a request for `/` or `/docs`, or any path no route takes. Out: HTML pages, except that
+//! API-like paths (`/api`, `/hooks`, `/metrics`, `/healthz`) and clients that do not ask for
+//! HTML keep the JSON error body. Guarantees: counts and connections show only behind the admin
+//! session; the pages carry `Referrer-Policy: no-referrer` like every other page.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::AppState;
+use crate::connect::pages::{esc, markdown, page};
+use crate::error::ApiError;
+
+/// README, as the binary was built with it.
+const README: &str = include_str!("../../README.md");
+
+/// The routes `/` and `/docs`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home_page))
+        .route("/docs", get(docs_page))
+}
+
+async fn home_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let signed_in = app.sessions.csrf(&headers).is_some();
+    let status = if signed_in {
+        let c = app.store.counts();
+        let connections = app.connections.all();
+        let paused = connections.iter().filter(|c| c.paused).count();
+        let broken = connections.iter().filter(|c| c.broken.is_some()).count();
+        format!(
+            "<h2>Now</h2><dl class=\"facts\" id=\"status\">\
+             <dt>Queued</dt><dd id=\"queued\">{queued}</dd>\
+             <dt>Retrying</dt><dd id=\"retrying\">{retrying}</dd>\
+             <dt>Dead letters</dt><dd id=\"dead\">{dead}</dd>\
+             <dt>Connections</dt><dd id=\"connections\">{all} ({paused} paused, {broken} broken)</dd></dl>\
+             <form method=\"post\" action=\"/connections/logout\"><button class=\"secondary\">Sign out</button></form>",
+            queued = c.queued - c.retrying.min(c.queued),
+            retrying = c.retrying,
+            dead = c.dead,
+            all = connections.len(),
+        )
+    } else if app.config.admin_token.is_some() {
+        "<h2>Now</h2><p class=\"muted\">Sign in with the admin token to see the queue and the connections.</p>\
+         <form method=\"post\" action=\"/connections/login\"><input type=\"hidden\" name=\"next\" value=\"/\">\
+         <label>Admin token <input type=\"password\" name=\"token\" id=\"token\" required></label>\
+         <button type=\"submit\" id=\"login\">Sign in</button></form>"
+            .to_string()
+    } else {
+        "<h2>Now</h2><p class=\"muted\">The admin pages are off: set <code>admin_token</code> in the config \
+         (or start with <code>--admin-token</code>) to see the queue and the connections here.</p>"
+            .to_string()
+    };
+    let body = format!(
+        "<h1>cardwire <span class=\"muted\" id=\"version\">{version}</span></h1>\
+         <p>A gateway that turns upstream webhooks (GitHub, GitLab, Alertmanager, any JSON) into chat \
+         cards. Point webhooks at <code>{base}/hooks/&lt;source&gt;</code>; rules and templates say which \
+         events matter and how they look.</p>\
+         <nav><ul>\
+         <li><a href=\"/connect\">Connect a channel</a></li>\
+         <li><a href=\"/connections\">Connections</a>: pause, resume, remove</li>\
+         <li><a href=\"/playground\">Playground</a>: see, edit and send a card</li>\
+         <li><a href=\"/metrics\">Metrics</a> (Prometheus) · <a href=\"/healthz\">health</a></li>\
+         <li><a href=\"/docs\">Documentation</a> (README)</li>\
+         </ul></nav>{status}",
+        version = env!("CARGO_PKG_VERSION"),
+        base = esc(&app.config.public_url()),
+    );
+    page(StatusCode::OK, "cardwire", &body)
+}
+
+async fn docs_page() -> Response {
+    page(StatusCode::OK, "Documentation", &markdown(README))
+}
+
+/// Whether a request for an unknown path gets an HTML page rather than the JSON error: a
+/// browser's request (it accepts `text/html`) for a path that is not part of an API.
+pub fn wants_html(path: &str, accept: Option<&str>) -> bool {
+    let api = ["/api", "/hooks", "/metrics", "/healthz"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    !api && accept.is_some_and(|a| a.contains("text/html"))
+}
+
+/// The answer for a path no route takes.
+pub async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if wants_html(uri.path(), accept) {
+        page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            &format!(
+                "<h1>Not found</h1><p class=\"muted\">cardwire has no page at <code>{}</code>.</p>\
+                 <p><a href=\"/\" id=\"home\">Home</a></p>",
+                esc(uri.path())
+            ),
+        )
+    } else {
+        ApiError::not_found("no such route").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_get_html_and_apis_keep_json() {
+        let html = Some("text/html,application/xhtml+xml,*/*;q=0.8");
+        assert!(wants_html("/nope", html));
+        assert!(wants_html("/connect/nope", html));
+        assert!(!wants_html("/nope", Some("application/json")));
+        assert!(!wants_html("/nope", None));
+        assert!(!wants_html("/api/nope", html));
+        assert!(!wants_html("/api", html));
+        assert!(!wants_html("/hooks/x/y", html));
+        assert!(wants_html("/apiary", html));
+    }
+}
