@@ -238,6 +238,7 @@ async fn serve_floor(floor: Floor, port: u16, data: &Path, card_bytes: usize) ->
                         created_ms: cardwire::store::now_ms(),
                         last_error: None,
                         attempt_log: Vec::new(),
+                        fallback: None,
                     };
                     if store.enqueue(&rec).is_err() || store.commit().await.is_err() {
                         return StatusCode::INTERNAL_SERVER_ERROR;

@@ -48,6 +48,8 @@ pub struct App {
     pub noise: crate::noise::Noise,
     /// The live tail (`GET /api/stream`).
     pub live: crate::live::Live,
+    /// Template failures already logged (once per template and reason).
+    pub render_failures: crate::ingest::RenderFailures,
 }
 
 /// The state handlers receive.
@@ -140,6 +142,7 @@ impl Server {
             inboxes: config.emulator().then(Default::default),
             sessions: Default::default(),
             live,
+            render_failures: Default::default(),
             noise: crate::noise::Noise::new(
                 store.clone(),
                 config.delivery.pacing != crate::config::PacingConfig::Switch(false),

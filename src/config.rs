@@ -66,6 +66,11 @@ pub struct Config {
     /// shared with concurrent requests) or `sync` (a flush of its own per event).
     #[serde(default)]
     pub durability: Durability,
+    /// What a connection gets when a matched rule's template fails on an event: `fallback`
+    /// (default: a plain card built without the template, naming the event and what failed)
+    /// or `dead_letter` (no card; the failure is kept as a dead letter).
+    #[serde(default)]
+    pub render_errors: RenderErrors,
     /// The playground.
     #[serde(default)]
     pub playground: PlaygroundConfig,
@@ -262,6 +267,17 @@ pub enum Durability {
     Sync,
 }
 
+/// What happens to a card whose template fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenderErrors {
+    /// The connection receives a minimal card of its kind, built without the template.
+    #[default]
+    Fallback,
+    /// Nothing is sent; the failure is kept as a dead letter.
+    DeadLetter,
+}
+
 /// How cards are delivered.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -418,6 +434,7 @@ impl Default for Config {
             },
             delivery: DeliveryConfig::default(),
             durability: Durability::default(),
+            render_errors: RenderErrors::default(),
             base_dir: PathBuf::from("."),
         }
     }

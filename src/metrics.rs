@@ -2,7 +2,8 @@
 //! delivered and how fast, what is waiting.
 //!
 //! Counters: `cardwire_events_total{source,outcome,reason}`,
-//! `cardwire_cards_total{rule,result}` (rendered / invalid),
+//! `cardwire_cards_total{rule,result}` (rendered / invalid / fallback: a template failed and a
+//! plain card went instead),
 //! `cardwire_deliveries_total{connection,outcome}` (delivered / retry / throttled / failed /
 //! gone), `cardwire_retries_total{connection}`, `cardwire_dead_letters_total`,
 //! `cardwire_rule_reloads_total{result}`, `cardwire_deduped_total{rule}`,
@@ -165,7 +166,15 @@ impl Metrics {
 
     /// A card rendered (`ok`) or refused.
     pub fn card(&self, rule: &str, ok: bool) {
-        let result = if ok { "rendered" } else { "invalid" };
+        self.card_result(rule, if ok { "rendered" } else { "invalid" });
+    }
+
+    /// A card of a rule whose template failed, sent as a fallback card built without it.
+    pub fn card_fallback(&self, rule: &str) {
+        self.card_result(rule, "fallback");
+    }
+
+    fn card_result(&self, rule: &str, result: &str) {
         self.cards
             .get_or_create(&CardLabels {
                 rule: rule.into(),

@@ -158,8 +158,10 @@ fn needs(config: &Config, rules: &RuleSet, renderer: &Renderer) -> Needs {
     let mut common = HashMap::new();
     for (name, source) in &config.sources {
         let mut need = Need::new();
-        let fixed = Event::reads(source.kind).iter().chain(ITEM_READS);
-        for p in fixed.copied().chain(source.event_field.as_deref()) {
+        let fixed = Event::reads(source.kind).iter().chain(ITEM_READS).copied();
+        let fixed = fixed.chain(crate::render::fallback::reads());
+        for p in fixed.map(str::to_string).chain(source.event_field.clone()) {
+            let p = p.as_str();
             need.add(&steps(p), true);
         }
         common.insert(name.clone(), need);

@@ -52,7 +52,7 @@ pub fn router() -> Router<AppState> {
 }
 
 fn summary(r: &OutboxRecord, state: &str) -> Value {
-    json!({
+    let mut v = json!({
         "id": r.id,
         "state": state,
         "event": r.event,
@@ -63,7 +63,11 @@ fn summary(r: &OutboxRecord, state: &str) -> Value {
         "created_ms": r.created_ms,
         "not_before_ms": r.not_before_ms,
         "last_error": r.last_error,
-    })
+    });
+    if let Some(f) = &r.fallback {
+        v["fallback"] = json!(f);
+    }
+    v
 }
 
 /// Every delivery as (state, summary, full record), optionally of one state.

@@ -28,14 +28,16 @@ use serde_json::{json, Value};
 
 use crate::admin::Admin;
 use crate::app::{App, AppState};
+use crate::config::RenderErrors;
 use crate::config::SourceKind;
 use crate::error::ApiError;
 use crate::event::Event;
 use crate::ids::{ConnectionId, DeliveryId, EventId};
 use crate::noise::Decision;
 use crate::pipeline::Pipeline;
-use crate::render::CardKind;
-use crate::store::{now_ms, DeadLetter, OutboxRecord, StoreError};
+use crate::render::fallback::Fallback;
+use crate::render::{CardKind, RenderError};
+use crate::store::{now_ms, DeadLetter, OutboxRecord, RenderFailure, StoreError};
 use verify::Unverified;
 
 /// The routes under /hooks.
@@ -313,7 +315,7 @@ fn queue_cards(
                 .err()
                 .map(|due| (per, due))
         });
-        let mut bodies: [Option<Result<Arc<str>, String>>; 2] = [None, None];
+        let mut bodies: [Option<Carded>; 2] = [None, None];
         for conn in connections
             .iter()
             .filter(|c| c.channels.is_empty() || c.channels.contains(&rule.channel))
@@ -324,26 +326,35 @@ fn queue_cards(
             }
             let slot = &mut bodies[conn.kind as usize];
             let body = slot.get_or_insert_with(|| {
-                let r = pipeline
+                match pipeline
                     .renderer
                     .render_with(&rule.template, conn.kind, ctx)
-                    .map(Arc::from)
-                    .map_err(|e| e.to_string());
-                app.metrics.card(&rule.name, r.is_ok());
-                r
+                {
+                    Ok(b) => {
+                        app.metrics.card(&rule.name, true);
+                        Carded::Card(Arc::from(b))
+                    }
+                    Err(e) => card_without_template(app, rule, event, conn.kind, &e),
+                }
             });
+            let (text, fallback) = match &*body {
+                Carded::Card(b) => (b.to_string(), None),
+                Carded::Fallback(b, f) => (b.to_string(), Some(f.clone())),
+                Carded::Failed(_) => (String::new(), None),
+            };
             let record = OutboxRecord {
                 id: DeliveryId::new(),
                 event: event.id.clone(),
                 connection: conn.id.clone(),
                 rule: rule.name.clone(),
                 kind: conn.kind,
-                body: body.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+                body: text,
                 attempts: 0,
                 not_before_ms: 0,
                 created_ms: now_ms(),
                 last_error: None,
                 attempt_log: Vec::new(),
+                fallback,
             };
             if let Some(why) = &conn.broken {
                 // Kept, not sent: retrying the connection's dead letters sends it once fixed.
@@ -355,7 +366,7 @@ fn queue_cards(
                 continue;
             }
             match body {
-                Ok(_) => {
+                Carded::Card(_) | Carded::Fallback(..) => {
                     let item = || {
                         // The summary or digest names the card by its MessageCard title and link.
                         let teams = match conn.kind {
@@ -372,19 +383,19 @@ fn queue_cards(
                             app.store.enqueue(&record)?;
                             wake.push(conn.id.clone());
                             if listening {
-                                news.push((
-                                    "queued",
-                                    json!({"type": "queued", "event": event.id, "rule": rule.name,
-                                           "delivery": record.id, "connection": conn.id}),
-                                ));
+                                let mut note = json!({"type": "queued", "event": event.id, "rule": rule.name,
+                                           "delivery": record.id, "connection": conn.id});
+                                if let Some(f) = &record.fallback {
+                                    note["fallback"] = json!(f);
+                                }
+                                news.push(("queued", note));
                             }
                         }
                         Decision::Folded => app.metrics.folded(&rule.name),
                         Decision::Digested => {}
                     }
                 }
-                Err(why) => {
-                    tracing::error!(rule = %rule.name, template = %rule.template, kind = conn.kind.as_str(), event = %event.id, error = %why, "card did not render; kept as a dead letter");
+                Carded::Failed(why) => {
                     app.store.put_dead(&DeadLetter {
                         record,
                         reason: format!("render: {why}"),
@@ -395,6 +406,74 @@ fn queue_cards(
         }
     }
     Ok(wake)
+}
+
+/// A rule's card of one kind for an event, rendered once for every connection of that kind.
+enum Carded {
+    /// The template's card.
+    Card(Arc<str>),
+    /// The template failed; a card built without it goes instead (`render_errors: fallback`).
+    Fallback(Arc<str>, RenderFailure),
+    /// The template failed and nothing goes (`render_errors: dead_letter`): why.
+    Failed(String),
+}
+
+/// What a connection gets when the rule's template fails on the event: a fallback card, or
+/// nothing (kept as a dead letter), as `render_errors` says. Counted, and logged once per
+/// template and reason.
+fn card_without_template(
+    app: &App,
+    rule: &crate::rules::Rule,
+    event: &Event,
+    kind: CardKind,
+    e: &RenderError,
+) -> Carded {
+    let (template, pos, reason) = e.parts();
+    let fallback = app.config.render_errors == RenderErrors::Fallback;
+    if app.render_failures.first(&template, &reason) {
+        tracing::error!(rule = %rule.name, template = %template, line = pos.map(|p| p.0), column = pos.map(|p| p.1),
+            reason = %reason, event = %event.id,
+            "a template failed; {} (logged once per template and reason)",
+            if fallback { "a card built without it goes instead" } else { "the card is kept as a dead letter" });
+    }
+    if !fallback {
+        app.metrics.card(&rule.name, false);
+        return Carded::Failed(e.to_string());
+    }
+    app.metrics.card_fallback(&rule.name);
+    let card = Fallback::from_payload(
+        &event.source,
+        &event.event_type,
+        event.action.as_deref(),
+        event.payload(),
+        e.to_string(),
+    )
+    .card(kind);
+    Carded::Fallback(
+        Arc::from(card),
+        RenderFailure {
+            template,
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            reason,
+        },
+    )
+}
+
+/// The (template, reason) pairs already logged: a template that fails on every event is
+/// logged once, not per event.
+#[derive(Default)]
+pub struct RenderFailures(std::sync::Mutex<std::collections::HashSet<(String, String)>>);
+
+impl RenderFailures {
+    /// Whether this failure is new (and now remembered).
+    pub fn first(&self, template: &str, reason: &str) -> bool {
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.insert((template.to_string(), reason.to_string()))
+    }
 }
 
 /// What an NDJSON body has produced so far.
@@ -527,4 +606,20 @@ where
         Json(json!({"accepted": ids.len(), "ids": ids, "errors": errors})),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A template that fails on every event is logged once per reason, not per event.
+    #[test]
+    fn a_template_failure_is_logged_once_per_template_and_reason() {
+        let seen = RenderFailures::default();
+        assert!(seen.first("a.teams.hbs", "md param not found"));
+        assert!(!seen.first("a.teams.hbs", "md param not found"));
+        assert!(seen.first("a.teams.hbs", "invalid JSON"));
+        assert!(seen.first("b.teams.hbs", "md param not found"));
+        assert!(!seen.first("b.teams.hbs", "md param not found"));
+    }
 }

@@ -433,6 +433,7 @@ impl<C: Clock + Clone> Noise<C> {
             created_ms: self.now_ms(),
             last_error: None,
             attempt_log: Vec::new(),
+            fallback: None,
         })?;
         Ok(())
     }

@@ -332,6 +332,7 @@ async fn send(
         created_ms: now_ms(),
         last_error: None,
         attempt_log: Vec::new(),
+        fallback: None,
     };
     app.store
         .enqueue(&record)

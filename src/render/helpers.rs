@@ -183,10 +183,13 @@ fn link(url: &str, text: &str) -> String {
 }
 
 handlebars_helper!(md: |s: Value| md_escape(&as_text(&s)));
-handlebars_helper!(short_sha: |s: str| s.chars().take(7).collect::<String>());
+handlebars_helper!(short_sha: |s: Value| as_text(&s).chars().take(7).collect::<String>());
 handlebars_helper!(first_line: |s: Value| as_text(&s).lines().next().unwrap_or("").to_string());
 handlebars_helper!(truncate_helper: |s: Value, n: u64| truncate(&as_text(&s), n as usize));
-handlebars_helper!(branch: |r: str| r.strip_prefix("refs/heads/").or_else(|| r.strip_prefix("refs/tags/")).unwrap_or(r).to_string());
+handlebars_helper!(branch: |r: Value| {
+    let r = as_text(&r);
+    r.strip_prefix("refs/heads/").or_else(|| r.strip_prefix("refs/tags/")).unwrap_or(&r).to_string()
+});
 handlebars_helper!(color: |status: Value| status_color(&as_text(&status)).to_string());
 handlebars_helper!(humanize: |s: Value| as_text(&s).replace('_', " "));
 handlebars_helper!(starts_with: |s: Value, prefix: str| as_text(&s).starts_with(prefix));

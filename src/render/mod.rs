@@ -8,6 +8,7 @@
 //! of its kind, passes validation (see [`validate`]) and fits the size policy (see [`fit`]), or
 //! rendering fails with the template's name and what is wrong.
 
+pub mod fallback;
 pub mod fit;
 mod helpers;
 pub mod people;
@@ -91,6 +92,32 @@ pub enum RenderError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl RenderError {
+    /// The template file, the line and column in it when known, and what went wrong.
+    pub fn parts(&self) -> (String, Option<(usize, usize)>, String) {
+        match self {
+            Self::NoTemplate(t) => (format!("{t}.hbs"), None, "no such template".into()),
+            Self::Template {
+                template,
+                pos,
+                message,
+            } => (template.clone(), *pos, message.clone()),
+            Self::Json { template, source } => {
+                (template.clone(), None, format!("invalid JSON: {source}"))
+            }
+            Self::Invalid {
+                template,
+                kind,
+                message,
+            } => (
+                template.clone(),
+                None,
+                format!("invalid {kind} card: {message}"),
+            ),
+        }
+    }
 }
 
 /// The compiled templates.

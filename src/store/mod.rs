@@ -136,6 +136,22 @@ pub struct OutboxRecord {
     /// Every attempt: when, the status, what came of it.
     #[serde(default)]
     pub attempt_log: Vec<crate::deliver::Attempt>,
+    /// When the rule's template failed and this card was built without it: what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<RenderFailure>,
+}
+
+/// A template that failed on an event, where and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RenderFailure {
+    /// The template file (`github/security.teams.hbs`).
+    pub template: String,
+    /// The line in the template, when known.
+    pub line: Option<usize>,
+    /// The column in the template, when known.
+    pub column: Option<usize>,
+    /// What went wrong.
+    pub reason: String,
 }
 
 /// A card that will not be delivered without help, and why.
@@ -665,6 +681,7 @@ impl Store {
             created_ms: rec.created_ms,
             last_error: rec.last_error.clone(),
             attempt_log: rec.attempt_log.clone(),
+            fallback: rec.fallback.clone(),
         };
         let value = serde_json::to_vec(&Delivered {
             record: kept,
@@ -973,6 +990,7 @@ mod tests {
             created_ms: now_ms(),
             last_error: None,
             attempt_log: Vec::new(),
+            fallback: None,
         }
     }
 

@@ -376,7 +376,7 @@ async fn a_signed_in_page_uses_the_api_with_its_csrf_token() {
 }
 
 /// Reads server-sent events until `n` have arrived: (event, data) pairs.
-async fn read_events(res: &mut reqwest::Response, n: usize) -> Vec<(String, Value)> {
+pub(crate) async fn read_events(res: &mut reqwest::Response, n: usize) -> Vec<(String, Value)> {
     let mut buf = String::new();
     let mut out = Vec::new();
     while out.len() < n {

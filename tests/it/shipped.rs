@@ -14,7 +14,7 @@ use crate::utils::*;
 
 /// Every fixture and the rules that must take it — exactly these, in this order. A payload
 /// that no rule takes (`&[]`) is one the shipped packs deliberately leave quiet.
-const TABLE: &[(&str, &[&str])] = &[
+pub(crate) const TABLE: &[(&str, &[&str])] = &[
     (
         "github/check_run.completed.1.json",
         &["github-check-run-failed"],
@@ -258,14 +258,14 @@ fn source_and_headers(fixture: &str) -> (&'static str, Vec<(&'static str, String
     }
 }
 
-fn shipped() -> (Config, Pipeline) {
+pub(crate) fn shipped() -> (Config, Pipeline) {
     let config = test_config(&std::env::temp_dir());
     let pipeline = Pipeline::load(&config).unwrap_or_else(|e| panic!("{e}"));
     (config, pipeline)
 }
 
 /// A fixture's source and request headers.
-fn request(fixture_name: &str) -> (&'static str, axum::http::HeaderMap) {
+pub(crate) fn request(fixture_name: &str) -> (&'static str, axum::http::HeaderMap) {
     let (source, headers) = source_and_headers(fixture_name);
     let mut map = axum::http::HeaderMap::new();
     for (k, v) in headers {
