@@ -136,7 +136,7 @@ impl Fallback {
                 let mut c = json!({
                     "@type": "MessageCard",
                     "@context": "https://schema.org/extensions",
-                    "summary": format!("{} {}", self.source, truncate(&self.event, 100)),
+                    "summary": md_escape(&format!("{} {}", self.source, truncate(&self.event, 100))),
                     "themeColor": "BF8700",
                     "title": title,
                     "sections": [{
@@ -235,7 +235,22 @@ mod tests {
             let card: Value = serde_json::from_str(&body).unwrap();
             super::super::validate::validate(kind, &card).unwrap();
             assert!(body.len() < 4096, "{} bytes", body.len());
-            assert!(!body.contains("<b>") && !body.contains("](javascript"));
+            // In every text of the card, each `<` and `]` of the upstream text is escaped
+            // (`\<`, `\]`): no HTML, no link.
+            fn texts<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+                match v {
+                    Value::String(s) => out.push(s),
+                    Value::Array(a) => a.iter().for_each(|x| texts(x, out)),
+                    Value::Object(m) => m.values().for_each(|x| texts(x, out)),
+                    _ => {}
+                }
+            }
+            let mut all = Vec::new();
+            texts(&card, &mut all);
+            for t in all {
+                let bare = |c: char| t.match_indices(c).any(|(i, _)| !t[..i].ends_with('\\'));
+                assert!(!bare('<') && !bare(']'), "{t}");
+            }
         }
     }
 }

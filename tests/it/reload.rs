@@ -160,10 +160,10 @@ async fn explain_over_http_needs_the_admin_token_and_queues_nothing() {
     assert!(rx.received().is_empty(), "explain must not queue cards");
 }
 
-/// A template that yields an invalid card for an event: that card is not sent but kept as a
-/// dead letter naming the rule, the template and the problem; the other kind still goes out.
+/// A template that yields an invalid card for an event: a fallback card goes instead, and the
+/// delivery names the template and the problem; the other kind's own card still goes out.
 #[tokio::test]
-async fn an_invalid_card_becomes_a_dead_letter_visible_in_the_api() {
+async fn an_invalid_card_is_replaced_by_a_fallback_visible_in_the_api() {
     let (g, dir) = editable().await;
     let before = rules(&g).await["loaded_at_ms"].as_u64().unwrap();
     // Reload times are in milliseconds; make sure the next load is later.
@@ -183,7 +183,7 @@ async fn an_invalid_card_becomes_a_dead_letter_visible_in_the_api() {
     })
     .await;
     let rx = Receiver::start().await;
-    g.connect(&rx.url("teams"), "teams", &[]).await;
+    let teams = g.connect(&rx.url("teams"), "teams", &[]).await;
     g.connect(&rx.url("workflow"), "workflow", &[]).await;
     assert_eq!(
         g.github("release", &fixture("github/release.published.0.json"), None)
@@ -191,20 +191,35 @@ async fn an_invalid_card_becomes_a_dead_letter_visible_in_the_api() {
             .status(),
         202
     );
-    let got = rx.wait_for(1).await;
-    assert_eq!(got[0].path, "/workflow");
-    let dead = g.admin_get("/api/deliveries?state=dead").await;
-    let dead = &dead["deliveries"].as_array().unwrap()[0];
-    assert_eq!(dead["state"], "dead");
-    assert_eq!(dead["rule"], "github-release-published");
-    assert_eq!(dead["kind"], "teams");
-    let reason = dead["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("github/release.teams.hbs") && reason.contains("/themeColor"),
-        "{reason}"
+    let got = rx.wait_for(2).await;
+    let teams_card = got.iter().find(|r| r.path == "/teams").unwrap();
+    assert_eq!(
+        teams_card.body["themeColor"], "BF8700",
+        "the fallback's, not the broken one"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rx.received().len(), 1, "the invalid card must not be sent");
+    assert!(teams_card
+        .body
+        .to_string()
+        .contains("github/release.teams.hbs"));
+    let workflow_card = got.iter().find(|r| r.path == "/workflow").unwrap();
+    assert!(
+        !workflow_card
+            .body
+            .to_string()
+            .contains("The template failed"),
+        "the workflow template is fine: its own card goes"
+    );
+    let list = g
+        .admin_get_until(
+            &format!("/api/deliveries?state=delivered&connection={teams}"),
+            |v| v["deliveries"].as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+    let shown = &list["deliveries"][0];
+    assert_eq!(shown["rule"], "github-release-published");
+    assert_eq!(shown["fallback"]["template"], "github/release.teams.hbs");
+    let reason = shown["fallback"]["reason"].as_str().unwrap();
+    assert!(reason.contains("/themeColor"), "{reason}");
     let res = g
         .client
         .get(g.url("/api/deliveries?state=lost"))
