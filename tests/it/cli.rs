@@ -858,8 +858,8 @@ async fn connections_digest_sets_and_clears_a_schedule() {
     );
 }
 
-/// `serve` starts itself again with jemalloc's options in its environment, so they take effect
-/// (jemalloc reads them before `main`); an operator's own `_RJEM_MALLOC_CONF` wins over them.
+/// jemalloc's options are compiled into the binary (`.cargo/config.toml`), so `serve` runs
+/// with them without starting itself again; an operator's own `_RJEM_MALLOC_CONF` wins.
 #[test]
 fn serve_configures_the_allocator_unless_the_environment_does() {
     use std::io::{BufRead, BufReader};
@@ -897,37 +897,4 @@ fn serve_configures_the_allocator_unless_the_environment_does() {
         let line = line.expect("serve logs the allocator's options");
         assert!(line.contains(want), "{env:?}: {line}");
     }
-}
-
-/// Where glibc can load them (2.36 and later), the binary's relative relocations are packed
-/// (DT_RELR, see `src/build.rs`): the loader reads kilobytes at start, not megabytes that stay
-/// resident.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[test]
-fn the_binary_packs_its_relative_relocations() {
-    use object::{Object, ObjectSection};
-    let glibc = Command::new("getconf")
-        .arg("GNU_LIBC_VERSION")
-        .output()
-        .unwrap();
-    let glibc = String::from_utf8_lossy(&glibc.stdout).to_string();
-    let version: Vec<u32> = glibc
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("0.0")
-        .split('.')
-        .map(|p| p.parse().unwrap_or(0))
-        .collect();
-    if version[..] < [2, 36][..] {
-        eprintln!("{glibc}: too old for DT_RELR; the binary keeps RELA relocations");
-        return;
-    }
-    let data = std::fs::read(env!("CARGO_BIN_EXE_cardwire")).unwrap();
-    let file = object::File::parse(&*data).unwrap();
-    assert!(
-        file.section_by_name(".relr.dyn").is_some(),
-        "no packed relocations"
-    );
-    let rela = file.section_by_name(".rela.dyn").map_or(0, |s| s.size());
-    assert!(rela < 64 * 1024, ".rela.dyn is still {rela} bytes");
 }
