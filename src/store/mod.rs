@@ -236,7 +236,7 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             // Durability comes from our own group commit, not from a background timer.
             .flush_every_ms(None);
-        let db = open_locked(&config).map_err(|source| StoreError::Open {
+        let db = open_locked(&config, &dir.join("sled")).map_err(|source| StoreError::Open {
             path: dir.display().to_string(),
             source,
         })?;
@@ -904,20 +904,30 @@ impl Drop for Store {
 
 /// Opens sled, waiting up to 2 s for its file lock: right after a store in this process is
 /// dropped (a restart in tests, or of an embedded server), sled's I/O threads can hold the lock
-/// for a moment longer. Another process holding it gets the error after the wait.
-fn open_locked(config: &sled::Config) -> Result<sled::Db, sled::Error> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+/// for a moment longer. Another process holding it gets sled's error after the wait. The lock
+/// is sled's `flock` on the `db` file in its folder; it is tried here directly rather than by
+/// reading sled's error message.
+fn open_locked(config: &sled::Config, dir: &Path) -> Result<sled::Db, sled::Error> {
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("db"))
+    {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    let _ = file.unlock();
+                    break;
+                }
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(_) => break,
             }
-            other => return other,
         }
     }
+    config.open()
 }
 
 /// The key of the counts a clean stop leaves in the `meta` tree.
@@ -992,6 +1002,27 @@ mod tests {
             attempt_log: Vec::new(),
             fallback: None,
         }
+    }
+
+    /// A store reopened while its last holder is still letting go waits for sled's lock
+    /// instead of failing; a lock that stays held is still an error, after the wait.
+    #[test]
+    fn opening_waits_for_the_lock_of_a_store_being_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sled");
+        let config = sled::Config::new().path(&path);
+        let held = config.open().unwrap();
+        assert!(
+            open_locked(&config, &path).is_err(),
+            "held for good: sled's own error"
+        );
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        let reopened = open_locked(&config, &path);
+        releaser.join().unwrap();
+        assert!(reopened.is_ok(), "{reopened:?}");
     }
 
     #[tokio::test]
@@ -1115,7 +1146,8 @@ mod tests {
         }
         // As after kill -9: no counts left by a clean stop. The start walks the queue.
         {
-            let db = open_locked(&sled::Config::new().path(dir.path().join("sled"))).unwrap();
+            let path = dir.path().join("sled");
+            let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
             db.open_tree("meta").unwrap().remove(CLEAN_COUNTS).unwrap();
             db.flush().unwrap();
         }
