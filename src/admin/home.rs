@@ -76,7 +76,68 @@ async fn home_page(State(app): State<AppState>, headers: HeaderMap) -> Response 
 }
 
 async fn docs_page() -> Response {
-    page(StatusCode::OK, "Documentation", &markdown(README))
+    page(
+        StatusCode::OK,
+        "Documentation",
+        &with_heading_ids(&markdown(README)),
+    )
+}
+
+/// Gives each `<h2>`…`<h4>` the id GitHub gives it (lower case, spaces as `-`, other
+/// punctuation dropped), so that README's own links (`#performance`) work on /docs.
+fn with_heading_ids(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() + 512);
+    let mut rest = html;
+    while let Some(at) = rest.find("<h") {
+        let level = rest[at + 2..].chars().next();
+        let opens = matches!(level, Some('1'..='4')) && rest[at + 3..].starts_with('>');
+        out.push_str(&rest[..at]);
+        if !opens {
+            out.push_str("<h");
+            rest = &rest[at + 2..];
+            continue;
+        }
+        let level = level.unwrap_or('2');
+        let body_start = at + 4;
+        let close = format!("</h{level}>");
+        let Some(len) = rest[body_start..].find(&close) else {
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        let inner = &rest[body_start..body_start + len];
+        out.push_str(&format!("<h{level} id=\"{}\">{inner}{close}", slug(inner)));
+        rest = &rest[body_start + len + close.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// GitHub's anchor for a heading's HTML: its text, lower case, spaces as `-`, letters, digits,
+/// `-` and `_` kept.
+fn slug(inner_html: &str) -> String {
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in inner_html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let text = text
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">");
+    text.trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether a request for an unknown path gets an HTML page rather than the JSON error: a
@@ -109,6 +170,33 @@ pub async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headings_get_the_ids_github_gives_them() {
+        let html = markdown("## Quick start (five minutes)\n\n### The playground: see, edit and send a card before it goes live\n\n#### `x` & y\n\ntext <h2>");
+        let html = with_heading_ids(&html);
+        assert!(
+            html.contains("<h2 id=\"quick-start-five-minutes\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<h3 id=\"the-playground-see-edit-and-send-a-card-before-it-goes-live\">"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("<h4 id=\"x--y\">"), "{html}");
+        // README's own links land on a heading.
+        let docs = with_heading_ids(&markdown(README));
+        for anchor in [
+            "performance",
+            "configuration",
+            "templates",
+            "connecting-a-channel",
+        ] {
+            assert!(docs.contains(&format!("id=\"{anchor}\"")), "no #{anchor}");
+        }
+    }
 
     #[test]
     fn browsers_get_html_and_apis_keep_json() {

@@ -102,7 +102,7 @@ async fn the_home_page_says_what_this_is_and_shows_the_queue_when_signed_in() {
         .await
         .unwrap();
     assert!(
-        docs.contains("<h2>Quick start (five minutes)</h2>"),
+        docs.contains("<h2 id=\"quick-start-five-minutes\">Quick start (five minutes)</h2>"),
         "{}",
         &docs[..500.min(docs.len())]
     );
