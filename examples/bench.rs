@@ -58,7 +58,7 @@ const TOKEN: &str = "bench-admin-token";
 #[command(about = "cardwire's end-to-end benchmark (see the module docs)")]
 struct Args {
     /// How long each load phase runs.
-    #[arg(long, default_value = "30s", value_parser = cardwire::config::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = cardwire::units::parse_duration)]
     duration: Duration,
     /// Concurrent keep-alive connections of the load generator.
     #[arg(long, default_value_t = 32)]

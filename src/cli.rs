@@ -385,8 +385,8 @@ fn render_samples(config: &Config, pipeline: &Pipeline) -> Vec<crate::yaml::Prob
         for (name, source) in config.sources.iter().filter(|(_, s)| s.kind == sample.kind) {
             let mut headers = HeaderMap::new();
             let header = match sample.kind {
-                crate::config::SourceKind::Github => Some("x-github-event"),
-                crate::config::SourceKind::Gitlab => Some("x-gitlab-event"),
+                crate::event::SourceKind::Github => Some("x-github-event"),
+                crate::event::SourceKind::Gitlab => Some("x-gitlab-event"),
                 _ => None,
             };
             if let (Some(h), Ok(v)) = (header, HeaderValue::from_str(&sample.event)) {

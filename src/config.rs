@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::event::SourceKind;
 use crate::yaml::{Document, Pos, Problem, Problems};
 
 /// Everything the gateway needs to know at start.
@@ -110,35 +111,6 @@ pub struct SourceConfig {
     /// Generic sources: the payload field that names the event type, when no header does.
     #[serde(default)]
     pub event_field: Option<String>,
-}
-
-/// The kinds of upstream cardwire understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// GitHub webhooks.
-    Github,
-    /// GitLab webhooks.
-    Gitlab,
-    /// Prometheus Alertmanager's webhook receiver (version 4).
-    Alertmanager,
-    /// Any JSON; the event type comes from a header or a field.
-    Generic,
-}
-
-impl SourceKind {
-    /// Every kind's name, as written in config and rules.
-    pub const NAMES: [&'static str; 4] = ["github", "gitlab", "alertmanager", "generic"];
-
-    /// The name used in config and rules.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Github => "github",
-            Self::Gitlab => "gitlab",
-            Self::Alertmanager => "alertmanager",
-            Self::Generic => "generic",
-        }
-    }
 }
 
 /// Which webhook URLs are acceptable targets.
@@ -339,7 +311,7 @@ impl PacingConfig {
             },
         };
         list.iter()
-            .filter_map(|w| crate::rules::parse_rate(w).ok())
+            .filter_map(|w| crate::units::parse_rate(w).ok())
             .collect()
     }
 }
@@ -558,7 +530,7 @@ impl Config {
         if let PacingConfig::PerKind { teams, workflow } = &self.delivery.pacing {
             for (kind, list) in [("teams", teams), ("workflow", workflow)] {
                 for (i, w) in list.iter().enumerate() {
-                    if let Err(e) = crate::rules::parse_rate(w) {
+                    if let Err(e) = crate::units::parse_rate(w) {
                         problems.push(doc.problem(&format!("delivery.pacing.{kind}[{i}]"), e));
                     }
                 }
@@ -784,33 +756,6 @@ fn comment_start(line: &str) -> usize {
     line.len()
 }
 
-/// Parses a size: a number of bytes, or a number with B, KB, MB, GB, KiB, MiB or GiB.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (write 25MiB, 512KiB or a number of bytes)"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" | "k" => 1_000,
-        "mb" | "m" => 1_000_000,
-        "gb" | "g" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use B, KB, MB, GB, KiB, MiB or GiB)"
-            ))
-        }
-    };
-    Ok((num * factor as f64) as u64)
-}
-
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -820,25 +765,19 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
     match Size::deserialize(d)? {
         Size::N(n) => Ok(n),
-        Size::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
+        Size::S(s) => crate::units::parse_size(&s).map_err(serde::de::Error::custom),
     }
-}
-
-/// Parses a duration like `10s`, `2m`, `1h 30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration (write 10s, 5m, 1h): {e}"))
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
+    crate::units::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 fn de_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
     v.iter()
-        .map(|s| parse_duration(s).map_err(serde::de::Error::custom))
+        .map(|s| crate::units::parse_duration(s).map_err(serde::de::Error::custom))
         .collect()
 }
 
@@ -927,10 +866,10 @@ mod tests {
 
     #[test]
     fn sizes_and_durations() {
-        assert_eq!(parse_size("25MiB").unwrap(), 25 << 20);
-        assert_eq!(parse_size("1000").unwrap(), 1000);
-        assert_eq!(parse_size("2 KB").unwrap(), 2000);
-        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(crate::units::parse_size("25MiB").unwrap(), 25 << 20);
+        assert_eq!(crate::units::parse_size("1000").unwrap(), 1000);
+        assert_eq!(crate::units::parse_size("2 KB").unwrap(), 2000);
+        assert!(crate::units::parse_size("12 parsecs").is_err());
         let c = load("max_body: 1KiB\ndelivery:\n  retry_schedule: [1s, 2m]\n").unwrap();
         assert_eq!(c.max_body, 1024);
         assert_eq!(

@@ -7,8 +7,36 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::SourceKind;
 use crate::ids::EventId;
+
+/// The kinds of upstream cardwire understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// GitHub webhooks.
+    Github,
+    /// GitLab webhooks.
+    Gitlab,
+    /// Prometheus Alertmanager's webhook receiver (version 4).
+    Alertmanager,
+    /// Any JSON; the event type comes from a header or a field.
+    Generic,
+}
+
+impl SourceKind {
+    /// Every kind's name, as written in config and rules.
+    pub const NAMES: [&'static str; 4] = ["github", "gitlab", "alertmanager", "generic"];
+
+    /// The name used in config and rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::Alertmanager => "alertmanager",
+            Self::Generic => "generic",
+        }
+    }
+}
 
 /// Headers that carry credentials and never reach rules, templates or storage.
 const SECRET_HEADERS: &[&str] = &[

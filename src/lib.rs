@@ -25,6 +25,7 @@
 //! Around the pipeline:
 //! - [`config`]: the YAML config file, `${VAR}` references, checks with `file:line:col`.
 //! - [`yaml`]: the YAML reader shared by config and rules, with a position for every node.
+//! - [`units`]: sizes, durations and rates as config, rules and the API write them.
 //! - [`pipeline`]: rules and templates loaded together from disk or from the binary.
 //! - [`needs`]: what rules and templates read of each source's payloads, and the parser that
 //!   builds only that.
@@ -63,6 +64,7 @@ pub mod render;
 pub mod rules;
 pub mod samples;
 pub mod store;
+pub mod units;
 pub mod yaml;
 
 /// The unit tests run on jemalloc too, as the binary does ([`alloc`] is tested against it).

@@ -27,7 +27,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::app::AppState;
-use crate::deliver::Outcome;
 use crate::ids::ConnectionId;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,16 +183,8 @@ impl Metrics {
     }
 
     /// A delivery attempt and how long it took.
-    pub fn delivery(&self, con: &ConnectionId, outcome: &Outcome, took: Duration) {
-        let outcome = match outcome {
-            Outcome::Delivered => "delivered",
-            Outcome::Retry {
-                throttled: true, ..
-            } => "throttled",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Failed(_) => "failed",
-            Outcome::Gone(_) => "gone",
-        };
+    /// `outcome` is the label: delivered, retry, throttled, failed or gone.
+    pub fn delivery(&self, con: &ConnectionId, outcome: &str, took: Duration) {
         self.deliveries
             .get_or_create(&DeliveryLabels {
                 connection: con.to_string(),

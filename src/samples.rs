@@ -9,7 +9,7 @@
 use include_dir::{include_dir, Dir};
 use serde_json::Value;
 
-use crate::config::SourceKind;
+use crate::event::SourceKind;
 
 static FIXTURES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/tests/fixtures");
 

@@ -348,7 +348,7 @@ pub async fn change_connection(
         None => None,
         Some(serde_json::Value::Null) => Some(None),
         Some(serde_json::Value::String(r)) => {
-            crate::rules::parse_rate(r).map_err(|e| ApiError::bad_request("invalid_limit", e))?;
+            crate::units::parse_rate(r).map_err(|e| ApiError::bad_request("invalid_limit", e))?;
             Some(Some(r.clone()))
         }
         Some(other) => {

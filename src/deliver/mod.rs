@@ -64,6 +64,21 @@ pub enum Outcome {
     Gone(String),
 }
 
+impl Outcome {
+    /// The outcome's name in metrics: delivered, retry, throttled, failed or gone.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retry {
+                throttled: true, ..
+            } => "throttled",
+            Self::Retry { .. } => "retry",
+            Self::Failed(_) => "failed",
+            Self::Gone(_) => "gone",
+        }
+    }
+}
+
 /// One attempt, as recorded on the card.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -397,7 +412,8 @@ impl Deliverer {
             let url = target.as_ref().and_then(|(_, u)| u.as_ref());
             let (outcome, status) = self.attempt(&conn, url, &rec).await;
             drop(permit);
-            self.metrics.delivery(&con, &outcome, started.elapsed());
+            self.metrics
+                .delivery(&con, outcome.label(), started.elapsed());
             rec.attempts += 1;
             rec.attempt_log.push(Attempt {
                 at_ms: now_ms(),

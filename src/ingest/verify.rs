@@ -9,9 +9,10 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::{SourceConfig, SourceKind};
+use crate::config::SourceConfig;
 use crate::error::ApiError;
 use crate::event::Event;
+use crate::event::SourceKind;
 
 /// A request to a source whose credentials are not checked yet.
 #[derive(Debug)]

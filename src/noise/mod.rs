@@ -228,7 +228,7 @@ impl<C: Clock + Clone> Noise<C> {
         let Some(rate) = &conn.limit else {
             return Ok(());
         };
-        let Ok((count, period)) = crate::rules::parse_rate(rate) else {
+        let Ok((count, period)) = crate::units::parse_rate(rate) else {
             return Ok(());
         };
         let limit = Limit {

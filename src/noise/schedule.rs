@@ -35,7 +35,7 @@ impl Schedule {
             if obj.len() != 1 {
                 return Err("`every` stands alone".into());
             }
-            let d = crate::config::parse_duration(
+            let d = crate::units::parse_duration(
                 every.as_str().ok_or("`every` is a duration such as 1h")?,
             )?;
             if d < std::time::Duration::from_secs(60) {

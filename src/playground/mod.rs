@@ -45,9 +45,9 @@ use serde_json::{json, Value};
 
 use crate::admin::{Admin, JsonBody};
 use crate::app::AppState;
-use crate::config::SourceKind;
 use crate::connect::pages;
 use crate::error::ApiError;
+use crate::event::SourceKind;
 use crate::ids::{ConnectionId, DeliveryId, EventId};
 use crate::render::{CardKind, RenderError, MAX_CARD_BYTES};
 use crate::store::{now_ms, OutboxRecord};

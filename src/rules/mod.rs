@@ -113,30 +113,6 @@ pub struct Dedup {
     pub window: Duration,
 }
 
-/// Parses `5/1m` (also `5/m`, `100 / 1h`).
-pub fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
-    let (count, period) = s
-        .split_once('/')
-        .ok_or_else(|| format!("rate {s:?} is not count/duration (e.g. 5/1m)"))?;
-    let count: u32 = count
-        .trim()
-        .parse()
-        .map_err(|_| format!("rate {s:?}: {:?} is not a whole number", count.trim()))?;
-    let period = period.trim();
-    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
-        period.to_string()
-    } else {
-        format!("1{period}")
-    };
-    let period = crate::config::parse_duration(&period)?;
-    if count == 0 || period.is_zero() {
-        return Err(format!(
-            "rate {s:?} allows nothing; use enabled: false to turn a rule off"
-        ));
-    }
-    Ok((count, period))
-}
-
 /// Checks a template expression such as `{{payload.repository.full_name}}`.
 fn check_template_expr(s: &str) -> Result<(), String> {
     handlebars::Template::compile(s)
@@ -282,7 +258,7 @@ impl Rule {
 /// the shipped rule packs use and which is a deliberate name (`gitlab` is two edits from
 /// `github`). A rule whose source is neither is inactive rather than an error.
 fn source_typo<'a>(source: &str, configured: &[&'a str]) -> Option<&'a str> {
-    if crate::config::SourceKind::NAMES.contains(&source) {
+    if crate::event::SourceKind::NAMES.contains(&source) {
         return None;
     }
     let allowed = 1.max(source.chars().count() / 4);
@@ -491,7 +467,7 @@ impl RuleSet {
                 };
                 // A path that can never exist in this event's payload (when its shape is known).
                 if let (Some(c), Some(src)) = (&when, sources.get(&rc.source)) {
-                    if src.kind == crate::config::SourceKind::Github {
+                    if src.kind == crate::event::SourceKind::Github {
                         for (path, test_at) in c.paths() {
                             if let Some(bad) =
                                 known::check_github(shapes, &rc.event, &rc.actions, path)
@@ -529,7 +505,7 @@ impl RuleSet {
                 let limit = match &rc.limit {
                     None => None,
                     Some(l) => {
-                        let rate = parse_rate(&l.rate)
+                        let rate = crate::units::parse_rate(&l.rate)
                             .map_err(|e| {
                                 report(&format!("{at}.limit.rate"), format!("limit.rate: {e}"))
                             })
@@ -553,7 +529,7 @@ impl RuleSet {
                         if let Err(e) = check_template_expr(&d.key) {
                             report(&format!("{at}.dedup.key"), format!("dedup.key: {e}"));
                         }
-                        match crate::config::parse_duration(&d.window) {
+                        match crate::units::parse_duration(&d.window) {
                             Ok(window) => Some(Dedup {
                                 key: d.key.clone(),
                                 window,
@@ -892,8 +868,11 @@ mod tests {
             rules.explain(&one)[0].reason.as_deref(),
             Some("if: \"size(payload.commits) > 1\" is false")
         );
-        assert_eq!(parse_rate("100 / h"), Ok((100, Duration::from_secs(3600))));
-        assert!(parse_rate("0/1m").is_err());
+        assert_eq!(
+            crate::units::parse_rate("100 / h"),
+            Ok((100, Duration::from_secs(3600)))
+        );
+        assert!(crate::units::parse_rate("0/1m").is_err());
     }
 
     #[test]
@@ -956,7 +935,8 @@ mod tests {
 #[cfg(test)]
 mod props {
     use super::*;
-    use crate::config::{Config, SourceKind};
+    use crate::config::Config;
+    use crate::event::SourceKind;
     use proptest::prelude::*;
     use serde_json::Map;
 

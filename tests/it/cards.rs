@@ -30,10 +30,10 @@ fn event_of(sample: &Sample, payload: Value) -> Result<cardwire::event::Event, S
         .unwrap();
     let mut headers = axum::http::HeaderMap::new();
     match sample.kind {
-        cardwire::config::SourceKind::Github => {
+        cardwire::event::SourceKind::Github => {
             headers.insert("x-github-event", sample.event.parse().unwrap());
         }
-        cardwire::config::SourceKind::Gitlab => {
+        cardwire::event::SourceKind::Gitlab => {
             headers.insert("x-gitlab-event", sample.event.parse().unwrap());
         }
         _ => {}
