@@ -21,7 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
@@ -29,25 +29,12 @@ use super::pages::{self, esc, page};
 use crate::app::{App, AppState};
 use crate::ids::ConnectionId;
 use crate::render::CardKind;
-use crate::store::{now_ms, Connection, ConnectionOrigin};
+use crate::store::{now_ms, Connection, ConnectionOrigin, FlowState};
 
 /// How long a state lives.
 pub const STATE_TTL_MS: u64 = 10 * 60 * 1000;
 /// The cookie that binds a state to the browser that started the flow.
 const COOKIE: &str = "cw_connect";
-
-/// What is kept server side under a state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FlowState {
-    /// SHA-256 of the browser's cookie.
-    pub browser: String,
-    /// The channels chosen (empty: all).
-    pub channels: Vec<String>,
-    /// The digest chosen, if any.
-    pub digest: Option<Value>,
-    /// When the flow started (Unix milliseconds).
-    pub created_ms: u64,
-}
 
 /// The routes under /connect and /assets.
 pub fn router() -> Router<AppState> {

@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use rand::Rng;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,7 +40,7 @@ use crate::connect::Connections;
 use crate::error::ErrorChain;
 use crate::ids::ConnectionId;
 use crate::render::CardKind;
-use crate::store::{now_ms, Connection, DeadLetter, OutboxRecord, Store};
+use crate::store::{now_ms, Attempt, Connection, DeadLetter, OutboxRecord, Store};
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,17 +76,6 @@ impl Outcome {
             Self::Gone(_) => "gone",
         }
     }
-}
-
-/// One attempt, as recorded on the card.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attempt {
-    /// When it was made (Unix milliseconds).
-    pub at_ms: u64,
-    /// The HTTP status, if an answer came.
-    pub status: Option<u16>,
-    /// What happened, with an excerpt of the answer.
-    pub result: String,
 }
 
 /// Judges an answer. For the legacy connector (`teams`) only a 2xx with a numeric body, or a

@@ -27,13 +27,13 @@ use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::ids::{ConnectionId, DeliveryId, EventId};
-use crate::render::{CardKind, Renderer};
+use crate::render::Renderer;
 use crate::rules::{Limit, Rule};
-use crate::store::{Connection, OutboxRecord, Store, StoreError};
+use crate::store::{Bucket, Connection, Item, OutboxRecord, Store, StoreError};
 use schedule::Schedule;
 
 type Keyed<C> =
@@ -45,49 +45,6 @@ type RuleLimiters<C> = Mutex<HashMap<String, (Limit, Arc<Keyed<C>>)>>;
 const CAPS: [(u32, u64); 2] = [(100, 3600), (1800, 86_400)];
 /// How many folded events a summary names.
 pub const SUMMARY_ITEMS: usize = 10;
-
-/// A card that was not sent on its own: its title and link, for a summary or a digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Item {
-    /// The rule.
-    pub rule: String,
-    /// The event type.
-    pub event: String,
-    /// The repository or project, when the payload names one.
-    pub repository: String,
-    /// The card's title.
-    pub title: String,
-    /// What the event is about, as a reader scans for it: the or pull request's own
-    /// title with its number, the release's name, the alert's summary ("" when the payload
-    /// names none; see [`headline`]).
-    #[serde(default)]
-    pub headline: String,
-    /// The card's first link.
-    pub url: String,
-    /// When it arrived (Unix milliseconds).
-    pub at_ms: u64,
-}
-
-/// Folded cards waiting for their summary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Bucket {
-    /// `limit|rule|per|connection` or `cap|connection`.
-    pub id: String,
-    /// The rule (for a cap: the first rule folded).
-    pub rule: String,
-    /// The `per` value of the limit ("" for none or for a cap).
-    pub per: String,
-    /// The connection the summary goes to.
-    pub connection: ConnectionId,
-    /// Its kind of card.
-    pub kind: CardKind,
-    /// When the summary may go (Unix milliseconds).
-    pub due_ms: u64,
-    /// When the first card was folded.
-    pub first_ms: u64,
-    /// `limit` or `cap`.
-    pub reason: String,
-}
 
 /// What noise control decided for a card.
 #[derive(Debug, Clone, PartialEq, Eq)]

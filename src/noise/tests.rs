@@ -10,6 +10,7 @@ use super::*;
 use crate::config::Config;
 use crate::event::Event;
 use crate::pipeline::Pipeline;
+use crate::render::CardKind;
 use crate::rules::RuleSet;
 
 fn rule(yaml: &str) -> Rule {

@@ -52,9 +52,6 @@ use crate::ids::{ConnectionId, DeliveryId, EventId};
 use crate::render::{CardKind, RenderError, MAX_CARD_BYTES};
 use crate::store::{now_ms, OutboxRecord};
 
-/// How many received events the ring keeps.
-pub const RECENT: usize = 50;
-
 /// The routes of the playground's API.
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -8,6 +8,9 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+/// How many received events the ring keeps.
+pub const RECENT: usize = 50;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -189,6 +192,19 @@ impl Ring {
         self.save()?;
         self.tree.lock().expect("recent tree lock").take();
         Ok(())
+    }
+}
+
+impl super::Store {
+    /// Keeps an event in the ring of the last [`RECENT`] received (in
+    /// memory; written to sled within a second, see [`recent`]).
+    pub fn put_recent(&self, event: RecentEvent) {
+        self.ring.push(event);
+    }
+
+    /// The events in the ring, newest first.
+    pub fn recent(&self) -> Result<Vec<Value>, StoreError> {
+        Ok(self.ring.all())
     }
 }
 

@@ -1,0 +1,131 @@
+//! Connections: the webhook URLs cards go to, where each came from, when it last took a card.
+//!
+//! In: connections from the admin API and the connect flows; out: the same, URL and user id
+//! opened. Guarantees: the URL and the Office 365 user id are sealed at rest (see
+//! [`super::secrets`]); removing a connection erases them.
+
+use super::*;
+
+/// A webhook URL that cards go to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Connection {
+    /// Its id.
+    pub id: ConnectionId,
+    /// A name for people.
+    pub name: String,
+    /// The webhook URL. A secret: never logged, masked in every answer.
+    pub url: String,
+    /// What kind of card the URL takes.
+    pub kind: CardKind,
+    /// The channels it receives; empty means all.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// When it was created (Unix milliseconds).
+    pub created_ms: u64,
+    /// A paused connection receives nothing; its events are counted and skipped.
+    #[serde(default)]
+    pub paused: bool,
+    /// Where it came from.
+    #[serde(default)]
+    pub origin: ConnectionOrigin,
+    /// The digest schedule chosen for it, if any (acted on by noise control).
+    #[serde(default)]
+    pub digest: Option<serde_json::Value>,
+    /// Why the webhook URL is broken (it answered 404 or 410); nothing is sent until a retry.
+    #[serde(default)]
+    pub broken: Option<String>,
+    /// A limit for everything this connection receives (`count/period`, e.g. `20/1h`); what
+    /// exceeds it folds into summaries like a rule's limit.
+    #[serde(default)]
+    pub limit: Option<String>,
+}
+
+/// How a connection was made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ConnectionOrigin {
+    /// `api`, `connect` (the Office 365 callback) or `paste` (a URL pasted on /connect).
+    #[serde(default)]
+    pub via: String,
+    /// `mail`, `groups` or `teams`, from the Office 365 callback.
+    #[serde(default)]
+    pub app_type: Option<String>,
+    /// The group's name (absent for an inbox).
+    #[serde(default)]
+    pub group_name: Option<String>,
+    /// The Office 365 user who connected it. A secret, sealed at rest.
+    #[serde(default)]
+    pub user_object_id: Option<String>,
+}
+
+impl Store {
+    /// Inserts or replaces a connection; its URL and user id are sealed.
+    pub fn put_connection(&self, c: &Connection) -> Result<(), StoreError> {
+        let mut sealed = c.clone();
+        sealed.url = self.cipher.seal(c.id.as_str(), &c.url);
+        sealed.origin.user_object_id = c
+            .origin
+            .user_object_id
+            .as_ref()
+            .map(|u| self.cipher.seal(c.id.as_str(), u));
+        self.connections
+            .insert(c.id.as_str(), serde_json::to_vec(&sealed)?)?;
+        Ok(())
+    }
+
+    /// Every connection, oldest first, secrets opened.
+    pub fn connections(&self) -> Result<Vec<Connection>, StoreError> {
+        self.connections
+            .iter()
+            .values()
+            .map(|v| {
+                let mut c: Connection = serde_json::from_slice(&v?)?;
+                c.url = self.cipher.open(c.id.as_str(), &c.url)?;
+                if let Some(u) = &c.origin.user_object_id {
+                    c.origin.user_object_id = Some(self.cipher.open(c.id.as_str(), u)?);
+                }
+                Ok(c)
+            })
+            .collect()
+    }
+
+    /// Notes when a connection last got a card.
+    pub fn set_last_delivery(&self, id: &ConnectionId, ms: u64) -> Result<(), StoreError> {
+        self.last_delivery.insert(id.as_str(), &ms.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// When each connection last got a card.
+    pub fn last_deliveries(&self) -> Result<Vec<(ConnectionId, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.last_delivery.iter() {
+            let (k, v) = kv?;
+            let id = std::str::from_utf8(&k).ok().and_then(ConnectionId::parse);
+            let ms = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).ok();
+            if let (Some(id), Some(ms)) = (id, ms) {
+                out.push((id, ms));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a connection (its sealed secrets with it) and the cards still queued for it.
+    /// Returns whether it existed.
+    pub fn remove_connection(&self, id: &ConnectionId) -> Result<bool, StoreError> {
+        let existed = self.connections.remove(id.as_str())?.is_some();
+        self.last_delivery.remove(id.as_str())?;
+        for kv in self.outbox.scan_prefix(id.as_str()) {
+            let (key, v) = kv?;
+            self.outbox.remove(key)?;
+            let retrying = decode::<OutboxRecord>(&v)
+                .map(|r| r.attempts > 0)
+                .unwrap_or(false);
+            self.count(|c| {
+                c.queued -= 1;
+                if retrying {
+                    c.retrying -= 1;
+                }
+            });
+        }
+        Ok(existed)
+    }
+}

@@ -1,0 +1,46 @@
+//! The Connect flows' states: what a browser chose before it left for the provider's consent
+//! page.
+//!
+//! In: a state when a flow starts; out: the same state once, when its callback comes.
+//! Guarantees: a state is taken at most once (single use).
+
+use super::*;
+
+/// What is kept server side under a state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlowState {
+    /// SHA-256 of the browser's cookie.
+    pub browser: String,
+    /// The channels chosen (empty: all).
+    pub channels: Vec<String>,
+    /// The digest chosen, if any.
+    pub digest: Option<Value>,
+    /// When the flow started (Unix milliseconds).
+    pub created_ms: u64,
+}
+
+impl Store {
+    /// Keeps a flow's state (its choices and browser binding) under `state`.
+    pub fn put_flow_state(&self, state: &str, record: &FlowState) -> Result<(), StoreError> {
+        self.flows.insert(state, serde_json::to_vec(record)?)?;
+        // States are short-lived: drop those older than an hour while we are here.
+        let cutoff = now_ms().saturating_sub(3_600_000);
+        for kv in self.flows.iter() {
+            let (k, v) = kv?;
+            if serde_json::from_slice::<FlowState>(&v).map_or(true, |r| r.created_ms < cutoff) {
+                self.flows.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A flow's state, without consuming it.
+    pub fn flow_state(&self, state: &str) -> Result<Option<FlowState>, StoreError> {
+        self.flows.get(state)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Consumes a flow's state: only the first caller gets it.
+    pub fn take_flow_state(&self, state: &str) -> Result<Option<FlowState>, StoreError> {
+        self.flows.remove(state)?.map(|v| decode(&v)).transpose()
+    }
+}

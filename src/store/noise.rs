@@ -1,0 +1,144 @@
+//! Noise-control state: dedup keys, folded cards waiting for their summary, cards waiting for a
+//! connection's digest, and when each digest is due.
+//!
+//! In: decisions from noise control. Out: the same state after a restart. Guarantees: a dedup
+//! key is claimed at most once per window; folded and digested cards come back in the order
+//! they were kept.
+
+use super::*;
+
+/// A card that was not sent on its own: its title and link, for a summary or a digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// The rule.
+    pub rule: String,
+    /// The event type.
+    pub event: String,
+    /// The repository or project, when the payload names one.
+    pub repository: String,
+    /// The card's title.
+    pub title: String,
+    /// What the event is about, as a reader scans for it: the or pull request's own
+    /// title with its number, the release's name, the alert's summary ("" when the payload
+    /// names none; see [`headline`]).
+    #[serde(default)]
+    pub headline: String,
+    /// The card's first link.
+    pub url: String,
+    /// When it arrived (Unix milliseconds).
+    pub at_ms: u64,
+}
+
+/// Folded cards waiting for their summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// `limit|rule|per|connection` or `cap|connection`.
+    pub id: String,
+    /// The rule (for a cap: the first rule folded).
+    pub rule: String,
+    /// The `per` value of the limit ("" for none or for a cap).
+    pub per: String,
+    /// The connection the summary goes to.
+    pub connection: ConnectionId,
+    /// Its kind of card.
+    pub kind: CardKind,
+    /// When the summary may go (Unix milliseconds).
+    pub due_ms: u64,
+    /// When the first card was folded.
+    pub first_ms: u64,
+    /// `limit` or `cap`.
+    pub reason: String,
+}
+
+impl Store {
+    /// Claims a dedup key until `expires_ms`; false when it is held and not expired (a repeat).
+    pub fn dedup_claim(&self, key: &str, now_ms: u64, expires_ms: u64) -> Result<bool, StoreError> {
+        let held = self
+            .dedup
+            .get(key)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes));
+        if held.is_some_and(|until| until > now_ms) {
+            return Ok(false);
+        }
+        self.dedup.insert(key, &expires_ms.to_be_bytes())?;
+        Ok(true)
+    }
+
+    /// A fold bucket.
+    pub fn fold_bucket(&self, id: &str) -> Result<Option<Bucket>, StoreError> {
+        self.fold_buckets.get(id)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Adds a folded card to its bucket.
+    pub fn put_fold(&self, bucket: &Bucket, item: &Item) -> Result<(), StoreError> {
+        self.fold_buckets
+            .insert(bucket.id.as_str(), serde_json::to_vec(bucket)?)?;
+        let mut key = bucket.id.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.fold_items.insert(key, serde_json::to_vec(item)?)?;
+        Ok(())
+    }
+
+    /// Every fold bucket.
+    pub fn fold_buckets(&self) -> Result<Vec<Bucket>, StoreError> {
+        self.fold_buckets
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Empties a bucket, returning its cards in the order they were folded.
+    pub fn take_folds(&self, id: &str) -> Result<Vec<Item>, StoreError> {
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut items = Vec::new();
+        for kv in self.fold_items.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            items.push(decode(&v)?);
+            self.fold_items.remove(k)?;
+        }
+        self.fold_buckets.remove(id)?;
+        Ok(items)
+    }
+
+    /// Keeps a card for a connection's digest.
+    pub fn put_digest_item(&self, con: &ConnectionId, item: &Item) -> Result<(), StoreError> {
+        let mut key = con.as_str().as_bytes().to_vec();
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.digest_items.insert(key, serde_json::to_vec(item)?)?;
+        Ok(())
+    }
+
+    /// Takes the cards kept for a connection's digest, in order.
+    pub fn take_digest_items(&self, con: &ConnectionId) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        for kv in self.digest_items.scan_prefix(con.as_str()) {
+            let (k, v) = kv?;
+            items.push(decode(&v)?);
+            self.digest_items.remove(k)?;
+        }
+        Ok(items)
+    }
+
+    /// When a connection's next digest is due (Unix milliseconds), if set.
+    pub fn digest_due(&self, con: &ConnectionId) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .digest_state
+            .get(con.as_str())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes)))
+    }
+
+    /// Forgets when a connection's next digest is due (its schedule changed).
+    pub fn clear_digest_due(&self, con: &ConnectionId) -> Result<(), StoreError> {
+        self.digest_state.remove(con.as_str())?;
+        Ok(())
+    }
+
+    /// Sets when a connection's next digest is due.
+    pub fn set_digest_due(&self, con: &ConnectionId, ms: u64) -> Result<(), StoreError> {
+        self.digest_state.insert(con.as_str(), &ms.to_be_bytes())?;
+        Ok(())
+    }
+}

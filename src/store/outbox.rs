@@ -1,0 +1,336 @@
+//! The outbox and what leaves it: queued cards per connection in order, dead letters, delivered
+//! records.
+//!
+//! In: cards from staging, attempt results from delivery. Out: each connection's cards in the
+//! order they were accepted, keyed `connection id ‖ sequence (u64, big-endian)`. Guarantees:
+//! a card is in exactly one of queued, dead or delivered; the in-memory counts follow every
+//! move; what has been delivered keeps its record (without its body) for `keep_delivered`.
+
+use super::*;
+
+/// One attempt, as recorded on the card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it was made (Unix milliseconds).
+    pub at_ms: u64,
+    /// The HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// What happened, with an excerpt of the answer.
+    pub result: String,
+}
+
+/// One card waiting to be delivered to one connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutboxRecord {
+    /// The delivery id, also the `Idempotency-Key` of every attempt.
+    pub id: DeliveryId,
+    /// The event the card came from.
+    pub event: EventId,
+    /// The connection it goes to.
+    pub connection: ConnectionId,
+    /// The rule that produced it.
+    pub rule: String,
+    /// The kind of card.
+    pub kind: CardKind,
+    /// The exact JSON body to POST.
+    pub body: String,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not before this time (Unix milliseconds); 0 means now.
+    #[serde(default)]
+    pub not_before_ms: u64,
+    /// When the card was accepted (Unix milliseconds).
+    pub created_ms: u64,
+    /// What the last failed attempt said.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Every attempt: when, the status, what came of it.
+    #[serde(default)]
+    pub attempt_log: Vec<Attempt>,
+    /// When the rule's template failed and this card was built without it: what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<RenderFailure>,
+}
+
+/// A template that failed on an event, where and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RenderFailure {
+    /// The template file (`github/security.teams.hbs`).
+    pub template: String,
+    /// The line in the template, when known.
+    pub line: Option<usize>,
+    /// The column in the template, when known.
+    pub column: Option<usize>,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// A card that will not be delivered without help, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    /// The card as it stood at its last attempt (its body may be empty when rendering failed).
+    pub record: OutboxRecord,
+    /// Why it stopped.
+    pub reason: String,
+    /// When it stopped (Unix milliseconds).
+    pub dead_ms: u64,
+}
+
+/// A delivered card, kept for `delivery.keep_delivered` (its body is not).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delivered {
+    /// The card as it stood when delivered, body emptied.
+    pub record: OutboxRecord,
+    /// When it was delivered (Unix milliseconds).
+    pub delivered_ms: u64,
+}
+
+/// A key of the outbox tree: connection id, then a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxKey(sled::IVec);
+
+impl Store {
+    /// Queues a card.
+    pub fn enqueue(&self, rec: &OutboxRecord) -> Result<OutboxKey, StoreError> {
+        self.enqueue_then(rec, || {})
+    }
+
+    /// Queues a card; `visible` runs once it is in sled, where delivery (on a thread of its
+    /// own) can already take it. It is counted before that: counted after, a card delivered in
+    /// between made the count go below zero (it wrapped, and ingest answered 503 queue_full).
+    pub(super) fn enqueue_then(
+        &self,
+        rec: &OutboxRecord,
+        visible: impl FnOnce(),
+    ) -> Result<OutboxKey, StoreError> {
+        let seq = self.db.generate_id()?;
+        let mut key = Vec::with_capacity(rec.connection.as_str().len() + 8);
+        key.extend_from_slice(rec.connection.as_str().as_bytes());
+        key.extend_from_slice(&seq.to_be_bytes());
+        let key = sled::IVec::from(key);
+        let value = serde_json::to_vec(rec)?;
+        self.count(|c| c.queued += 1);
+        if let Err(e) = self.outbox.insert(key.clone(), value) {
+            self.count(|c| c.queued -= 1);
+            return Err(e.into());
+        }
+        visible();
+        Ok(OutboxKey(key))
+    }
+
+    /// The oldest card queued for a connection.
+    pub fn next_for(
+        &self,
+        con: &ConnectionId,
+    ) -> Result<Option<(OutboxKey, OutboxRecord)>, StoreError> {
+        match self.outbox.scan_prefix(con.as_str()).next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some((OutboxKey(k), decode(&v)?)))
+            }
+        }
+    }
+
+    /// Saves a card's new state (after a failed attempt).
+    pub fn update(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
+        self.outbox
+            .insert(key.0.clone(), serde_json::to_vec(rec)?)?;
+        if rec.attempts == 1 {
+            self.count(|c| c.retrying += 1);
+        }
+        Ok(())
+    }
+
+    /// The oldest `n` cards queued for a connection, in order (what its worker sends next).
+    pub fn next_batch(
+        &self,
+        con: &ConnectionId,
+        n: usize,
+    ) -> Result<Vec<(OutboxKey, OutboxRecord)>, StoreError> {
+        self.outbox
+            .scan_prefix(con.as_str())
+            .take(n)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((OutboxKey(k), decode(&v)?))
+            })
+            .collect()
+    }
+
+    /// Moves a delivered card out of the outbox into the delivered records (without its body).
+    ///
+    /// Two writes, not a transaction (a sled transaction across trees costs more than the rest
+    /// of a delivery): the card leaves the outbox, then its record is added. A crash between
+    /// them loses the record of the delivery, never a card; a crash before both leaves the card
+    /// queued, to be sent again with the same `Idempotency-Key` (at least once).
+    pub fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
+        let kept = OutboxRecord {
+            id: rec.id.clone(),
+            event: rec.event.clone(),
+            connection: rec.connection.clone(),
+            rule: rec.rule.clone(),
+            kind: rec.kind,
+            body: String::new(),
+            attempts: rec.attempts,
+            not_before_ms: rec.not_before_ms,
+            created_ms: rec.created_ms,
+            last_error: rec.last_error.clone(),
+            attempt_log: rec.attempt_log.clone(),
+            fallback: rec.fallback.clone(),
+        };
+        let value = serde_json::to_vec(&Delivered {
+            record: kept,
+            delivered_ms: now_ms(),
+        })?;
+        let queued = self.outbox.remove(&key.0)?.is_some();
+        self.delivered.insert(rec.id.as_str(), value)?;
+        let was_retrying = rec.attempts > 1;
+        self.count(|c| {
+            if queued {
+                c.queued -= 1;
+                if was_retrying {
+                    c.retrying -= 1;
+                }
+            }
+            c.delivered += 1;
+        });
+        Ok(())
+    }
+
+    /// Removes delivered records older than `keep`; returns how many.
+    pub fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
+        let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
+        let mut n = 0;
+        for kv in self.delivered.iter() {
+            let (k, v) = kv?;
+            if decode::<Delivered>(&v).map_or(true, |d| d.delivered_ms < cutoff) {
+                self.delivered.remove(k)?;
+                n += 1;
+            }
+        }
+        self.count(|c| c.delivered -= n);
+        Ok(n)
+    }
+
+    /// The delivered records kept.
+    pub fn delivered(&self) -> Result<Vec<Delivered>, StoreError> {
+        self.delivered
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Moves every card queued for a connection to the dead letters; returns how many.
+    pub fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
+        let mut n = 0;
+        while let Some((key, rec)) = self.next_for(con)? {
+            self.bury(
+                &key,
+                &DeadLetter {
+                    record: rec,
+                    reason: reason.to_string(),
+                    dead_ms: now_ms(),
+                },
+            )?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Puts dead letters back in the outbox, their attempt count reset (their attempt log
+    /// kept); returns the connections that got cards.
+    pub fn revive(&self, ids: &[DeliveryId]) -> Result<Vec<ConnectionId>, StoreError> {
+        let mut cons = Vec::new();
+        for id in ids {
+            let Some(v) = self.dead.remove(id.as_str())? else {
+                continue;
+            };
+            self.count(|c| c.dead -= 1);
+            let letter: DeadLetter = decode(&v)?;
+            if letter.record.body.is_empty() {
+                // A card that never rendered cannot be sent; it stays dead.
+                self.put_dead(&letter)?;
+                continue;
+            }
+            let mut rec = letter.record;
+            rec.attempts = 0;
+            rec.not_before_ms = 0;
+            cons.push(rec.connection.clone());
+            self.enqueue(&rec)?;
+        }
+        cons.sort();
+        cons.dedup();
+        Ok(cons)
+    }
+
+    /// Moves a card to the dead letters, atomically.
+    pub fn bury(&self, key: &OutboxKey, letter: &DeadLetter) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(letter)?;
+        use sled::Transactional;
+        (&self.outbox, &self.dead)
+            .transaction(|(outbox, dead)| {
+                outbox.remove(&key.0)?;
+                dead.insert(letter.record.id.as_str(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        let was_retrying = letter.record.attempts > 1;
+        self.count(|c| {
+            c.queued -= 1;
+            c.dead += 1;
+            if was_retrying {
+                c.retrying -= 1;
+            }
+        });
+        Ok(())
+    }
+
+    /// Records a dead letter that never was in the outbox (a card that failed to render).
+    pub fn put_dead(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        self.dead
+            .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
+        self.count(|c| c.dead += 1);
+        Ok(())
+    }
+
+    /// Every dead letter, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Every queued card, in queue order per connection.
+    pub fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.outbox.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// The connections that have cards queued.
+    pub fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
+        // Keys are the connection id then a sequence number: one seek per connection, past all
+        // of its cards, instead of a walk over every queued card.
+        let mut out: Vec<ConnectionId> = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(kv) = self.outbox.range(from.as_slice()..).next() {
+            let (key, _) = kv?;
+            let prefix = &key[..key.len().saturating_sub(8)];
+            if let Some(id) = std::str::from_utf8(prefix)
+                .ok()
+                .and_then(ConnectionId::parse)
+            {
+                out.push(id);
+            }
+            from = prefix.to_vec();
+            from.extend_from_slice(&[0xff; 9]);
+        }
+        Ok(out)
+    }
+}
+
+fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        sled::transaction::TransactionError::Abort(()) => StoreError::Closed,
+    }
+}

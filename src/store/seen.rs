@@ -1,0 +1,54 @@
+//! Upstream delivery ids already accepted (`X-GitHub-Delivery`, `Idempotency-Key`), so that a
+//! redelivery queues nothing twice.
+//!
+//! In: an id when its event is accepted. Out: whether it was new. Guarantees: an id is claimed
+//! once; ids older than the retention are pruned.
+
+use super::*;
+
+impl Store {
+    /// Records that `key` (an upstream delivery id) is being handled as `event`. If it was
+    /// already, returns the event id it got the first time.
+    pub fn claim_delivery(
+        &self,
+        key: &str,
+        event: &EventId,
+    ) -> Result<Option<EventId>, StoreError> {
+        match self.seen.compare_and_swap(
+            key,
+            None as Option<&[u8]>,
+            Some(event.as_str().as_bytes()),
+        )? {
+            Ok(()) => Ok(None),
+            Err(cas) => Ok(cas
+                .current
+                .and_then(|v| EventId::parse(std::str::from_utf8(&v).ok()?))),
+        }
+    }
+
+    /// Forgets a claim whose event could not be accepted, so that a redelivery is processed.
+    pub fn release_delivery(&self, key: &str) -> Result<(), StoreError> {
+        self.seen.remove(key)?;
+        Ok(())
+    }
+
+    /// Forgets upstream delivery ids claimed more than `keep` ago (their event id says when);
+    /// returns how many. Without this the ids of every event ever received would stay.
+    pub fn prune_seen(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
+        let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
+        let mut n = 0;
+        for kv in self.seen.iter() {
+            let (k, v) = kv?;
+            let claimed_ms = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.strip_prefix(EventId::PREFIX))
+                .and_then(|u| ulid::Ulid::from_string(u).ok())
+                .map_or(0, |u| u.timestamp_ms());
+            if claimed_ms < cutoff {
+                self.seen.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
