@@ -18,13 +18,13 @@
 //! sled, the group commit, the card counts. The store imports nothing from the layers above it
 //! (ingest, noise control, delivery, connect, the playground): they use its types.
 
-mod connections;
-mod flows;
-mod noise;
-mod outbox;
+pub mod connections;
+pub mod flows;
+pub mod noise;
+pub mod outbox;
 pub mod recent;
 pub mod secrets;
-mod seen;
+pub mod seen;
 
 pub use connections::{Connection, ConnectionOrigin};
 pub use flows::FlowState;
