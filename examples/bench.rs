@@ -226,20 +226,14 @@ async fn serve_floor(floor: Floor, port: u16, data: &Path, card_bytes: usize) ->
                     return StatusCode::BAD_REQUEST;
                 }
                 if let Some(store) = &store {
-                    let rec = cardwire::store::OutboxRecord {
-                        id: cardwire::ids::DeliveryId::new(),
-                        event: cardwire::ids::EventId::new(),
-                        connection: connection.clone(),
-                        rule: "bench".into(),
-                        kind: cardwire::render::CardKind::Workflow,
-                        body: card.clone(),
-                        attempts: 0,
-                        not_before_ms: 0,
-                        created_ms: cardwire::store::now_ms(),
-                        last_error: None,
-                        attempt_log: Vec::new(),
-                        fallback: None,
-                    };
+                    let rec = cardwire::store::OutboxRecord::new(
+                        cardwire::ids::EventId::new(),
+                        connection.clone(),
+                        "bench",
+                        cardwire::render::CardKind::Workflow,
+                        card.clone(),
+                        cardwire::store::now_ms(),
+                    );
                     if store.enqueue(&rec).is_err() || store.commit().await.is_err() {
                         return StatusCode::INTERNAL_SERVER_ERROR;
                     }

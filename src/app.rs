@@ -49,7 +49,7 @@ pub struct App {
     /// The live tail (`GET /api/stream`).
     pub live: crate::live::Live,
     /// Template failures already logged (once per template and reason).
-    pub render_failures: crate::ingest::RenderFailures,
+    pub render_failures: crate::stage::RenderFailures,
 }
 
 /// The state handlers receive.

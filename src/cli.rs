@@ -392,8 +392,8 @@ fn render_samples(config: &Config, pipeline: &Pipeline) -> Vec<crate::yaml::Prob
             if let (Some(h), Ok(v)) = (header, HeaderValue::from_str(&sample.event)) {
                 headers.insert(h, v);
             }
-            let Ok(event) =
-                crate::ingest::verify::build_event(name, source, &headers, sample.payload.clone())
+            let Ok(event) = crate::ingest::verify::Verified::trusted(name, source, &headers)
+                .event(sample.payload.clone())
             else {
                 continue;
             };
@@ -462,7 +462,8 @@ fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let payload: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", args.payload.display()))?;
     let headers = parse_headers(&args.headers)?;
-    let event = crate::ingest::verify::build_event(&args.source, source, &headers, payload)
+    let event = crate::ingest::verify::Verified::trusted(&args.source, source, &headers)
+        .event(payload)
         .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
     if args.explain {
         for e in pipeline.rules.explain(&event) {

@@ -26,6 +26,8 @@
 //! - [`config`]: the YAML config file, `${VAR}` references, checks with `file:line:col`.
 //! - [`yaml`]: the YAML reader shared by config and rules, with a position for every node.
 //! - [`units`]: sizes, durations and rates as config, rules and the API write them.
+//! - [`stage`]: a verified event through match, dedup, limit, render and noise into the outbox
+//!   (everything before the commit); ingest's requests and NDJSON lines both go through it.
 //! - [`pipeline`]: rules and templates loaded together from disk or from the binary.
 //! - [`needs`]: what rules and templates read of each source's payloads, and the parser that
 //!   builds only that.
@@ -63,6 +65,7 @@ pub mod reload;
 pub mod render;
 pub mod rules;
 pub mod samples;
+pub mod stage;
 pub mod store;
 pub mod units;
 pub mod yaml;

@@ -30,7 +30,7 @@ use governor::{Quota, RateLimiter};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::ids::{ConnectionId, DeliveryId, EventId};
+use crate::ids::{ConnectionId, EventId};
 use crate::render::Renderer;
 use crate::rules::{Limit, Rule};
 use crate::store::{Bucket, Connection, Item, OutboxRecord, Store, StoreError};
@@ -378,20 +378,14 @@ impl<C: Clock + Clone> Noise<C> {
                 return Ok(());
             }
         };
-        self.store.enqueue(&OutboxRecord {
-            id: DeliveryId::new(),
-            event: EventId::new(),
-            connection: conn.id.clone(),
-            rule: rule.to_string(),
-            kind: conn.kind,
+        self.store.enqueue(&OutboxRecord::new(
+            EventId::new(),
+            conn.id.clone(),
+            rule,
+            conn.kind,
             body,
-            attempts: 0,
-            not_before_ms: 0,
-            created_ms: self.now_ms(),
-            last_error: None,
-            attempt_log: Vec::new(),
-            fallback: None,
-        })?;
+            self.now_ms(),
+        ))?;
         Ok(())
     }
 }

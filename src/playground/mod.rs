@@ -48,7 +48,7 @@ use crate::app::AppState;
 use crate::connect::pages;
 use crate::error::ApiError;
 use crate::event::SourceKind;
-use crate::ids::{ConnectionId, DeliveryId, EventId};
+use crate::ids::{ConnectionId, EventId};
 use crate::render::{CardKind, RenderError, MAX_CARD_BYTES};
 use crate::store::{now_ms, OutboxRecord};
 
@@ -317,20 +317,14 @@ async fn send(
             ),
         ));
     }
-    let record = OutboxRecord {
-        id: DeliveryId::new(),
-        event: EventId::new(),
-        connection: con.id.clone(),
-        rule: "playground".to_string(),
-        kind: con.kind,
+    let record = OutboxRecord::new(
+        EventId::new(),
+        con.id.clone(),
+        "playground",
+        con.kind,
         body,
-        attempts: 0,
-        not_before_ms: 0,
-        created_ms: now_ms(),
-        last_error: None,
-        attempt_log: Vec::new(),
-        fallback: None,
-    };
+        now_ms(),
+    );
     app.store
         .enqueue(&record)
         .map_err(|e| ApiError::internal(&e))?;
@@ -417,7 +411,8 @@ fn render_value(app: &crate::app::App, input: RenderIn) -> Result<Value, ApiErro
         })?;
         headers.insert(name, value);
     }
-    let event = crate::ingest::verify::build_event(&input.source, source, &headers, input.payload)?;
+    let event = crate::ingest::verify::Verified::trusted(&input.source, source, &headers)
+        .event(input.payload)?;
     let pipeline = app.pipeline.load();
     if let Some(r) = &input.rule {
         if !pipeline.rules.rules().iter().any(|x| &x.name == r) {

@@ -357,20 +357,14 @@ mod tests {
     use super::*;
 
     fn record(con: &ConnectionId, n: u32) -> OutboxRecord {
-        OutboxRecord {
-            id: DeliveryId::new(),
-            event: EventId::new(),
-            connection: con.clone(),
-            rule: format!("r{n}"),
-            kind: CardKind::Teams,
-            body: "{}".into(),
-            attempts: 0,
-            not_before_ms: 0,
-            created_ms: now_ms(),
-            last_error: None,
-            attempt_log: Vec::new(),
-            fallback: None,
-        }
+        OutboxRecord::new(
+            EventId::new(),
+            con.clone(),
+            format!("r{n}"),
+            CardKind::Teams,
+            "{}".into(),
+            now_ms(),
+        )
     }
 
     /// A store reopened while its last holder is still letting go waits for sled's lock

@@ -53,6 +53,34 @@ pub struct OutboxRecord {
     pub fallback: Option<RenderFailure>,
 }
 
+impl OutboxRecord {
+    /// A new card for a connection, queued now: the one way a record is made (staging, the
+    /// playground's send, summaries and digests), so that every field starts the same.
+    pub fn new(
+        event: EventId,
+        connection: ConnectionId,
+        rule: impl Into<String>,
+        kind: CardKind,
+        body: String,
+        created_ms: u64,
+    ) -> Self {
+        Self {
+            id: DeliveryId::new(),
+            event,
+            connection,
+            rule: rule.into(),
+            kind,
+            body,
+            attempts: 0,
+            not_before_ms: 0,
+            created_ms,
+            last_error: None,
+            attempt_log: Vec::new(),
+            fallback: None,
+        }
+    }
+}
+
 /// A template that failed on an event, where and why.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RenderFailure {

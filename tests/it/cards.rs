@@ -38,7 +38,9 @@ fn event_of(sample: &Sample, payload: Value) -> Result<cardwire::event::Event, S
         }
         _ => {}
     }
-    cardwire::ingest::verify::build_event(name, source, &headers, payload).map_err(|e| e.detail)
+    cardwire::ingest::verify::Verified::trusted(name, source, &headers)
+        .event(payload)
+        .map_err(|e| e.detail)
 }
 
 /// Renders every rule of the sample's event (disabled ones too) in both kinds with `payload`;

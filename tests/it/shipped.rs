@@ -289,7 +289,9 @@ fn rules_of_event<'a>(
 fn event(config: &Config, fixture_name: &str) -> Event {
     let (source, map) = request(fixture_name);
     let payload: Value = serde_json::from_slice(&fixture(fixture_name)).unwrap();
-    cardwire::ingest::verify::build_event(source, &config.sources[source], &map, payload).unwrap()
+    cardwire::ingest::verify::Verified::trusted(source, &config.sources[source], &map)
+        .event(payload)
+        .unwrap()
 }
 
 #[test]
@@ -392,7 +394,8 @@ fn the_payload_ingest_builds_gives_the_same_matches_and_cards() {
             .parse(&fixture(fixture_name))
             .unwrap();
         let part =
-            cardwire::ingest::verify::build_event(source, &config.sources[source], &map, payload)
+            cardwire::ingest::verify::Verified::trusted(source, &config.sources[source], &map)
+                .event(payload)
                 .unwrap();
         assert_eq!(part.action, whole.action, "{fixture_name}");
         let names = |e: &Event| -> Vec<String> {

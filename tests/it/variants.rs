@@ -427,12 +427,12 @@ fn no_shipped_template_fails_on_a_payload_variant() {
             .parse(&bytes)
             .unwrap();
         for (what, variant) in variants(&schemas, fixture_name, &payload, &projected) {
-            let Ok(event) = cardwire::ingest::verify::build_event(
+            let Ok(event) = cardwire::ingest::verify::Verified::trusted(
                 source,
                 &config.sources[source],
                 &headers,
-                variant,
-            ) else {
+            )
+            .event(variant) else {
                 continue;
             };
             let taken = pipeline.rules.matches(&event);

@@ -1,0 +1,337 @@
+//! Staging: a verified event through match → dedup → limit → render → noise → outbox, before
+//! the commit that makes it durable.
+//!
+//! In: an [`Event`] that ingest verified (or that the CLI or the playground built from trusted
+//! input), and the pipeline (rules and templates) in force. Out: one outbox record per card and
+//! connection ([`OutboxRecord::new`]), dead letters for broken connections, noise-control state
+//! (dedup keys, folds, digest items), the event in the playground's ring, and live-tail notices
+//! sent once durable. Guarantees: staging writes nothing durable by itself; [`accept`] answers
+//! only after [`crate::store::Store::commit`], and a failed commit releases the upstream's
+//! delivery id so a redelivery is accepted. A template that fails never loses the event: the
+//! connection gets a fallback card, or a dead letter under `render_errors: dead_letter`.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::config::RenderErrors;
+use crate::error::ApiError;
+use crate::event::Event;
+use crate::ids::{ConnectionId, EventId};
+use crate::noise::Decision;
+use crate::pipeline::Pipeline;
+use crate::render::fallback::Fallback;
+use crate::render::{CardKind, RenderError};
+use crate::store::{now_ms, DeadLetter, OutboxRecord, RenderFailure, StoreError};
+
+/// Accepts one event: stage it with `pipeline`'s rules and templates, make it durable, wake
+/// delivery. Returns its id (the first id when the upstream delivery was seen before).
+pub async fn accept(app: &App, pipeline: &Pipeline, event: Event) -> Result<EventId, ApiError> {
+    let staged = stage(app, pipeline, &event).map_err(|e| ApiError::internal(&e))?;
+    if let Err(e) = app.store.commit().await {
+        if let Some(key) = &event.delivery_key {
+            let _ = app.store.release_delivery(key);
+        }
+        return Err(ApiError::internal(&e));
+    }
+    wake(app, &staged.wake);
+    announce(app, staged.news);
+    Ok(staged.id)
+}
+
+/// What staging an event did.
+pub struct Staged {
+    /// The event's id (the first one, for a repeated delivery).
+    pub id: EventId,
+    /// Connections that got cards.
+    pub wake: Vec<ConnectionId>,
+    /// Notices for the live tail, sent once the event is durable (empty when nobody listens).
+    pub news: Vec<(&'static str, Value)>,
+}
+
+/// Keeps the event in the playground's ring of recent events (the request's bytes when
+/// ingest has them: no copy of the payload).
+fn keep_recent(app: &App, event: &Event) {
+    use crate::store::recent::{RecentEvent, RecentPayload};
+    app.store.put_recent(RecentEvent {
+        id: event.id.clone(),
+        source: event.source.clone(),
+        event: event.event_type.clone(),
+        headers: event.headers.clone(),
+        payload: match &event.raw {
+            Some(raw) => RecentPayload::Raw(raw.clone()),
+            None => RecentPayload::Value(event.payload().clone()),
+        },
+        received_ms: now_ms(),
+    });
+}
+
+pub fn announce(app: &App, news: Vec<(&'static str, Value)>) {
+    for (kind, notice) in news {
+        app.live.emit(kind, notice);
+    }
+}
+
+pub fn wake(app: &App, cons: &[ConnectionId]) {
+    for c in cons {
+        app.deliverer.wake(c);
+    }
+}
+
+/// Claims the delivery id, matches rules, renders and queues cards — everything but the
+/// commit. A card that fails to render becomes a dead letter with the reason.
+pub fn stage(app: &App, pipeline: &Pipeline, event: &Event) -> Result<Staged, StoreError> {
+    if let Some(key) = &event.delivery_key {
+        if let Some(first) = app.store.claim_delivery(key, &event.id)? {
+            tracing::info!(source = %event.source, delivery = %key, event = %first, "repeated delivery; already accepted");
+            return Ok(Staged {
+                id: first,
+                wake: Vec::new(),
+                news: Vec::new(),
+            });
+        }
+    }
+    keep_recent(app, event);
+    let mut news = Vec::new();
+    if app.live.listening() {
+        news.push((
+            "received",
+            json!({"type": "received", "event": event.id, "source": event.source,
+                   "event_type": event.event_type, "action": event.action}),
+        ));
+    }
+    let result = queue_cards(app, pipeline, event, &mut news);
+    if result.is_err() {
+        if let Some(key) = &event.delivery_key {
+            let _ = app.store.release_delivery(key);
+        }
+    }
+    result.map(|wake| Staged {
+        id: event.id.clone(),
+        wake,
+        news,
+    })
+}
+
+fn queue_cards(
+    app: &App,
+    pipeline: &Pipeline,
+    event: &Event,
+    news: &mut Vec<(&'static str, Value)>,
+) -> Result<Vec<ConnectionId>, StoreError> {
+    let rules = pipeline.rules.matches(event);
+    let mut wake = Vec::new();
+    if rules.is_empty() {
+        tracing::debug!(source = %event.source, event_type = %event.event_type, event = %event.id, "no rule matched");
+        return Ok(wake);
+    }
+    let connections = app.connections.all();
+    let ctx = event.template_context();
+    let listening = app.live.listening();
+    for rule in rules {
+        if listening {
+            news.push((
+                "matched",
+                json!({"type": "matched", "event": event.id, "rule": rule.name}),
+            ));
+        }
+        // Noise control, once per event and rule: a repeat is dropped; over the limit, the
+        // event is folded for every connection below.
+        if let Some(d) = &rule.dedup {
+            match pipeline.renderer.render_expr(&d.key, ctx) {
+                Ok(key) => {
+                    if app.noise.is_duplicate(rule, &key, d.window)? {
+                        app.metrics.deduped(&rule.name);
+                        tracing::debug!(rule = %rule.name, key = %key, "repeat dropped by dedup");
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %rule.name, error = %e, "dedup key did not render; not deduplicated")
+                }
+            }
+        }
+        let limited = rule.limit.as_ref().and_then(|l| {
+            let per = match &l.per {
+                Some(expr) => pipeline.renderer.render_expr(expr, ctx).unwrap_or_default(),
+                None => String::new(),
+            };
+            app.noise
+                .limit_allows(rule, l, &per)
+                .err()
+                .map(|due| (per, due))
+        });
+        let mut bodies: [Option<Carded>; 2] = [None, None];
+        for conn in connections
+            .iter()
+            .filter(|c| c.channels.is_empty() || c.channels.contains(&rule.channel))
+        {
+            if conn.paused {
+                app.connections.count_skip(&conn.id);
+                continue;
+            }
+            let slot = &mut bodies[conn.kind as usize];
+            let body = slot.get_or_insert_with(|| {
+                match pipeline
+                    .renderer
+                    .render_with(&rule.template, conn.kind, ctx)
+                {
+                    Ok(b) => {
+                        app.metrics.card(&rule.name, true);
+                        Carded::Card(Arc::from(b))
+                    }
+                    Err(e) => card_without_template(app, rule, event, conn.kind, &e),
+                }
+            });
+            let (text, fallback) = match &*body {
+                Carded::Card(b) => (b.to_string(), None),
+                Carded::Fallback(b, f) => (b.to_string(), Some(f.clone())),
+                Carded::Failed(_) => (String::new(), None),
+            };
+            let record = OutboxRecord {
+                fallback,
+                ..OutboxRecord::new(
+                    event.id.clone(),
+                    conn.id.clone(),
+                    &rule.name,
+                    conn.kind,
+                    text,
+                    now_ms(),
+                )
+            };
+            if let Some(why) = &conn.broken {
+                // Kept, not sent: retrying the connection's dead letters sends it once fixed.
+                app.store.put_dead(&DeadLetter {
+                    record,
+                    reason: format!("connection broken: {why}"),
+                    dead_ms: now_ms(),
+                })?;
+                continue;
+            }
+            match body {
+                Carded::Card(_) | Carded::Fallback(..) => {
+                    let item = || {
+                        // The summary or digest names the card by its MessageCard title and link.
+                        let teams = match conn.kind {
+                            CardKind::Teams => Some(record.body.clone()),
+                            CardKind::Workflow => pipeline
+                                .renderer
+                                .render_with(&rule.template, CardKind::Teams, ctx)
+                                .ok(),
+                        };
+                        crate::noise::item_of(rule, event, teams.as_deref(), app.noise.now_ms())
+                    };
+                    match app.noise.decide(rule, conn, limited.clone(), item)? {
+                        Decision::Send => {
+                            app.store.enqueue(&record)?;
+                            wake.push(conn.id.clone());
+                            if listening {
+                                let mut note = json!({"type": "queued", "event": event.id, "rule": rule.name,
+                                           "delivery": record.id, "connection": conn.id});
+                                if let Some(f) = &record.fallback {
+                                    note["fallback"] = json!(f);
+                                }
+                                news.push(("queued", note));
+                            }
+                        }
+                        Decision::Folded => app.metrics.folded(&rule.name),
+                        Decision::Digested => {}
+                    }
+                }
+                Carded::Failed(why) => {
+                    app.store.put_dead(&DeadLetter {
+                        record,
+                        reason: format!("render: {why}"),
+                        dead_ms: now_ms(),
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(wake)
+}
+
+/// A rule's card of one kind for an event, rendered once for every connection of that kind.
+enum Carded {
+    /// The template's card.
+    Card(Arc<str>),
+    /// The template failed; a card built without it goes instead (`render_errors: fallback`).
+    Fallback(Arc<str>, RenderFailure),
+    /// The template failed and nothing goes (`render_errors: dead_letter`): why.
+    Failed(String),
+}
+
+/// What a connection gets when the rule's template fails on the event: a fallback card, or
+/// nothing (kept as a dead letter), as `render_errors` says. Counted, and logged once per
+/// template and reason.
+fn card_without_template(
+    app: &App,
+    rule: &crate::rules::Rule,
+    event: &Event,
+    kind: CardKind,
+    e: &RenderError,
+) -> Carded {
+    let (template, pos, reason) = e.parts();
+    let fallback = app.config.render_errors == RenderErrors::Fallback;
+    if app.render_failures.first(&template, &reason) {
+        tracing::error!(rule = %rule.name, template = %template, line = pos.map(|p| p.0), column = pos.map(|p| p.1),
+            reason = %reason, event = %event.id,
+            "a template failed; {} (logged once per template and reason)",
+            if fallback { "a card built without it goes instead" } else { "the card is kept as a dead letter" });
+    }
+    if !fallback {
+        app.metrics.card(&rule.name, false);
+        return Carded::Failed(e.to_string());
+    }
+    app.metrics.card_fallback(&rule.name);
+    let card = Fallback::from_payload(
+        &event.source,
+        &event.event_type,
+        event.action.as_deref(),
+        event.payload(),
+        e.to_string(),
+    )
+    .card(kind);
+    Carded::Fallback(
+        Arc::from(card),
+        RenderFailure {
+            template,
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            reason,
+        },
+    )
+}
+
+/// The (template, reason) pairs already logged: a template that fails on every event is
+/// logged once, not per event.
+#[derive(Default)]
+pub struct RenderFailures(std::sync::Mutex<std::collections::HashSet<(String, String)>>);
+
+impl RenderFailures {
+    /// Whether this failure is new (and now remembered).
+    pub fn first(&self, template: &str, reason: &str) -> bool {
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.insert((template.to_string(), reason.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A template that fails on every event is logged once per reason, not per event.
+    #[test]
+    fn a_template_failure_is_logged_once_per_template_and_reason() {
+        let seen = RenderFailures::default();
+        assert!(seen.first("a.teams.hbs", "md param not found"));
+        assert!(!seen.first("a.teams.hbs", "md param not found"));
+        assert!(seen.first("a.teams.hbs", "invalid JSON"));
+        assert!(seen.first("b.teams.hbs", "md param not found"));
+        assert!(!seen.first("b.teams.hbs", "md param not found"));
+    }
+}
