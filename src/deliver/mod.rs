@@ -78,6 +78,71 @@ impl Outcome {
     }
 }
 
+/// What happens after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Delivered: record it.
+    Done,
+    /// Throttled (429): the whole connection waits `wait`; the card keeps its place; the next
+    /// 429 without Retry-After waits `next_backoff`.
+    Pause {
+        /// How long the connection waits.
+        wait: Duration,
+        /// The pause for the next 429 without Retry-After.
+        next_backoff: Duration,
+    },
+    /// Try this card again after `wait` (the schedule's next step, jittered).
+    Retry {
+        /// How long the card waits.
+        wait: Duration,
+    },
+    /// The webhook URL is gone: the connection is broken and its cards become dead letters.
+    Break,
+    /// Failed for good, or out of retries: the card becomes a dead letter.
+    Bury,
+}
+
+impl Step {
+    /// The live tail's name for it: delivered, retrying or dead.
+    pub fn live_kind(self) -> &'static str {
+        match self {
+            Self::Done => "delivered",
+            Self::Pause { .. } | Self::Retry { .. } => "retrying",
+            Self::Break | Self::Bury => "dead",
+        }
+    }
+}
+
+/// The next step for a card after an attempt: `attempts` made so far (this one included), the
+/// retry `schedule`, the pause for a 429 without Retry-After, and `jitter` applied to a
+/// scheduled wait. Pauses double up to 10 minutes; a Retry-After is taken as given.
+pub fn next_step(
+    outcome: &Outcome,
+    attempts: u32,
+    schedule: &[Duration],
+    throttle_backoff: Duration,
+    jitter: impl FnOnce(Duration) -> Duration,
+) -> Step {
+    match outcome {
+        Outcome::Delivered => Step::Done,
+        Outcome::Retry {
+            throttled: true,
+            retry_after,
+            ..
+        } => Step::Pause {
+            wait: retry_after.unwrap_or(throttle_backoff),
+            next_backoff: (throttle_backoff * 2).min(Duration::from_secs(600)),
+        },
+        Outcome::Retry { .. } if attempts >= 1 && (attempts as usize) <= schedule.len() => {
+            Step::Retry {
+                wait: jitter(schedule[attempts as usize - 1]),
+            }
+        }
+        Outcome::Gone(_) => Step::Break,
+        Outcome::Retry { .. } | Outcome::Failed(_) => Step::Bury,
+    }
+}
+
 /// Judges an answer. For the legacy connector (`teams`) only a 2xx with a numeric body, or a
 /// JSON body with `"isSuccessStatusCode":true`, is a success; a 200 that says
 /// `Microsoft Teams endpoint returned HTTP error NNN` is judged as status NNN. Workflows
@@ -413,17 +478,15 @@ impl Deliverer {
                     }
                 },
             });
+            let step = next_step(
+                &outcome,
+                rec.attempts,
+                &self.schedule,
+                throttle_backoff,
+                |d| jittered(d, &mut rand::rng()),
+            );
             if self.live.listening() {
-                let kind = match &outcome {
-                    Outcome::Delivered => "delivered",
-                    Outcome::Retry {
-                        throttled: true, ..
-                    } => "retrying",
-                    Outcome::Retry { .. } if (rec.attempts as usize) <= self.schedule.len() => {
-                        "retrying"
-                    }
-                    _ => "dead",
-                };
+                let kind = step.live_kind();
                 let last = rec.attempt_log.last();
                 self.live.emit(
                     kind,
@@ -434,62 +497,34 @@ impl Deliverer {
                     }),
                 );
             }
-            let result = match outcome {
-                Outcome::Delivered => {
+            let why = match outcome {
+                Outcome::Delivered => String::new(),
+                Outcome::Retry { why, .. } | Outcome::Failed(why) | Outcome::Gone(why) => why,
+            };
+            let result = match step {
+                Step::Done => {
                     throttle_backoff = Duration::from_secs(1);
                     tracing::debug!(connection = %con, delivery = %rec.id, attempts = rec.attempts, "card delivered");
                     self.connections.delivered(&con);
                     self.store.deliver(&key, &rec)
                 }
-                Outcome::Retry {
-                    why,
-                    throttled: true,
-                    retry_after,
-                } => {
+                Step::Pause { wait, next_backoff } => {
                     // Throttled: the whole connection waits; this card keeps its place.
-                    let wait = retry_after.unwrap_or(throttle_backoff);
-                    throttle_backoff = (throttle_backoff * 2).min(Duration::from_secs(600));
+                    throttle_backoff = next_backoff;
                     tracing::warn!(connection = %con, delivery = %rec.id, pause = ?wait, error = %why, "throttled; pausing the connection");
-                    rec.not_before_ms = now_ms() + wait.as_millis() as u64;
-                    rec.last_error = Some(why);
-                    self.metrics.retry(&con);
-                    let saved = self.store.update(&key, &rec);
-                    ahead.push_front((key, rec));
-                    saved
+                    self.retry_later(key, rec, wait, why, &mut ahead)
                 }
-                Outcome::Retry { why, .. } if (rec.attempts as usize) <= self.schedule.len() => {
-                    let wait = jittered(self.schedule[rec.attempts as usize - 1], &mut rand::rng());
+                Step::Retry { wait } => {
                     tracing::warn!(connection = %con, delivery = %rec.id, attempt = rec.attempts, retry_in = ?wait, error = %why, "delivery failed; will retry");
-                    rec.not_before_ms = now_ms() + wait.as_millis() as u64;
-                    rec.last_error = Some(why);
-                    self.metrics.retry(&con);
-                    let saved = self.store.update(&key, &rec);
-                    ahead.push_front((key, rec));
-                    saved
+                    self.retry_later(key, rec, wait, why, &mut ahead)
                 }
-                Outcome::Gone(why) => {
+                Step::Break => {
                     tracing::error!(connection = %con, error = %why, "the webhook URL is gone; connection marked broken, its cards kept as dead letters");
-                    rec.last_error = Some(why.clone());
-                    let reason = format!("connection broken: {why}");
-                    // Every card queued for it becomes a dead letter below.
+                    // Every card queued for it becomes a dead letter.
                     ahead.clear();
-                    let marked = self
-                        .connections
-                        .update(&con, |c| c.broken = Some(why.clone()));
-                    self.store
-                        .bury(
-                            &key,
-                            &DeadLetter {
-                                record: rec,
-                                reason: reason.clone(),
-                                dead_ms: now_ms(),
-                            },
-                        )
-                        .and_then(|()| marked.map(drop))
-                        .and_then(|()| self.store.bury_all(&con, &reason))
-                        .map(|n| self.metrics.dead_letters(n + 1))
+                    self.break_connection(&con, &key, rec, why)
                 }
-                Outcome::Retry { why, .. } | Outcome::Failed(why) => {
+                Step::Bury => {
                     tracing::error!(connection = %con, delivery = %rec.id, attempts = rec.attempts, error = %why, "delivery failed for good; card moved to dead letters");
                     rec.last_error = Some(why.clone());
                     self.metrics.dead_letters(1);
@@ -508,6 +543,50 @@ impl Deliverer {
             }
         }
         self.retire(&con);
+    }
+
+    /// Keeps a card for another attempt after `wait`, at the front of the worker's queue.
+    fn retry_later(
+        &self,
+        key: crate::store::OutboxKey,
+        mut rec: OutboxRecord,
+        wait: Duration,
+        why: String,
+        ahead: &mut VecDeque<(crate::store::OutboxKey, OutboxRecord)>,
+    ) -> Result<(), crate::store::StoreError> {
+        rec.not_before_ms = now_ms() + wait.as_millis() as u64;
+        rec.last_error = Some(why);
+        self.metrics.retry(&rec.connection);
+        let saved = self.store.update(&key, &rec);
+        ahead.push_front((key, rec));
+        saved
+    }
+
+    /// Marks a connection broken (its webhook URL is gone) and buries its cards, this one first.
+    fn break_connection(
+        &self,
+        con: &ConnectionId,
+        key: &crate::store::OutboxKey,
+        mut rec: OutboxRecord,
+        why: String,
+    ) -> Result<(), crate::store::StoreError> {
+        rec.last_error = Some(why.clone());
+        let reason = format!("connection broken: {why}");
+        let marked = self
+            .connections
+            .update(con, |c| c.broken = Some(why.clone()));
+        self.store
+            .bury(
+                key,
+                &DeadLetter {
+                    record: rec,
+                    reason: reason.clone(),
+                    dead_ms: now_ms(),
+                },
+            )
+            .and_then(|()| marked.map(drop))
+            .and_then(|()| self.store.bury_all(con, &reason))
+            .map(|n| self.metrics.dead_letters(n + 1))
     }
 
     fn retire(&self, con: &ConnectionId) {
@@ -595,6 +674,63 @@ mod tests {
 
     fn retry(throttled: bool, after: Option<u64>) -> impl Fn(&Outcome) -> bool {
         move |o| matches!(o, Outcome::Retry { throttled: t, retry_after: a, .. } if *t == throttled && *a == after.map(Duration::from_secs))
+    }
+
+    #[test]
+    fn the_next_step_after_each_outcome() {
+        let schedule = [Duration::from_secs(10), Duration::from_secs(60)];
+        let second = Duration::from_secs(1);
+        let same = |d| d;
+        let step = |o: &Outcome, attempts| next_step(o, attempts, &schedule, second, same);
+        let failed = Outcome::Retry {
+            why: "HTTP 500".into(),
+            throttled: false,
+            retry_after: None,
+        };
+        assert_eq!(step(&Outcome::Delivered, 1), Step::Done);
+        assert_eq!(step(&failed, 1), Step::Retry { wait: schedule[0] });
+        assert_eq!(step(&failed, 2), Step::Retry { wait: schedule[1] });
+        assert_eq!(step(&failed, 3), Step::Bury, "out of retries");
+        assert_eq!(step(&Outcome::Failed("HTTP 400".into()), 1), Step::Bury);
+        assert_eq!(step(&Outcome::Gone("HTTP 410".into()), 1), Step::Break);
+        // A 429: the connection pauses as asked, or doubles its own pause up to 10 minutes,
+        // whatever the attempts, and the card keeps its place.
+        let throttled = |after| Outcome::Retry {
+            why: "HTTP 429".into(),
+            throttled: true,
+            retry_after: after,
+        };
+        assert_eq!(
+            step(&throttled(Some(Duration::from_secs(30))), 9),
+            Step::Pause {
+                wait: Duration::from_secs(30),
+                next_backoff: Duration::from_secs(2)
+            }
+        );
+        assert_eq!(
+            next_step(
+                &throttled(None),
+                1,
+                &schedule,
+                Duration::from_secs(400),
+                same
+            ),
+            Step::Pause {
+                wait: Duration::from_secs(400),
+                next_backoff: Duration::from_secs(600)
+            }
+        );
+        // The scheduled wait goes through the jitter.
+        assert_eq!(
+            next_step(&failed, 1, &schedule, second, |d| d * 2),
+            Step::Retry {
+                wait: Duration::from_secs(20)
+            }
+        );
+        assert_eq!(
+            [Step::Done, step(&failed, 1), step(&failed, 3)].map(Step::live_kind),
+            ["delivered", "retrying", "dead"]
+        );
     }
 
     #[test]
