@@ -38,8 +38,8 @@ use schedule::Schedule;
 
 type Keyed<C> =
     RateLimiter<String, HashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
-/// Per rule: the limit its limiter was made for, and the limiter.
-type RuleLimiters<C> = Mutex<HashMap<String, (Limit, Arc<Keyed<C>>)>>;
+/// Per owner (a rule, or a connection): the limit its limiter was made for, and the limiter.
+type Limiters<C> = Mutex<HashMap<String, (Limit, Arc<Keyed<C>>)>>;
 
 /// Teams' caps per webhook URL: 100 per hour, 1800 per day.
 const CAPS: [(u32, u64); 2] = [(100, 3600), (1800, 86_400)];
@@ -72,10 +72,10 @@ pub struct Noise<C: Clock = DefaultClock> {
     clock: C,
     origin: C::Instant,
     origin_ms: u64,
-    limiters: RuleLimiters<C>,
+    limiters: Limiters<C>,
     caps: Vec<Keyed<C>>,
     /// Per connection with a `limit`: the rate its limiter was made for, and the limiter.
-    connection_limits: RuleLimiters<C>,
+    connection_limits: Limiters<C>,
     stats: Mutex<HashMap<String, RuleStats>>,
 }
 
@@ -161,23 +161,7 @@ impl<C: Clock + Clone> Noise<C> {
 
     /// Whether the rule's limit lets one more card through for `per`; if not, when it will.
     pub fn limit_allows(&self, rule: &Rule, limit: &Limit, per: &str) -> Result<(), u64> {
-        let limiter = {
-            let mut all = self.limiters.lock().expect("limiters lock");
-            let entry = all
-                .entry(rule.name.clone())
-                .or_insert_with(|| (limit.clone(), Arc::new(keyed(limit, &self.clock))));
-            if &entry.0 != limit {
-                // The rule changed (a reload): its limiter starts afresh.
-                *entry = (limit.clone(), Arc::new(keyed(limit, &self.clock)));
-            }
-            entry.1.clone()
-        };
-        limiter
-            .check_key(&per.to_string())
-            .map(drop)
-            .map_err(|not_until| {
-                self.now_ms() + not_until.wait_time_from(self.clock.now()).as_millis() as u64
-            })
+        self.keyed_allows(&self.limiters, &rule.name, limit, per)
     }
 
     /// Whether a connection's own `limit` lets one more card through; if not, when it will.
@@ -194,18 +178,31 @@ impl<C: Clock + Clone> Noise<C> {
             burst: count,
             per: None,
         };
+        self.keyed_allows(&self.connection_limits, conn.id.as_str(), &limit, "")
+    }
+
+    /// The one keyed limiter behind rule and connection limits: the limiter of `owner` (made
+    /// afresh when its limit changed, as on a reload) lets one more card for `key` through, or
+    /// says when it will (Unix milliseconds).
+    fn keyed_allows(
+        &self,
+        limiters: &Limiters<C>,
+        owner: &str,
+        limit: &Limit,
+        key: &str,
+    ) -> Result<(), u64> {
         let limiter = {
-            let mut all = self.connection_limits.lock().expect("limiters lock");
+            let mut all = limiters.lock().expect("limiters lock");
             let entry = all
-                .entry(conn.id.to_string())
-                .or_insert_with(|| (limit.clone(), Arc::new(keyed(&limit, &self.clock))));
-            if entry.0 != limit {
-                *entry = (limit.clone(), Arc::new(keyed(&limit, &self.clock)));
+                .entry(owner.to_string())
+                .or_insert_with(|| (limit.clone(), Arc::new(keyed(limit, &self.clock))));
+            if &entry.0 != limit {
+                *entry = (limit.clone(), Arc::new(keyed(limit, &self.clock)));
             }
             entry.1.clone()
         };
         limiter
-            .check_key(&String::new())
+            .check_key(&key.to_string())
             .map(drop)
             .map_err(|not_until| {
                 self.now_ms() + not_until.wait_time_from(self.clock.now()).as_millis() as u64
