@@ -188,16 +188,20 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
         .click()
         .await
         .unwrap();
-    // Wherever Allow leads (the done page, or the emulator's refusal), say what it shows.
+    // Wherever Allow leads — the done page, or a page of the emulator's that says why not
+    // (its refusal is served at the picker's own path) — say what it shows.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let mut done = c.current_url().await.unwrap();
-    while done.path().starts_with("/emulator/connectors/Connect")
-        && c.find(Locator::Id("allow")).await.is_ok()
-        && tokio::time::Instant::now() < deadline
-    {
+    let done = loop {
+        let url = c.current_url().await.unwrap();
+        let settled = url.path().starts_with("/connect/done/")
+            || (url.path().starts_with("/emulator/connectors/Connect")
+                && c.find(Locator::Id("allow")).await.is_err()
+                && c.find(Locator::Css("h1")).await.is_ok());
+        if settled || tokio::time::Instant::now() >= deadline {
+            break url;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        done = c.current_url().await.unwrap();
-    }
+    };
     let page = text(c).await;
     assert!(
         done.path().starts_with("/connect/done/con_"),
