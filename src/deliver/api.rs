@@ -70,42 +70,65 @@ fn summary(r: &OutboxRecord, state: &str) -> Value {
     v
 }
 
-/// Every delivery as (state, summary, full record), optionally of one state.
-fn everything(app: &App, state: Option<&str>) -> Result<Vec<(String, Value, Value)>, ApiError> {
-    let mut out = Vec::new();
-    let want = |s: &str| state.is_none_or(|w| w == s);
+fn dead_summary(d: &crate::store::DeadLetter) -> Value {
+    let mut v = summary(&d.record, "dead");
+    v["reason"] = json!(d.reason);
+    v["dead_ms"] = json!(d.dead_ms);
+    v
+}
+
+fn delivered_summary(d: &crate::store::Delivered) -> Value {
+    let mut v = summary(&d.record, "delivered");
+    v["delivered_ms"] = json!(d.delivered_ms);
+    v
+}
+
+fn queued_state(r: &OutboxRecord) -> &'static str {
+    if r.attempts > 0 {
+        "retrying"
+    } else {
+        "queued"
+    }
+}
+
+/// One page of deliveries in id order: the queued cards (the outbox is bounded by
+/// `delivery.max_queued`), and from the dead and delivered records, which are keyed by id, only
+/// as many as the page can show.
+fn page(app: &App, q: &DeliveriesQuery, limit: usize) -> Result<Vec<Value>, ApiError> {
+    let internal = |e: crate::store::StoreError| ApiError::internal(&e);
+    let want = |s: &str| q.state.as_deref().is_none_or(|w| w == s);
+    let after = q.after.as_deref();
+    let keep = |r: &OutboxRecord| {
+        q.connection
+            .as_deref()
+            .is_none_or(|c| r.connection.as_str() == c)
+            && after.is_none_or(|a| r.id.as_str() > a)
+    };
+    let mut rows = Vec::new();
     if want("queued") || want("retrying") {
-        for r in app
-            .store
-            .queued_records()
-            .map_err(|e| ApiError::internal(&e))?
-        {
-            let s = if r.attempts > 0 { "retrying" } else { "queued" };
-            if want(s) {
-                out.push((s.to_string(), summary(&r, s), json!(r)));
+        for r in app.store.queued_records().map_err(internal)? {
+            if keep(&r) && want(queued_state(&r)) {
+                rows.push(summary(&r, queued_state(&r)));
             }
         }
     }
+    // One more than the page, to know whether another follows.
     if want("dead") {
-        for d in app
+        let dead = app
             .store
-            .dead_letters()
-            .map_err(|e| ApiError::internal(&e))?
-        {
-            let mut v = summary(&d.record, "dead");
-            v["reason"] = json!(d.reason);
-            v["dead_ms"] = json!(d.dead_ms);
-            out.push(("dead".into(), v, json!(d.record)));
-        }
+            .dead_page(after, limit + 1, keep)
+            .map_err(internal)?;
+        rows.extend(dead.iter().map(dead_summary));
     }
     if want("delivered") {
-        for d in app.store.delivered().map_err(|e| ApiError::internal(&e))? {
-            let mut v = summary(&d.record, "delivered");
-            v["delivered_ms"] = json!(d.delivered_ms);
-            out.push(("delivered".into(), v, json!(d.record)));
-        }
+        let delivered = app
+            .store
+            .delivered_page(after, limit + 1, keep)
+            .map_err(internal)?;
+        rows.extend(delivered.iter().map(delivered_summary));
     }
-    Ok(out)
+    rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(rows)
 }
 
 async fn list_deliveries(
@@ -121,17 +144,7 @@ async fn list_deliveries(
         ));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let mut rows: Vec<Value> = everything(&app, q.state.as_deref())?
-        .into_iter()
-        .map(|(_, summary, _)| summary)
-        .filter(|v| q.connection.as_deref().is_none_or(|c| v["connection"] == c))
-        .filter(|v| {
-            q.after
-                .as_deref()
-                .is_none_or(|a| v["id"].as_str().is_some_and(|id| id > a))
-        })
-        .collect();
-    rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let mut rows = page(&app, &q, limit)?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next = if more {
@@ -147,13 +160,19 @@ async fn get_delivery(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let found = everything(&app, None)?
-        .into_iter()
-        .find(|(_, s, _)| s["id"] == id.as_str())
-        .ok_or_else(|| ApiError::not_found(format!("no delivery {id}")))?;
-    let (_, mut summary, record) = found;
-    summary["attempt_log"] = record["attempt_log"].clone();
-    summary["body_bytes"] = json!(record["body"].as_str().map_or(0, str::len));
+    let internal = |e: crate::store::StoreError| ApiError::internal(&e);
+    // Keyed lookups: the dead letters and delivered records by id, then the outbox.
+    let (mut summary, record) = if let Some(d) = app.store.dead_letter(&id).map_err(internal)? {
+        (dead_summary(&d), d.record)
+    } else if let Some(d) = app.store.delivered_record(&id).map_err(internal)? {
+        (delivered_summary(&d), d.record)
+    } else if let Some(r) = app.store.queued_record(&id).map_err(internal)? {
+        (summary(&r, queued_state(&r)), r)
+    } else {
+        return Err(ApiError::not_found(format!("no delivery {id}")));
+    };
+    summary["attempt_log"] = json!(record.attempt_log);
+    summary["body_bytes"] = json!(record.body.len());
     Ok(Json(summary))
 }
 
@@ -189,9 +208,9 @@ async fn retry_one(
         .ok_or_else(|| ApiError::not_found(format!("{id:?} is not a delivery id (dlv_…)")))?;
     let dead = app
         .store
-        .dead_letters()
+        .dead_letter(id.as_str())
         .map_err(|e| ApiError::internal(&e))?;
-    if !dead.iter().any(|d| d.record.id == id) {
+    if dead.is_none() {
         return Err(ApiError::not_found(format!("{id} is not a dead letter")));
     }
     revive(&app, vec![id.clone()]).await?;

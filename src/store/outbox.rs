@@ -329,6 +329,57 @@ impl Store {
         self.dead.iter().values().map(|v| decode(&v?)).collect()
     }
 
+    /// A dead letter, by its delivery id (the dead letters are keyed by it).
+    pub fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        self.dead.get(id)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// A delivered card's record, by its delivery id (keyed by it).
+    pub fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError> {
+        self.delivered.get(id)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// A queued card, by its delivery id: only the outbox (at most `delivery.max_queued` cards)
+    /// is read, and only the card found is decoded whole.
+    pub fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+        #[derive(Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow)]
+            id: &'a str,
+        }
+        for v in self.outbox.iter().values() {
+            let v = v?;
+            let seen: Id<'_> = serde_json::from_slice(&v)?;
+            if seen.id == id {
+                return decode(&v).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Dead letters with ids after `after`, in id order, that `keep` keeps: read lazily, so a
+    /// page reads what it shows (and what `keep` passes over), not every dead letter.
+    pub fn dead_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&OutboxRecord) -> bool,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        page(&self.dead, after, limit, |d: &DeadLetter| keep(&d.record))
+    }
+
+    /// Delivered records with ids after `after`, in id order, as [`Store::dead_page`].
+    pub fn delivered_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&OutboxRecord) -> bool,
+    ) -> Result<Vec<Delivered>, StoreError> {
+        page(&self.delivered, after, limit, |d: &Delivered| {
+            keep(&d.record)
+        })
+    }
+
     /// Every queued card, in queue order per connection.
     pub fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError> {
         self.outbox.iter().values().map(|v| decode(&v?)).collect()
@@ -361,4 +412,29 @@ fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
         sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
         sled::transaction::TransactionError::Abort(()) => StoreError::Closed,
     }
+}
+
+/// Up to `limit` records of a tree keyed by delivery id, after `after`, that `keep` keeps.
+fn page<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    after: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, StoreError> {
+    use std::ops::Bound;
+    let start = match after {
+        Some(a) => Bound::Excluded(a.as_bytes().to_vec()),
+        None => Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    for v in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)).values() {
+        let t: T = decode(&v?)?;
+        if keep(&t) {
+            out.push(t);
+            if out.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
