@@ -301,10 +301,7 @@ impl<C: Clock + Clone> Noise<C> {
     ) -> Result<Vec<ConnectionId>, StoreError> {
         let now = self.now_ms();
         let mut wake = Vec::new();
-        for bucket in self.store.fold_buckets()? {
-            if bucket.due_ms > now {
-                continue;
-            }
+        for bucket in self.store.fold_buckets_due(now)? {
             let Some(conn) = connections.iter().find(|c| c.id == bucket.connection) else {
                 self.store.take_folds(&bucket.id)?; // the connection is gone
                 continue;

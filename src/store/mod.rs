@@ -94,6 +94,8 @@ pub struct Store {
     dedup: sled::Tree,
     fold_buckets: sled::Tree,
     fold_items: sled::Tree,
+    /// Fold buckets by due time: `due_ms (u64, big-endian) ‖ bucket id`.
+    fold_due: sled::Tree,
     digest_items: sled::Tree,
     digest_state: sled::Tree,
     meta: sled::Tree,
@@ -158,6 +160,7 @@ impl Store {
             dedup: db.open_tree("dedup")?,
             fold_buckets: db.open_tree("fold_buckets")?,
             fold_items: db.open_tree("fold_items")?,
+            fold_due: db.open_tree("fold_due")?,
             digest_items: db.open_tree("digest_items")?,
             digest_state: db.open_tree("digest_state")?,
             ring: Arc::new(recent::Ring::load(recent, recent::RECENT)?),
@@ -166,6 +169,7 @@ impl Store {
             db: db.clone(),
             commits: tx,
         });
+        store.reindex_folds()?;
         tokio::spawn(group_commit(rx));
         tokio::spawn(save_recent(store.ring.clone()));
         Ok(store)
@@ -369,6 +373,49 @@ mod tests {
 
     /// A store reopened while its last holder is still letting go waits for sled's lock
     /// instead of failing; a lock that stays held is still an error, after the wait.
+    /// The noise tick reads only the fold buckets that are due, through the index by due time,
+    /// which follows the buckets and is rebuilt at open.
+    #[tokio::test]
+    async fn fold_buckets_are_found_by_due_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let con = ConnectionId::new();
+        let bucket = |id: &str, due_ms| Bucket {
+            id: id.into(),
+            rule: "r".into(),
+            per: String::new(),
+            connection: con.clone(),
+            kind: CardKind::Teams,
+            due_ms,
+            first_ms: 0,
+            reason: "limit".into(),
+        };
+        let item = Item {
+            rule: "r".into(),
+            event: "push".into(),
+            repository: "o/r".into(),
+            title: "t".into(),
+            headline: String::new(),
+            url: String::new(),
+            at_ms: 0,
+        };
+        let ids = |v: Vec<Bucket>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
+        {
+            let store = Store::open(dir.path(), None).unwrap();
+            store.put_fold(&bucket("late", 2_000), &item).unwrap();
+            store.put_fold(&bucket("early", 1_000), &item).unwrap();
+            store.put_fold(&bucket("early", 1_000), &item).unwrap();
+            assert!(store.fold_buckets_due(999).unwrap().is_empty());
+            assert_eq!(ids(store.fold_buckets_due(1_000).unwrap()), ["early"]);
+            assert_eq!(store.take_folds("early").unwrap().len(), 2);
+            assert!(store.fold_buckets_due(1_500).unwrap().is_empty());
+            // An index lost (a store written before it existed) is rebuilt at open.
+            store.fold_due.clear().unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), None).unwrap();
+        assert_eq!(ids(store.fold_buckets_due(5_000).unwrap()), ["late"]);
+    }
+
     #[test]
     fn opening_waits_for_the_lock_of_a_store_being_dropped() {
         let dir = tempfile::tempdir().unwrap();

@@ -69,10 +69,11 @@ impl Store {
         self.fold_buckets.get(id)?.map(|v| decode(&v)).transpose()
     }
 
-    /// Adds a folded card to its bucket.
+    /// Adds a folded card to its bucket (a bucket keeps the due time of its first fold).
     pub fn put_fold(&self, bucket: &Bucket, item: &Item) -> Result<(), StoreError> {
         self.fold_buckets
             .insert(bucket.id.as_str(), serde_json::to_vec(bucket)?)?;
+        self.fold_due.insert(due_key(bucket), &[])?;
         let mut key = bucket.id.as_bytes().to_vec();
         key.push(0);
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
@@ -89,6 +90,34 @@ impl Store {
             .collect()
     }
 
+    /// The fold buckets due by `now_ms`, read through the index by due time: a tick reads what
+    /// is due, not every bucket.
+    pub fn fold_buckets_due(&self, now_ms: u64) -> Result<Vec<Bucket>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.fold_due.range(..=due_prefix(now_ms).as_slice()).keys() {
+            let key = key?;
+            let id = String::from_utf8_lossy(&key[8..]).into_owned();
+            match self.fold_bucket(&id)? {
+                Some(b) => out.push(b),
+                // Taken meanwhile: the index entry is left over.
+                None => {
+                    self.fold_due.remove(&key)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds the index by due time from the buckets (at open: a store written before the
+    /// index existed, or after a crash between two writes, is indexed right).
+    pub(super) fn reindex_folds(&self) -> Result<(), StoreError> {
+        self.fold_due.clear()?;
+        for b in self.fold_buckets()? {
+            self.fold_due.insert(due_key(&b), &[])?;
+        }
+        Ok(())
+    }
+
     /// Empties a bucket, returning its cards in the order they were folded.
     pub fn take_folds(&self, id: &str) -> Result<Vec<Item>, StoreError> {
         let mut prefix = id.as_bytes().to_vec();
@@ -98,6 +127,9 @@ impl Store {
             let (k, v) = kv?;
             items.push(decode(&v)?);
             self.fold_items.remove(k)?;
+        }
+        if let Some(b) = self.fold_bucket(id)? {
+            self.fold_due.remove(due_key(&b))?;
         }
         self.fold_buckets.remove(id)?;
         Ok(items)
@@ -141,4 +173,18 @@ impl Store {
         self.digest_state.insert(con.as_str(), &ms.to_be_bytes())?;
         Ok(())
     }
+}
+
+/// The index key of a bucket: its due time (big-endian, so keys sort by time), then its id.
+fn due_key(b: &Bucket) -> Vec<u8> {
+    let mut k = b.due_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(b.id.as_bytes());
+    k
+}
+
+/// The last possible key of a due time: `..=` this covers every bucket due by then.
+fn due_prefix(due_ms: u64) -> Vec<u8> {
+    let mut k = due_ms.to_be_bytes().to_vec();
+    k.push(0xff);
+    k
 }
