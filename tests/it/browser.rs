@@ -412,7 +412,8 @@ async fn connect_deny_and_pause_in_a_real_browser() {
             .status(),
         202
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Recorded before the 202: the paused connection's card was skipped, not queued.
+    g.wait_settled().await;
     assert_eq!(
         inbox_cards(&g, "engineering").await,
         before,

@@ -412,7 +412,7 @@ fn sighup_reloads_rules() {
     .unwrap();
     let mut cmd = cardwire();
     cmd.args(["serve", "--config"]).arg(&config);
-    let (mut child, addr, _log) = crate::utils::spawn_serve(cmd);
+    let (mut child, addr, log) = crate::utils::spawn_serve(cmd);
     let count = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
             let v: serde_json::Value = reqwest::Client::new()
@@ -432,12 +432,15 @@ fn sighup_reloads_rules() {
     let mut text = std::fs::read_to_string(rules.join("github.yaml")).unwrap();
     text.push_str("\n- name: extra\n  source: github\n  event: star\n  template: github/release\n");
     std::fs::write(rules.join("github.yaml"), text).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(600));
-    assert_eq!(
-        count(&rt),
-        before,
-        "without watching, a change waits for SIGHUP"
+    // Without watching, nothing watches the folders (the start-up log says what is watched),
+    // so the change waits for SIGHUP.
+    let started: Vec<String> = log.try_iter().collect();
+    assert!(
+        started.iter().any(|l| l.contains("listening"))
+            && !started.iter().any(|l| l.contains("watching for changes")),
+        "{started:#?}"
     );
+    assert_eq!(count(&rt), before);
     assert!(Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()
@@ -760,7 +763,7 @@ async fn deliveries_commands_list_show_and_retry() {
         .await;
     }
     rx.wait_for(2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    g.wait_settled().await;
     let run = |args: &[&str]| {
         let out = cardwire()
             .args([

@@ -443,7 +443,8 @@ async fn a_paused_connection_receives_nothing_and_counts_what_it_skipped() {
     assert_eq!(res.status(), 200);
     g.github("push", &fixture("github/push.event.4.json"), Some("p1"))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.wait_settled().await;
+    assert!(g.deliveries(&format!("connection={id}")).await.is_empty());
     assert!(rx.received().is_empty());
     let c = g.admin_get(&format!("/api/connections/{id}")).await;
     assert_eq!(

@@ -172,8 +172,32 @@ async fn sigterm_lets_the_attempt_in_flight_finish() {
         "exited after {:?}",
         asked.elapsed()
     );
-    let (mut child, _addr, _log) = tokio::task::block_in_place(|| serve(&config));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // After the restart, the card is on record as delivered and nothing is queued: nothing can
+    // be sent again (recorded state, not a wait for nothing to arrive).
+    let (mut child, addr, _log) = tokio::task::block_in_place(|| serve(&config));
+    let list = |state: &'static str| {
+        let (client, addr) = (client.clone(), addr.clone());
+        async move {
+            let v: serde_json::Value = client
+                .get(format!("http://{addr}/api/deliveries?state={state}"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["deliveries"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(
+        (
+            list("delivered").await,
+            list("queued").await,
+            list("retrying").await
+        ),
+        (1, 0, 0)
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -38,7 +38,8 @@ async fn a_workflow_url_takes_any_2xx() {
         .await;
     let got = rx.wait_for(1).await;
     assert_eq!(got[0].body["type"], "message");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    g.wait_settled().await;
+    assert_eq!(g.deliveries("state=delivered").await.len(), 1);
     assert_eq!(
         rx.received().len(),
         1,
@@ -92,11 +93,16 @@ async fn channels_route_cards_to_the_connections_that_want_them() {
     let g = Gateway::start().await;
     let rx = Receiver::start().await;
     g.connect(&rx.url("github"), "teams", &["github"]).await;
-    g.connect(&rx.url("other"), "teams", &["alerts"]).await;
+    let other = g.connect(&rx.url("other"), "teams", &["alerts"]).await;
     g.github("push", &fixture("github/push.event.4.json"), None)
         .await;
+    // Decided before the 202: no card for the connection that wants only alerts.
+    assert!(g
+        .deliveries(&format!("connection={other}"))
+        .await
+        .is_empty());
     let got = rx.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.wait_settled().await;
     assert_eq!(rx.received().len(), 1);
     assert_eq!(got[0].path, "/github");
 }
@@ -191,7 +197,7 @@ async fn a_gone_url_breaks_the_connection_keeps_its_cards_and_a_retry_sends_them
     // While broken, new cards are kept as dead letters, not sent.
     g.github("push", &fixture("github/push.event.5.json"), Some("g2"))
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    g.wait_settled().await;
     assert_eq!(rx.received().len(), 1);
     let dead = g.admin_get("/api/deliveries?state=dead").await;
     let dead = dead["deliveries"].as_array().unwrap();

@@ -1,8 +1,6 @@
 //! Noise control through the running gateway: dedup and folding with their stats, and the
 //! digest choice. (Summaries and digests over time: `noise::tests`, on a fake clock.)
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::utils::*;
@@ -46,7 +44,7 @@ async fn repeats_are_dropped_and_bursts_folded_and_both_counted() {
     }
     dedup.wait_for(1).await;
     limit.wait_for(2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.wait_settled().await;
     assert_eq!(
         dedup.received().len(),
         1,
@@ -112,7 +110,9 @@ async fn a_digest_is_chosen_and_checked_and_holds_cards_back() {
         Some("dg2"),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Decided before the 202: the cards wait for the digest, none is queued.
+    g.wait_settled().await;
+    assert!(g.deliveries("").await.is_empty());
     assert!(rx.received().is_empty(), "the card waits for the digest");
     // Turning the digest off sends what was waiting, as one digest.
     patch(json!({"digest": null})).await.unwrap();
@@ -156,7 +156,12 @@ async fn a_connection_limit_is_set_checked_and_folds() {
         .await;
     }
     rx.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.wait_settled().await;
+    assert_eq!(
+        g.deliveries("").await.len(),
+        1,
+        "one card made, the rest folded"
+    );
     assert_eq!(rx.received().len(), 1, "one an hour: the rest folded");
     let res = patch(json!({"limit": null})).await.unwrap();
     assert!(res.json::<Value>().await.unwrap()["limit"].is_null());

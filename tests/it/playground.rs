@@ -262,7 +262,12 @@ async fn send_queues_a_valid_card_through_the_outbox() {
         (409, Some("connection_not_sending")),
         "{v}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    g.wait_settled().await;
+    assert_eq!(
+        g.deliveries("").await.len(),
+        1,
+        "the refused send queued nothing"
+    );
     assert_eq!(r.received().len(), 1);
 }
 

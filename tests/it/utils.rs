@@ -179,6 +179,29 @@ impl Gateway {
         }
     }
 
+    /// The deliveries `GET /api/deliveries?{query}` lists (one page of up to 1000).
+    pub async fn deliveries(&self, query: &str) -> Vec<Value> {
+        let v = self
+            .admin_get(&format!("/api/deliveries?limit=1000&{query}"))
+            .await;
+        v["deliveries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until no card is queued or retrying: every card staged so far has been delivered
+    /// or buried, so nothing more can reach a receiver until another event comes (or a summary
+    /// or digest falls due). What a test then asserts about the receiver is recorded state, not
+    /// what happened to arrive within a sleep.
+    pub async fn wait_settled(&self) {
+        self.admin_get_until("/api/deliveries?state=queued&limit=1", |v| {
+            v["deliveries"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
+        self.admin_get_until("/api/deliveries?state=retrying&limit=1", |v| {
+            v["deliveries"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
+    }
+
     /// Adds a connection through the admin API; returns its id.
     pub async fn connect(&self, url: &str, kind: &str, channels: &[&str]) -> String {
         let res = self
