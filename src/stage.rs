@@ -79,17 +79,22 @@ pub fn wake(app: &App, cons: &[ConnectionId]) {
     }
 }
 
-/// Claims the delivery id, matches rules, renders and queues cards — everything but the
-/// commit. A card that fails to render becomes a dead letter with the reason.
+/// Reserves the delivery id, matches rules, renders and queues cards — everything but the
+/// commit. The cards and the delivery-id claim are written together, atomically
+/// ([`crate::store::Store::enqueue_event`]). A card that fails to render becomes a fallback
+/// card, or a dead letter with the reason.
 pub fn stage(app: &App, pipeline: &Pipeline, event: &Event) -> Result<Staged, StoreError> {
+    let repeated = |first: EventId| {
+        tracing::info!(source = %event.source, delivery = ?event.delivery_key, event = %first, "repeated delivery; already accepted");
+        Staged {
+            id: first,
+            wake: Vec::new(),
+            news: Vec::new(),
+        }
+    };
     if let Some(key) = &event.delivery_key {
-        if let Some(first) = app.store.claim_delivery(key, &event.id)? {
-            tracing::info!(source = %event.source, delivery = %key, event = %first, "repeated delivery; already accepted");
-            return Ok(Staged {
-                id: first,
-                wake: Vec::new(),
-                news: Vec::new(),
-            });
+        if let Some(first) = app.store.reserve_delivery(key, &event.id)? {
+            return Ok(repeated(first));
         }
     }
     keep_recent(app, event);
@@ -101,24 +106,37 @@ pub fn stage(app: &App, pipeline: &Pipeline, event: &Event) -> Result<Staged, St
                    "event_type": event.event_type, "action": event.action}),
         ));
     }
-    let result = queue_cards(app, pipeline, event, &mut news);
-    if result.is_err() {
-        if let Some(key) = &event.delivery_key {
-            let _ = app.store.release_delivery(key);
+    let mut queue = Vec::new();
+    let written = queue_cards(app, pipeline, event, &mut news, &mut queue).and_then(|wake| {
+        let claim = event.delivery_key.as_deref().map(|k| (k, &event.id));
+        Ok(app.store.enqueue_event(claim, &queue)?.map(|()| wake))
+    });
+    match written {
+        Ok(Ok(wake)) => Ok(Staged {
+            id: event.id.clone(),
+            wake,
+            news,
+        }),
+        Ok(Err(first)) => Ok(repeated(first)),
+        Err(e) => {
+            if let Some(key) = &event.delivery_key {
+                let _ = app.store.release_delivery(key);
+            }
+            Err(e)
         }
     }
-    result.map(|wake| Staged {
-        id: event.id.clone(),
-        wake,
-        news,
-    })
 }
 
+/// The cards of an event, decided: matched, deduplicated, limited, rendered, through noise
+/// control. The records to queue are returned, not written: [`stage`] writes them with the
+/// delivery-id claim in one atomic write. (Dead letters for broken connections and
+/// noise-control state are written as they are decided.)
 fn queue_cards(
     app: &App,
     pipeline: &Pipeline,
     event: &Event,
     news: &mut Vec<(&'static str, Value)>,
+    queue: &mut Vec<OutboxRecord>,
 ) -> Result<Vec<ConnectionId>, StoreError> {
     let rules = pipeline.rules.matches(event);
     let mut wake = Vec::new();
@@ -224,7 +242,6 @@ fn queue_cards(
                     };
                     match app.noise.decide(rule, conn, limited.clone(), item)? {
                         Decision::Send => {
-                            app.store.enqueue(&record)?;
                             wake.push(conn.id.clone());
                             if listening {
                                 let mut note = json!({"type": "queued", "event": event.id, "rule": rule.name,
@@ -234,6 +251,7 @@ fn queue_cards(
                                 }
                                 news.push(("queued", note));
                             }
+                            queue.push(record);
                         }
                         Decision::Folded => app.metrics.folded(&rule.name),
                         Decision::Digested => {}

@@ -101,6 +101,8 @@ pub struct Store {
     meta: sled::Tree,
     ring: Arc<recent::Ring>,
     counts: Mutex<Counts>,
+    /// Upstream delivery ids reserved by events being staged (see [`Store::reserve_delivery`]).
+    staging: Mutex<std::collections::HashMap<String, EventId>>,
     sync: bool,
     commits: mpsc::UnboundedSender<CommitRequest>,
 }
@@ -151,6 +153,7 @@ impl Store {
             cipher,
             delivered,
             counts: Mutex::new(counts),
+            staging: Mutex::default(),
             sync,
             connections: db.open_tree("connections")?,
             outbox,
@@ -375,6 +378,65 @@ mod tests {
     /// instead of failing; a lock that stays held is still an error, after the wait.
     /// The noise tick reads only the fold buckets that are due, through the index by due time,
     /// which follows the buckets and is rebuilt at open.
+    /// An event's cards and the claim of its upstream delivery id are written together: a
+    /// concurrent redelivery sees the reservation, and an id claimed meanwhile writes nothing.
+    #[tokio::test]
+    async fn an_events_claim_and_cards_are_written_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).unwrap();
+        let con = ConnectionId::new();
+        let (first, second) = (EventId::new(), EventId::new());
+        assert_eq!(store.reserve_delivery("d1", &first).unwrap(), None);
+        assert_eq!(
+            store.reserve_delivery("d1", &second).unwrap(),
+            Some(first.clone()),
+            "being staged: the redelivery gets the first id"
+        );
+        assert!(
+            store.seen.get("d1").unwrap().is_none(),
+            "not claimed before the write"
+        );
+        let cards = [record(&con, 1), record(&con, 2)];
+        assert_eq!(
+            store.enqueue_event(Some(("d1", &first)), &cards).unwrap(),
+            Ok(())
+        );
+        assert_eq!(store.queued(), 2);
+        assert_eq!(
+            store
+                .queued_records()
+                .unwrap()
+                .iter()
+                .map(|r| r.rule.as_str())
+                .collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
+        assert_eq!(
+            store.reserve_delivery("d1", &second).unwrap(),
+            Some(first.clone()),
+            "claimed"
+        );
+        // Claimed meanwhile (by another path): nothing of this event is written.
+        assert_eq!(
+            store
+                .enqueue_event(Some(("d1", &second)), &[record(&con, 3)])
+                .unwrap(),
+            Err(first.clone())
+        );
+        assert_eq!(store.queued(), 2);
+        assert_eq!(store.queued_records().unwrap().len(), 2);
+        // A reservation that is released lets the redelivery through.
+        assert_eq!(store.reserve_delivery("d2", &first).unwrap(), None);
+        store.release_delivery("d2").unwrap();
+        assert_eq!(store.reserve_delivery("d2", &second).unwrap(), None);
+        // Without a delivery id, the cards alone, in one batch.
+        assert_eq!(
+            store.enqueue_event(None, &[record(&con, 4)]).unwrap(),
+            Ok(())
+        );
+        assert_eq!(store.queued(), 3);
+    }
+
     #[tokio::test]
     async fn fold_buckets_are_found_by_due_time() {
         let dir = tempfile::tempdir().unwrap();

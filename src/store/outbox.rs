@@ -147,6 +147,73 @@ impl Store {
         Ok(OutboxKey(key))
     }
 
+    /// Queues an event's cards and writes the claim of its upstream delivery id (reserved with
+    /// [`Store::reserve_delivery`]) in one atomic write: after a crash there is never a claim
+    /// without its cards (a redelivery refused while its cards are lost), nor cards without
+    /// their claim. `Ok(Err(first))` when another event claimed the id meanwhile: nothing is
+    /// written. The reservation ends either way.
+    pub fn enqueue_event(
+        &self,
+        claim: Option<(&str, &EventId)>,
+        records: &[OutboxRecord],
+    ) -> Result<Result<(), EventId>, StoreError> {
+        if claim.is_none() && records.is_empty() {
+            return Ok(Ok(()));
+        }
+        let mut rows = Vec::with_capacity(records.len());
+        for rec in records {
+            let seq = self.db.generate_id()?;
+            let mut key = Vec::with_capacity(rec.connection.as_str().len() + 8);
+            key.extend_from_slice(rec.connection.as_str().as_bytes());
+            key.extend_from_slice(&seq.to_be_bytes());
+            rows.push((
+                sled::IVec::from(key),
+                sled::IVec::from(serde_json::to_vec(rec)?),
+            ));
+        }
+        // Counted before they are visible to delivery (see `enqueue_then`).
+        self.count(|c| c.queued += rows.len());
+        let written = match claim {
+            None => {
+                let mut batch = sled::Batch::default();
+                for (k, v) in &rows {
+                    batch.insert(k.clone(), v.clone());
+                }
+                self.outbox
+                    .apply_batch(batch)
+                    .map(|()| Ok(()))
+                    .map_err(StoreError::from)
+            }
+            Some((key, event)) => {
+                use sled::transaction::{abort, TransactionError};
+                use sled::Transactional;
+                let tx = (&self.seen, &self.outbox).transaction(|(seen, outbox)| {
+                    if let Some(first) = seen.get(key)? {
+                        return abort(first.to_vec());
+                    }
+                    seen.insert(key, event.as_str().as_bytes())?;
+                    for (k, v) in &rows {
+                        outbox.insert(k.clone(), v.clone())?;
+                    }
+                    Ok(())
+                });
+                self.staging.lock().expect("staging lock").remove(key);
+                match tx {
+                    Ok(()) => Ok(Ok(())),
+                    Err(TransactionError::Abort(first)) => {
+                        Ok(Err(EventId::parse(&String::from_utf8_lossy(&first))
+                            .unwrap_or_else(|| event.clone())))
+                    }
+                    Err(TransactionError::Storage(e)) => Err(StoreError::from(e)),
+                }
+            }
+        };
+        if !matches!(written, Ok(Ok(()))) {
+            self.count(|c| c.queued -= rows.len());
+        }
+        written
+    }
+
     /// The oldest card queued for a connection.
     pub fn next_for(
         &self,

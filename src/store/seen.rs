@@ -7,8 +7,9 @@
 use super::*;
 
 impl Store {
-    /// Records that `key` (an upstream delivery id) is being handled as `event`. If it was
-    /// already, returns the event id it got the first time.
+    /// Records that `key` (an upstream delivery id) is being handled as `event`, durably at
+    /// once. If it was already, returns the event id it got the first time. (Staging reserves
+    /// with [`Store::reserve_delivery`] instead and claims in [`Store::enqueue_event`].)
     pub fn claim_delivery(
         &self,
         key: &str,
@@ -26,8 +27,30 @@ impl Store {
         }
     }
 
-    /// Forgets a claim whose event could not be accepted, so that a redelivery is processed.
+    /// Reserves `key` for `event` while the event is staged: the id it got before if it was
+    /// claimed (or is being staged) already, else `None`. The claim itself is written with the
+    /// event's cards, in [`Store::enqueue_event`]; [`Store::release_delivery`] drops a
+    /// reservation that will not be.
+    pub fn reserve_delivery(
+        &self,
+        key: &str,
+        event: &EventId,
+    ) -> Result<Option<EventId>, StoreError> {
+        if let Some(v) = self.seen.get(key)? {
+            return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
+        }
+        let mut staging = self.staging.lock().expect("staging lock");
+        if let Some(first) = staging.get(key) {
+            return Ok(Some(first.clone()));
+        }
+        staging.insert(key.to_string(), event.clone());
+        Ok(None)
+    }
+
+    /// Forgets a claim (or a reservation) whose event could not be accepted, so that a
+    /// redelivery is processed.
     pub fn release_delivery(&self, key: &str) -> Result<(), StoreError> {
+        self.staging.lock().expect("staging lock").remove(key);
         self.seen.remove(key)?;
         Ok(())
     }
