@@ -253,6 +253,277 @@ impl Rule {
     }
 }
 
+/// One load of rule files: what every file is checked against, and what the load found.
+struct Loader<'a, T> {
+    sources: &'a BTreeMap<String, SourceConfig>,
+    has_template: &'a T,
+    shapes: known::Shapes,
+    /// Rule names already used, and where.
+    seen: HashMap<String, PathBuf>,
+    rules: Vec<Rule>,
+    problems: Vec<Problem>,
+}
+
+/// Problems with one rule, as (path in the file, message); a path ending in `#key` points at
+/// the key rather than its value.
+type Report = Vec<(String, String)>;
+
+impl<T: Fn(&str, CardKind) -> bool> Loader<'_, T> {
+    /// Checks one file: its shape against the schema first (every problem at its place), then
+    /// each rule whose shape is right.
+    fn load_file(&mut self, file: &PathBuf, text: &str) {
+        let doc = match Document::parse(file, text) {
+            Ok(d) => d,
+            Err(p) => {
+                self.problems.push(p);
+                return;
+            }
+        };
+        let mut broken = HashSet::new();
+        let mut file_broken = false;
+        for vi in schema::validate(&doc.value) {
+            let idx = item_index(&vi.path);
+            match idx {
+                Some(i) => {
+                    broken.insert(i);
+                }
+                None => file_broken = true,
+            }
+            let name = idx
+                .and_then(|i| doc.value.get(i))
+                .map(|r| r.get("name").and_then(Value::as_str).unwrap_or("?"));
+            let prefix = name.map(|n| format!("rule {n:?}: ")).unwrap_or_default();
+            let pos = if vi.at_key {
+                doc.key_pos(&vi.path)
+            } else {
+                doc.pos(&vi.path)
+            };
+            self.problems
+                .push(Problem::new(file, pos, format!("{prefix}{}", vi.message)));
+        }
+        let items = match &doc.value {
+            Value::Array(items) if !file_broken => items.as_slice(),
+            _ => return,
+        };
+        for (i, item) in items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !broken.contains(i))
+        {
+            self.load_rule(file, &doc, i, item);
+        }
+    }
+
+    /// Compiles one rule, or reports every problem it has.
+    fn load_rule(&mut self, file: &PathBuf, doc: &Document, i: usize, item: &Value) {
+        let at = format!("[{i}]");
+        let name = item
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        let rc: RuleConfig = match doc.deserialize_at(&at, item) {
+            Ok(rc) => rc,
+            Err(p) => {
+                self.problems.push(Problem {
+                    message: format!("rule {name:?}: {}", p.message),
+                    ..p
+                });
+                return;
+            }
+        };
+        let mut errs: Report = Vec::new();
+        self.check_name(&rc, file, &at, &mut errs);
+        let inactive = self.check_source(&rc, &at, &mut errs);
+        self.check_template(&rc, &at, &mut errs);
+        if rc.event.trim().is_empty() {
+            errs.push((format!("{at}.event"), "the event is empty".into()));
+        }
+        let when = self.compile_when(&rc, &at, &mut errs);
+        let expr = compile_if(&rc, &at, &mut errs);
+        let limit = compile_limit(&rc, &at, &mut errs);
+        let dedup = compile_dedup(&rc, &at, &mut errs);
+        if !errs.is_empty() {
+            self.problems.extend(errs.into_iter().map(|(path, m)| {
+                let pos = match path.strip_suffix("#key") {
+                    Some(p) => doc.key_pos(p),
+                    None => doc.pos(&path),
+                };
+                Problem::new(file, pos, format!("rule {name:?}: {m}"))
+            }));
+            return;
+        }
+        self.rules.push(Rule {
+            channel: rc.channel.unwrap_or_else(|| rc.source.clone()),
+            name: rc.name,
+            source: rc.source,
+            event: rc.event,
+            actions: rc.actions,
+            when,
+            template: rc.template,
+            enabled: rc.enabled,
+            stop: rc.stop,
+            expr,
+            limit,
+            dedup,
+            digest: rc.digest,
+            file: file.clone(),
+            inactive,
+        });
+    }
+
+    /// The name: not empty, not used by another rule.
+    fn check_name(&mut self, rc: &RuleConfig, file: &std::path::Path, at: &str, errs: &mut Report) {
+        if rc.name.trim().is_empty() {
+            errs.push((format!("{at}.name"), "the name is empty".into()));
+        } else if let Some(first) = self.seen.get(&rc.name) {
+            errs.push((
+                format!("{at}.name"),
+                format!("the name is already used in {}", first.display()),
+            ));
+        } else {
+            self.seen.insert(rc.name.clone(), file.to_path_buf());
+        }
+    }
+
+    /// The source: configured, or a typo of a configured one (an error), or neither (the rule
+    /// is inactive; returns why).
+    fn check_source(&self, rc: &RuleConfig, at: &str, errs: &mut Report) -> Option<String> {
+        if self.sources.contains_key(&rc.source) {
+            return None;
+        }
+        let names: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+        match source_typo(&rc.source, &names) {
+            Some(meant) => {
+                errs.push((
+                    format!("{at}.source"),
+                    format!(
+                        "unknown source {:?}: did you mean {meant:?}? configured sources: {}",
+                        rc.source,
+                        names.join(", ")
+                    ),
+                ));
+                None
+            }
+            None => Some(format!("source {} not configured", rc.source)),
+        }
+    }
+
+    /// The template exists in every kind.
+    fn check_template(&self, rc: &RuleConfig, at: &str, errs: &mut Report) {
+        let missing: Vec<&str> = [CardKind::Teams, CardKind::Workflow]
+            .into_iter()
+            .filter(|k| !(self.has_template)(&rc.template, *k))
+            .map(CardKind::as_str)
+            .collect();
+        if !missing.is_empty() {
+            errs.push((
+                format!("{at}.template"),
+                format!(
+                    "template {:?} has no {} version (expected {})",
+                    rc.template,
+                    missing.join(" or "),
+                    missing
+                        .iter()
+                        .map(|k| format!("templates/{}.{k}.hbs", rc.template))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            ));
+        }
+    }
+
+    /// `when:` compiled; a path that can never exist in the event's payload (where its shape
+    /// is known) is reported.
+    fn compile_when(&self, rc: &RuleConfig, at: &str, errs: &mut Report) -> Option<Cond> {
+        let c = match Cond::compile(rc.when.as_ref()?, "when") {
+            Ok(c) => c,
+            Err((path, message)) => {
+                // Point at the key: `matches:` rather than the regex after it.
+                errs.push((format!("{at}.{path}#key"), format!("{path}: {message}")));
+                return None;
+            }
+        };
+        let github = self
+            .sources
+            .get(&rc.source)
+            .is_some_and(|s| s.kind == crate::event::SourceKind::Github);
+        if github {
+            for (path, test_at) in c.paths() {
+                let Some(bad) = known::check_github(&self.shapes, &rc.event, &rc.actions, path)
+                else {
+                    continue;
+                };
+                let hint = bad
+                    .suggestion
+                    .map(|s| format!("; did you mean `{s}` there?"))
+                    .unwrap_or_default();
+                let actions = if rc.actions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", rc.actions.join(", "))
+                };
+                errs.push((
+                    format!("{at}.{test_at}.path"),
+                    format!(
+                        "{test_at}.path: `{}` can never exist in a GitHub {} event{actions}: no `{}`{hint}",
+                        path.text, rc.event, bad.at
+                    ),
+                ));
+            }
+        }
+        Some(c)
+    }
+}
+
+/// `if:` compiled.
+fn compile_if(rc: &RuleConfig, at: &str, errs: &mut Report) -> Option<Expr> {
+    match Expr::compile(rc.if_expr.as_ref()?) {
+        Ok(x) => Some(x),
+        Err(e) => {
+            errs.push((format!("{at}.if"), format!("if: {e}")));
+            None
+        }
+    }
+}
+
+/// `limit:` compiled: its rate, burst and `per` expression.
+fn compile_limit(rc: &RuleConfig, at: &str, errs: &mut Report) -> Option<Limit> {
+    let l = rc.limit.as_ref()?;
+    let rate = crate::units::parse_rate(&l.rate)
+        .map_err(|e| errs.push((format!("{at}.limit.rate"), format!("limit.rate: {e}"))))
+        .ok();
+    if let Some(per) = &l.per {
+        if let Err(e) = check_template_expr(per) {
+            errs.push((format!("{at}.limit.per"), format!("limit.per: {e}")));
+        }
+    }
+    rate.map(|(count, period)| Limit {
+        count,
+        period,
+        burst: l.burst.unwrap_or(count),
+        per: l.per.clone(),
+    })
+}
+
+/// `dedup:` compiled: its key expression and window.
+fn compile_dedup(rc: &RuleConfig, at: &str, errs: &mut Report) -> Option<Dedup> {
+    let d = rc.dedup.as_ref()?;
+    if let Err(e) = check_template_expr(&d.key) {
+        errs.push((format!("{at}.dedup.key"), format!("dedup.key: {e}")));
+    }
+    match crate::units::parse_duration(&d.window) {
+        Ok(window) => Some(Dedup {
+            key: d.key.clone(),
+            window,
+        }),
+        Err(e) => {
+            errs.push((format!("{at}.dedup.window"), format!("dedup.window: {e}")));
+            None
+        }
+    }
+}
+
 /// The configured source a rule's unknown source is a typo of: close to one by edit distance
 /// (one edit, or one in four characters), and not itself the name of a source kind, which
 /// the shipped rule packs use and which is a deliberate name (`gitlab` is two edits from
@@ -308,267 +579,27 @@ impl RuleSet {
         sources: &BTreeMap<String, SourceConfig>,
         has_template: impl Fn(&str, CardKind) -> bool,
     ) -> Result<Self, Problems> {
-        let mut rules = Vec::new();
-        let mut problems = Vec::new();
-        let mut seen: HashMap<String, PathBuf> = HashMap::new();
-        // Parsed on first use, dropped at the end of this load.
-        let shapes = known::Shapes::default();
+        let mut loader = Loader {
+            sources,
+            has_template: &has_template,
+            // Parsed on first use, dropped at the end of this load.
+            shapes: known::Shapes::default(),
+            seen: HashMap::new(),
+            rules: Vec::new(),
+            problems: Vec::new(),
+        };
         for (file, text) in files {
-            let first = problems.len();
-            Self::load_file(
-                file,
-                text,
-                sources,
-                &has_template,
-                &shapes,
-                &mut seen,
-                &mut rules,
-                &mut problems,
-            );
+            let first = loader.problems.len();
+            loader.load_file(file, text);
             // Report in the order of the file, whichever check found what.
-            problems[first..].sort_by_key(|p| (p.pos.line, p.pos.col));
+            loader.problems[first..].sort_by_key(|p| (p.pos.line, p.pos.col));
         }
-        if problems.is_empty() {
-            Ok(Self { rules })
+        if loader.problems.is_empty() {
+            Ok(Self {
+                rules: loader.rules,
+            })
         } else {
-            Err(Problems(problems))
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn load_file(
-        file: &PathBuf,
-        text: &str,
-        sources: &BTreeMap<String, SourceConfig>,
-        has_template: &impl Fn(&str, CardKind) -> bool,
-        shapes: &known::Shapes,
-        seen: &mut HashMap<String, PathBuf>,
-        rules: &mut Vec<Rule>,
-        problems: &mut Vec<Problem>,
-    ) {
-        {
-            let doc = match Document::parse(file, text) {
-                Ok(d) => d,
-                Err(p) => {
-                    problems.push(p);
-                    return;
-                }
-            };
-            // The schema first: the shape of every rule, every problem at its place. Rules
-            // with a shape problem are not checked further; the others are.
-            let mut broken = HashSet::new();
-            let mut file_broken = false;
-            for vi in schema::validate(&doc.value) {
-                let idx = item_index(&vi.path);
-                match idx {
-                    Some(i) => {
-                        broken.insert(i);
-                    }
-                    None => file_broken = true,
-                }
-                let name = idx
-                    .and_then(|i| doc.value.get(i))
-                    .map(|r| r.get("name").and_then(Value::as_str).unwrap_or("?"));
-                let prefix = name.map(|n| format!("rule {n:?}: ")).unwrap_or_default();
-                let pos = if vi.at_key {
-                    doc.key_pos(&vi.path)
-                } else {
-                    doc.pos(&vi.path)
-                };
-                problems.push(Problem::new(file, pos, format!("{prefix}{}", vi.message)));
-            }
-            let items = match &doc.value {
-                Value::Array(items) if !file_broken => items.as_slice(),
-                _ => return,
-            };
-            for (i, item) in items
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !broken.contains(i))
-            {
-                let at = format!("[{i}]");
-                let name = item
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string();
-                let rc: RuleConfig = match doc.deserialize_at(&at, item) {
-                    Ok(rc) => rc,
-                    Err(p) => {
-                        problems.push(Problem {
-                            message: format!("rule {name:?}: {}", p.message),
-                            ..p
-                        });
-                        continue;
-                    }
-                };
-                let mut errs: Vec<(String, String)> = Vec::new();
-                let mut report =
-                    |path: &str, message: String| errs.push((path.to_string(), message));
-                if rc.name.trim().is_empty() {
-                    report(&format!("{at}.name"), "the name is empty".into());
-                } else if let Some(first) = seen.get(&rc.name) {
-                    report(
-                        &format!("{at}.name"),
-                        format!("the name is already used in {}", first.display()),
-                    );
-                } else {
-                    seen.insert(rc.name.clone(), file.clone());
-                }
-                let mut inactive = None;
-                if !sources.contains_key(&rc.source) {
-                    let names: Vec<&str> = sources.keys().map(String::as_str).collect();
-                    match source_typo(&rc.source, &names) {
-                        Some(meant) => report(
-                            &format!("{at}.source"),
-                            format!(
-                                "unknown source {:?}: did you mean {meant:?}? configured sources: {}",
-                                rc.source,
-                                names.join(", ")
-                            ),
-                        ),
-                        None => inactive = Some(format!("source {} not configured", rc.source)),
-                    }
-                }
-                let missing: Vec<&str> = [CardKind::Teams, CardKind::Workflow]
-                    .into_iter()
-                    .filter(|k| !has_template(&rc.template, *k))
-                    .map(CardKind::as_str)
-                    .collect();
-                if !missing.is_empty() {
-                    report(
-                        &format!("{at}.template"),
-                        format!(
-                            "template {:?} has no {} version (expected {})",
-                            rc.template,
-                            missing.join(" or "),
-                            missing
-                                .iter()
-                                .map(|k| format!("templates/{}.{k}.hbs", rc.template))
-                                .collect::<Vec<_>>()
-                                .join(" and ")
-                        ),
-                    );
-                }
-                if rc.event.trim().is_empty() {
-                    report(&format!("{at}.event"), "the event is empty".into());
-                }
-                let when = match &rc.when {
-                    None => None,
-                    Some(v) => match Cond::compile(v, "when") {
-                        Ok(c) => Some(c),
-                        Err((path, message)) => {
-                            // Point at the key: `matches:` rather than the regex after it.
-                            let key = format!("{at}.{path}");
-                            report(&format!("{key}#key"), format!("{path}: {message}"));
-                            None
-                        }
-                    },
-                };
-                // A path that can never exist in this event's payload (when its shape is known).
-                if let (Some(c), Some(src)) = (&when, sources.get(&rc.source)) {
-                    if src.kind == crate::event::SourceKind::Github {
-                        for (path, test_at) in c.paths() {
-                            if let Some(bad) =
-                                known::check_github(shapes, &rc.event, &rc.actions, path)
-                            {
-                                let hint = bad
-                                    .suggestion
-                                    .map(|s| format!("; did you mean `{s}` there?"))
-                                    .unwrap_or_default();
-                                let actions = if rc.actions.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(" ({})", rc.actions.join(", "))
-                                };
-                                report(
-                                    &format!("{at}.{test_at}.path"),
-                                    format!(
-                                        "{test_at}.path: `{}` can never exist in a GitHub {} event{actions}: no `{}`{hint}",
-                                        path.text, rc.event, bad.at
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                }
-                let expr = match &rc.if_expr {
-                    None => None,
-                    Some(src) => match Expr::compile(src) {
-                        Ok(x) => Some(x),
-                        Err(e) => {
-                            report(&format!("{at}.if"), format!("if: {e}"));
-                            None
-                        }
-                    },
-                };
-                let limit = match &rc.limit {
-                    None => None,
-                    Some(l) => {
-                        let rate = crate::units::parse_rate(&l.rate)
-                            .map_err(|e| {
-                                report(&format!("{at}.limit.rate"), format!("limit.rate: {e}"))
-                            })
-                            .ok();
-                        if let Some(per) = &l.per {
-                            if let Err(e) = check_template_expr(per) {
-                                report(&format!("{at}.limit.per"), format!("limit.per: {e}"));
-                            }
-                        }
-                        rate.map(|(count, period)| Limit {
-                            count,
-                            period,
-                            burst: l.burst.unwrap_or(count),
-                            per: l.per.clone(),
-                        })
-                    }
-                };
-                let dedup = match &rc.dedup {
-                    None => None,
-                    Some(d) => {
-                        if let Err(e) = check_template_expr(&d.key) {
-                            report(&format!("{at}.dedup.key"), format!("dedup.key: {e}"));
-                        }
-                        match crate::units::parse_duration(&d.window) {
-                            Ok(window) => Some(Dedup {
-                                key: d.key.clone(),
-                                window,
-                            }),
-                            Err(e) => {
-                                report(&format!("{at}.dedup.window"), format!("dedup.window: {e}"));
-                                None
-                            }
-                        }
-                    }
-                };
-                let ok = errs.is_empty();
-                problems.extend(errs.into_iter().map(|(path, m)| {
-                    let pos = match path.strip_suffix("#key") {
-                        Some(p) => doc.key_pos(p),
-                        None => doc.pos(&path),
-                    };
-                    Problem::new(file, pos, format!("rule {name:?}: {m}"))
-                }));
-                if ok {
-                    rules.push(Rule {
-                        channel: rc.channel.unwrap_or_else(|| rc.source.clone()),
-                        name: rc.name,
-                        source: rc.source,
-                        event: rc.event,
-                        actions: rc.actions,
-                        when,
-                        template: rc.template,
-                        enabled: rc.enabled,
-                        stop: rc.stop,
-                        expr,
-                        limit,
-                        dedup,
-                        digest: rc.digest,
-                        file: file.clone(),
-                        inactive,
-                    });
-                }
-            }
+            Err(Problems(loader.problems))
         }
     }
 
