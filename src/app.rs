@@ -112,33 +112,9 @@ impl Server {
             // Listening on port 0: links (callback, emulator inboxes) name the real port.
             config.public_url = Some(format!("http://{addr}"));
         }
-        if config.admin_token.is_none() {
-            tracing::warn!("no admin_token is configured: the admin API under /api is off");
-        }
-        for (name, source) in &config.sources {
-            if source.secret.is_none() && source.token.is_none() {
-                tracing::warn!(source = %name, "source has no secret or token: anyone who can reach the gateway can post to it");
-            }
-        }
-        tracing::info!(
-            rules = pipeline.rules.rules().len(),
-            rules_from = %pipeline.rules_origin,
-            templates_from = %pipeline.templates_origin,
-            connections = connections.all().len(),
-            queued = store.queued(),
-            "pipeline loaded"
-        );
-        if let Some(inactive) = pipeline.rules.inactive_summary() {
-            tracing::info!("{inactive}");
-        }
-        let mut policy = TargetPolicy::new(&config.targets);
-        if config.emulator() {
-            policy =
-                policy.allow_prefix(crate::connect::emulator::inbox_prefix(&config.public_url()));
-            tracing::info!(picker = %format!("{}/connect", config.public_url()), "the Office 365 emulator is on");
-        }
+        log_start(&config, &pipeline, connections.all().len(), store.queued());
         let app = Arc::new(App {
-            policy,
+            policy: policy(&config),
             inboxes: config.emulator().then(Default::default),
             sessions: Default::default(),
             live,
@@ -162,24 +138,7 @@ impl Server {
                 "resuming delivery of cards queued before the last stop"
             );
         }
-        let stop = CancellationToken::new();
-        let reloader = crate::reload::spawn(app.clone(), stop.clone());
-        let pruner = spawn_pruner(app.clone(), stop.clone());
-        let ticker = spawn_noise_ticker(app.clone(), stop.clone());
-        let router = router(app.clone());
-        let signal = stop.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { signal.cancelled().await })
-                .await;
-            let _ = reloader.await;
-            let _ = pruner.await;
-            let _ = ticker.await;
-            deliverer.shutdown().await;
-            drop(deliverer);
-            store.flush()?;
-            served.context("the HTTP server failed")
-        });
+        let (stop, task) = serve(app.clone(), listener, deliverer, store);
         // What loading used and dropped (the rule checks' GitHub schemas, parse trees) goes
         // back to the system now rather than when traffic comes.
         crate::alloc::release_free_pages();
@@ -223,6 +182,72 @@ impl Server {
 
 /// The SSRF guard: the listed hosts, and the gateway's own host while the emulator (whose
 /// inboxes it serves) is on.
+/// Serves until `stop`, with the background tasks (reloads, pruning, the noise ticker); then
+/// lets delivery finish what is in flight and flushes the store.
+fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    deliverer: Arc<Deliverer>,
+    store: Arc<Store>,
+) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+    let stop = CancellationToken::new();
+    let reloader = crate::reload::spawn(app.clone(), stop.clone());
+    let pruner = spawn_pruner(app.clone(), stop.clone());
+    let ticker = spawn_noise_ticker(app.clone(), stop.clone());
+    let router = router(app);
+    let signal = stop.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { signal.cancelled().await })
+            .await;
+        let _ = reloader.await;
+        let _ = pruner.await;
+        let _ = ticker.await;
+        deliverer.shutdown().await;
+        drop(deliverer);
+        store.flush()?;
+        served.context("the HTTP server failed")
+    });
+    (stop, task)
+}
+
+/// Says at start what an operator should know: what is open, what is loaded.
+fn log_start(config: &Config, pipeline: &Pipeline, connections: usize, queued: usize) {
+    if config.admin_token.is_none() {
+        tracing::warn!("no admin_token is configured: the admin API under /api is off");
+    }
+    for (name, source) in &config.sources {
+        if source.secret.is_none() && source.token.is_none() {
+            tracing::warn!(source = %name, "source has no secret or token: anyone who can reach the gateway can post to it");
+        }
+    }
+    tracing::info!(
+        rules = pipeline.rules.rules().len(),
+        rules_from = %pipeline.rules_origin,
+        templates_from = %pipeline.templates_origin,
+        connections,
+        queued,
+        "pipeline loaded"
+    );
+    if let Some(inactive) = pipeline.rules.inactive_summary() {
+        tracing::info!("{inactive}");
+    }
+    if config.emulator() {
+        tracing::info!(picker = %format!("{}/connect", config.public_url()), "the Office 365 emulator is on");
+    }
+}
+
+/// Which webhook URLs connections may have: the configured targets, and the emulator's
+/// inboxes while it is on.
+fn policy(config: &Config) -> TargetPolicy {
+    let policy = TargetPolicy::new(&config.targets);
+    if config.emulator() {
+        policy.allow_prefix(crate::connect::emulator::inbox_prefix(&config.public_url()))
+    } else {
+        policy
+    }
+}
+
 fn guard(config: &Config) -> crate::deliver::guard::AddressGuard {
     let mut g = crate::deliver::guard::AddressGuard::new(&config.targets.allowed_hosts);
     if config.emulator() {
