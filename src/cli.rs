@@ -620,6 +620,33 @@ impl AdminClient {
         }
         Ok(v)
     }
+
+    /// Every delivery that `GET /api/deliveries?{query}` lists, page after page.
+    async fn all_deliveries(&self, query: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut all = Vec::new();
+        let mut path = format!("/api/deliveries?{query}");
+        loop {
+            let mut page = self.call(reqwest::Method::GET, &path, None).await?;
+            if let Some(rows) = page["deliveries"].as_array_mut() {
+                all.append(rows);
+            }
+            match page["next"].as_str() {
+                Some(n) => path = format!("/api/deliveries?{query}&after={n}"),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Queues a dead letter again.
+    async fn retry(&self, id: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/deliveries/{id}/retry"),
+            None,
+        )
+        .await
+        .map(drop)
+    }
 }
 
 fn deliveries(args: &DeliveriesArgs) -> anyhow::Result<ExitCode> {
@@ -628,44 +655,20 @@ fn deliveries(args: &DeliveriesArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         match &args.action {
             DeliveriesAction::List { state, connection } => {
-                let mut after: Option<String> = None;
-                loop {
-                    let mut q = url::form_urlencoded::Serializer::new(String::new());
-                    q.append_pair("limit", "1000");
-                    if let Some(s) = state {
-                        q.append_pair("state", s);
-                    }
-                    if let Some(c) = connection {
-                        q.append_pair("connection", c);
-                    }
-                    if let Some(a) = &after {
-                        q.append_pair("after", a);
-                    }
-                    let page = api
-                        .call(
-                            reqwest::Method::GET,
-                            &format!("/api/deliveries?{}", q.finish()),
-                            None,
-                        )
-                        .await?;
-                    for d in page["deliveries"].as_array().into_iter().flatten() {
-                        println!(
-                            "{}  {:9}  {}  {}  attempts={}  {}",
-                            d["id"].as_str().unwrap_or("?"),
-                            d["state"].as_str().unwrap_or("?"),
-                            d["connection"].as_str().unwrap_or("?"),
-                            d["rule"].as_str().unwrap_or("?"),
-                            d["attempts"],
-                            d["reason"]
-                                .as_str()
-                                .or(d["last_error"].as_str())
-                                .unwrap_or(""),
-                        );
-                    }
-                    match page["next"].as_str() {
-                        Some(n) => after = Some(n.to_string()),
-                        None => break,
-                    }
+                let query = deliveries_query(state.as_deref(), connection.as_deref());
+                for d in api.all_deliveries(&query).await? {
+                    println!(
+                        "{}  {:9}  {}  {}  attempts={}  {}",
+                        d["id"].as_str().unwrap_or("?"),
+                        d["state"].as_str().unwrap_or("?"),
+                        d["connection"].as_str().unwrap_or("?"),
+                        d["rule"].as_str().unwrap_or("?"),
+                        d["attempts"],
+                        d["reason"]
+                            .as_str()
+                            .or(d["last_error"].as_str())
+                            .unwrap_or(""),
+                    );
                 }
             }
             DeliveriesAction::Show { id } => {
@@ -675,12 +678,7 @@ fn deliveries(args: &DeliveriesArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             }
             DeliveriesAction::Retry { id: Some(id), .. } => {
-                api.call(
-                    reqwest::Method::POST,
-                    &format!("/api/deliveries/{id}/retry"),
-                    None,
-                )
-                .await?;
+                api.retry(id).await?;
                 println!("queued {id} again");
             }
             DeliveriesAction::Retry {
@@ -688,27 +686,14 @@ fn deliveries(args: &DeliveriesArgs) -> anyhow::Result<ExitCode> {
                 all: true,
                 connection,
             } => {
+                let query = deliveries_query(Some("dead"), connection.as_deref());
+                let ids: Vec<String> = api
+                    .all_deliveries(&query)
+                    .await?
+                    .iter()
+                    .filter_map(|d| d["id"].as_str().map(str::to_string))
+                    .collect();
                 // One by one, so a long retry shows its progress.
-                let mut q = String::from("/api/deliveries?state=dead&limit=1000");
-                if let Some(c) = connection {
-                    q.push_str(&format!("&connection={c}"));
-                }
-                let mut ids = Vec::new();
-                let mut path = q.clone();
-                loop {
-                    let page = api.call(reqwest::Method::GET, &path, None).await?;
-                    ids.extend(
-                        page["deliveries"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|d| d["id"].as_str().map(str::to_string)),
-                    );
-                    match page["next"].as_str() {
-                        Some(n) => path = format!("{q}&after={n}"),
-                        None => break,
-                    }
-                }
                 let bar = indicatif::ProgressBar::new(ids.len() as u64);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
@@ -717,12 +702,7 @@ fn deliveries(args: &DeliveriesArgs) -> anyhow::Result<ExitCode> {
                     .expect("a valid template"),
                 );
                 for id in &ids {
-                    api.call(
-                        reqwest::Method::POST,
-                        &format!("/api/deliveries/{id}/retry"),
-                        None,
-                    )
-                    .await?;
+                    api.retry(id).await?;
                     bar.inc(1);
                 }
                 bar.finish();
@@ -740,6 +720,19 @@ fn deliveries(args: &DeliveriesArgs) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The query of `GET /api/deliveries` for a state and a connection, as a whole page.
+fn deliveries_query(state: Option<&str>, connection: Option<&str>) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("limit", "1000");
+    if let Some(s) = state {
+        q.append_pair("state", s);
+    }
+    if let Some(c) = connection {
+        q.append_pair("connection", c);
+    }
+    q.finish()
 }
 
 fn snippet(args: &ConfigArg) -> anyhow::Result<ExitCode> {
