@@ -8,7 +8,7 @@
 //! `gt`, `lt`.
 
 use regex::Regex;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::event::Event;
 
@@ -201,115 +201,86 @@ impl Cond {
                 format!("a condition is a mapping (`path:` and an operator, or `all`/`any`/`not`), not {}", kind_of(v)),
             ));
         };
-        let field = match (map.get("path"), map.get("header")) {
-            (Some(_), Some(_)) => {
-                return Err((
-                    at.into(),
-                    "a test reads either `path` or `header`, not both".into(),
-                ))
-            }
-            (Some(Value::String(p)), None) => Some(Field::Path(
-                FieldPath::parse(p).map_err(|e| (join(at, "path"), e))?,
-            )),
-            (None, Some(Value::String(h))) => Some(Field::Header(h.to_ascii_lowercase())),
-            (Some(_), None) => return Err((join(at, "path"), "`path` must be a string".into())),
-            (None, Some(_)) => {
-                return Err((join(at, "header"), "`header` must be a string".into()))
-            }
-            (None, None) => None,
-        };
-        match field {
-            Some(field) => {
-                let ops: Vec<&String> = map
-                    .keys()
-                    .filter(|k| *k != "path" && *k != "header")
-                    .collect();
-                if let Some(bad) = ops.iter().find(|k| !OPERATORS.contains(&k.as_str())) {
-                    return Err((join(at, bad), unknown_key(bad, OPERATORS, "operator")));
-                }
-                let [key] = ops.as_slice() else {
-                    return Err((
-                        at.into(),
-                        format!(
-                            "a test needs exactly one operator ({}); found {}",
-                            OPERATORS.join(", "),
-                            ops.len()
-                        ),
-                    ));
-                };
-                let arg = &map[key.as_str()];
-                let here = join(at, key);
-                let op = match key.as_str() {
-                    "equals" => Op::Equals(arg.clone()),
-                    "not" => Op::NotEquals(arg.clone()),
-                    "in" => match arg {
-                        Value::Array(a) => Op::In(a.clone()),
-                        _ => return Err((here, "`in` takes a list".into())),
-                    },
-                    "matches" => match arg {
-                        Value::String(s) => Op::Matches(
-                            Regex::new(s).map_err(|e| (here, format!("invalid regex: {e}")))?,
-                        ),
-                        _ => return Err((here, "`matches` takes a regex string".into())),
-                    },
-                    "exists" => match arg {
-                        Value::Bool(b) => Op::Exists(*b),
-                        _ => return Err((here, "`exists` takes true or false".into())),
-                    },
-                    "contains" => Op::Contains(arg.clone()),
-                    "gt" | "lt" => {
-                        let n = arg
-                            .as_f64()
-                            .ok_or_else(|| (here.clone(), format!("`{key}` takes a number")))?;
-                        if key.as_str() == "gt" {
-                            Op::Gt(n)
-                        } else {
-                            Op::Lt(n)
-                        }
-                    }
-                    _ => unreachable!("operators were checked above"),
-                };
-                Ok(Cond::Test {
-                    field,
-                    op,
-                    at: at.to_string(),
-                })
-            }
-            None => {
-                if let Some(bad) = map.keys().find(|k| !COMBINATORS.contains(&k.as_str())) {
-                    let mut valid = COMBINATORS.to_vec();
-                    valid.extend(["path", "header"]);
-                    return Err((join(at, bad), unknown_key(bad, &valid, "key")));
-                }
-                if map.len() != 1 {
-                    return Err((
-                        at.into(),
-                        "use one of `all`, `any` or `not` per condition; nest them to combine"
-                            .into(),
-                    ));
-                }
-                let (key, arg) = map.iter().next().expect("one entry");
-                let here = join(at, key);
-                match key.as_str() {
-                    "not" => Ok(Cond::Not(Box::new(Cond::compile(arg, &here)?))),
-                    _ => {
-                        let Value::Array(items) = arg else {
-                            return Err((here, format!("`{key}` takes a list of conditions")));
-                        };
-                        let conds = items
-                            .iter()
-                            .enumerate()
-                            .map(|(i, c)| Cond::compile(c, &format!("{here}[{i}]")))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        Ok(if key == "all" {
-                            Cond::All(conds)
-                        } else {
-                            Cond::Any(conds)
-                        })
-                    }
-                }
-            }
+        match Self::field(map, at)? {
+            Some(field) => Self::test(field, map, at),
+            None => Self::combine(map, at),
         }
+    }
+
+    /// What a test reads: `path` or `header` (none: the condition combines others).
+    fn field(map: &Map<String, Value>, at: &str) -> Result<Option<Field>, (String, String)> {
+        match (map.get("path"), map.get("header")) {
+            (Some(_), Some(_)) => Err((
+                at.into(),
+                "a test reads either `path` or `header`, not both".into(),
+            )),
+            (Some(Value::String(p)), None) => Ok(Some(Field::Path(
+                FieldPath::parse(p).map_err(|e| (join(at, "path"), e))?,
+            ))),
+            (None, Some(Value::String(h))) => Ok(Some(Field::Header(h.to_ascii_lowercase()))),
+            (Some(_), None) => Err((join(at, "path"), "`path` must be a string".into())),
+            (None, Some(_)) => Err((join(at, "header"), "`header` must be a string".into())),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// A test: the field and exactly one operator with its argument.
+    fn test(field: Field, map: &Map<String, Value>, at: &str) -> Result<Self, (String, String)> {
+        let ops: Vec<&String> = map
+            .keys()
+            .filter(|k| *k != "path" && *k != "header")
+            .collect();
+        if let Some(bad) = ops.iter().find(|k| !OPERATORS.contains(&k.as_str())) {
+            return Err((join(at, bad), unknown_key(bad, OPERATORS, "operator")));
+        }
+        let [key] = ops.as_slice() else {
+            return Err((
+                at.into(),
+                format!(
+                    "a test needs exactly one operator ({}); found {}",
+                    OPERATORS.join(", "),
+                    ops.len()
+                ),
+            ));
+        };
+        Ok(Cond::Test {
+            field,
+            op: operator(key, &map[key.as_str()], &join(at, key))?,
+            at: at.to_string(),
+        })
+    }
+
+    /// `all`, `any` or `not` of other conditions.
+    fn combine(map: &Map<String, Value>, at: &str) -> Result<Self, (String, String)> {
+        if let Some(bad) = map.keys().find(|k| !COMBINATORS.contains(&k.as_str())) {
+            let mut valid = COMBINATORS.to_vec();
+            valid.extend(["path", "header"]);
+            return Err((join(at, bad), unknown_key(bad, &valid, "key")));
+        }
+        if map.len() != 1 {
+            return Err((
+                at.into(),
+                "use one of `all`, `any` or `not` per condition; nest them to combine".into(),
+            ));
+        }
+        let (key, arg) = map.iter().next().expect("one entry");
+        let here = join(at, key);
+        if key == "not" {
+            return Ok(Cond::Not(Box::new(Cond::compile(arg, &here)?)));
+        }
+        let Value::Array(items) = arg else {
+            return Err((here, format!("`{key}` takes a list of conditions")));
+        };
+        let conds = items
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Cond::compile(c, &format!("{here}[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(if key == "all" {
+            Cond::All(conds)
+        } else {
+            Cond::Any(conds)
+        })
     }
 
     /// Whether the condition holds for the event.
@@ -494,6 +465,34 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "a mapping",
     }
+}
+
+/// An operator (checked to be one of [`OPERATORS`]) with its argument; `here` names it in
+/// errors.
+fn operator(key: &str, arg: &Value, here: &str) -> Result<Op, (String, String)> {
+    let wrong = |what: &str| (here.to_string(), format!("`{key}` takes {what}"));
+    Ok(match key {
+        "equals" => Op::Equals(arg.clone()),
+        "not" => Op::NotEquals(arg.clone()),
+        "in" => match arg {
+            Value::Array(a) => Op::In(a.clone()),
+            _ => return Err(wrong("a list")),
+        },
+        "matches" => match arg {
+            Value::String(s) => Op::Matches(
+                Regex::new(s).map_err(|e| (here.to_string(), format!("invalid regex: {e}")))?,
+            ),
+            _ => return Err(wrong("a regex string")),
+        },
+        "exists" => match arg {
+            Value::Bool(b) => Op::Exists(*b),
+            _ => return Err(wrong("true or false")),
+        },
+        "contains" => Op::Contains(arg.clone()),
+        "gt" => Op::Gt(arg.as_f64().ok_or_else(|| wrong("a number"))?),
+        "lt" => Op::Lt(arg.as_f64().ok_or_else(|| wrong("a number"))?),
+        _ => unreachable!("operators were checked before"),
+    })
 }
 
 #[cfg(test)]
