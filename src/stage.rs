@@ -139,135 +139,198 @@ fn queue_cards(
     queue: &mut Vec<OutboxRecord>,
 ) -> Result<Vec<ConnectionId>, StoreError> {
     let rules = pipeline.rules.matches(event);
-    let mut wake = Vec::new();
     if rules.is_empty() {
         tracing::debug!(source = %event.source, event_type = %event.event_type, event = %event.id, "no rule matched");
-        return Ok(wake);
+        return Ok(Vec::new());
     }
     let connections = app.connections.all();
-    let ctx = event.template_context();
-    let listening = app.live.listening();
+    let mut staging = Staging {
+        app,
+        pipeline,
+        event,
+        ctx: event.template_context(),
+        listening: app.live.listening(),
+        news,
+        queue,
+        wake: Vec::new(),
+    };
     for rule in rules {
-        if listening {
-            news.push((
+        staging.rule(rule, &connections)?;
+    }
+    Ok(staging.wake)
+}
+
+/// One event's staging in progress: what it reads, and what it has decided so far.
+struct Staging<'a> {
+    app: &'a App,
+    pipeline: &'a Pipeline,
+    event: &'a Event,
+    ctx: &'a handlebars::Context,
+    listening: bool,
+    news: &'a mut Vec<(&'static str, Value)>,
+    queue: &'a mut Vec<OutboxRecord>,
+    wake: Vec<ConnectionId>,
+}
+
+impl Staging<'_> {
+    /// A rule that took the event: noise control once for the rule, then a card for every
+    /// connection of the rule's channel.
+    fn rule(
+        &mut self,
+        rule: &crate::rules::Rule,
+        connections: &[crate::store::Connection],
+    ) -> Result<(), StoreError> {
+        if self.listening {
+            self.news.push((
                 "matched",
-                json!({"type": "matched", "event": event.id, "rule": rule.name}),
+                json!({"type": "matched", "event": self.event.id, "rule": rule.name}),
             ));
         }
-        // Noise control, once per event and rule: a repeat is dropped; over the limit, the
-        // event is folded for every connection below.
-        if let Some(d) = &rule.dedup {
-            match pipeline.renderer.render_expr(&d.key, ctx) {
-                Ok(key) => {
-                    if app.noise.is_duplicate(rule, &key, d.window)? {
-                        app.metrics.deduped(&rule.name);
-                        tracing::debug!(rule = %rule.name, key = %key, "repeat dropped by dedup");
-                        continue;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(rule = %rule.name, error = %e, "dedup key did not render; not deduplicated")
-                }
-            }
+        if self.is_repeat(rule)? {
+            return Ok(());
         }
-        let limited = rule.limit.as_ref().and_then(|l| {
-            let per = match &l.per {
-                Some(expr) => pipeline.renderer.render_expr(expr, ctx).unwrap_or_default(),
-                None => String::new(),
-            };
-            app.noise
-                .limit_allows(rule, l, &per)
-                .err()
-                .map(|due| (per, due))
-        });
+        let limited = self.limited(rule);
         let mut bodies: [Option<Carded>; 2] = [None, None];
         for conn in connections
             .iter()
             .filter(|c| c.channels.is_empty() || c.channels.contains(&rule.channel))
         {
             if conn.paused {
-                app.connections.count_skip(&conn.id);
+                self.app.connections.count_skip(&conn.id);
                 continue;
             }
-            let slot = &mut bodies[conn.kind as usize];
-            let body = slot.get_or_insert_with(|| {
-                match pipeline
-                    .renderer
-                    .render_with(&rule.template, conn.kind, ctx)
-                {
-                    Ok(b) => {
-                        app.metrics.card(&rule.name, true);
-                        Carded::Card(Arc::from(b))
-                    }
-                    Err(e) => card_without_template(app, rule, event, conn.kind, &e),
+            let body =
+                bodies[conn.kind as usize].get_or_insert_with(|| self.render(rule, conn.kind));
+            self.card(rule, conn, body, &limited)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the rule's dedup drops the event as a repeat (once per event and rule).
+    fn is_repeat(&self, rule: &crate::rules::Rule) -> Result<bool, StoreError> {
+        let Some(d) = &rule.dedup else {
+            return Ok(false);
+        };
+        match self.pipeline.renderer.render_expr(&d.key, self.ctx) {
+            Ok(key) => {
+                let repeat = self.app.noise.is_duplicate(rule, &key, d.window)?;
+                if repeat {
+                    self.app.metrics.deduped(&rule.name);
+                    tracing::debug!(rule = %rule.name, key = %key, "repeat dropped by dedup");
                 }
-            });
-            let (text, fallback) = match &*body {
-                Carded::Card(b) => (b.to_string(), None),
-                Carded::Fallback(b, f) => (b.to_string(), Some(f.clone())),
-                Carded::Failed(_) => (String::new(), None),
-            };
-            let record = OutboxRecord {
-                fallback,
-                ..OutboxRecord::new(
-                    event.id.clone(),
-                    conn.id.clone(),
-                    &rule.name,
-                    conn.kind,
-                    text,
-                    now_ms(),
-                )
-            };
-            if let Some(why) = &conn.broken {
-                // Kept, not sent: retrying the connection's dead letters sends it once fixed.
-                app.store.put_dead(&DeadLetter {
-                    record,
-                    reason: format!("connection broken: {why}"),
-                    dead_ms: now_ms(),
-                })?;
-                continue;
+                Ok(repeat)
             }
-            match body {
-                Carded::Card(_) | Carded::Fallback(..) => {
-                    let item = || {
-                        // The summary or digest names the card by its MessageCard title and link.
-                        let teams = match conn.kind {
-                            CardKind::Teams => Some(record.body.clone()),
-                            CardKind::Workflow => pipeline
-                                .renderer
-                                .render_with(&rule.template, CardKind::Teams, ctx)
-                                .ok(),
-                        };
-                        crate::noise::item_of(rule, event, teams.as_deref(), app.noise.now_ms())
-                    };
-                    match app.noise.decide(rule, conn, limited.clone(), item)? {
-                        Decision::Send => {
-                            wake.push(conn.id.clone());
-                            if listening {
-                                let mut note = json!({"type": "queued", "event": event.id, "rule": rule.name,
-                                           "delivery": record.id, "connection": conn.id});
-                                if let Some(f) = &record.fallback {
-                                    note["fallback"] = json!(f);
-                                }
-                                news.push(("queued", note));
-                            }
-                            queue.push(record);
-                        }
-                        Decision::Folded => app.metrics.folded(&rule.name),
-                        Decision::Digested => {}
-                    }
-                }
-                Carded::Failed(why) => {
-                    app.store.put_dead(&DeadLetter {
-                        record,
-                        reason: format!("render: {why}"),
-                        dead_ms: now_ms(),
-                    })?;
-                }
+            Err(e) => {
+                tracing::warn!(rule = %rule.name, error = %e, "dedup key did not render; not deduplicated");
+                Ok(false)
             }
         }
     }
-    Ok(wake)
+
+    /// Over the rule's limit: the `per` value and when the limit allows again (the event is
+    /// folded for every connection).
+    fn limited(&self, rule: &crate::rules::Rule) -> Option<(String, u64)> {
+        let l = rule.limit.as_ref()?;
+        let per = match &l.per {
+            Some(expr) => self
+                .pipeline
+                .renderer
+                .render_expr(expr, self.ctx)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        self.app
+            .noise
+            .limit_allows(rule, l, &per)
+            .err()
+            .map(|due| (per, due))
+    }
+
+    /// The rule's card of a kind, or what goes instead when its template fails.
+    fn render(&self, rule: &crate::rules::Rule, kind: CardKind) -> Carded {
+        match self
+            .pipeline
+            .renderer
+            .render_with(&rule.template, kind, self.ctx)
+        {
+            Ok(b) => {
+                self.app.metrics.card(&rule.name, true);
+                Carded::Card(Arc::from(b))
+            }
+            Err(e) => card_without_template(self.app, rule, self.event, kind, &e),
+        }
+    }
+
+    /// One card for one connection: kept as a dead letter (a broken connection, a template
+    /// that failed under `dead_letter`), folded, kept for a digest, or queued.
+    fn card(
+        &mut self,
+        rule: &crate::rules::Rule,
+        conn: &crate::store::Connection,
+        body: &Carded,
+        limited: &Option<(String, u64)>,
+    ) -> Result<(), StoreError> {
+        let (text, fallback) = match body {
+            Carded::Card(b) => (b.to_string(), None),
+            Carded::Fallback(b, f) => (b.to_string(), Some(f.clone())),
+            Carded::Failed(_) => (String::new(), None),
+        };
+        let record = OutboxRecord {
+            fallback,
+            ..OutboxRecord::new(
+                self.event.id.clone(),
+                conn.id.clone(),
+                &rule.name,
+                conn.kind,
+                text,
+                now_ms(),
+            )
+        };
+        let dead = |reason: String| DeadLetter {
+            record: record.clone(),
+            reason,
+            dead_ms: now_ms(),
+        };
+        if let Some(why) = &conn.broken {
+            // Kept, not sent: retrying the connection's dead letters sends it once fixed.
+            return self
+                .app
+                .store
+                .put_dead(&dead(format!("connection broken: {why}")));
+        }
+        if let Carded::Failed(why) = body {
+            return self.app.store.put_dead(&dead(format!("render: {why}")));
+        }
+        let item = || {
+            // The summary or digest names the card by its MessageCard title and link.
+            let teams = match conn.kind {
+                CardKind::Teams => Some(record.body.clone()),
+                CardKind::Workflow => self
+                    .pipeline
+                    .renderer
+                    .render_with(&rule.template, CardKind::Teams, self.ctx)
+                    .ok(),
+            };
+            crate::noise::item_of(rule, self.event, teams.as_deref(), self.app.noise.now_ms())
+        };
+        match self.app.noise.decide(rule, conn, limited.clone(), item)? {
+            Decision::Send => {
+                self.wake.push(conn.id.clone());
+                if self.listening {
+                    let mut note = json!({"type": "queued", "event": self.event.id, "rule": rule.name,
+                               "delivery": record.id, "connection": conn.id});
+                    if let Some(f) = &record.fallback {
+                        note["fallback"] = json!(f);
+                    }
+                    self.news.push(("queued", note));
+                }
+                self.queue.push(record);
+            }
+            Decision::Folded => self.app.metrics.folded(&rule.name),
+            Decision::Digested => {}
+        }
+        Ok(())
+    }
 }
 
 /// A rule's card of one kind for an event, rendered once for every connection of that kind.
