@@ -8,10 +8,13 @@
 //! POST /hooks/{source}
 //!   ingest   read the body (limit), verify (HMAC / token), parse once -> Event, building
 //!            only the members that rules and templates read (see needs)
-//!   rules    which rules take the event (RuleSet::matches)
-//!   render   each matching rule's template -> card JSON per connection kind (Renderer::render)
-//!   noise    dedup, limits that fold into summaries, Teams' caps, digests (Noise::decide)
-//!   store    outbox records + the delivery-id claim, group-committed to sled -> 202
+//!   stage    the event through the steps below, before the commit (stage::stage):
+//!   rules      which rules take the event (RuleSet::matches)
+//!   render     each matching rule's template -> card JSON per connection kind
+//!              (Renderer::render; a fallback card when the template fails)
+//!   noise      dedup, limits that fold into summaries, Teams' caps, digests (Noise::decide)
+//!   store      the event's outbox records and its delivery-id claim in one atomic write,
+//!              group-committed to sled -> 202
 //!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
 //!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered;
 //!            they run on a thread of their own, so that delivery keeps pace with ingest
@@ -26,8 +29,6 @@
 //! - [`config`]: the YAML config file, `${VAR}` references, checks with `file:line:col`.
 //! - [`yaml`]: the YAML reader shared by config and rules, with a position for every node.
 //! - [`units`]: sizes, durations and rates as config, rules and the API write them.
-//! - [`stage`]: a verified event through match, dedup, limit, render and noise into the outbox
-//!   (everything before the commit); ingest's requests and NDJSON lines both go through it.
 //! - [`pipeline`]: rules and templates loaded together from disk or from the binary.
 //! - [`needs`]: what rules and templates read of each source's payloads, and the parser that
 //!   builds only that.
