@@ -20,7 +20,7 @@ pub struct Item {
     pub title: String,
     /// What the event is about, as a reader scans for it: the or pull request's own
     /// title with its number, the release's name, the alert's summary ("" when the payload
-    /// names none; see [`headline`]).
+    /// names none; made by noise control).
     #[serde(default)]
     pub headline: String,
     /// The card's first link.
