@@ -197,7 +197,7 @@ impl Ring {
 
 impl super::Store {
     /// Keeps an event in the ring of the last [`RECENT`] received (in
-    /// memory; written to sled within a second, see the [`Ring`]).
+    /// memory; written to sled within a second, see this module).
     pub fn put_recent(&self, event: RecentEvent) {
         self.ring.push(event);
     }
