@@ -103,6 +103,8 @@ pub struct Store {
     counts: Mutex<Counts>,
     /// Upstream delivery ids reserved by events being staged (see [`Store::reserve_delivery`]).
     staging: Mutex<std::collections::HashMap<String, EventId>>,
+    /// Where the store's time comes from.
+    clock: Clock,
     sync: bool,
     commits: mpsc::UnboundedSender<CommitRequest>,
 }
@@ -122,6 +124,16 @@ impl Store {
     /// Like [`Store::open`]; with `sync`, every [`Store::commit`] flushes on its own instead of
     /// sharing a group commit (`durability: sync`).
     pub fn open_with(dir: &Path, key: Option<&str>, sync: bool) -> Result<Arc<Self>, StoreError> {
+        Self::open_with_clock(dir, key, sync, Clock::System)
+    }
+
+    /// Like [`Store::open_with`], with the time from `clock` (a test's [`Clock::manual`]).
+    pub fn open_with_clock(
+        dir: &Path,
+        key: Option<&str>,
+        sync: bool,
+        clock: Clock,
+    ) -> Result<Arc<Self>, StoreError> {
         let cipher = secrets::Cipher::load(key, dir)?;
         let config = sled::Config::new()
             .path(dir.join("sled"))
@@ -154,6 +166,7 @@ impl Store {
             delivered,
             counts: Mutex::new(counts),
             staging: Mutex::default(),
+            clock,
             sync,
             connections: db.open_tree("connections")?,
             outbox,
@@ -352,6 +365,41 @@ async fn save_recent(ring: Arc<recent::Ring>) {
 }
 
 /// Now, in Unix milliseconds.
+/// Where the store's time (pruning cutoffs, when a card was delivered or buried) comes from:
+/// the system's, or a time a test sets and moves.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    /// The system's time.
+    #[default]
+    System,
+    /// A time that only moves when told (Unix milliseconds).
+    Manual(Arc<std::sync::atomic::AtomicU64>),
+}
+
+impl Clock {
+    /// A clock at `ms` that moves only through the handle it returns.
+    pub fn manual(ms: u64) -> (Self, Arc<std::sync::atomic::AtomicU64>) {
+        let at = Arc::new(std::sync::atomic::AtomicU64::new(ms));
+        (Self::Manual(at.clone()), at)
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Self::System => now_ms(),
+            Self::Manual(at) => at.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+impl Store {
+    /// Now, by the store's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+}
+
+/// Now, by the system's clock, in Unix milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -546,7 +594,8 @@ mod tests {
     #[tokio::test]
     async fn delivered_records_are_kept_then_pruned_and_counts_follow() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).unwrap();
+        let (clock, at) = Clock::manual(1_000_000);
+        let store = Store::open_with_clock(dir.path(), None, false, clock).unwrap();
         let con = ConnectionId::new();
         let key = store.enqueue(&record(&con, 0)).unwrap();
         let mut failed = store.next_for(&con).unwrap().unwrap().1;
@@ -582,10 +631,11 @@ mod tests {
                 .unwrap(),
             0
         );
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        // An hour and a millisecond later, by the store's clock.
+        at.fetch_add(3_600_001, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(
             store
-                .prune_delivered(std::time::Duration::from_millis(1))
+                .prune_delivered(std::time::Duration::from_secs(3600))
                 .unwrap(),
             1
         );

@@ -277,7 +277,7 @@ impl Store {
         };
         let value = serde_json::to_vec(&Delivered {
             record: kept,
-            delivered_ms: now_ms(),
+            delivered_ms: self.clock.now_ms(),
         })?;
         let queued = self.outbox.remove(&key.0)?.is_some();
         self.delivered.insert(rec.id.as_str(), value)?;
@@ -296,7 +296,7 @@ impl Store {
 
     /// Removes delivered records older than `keep`; returns how many.
     pub fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
-        let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
+        let cutoff = self.clock.now_ms().saturating_sub(keep.as_millis() as u64);
         let mut n = 0;
         for kv in self.delivered.iter() {
             let (k, v) = kv?;
@@ -327,7 +327,7 @@ impl Store {
                 &DeadLetter {
                     record: rec,
                     reason: reason.to_string(),
-                    dead_ms: now_ms(),
+                    dead_ms: self.clock.now_ms(),
                 },
             )?;
             n += 1;

@@ -58,7 +58,7 @@ impl Store {
     /// Forgets upstream delivery ids claimed more than `keep` ago (their event id says when);
     /// returns how many. Without this the ids of every event ever received would stay.
     pub fn prune_seen(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
-        let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
+        let cutoff = self.clock.now_ms().saturating_sub(keep.as_millis() as u64);
         let mut n = 0;
         for kv in self.seen.iter() {
             let (k, v) = kv?;
