@@ -188,16 +188,19 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
         .click()
         .await
         .unwrap();
-    // Wherever Allow leads — the done page, or a page of the emulator's that says why not
-    // (its refusal is served at the picker's own path) — say what it shows.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    // Wherever Allow leads — the done page, or one of the emulator's pages that say why not
+    // (served at the picker's own path) — say what it shows.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let done = loop {
         let url = c.current_url().await.unwrap();
-        let settled = url.path().starts_with("/connect/done/")
-            || (url.path().starts_with("/emulator/connectors/Connect")
-                && c.find(Locator::Id("allow")).await.is_err()
-                && c.find(Locator::Css("h1")).await.is_ok());
-        if settled || tokio::time::Instant::now() >= deadline {
+        let refused = || async {
+            let t = text(c).await;
+            t.contains("Nothing was sent back") || t.contains("Invalid Request")
+        };
+        if url.path().starts_with("/connect/done/")
+            || tokio::time::Instant::now() >= deadline
+            || refused().await
+        {
             break url;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -218,7 +221,7 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
 
 /// Waits until the emulator's inbox of `group` holds a card.
 async fn wait_inbox(base: &str, group: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let html = reqwest::get(format!("{base}/emulator/inbox/{group}"))
             .await
