@@ -103,36 +103,8 @@ async fn a_partial_config_keeps_the_shipped_rules_of_other_sources_inactive() {
     assert!(rules
         .iter()
         .any(|r| r["source"] == "github" && r.get("inactive").is_none()));
-
-    // A typo of the configured source is still an error with its place and a suggestion.
-    let rules_dir = dir.path().join("rules");
-    std::fs::create_dir(&rules_dir).unwrap();
-    std::fs::write(
-        rules_dir.join("typo.yaml"),
-        "- name: a\n  source: githb\n  event: push\n  template: github/push\n",
-    )
-    .unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "sources:\n  github: {{kind: github}}\ntemplates_dir: {}/templates\n",
-            root().display()
-        ),
-    )
-    .unwrap();
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains(
-            "typo.yaml:2:11: rule \"a\": unknown source \"githb\": did you mean \"github\"?"
-        ),
-        "{stderr}"
-    );
+    // A typo of a configured source is still an error: see
+    // check_reports_every_problem_with_file_line_and_column (`githubb`).
 }
 
 #[test]
