@@ -78,6 +78,16 @@ impl Outcome {
     }
 }
 
+/// A connection worker's state between cards.
+struct Queue {
+    /// Exponential pause after a 429 without Retry-After, reset by a success.
+    throttle_backoff: Duration,
+    /// The next cards, read from the outbox a batch at a time (one scan per batch rather than
+    /// per card). Only this worker changes or removes its connection's queued cards; cards
+    /// queued later are read with the next batch. What is here is also in sled.
+    ahead: VecDeque<(crate::store::OutboxKey, OutboxRecord)>,
+}
+
 /// What happens after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -398,12 +408,10 @@ impl Deliverer {
     }
 
     async fn work(self: Arc<Self>, con: ConnectionId, notify: Arc<Notify>) {
-        // Exponential pause after a 429 without Retry-After, reset by a success.
-        let mut throttle_backoff = Duration::from_secs(1);
-        // The next cards, read from the outbox a batch at a time (one scan per batch rather
-        // than per card). Only this worker changes or removes its connection's queued cards;
-        // cards queued later are read with the next batch. What is here is also in sled.
-        let mut ahead: VecDeque<(crate::store::OutboxKey, OutboxRecord)> = VecDeque::new();
+        let mut queue = Queue {
+            throttle_backoff: Duration::from_secs(1),
+            ahead: VecDeque::new(),
+        };
         // The connection's webhook URL, parsed once rather than for every card.
         let mut target: Option<(String, Option<url::Url>)> = None;
         loop {
@@ -420,9 +428,9 @@ impl Deliverer {
                     _ = self.shutdown.cancelled() => break,
                 }
             }
-            if ahead.is_empty() {
+            if queue.ahead.is_empty() {
                 match self.store.next_batch(&con, READ_AHEAD) {
-                    Ok(batch) => ahead.extend(batch),
+                    Ok(batch) => queue.ahead.extend(batch),
                     Err(e) => {
                         tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot read the outbox; retrying in 1 s");
                         if self.pause(Duration::from_secs(1)).await.is_err() {
@@ -432,7 +440,7 @@ impl Deliverer {
                     }
                 }
             }
-            let Some((key, mut rec)) = ahead.pop_front() else {
+            let Some((key, rec)) = queue.ahead.pop_front() else {
                 tokio::select! {
                     _ = notify.notified() => continue,
                     _ = self.shutdown.cancelled() => break,
@@ -441,7 +449,7 @@ impl Deliverer {
             let now = now_ms();
             if rec.not_before_ms > now {
                 let wait = rec.not_before_ms - now;
-                ahead.push_front((key, rec));
+                queue.ahead.push_front((key, rec));
                 if self.pause(Duration::from_millis(wait)).await.is_err() {
                     break;
                 }
@@ -467,82 +475,99 @@ impl Deliverer {
             drop(permit);
             self.metrics
                 .delivery(&con, outcome.label(), started.elapsed());
-            rec.attempts += 1;
-            rec.attempt_log.push(Attempt {
-                at_ms: now_ms(),
-                status,
-                result: match &outcome {
-                    Outcome::Delivered => "delivered".into(),
-                    Outcome::Retry { why, .. } | Outcome::Failed(why) | Outcome::Gone(why) => {
-                        why.clone()
-                    }
-                },
-            });
-            let step = next_step(
-                &outcome,
-                rec.attempts,
-                &self.schedule,
-                throttle_backoff,
-                |d| jittered(d, &mut rand::rng()),
-            );
-            if self.live.listening() {
-                let kind = step.live_kind();
-                let last = rec.attempt_log.last();
-                self.live.emit(
-                    kind,
-                    serde_json::json!({
-                        "type": kind, "delivery": rec.id, "connection": con, "rule": rec.rule,
-                        "event": rec.event, "attempts": rec.attempts,
-                        "status": last.and_then(|a| a.status), "result": last.map(|a| &a.result),
-                    }),
-                );
-            }
-            let why = match outcome {
-                Outcome::Delivered => String::new(),
-                Outcome::Retry { why, .. } | Outcome::Failed(why) | Outcome::Gone(why) => why,
-            };
-            let result = match step {
-                Step::Done => {
-                    throttle_backoff = Duration::from_secs(1);
-                    tracing::debug!(connection = %con, delivery = %rec.id, attempts = rec.attempts, "card delivered");
-                    self.connections.delivered(&con);
-                    self.store.deliver(&key, &rec)
-                }
-                Step::Pause { wait, next_backoff } => {
-                    // Throttled: the whole connection waits; this card keeps its place.
-                    throttle_backoff = next_backoff;
-                    tracing::warn!(connection = %con, delivery = %rec.id, pause = ?wait, error = %why, "throttled; pausing the connection");
-                    self.retry_later(key, rec, wait, why, &mut ahead)
-                }
-                Step::Retry { wait } => {
-                    tracing::warn!(connection = %con, delivery = %rec.id, attempt = rec.attempts, retry_in = ?wait, error = %why, "delivery failed; will retry");
-                    self.retry_later(key, rec, wait, why, &mut ahead)
-                }
-                Step::Break => {
-                    tracing::error!(connection = %con, error = %why, "the webhook URL is gone; connection marked broken, its cards kept as dead letters");
-                    // Every card queued for it becomes a dead letter.
-                    ahead.clear();
-                    self.break_connection(&con, &key, rec, why)
-                }
-                Step::Bury => {
-                    tracing::error!(connection = %con, delivery = %rec.id, attempts = rec.attempts, error = %why, "delivery failed for good; card moved to dead letters");
-                    rec.last_error = Some(why.clone());
-                    self.metrics.dead_letters(1);
-                    self.store.bury(
-                        &key,
-                        &DeadLetter {
-                            record: rec,
-                            reason: why,
-                            dead_ms: now_ms(),
-                        },
-                    )
-                }
-            };
-            if let Err(e) = result {
-                tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot record a delivery outcome");
-            }
+            self.settle(&con, (key, rec), (outcome, status), &mut queue);
         }
         self.retire(&con);
+    }
+
+    /// Records an attempt on its card and does what follows it ([`next_step`]): the card is
+    /// delivered, waits for another attempt, or is buried (with its connection's, when the
+    /// webhook URL is gone).
+    fn settle(
+        &self,
+        con: &ConnectionId,
+        (key, mut rec): (crate::store::OutboxKey, OutboxRecord),
+        (outcome, status): (Outcome, Option<u16>),
+        queue: &mut Queue,
+    ) {
+        let Queue {
+            throttle_backoff,
+            ahead,
+        } = queue;
+        rec.attempts += 1;
+        rec.attempt_log.push(Attempt {
+            at_ms: now_ms(),
+            status,
+            result: match &outcome {
+                Outcome::Delivered => "delivered".into(),
+                Outcome::Retry { why, .. } | Outcome::Failed(why) | Outcome::Gone(why) => {
+                    why.clone()
+                }
+            },
+        });
+        let step = next_step(
+            &outcome,
+            rec.attempts,
+            &self.schedule,
+            *throttle_backoff,
+            |d| jittered(d, &mut rand::rng()),
+        );
+        if self.live.listening() {
+            let kind = step.live_kind();
+            let last = rec.attempt_log.last();
+            self.live.emit(
+                kind,
+                serde_json::json!({
+                    "type": kind, "delivery": rec.id, "connection": con, "rule": rec.rule,
+                    "event": rec.event, "attempts": rec.attempts,
+                    "status": last.and_then(|a| a.status), "result": last.map(|a| &a.result),
+                }),
+            );
+        }
+        let why = match outcome {
+            Outcome::Delivered => String::new(),
+            Outcome::Retry { why, .. } | Outcome::Failed(why) | Outcome::Gone(why) => why,
+        };
+        let result = match step {
+            Step::Done => {
+                *throttle_backoff = Duration::from_secs(1);
+                tracing::debug!(connection = %con, delivery = %rec.id, attempts = rec.attempts, "card delivered");
+                self.connections.delivered(con);
+                self.store.deliver(&key, &rec)
+            }
+            Step::Pause { wait, next_backoff } => {
+                // Throttled: the whole connection waits; this card keeps its place.
+                *throttle_backoff = next_backoff;
+                tracing::warn!(connection = %con, delivery = %rec.id, pause = ?wait, error = %why, "throttled; pausing the connection");
+                self.retry_later(key, rec, wait, why, ahead)
+            }
+            Step::Retry { wait } => {
+                tracing::warn!(connection = %con, delivery = %rec.id, attempt = rec.attempts, retry_in = ?wait, error = %why, "delivery failed; will retry");
+                self.retry_later(key, rec, wait, why, ahead)
+            }
+            Step::Break => {
+                tracing::error!(connection = %con, error = %why, "the webhook URL is gone; connection marked broken, its cards kept as dead letters");
+                // Every card queued for it becomes a dead letter.
+                ahead.clear();
+                self.break_connection(con, &key, rec, why)
+            }
+            Step::Bury => {
+                tracing::error!(connection = %con, delivery = %rec.id, attempts = rec.attempts, error = %why, "delivery failed for good; card moved to dead letters");
+                rec.last_error = Some(why.clone());
+                self.metrics.dead_letters(1);
+                self.store.bury(
+                    &key,
+                    &DeadLetter {
+                        record: rec,
+                        reason: why,
+                        dead_ms: now_ms(),
+                    },
+                )
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot record a delivery outcome");
+        }
     }
 
     /// Keeps a card for another attempt after `wait`, at the front of the worker's queue.
