@@ -13,8 +13,8 @@
 //!   render     each matching rule's template -> card JSON per connection kind
 //!              (Renderer::render; a fallback card when the template fails)
 //!   noise      dedup, limits that fold into summaries, Teams' caps, digests (Noise::decide)
-//!   store      the event's outbox records and its delivery-id claim in one atomic write,
-//!              group-committed to sled -> 202
+//!   store      the event's outbox records, then its delivery-id claim (never a claim
+//!              without its cards), group-committed to sled -> 202
 //!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
 //!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered;
 //!            they run on a thread of their own, so that delivery keeps pace with ingest

@@ -426,10 +426,10 @@ mod tests {
     /// instead of failing; a lock that stays held is still an error, after the wait.
     /// The noise tick reads only the fold buckets that are due, through the index by due time,
     /// which follows the buckets and is rebuilt at open.
-    /// An event's cards and the claim of its upstream delivery id are written together: a
+    /// An event's cards are written, then the claim of its upstream delivery id: a
     /// concurrent redelivery sees the reservation, and an id claimed meanwhile writes nothing.
     #[tokio::test]
-    async fn an_events_claim_and_cards_are_written_together() {
+    async fn an_events_cards_then_its_claim_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), None).unwrap();
         let con = ConnectionId::new();

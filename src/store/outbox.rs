@@ -147,71 +147,66 @@ impl Store {
         Ok(OutboxKey(key))
     }
 
-    /// Queues an event's cards and writes the claim of its upstream delivery id (reserved with
-    /// [`Store::reserve_delivery`]) in one atomic write: after a crash there is never a claim
-    /// without its cards (a redelivery refused while its cards are lost), nor cards without
-    /// their claim. `Ok(Err(first))` when another event claimed the id meanwhile: nothing is
-    /// written. The reservation ends either way.
+    /// Queues an event's cards, then writes the claim of its upstream delivery id (reserved
+    /// with [`Store::reserve_delivery`]): the cards first, so that after a crash there is never
+    /// a claim without its cards (a redelivery refused while its cards are lost). sled writes
+    /// its log in order and replays it in order at recovery, and the group commit flushes both.
+    /// Cards without their claim (a crash between the two) mean a redelivery is accepted
+    /// again: at least once, as elsewhere. `Ok(Err(first))` when another event claimed the id
+    /// meanwhile: this event's cards are taken back. The reservation ends either way.
+    ///
+    /// Not a sled transaction or batch: the first of either switches every later sled
+    /// operation of the process to a global read-write lock, which tripled the CPU an event
+    /// in the benchmark (examples/BENCHMARKS.md).
     pub fn enqueue_event(
         &self,
         claim: Option<(&str, &EventId)>,
         records: &[OutboxRecord],
     ) -> Result<Result<(), EventId>, StoreError> {
-        if claim.is_none() && records.is_empty() {
-            return Ok(Ok(()));
-        }
-        let mut rows = Vec::with_capacity(records.len());
+        let mut keys = Vec::with_capacity(records.len());
+        let mut written = Ok(());
         for rec in records {
-            let seq = self.db.generate_id()?;
-            let mut key = Vec::with_capacity(rec.connection.as_str().len() + 8);
-            key.extend_from_slice(rec.connection.as_str().as_bytes());
-            key.extend_from_slice(&seq.to_be_bytes());
-            rows.push((
-                sled::IVec::from(key),
-                sled::IVec::from(serde_json::to_vec(rec)?),
-            ));
-        }
-        // Counted before they are visible to delivery (see `enqueue_then`).
-        self.count(|c| c.queued += rows.len());
-        let written = match claim {
-            None => {
-                let mut batch = sled::Batch::default();
-                for (k, v) in &rows {
-                    batch.insert(k.clone(), v.clone());
+            match self.enqueue(rec) {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    written = Err(e);
+                    break;
                 }
-                self.outbox
-                    .apply_batch(batch)
-                    .map(|()| Ok(()))
-                    .map_err(StoreError::from)
             }
-            Some((key, event)) => {
-                use sled::transaction::{abort, TransactionError};
-                use sled::Transactional;
-                let tx = (&self.seen, &self.outbox).transaction(|(seen, outbox)| {
-                    if let Some(first) = seen.get(key)? {
-                        return abort(first.to_vec());
-                    }
-                    seen.insert(key, event.as_str().as_bytes())?;
-                    for (k, v) in &rows {
-                        outbox.insert(k.clone(), v.clone())?;
-                    }
-                    Ok(())
-                });
-                self.staging.lock().expect("staging lock").remove(key);
-                match tx {
-                    Ok(()) => Ok(Ok(())),
-                    Err(TransactionError::Abort(first)) => {
-                        Ok(Err(EventId::parse(&String::from_utf8_lossy(&first))
-                            .unwrap_or_else(|| event.clone())))
-                    }
-                    Err(TransactionError::Storage(e)) => Err(StoreError::from(e)),
-                }
+        }
+        let claimed = match (written, claim) {
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Ok(Ok(())),
+            (Ok(()), Some((key, event))) => {
+                self.claim_delivery(key, event).map(|first| match first {
+                    None => Ok(()),
+                    Some(first) => Err(first),
+                })
             }
         };
-        if !matches!(written, Ok(Ok(()))) {
-            self.count(|c| c.queued -= rows.len());
+        if let Some((key, _)) = claim {
+            self.staging.lock().expect("staging lock").remove(key);
         }
-        written
+        if !matches!(claimed, Ok(Ok(()))) {
+            for key in &keys {
+                self.take_back(key)?;
+            }
+        }
+        claimed
+    }
+
+    /// Removes a card just queued (its event was not accepted after all).
+    fn take_back(&self, key: &OutboxKey) -> Result<(), StoreError> {
+        if let Some(v) = self.outbox.remove(&key.0)? {
+            let retrying = decode::<OutboxRecord>(&v).is_ok_and(|r| r.attempts > 0);
+            self.count(|c| {
+                c.queued -= 1;
+                if retrying {
+                    c.retrying -= 1;
+                }
+            });
+        }
+        Ok(())
     }
 
     /// The oldest card queued for a connection.
