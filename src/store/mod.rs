@@ -428,6 +428,32 @@ mod tests {
     /// which follows the buckets and is rebuilt at open.
     /// An event's cards are written, then the claim of its upstream delivery id: a
     /// concurrent redelivery sees the reservation, and an id claimed meanwhile writes nothing.
+    /// The store never starts a sled transaction or batch: the first one would put every later
+    /// sled operation of the process behind a global read-write lock (sled 0.34's concurrency
+    /// control), which tripled the CPU an event in the benchmark.
+    #[test]
+    fn no_sled_transaction_or_batch() {
+        let sources = [
+            ("mod.rs", include_str!("mod.rs")),
+            ("connections.rs", include_str!("connections.rs")),
+            ("flows.rs", include_str!("flows.rs")),
+            ("noise.rs", include_str!("noise.rs")),
+            ("outbox.rs", include_str!("outbox.rs")),
+            ("recent.rs", include_str!("recent.rs")),
+            ("seen.rs", include_str!("seen.rs")),
+            ("secrets.rs", include_str!("secrets.rs")),
+        ];
+        for (file, text) in sources {
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                let called = [".transaction(", ".apply_batch(", "Batch::default"]
+                    .iter()
+                    .any(|c| code.contains(c) && !code.contains("\"."));
+                assert!(!called, "store/{file}:{}: {line}", n + 1);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn an_events_cards_then_its_claim_are_written() {
         let dir = tempfile::tempdir().unwrap();

@@ -335,14 +335,14 @@ impl Store {
     pub fn revive(&self, ids: &[DeliveryId]) -> Result<Vec<ConnectionId>, StoreError> {
         let mut cons = Vec::new();
         for id in ids {
-            let Some(v) = self.dead.remove(id.as_str())? else {
+            // Queued again first, then no longer dead: a crash between the two leaves the card
+            // in both (it is sent; the letter stays to be retried), never in neither.
+            let Some(v) = self.dead.get(id.as_str())? else {
                 continue;
             };
-            self.count(|c| c.dead -= 1);
             let letter: DeadLetter = decode(&v)?;
             if letter.record.body.is_empty() {
                 // A card that never rendered cannot be sent; it stays dead.
-                self.put_dead(&letter)?;
                 continue;
             }
             let mut rec = letter.record;
@@ -350,23 +350,24 @@ impl Store {
             rec.not_before_ms = 0;
             cons.push(rec.connection.clone());
             self.enqueue(&rec)?;
+            if self.dead.remove(id.as_str())?.is_some() {
+                self.count(|c| c.dead -= 1);
+            }
         }
         cons.sort();
         cons.dedup();
         Ok(cons)
     }
 
-    /// Moves a card to the dead letters, atomically.
+    /// Moves a card to the dead letters.
+    ///
+    /// The dead letter is written first, then the card leaves the outbox: a crash between the
+    /// two leaves it in both (sent again after the restart, at least once), never in neither.
+    /// Not a sled transaction: see [`Store::enqueue_event`].
     pub fn bury(&self, key: &OutboxKey, letter: &DeadLetter) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(letter)?;
-        use sled::Transactional;
-        (&self.outbox, &self.dead)
-            .transaction(|(outbox, dead)| {
-                outbox.remove(&key.0)?;
-                dead.insert(letter.record.id.as_str(), value.as_slice())?;
-                Ok(())
-            })
-            .map_err(tx_error)?;
+        self.dead
+            .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
+        self.outbox.remove(&key.0)?;
         let was_retrying = letter.record.attempts > 1;
         self.count(|c| {
             c.queued -= 1;
@@ -466,13 +467,6 @@ impl Store {
             from.extend_from_slice(&[0xff; 9]);
         }
         Ok(out)
-    }
-}
-
-fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
-    match e {
-        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-        sled::transaction::TransactionError::Abort(()) => StoreError::Closed,
     }
 }
 

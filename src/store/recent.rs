@@ -173,7 +173,9 @@ impl Ring {
         if unsaved.is_empty() {
             return Ok(Some(0));
         }
-        let mut batch = sled::Batch::default();
+        // Plain inserts, not a batch: a sled batch (or transaction) puts every later operation
+        // of the process behind a global lock, and the ring needs no atomicity (it is a
+        // window on recent traffic, and each entry carries its own sequence number).
         for (seq, entry) in &unsaved {
             let json = match entry {
                 Entry::New(e) => e.to_json(),
@@ -181,9 +183,8 @@ impl Ring {
             };
             let mut value = seq.to_be_bytes().to_vec();
             serde_json::to_writer(&mut value, &json)?;
-            batch.insert(&(seq % self.keep as u64).to_be_bytes(), value);
+            tree.insert((seq % self.keep as u64).to_be_bytes(), value)?;
         }
-        tree.apply_batch(batch)?;
         Ok(Some(unsaved.len()))
     }
 
