@@ -3,8 +3,12 @@
 //!
 //! In: cards from staging, attempt results from delivery. Out: each connection's cards in the
 //! order they were accepted, keyed `connection id ‖ sequence (u64, big-endian)`. Guarantees:
-//! a card is in exactly one of queued, dead or delivered; the in-memory counts follow every
-//! move; what has been delivered keeps its record (without its body) for `keep_delivered`.
+//! a card is never lost between queued, dead and delivered: each move writes where the card goes
+//! before removing it from where it was (a crash between the two leaves it in both, so it may be
+//! sent again: at least once), except that a delivered card leaves the outbox first (a crash
+//! loses the record of the delivery, never a card); no sled transaction or batch is used (see
+//! [`Store::enqueue_event`]); the in-memory counts follow every move; what has been delivered
+//! keeps its record (without its body) for `keep_delivered`.
 
 use super::*;
 
@@ -251,8 +255,7 @@ impl Store {
 
     /// Moves a delivered card out of the outbox into the delivered records (without its body).
     ///
-    /// Two writes, not a transaction (a sled transaction across trees costs more than the rest
-    /// of a delivery): the card leaves the outbox, then its record is added. A crash between
+    /// Two writes, not a transaction (see [`Store::enqueue_event`]): the card leaves the outbox, then its record is added. A crash between
     /// them loses the record of the delivery, never a card; a crash before both leaves the card
     /// queued, to be sent again with the same `Idempotency-Key` (at least once).
     pub fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {

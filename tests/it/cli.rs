@@ -74,15 +74,7 @@ async fn a_partial_config_keeps_the_shipped_rules_of_other_sources_inactive() {
     let mut cmd = cardwire();
     cmd.args(["serve", "--config"]).arg(&config);
     let (mut child, addr, log) = crate::utils::spawn_serve(cmd);
-    let rules: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{addr}/api/rules"))
-        .bearer_auth("t0k3n")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules = crate::utils::api_get(&addr, "/api/rules", "t0k3n").await;
     let _ = child.kill();
     let _ = child.wait();
     let log: Vec<String> = log.try_iter().collect();
@@ -387,15 +379,7 @@ fn sighup_reloads_rules() {
     let (mut child, addr, log) = crate::utils::spawn_serve(cmd);
     let count = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
-            let v: serde_json::Value = reqwest::Client::new()
-                .get(format!("http://{addr}/api/rules"))
-                .bearer_auth("t")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = crate::utils::api_get(&addr, "/api/rules", "t").await;
             v["rules"].as_array().unwrap().len()
         })
     };

@@ -137,14 +137,7 @@ async fn the_whole_flow_connects_a_group_and_its_cards_arrive() {
         !done.contains("webhook") && !done.contains("inbox"),
         "the done URL carries no webhook data"
     );
-    let html = b
-        .get(g.url(&done))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = crate::utils::page(&b, &g.url(&done)).await;
     assert!(
         html.contains("Connected") && html.contains("Engineering"),
         "{html}"
@@ -480,14 +473,7 @@ async fn the_connections_pages_need_the_token_and_pause_with_a_csrf_token() {
     let rx = Receiver::start().await;
     let id = g.connect(&rx.url("t"), "teams", &[]).await;
     let b = browser();
-    let html = b
-        .get(g.url("/connections"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page(&b, &g.url("/connections")).await;
     assert!(
         html.contains("Admin token") && !html.contains(&id),
         "signed out, nothing is listed"
@@ -511,14 +497,7 @@ async fn the_connections_pages_need_the_token_and_pause_with_a_csrf_token() {
         .unwrap()
         .to_string();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-    let html = b
-        .get(g.url("/connections"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page(&b, &g.url("/connections")).await;
     assert!(
         html.contains(&id) && html.contains("the admin API"),
         "{html}"

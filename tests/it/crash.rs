@@ -176,17 +176,10 @@ async fn sigterm_lets_the_attempt_in_flight_finish() {
     // be sent again (recorded state, not a wait for nothing to arrive).
     let (mut child, addr, _log) = tokio::task::block_in_place(|| serve(&config));
     let list = |state: &'static str| {
-        let (client, addr) = (client.clone(), addr.clone());
+        let addr = addr.clone();
         async move {
-            let v: serde_json::Value = client
-                .get(format!("http://{addr}/api/deliveries?state={state}"))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let path = format!("/api/deliveries?state={state}");
+            let v = crate::utils::api_get(&addr, &path, ADMIN_TOKEN).await;
             v["deliveries"].as_array().unwrap().len()
         }
     };

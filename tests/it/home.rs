@@ -73,14 +73,7 @@ async fn the_home_page_says_what_this_is_and_shows_the_queue_when_signed_in() {
         v["deliveries"].as_array().is_some_and(|a| !a.is_empty())
     })
     .await;
-    let html = b
-        .get(g.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page(&b, &g.url("/")).await;
     let field = |id: &str| {
         let at = html
             .find(&format!("id=\"{id}\">"))
@@ -93,14 +86,7 @@ async fn the_home_page_says_what_this_is_and_shows_the_queue_when_signed_in() {
     assert_eq!(field("connections"), "1 (0 paused, 0 broken)");
 
     // The docs are README, built in.
-    let docs = b
-        .get(g.url("/docs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let docs = page(&b, &g.url("/docs")).await;
     assert!(
         docs.contains("<h2 id=\"quick-start-five-minutes\">Quick start (five minutes)</h2>"),
         "{}",

@@ -359,14 +359,7 @@ async fn a_signed_in_page_uses_the_api_with_its_csrf_token() {
     assert_eq!(res.status(), 200);
 
     // Without a session the page asks to sign in and the assets are served from the binary.
-    let html = client
-        .get(g.url("/playground"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page(&client, &g.url("/playground")).await;
     assert!(
         html.contains("name=\"next\" value=\"/playground\""),
         "{html}"

@@ -218,6 +218,24 @@ impl Gateway {
     }
 }
 
+/// GETs a page with a client of the test's own (cookies, redirects as it is set up); the body.
+pub async fn page(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// GETs an admin API path of a gateway running as a process (`cardwire serve`); the JSON.
+pub async fn api_get(addr: &str, path: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
