@@ -290,9 +290,7 @@ fn spawn_noise_ticker(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> 
     })
 }
 
-/// How long an upstream delivery id is remembered, so that a redelivery is accepted once:
-/// GitHub offers to redeliver a webhook for 3 days.
-pub const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
+pub use crate::store::seen::SEEN_FOR;
 
 /// Prunes delivered records older than `delivery.keep_delivered` and upstream delivery ids
 /// older than [`SEEN_FOR`], at start and then hourly.

@@ -80,8 +80,8 @@ pub fn wake(app: &App, cons: &[ConnectionId]) {
 }
 
 /// Reserves the delivery id, matches rules, renders and queues cards — everything but the
-/// commit. The cards are written first, then the delivery-id claim, so that a claim never
-/// outlives its cards ([`crate::store::Store::enqueue_event`]). A card that fails to render becomes a fallback
+/// commit. The cards and the delivery-id claim are written all or nothing
+/// ([`crate::store::Store::enqueue_event`]). A card that fails to render becomes a fallback
 /// card, or a dead letter with the reason.
 pub fn stage(app: &App, pipeline: &Pipeline, event: &Event) -> Result<Staged, StoreError> {
     let repeated = |first: EventId| {
@@ -109,7 +109,7 @@ pub fn stage(app: &App, pipeline: &Pipeline, event: &Event) -> Result<Staged, St
     let mut queue = Vec::new();
     let written = queue_cards(app, pipeline, event, &mut news, &mut queue).and_then(|wake| {
         let claim = event.delivery_key.as_deref().map(|k| (k, &event.id));
-        Ok(app.store.enqueue_event(claim, &queue)?.map(|()| wake))
+        Ok(app.store.enqueue_event(claim, &mut queue)?.map(|()| wake))
     });
     match written {
         Ok(Ok(wake)) => Ok(Staged {
@@ -129,7 +129,7 @@ pub fn stage(app: &App, pipeline: &Pipeline, event: &Event) -> Result<Staged, St
 
 /// The cards of an event, decided: matched, deduplicated, limited, rendered, through noise
 /// control. The records to queue are returned, not written: [`stage`] writes them with the
-/// delivery-id claim, cards first ([`crate::store::Store::enqueue_event`]). (Dead letters for broken connections and
+/// delivery-id claim, all or nothing ([`crate::store::Store::enqueue_event`]). (Dead letters for broken connections and
 /// noise-control state are written as they are decided.)
 fn queue_cards(
     app: &App,

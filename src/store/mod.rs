@@ -159,7 +159,13 @@ impl Store {
                 db.flush()?;
                 decode(&v)?
             }
-            None => count(&outbox, &dead, &delivered)?,
+            None => recover(
+                &outbox,
+                &dead,
+                &delivered,
+                &db.open_tree("seen")?,
+                clock.now_ms(),
+            )?,
         };
         let store = Arc::new(Self {
             cipher,
@@ -323,27 +329,53 @@ fn open_locked(config: &sled::Config, dir: &Path) -> Result<sled::Db, sled::Erro
 const CLEAN_COUNTS: &str = "clean_stop_counts";
 
 /// Counts the cards in each state by walking the trees (after a crash, or the first start).
-fn count(
+/// Counts the cards after a crash, and takes back the cards of an event whose delivery-id
+/// claim never reached the disk (a crash inside [`Store::enqueue_event`]: its upstream had no
+/// 202 and will deliver it again). A card queued longer than [`seen::SEEN_FOR`] (less an hour)
+/// is kept: its claim may have been pruned.
+fn recover(
     outbox: &sled::Tree,
     dead: &sled::Tree,
     delivered: &sled::Tree,
+    seen: &sled::Tree,
+    now_ms: u64,
 ) -> Result<Counts, StoreError> {
-    // Only `attempts` is read of each card (the body is skipped, not copied).
+    // Only these fields are read of each card (the body is skipped, not copied).
     #[derive(Deserialize)]
-    struct Attempts {
+    struct Head {
         #[serde(default)]
         attempts: u32,
+        #[serde(default)]
+        claim: Option<String>,
+        created_ms: u64,
     }
+    let recent = now_ms.saturating_sub((seen::SEEN_FOR.as_secs() - 3600) * 1000);
     let mut counts = Counts {
         dead: dead.len(),
         delivered: delivered.len(),
         ..Counts::default()
     };
-    for v in outbox.iter().values() {
+    let mut taken_back = 0;
+    for kv in outbox.iter() {
+        let (k, v) = kv?;
+        let head = decode::<Head>(&v)?;
+        if let Some(claim) = &head.claim {
+            if head.created_ms >= recent && !seen.contains_key(claim)? {
+                outbox.remove(k)?;
+                taken_back += 1;
+                continue;
+            }
+        }
         counts.queued += 1;
-        if decode::<Attempts>(&v?)?.attempts > 0 {
+        if head.attempts > 0 {
             counts.retrying += 1;
         }
+    }
+    if taken_back > 0 {
+        tracing::warn!(
+            cards = taken_back,
+            "cards of events cut short by a crash taken back; their upstreams had no 202 and deliver them again"
+        );
     }
     Ok(counts)
 }
@@ -470,9 +502,11 @@ mod tests {
             store.seen.get("d1").unwrap().is_none(),
             "not claimed before the write"
         );
-        let cards = [record(&con, 1), record(&con, 2)];
+        let mut cards = [record(&con, 1), record(&con, 2)];
         assert_eq!(
-            store.enqueue_event(Some(("d1", &first)), &cards).unwrap(),
+            store
+                .enqueue_event(Some(("d1", &first)), &mut cards)
+                .unwrap(),
             Ok(())
         );
         assert_eq!(store.queued(), 2);
@@ -493,7 +527,7 @@ mod tests {
         // Claimed meanwhile (by another path): nothing of this event is written.
         assert_eq!(
             store
-                .enqueue_event(Some(("d1", &second)), &[record(&con, 3)])
+                .enqueue_event(Some(("d1", &second)), &mut [record(&con, 3)])
                 .unwrap(),
             Err(first.clone())
         );
@@ -505,10 +539,68 @@ mod tests {
         assert_eq!(store.reserve_delivery("d2", &second).unwrap(), None);
         // Without a delivery id, the cards alone, in one batch.
         assert_eq!(
-            store.enqueue_event(None, &[record(&con, 4)]).unwrap(),
+            store.enqueue_event(None, &mut [record(&con, 4)]).unwrap(),
             Ok(())
         );
         assert_eq!(store.queued(), 3);
+    }
+
+    /// A crash between an event's cards and its claim (the cards on disk, the claim not):
+    /// the next start takes those cards back, so the redelivery its upstream makes (it had no
+    /// 202) queues them once. Cards whose claim is there, cards without a delivery id and
+    /// cards older than the claims' retention stay; a clean stop recovers nothing.
+    #[tokio::test]
+    async fn a_crash_between_cards_and_claim_takes_the_cards_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let con = ConnectionId::new();
+        let claimed = |key: &str, created_ms| OutboxRecord {
+            claim: Some(key.into()),
+            created_ms,
+            ..record(&con, 0)
+        };
+        {
+            let store = Store::open(dir.path(), None).unwrap();
+            // A whole event: cards and claim.
+            store
+                .enqueue_event(Some(("whole", &EventId::new())), &mut [record(&con, 1)])
+                .unwrap()
+                .unwrap();
+            // Cut short: two cards written, the claim not.
+            store.enqueue(&claimed("cut", now_ms())).unwrap();
+            store.enqueue(&claimed("cut", now_ms())).unwrap();
+            // Four days old: its claim was pruned, the card stays.
+            let old = now_ms() - 4 * 86_400_000;
+            store.enqueue(&claimed("pruned", old)).unwrap();
+            // No delivery id.
+            store
+                .enqueue_event(None, &mut [record(&con, 2)])
+                .unwrap()
+                .unwrap();
+            assert_eq!(store.queued(), 5);
+        }
+        // As after kill -9: no counts left by a clean stop.
+        {
+            let path = dir.path().join("sled");
+            let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
+            db.open_tree("meta").unwrap().remove(CLEAN_COUNTS).unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), None).unwrap();
+        assert_eq!(store.queued(), 3, "the two cards cut short are taken back");
+        let left: Vec<_> = store
+            .queued_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.claim)
+            .collect();
+        assert_eq!(
+            left,
+            [Some("whole".to_string()), Some("pruned".into()), None]
+        );
+        assert_eq!(
+            store.reserve_delivery("cut", &EventId::new()).unwrap(),
+            None
+        );
     }
 
     #[tokio::test]

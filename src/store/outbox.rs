@@ -55,6 +55,11 @@ pub struct OutboxRecord {
     /// When the rule's template failed and this card was built without it: what failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<RenderFailure>,
+    /// The upstream delivery id its event claimed, if it had one: a card whose claim is not
+    /// in the store after a crash is taken back at the next start (see
+    /// [`Store::enqueue_event`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }
 
 impl OutboxRecord {
@@ -81,6 +86,7 @@ impl OutboxRecord {
             last_error: None,
             attempt_log: Vec::new(),
             fallback: None,
+            claim: None,
         }
     }
 }
@@ -151,13 +157,17 @@ impl Store {
         Ok(OutboxKey(key))
     }
 
-    /// Queues an event's cards, then writes the claim of its upstream delivery id (reserved
-    /// with [`Store::reserve_delivery`]): the cards first, so that after a crash there is never
-    /// a claim without its cards (a redelivery refused while its cards are lost). sled writes
-    /// its log in order and replays it in order at recovery, and the group commit flushes both.
-    /// Cards without their claim (a crash between the two) mean a redelivery is accepted
-    /// again: at least once, as elsewhere. `Ok(Err(first))` when another event claimed the id
-    /// meanwhile: this event's cards are taken back. The reservation ends either way.
+    /// Queues an event's cards and claims its upstream delivery id (reserved with
+    /// [`Store::reserve_delivery`]), all or nothing: the one write of staging, which a
+    /// PostgreSQL backend makes one transaction.
+    ///
+    /// Here each card carries its claim and is written first, the claim last. sled writes its
+    /// log in order and replays it in order at recovery, so a crash between them leaves cards
+    /// whose claim is missing and nothing else; the next start takes those cards back
+    /// ([`recover`]) and the upstream, which had no 202, delivers the event again. A claim is
+    /// never without its cards, cards are never without their claim: an event is queued once.
+    /// `Ok(Err(first))` when another event claimed the id meanwhile: this event's cards are
+    /// taken back. The reservation ends either way.
     ///
     /// Not a sled transaction or batch: the first of either switches every later sled
     /// operation of the process to a global read-write lock, which tripled the CPU an event
@@ -165,11 +175,12 @@ impl Store {
     pub fn enqueue_event(
         &self,
         claim: Option<(&str, &EventId)>,
-        records: &[OutboxRecord],
+        records: &mut [OutboxRecord],
     ) -> Result<Result<(), EventId>, StoreError> {
         let mut keys = Vec::with_capacity(records.len());
         let mut written = Ok(());
-        for rec in records {
+        for rec in records.iter_mut() {
+            rec.claim = claim.map(|(key, _)| key.to_string());
             match self.enqueue(rec) {
                 Ok(key) => keys.push(key),
                 Err(e) => {
@@ -272,6 +283,7 @@ impl Store {
             last_error: rec.last_error.clone(),
             attempt_log: rec.attempt_log.clone(),
             fallback: rec.fallback.clone(),
+            claim: rec.claim.clone(),
         };
         let value = serde_json::to_vec(&Delivered {
             record: kept,

@@ -6,6 +6,10 @@
 
 use super::*;
 
+/// How long an upstream delivery id is remembered, so that a redelivery is accepted once:
+/// GitHub offers to redeliver a webhook for 3 days.
+pub const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
+
 impl Store {
     /// Records that `key` (an upstream delivery id) is being handled as `event`, durably at
     /// once. If it was already, returns the event id it got the first time. (Staging reserves
