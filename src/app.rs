@@ -10,24 +10,36 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::pages::Pages;
+use crate::admin::Gate;
 use crate::config::Config;
+use crate::connect::api::Registry;
+use crate::connect::emulator::Emulator;
+use crate::connect::flow::Flows;
 use crate::connect::Connections;
 use crate::deliver::policy::TargetPolicy;
 use crate::deliver::Deliverer;
+use crate::metrics::Scrape;
 use crate::pipeline::Pipeline;
+use crate::playground::Playground;
+use crate::reload::Reloader;
+use crate::stage::Stager;
 use crate::store::Store;
 
-/// Everything a request handler can reach.
+/// Everything the gateway shares. Only this module names it: each group of handlers takes the
+/// part it needs (a sub-state, built from this one with axum's [`FromRef`]), and the routers
+/// are assembled here.
 pub struct App {
     /// The settings.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The rules and templates in force (swapped whole on reload).
-    pub pipeline: ArcSwap<Pipeline>,
+    pub pipeline: Arc<ArcSwap<Pipeline>>,
     /// Durable state.
     pub store: Arc<Store>,
     /// The connections, cached.
@@ -35,32 +47,149 @@ pub struct App {
     /// The delivery workers.
     pub deliverer: Arc<Deliverer>,
     /// Which webhook URLs are acceptable.
-    pub policy: TargetPolicy,
+    pub policy: Arc<TargetPolicy>,
     /// The last change to rules or templates that did not load.
-    pub last_rejected: arc_swap::ArcSwapOption<crate::reload::Rejected>,
+    pub last_rejected: Arc<arc_swap::ArcSwapOption<crate::reload::Rejected>>,
     /// The Office 365 emulator's inboxes, when the emulator is on.
-    pub inboxes: Option<crate::connect::emulator::Inboxes>,
+    pub inboxes: Option<Arc<crate::connect::emulator::Inboxes>>,
     /// Signed-in sessions of the /connections pages.
-    pub sessions: crate::admin::pages::Sessions,
+    pub sessions: Arc<crate::admin::pages::Sessions>,
     /// The Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Noise control: dedup, limits that fold, caps, digests.
-    pub noise: crate::noise::Noise,
+    pub noise: Arc<crate::noise::Noise>,
     /// The live tail (`GET /api/stream`).
     pub live: crate::live::Live,
     /// Template failures already logged (once per template and reason).
-    pub render_failures: crate::stage::RenderFailures,
+    pub render_failures: Arc<crate::stage::RenderFailures>,
 }
 
-/// The state handlers receive.
+/// The state the router holds.
 pub type AppState = Arc<App>;
+
+impl App {
+    /// What staging reaches.
+    pub fn stager(&self) -> Stager {
+        Stager {
+            config: self.config.clone(),
+            pipeline: self.pipeline.clone(),
+            store: self.store.clone(),
+            connections: self.connections.clone(),
+            deliverer: self.deliverer.clone(),
+            live: self.live.clone(),
+            metrics: self.metrics.clone(),
+            noise: self.noise.clone(),
+            render_failures: self.render_failures.clone(),
+        }
+    }
+
+    fn registry(&self) -> Registry {
+        Registry {
+            store: self.store.clone(),
+            connections: self.connections.clone(),
+            deliverer: self.deliverer.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+
+    /// What reloading reaches.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            config: self.config.clone(),
+            pipeline: self.pipeline.clone(),
+            metrics: self.metrics.clone(),
+            noise: self.noise.clone(),
+            last_rejected: self.last_rejected.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Stager {
+    fn from_ref(app: &AppState) -> Self {
+        app.stager()
+    }
+}
+
+impl FromRef<AppState> for Gate {
+    fn from_ref(app: &AppState) -> Self {
+        Gate {
+            config: app.config.clone(),
+            sessions: app.sessions.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Pages {
+    fn from_ref(app: &AppState) -> Self {
+        Pages {
+            config: app.config.clone(),
+            sessions: app.sessions.clone(),
+            store: app.store.clone(),
+            connections: app.connections.clone(),
+            deliverer: app.deliverer.clone(),
+            policy: app.policy.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Registry {
+    fn from_ref(app: &AppState) -> Self {
+        app.registry()
+    }
+}
+
+impl FromRef<AppState> for Emulator {
+    fn from_ref(app: &AppState) -> Self {
+        Emulator {
+            config: app.config.clone(),
+            inboxes: app.inboxes.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Flows {
+    fn from_ref(app: &AppState) -> Self {
+        Flows {
+            config: app.config.clone(),
+            pipeline: app.pipeline.clone(),
+            store: app.store.clone(),
+            connections: app.connections.clone(),
+            policy: app.policy.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Scrape {
+    fn from_ref(app: &AppState) -> Self {
+        Scrape {
+            metrics: app.metrics.clone(),
+            store: app.store.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for Reloader {
+    fn from_ref(app: &AppState) -> Self {
+        app.reloader()
+    }
+}
+
+impl FromRef<AppState> for Playground {
+    fn from_ref(app: &AppState) -> Self {
+        Playground {
+            stage: app.stager(),
+            sessions: app.sessions.clone(),
+            reloader: app.reloader(),
+        }
+    }
+}
 
 /// All routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::ingest::router())
-        .merge(crate::connect::router())
+        .merge(crate::connect::api::router())
         .merge(crate::reload::router())
         .merge(crate::deliver::api::router())
         .merge(crate::connect::flow::router())
@@ -114,22 +243,22 @@ impl Server {
         }
         log_start(&config, &pipeline, connections.all().len(), store.queued());
         let app = Arc::new(App {
-            policy: policy(&config),
+            policy: Arc::new(policy(&config)),
             inboxes: config.emulator().then(Default::default),
             sessions: Default::default(),
             live,
             render_failures: Default::default(),
-            noise: crate::noise::Noise::new(
+            noise: Arc::new(crate::noise::Noise::new(
                 store.clone(),
                 config.delivery.pacing != crate::config::PacingConfig::Switch(false),
-            ),
+            )),
             metrics,
-            config,
-            pipeline: ArcSwap::from_pointee(pipeline),
+            config: Arc::new(config),
+            pipeline: Arc::new(ArcSwap::from_pointee(pipeline)),
             store: store.clone(),
             connections,
             deliverer: deliverer.clone(),
-            last_rejected: arc_swap::ArcSwapOption::empty(),
+            last_rejected: Default::default(),
         });
         let resumed = deliverer.resume()?;
         if resumed > 0 {
@@ -191,7 +320,7 @@ fn serve(
     store: Arc<Store>,
 ) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
     let stop = CancellationToken::new();
-    let reloader = crate::reload::spawn(app.clone(), stop.clone());
+    let reloader = crate::reload::spawn(app.reloader(), stop.clone());
     let pruner = spawn_pruner(app.clone(), stop.clone());
     let ticker = spawn_noise_ticker(app.clone(), stop.clone());
     let router = router(app);

@@ -13,8 +13,8 @@
 //!   render     each matching rule's template -> card JSON per connection kind
 //!              (Renderer::render; a fallback card when the template fails)
 //!   noise      dedup, limits that fold into summaries, Teams' caps, digests (Noise::decide)
-//!   store      the event's outbox records, then its delivery-id claim (never a claim
-//!              without its cards), group-committed to sled -> 202
+//!   store      the event's outbox records and its delivery-id claim, all or nothing,
+//!              group-committed to sled -> 202
 //!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
 //!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered;
 //!            they run on a thread of their own, so that delivery keeps pace with ingest
@@ -34,14 +34,23 @@
 //!   builds only that.
 //! - [`reload`]: hot reload on file changes or SIGHUP; `GET /api/rules`.
 //! - [`samples`]: the vendored real payloads, built in, that `check` renders every template with.
-//! - [`connect`]: connections (webhook URLs) and their admin API.
+//! - [`connect`]: connections (webhook URLs), their admin API ([`connect::api`]), the Connect
+//!   flow and its Office 365 emulator.
 //! - [`admin`]: the admin token check shared by everything under /api, the /connections pages,
 //!   the home page, /docs (README, built in) and the 404 page for browsers.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`playground`]: the /playground page and its API: render, preview, send, recent events,
 //!   the live tail.
 //! - [`live`]: the live tail's broadcast of events, matches, queued cards and outcomes.
-//! - [`app`]: shared state, the router, background tasks and graceful shutdown.
+//! - [`app`]: shared state, the router, background tasks and graceful shutdown. Only `app`
+//!   names the whole state: each group of handlers takes its part (a sub-state such as
+//!   [`stage::Stager`] or [`connect::api::Registry`], built with axum's `FromRef`).
+//!
+//! Layers, lowest first (a file imports only from its own layer or those below, and no file
+//! imports itself through others: `tests/it/layers.rs`): foundations (ids, error, units,
+//! yaml, live, needs); event, render; config, rules, samples, store; pipeline, noise, metrics,
+//! the connections' cache; stage, deliver; the admin gate, ingest, reload; the admin API and
+//! pages, the Connect flow, the playground; app, cli.
 //! - [`cli`]: `serve`, `check` and `render`.
 //! - [`alloc`]: freed memory handed back to the system when the gateway goes quiet.
 

@@ -14,7 +14,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -26,7 +26,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::app::AppState;
 use crate::ids::ConnectionId;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -249,12 +248,25 @@ impl Metrics {
     }
 }
 
+/// What `GET /metrics` reads: the metrics and the store's card counts.
+#[derive(Clone)]
+pub struct Scrape {
+    /// The metrics.
+    pub metrics: std::sync::Arc<Metrics>,
+    /// The store (card counts).
+    pub store: std::sync::Arc<crate::store::Store>,
+}
+
 /// The route `/metrics`.
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Scrape: FromRef<S>,
+{
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(app): State<Scrape>) -> impl IntoResponse {
     let c = app.store.counts();
     let body = app.metrics.encode(&[
         ("queued", c.queued),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -20,8 +20,24 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::app::{App, AppState};
+use crate::config::Config;
 use crate::pipeline::{Origin, Pipeline};
+
+/// What reloading reaches: the settings (where rules and templates are), the pipeline to swap,
+/// the metrics, noise control (per-rule counts for `GET /api/rules`), the last rejection.
+#[derive(Clone)]
+pub struct Reloader {
+    /// The settings.
+    pub config: Arc<Config>,
+    /// The rules and templates in force.
+    pub pipeline: Arc<arc_swap::ArcSwap<Pipeline>>,
+    /// The metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Noise control.
+    pub noise: Arc<crate::noise::Noise>,
+    /// The last change that did not load.
+    pub last_rejected: Arc<arc_swap::ArcSwapOption<Rejected>>,
+}
 
 /// A change that did not load.
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +49,7 @@ pub struct Rejected {
 }
 
 /// Loads the pipeline again and swaps it in, or records why not. Returns whether it loaded.
-pub async fn reload(app: &App) -> bool {
+pub async fn reload(app: &Reloader) -> bool {
     let config = app.config.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let loaded = Pipeline::load(&config);
@@ -77,7 +93,7 @@ pub async fn reload(app: &App) -> bool {
 
 /// Watches the rule and template folders (those on disk) and listens for SIGHUP; reloads on
 /// either until `stop`.
-pub fn spawn(app: Arc<App>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn spawn(app: Reloader, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut dirs: Vec<PathBuf> = Vec::new();
     if app.config.watch_files {
@@ -153,11 +169,16 @@ pub fn spawn(app: Arc<App>, stop: CancellationToken) -> tokio::task::JoinHandle<
 }
 
 /// The routes under /api/rules.
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Reloader: FromRef<S>,
+    crate::admin::Gate: FromRef<S>,
+{
     Router::new().route("/api/rules", get(list_rules))
 }
 
-async fn list_rules(_: Admin, State(app): State<AppState>) -> Json<Value> {
+async fn list_rules(_: Admin, State(app): State<Reloader>) -> Json<Value> {
     let p = app.pipeline.load();
     let rules: Vec<Value> = p
         .rules

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::app::App;
 use crate::config::RenderErrors;
 use crate::error::ApiError;
 use crate::event::Event;
@@ -25,9 +24,33 @@ use crate::render::fallback::Fallback;
 use crate::render::{CardKind, RenderError};
 use crate::store::{now_ms, DeadLetter, OutboxRecord, RenderFailure, StoreError};
 
+/// What staging reaches: the settings, the rules and templates in force, the store, the
+/// connections, delivery (to wake), the live tail, the metrics, noise control.
+#[derive(Clone)]
+pub struct Stager {
+    /// The settings.
+    pub config: Arc<crate::config::Config>,
+    /// The rules and templates in force.
+    pub pipeline: Arc<arc_swap::ArcSwap<Pipeline>>,
+    /// Durable state.
+    pub store: Arc<crate::store::Store>,
+    /// The connections, cached.
+    pub connections: Arc<crate::connect::Connections>,
+    /// The delivery workers.
+    pub deliverer: Arc<crate::deliver::Deliverer>,
+    /// The live tail.
+    pub live: crate::live::Live,
+    /// The Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Noise control.
+    pub noise: Arc<crate::noise::Noise>,
+    /// Template failures already logged.
+    pub render_failures: Arc<RenderFailures>,
+}
+
 /// Accepts one event: stage it with `pipeline`'s rules and templates, make it durable, wake
 /// delivery. Returns its id (the first id when the upstream delivery was seen before).
-pub async fn accept(app: &App, pipeline: &Pipeline, event: Event) -> Result<EventId, ApiError> {
+pub async fn accept(app: &Stager, pipeline: &Pipeline, event: Event) -> Result<EventId, ApiError> {
     let staged = stage(app, pipeline, &event).map_err(|e| ApiError::internal(&e))?;
     if let Err(e) = app.store.commit().await {
         if let Some(key) = &event.delivery_key {
@@ -52,7 +75,7 @@ pub struct Staged {
 
 /// Keeps the event in the playground's ring of recent events (the request's bytes when
 /// ingest has them: no copy of the payload).
-fn keep_recent(app: &App, event: &Event) {
+fn keep_recent(app: &Stager, event: &Event) {
     use crate::store::recent::{RecentEvent, RecentPayload};
     app.store.put_recent(RecentEvent {
         id: event.id.clone(),
@@ -67,13 +90,13 @@ fn keep_recent(app: &App, event: &Event) {
     });
 }
 
-pub fn announce(app: &App, news: Vec<(&'static str, Value)>) {
+pub fn announce(app: &Stager, news: Vec<(&'static str, Value)>) {
     for (kind, notice) in news {
         app.live.emit(kind, notice);
     }
 }
 
-pub fn wake(app: &App, cons: &[ConnectionId]) {
+pub fn wake(app: &Stager, cons: &[ConnectionId]) {
     for c in cons {
         app.deliverer.wake(c);
     }
@@ -83,7 +106,7 @@ pub fn wake(app: &App, cons: &[ConnectionId]) {
 /// commit. The cards and the delivery-id claim are written all or nothing
 /// ([`crate::store::Store::enqueue_event`]). A card that fails to render becomes a fallback
 /// card, or a dead letter with the reason.
-pub fn stage(app: &App, pipeline: &Pipeline, event: &Event) -> Result<Staged, StoreError> {
+pub fn stage(app: &Stager, pipeline: &Pipeline, event: &Event) -> Result<Staged, StoreError> {
     let repeated = |first: EventId| {
         tracing::info!(source = %event.source, delivery = ?event.delivery_key, event = %first, "repeated delivery; already accepted");
         Staged {
@@ -132,7 +155,7 @@ pub fn stage(app: &App, pipeline: &Pipeline, event: &Event) -> Result<Staged, St
 /// delivery-id claim, all or nothing ([`crate::store::Store::enqueue_event`]). (Dead letters for broken connections and
 /// noise-control state are written as they are decided.)
 fn queue_cards(
-    app: &App,
+    app: &Stager,
     pipeline: &Pipeline,
     event: &Event,
     news: &mut Vec<(&'static str, Value)>,
@@ -162,7 +185,7 @@ fn queue_cards(
 
 /// One event's staging in progress: what it reads, and what it has decided so far.
 struct Staging<'a> {
-    app: &'a App,
+    app: &'a Stager,
     pipeline: &'a Pipeline,
     event: &'a Event,
     ctx: &'a handlebars::Context,
@@ -347,7 +370,7 @@ enum Carded {
 /// nothing (kept as a dead letter), as `render_errors` says. Counted, and logged once per
 /// template and reason.
 fn card_without_template(
-    app: &App,
+    app: &Stager,
     rule: &crate::rules::Rule,
     event: &Event,
     kind: CardKind,

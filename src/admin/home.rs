@@ -7,13 +7,13 @@
 //! HTML keep the JSON error body. Guarantees: counts and connections show only behind the admin
 //! session; the pages carry `Referrer-Policy: no-referrer` like every other page.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::app::AppState;
+use crate::admin::pages::Pages;
 use crate::connect::pages::{esc, markdown, page};
 use crate::error::ApiError;
 
@@ -21,13 +21,17 @@ use crate::error::ApiError;
 const README: &str = include_str!("../../README.md");
 
 /// The routes `/` and `/docs`.
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Pages: FromRef<S>,
+{
     Router::new()
         .route("/", get(home_page))
         .route("/docs", get(docs_page))
 }
 
-async fn home_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
+async fn home_page(State(app): State<Pages>, headers: HeaderMap) -> Response {
     let signed_in = app.sessions.csrf(&headers).is_some();
     let status = if signed_in {
         let c = app.store.counts();

@@ -17,17 +17,34 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::config::Config;
 use crate::error::ApiError;
+
+/// What the gate reads: the admin token (in the settings) and the signed-in sessions.
+#[derive(Clone)]
+pub struct Gate {
+    /// The settings.
+    pub config: Arc<Config>,
+    /// Signed-in sessions of the admin pages.
+    pub sessions: Arc<pages::Sessions>,
+}
 
 /// Proof that the request carried the admin token.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
-impl FromRequestParts<AppState> for Admin {
+impl<S: Send + Sync> FromRequestParts<S> for Admin
+where
+    Gate: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = Gate::from_ref(state);
         let Some(token) = state.config.admin_token.as_deref() else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,

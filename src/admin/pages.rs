@@ -6,9 +6,9 @@
 //! form that changes something also carries the session's CSRF token.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, FromRef, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -16,14 +16,43 @@ use axum::Router;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::app::{App, AppState};
+use crate::config::Config;
+use crate::connect::api::ConnectionPatch;
+use crate::connect::mask_url;
 use crate::connect::pages::{self, esc, page};
-use crate::connect::{mask_url, ConnectionPatch};
 use crate::ids::ConnectionId;
 use crate::store::now_ms;
 
 const COOKIE: &str = "cw_admin";
 const SESSION_MS: u64 = 12 * 3600 * 1000;
+
+/// What the admin pages (these and the home page) reach.
+#[derive(Clone)]
+pub struct Pages {
+    /// The settings.
+    pub config: Arc<Config>,
+    /// Signed-in sessions.
+    pub sessions: Arc<Sessions>,
+    /// Durable state.
+    pub store: Arc<crate::store::Store>,
+    /// The connections, cached.
+    pub connections: Arc<crate::connect::Connections>,
+    /// The delivery workers (woken when a connection resumes).
+    pub deliverer: Arc<crate::deliver::Deliverer>,
+    /// Which webhook URLs are acceptable.
+    pub policy: Arc<crate::deliver::policy::TargetPolicy>,
+}
+
+impl Pages {
+    fn registry(&self) -> crate::connect::api::Registry {
+        crate::connect::api::Registry {
+            store: self.store.clone(),
+            connections: self.connections.clone(),
+            deliverer: self.deliverer.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
 
 /// Signed-in sessions, by the digest of their cookie.
 #[derive(Default)]
@@ -73,7 +102,11 @@ impl Sessions {
 }
 
 /// The routes under /connections.
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Pages: FromRef<S>,
+{
     Router::new()
         .route("/connections", get(list_page))
         .route("/connections/login", post(login))
@@ -84,8 +117,8 @@ pub fn router() -> Router<AppState> {
 
 /// The sign-in page; after signing in the browser goes to `next` (`/connections` or
 /// `/playground`).
-pub fn login_page(app: &App, error: Option<&str>, next: &str) -> Response {
-    if app.config.admin_token.is_none() {
+pub fn login_page(config: &Config, error: Option<&str>, next: &str) -> Response {
+    if config.admin_token.is_none() {
         return page(
             StatusCode::NOT_FOUND,
             "Connections",
@@ -124,13 +157,13 @@ fn next_page(next: Option<&str>) -> &'static str {
     }
 }
 
-async fn login(State(app): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+async fn login(State(app): State<Pages>, Form(f): Form<LoginForm>) -> Response {
     let Some(admin) = app.config.admin_token.as_deref() else {
-        return login_page(&app, None, "/connections");
+        return login_page(&app.config, None, "/connections");
     };
     if !bool::from(f.token.trim().as_bytes().ct_eq(admin.as_bytes())) {
         return login_page(
-            &app,
+            &app.config,
             Some("The admin token is wrong."),
             next_page(f.next.as_deref()),
         );
@@ -152,7 +185,7 @@ async fn login(State(app): State<AppState>, Form(f): Form<LoginForm>) -> Respons
     res
 }
 
-async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
+async fn logout(State(app): State<Pages>, headers: HeaderMap) -> Response {
     app.sessions.end(&headers);
     let mut res = Redirect::to("/connections").into_response();
     res.headers_mut().insert(
@@ -184,9 +217,9 @@ fn origin(c: &crate::store::Connection) -> String {
     }
 }
 
-async fn list_page(State(app): State<AppState>, headers: HeaderMap) -> Response {
+async fn list_page(State(app): State<Pages>, headers: HeaderMap) -> Response {
     let Some(session) = app.sessions.get(&headers) else {
-        return login_page(&app, None, "/connections");
+        return login_page(&app.config, None, "/connections");
     };
     let rows: String = app
         .connections
@@ -244,12 +277,12 @@ fn buttons(id: &ConnectionId, paused: bool, csrf: &str) -> String {
 }
 
 async fn detail_page(
-    State(app): State<AppState>,
+    State(app): State<Pages>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let Some(session) = app.sessions.get(&headers) else {
-        return login_page(&app, None, "/connections");
+        return login_page(&app.config, None, "/connections");
     };
     let Some(c) = ConnectionId::parse(&id).and_then(|id| app.connections.get(&id)) else {
         return page(
@@ -294,13 +327,13 @@ struct ActForm {
 }
 
 async fn act(
-    State(app): State<AppState>,
+    State(app): State<Pages>,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<ActForm>,
 ) -> Response {
     let Some(session) = app.sessions.get(&headers) else {
-        return login_page(&app, None, "/connections");
+        return login_page(&app.config, None, "/connections");
     };
     if !bool::from(f.csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
         return page(
@@ -324,7 +357,7 @@ async fn act(
                 digest: None,
                 limit: None,
             };
-            crate::connect::change_connection(&app, &id, patch)
+            crate::connect::api::change_connection(&app.registry(), &id, patch)
                 .await
                 .map(drop)
         }

@@ -13,9 +13,9 @@
 //! Its inbox URLs are accepted as targets while it is on, whatever `targets` says.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -24,10 +24,19 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::pages::{esc, markdown, page};
-use crate::app::{App, AppState};
+use crate::config::Config;
 
 /// Cards kept per inbox.
 const KEEP: usize = 100;
+
+/// What the emulator reaches: the settings (groups, the registration) and the inboxes.
+#[derive(Clone)]
+pub struct Emulator {
+    /// The settings.
+    pub config: Arc<Config>,
+    /// The inboxes, when the emulator is on.
+    pub inboxes: Option<Arc<Inboxes>>,
+}
 
 /// What the emulated groups received.
 #[derive(Default)]
@@ -77,7 +86,11 @@ pub fn inbox_prefix(app_public_url: &str) -> String {
 }
 
 /// The routes under /emulator.
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Emulator: FromRef<S>,
+{
     Router::new()
         .route("/emulator/connectors/Connect", get(picker).post(decide))
         .route(
@@ -107,12 +120,12 @@ fn invalid_request() -> Response {
 }
 
 /// Whether the request matches the registration (app id and redirect URL).
-fn registered(app: &App, q: &ConnectQuery) -> bool {
+fn registered(app: &Emulator, q: &ConnectQuery) -> bool {
     let app_id = app.config.connect.app_id_or_dev(true).unwrap_or_default();
-    q.app_id == app_id && q.callback_url == super::flow::callback_url(app)
+    q.app_id == app_id && q.callback_url == super::flow::callback_url(&app.config)
 }
 
-async fn picker(State(app): State<AppState>, Query(q): Query<ConnectQuery>) -> Response {
+async fn picker(State(app): State<Emulator>, Query(q): Query<ConnectQuery>) -> Response {
     if !registered(&app, &q) {
         return invalid_request();
     }
@@ -166,7 +179,7 @@ struct Decision {
     decision: String,
 }
 
-async fn decide(State(app): State<AppState>, Form(d): Form<Decision>) -> Response {
+async fn decide(State(app): State<Emulator>, Form(d): Form<Decision>) -> Response {
     let q = ConnectQuery {
         state: d.state.clone(),
         app_id: d.app_id.clone(),
@@ -244,7 +257,7 @@ fn uuid_like() -> String {
 }
 
 async fn receive_card(
-    State(app): State<AppState>,
+    State(app): State<Emulator>,
     Path(group): Path<String>,
     body: String,
 ) -> Response {
@@ -261,7 +274,7 @@ async fn receive_card(
     }
 }
 
-async fn show_inbox(State(app): State<AppState>, Path(group): Path<String>) -> Response {
+async fn show_inbox(State(app): State<Emulator>, Path(group): Path<String>) -> Response {
     let Some(inboxes) = &app.inboxes else {
         return (StatusCode::NOT_FOUND, "the emulator is off").into_response();
     };

@@ -15,8 +15,9 @@
 //! be registered); that needs the admin token, since no Microsoft sign-in stands behind it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use axum::extract::{Form, Path, RawQuery, State};
+use axum::extract::{Form, FromRef, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -26,7 +27,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::pages::{self, esc, page};
-use crate::app::{App, AppState};
+use crate::config::Config;
 use crate::ids::ConnectionId;
 use crate::render::CardKind;
 use crate::store::{now_ms, Connection, ConnectionOrigin, FlowState};
@@ -37,7 +38,12 @@ pub const STATE_TTL_MS: u64 = 10 * 60 * 1000;
 const COOKIE: &str = "cw_connect";
 
 /// The routes under /connect and /assets.
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Flows: FromRef<S>,
+    crate::admin::Gate: FromRef<S>,
+{
     Router::new()
         .route("/connect", get(connect_page))
         .route("/connect/start", post(start_flow))
@@ -51,24 +57,39 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// What the Connect flow reaches.
+#[derive(Clone)]
+pub struct Flows {
+    /// The settings.
+    pub config: Arc<Config>,
+    /// The rules and templates in force (for the channels they name).
+    pub pipeline: Arc<arc_swap::ArcSwap<crate::pipeline::Pipeline>>,
+    /// Durable state (flow states).
+    pub store: Arc<crate::store::Store>,
+    /// The connections, cached.
+    pub connections: Arc<super::Connections>,
+    /// Which webhook URLs are acceptable.
+    pub policy: Arc<crate::deliver::policy::TargetPolicy>,
+}
+
 /// Where the Connect button goes.
-pub fn connect_url(app: &App) -> String {
-    match &app.config.connect.url {
+pub fn connect_url(config: &Config) -> String {
+    match &config.connect.url {
         Some(u) => u.clone(),
-        None if app.config.emulator() => {
-            format!("{}/emulator/connectors/Connect", app.config.public_url())
+        None if config.emulator() => {
+            format!("{}/emulator/connectors/Connect", config.public_url())
         }
         None => "https://outlook.office.com/connectors/Connect".to_string(),
     }
 }
 
 /// The registered redirect URL.
-pub fn callback_url(app: &App) -> String {
-    format!("{}/connect/callback", app.config.public_url())
+pub fn callback_url(config: &Config) -> String {
+    format!("{}/connect/callback", config.public_url())
 }
 
-fn banner(app: &App) -> String {
-    if app.config.emulator() && connect_url(app).starts_with(&app.config.public_url()) {
+fn banner(config: &Config) -> String {
+    if config.emulator() && connect_url(config).starts_with(&config.public_url()) {
         "<p class=\"banner\">This is the local <strong>Office 365 emulator</strong>: the Connect \
          button goes to a stand-in picker served by this cardwire, no Microsoft account is \
          involved, and connected groups receive their cards in the emulator's inboxes.</p>"
@@ -78,8 +99,8 @@ fn banner(app: &App) -> String {
     }
 }
 
-fn connector_box(app: &App) -> String {
-    let c = &app.config.connect;
+fn connector_box(config: &Config) -> String {
+    let c = &config.connect;
     let company = c
         .company_url
         .as_ref()
@@ -100,7 +121,7 @@ fn connector_box(app: &App) -> String {
     )
 }
 
-async fn connect_page(State(app): State<AppState>) -> Response {
+async fn connect_page(State(app): State<Flows>) -> Response {
     let channels: Vec<String> = {
         let p = app.pipeline.load();
         let mut c: Vec<String> = p.rules.channels().into_iter().map(str::to_string).collect();
@@ -134,8 +155,8 @@ async fn connect_page(State(app): State<AppState>) -> Response {
          <label>Channels (comma-separated, empty for all) <input type=\"text\" name=\"channels\"></label>\
          <label>Admin token <input type=\"password\" name=\"token\" required></label>\
          <button type=\"submit\">Add</button></form>",
-        banner = banner(&app),
-        connector = connector_box(&app),
+        banner = banner(&app.config),
+        connector = connector_box(&app.config),
         digest = digest_fields(),
     );
     page(StatusCode::OK, "Connect", &body)
@@ -187,7 +208,7 @@ fn parse_digest(form: &StartForm) -> Result<Option<Value>, String> {
     }
 }
 
-async fn start_flow(State(app): State<AppState>, headers: HeaderMap, body: String) -> Response {
+async fn start_flow(State(app): State<Flows>, headers: HeaderMap, body: String) -> Response {
     // Repeated `channel` fields: read the raw form.
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
@@ -227,12 +248,13 @@ async fn start_flow(State(app): State<AppState>, headers: HeaderMap, body: Strin
     if let Err(e) = app.store.put_flow_state(&state, &record) {
         return crate::error::ApiError::internal(&e).into_response();
     }
-    let mut target = url::Url::parse(&connect_url(&app)).expect("connect.url was checked at start");
+    let mut target =
+        url::Url::parse(&connect_url(&app.config)).expect("connect.url was checked at start");
     target
         .query_pairs_mut()
         .append_pair("state", &state)
         .append_pair("app_id", &app_id)
-        .append_pair("callback_url", &callback_url(&app));
+        .append_pair("callback_url", &callback_url(&app.config));
     let secure = if app.config.public_url().starts_with("https://") {
         "; Secure"
     } else {
@@ -266,7 +288,7 @@ fn bad(title: &str, message: &str) -> Response {
 /// answer with; it is built on a rare path, so its size does not matter.)
 #[allow(clippy::result_large_err)]
 fn take_state(
-    app: &App,
+    app: &Flows,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<FlowState, Response> {
@@ -316,7 +338,7 @@ fn take_state(
 }
 
 async fn receive_callback(
-    State(app): State<AppState>,
+    State(app): State<Flows>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -401,7 +423,7 @@ async fn receive_callback(
     res
 }
 
-async fn done_page(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+async fn done_page(State(app): State<Flows>, Path(id): Path<String>) -> Response {
     let Some(conn) = ConnectionId::parse(&id).and_then(|id| app.connections.get(&id)) else {
         return page(
             StatusCode::NOT_FOUND,
@@ -422,7 +444,7 @@ async fn done_page(State(app): State<AppState>, Path(id): Path<String>) -> Respo
         "{banner}<h1 class=\"ok\">Connected</h1><p><strong>{name}</strong> ({app_type}) now receives {channels}, {digest}.</p>\
          <p class=\"muted\">Connection <code>{id}</code>. The administrator can pause or remove it on \
          <a href=\"/connections\">/connections</a>.</p>",
-        banner = banner(&app),
+        banner = banner(&app.config),
         name = esc(&conn.name),
         app_type = esc(conn.origin.app_type.as_deref().unwrap_or(&conn.origin.via)),
         channels = esc(&channels),
@@ -441,7 +463,7 @@ struct PasteForm {
     token: String,
 }
 
-async fn paste_url(State(app): State<AppState>, Form(form): Form<PasteForm>) -> Response {
+async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Response {
     let Some(admin) = app.config.admin_token.as_deref() else {
         return bad(
             "Cannot add",
@@ -494,7 +516,7 @@ async fn paste_url(State(app): State<AppState>, Form(form): Form<PasteForm>) -> 
     res
 }
 
-async fn logo(State(app): State<AppState>) -> Response {
+async fn logo(State(app): State<Flows>) -> Response {
     match &app.config.connect.logo {
         None => pages::asset("logo.svg"),
         Some(path) => {

@@ -9,14 +9,14 @@
 //!   `{"connection"?: "con_…"}` — dead letters back to the outbox; a broken connection that is
 //!   retried counts as fixed.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::admin::{Admin, JsonBody};
-use crate::app::{App, AppState};
+use crate::connect::api::Registry;
 use crate::error::ApiError;
 use crate::ids::{ConnectionId, DeliveryId};
 use crate::store::OutboxRecord;
@@ -43,7 +43,12 @@ pub struct DeliveriesQuery {
 }
 
 /// The routes under /api/deliveries.
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Registry: FromRef<S>,
+    crate::admin::Gate: FromRef<S>,
+{
     Router::new()
         .route("/api/deliveries", get(list_deliveries))
         .route("/api/deliveries/retry", post(retry_matching))
@@ -94,7 +99,7 @@ fn queued_state(r: &OutboxRecord) -> &'static str {
 /// One page of deliveries in id order: the queued cards (the outbox is bounded by
 /// `delivery.max_queued`), and from the dead and delivered records, which are keyed by id, only
 /// as many as the page can show.
-fn page(app: &App, q: &DeliveriesQuery, limit: usize) -> Result<Vec<Value>, ApiError> {
+fn page(app: &Registry, q: &DeliveriesQuery, limit: usize) -> Result<Vec<Value>, ApiError> {
     let internal = |e: crate::store::StoreError| ApiError::internal(&e);
     let want = |s: &str| q.state.as_deref().is_none_or(|w| w == s);
     let after = q.after.as_deref();
@@ -133,7 +138,7 @@ fn page(app: &App, q: &DeliveriesQuery, limit: usize) -> Result<Vec<Value>, ApiE
 
 async fn list_deliveries(
     _: Admin,
-    State(app): State<AppState>,
+    State(app): State<Registry>,
     query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
@@ -157,7 +162,7 @@ async fn list_deliveries(
 
 async fn get_delivery(
     _: Admin,
-    State(app): State<AppState>,
+    State(app): State<Registry>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let internal = |e: crate::store::StoreError| ApiError::internal(&e);
@@ -177,7 +182,7 @@ async fn get_delivery(
 }
 
 /// Puts dead letters back in the outbox, un-breaks their connections and wakes them.
-async fn revive(app: &App, ids: Vec<DeliveryId>) -> Result<usize, ApiError> {
+async fn revive(app: &Registry, ids: Vec<DeliveryId>) -> Result<usize, ApiError> {
     let cons = app.store.revive(&ids).map_err(|e| ApiError::internal(&e))?;
     for con in &cons {
         app.connections
@@ -201,7 +206,7 @@ async fn revive(app: &App, ids: Vec<DeliveryId>) -> Result<usize, ApiError> {
 
 async fn retry_one(
     _: Admin,
-    State(app): State<AppState>,
+    State(app): State<Registry>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = DeliveryId::parse(&id)
@@ -228,7 +233,7 @@ pub struct RetryFilter {
 
 async fn retry_matching(
     _: Admin,
-    State(app): State<AppState>,
+    State(app): State<Registry>,
     JsonBody(filter): JsonBody<RetryFilter>,
 ) -> Result<Json<Value>, ApiError> {
     let con = match &filter.connection {

@@ -16,7 +16,7 @@
 pub mod verify;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -26,19 +26,24 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::admin::Admin;
-use crate::app::{App, AppState};
 use crate::error::ApiError;
 use crate::event::{Event, SourceKind};
 use crate::ids::{ConnectionId, EventId};
+use crate::stage::Stager;
 use verify::Unverified;
 
 /// The routes under /hooks.
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Stager: FromRef<S>,
+    crate::admin::Gate: FromRef<S>,
+{
     Router::new().route("/hooks/{source}", post(receive_hook))
 }
 
 async fn receive_hook(
-    state: State<AppState>,
+    state: State<Stager>,
     path: Path<String>,
     query: RawQuery,
     admin: Result<Admin, ApiError>,
@@ -56,7 +61,7 @@ async fn receive_hook(
 }
 
 async fn handle_hook(
-    State(app): State<AppState>,
+    State(app): State<Stager>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     admin: Result<Admin, ApiError>,
@@ -172,7 +177,7 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: u64) -> Result<Byt
 
 /// What an NDJSON body has produced so far.
 struct Lines<'a, F> {
-    app: &'a App,
+    app: &'a Stager,
     to_event: F,
     ids: Vec<EventId>,
     errors: Vec<Value>,
@@ -227,7 +232,7 @@ impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
 
 /// Processes an NDJSON body line by line as it arrives.
 async fn receive_lines<S, E>(
-    app: &App,
+    app: &Stager,
     mut stream: S,
     to_event: impl Fn(Value) -> Result<Event, ApiError>,
     limit: u64,

@@ -34,7 +34,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -44,16 +44,41 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::admin::{Admin, JsonBody};
-use crate::app::AppState;
 use crate::connect::pages;
 use crate::error::ApiError;
 use crate::event::SourceKind;
 use crate::ids::{ConnectionId, EventId};
 use crate::render::{CardKind, RenderError, MAX_CARD_BYTES};
+use crate::stage::Stager;
 use crate::store::{now_ms, OutboxRecord};
 
+/// What the playground reaches: all that staging does (its send stages an event), the
+/// signed-in sessions (its page) and reloading (saving a template).
+#[derive(Clone)]
+pub struct Playground {
+    /// What staging reaches.
+    pub stage: Stager,
+    /// Signed-in sessions.
+    pub sessions: std::sync::Arc<crate::admin::pages::Sessions>,
+    /// Reloading, after a template is saved.
+    pub reloader: crate::reload::Reloader,
+}
+
+impl std::ops::Deref for Playground {
+    type Target = Stager;
+
+    fn deref(&self) -> &Stager {
+        &self.stage
+    }
+}
+
 /// The routes of the playground's API.
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Playground: FromRef<S>,
+    crate::admin::Gate: FromRef<S>,
+{
     Router::new()
         .route("/api/render", post(render))
         .route("/api/preview", post(preview))
@@ -92,9 +117,9 @@ fn asset(body: &'static str, ty: &'static str) -> Response {
         .into_response()
 }
 
-async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
+async fn page(State(app): State<Playground>, headers: HeaderMap) -> Response {
     let Some(csrf) = app.sessions.csrf(&headers) else {
-        return crate::admin::pages::login_page(&app, None, "/playground");
+        return crate::admin::pages::login_page(&app.config, None, "/playground");
     };
     pages::page(
         StatusCode::OK,
@@ -132,7 +157,7 @@ async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
 
 async fn stream(
     _: Admin,
-    State(app): State<AppState>,
+    State(app): State<Playground>,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
     use tokio::sync::broadcast::error::RecvError;
     let rx = app.live.subscribe();
@@ -167,7 +192,7 @@ pub struct SaveIn {
 
 async fn save_template(
     _: Admin,
-    State(app): State<AppState>,
+    State(app): State<Playground>,
     JsonBody(input): JsonBody<SaveIn>,
 ) -> Result<Json<Value>, ApiError> {
     if !app.config.playground.write {
@@ -202,7 +227,7 @@ async fn save_template(
     let path = root.join(&file);
     let before = std::fs::read(&path).map_err(|e| io_error("read", &path, &e))?;
     write_atomically(&path, input.text.as_bytes())?;
-    if crate::reload::reload(&app).await {
+    if crate::reload::reload(&app.reloader).await {
         tracing::info!(template = %file, "template saved from the playground");
         return Ok(Json(
             json!({"saved": path.display().to_string(), "reloaded": true}),
@@ -210,6 +235,7 @@ async fn save_template(
     }
     // Rejected: put the file back as it was, so the folder matches what runs.
     let errors = app
+        .reloader
         .last_rejected
         .load_full()
         .map(|r| r.errors.clone())
@@ -244,7 +270,7 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), ApiError
         .map_err(|e| io_error("write", path, &e))
 }
 
-async fn samples(_: Admin, State(app): State<AppState>) -> Json<Value> {
+async fn samples(_: Admin, State(app): State<Playground>) -> Json<Value> {
     let sources: Vec<Value> = app
         .config
         .sources
@@ -278,7 +304,7 @@ pub struct SendIn {
 
 async fn send(
     _: Admin,
-    State(app): State<AppState>,
+    State(app): State<Playground>,
     JsonBody(input): JsonBody<SendIn>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let con = ConnectionId::parse(&input.connection)
@@ -378,14 +404,14 @@ fn errors_of(e: &RenderError) -> Vec<Value> {
 
 async fn render(
     _: Admin,
-    State(app): State<AppState>,
+    State(app): State<Playground>,
     JsonBody(input): JsonBody<RenderIn>,
 ) -> Result<Json<Value>, ApiError> {
     render_value(&app, input).map(Json)
 }
 
 /// What `/api/render` answers.
-fn render_value(app: &crate::app::App, input: RenderIn) -> Result<Value, ApiError> {
+fn render_value(app: &Stager, input: RenderIn) -> Result<Value, ApiError> {
     let source = app.config.sources.get(&input.source).ok_or_else(|| {
         ApiError::bad_request(
             "unknown_source",
@@ -482,7 +508,7 @@ pub struct PreviewIn {
 
 async fn preview(
     _: Admin,
-    State(app): State<AppState>,
+    State(app): State<Playground>,
     JsonBody(input): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let invalid = |e: serde_json::Error| ApiError::bad_request("invalid_body", e.to_string());
@@ -535,7 +561,7 @@ fn preview_card(kind: CardKind, body: &Value) -> Value {
     })
 }
 
-async fn recent(_: Admin, State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn recent(_: Admin, State(app): State<Playground>) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({"events": app.store.recent().map_err(|e| ApiError::internal(&e))?}),
     ))

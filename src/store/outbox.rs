@@ -164,7 +164,7 @@ impl Store {
     /// Here each card carries its claim and is written first, the claim last. sled writes its
     /// log in order and replays it in order at recovery, so a crash between them leaves cards
     /// whose claim is missing and nothing else; the next start takes those cards back
-    /// ([`recover`]) and the upstream, which had no 202, delivers the event again. A claim is
+    /// (see `recover`) and the upstream, which had no 202, delivers the event again. A claim is
     /// never without its cards, cards are never without their claim: an event is queued once.
     /// `Ok(Err(first))` when another event claimed the id meanwhile: this event's cards are
     /// taken back. The reservation ends either way.

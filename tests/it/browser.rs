@@ -33,30 +33,41 @@ fn chromedriver() -> Driver {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("chromedriver is not installed: `apt-get install chromium chromium-driver` (.ci/run does)");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(path)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "chromedriver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    // A free port is only free until someone takes it: tests start servers on port 0 in
+    // parallel. A chromedriver that could not bind exits; start another on a new port.
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break; // exited: the port was taken
+            }
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if up {
+                return Driver {
+                    child,
+                    port,
+                    _profile: tempfile::tempdir().unwrap(),
+                };
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    Driver {
-        child,
-        port,
-        _profile: tempfile::tempdir().unwrap(),
-    }
+    panic!("chromedriver exited five times: no port it could listen on")
 }
 
 async fn browser(driver: &Driver) -> Client {
@@ -74,11 +85,23 @@ async fn browser(driver: &Driver) -> Client {
         options["binary"] = json!(bin);
     }
     caps.insert("goog:chromeOptions".into(), options);
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("cannot start headless Chromium through chromedriver")
+    // chromedriver answers its port before it takes sessions on some starts: a refused
+    // connection is tried again, for a few seconds.
+    let mut tries = 0;
+    loop {
+        let got = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await;
+        match got {
+            Ok(c) => return c,
+            Err(fantoccini::error::NewSessionError::FailedC(_)) if tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("cannot start headless Chromium through chromedriver: {e}"),
+        }
+    }
 }
 
 /// The page's main text; retried while a navigation replaces the page under it.

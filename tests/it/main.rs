@@ -11,6 +11,7 @@ mod delivery;
 mod fallback;
 mod home;
 mod hooks;
+mod layers;
 mod noise;
 mod playground;
 mod reload;

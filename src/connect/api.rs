@@ -1,0 +1,337 @@
+//! The connections' admin API: `GET/POST /api/connections`, `GET/PATCH/DELETE
+//! /api/connections/{id}`, and the change every surface (API, CLI, pages) makes to one.
+//!
+//! In: requests with the admin token. Out: connections in the store and its cache, masked
+//! URLs in answers. Guarantees: a URL is checked against `targets` before it is stored; a
+//! connection that resumes has its worker woken.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{mask_url, Connections, Stats};
+use crate::admin::{Admin, JsonBody};
+use crate::error::ApiError;
+use crate::ids::ConnectionId;
+use crate::render::CardKind;
+use crate::store::{now_ms, Connection, Store};
+
+/// `POST /api/connections`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionIn {
+    /// A name for people.
+    pub name: String,
+    /// The webhook URL.
+    pub url: String,
+    /// `teams` (MessageCard) or `workflow` (Adaptive Card).
+    pub kind: CardKind,
+    /// The channels it receives; absent or empty means all.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// A connection as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectionOut {
+    /// Its id.
+    pub id: ConnectionId,
+    /// Its name.
+    pub name: String,
+    /// The URL, masked.
+    pub url: String,
+    /// The card kind.
+    pub kind: CardKind,
+    /// The channels it receives (empty: all).
+    pub channels: Vec<String>,
+    /// When it was created (Unix milliseconds).
+    pub created_ms: u64,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// How it was made: `api`, `connect` or `paste`.
+    pub via: String,
+    /// From the Office 365 callback: mail, groups or teams.
+    pub app_type: Option<String>,
+    /// From the Office 365 callback: the group's name.
+    pub group_name: Option<String>,
+    /// The digest schedule, if any.
+    pub digest: Option<serde_json::Value>,
+    /// Its own limit, if any.
+    pub limit: Option<String>,
+    /// Cards not queued while it was paused (since the gateway started).
+    pub skipped: u64,
+    /// When a card was last delivered to it (Unix milliseconds).
+    pub last_delivery_ms: Option<u64>,
+    /// Why its URL is broken (404/410), if it is: nothing is sent until its dead letters are
+    /// retried.
+    pub broken: Option<String>,
+}
+
+impl ConnectionOut {
+    /// A connection as the API shows it, with its counters.
+    pub fn new(c: &Connection, stats: Stats) -> Self {
+        Self {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            url: mask_url(&c.url),
+            kind: c.kind,
+            channels: c.channels.clone(),
+            created_ms: c.created_ms,
+            paused: c.paused,
+            via: c.origin.via.clone(),
+            app_type: c.origin.app_type.clone(),
+            group_name: c.origin.group_name.clone(),
+            digest: c.digest.clone(),
+            limit: c.limit.clone(),
+            skipped: stats.skipped,
+            last_delivery_ms: stats.last_delivery_ms,
+            broken: c.broken.clone(),
+        }
+    }
+}
+
+/// `PATCH /api/connections/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPatch {
+    /// Pause (true) or resume (false).
+    #[serde(default)]
+    pub paused: Option<bool>,
+    /// The channels it receives (empty: all).
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// The digest: `{"every": "1h"}`, `{"at": "09:00", "days": [...], "tz": "..."}`, or
+    /// `null` for none (cards as they happen).
+    #[serde(default, deserialize_with = "present")]
+    pub digest: Option<serde_json::Value>,
+    /// A limit for everything it receives (`count/period`, e.g. `20/1h`), or `null` for none.
+    #[serde(default, deserialize_with = "present")]
+    pub limit: Option<serde_json::Value>,
+}
+
+/// A field that is present, even as `null` (which plain `Option` would read as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    Ok(Some(serde_json::Value::deserialize(d)?))
+}
+
+/// What the connections' and deliveries' admin API (and the pages' changes) reach.
+#[derive(Clone)]
+pub struct Registry {
+    /// Durable state.
+    pub store: Arc<Store>,
+    /// The connections, cached.
+    pub connections: Arc<Connections>,
+    /// The delivery workers (woken when a connection resumes or a card is retried).
+    pub deliverer: Arc<crate::deliver::Deliverer>,
+    /// Which webhook URLs are acceptable.
+    pub policy: Arc<crate::deliver::policy::TargetPolicy>,
+}
+
+/// The routes under /api/connections.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Registry: FromRef<S>,
+    crate::admin::Gate: FromRef<S>,
+{
+    Router::new()
+        .route(
+            "/api/connections",
+            get(list_connections).post(create_connection),
+        )
+        .route(
+            "/api/connections/{id}",
+            delete(delete_connection)
+                .patch(patch_connection)
+                .get(get_connection),
+        )
+}
+
+async fn list_connections(_: Admin, State(app): State<Registry>) -> Json<Vec<ConnectionOut>> {
+    Json(
+        app.connections
+            .all()
+            .iter()
+            .map(|c| ConnectionOut::new(c, app.connections.stats(&c.id)))
+            .collect(),
+    )
+}
+
+fn parse_id(id: &str) -> Result<ConnectionId, ApiError> {
+    ConnectionId::parse(id)
+        .ok_or_else(|| ApiError::not_found(format!("{id:?} is not a connection id (con_…)")))
+}
+
+async fn get_connection(
+    _: Admin,
+    State(app): State<Registry>,
+    Path(id): Path<String>,
+) -> Result<Json<ConnectionOut>, ApiError> {
+    let id = parse_id(&id)?;
+    let c = app
+        .connections
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no connection {id}")))?;
+    Ok(Json(ConnectionOut::new(&c, app.connections.stats(&id))))
+}
+
+/// Pauses, resumes or re-channels a connection: the change every surface (API, CLI, page) makes.
+pub async fn change_connection(
+    app: &Registry,
+    id: &ConnectionId,
+    patch: ConnectionPatch,
+) -> Result<Connection, ApiError> {
+    if let Some(bad) = patch
+        .channels
+        .iter()
+        .flatten()
+        .find(|c| c.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            format!("channel {bad:?} is empty"),
+        ));
+    }
+    if let Some(d) = patch.digest.as_ref().filter(|d| !d.is_null()) {
+        crate::noise::schedule::Schedule::parse(d)
+            .map_err(|e| ApiError::bad_request("invalid_digest", e))?;
+    }
+    let digest_changed = patch.digest.is_some();
+    let limit = match &patch.limit {
+        None => None,
+        Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::String(r)) => {
+            crate::units::parse_rate(r).map_err(|e| ApiError::bad_request("invalid_limit", e))?;
+            Some(Some(r.clone()))
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit is a rate such as \"20/1h\", or null; not {other}"),
+            ))
+        }
+    };
+    let changed = app
+        .connections
+        .update(id, |c| {
+            if let Some(p) = patch.paused {
+                c.paused = p;
+            }
+            if let Some(ch) = patch.channels {
+                c.channels = ch;
+            }
+            if let Some(d) = patch.digest {
+                c.digest = (!d.is_null()).then_some(d);
+            }
+            if let Some(l) = limit {
+                c.limit = l;
+            }
+        })
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found(format!("no connection {id}")))?;
+    if digest_changed {
+        // The new schedule starts from now.
+        app.store
+            .clear_digest_due(id)
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    app.store
+        .commit()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    if !changed.paused {
+        // Cards held while it was paused go out now.
+        app.deliverer.wake(id);
+    }
+    tracing::info!(connection = %id, paused = changed.paused, channels = ?changed.channels, "connection changed");
+    Ok(changed)
+}
+
+async fn patch_connection(
+    _: Admin,
+    State(app): State<Registry>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<ConnectionPatch>,
+) -> Result<Json<ConnectionOut>, ApiError> {
+    let id = parse_id(&id)?;
+    let c = change_connection(&app, &id, patch).await?;
+    Ok(Json(ConnectionOut::new(&c, app.connections.stats(&id))))
+}
+
+async fn create_connection(
+    _: Admin,
+    State(app): State<Registry>,
+    JsonBody(input): JsonBody<ConnectionIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    if input.name.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            "`name` is empty",
+        ));
+    }
+    if let Some(bad) = input.channels.iter().find(|c| c.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            format!("channel {bad:?} is empty"),
+        ));
+    }
+    let url = app
+        .policy
+        .check(&input.url)
+        .map_err(|e| ApiError::bad_request("target_not_allowed", e.to_string()))?;
+    let conn = Connection {
+        id: ConnectionId::new(),
+        name: input.name.trim().to_string(),
+        url: url.to_string(),
+        kind: input.kind,
+        channels: input.channels,
+        created_ms: now_ms(),
+        paused: false,
+        origin: crate::store::ConnectionOrigin {
+            via: "api".into(),
+            ..Default::default()
+        },
+        digest: None,
+        broken: None,
+        limit: None,
+    };
+    app.connections
+        .put(conn.clone())
+        .map_err(|e| ApiError::internal(&e))?;
+    app.store
+        .commit()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    tracing::info!(connection = %conn.id, name = %conn.name, kind = conn.kind.as_str(), url = %mask_url(&conn.url), "connection added");
+    Ok((
+        StatusCode::CREATED,
+        Json(ConnectionOut::new(&conn, Default::default())),
+    ))
+}
+
+async fn delete_connection(
+    _: Admin,
+    State(app): State<Registry>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = ConnectionId::parse(&id)
+        .ok_or_else(|| ApiError::not_found(format!("{id:?} is not a connection id (con_…)")))?;
+    if !app
+        .connections
+        .remove(&id)
+        .map_err(|e| ApiError::internal(&e))?
+    {
+        return Err(ApiError::not_found(format!("no connection {id}")));
+    }
+    app.store
+        .commit()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    tracing::info!(connection = %id, "connection removed");
+    Ok(StatusCode::NO_CONTENT)
+}
