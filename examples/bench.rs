@@ -39,6 +39,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cardwire::store::prelude::*;
+
 use anyhow::{bail, Context, Result};
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -30,7 +30,7 @@ use crate::pipeline::Pipeline;
 use crate::playground::Playground;
 use crate::reload::Reloader;
 use crate::stage::Stager;
-use crate::store::Store;
+use crate::store::{Durable, Store};
 
 /// Everything the gateway shares. Only this module names it: each group of handlers takes the
 /// part it needs (a sub-state, built from this one with axum's [`FromRef`]), and the routers
@@ -41,7 +41,7 @@ pub struct App {
     /// The rules and templates in force (swapped whole on reload).
     pub pipeline: Arc<ArcSwap<Pipeline>>,
     /// Durable state.
-    pub store: Arc<Store>,
+    pub store: crate::store::SharedStore,
     /// The connections, cached.
     pub connections: Arc<Connections>,
     /// The delivery workers.
@@ -317,7 +317,7 @@ fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
     deliverer: Arc<Deliverer>,
-    store: Arc<Store>,
+    store: crate::store::SharedStore,
 ) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
     let stop = CancellationToken::new();
     let reloader = crate::reload::spawn(app.reloader(), stop.clone());

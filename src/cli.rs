@@ -475,16 +475,33 @@ fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let kind = CardKind::from(args.kind);
-    let ctx = event.template_context();
     let mut failed = false;
+    // The card staging would queue (crate::stage::card_of): the template's, or when it fails
+    // what render_errors sends instead (shown, with the error on stderr and exit status 1).
     for rule in pipeline.rules.matches(&event) {
-        match pipeline.renderer.render_with(&rule.template, kind, ctx) {
-            Ok(body) => {
+        match crate::stage::card_of(&pipeline, rule, &event, kind, config.render_errors) {
+            Ok(crate::stage::Carded::Card(body)) => {
                 let body: serde_json::Value = serde_json::from_str(&body)?;
                 println!(
                     "{}",
                     serde_json::json!({"rule": rule.name, "kind": kind.as_str(), "body": body})
                 );
+            }
+            Ok(crate::stage::Carded::Fallback(body, why)) => {
+                let body: serde_json::Value = serde_json::from_str(&body)?;
+                println!(
+                    "{}",
+                    serde_json::json!({"rule": rule.name, "kind": kind.as_str(), "body": body, "fallback": why})
+                );
+                eprintln!(
+                    "rule {:?}: template {} failed ({}); the fallback card above goes instead",
+                    rule.name, why.template, why.reason
+                );
+                failed = true;
+            }
+            Ok(crate::stage::Carded::Failed(e)) => {
+                eprintln!("rule {:?}: {e}", rule.name);
+                failed = true;
             }
             Err(e) => {
                 eprintln!("rule {:?}: {e}", rule.name);

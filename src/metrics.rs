@@ -254,7 +254,7 @@ pub struct Scrape {
     /// The metrics.
     pub metrics: std::sync::Arc<Metrics>,
     /// The store (card counts).
-    pub store: std::sync::Arc<crate::store::Store>,
+    pub store: crate::store::SharedStore,
 }
 
 /// The route `/metrics`.

@@ -6,7 +6,7 @@
 //! connection ([`OutboxRecord::new`]), dead letters for broken connections, noise-control state
 //! (dedup keys, folds, digest items), the event in the playground's ring, and live-tail notices
 //! sent once durable. Guarantees: staging writes nothing durable by itself; [`accept`] answers
-//! only after [`crate::store::Store::commit`], and a failed commit releases the upstream's
+//! only after [`crate::store::Durable::commit`], and a failed commit releases the upstream's
 //! delivery id so a redelivery is accepted. A template that fails never loses the event: the
 //! connection gets a fallback card, or a dead letter under `render_errors: dead_letter`.
 
@@ -33,7 +33,7 @@ pub struct Stager {
     /// The rules and templates in force.
     pub pipeline: Arc<arc_swap::ArcSwap<Pipeline>>,
     /// Durable state.
-    pub store: Arc<crate::store::Store>,
+    pub store: crate::store::SharedStore,
     /// The connections, cached.
     pub connections: Arc<crate::connect::Connections>,
     /// The delivery workers.
@@ -104,7 +104,7 @@ pub fn wake(app: &Stager, cons: &[ConnectionId]) {
 
 /// Reserves the delivery id, matches rules, renders and queues cards — everything but the
 /// commit. The cards and the delivery-id claim are written all or nothing
-/// ([`crate::store::Store::enqueue_event`]). A card that fails to render becomes a fallback
+/// ([`crate::store::Outbox::enqueue_event`]). A card that fails to render becomes a fallback
 /// card, or a dead letter with the reason.
 pub fn stage(app: &Stager, pipeline: &Pipeline, event: &Event) -> Result<Staged, StoreError> {
     let repeated = |first: EventId| {
@@ -152,7 +152,7 @@ pub fn stage(app: &Stager, pipeline: &Pipeline, event: &Event) -> Result<Staged,
 
 /// The cards of an event, decided: matched, deduplicated, limited, rendered, through noise
 /// control. The records to queue are returned, not written: [`stage`] writes them with the
-/// delivery-id claim, all or nothing ([`crate::store::Store::enqueue_event`]). (Dead letters for broken connections and
+/// delivery-id claim, all or nothing ([`crate::store::Outbox::enqueue_event`]). (Dead letters for broken connections and
 /// noise-control state are written as they are decided.)
 fn queue_cards(
     app: &Stager,
@@ -269,19 +269,44 @@ impl Staging<'_> {
             .map(|due| (per, due))
     }
 
-    /// The rule's card of a kind, or what goes instead when its template fails.
+    /// The rule's card of a kind, or what goes instead when its template fails ([`card_of`]),
+    /// counted; a failure logged once per template and reason.
     fn render(&self, rule: &crate::rules::Rule, kind: CardKind) -> Carded {
-        match self
-            .pipeline
-            .renderer
-            .render_with(&rule.template, kind, self.ctx)
-        {
-            Ok(b) => {
+        let render_errors = self.app.config.render_errors;
+        let carded = card_in(
+            self.pipeline,
+            rule,
+            self.event,
+            self.ctx,
+            kind,
+            render_errors,
+        );
+        let failure = match &carded {
+            Ok(Carded::Card(_)) => {
                 self.app.metrics.card(&rule.name, true);
-                Carded::Card(Arc::from(b))
+                None
             }
-            Err(e) => card_without_template(self.app, rule, self.event, kind, &e),
+            Ok(Carded::Fallback(_, f)) => {
+                self.app.metrics.card_fallback(&rule.name);
+                Some((f.template.clone(), f.reason.clone(), f.line, f.column))
+            }
+            Ok(Carded::Failed(_)) => None,
+            Err(e) => {
+                self.app.metrics.card(&rule.name, false);
+                let (template, pos, reason) = e.parts();
+                Some((template, reason, pos.map(|p| p.0), pos.map(|p| p.1)))
+            }
+        };
+        if let Some((template, reason, line, column)) = failure {
+            if self.app.render_failures.first(&template, &reason) {
+                let fallback = render_errors == RenderErrors::Fallback;
+                tracing::error!(rule = %rule.name, template = %template, line, column,
+                    reason = %reason, event = %self.event.id,
+                    "a template failed; {} (logged once per template and reason)",
+                    if fallback { "a card built without it goes instead" } else { "the card is kept as a dead letter" });
+            }
         }
+        carded.unwrap_or_else(|e| Carded::Failed(e.to_string()))
     }
 
     /// One card for one connection: kept as a dead letter (a broken connection, a template
@@ -357,7 +382,8 @@ impl Staging<'_> {
 }
 
 /// A rule's card of one kind for an event, rendered once for every connection of that kind.
-enum Carded {
+#[derive(Debug, Clone)]
+pub enum Carded {
     /// The template's card.
     Card(Arc<str>),
     /// The template failed; a card built without it goes instead (`render_errors: fallback`).
@@ -366,29 +392,42 @@ enum Carded {
     Failed(String),
 }
 
-/// What a connection gets when the rule's template fails on the event: a fallback card, or
-/// nothing (kept as a dead letter), as `render_errors` says. Counted, and logged once per
-/// template and reason.
-fn card_without_template(
-    app: &Stager,
+/// A rule's card of one kind for an event, as staging makes it: the template's card, or when
+/// the template fails what `render_errors` says goes instead. No side effects: staging counts
+/// and logs around it, `cardwire render` and the playground show it.
+pub fn card_of(
+    pipeline: &Pipeline,
     rule: &crate::rules::Rule,
     event: &Event,
     kind: CardKind,
-    e: &RenderError,
-) -> Carded {
+    render_errors: RenderErrors,
+) -> Result<Carded, RenderError> {
+    card_in(
+        pipeline,
+        rule,
+        event,
+        event.template_context(),
+        kind,
+        render_errors,
+    )
+}
+
+fn card_in(
+    pipeline: &Pipeline,
+    rule: &crate::rules::Rule,
+    event: &Event,
+    ctx: &handlebars::Context,
+    kind: CardKind,
+    render_errors: RenderErrors,
+) -> Result<Carded, RenderError> {
+    let e = match pipeline.renderer.render_with(&rule.template, kind, ctx) {
+        Ok(b) => return Ok(Carded::Card(Arc::from(b))),
+        Err(e) => e,
+    };
+    if render_errors != RenderErrors::Fallback {
+        return Err(e);
+    }
     let (template, pos, reason) = e.parts();
-    let fallback = app.config.render_errors == RenderErrors::Fallback;
-    if app.render_failures.first(&template, &reason) {
-        tracing::error!(rule = %rule.name, template = %template, line = pos.map(|p| p.0), column = pos.map(|p| p.1),
-            reason = %reason, event = %event.id,
-            "a template failed; {} (logged once per template and reason)",
-            if fallback { "a card built without it goes instead" } else { "the card is kept as a dead letter" });
-    }
-    if !fallback {
-        app.metrics.card(&rule.name, false);
-        return Carded::Failed(e.to_string());
-    }
-    app.metrics.card_fallback(&rule.name);
     let card = Fallback::from_payload(
         &event.source,
         &event.event_type,
@@ -397,7 +436,7 @@ fn card_without_template(
         e.to_string(),
     )
     .card(kind);
-    Carded::Fallback(
+    Ok(Carded::Fallback(
         Arc::from(card),
         RenderFailure {
             template,
@@ -405,7 +444,7 @@ fn card_without_template(
             column: pos.map(|p| p.1),
             reason,
         },
-    )
+    ))
 }
 
 /// The (template, reason) pairs already logged: a template that fails on every event is

@@ -34,7 +34,7 @@ pub struct Pages {
     /// Signed-in sessions.
     pub sessions: Arc<Sessions>,
     /// Durable state.
-    pub store: Arc<crate::store::Store>,
+    pub store: crate::store::SharedStore,
     /// The connections, cached.
     pub connections: Arc<crate::connect::Connections>,
     /// The delivery workers (woken when a connection resumes).

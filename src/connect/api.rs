@@ -19,7 +19,7 @@ use crate::admin::{Admin, JsonBody};
 use crate::error::ApiError;
 use crate::ids::ConnectionId;
 use crate::render::CardKind;
-use crate::store::{now_ms, Connection, Store};
+use crate::store::{now_ms, Connection};
 
 /// `POST /api/connections`.
 #[derive(Debug, Deserialize)]
@@ -123,7 +123,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
 #[derive(Clone)]
 pub struct Registry {
     /// Durable state.
-    pub store: Arc<Store>,
+    pub store: crate::store::SharedStore,
     /// The connections, cached.
     pub connections: Arc<Connections>,
     /// The delivery workers (woken when a connection resumes or a card is retried).

@@ -65,7 +65,7 @@ pub struct Flows {
     /// The rules and templates in force (for the channels they name).
     pub pipeline: Arc<arc_swap::ArcSwap<crate::pipeline::Pipeline>>,
     /// Durable state (flow states).
-    pub store: Arc<crate::store::Store>,
+    pub store: crate::store::SharedStore,
     /// The connections, cached.
     pub connections: Arc<super::Connections>,
     /// Which webhook URLs are acceptable.

@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::ids::ConnectionId;
-use crate::store::{now_ms, Connection, Store, StoreError};
+use crate::store::{now_ms, Connection, StoreError};
 
 /// The connections, cached in memory; every change goes through here.
 pub struct Connections {
-    store: Arc<Store>,
+    store: crate::store::SharedStore,
     snapshot: ArcSwap<Vec<Connection>>,
     writes: Mutex<()>,
     /// Per connection: events skipped while paused, and the last delivery (Unix ms).
@@ -42,7 +42,7 @@ pub struct Stats {
 
 impl Connections {
     /// Loads the connections from the store.
-    pub fn load(store: Arc<Store>) -> Result<Self, StoreError> {
+    pub fn load(store: crate::store::SharedStore) -> Result<Self, StoreError> {
         let all = store.connections()?;
         let stats = store
             .last_deliveries()?

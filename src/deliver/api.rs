@@ -121,14 +121,14 @@ fn page(app: &Registry, q: &DeliveriesQuery, limit: usize) -> Result<Vec<Value>,
     if want("dead") {
         let dead = app
             .store
-            .dead_page(after, limit + 1, keep)
+            .dead_page(after, limit + 1, &keep)
             .map_err(internal)?;
         rows.extend(dead.iter().map(dead_summary));
     }
     if want("delivered") {
         let delivered = app
             .store
-            .delivered_page(after, limit + 1, keep)
+            .delivered_page(after, limit + 1, &keep)
             .map_err(internal)?;
         rows.extend(delivered.iter().map(delivered_summary));
     }

@@ -40,7 +40,7 @@ use crate::connect::Connections;
 use crate::error::ErrorChain;
 use crate::ids::ConnectionId;
 use crate::render::CardKind;
-use crate::store::{now_ms, Attempt, Connection, DeadLetter, OutboxRecord, Store};
+use crate::store::{now_ms, Attempt, Connection, DeadLetter, OutboxRecord};
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,7 +273,7 @@ impl Drop for Lane {
 
 /// The outbox workers.
 pub struct Deliverer {
-    store: Arc<Store>,
+    store: crate::store::SharedStore,
     connections: Arc<Connections>,
     client: reqwest::Client,
     schedule: Vec<Duration>,
@@ -293,7 +293,7 @@ impl Deliverer {
     /// A deliverer with its HTTP client (which refuses private addresses at connect time unless
     /// `guard` allows them) and the thread its workers run on.
     pub fn new(
-        store: Arc<Store>,
+        store: crate::store::SharedStore,
         connections: Arc<Connections>,
         config: &DeliveryConfig,
         guard: guard::AddressGuard,

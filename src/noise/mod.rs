@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use crate::ids::{ConnectionId, EventId};
 use crate::render::Renderer;
 use crate::rules::{Limit, Rule};
-use crate::store::{Bucket, Connection, Item, OutboxRecord, Store, StoreError};
+use crate::store::{Bucket, Connection, Item, OutboxRecord, StoreError};
 use schedule::Schedule;
 
 type Keyed<C> =
@@ -68,7 +68,7 @@ pub struct RuleStats {
 
 /// Noise control's state.
 pub struct Noise<C: Clock = DefaultClock> {
-    store: Arc<Store>,
+    store: crate::store::SharedStore,
     clock: C,
     origin: C::Instant,
     origin_ms: u64,
@@ -82,7 +82,7 @@ pub struct Noise<C: Clock = DefaultClock> {
 impl Noise<DefaultClock> {
     /// Noise control on the real clock; `caps` applies Teams' hourly and daily caps (off with
     /// `delivery.pacing: false`, for tests and benchmarks).
-    pub fn new(store: Arc<Store>, caps: bool) -> Self {
+    pub fn new(store: crate::store::SharedStore, caps: bool) -> Self {
         let mut n = Self::with_clock(store, DefaultClock::default());
         if !caps {
             n.caps.clear();
@@ -93,7 +93,7 @@ impl Noise<DefaultClock> {
 
 impl<C: Clock + Clone> Noise<C> {
     /// Noise control on a given clock (a fake one in tests).
-    pub fn with_clock(store: Arc<Store>, clock: C) -> Self {
+    pub fn with_clock(store: crate::store::SharedStore, clock: C) -> Self {
         let caps = CAPS
             .iter()
             .filter_map(|(n, secs)| {

@@ -12,6 +12,7 @@ use crate::event::Event;
 use crate::pipeline::Pipeline;
 use crate::render::CardKind;
 use crate::rules::RuleSet;
+use crate::store::prelude::*;
 
 fn rule(yaml: &str) -> Rule {
     let config = Config::default();
@@ -72,7 +73,7 @@ fn offer<C: Clock + Clone>(noise: &Noise<C>, r: &Rule, c: &Connection, n: usize)
 #[tokio::test]
 async fn fifty_events_against_five_a_minute_give_five_cards_then_one_summary_of_forty_five() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), None).unwrap();
+    let store = crate::store::Store::open(dir.path(), None).unwrap();
     let clock = FakeRelativeClock::default();
     let noise = Noise::with_clock(store.clone(), clock.clone());
     let r = rule("- name: r\n  source: github\n  event: push\n  template: t\n  limit: {rate: 5/1m, per: '{{payload.repository.full_name}}'}\n");
@@ -121,7 +122,7 @@ async fn fifty_events_against_five_a_minute_give_five_cards_then_one_summary_of_
 #[tokio::test]
 async fn dedup_drops_repeats_inside_the_window_only() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), None).unwrap();
+    let store = crate::store::Store::open(dir.path(), None).unwrap();
     let clock = FakeRelativeClock::default();
     let noise = Noise::with_clock(store, clock.clone());
     let r = rule("- name: d\n  source: github\n  event: push\n  template: t\n  dedup: {key: '{{payload.after}}', window: 10m}\n");
@@ -141,7 +142,7 @@ async fn dedup_drops_repeats_inside_the_window_only() {
 #[tokio::test]
 async fn teams_hourly_cap_folds_instead_of_being_throttled() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), None).unwrap();
+    let store = crate::store::Store::open(dir.path(), None).unwrap();
     let clock = FakeRelativeClock::default();
     let noise = Noise::with_clock(store.clone(), clock.clone());
     let r = rule("- name: r\n  source: github\n  event: push\n  template: t\n");
@@ -160,7 +161,7 @@ async fn teams_hourly_cap_folds_instead_of_being_throttled() {
 #[tokio::test]
 async fn a_connection_limit_folds_what_exceeds_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), None).unwrap();
+    let store = crate::store::Store::open(dir.path(), None).unwrap();
     let clock = FakeRelativeClock::default();
     let noise = Noise::with_clock(store.clone(), clock.clone());
     let r = rule("- name: r\n  source: github\n  event: push\n  template: t\n");
@@ -189,7 +190,7 @@ async fn a_connection_limit_folds_what_exceeds_it() {
 #[tokio::test]
 async fn digests_hourly_and_at_nine_in_berlin_and_after_downtime() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), None).unwrap();
+    let store = crate::store::Store::open(dir.path(), None).unwrap();
     let clock = FakeRelativeClock::default();
     let noise = Noise::with_clock(store.clone(), clock.clone());
     let r = rule("- name: r\n  source: github\n  event: push\n  template: t\n");

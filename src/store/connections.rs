@@ -57,9 +57,27 @@ pub struct ConnectionOrigin {
     pub user_object_id: Option<String>,
 }
 
-impl Store {
+/// Connections, their URLs and user ids sealed at rest, and when each last got a card.
+pub trait ConnectionRecords {
     /// Inserts or replaces a connection; its URL and user id are sealed.
-    pub fn put_connection(&self, c: &Connection) -> Result<(), StoreError> {
+    fn put_connection(&self, c: &Connection) -> Result<(), StoreError>;
+
+    /// Every connection, oldest first, secrets opened.
+    fn connections(&self) -> Result<Vec<Connection>, StoreError>;
+
+    /// Notes when a connection last got a card.
+    fn set_last_delivery(&self, id: &ConnectionId, ms: u64) -> Result<(), StoreError>;
+
+    /// When each connection last got a card.
+    fn last_deliveries(&self) -> Result<Vec<(ConnectionId, u64)>, StoreError>;
+
+    /// Removes a connection (its sealed secrets with it) and the cards still queued for it.
+    /// Returns whether it existed.
+    fn remove_connection(&self, id: &ConnectionId) -> Result<bool, StoreError>;
+}
+
+impl ConnectionRecords for Store {
+    fn put_connection(&self, c: &Connection) -> Result<(), StoreError> {
         let mut sealed = c.clone();
         sealed.url = self.cipher.seal(c.id.as_str(), &c.url);
         sealed.origin.user_object_id = c
@@ -72,8 +90,7 @@ impl Store {
         Ok(())
     }
 
-    /// Every connection, oldest first, secrets opened.
-    pub fn connections(&self) -> Result<Vec<Connection>, StoreError> {
+    fn connections(&self) -> Result<Vec<Connection>, StoreError> {
         self.connections
             .iter()
             .values()
@@ -88,14 +105,12 @@ impl Store {
             .collect()
     }
 
-    /// Notes when a connection last got a card.
-    pub fn set_last_delivery(&self, id: &ConnectionId, ms: u64) -> Result<(), StoreError> {
+    fn set_last_delivery(&self, id: &ConnectionId, ms: u64) -> Result<(), StoreError> {
         self.last_delivery.insert(id.as_str(), &ms.to_be_bytes())?;
         Ok(())
     }
 
-    /// When each connection last got a card.
-    pub fn last_deliveries(&self) -> Result<Vec<(ConnectionId, u64)>, StoreError> {
+    fn last_deliveries(&self) -> Result<Vec<(ConnectionId, u64)>, StoreError> {
         let mut out = Vec::new();
         for kv in self.last_delivery.iter() {
             let (k, v) = kv?;
@@ -108,9 +123,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes a connection (its sealed secrets with it) and the cards still queued for it.
-    /// Returns whether it existed.
-    pub fn remove_connection(&self, id: &ConnectionId) -> Result<bool, StoreError> {
+    fn remove_connection(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         let existed = self.connections.remove(id.as_str())?.is_some();
         self.last_delivery.remove(id.as_str())?;
         for kv in self.outbox.scan_prefix(id.as_str()) {

@@ -19,9 +19,20 @@ pub struct FlowState {
     pub created_ms: u64,
 }
 
-impl Store {
+/// The states of Connect flows in progress.
+pub trait FlowStates {
     /// Keeps a flow's state (its choices and browser binding) under `state`.
-    pub fn put_flow_state(&self, state: &str, record: &FlowState) -> Result<(), StoreError> {
+    fn put_flow_state(&self, state: &str, record: &FlowState) -> Result<(), StoreError>;
+
+    /// A flow's state, without consuming it.
+    fn flow_state(&self, state: &str) -> Result<Option<FlowState>, StoreError>;
+
+    /// Consumes a flow's state: only the first caller gets it.
+    fn take_flow_state(&self, state: &str) -> Result<Option<FlowState>, StoreError>;
+}
+
+impl FlowStates for Store {
+    fn put_flow_state(&self, state: &str, record: &FlowState) -> Result<(), StoreError> {
         self.flows.insert(state, serde_json::to_vec(record)?)?;
         // States are short-lived: drop those older than an hour while we are here.
         let cutoff = self.clock.now_ms().saturating_sub(3_600_000);
@@ -34,13 +45,11 @@ impl Store {
         Ok(())
     }
 
-    /// A flow's state, without consuming it.
-    pub fn flow_state(&self, state: &str) -> Result<Option<FlowState>, StoreError> {
+    fn flow_state(&self, state: &str) -> Result<Option<FlowState>, StoreError> {
         self.flows.get(state)?.map(|v| decode(&v)).transpose()
     }
 
-    /// Consumes a flow's state: only the first caller gets it.
-    pub fn take_flow_state(&self, state: &str) -> Result<Option<FlowState>, StoreError> {
+    fn take_flow_state(&self, state: &str) -> Result<Option<FlowState>, StoreError> {
         self.flows.remove(state)?.map(|v| decode(&v)).transpose()
     }
 }

@@ -14,9 +14,14 @@
 //! One file per kind of record, each with the types it persists and its methods:
 //! [`connections`], [`outbox`] (queued cards, dead letters, delivered records), [`noise`]
 //! (dedup keys, folds, digests), [`flows`] (Connect flow states), [`seen`] (upstream delivery
-//! ids) and [`recent`] (the playground's ring). This module holds what they share: opening
-//! sled, the group commit, the card counts. The store imports nothing from the layers above it
-//! (ingest, noise control, delivery, connect, the playground): they use its types.
+//! ids) and [`recent`] (the playground's ring). Each file defines a trait for its kind of
+//! record ([`ConnectionRecords`], [`Outbox`], [`NoiseState`], [`FlowStates`], [`SeenIds`],
+//! [`RecentEvents`]); with [`Durable`] (commit, flush, counts, the clock) they make up
+//! [`Backend`], which the layers above hold as [`SharedStore`]: a second backend implements
+//! these traits and nothing else changes. sled's [`Store`] implements them here; this module
+//! holds what its files share: opening sled, the group commit, the card counts, recovery after
+//! a crash. The store imports nothing from the layers above it (ingest, noise control,
+//! delivery, connect, the playground): they use its types.
 
 pub mod connections;
 pub mod flows;
@@ -26,10 +31,12 @@ pub mod recent;
 pub mod secrets;
 pub mod seen;
 
-pub use connections::{Connection, ConnectionOrigin};
-pub use flows::FlowState;
-pub use noise::{Bucket, Item};
-pub use outbox::{Attempt, DeadLetter, Delivered, OutboxKey, OutboxRecord, RenderFailure};
+pub use connections::{Connection, ConnectionOrigin, ConnectionRecords};
+pub use flows::{FlowState, FlowStates};
+pub use noise::{Bucket, Item, NoiseState};
+pub use outbox::{Attempt, DeadLetter, Delivered, Outbox, OutboxKey, OutboxRecord, RenderFailure};
+pub use recent::RecentEvents;
+pub use seen::SeenIds;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -197,25 +204,96 @@ impl Store {
         Ok(store)
     }
 
-    /// Waits until every write made before this call is on disk.
-    pub async fn commit(&self) -> Result<(), StoreError> {
-        if self.sync {
-            let db = self.db.clone();
-            return tokio::task::spawn_blocking(move || db.flush().map(drop))
-                .await
-                .map_err(|_| StoreError::Closed)?
-                .map_err(StoreError::from);
-        }
-        let (tx, rx) = oneshot::channel();
-        self.commits
-            .send((tx, self.db.clone()))
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+    fn count(&self, f: impl FnOnce(&mut Counts)) {
+        f(&mut self.counts.lock().expect("counts lock"));
+    }
+}
+
+/// Making writes durable, and what the store knows about itself.
+pub trait Durable {
+    /// Resolves once every write made before this call is on disk.
+    fn commit(&self) -> Commit;
+
+    /// Flushes everything now (at a clean stop).
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// How many cards are in each state.
+    fn counts(&self) -> Counts;
+
+    /// How many cards are queued in all.
+    fn queued(&self) -> usize {
+        self.counts().queued
     }
 
-    /// Flushes everything now (at a clean stop), the playground's ring and the counts of
-    /// cards included (so that the next start need not count them).
-    pub fn flush(&self) -> Result<(), StoreError> {
+    /// Now, by the store's clock.
+    fn now_ms(&self) -> u64;
+}
+
+/// What [`Durable::commit`] returns: a future that owns what it needs.
+pub type Commit =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Everything the layers above use of the store: one trait per kind of record, and
+/// durability. sled implements it ([`Store`]); a second backend implements these traits and
+/// nothing else changes. Calls are short and synchronous, as sled's are; only
+/// [`Durable::commit`] waits.
+pub trait Backend:
+    ConnectionRecords
+    + FlowStates
+    + NoiseState
+    + Outbox
+    + RecentEvents
+    + SeenIds
+    + Durable
+    + Send
+    + Sync
+{
+}
+
+impl<T> Backend for T where
+    T: ConnectionRecords
+        + FlowStates
+        + NoiseState
+        + Outbox
+        + RecentEvents
+        + SeenIds
+        + Durable
+        + Send
+        + Sync
+{
+}
+
+/// The store as the layers above hold it.
+pub type SharedStore = Arc<dyn Backend>;
+
+/// The traits, to call the store's methods through [`SharedStore`]: `use crate::store::prelude::*`.
+pub mod prelude {
+    pub use super::{
+        Backend, ConnectionRecords, Durable, FlowStates, NoiseState, Outbox, RecentEvents, SeenIds,
+        SharedStore,
+    };
+}
+
+impl Durable for Store {
+    fn commit(&self) -> Commit {
+        if self.sync {
+            let db = self.db.clone();
+            return Box::pin(async move {
+                tokio::task::spawn_blocking(move || db.flush().map(drop))
+                    .await
+                    .map_err(|_| StoreError::Closed)?
+                    .map_err(StoreError::from)
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commits.send((tx, self.db.clone()));
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
         self.ring.save()?;
         self.meta
             .insert(CLEAN_COUNTS, serde_json::to_vec(&self.counts())?)?;
@@ -223,18 +301,12 @@ impl Store {
         Ok(())
     }
 
-    fn count(&self, f: impl FnOnce(&mut Counts)) {
-        f(&mut self.counts.lock().expect("counts lock"));
-    }
-
-    /// How many cards are in each state.
-    pub fn counts(&self) -> Counts {
+    fn counts(&self) -> Counts {
         *self.counts.lock().expect("counts lock")
     }
 
-    /// How many cards are queued in all.
-    pub fn queued(&self) -> usize {
-        self.counts().queued
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 }
 
@@ -421,13 +493,6 @@ impl Clock {
             Self::System => now_ms(),
             Self::Manual(at) => at.load(std::sync::atomic::Ordering::Relaxed),
         }
-    }
-}
-
-impl Store {
-    /// Now, by the store's clock.
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
     }
 }
 

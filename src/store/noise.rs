@@ -50,9 +50,45 @@ pub struct Bucket {
     pub reason: String,
 }
 
-impl Store {
+/// Noise control's state: dedup keys, fold buckets and their items, digest items and due times.
+pub trait NoiseState {
     /// Claims a dedup key until `expires_ms`; false when it is held and not expired (a repeat).
-    pub fn dedup_claim(&self, key: &str, now_ms: u64, expires_ms: u64) -> Result<bool, StoreError> {
+    fn dedup_claim(&self, key: &str, now_ms: u64, expires_ms: u64) -> Result<bool, StoreError>;
+
+    /// A fold bucket.
+    fn fold_bucket(&self, id: &str) -> Result<Option<Bucket>, StoreError>;
+
+    /// Adds a folded card to its bucket (a bucket keeps the due time of its first fold).
+    fn put_fold(&self, bucket: &Bucket, item: &Item) -> Result<(), StoreError>;
+
+    /// Every fold bucket.
+    fn fold_buckets(&self) -> Result<Vec<Bucket>, StoreError>;
+
+    /// The fold buckets due by `now_ms`, read through the index by due time: a tick reads what
+    /// is due, not every bucket.
+    fn fold_buckets_due(&self, now_ms: u64) -> Result<Vec<Bucket>, StoreError>;
+
+    /// Empties a bucket, returning its cards in the order they were folded.
+    fn take_folds(&self, id: &str) -> Result<Vec<Item>, StoreError>;
+
+    /// Keeps a card for a connection's digest.
+    fn put_digest_item(&self, con: &ConnectionId, item: &Item) -> Result<(), StoreError>;
+
+    /// Takes the cards kept for a connection's digest, in order.
+    fn take_digest_items(&self, con: &ConnectionId) -> Result<Vec<Item>, StoreError>;
+
+    /// When a connection's next digest is due (Unix milliseconds), if set.
+    fn digest_due(&self, con: &ConnectionId) -> Result<Option<u64>, StoreError>;
+
+    /// Forgets when a connection's next digest is due (its schedule changed).
+    fn clear_digest_due(&self, con: &ConnectionId) -> Result<(), StoreError>;
+
+    /// Sets when a connection's next digest is due.
+    fn set_digest_due(&self, con: &ConnectionId, ms: u64) -> Result<(), StoreError>;
+}
+
+impl NoiseState for Store {
+    fn dedup_claim(&self, key: &str, now_ms: u64, expires_ms: u64) -> Result<bool, StoreError> {
         let held = self
             .dedup
             .get(key)?
@@ -64,13 +100,11 @@ impl Store {
         Ok(true)
     }
 
-    /// A fold bucket.
-    pub fn fold_bucket(&self, id: &str) -> Result<Option<Bucket>, StoreError> {
+    fn fold_bucket(&self, id: &str) -> Result<Option<Bucket>, StoreError> {
         self.fold_buckets.get(id)?.map(|v| decode(&v)).transpose()
     }
 
-    /// Adds a folded card to its bucket (a bucket keeps the due time of its first fold).
-    pub fn put_fold(&self, bucket: &Bucket, item: &Item) -> Result<(), StoreError> {
+    fn put_fold(&self, bucket: &Bucket, item: &Item) -> Result<(), StoreError> {
         self.fold_buckets
             .insert(bucket.id.as_str(), serde_json::to_vec(bucket)?)?;
         self.fold_due.insert(due_key(bucket), &[])?;
@@ -81,8 +115,7 @@ impl Store {
         Ok(())
     }
 
-    /// Every fold bucket.
-    pub fn fold_buckets(&self) -> Result<Vec<Bucket>, StoreError> {
+    fn fold_buckets(&self) -> Result<Vec<Bucket>, StoreError> {
         self.fold_buckets
             .iter()
             .values()
@@ -90,9 +123,7 @@ impl Store {
             .collect()
     }
 
-    /// The fold buckets due by `now_ms`, read through the index by due time: a tick reads what
-    /// is due, not every bucket.
-    pub fn fold_buckets_due(&self, now_ms: u64) -> Result<Vec<Bucket>, StoreError> {
+    fn fold_buckets_due(&self, now_ms: u64) -> Result<Vec<Bucket>, StoreError> {
         let mut out = Vec::new();
         for key in self.fold_due.range(..=due_prefix(now_ms).as_slice()).keys() {
             let key = key?;
@@ -108,18 +139,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Rebuilds the index by due time from the buckets (at open: a store written before the
-    /// index existed, or after a crash between two writes, is indexed right).
-    pub(super) fn reindex_folds(&self) -> Result<(), StoreError> {
-        self.fold_due.clear()?;
-        for b in self.fold_buckets()? {
-            self.fold_due.insert(due_key(&b), &[])?;
-        }
-        Ok(())
-    }
-
-    /// Empties a bucket, returning its cards in the order they were folded.
-    pub fn take_folds(&self, id: &str) -> Result<Vec<Item>, StoreError> {
+    fn take_folds(&self, id: &str) -> Result<Vec<Item>, StoreError> {
         let mut prefix = id.as_bytes().to_vec();
         prefix.push(0);
         let mut items = Vec::new();
@@ -135,16 +155,14 @@ impl Store {
         Ok(items)
     }
 
-    /// Keeps a card for a connection's digest.
-    pub fn put_digest_item(&self, con: &ConnectionId, item: &Item) -> Result<(), StoreError> {
+    fn put_digest_item(&self, con: &ConnectionId, item: &Item) -> Result<(), StoreError> {
         let mut key = con.as_str().as_bytes().to_vec();
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         self.digest_items.insert(key, serde_json::to_vec(item)?)?;
         Ok(())
     }
 
-    /// Takes the cards kept for a connection's digest, in order.
-    pub fn take_digest_items(&self, con: &ConnectionId) -> Result<Vec<Item>, StoreError> {
+    fn take_digest_items(&self, con: &ConnectionId) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         for kv in self.digest_items.scan_prefix(con.as_str()) {
             let (k, v) = kv?;
@@ -154,23 +172,32 @@ impl Store {
         Ok(items)
     }
 
-    /// When a connection's next digest is due (Unix milliseconds), if set.
-    pub fn digest_due(&self, con: &ConnectionId) -> Result<Option<u64>, StoreError> {
+    fn digest_due(&self, con: &ConnectionId) -> Result<Option<u64>, StoreError> {
         Ok(self
             .digest_state
             .get(con.as_str())?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes)))
     }
 
-    /// Forgets when a connection's next digest is due (its schedule changed).
-    pub fn clear_digest_due(&self, con: &ConnectionId) -> Result<(), StoreError> {
+    fn clear_digest_due(&self, con: &ConnectionId) -> Result<(), StoreError> {
         self.digest_state.remove(con.as_str())?;
         Ok(())
     }
 
-    /// Sets when a connection's next digest is due.
-    pub fn set_digest_due(&self, con: &ConnectionId, ms: u64) -> Result<(), StoreError> {
+    fn set_digest_due(&self, con: &ConnectionId, ms: u64) -> Result<(), StoreError> {
         self.digest_state.insert(con.as_str(), &ms.to_be_bytes())?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Rebuilds the index by due time from the buckets (at open: a store written before the
+    /// index existed, or after a crash between two writes, is indexed right).
+    pub(super) fn reindex_folds(&self) -> Result<(), StoreError> {
+        self.fold_due.clear()?;
+        for b in self.fold_buckets()? {
+            self.fold_due.insert(due_key(&b), &[])?;
+        }
         Ok(())
     }
 }

@@ -128,34 +128,10 @@ pub struct Delivered {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxKey(sled::IVec);
 
-impl Store {
+/// Queued cards per connection, dead letters, delivered records.
+pub trait Outbox {
     /// Queues a card.
-    pub fn enqueue(&self, rec: &OutboxRecord) -> Result<OutboxKey, StoreError> {
-        self.enqueue_then(rec, || {})
-    }
-
-    /// Queues a card; `visible` runs once it is in sled, where delivery (on a thread of its
-    /// own) can already take it. It is counted before that: counted after, a card delivered in
-    /// between made the count go below zero (it wrapped, and ingest answered 503 queue_full).
-    pub(super) fn enqueue_then(
-        &self,
-        rec: &OutboxRecord,
-        visible: impl FnOnce(),
-    ) -> Result<OutboxKey, StoreError> {
-        let seq = self.db.generate_id()?;
-        let mut key = Vec::with_capacity(rec.connection.as_str().len() + 8);
-        key.extend_from_slice(rec.connection.as_str().as_bytes());
-        key.extend_from_slice(&seq.to_be_bytes());
-        let key = sled::IVec::from(key);
-        let value = serde_json::to_vec(rec)?;
-        self.count(|c| c.queued += 1);
-        if let Err(e) = self.outbox.insert(key.clone(), value) {
-            self.count(|c| c.queued -= 1);
-            return Err(e.into());
-        }
-        visible();
-        Ok(OutboxKey(key))
-    }
+    fn enqueue(&self, rec: &OutboxRecord) -> Result<OutboxKey, StoreError>;
 
     /// Queues an event's cards and claims its upstream delivery id (reserved with
     /// [`Store::reserve_delivery`]), all or nothing: the one write of staging, which a
@@ -172,7 +148,99 @@ impl Store {
     /// Not a sled transaction or batch: the first of either switches every later sled
     /// operation of the process to a global read-write lock, which tripled the CPU an event
     /// in the benchmark (examples/BENCHMARKS.md).
-    pub fn enqueue_event(
+    fn enqueue_event(
+        &self,
+        claim: Option<(&str, &EventId)>,
+        records: &mut [OutboxRecord],
+    ) -> Result<Result<(), EventId>, StoreError>;
+
+    /// The oldest card queued for a connection.
+    fn next_for(&self, con: &ConnectionId)
+        -> Result<Option<(OutboxKey, OutboxRecord)>, StoreError>;
+
+    /// Saves a card's new state (after a failed attempt).
+    fn update(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError>;
+
+    /// The oldest `n` cards queued for a connection, in order (what its worker sends next).
+    fn next_batch(
+        &self,
+        con: &ConnectionId,
+        n: usize,
+    ) -> Result<Vec<(OutboxKey, OutboxRecord)>, StoreError>;
+
+    /// Moves a delivered card out of the outbox into the delivered records (without its body).
+    ///
+    /// Two writes, not a transaction (see [`Store::enqueue_event`]): the card leaves the outbox, then its record is added. A crash between
+    /// them loses the record of the delivery, never a card; a crash before both leaves the card
+    /// queued, to be sent again with the same `Idempotency-Key` (at least once).
+    fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError>;
+
+    /// Removes delivered records older than `keep`; returns how many.
+    fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError>;
+
+    /// The delivered records kept.
+    fn delivered(&self) -> Result<Vec<Delivered>, StoreError>;
+
+    /// Moves every card queued for a connection to the dead letters; returns how many.
+    fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError>;
+
+    /// Puts dead letters back in the outbox, their attempt count reset (their attempt log
+    /// kept); returns the connections that got cards.
+    fn revive(&self, ids: &[DeliveryId]) -> Result<Vec<ConnectionId>, StoreError>;
+
+    /// Moves a card to the dead letters.
+    ///
+    /// The dead letter is written first, then the card leaves the outbox: a crash between the
+    /// two leaves it in both (sent again after the restart, at least once), never in neither.
+    /// Not a sled transaction: see [`Store::enqueue_event`].
+    fn bury(&self, key: &OutboxKey, letter: &DeadLetter) -> Result<(), StoreError>;
+
+    /// Records a dead letter that never was in the outbox (a card that failed to render).
+    fn put_dead(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+
+    /// Every dead letter, oldest first.
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// A dead letter, by its delivery id (the dead letters are keyed by it).
+    fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// A delivered card's record, by its delivery id (keyed by it).
+    fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError>;
+
+    /// A queued card, by its delivery id: only the outbox (at most `delivery.max_queued` cards)
+    /// is read, and only the card found is decoded whole.
+    fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
+
+    /// Dead letters with ids after `after`, in id order, that `keep` keeps: read lazily, so a
+    /// page reads what it shows (and what `keep` passes over), not every dead letter.
+    fn dead_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: &dyn Fn(&OutboxRecord) -> bool,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Delivered records with ids after `after`, in id order, as [`Store::dead_page`].
+    fn delivered_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: &dyn Fn(&OutboxRecord) -> bool,
+    ) -> Result<Vec<Delivered>, StoreError>;
+
+    /// Every queued card, in queue order per connection.
+    fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// The connections that have cards queued.
+    fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError>;
+}
+
+impl Outbox for Store {
+    fn enqueue(&self, rec: &OutboxRecord) -> Result<OutboxKey, StoreError> {
+        self.enqueue_then(rec, || {})
+    }
+
+    fn enqueue_event(
         &self,
         claim: Option<(&str, &EventId)>,
         records: &mut [OutboxRecord],
@@ -210,22 +278,7 @@ impl Store {
         claimed
     }
 
-    /// Removes a card just queued (its event was not accepted after all).
-    fn take_back(&self, key: &OutboxKey) -> Result<(), StoreError> {
-        if let Some(v) = self.outbox.remove(&key.0)? {
-            let retrying = decode::<OutboxRecord>(&v).is_ok_and(|r| r.attempts > 0);
-            self.count(|c| {
-                c.queued -= 1;
-                if retrying {
-                    c.retrying -= 1;
-                }
-            });
-        }
-        Ok(())
-    }
-
-    /// The oldest card queued for a connection.
-    pub fn next_for(
+    fn next_for(
         &self,
         con: &ConnectionId,
     ) -> Result<Option<(OutboxKey, OutboxRecord)>, StoreError> {
@@ -238,8 +291,7 @@ impl Store {
         }
     }
 
-    /// Saves a card's new state (after a failed attempt).
-    pub fn update(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
+    fn update(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
         self.outbox
             .insert(key.0.clone(), serde_json::to_vec(rec)?)?;
         if rec.attempts == 1 {
@@ -248,8 +300,7 @@ impl Store {
         Ok(())
     }
 
-    /// The oldest `n` cards queued for a connection, in order (what its worker sends next).
-    pub fn next_batch(
+    fn next_batch(
         &self,
         con: &ConnectionId,
         n: usize,
@@ -264,12 +315,7 @@ impl Store {
             .collect()
     }
 
-    /// Moves a delivered card out of the outbox into the delivered records (without its body).
-    ///
-    /// Two writes, not a transaction (see [`Store::enqueue_event`]): the card leaves the outbox, then its record is added. A crash between
-    /// them loses the record of the delivery, never a card; a crash before both leaves the card
-    /// queued, to be sent again with the same `Idempotency-Key` (at least once).
-    pub fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
+    fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
         let kept = OutboxRecord {
             id: rec.id.clone(),
             event: rec.event.clone(),
@@ -304,8 +350,7 @@ impl Store {
         Ok(())
     }
 
-    /// Removes delivered records older than `keep`; returns how many.
-    pub fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
+    fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
         let cutoff = self.clock.now_ms().saturating_sub(keep.as_millis() as u64);
         let mut n = 0;
         for kv in self.delivered.iter() {
@@ -319,8 +364,7 @@ impl Store {
         Ok(n)
     }
 
-    /// The delivered records kept.
-    pub fn delivered(&self) -> Result<Vec<Delivered>, StoreError> {
+    fn delivered(&self) -> Result<Vec<Delivered>, StoreError> {
         self.delivered
             .iter()
             .values()
@@ -328,8 +372,7 @@ impl Store {
             .collect()
     }
 
-    /// Moves every card queued for a connection to the dead letters; returns how many.
-    pub fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
+    fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
         let mut n = 0;
         while let Some((key, rec)) = self.next_for(con)? {
             self.bury(
@@ -345,9 +388,7 @@ impl Store {
         Ok(n)
     }
 
-    /// Puts dead letters back in the outbox, their attempt count reset (their attempt log
-    /// kept); returns the connections that got cards.
-    pub fn revive(&self, ids: &[DeliveryId]) -> Result<Vec<ConnectionId>, StoreError> {
+    fn revive(&self, ids: &[DeliveryId]) -> Result<Vec<ConnectionId>, StoreError> {
         let mut cons = Vec::new();
         for id in ids {
             // Queued again first, then no longer dead: a crash between the two leaves the card
@@ -374,12 +415,7 @@ impl Store {
         Ok(cons)
     }
 
-    /// Moves a card to the dead letters.
-    ///
-    /// The dead letter is written first, then the card leaves the outbox: a crash between the
-    /// two leaves it in both (sent again after the restart, at least once), never in neither.
-    /// Not a sled transaction: see [`Store::enqueue_event`].
-    pub fn bury(&self, key: &OutboxKey, letter: &DeadLetter) -> Result<(), StoreError> {
+    fn bury(&self, key: &OutboxKey, letter: &DeadLetter) -> Result<(), StoreError> {
         self.dead
             .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
         self.outbox.remove(&key.0)?;
@@ -394,32 +430,26 @@ impl Store {
         Ok(())
     }
 
-    /// Records a dead letter that never was in the outbox (a card that failed to render).
-    pub fn put_dead(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+    fn put_dead(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         self.dead
             .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
         self.count(|c| c.dead += 1);
         Ok(())
     }
 
-    /// Every dead letter, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.dead.iter().values().map(|v| decode(&v?)).collect()
     }
 
-    /// A dead letter, by its delivery id (the dead letters are keyed by it).
-    pub fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+    fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
         self.dead.get(id)?.map(|v| decode(&v)).transpose()
     }
 
-    /// A delivered card's record, by its delivery id (keyed by it).
-    pub fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError> {
+    fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError> {
         self.delivered.get(id)?.map(|v| decode(&v)).transpose()
     }
 
-    /// A queued card, by its delivery id: only the outbox (at most `delivery.max_queued` cards)
-    /// is read, and only the card found is decoded whole.
-    pub fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+    fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
         #[derive(Deserialize)]
         struct Id<'a> {
             #[serde(borrow)]
@@ -435,36 +465,31 @@ impl Store {
         Ok(None)
     }
 
-    /// Dead letters with ids after `after`, in id order, that `keep` keeps: read lazily, so a
-    /// page reads what it shows (and what `keep` passes over), not every dead letter.
-    pub fn dead_page(
+    fn dead_page(
         &self,
         after: Option<&str>,
         limit: usize,
-        keep: impl Fn(&OutboxRecord) -> bool,
+        keep: &dyn Fn(&OutboxRecord) -> bool,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         page(&self.dead, after, limit, |d: &DeadLetter| keep(&d.record))
     }
 
-    /// Delivered records with ids after `after`, in id order, as [`Store::dead_page`].
-    pub fn delivered_page(
+    fn delivered_page(
         &self,
         after: Option<&str>,
         limit: usize,
-        keep: impl Fn(&OutboxRecord) -> bool,
+        keep: &dyn Fn(&OutboxRecord) -> bool,
     ) -> Result<Vec<Delivered>, StoreError> {
         page(&self.delivered, after, limit, |d: &Delivered| {
             keep(&d.record)
         })
     }
 
-    /// Every queued card, in queue order per connection.
-    pub fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+    fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError> {
         self.outbox.iter().values().map(|v| decode(&v?)).collect()
     }
 
-    /// The connections that have cards queued.
-    pub fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
+    fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
         // Keys are the connection id then a sequence number: one seek per connection, past all
         // of its cards, instead of a walk over every queued card.
         let mut out: Vec<ConnectionId> = Vec::new();
@@ -482,6 +507,45 @@ impl Store {
             from.extend_from_slice(&[0xff; 9]);
         }
         Ok(out)
+    }
+}
+
+impl Store {
+    /// Queues a card; `visible` runs once it is in sled, where delivery (on a thread of its
+    /// own) can already take it. It is counted before that: counted after, a card delivered in
+    /// between made the count go below zero (it wrapped, and ingest answered 503 queue_full).
+    pub(super) fn enqueue_then(
+        &self,
+        rec: &OutboxRecord,
+        visible: impl FnOnce(),
+    ) -> Result<OutboxKey, StoreError> {
+        let seq = self.db.generate_id()?;
+        let mut key = Vec::with_capacity(rec.connection.as_str().len() + 8);
+        key.extend_from_slice(rec.connection.as_str().as_bytes());
+        key.extend_from_slice(&seq.to_be_bytes());
+        let key = sled::IVec::from(key);
+        let value = serde_json::to_vec(rec)?;
+        self.count(|c| c.queued += 1);
+        if let Err(e) = self.outbox.insert(key.clone(), value) {
+            self.count(|c| c.queued -= 1);
+            return Err(e.into());
+        }
+        visible();
+        Ok(OutboxKey(key))
+    }
+
+    /// Removes a card just queued (its event was not accepted after all).
+    fn take_back(&self, key: &OutboxKey) -> Result<(), StoreError> {
+        if let Some(v) = self.outbox.remove(&key.0)? {
+            let retrying = decode::<OutboxRecord>(&v).is_ok_and(|r| r.attempts > 0);
+            self.count(|c| {
+                c.queued -= 1;
+                if retrying {
+                    c.retrying -= 1;
+                }
+            });
+        }
+        Ok(())
     }
 }
 

@@ -196,15 +196,22 @@ impl Ring {
     }
 }
 
-impl super::Store {
+/// The playground's ring of recent events.
+pub trait RecentEvents {
     /// Keeps an event in the ring of the last [`RECENT`] received (in
     /// memory; written to sled within a second, see this module).
-    pub fn put_recent(&self, event: RecentEvent) {
+    fn put_recent(&self, event: RecentEvent);
+
+    /// The events in the ring, newest first.
+    fn recent(&self) -> Result<Vec<Value>, StoreError>;
+}
+
+impl RecentEvents for super::Store {
+    fn put_recent(&self, event: RecentEvent) {
         self.ring.push(event);
     }
 
-    /// The events in the ring, newest first.
-    pub fn recent(&self) -> Result<Vec<Value>, StoreError> {
+    fn recent(&self) -> Result<Vec<Value>, StoreError> {
         Ok(self.ring.all())
     }
 }

@@ -10,15 +10,30 @@ use super::*;
 /// GitHub offers to redeliver a webhook for 3 days.
 pub const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
 
-impl Store {
+/// Upstream delivery ids already accepted.
+pub trait SeenIds {
     /// Records that `key` (an upstream delivery id) is being handled as `event`, durably at
     /// once. If it was already, returns the event id it got the first time. (Staging reserves
     /// with [`Store::reserve_delivery`] instead and claims in [`Store::enqueue_event`].)
-    pub fn claim_delivery(
-        &self,
-        key: &str,
-        event: &EventId,
-    ) -> Result<Option<EventId>, StoreError> {
+    fn claim_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError>;
+
+    /// Reserves `key` for `event` while the event is staged: the id it got before if it was
+    /// claimed (or is being staged) already, else `None`. The claim itself is written with the
+    /// event's cards, in [`Store::enqueue_event`]; [`Store::release_delivery`] drops a
+    /// reservation that will not be.
+    fn reserve_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError>;
+
+    /// Forgets a claim (or a reservation) whose event could not be accepted, so that a
+    /// redelivery is processed.
+    fn release_delivery(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Forgets upstream delivery ids claimed more than `keep` ago (their event id says when);
+    /// returns how many. Without this the ids of every event ever received would stay.
+    fn prune_seen(&self, keep: std::time::Duration) -> Result<usize, StoreError>;
+}
+
+impl SeenIds for Store {
+    fn claim_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError> {
         match self.seen.compare_and_swap(
             key,
             None as Option<&[u8]>,
@@ -31,15 +46,7 @@ impl Store {
         }
     }
 
-    /// Reserves `key` for `event` while the event is staged: the id it got before if it was
-    /// claimed (or is being staged) already, else `None`. The claim itself is written with the
-    /// event's cards, in [`Store::enqueue_event`]; [`Store::release_delivery`] drops a
-    /// reservation that will not be.
-    pub fn reserve_delivery(
-        &self,
-        key: &str,
-        event: &EventId,
-    ) -> Result<Option<EventId>, StoreError> {
+    fn reserve_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError> {
         if let Some(v) = self.seen.get(key)? {
             return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
         }
@@ -51,17 +58,13 @@ impl Store {
         Ok(None)
     }
 
-    /// Forgets a claim (or a reservation) whose event could not be accepted, so that a
-    /// redelivery is processed.
-    pub fn release_delivery(&self, key: &str) -> Result<(), StoreError> {
+    fn release_delivery(&self, key: &str) -> Result<(), StoreError> {
         self.staging.lock().expect("staging lock").remove(key);
         self.seen.remove(key)?;
         Ok(())
     }
 
-    /// Forgets upstream delivery ids claimed more than `keep` ago (their event id says when);
-    /// returns how many. Without this the ids of every event ever received would stay.
-    pub fn prune_seen(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
+    fn prune_seen(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
         let cutoff = self.clock.now_ms().saturating_sub(keep.as_millis() as u64);
         let mut n = 0;
         for kv in self.seen.iter() {

@@ -857,3 +857,46 @@ fn serve_configures_the_allocator_unless_the_environment_does() {
         assert!(line.contains(want), "{env:?}: {line}");
     }
 }
+
+/// `render` shows the card staging would queue: when the template fails on the payload (here
+/// a pull request without its title, which the template reads), the fallback card that goes
+/// instead, what failed, the error on stderr and exit status 1.
+#[test]
+fn render_shows_the_fallback_card_when_a_template_fails() {
+    let fixture = root().join("tests/fixtures/github/pull_request.closed-merged.3.derived.json");
+    let mut payload: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    payload["pull_request"]
+        .as_object_mut()
+        .unwrap()
+        .remove("title");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("untitled.json");
+    std::fs::write(&file, payload.to_string()).unwrap();
+    let out = cardwire()
+        .args(["render", "--source", "github", "--payload"])
+        .arg(&file)
+        .args([
+            "--header",
+            "X-GitHub-Event: pull_request",
+            "--kind",
+            "teams",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["rule"], "github-pr-merged");
+    assert_eq!(
+        line["fallback"]["template"],
+        "github/pull_request.teams.hbs"
+    );
+    assert_eq!(line["body"]["@type"], "MessageCard", "{line}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("github/pull_request.teams.hbs") && stderr.contains("fallback"),
+        "{stderr}"
+    );
+}

@@ -216,6 +216,32 @@ fn no_layer_imports_from_a_layer_above_it() {
     );
 }
 
+/// The layers above the store reach it through its traits (`store::SharedStore`), so that a
+/// second backend changes nothing else; only `app` (which opens it) names sled's.
+#[test]
+fn only_the_store_and_app_name_the_sled_store() {
+    for (name, code) in modules() {
+        if name == "store"
+            || name.starts_with("store::")
+            || name == "app"
+            || name.ends_with("tests")
+        {
+            continue;
+        }
+        for needle in ["store::Store", "Arc<Store>", "Store::open", "&Store"] {
+            // The type itself, not `StoreError` and the like.
+            let named = code.match_indices(needle).any(|(i, _)| {
+                !code[i + needle.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            });
+            assert!(
+                !named,
+                "src/{}: names {needle}; hold a store::SharedStore",
+                name.replace("::", "/")
+            );
+        }
+    }
+}
+
 #[test]
 fn only_app_names_the_whole_state() {
     for (name, code) in modules() {
