@@ -203,9 +203,19 @@ pub struct ConfigArg {
 pub struct CheckArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Print the JSON Schema of rule files (for editors) and exit.
-    #[arg(long)]
-    print_schema: bool,
+    /// Print a JSON Schema (for editors) and exit: of rule files (`rules`, the default) or of
+    /// the portable card a `.card.hbs` template renders (`card`).
+    #[arg(long, value_name = "WHICH", num_args = 0..=1, default_missing_value = "rules")]
+    print_schema: Option<SchemaWhich>,
+}
+
+/// Which JSON Schema `check --print-schema` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchemaWhich {
+    /// Rule files.
+    Rules,
+    /// The portable card.
+    Card,
 }
 
 /// `cardwire serve`.
@@ -346,8 +356,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    if args.print_schema {
-        println!("{}", crate::rules::schema::SCHEMA.trim_end());
+    if let Some(which) = args.print_schema {
+        let schema = match which {
+            SchemaWhich::Rules => crate::rules::schema::SCHEMA,
+            SchemaWhich::Card => crate::render::portable::SCHEMA,
+        };
+        println!("{}", schema.trim_end());
         return Ok(ExitCode::SUCCESS);
     }
     match load(args.config.config.as_deref()) {

@@ -461,6 +461,7 @@ fn render_value(app: &Stager, input: RenderIn) -> Result<Value, ApiError> {
         for kind in kinds {
             let rendered = match &input.template {
                 Some(text) => pipeline.renderer.render_source(
+                    &rule.template,
                     &format!("{}.{} (edited)", rule.template, kind.as_str()),
                     text,
                     kind,

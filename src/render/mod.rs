@@ -12,6 +12,7 @@ pub mod fallback;
 pub mod fit;
 mod helpers;
 pub mod people;
+pub mod portable;
 pub mod reads;
 pub mod validate;
 
@@ -128,6 +129,8 @@ pub struct Renderer {
     exprs: Handlebars<'static>,
     names: HashSet<(String, CardKind)>,
     sources: std::collections::HashMap<(String, CardKind), String>,
+    /// Portable templates (`<name>.card.hbs`), by name, with their text.
+    portable: std::collections::HashMap<String, String>,
     people: std::sync::Arc<people::People>,
 }
 
@@ -156,15 +159,29 @@ impl Renderer {
         let mut hb = engine(&people);
         let mut names = HashSet::new();
         let mut sources = std::collections::HashMap::new();
+        let mut portable = std::collections::HashMap::new();
         let mut problems = Vec::new();
         for (path, text) in files {
             let shown = PathBuf::from(origin).join(path);
             let rel = path.to_string_lossy().replace('\\', "/");
+            if let Some(name) = rel.strip_suffix(".card.hbs") {
+                if let Err(e) = hb.register_template_string(&card_key(name), text) {
+                    let (line, col) = e.pos().unwrap_or((1, 1));
+                    problems.push(Problem::new(
+                        &shown,
+                        Pos { line, col },
+                        format!("template syntax: {}", e.reason()),
+                    ));
+                    continue;
+                }
+                portable.insert(name.to_string(), text.clone());
+                continue;
+            }
             let Some((name, kind)) = split_name(&rel) else {
                 problems.push(Problem::new(
                     &shown,
                     Pos { line: 1, col: 1 },
-                    "a template file is named <name>.teams.hbs (MessageCard) or <name>.workflow.hbs (Adaptive Card)",
+                    "a template file is named <name>.card.hbs (a portable card, for every kind), <name>.teams.hbs (MessageCard) or <name>.workflow.hbs (Adaptive Card)",
                 ));
                 continue;
             };
@@ -190,6 +207,7 @@ impl Renderer {
                 exprs,
                 names,
                 sources,
+                portable,
                 people,
             })
         } else {
@@ -197,16 +215,24 @@ impl Renderer {
         }
     }
 
-    /// A template's text, as loaded.
+    /// The text of the template that renders `name` for `kind`, as loaded: its own
+    /// (`<name>.<kind>.hbs`), else the portable one (`<name>.card.hbs`).
     pub fn source(&self, name: &str, kind: CardKind) -> Option<&str> {
         self.sources
             .get(&(name.to_string(), kind))
+            .or_else(|| self.portable.get(name))
             .map(String::as_str)
     }
 
-    /// Whether a template exists.
+    /// Whether `name` renders for `kind`: by a template of that kind, or a portable one.
     pub fn has(&self, name: &str, kind: CardKind) -> bool {
-        self.names.contains(&(name.to_string(), kind))
+        self.names.contains(&(name.to_string(), kind)) || self.portable.contains_key(name)
+    }
+
+    /// Whether `name` renders for `kind` through its portable template (no
+    /// `<name>.<kind>.hbs` overrides it).
+    pub fn is_portable(&self, name: &str, kind: CardKind) -> bool {
+        !self.names.contains(&(name.to_string(), kind)) && self.portable.contains_key(name)
     }
 
     /// The templates, as (name, kind).
@@ -217,7 +243,12 @@ impl Renderer {
     /// Adds what a template reads of an event's context to `need` (see [`reads`]); a template
     /// that does not exist reads nothing.
     pub fn reads(&self, name: &str, kind: CardKind, need: &mut crate::needs::Need) {
-        if let Some(t) = self.hb.get_template(&key(name, kind)) {
+        let key = if self.is_portable(name, kind) {
+            card_key(name)
+        } else {
+            key(name, kind)
+        };
+        if let Some(t) = self.hb.get_template(&key) {
             reads::template(&self.hb, t, need);
         }
     }
@@ -280,10 +311,13 @@ impl Renderer {
         kind: CardKind,
         ctx: &handlebars::Context,
     ) -> Result<String, RenderError> {
-        let key = key(name, kind);
-        if !self.names.contains(&(name.to_string(), kind)) {
-            return Err(RenderError::NoTemplate(key));
-        }
+        let key = if self.is_portable(name, kind) {
+            card_key(name)
+        } else if self.names.contains(&(name.to_string(), kind)) {
+            key(name, kind)
+        } else {
+            return Err(RenderError::NoTemplate(key(name, kind)));
+        };
         let file = format!("{key}.hbs");
         let text = self
             .hb
@@ -293,13 +327,18 @@ impl Renderer {
                 pos: e.line_no.zip(e.column_no),
                 message: e.reason().to_string(),
             })?;
+        if self.is_portable(name, kind) {
+            return self.finish_portable(kind, &file, &text);
+        }
         self.finish(kind, &file, &text)
     }
 
     /// Renders template *text* (an edited template, in the playground) as a card of `kind`,
-    /// through the same checks as a loaded template; `name` names it in errors.
+    /// through the same checks as a loaded template; `name` names it in errors. The text is
+    /// a portable card's when `template` renders `kind` through its portable template.
     pub fn render_source(
         &self,
+        template: &str,
         name: &str,
         source: &str,
         kind: CardKind,
@@ -317,16 +356,55 @@ impl Renderer {
             pos: e.line_no.zip(e.column_no),
             message: e.reason().to_string(),
         })?;
+        if self.is_portable(template, kind) {
+            return self.finish_portable(kind, name, &text);
+        }
         self.finish(kind, name, &text)
+    }
+
+    /// Parses a portable card, checks it, converts it to `kind`, then as [`Renderer::finish`].
+    fn finish_portable(
+        &self,
+        kind: CardKind,
+        file: &str,
+        text: &str,
+    ) -> Result<String, RenderError> {
+        let value: Value = serde_json::from_str(text).map_err(|source| RenderError::Json {
+            template: file.to_string(),
+            source,
+        })?;
+        let card = portable::parse(value).map_err(|message| RenderError::Invalid {
+            template: file.to_string(),
+            kind: "portable",
+            message,
+        })?;
+        let platform = match kind {
+            CardKind::Teams => portable::Platform::Teams,
+            CardKind::Workflow => portable::Platform::Workflow,
+        };
+        let mut value = portable::convert(&card, platform);
+        self.people
+            .add_mentions(&card.mentions, platform, &mut value);
+        self.finish_value(kind, file.to_string(), value)
     }
 
     /// Parses, cleans, fits and validates rendered text into the body to send.
     fn finish(&self, kind: CardKind, file: &str, text: &str) -> Result<String, RenderError> {
         let file = file.to_string();
-        let mut value: Value = serde_json::from_str(text).map_err(|source| RenderError::Json {
+        let value: Value = serde_json::from_str(text).map_err(|source| RenderError::Json {
             template: file.clone(),
             source,
         })?;
+        self.finish_value(kind, file, value)
+    }
+
+    /// Cleans, fits and validates a card into the body to send.
+    fn finish_value(
+        &self,
+        kind: CardKind,
+        file: String,
+        mut value: Value,
+    ) -> Result<String, RenderError> {
         match kind {
             CardKind::Teams => {
                 people::strip_mentions(&mut value);
@@ -400,6 +478,10 @@ fn engine(people: &std::sync::Arc<people::People>) -> Handlebars<'static> {
 
 fn key(name: &str, kind: CardKind) -> String {
     format!("{name}.{}", kind.as_str())
+}
+
+fn card_key(name: &str) -> String {
+    format!("{name}.card")
 }
 
 /// `github/push.teams.hbs` → (`github/push`, Teams): a template file's name and kind.
@@ -500,6 +582,67 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("&lt;b>x&lt;/b>"), "{text}");
+    }
+
+    const PORTABLE: &str = r#"{"title": "{{payload.repo}}: release {{payload.tag}}", "text": "{{md payload.body}}", "severity": "success",
+        "facts": [{"name": "Tag", "value": "{{payload.tag}}"}], "mentions": ["{{payload.by}}"], "link": "https://example.test/r"}"#;
+
+    /// One `<name>.card.hbs` renders every kind through its converter, checked like any card;
+    /// a `<name>.<kind>.hbs` beside it overrides it for that kind only.
+    #[test]
+    fn a_portable_template_renders_every_kind_and_an_own_template_overrides_it() {
+        let ctx = json!({"payload": {"repo": "o/r", "tag": "v1", "body": "**not bold** @here", "by": "octocat"}});
+        let r = renderer(&[("x/rel.card.hbs", PORTABLE)]).unwrap();
+        assert!(r.has("x/rel", CardKind::Teams) && r.is_portable("x/rel", CardKind::Workflow));
+        let teams: Value =
+            serde_json::from_str(&r.render("x/rel", CardKind::Teams, &ctx).unwrap()).unwrap();
+        assert_eq!(teams["@type"], "MessageCard");
+        assert_eq!(teams["title"], "o/r: release v1");
+        assert_eq!(teams["sections"][0]["text"], "\\*\\*not bold\\*\\* @here");
+        assert_eq!(teams["sections"][1]["text"], "cc octocat");
+        let wf: Value =
+            serde_json::from_str(&r.render("x/rel", CardKind::Workflow, &ctx).unwrap()).unwrap();
+        let body = &wf["attachments"][0]["content"]["body"];
+        assert_eq!(body[0]["text"], "o/r: release v1");
+        assert_eq!(body[0]["color"], "Good");
+        assert_eq!(r.source("x/rel", CardKind::Teams), Some(PORTABLE));
+        let mut need = crate::needs::Need::new();
+        r.reads("x/rel", CardKind::Teams, &mut need);
+        assert!(format!("{need:?}").contains("tag"), "{need:?}");
+
+        let r = renderer(&[("x/rel.card.hbs", PORTABLE), ("x/rel.teams.hbs", CARD)]).unwrap();
+        assert!(!r.is_portable("x/rel", CardKind::Teams));
+        let teams: Value = serde_json::from_str(
+            &r.render(
+                "x/rel",
+                CardKind::Teams,
+                &json!({"payload": {"title": "own"}}),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(teams["summary"], "own");
+        assert!(r.is_portable("x/rel", CardKind::Workflow));
+    }
+
+    #[test]
+    fn a_portable_card_that_is_wrong_names_its_file_and_field() {
+        let r = renderer(&[(
+            "x/bad.card.hbs",
+            r#"{"title": "t", "facts": [{"name": "n", "valeu": "{{payload.v}}"}]}"#,
+        )])
+        .unwrap();
+        let e = r
+            .render("x/bad", CardKind::Workflow, &json!({"payload": {"v": 1}}))
+            .unwrap_err();
+        let (template, _, reason) = e.parts();
+        assert_eq!(template, "x/bad.card.hbs");
+        assert!(
+            reason.contains("facts[0]") && reason.contains("valeu"),
+            "{reason}"
+        );
+        let e = renderer(&[("x/y.card.hbs", "{{#if}}")]).err().unwrap();
+        assert!(e.0[0].to_string().contains("x/y.card.hbs:1:"), "{}", e.0[0]);
     }
 
     #[test]

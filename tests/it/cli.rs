@@ -356,6 +356,14 @@ fn print_schema_prints_the_rule_file_schema() {
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(schema["title"], "cardwire rule file");
     assert!(schema["definitions"]["rule"]["properties"]["when"].is_object());
+    let out = cardwire()
+        .args(["check", "--print-schema", "card"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(schema["title"], "cardwire portable card");
+    assert!(schema["properties"]["facts"].is_object());
 }
 
 /// With file watching off, SIGHUP alone reloads: a new rule appears in GET /api/rules.

@@ -1,0 +1,1304 @@
+//! The portable card: what a `<name>.card.hbs` template renders, one model for every chat,
+//! turned into each platform's native card.
+//!
+//! In: the JSON a portable template renders (the vocabulary of [`Card`], checked with
+//! `deny_unknown_fields`; its JSON Schema is [`SCHEMA`]). Out: the body to POST for a
+//! [`Platform`]: a MessageCard (Teams connectors), an Adaptive Card in the Teams envelope
+//! (Workflows), Block Kit (Slack), embeds (Discord), cardsV2 (Google Chat), attachments
+//! (Mattermost). Guarantees: text is Markdown only in `text`, section `text` and `list`
+//! items (a CommonMark subset: `**bold**`, `*italic*` / `_italic_`, `` `code` ``,
+//! `[label](https://…)`, backslash escapes, `- ` bullets), plain everywhere else; each
+//! platform gets its own dialect, and upstream text comes out literal and inert on every
+//! platform: no markup, no link it did not ask for, no mention or ping (`@everyone`, `@here`,
+//! `<!channel>`, `<@U…>`, role mentions), control characters dropped. Each platform's limits
+//! are met by cutting texts (with `…`) and folding lists (`…and N more`), never by refusing.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// The portable card's JSON Schema, as `cardwire check --print-schema card` prints it.
+pub const SCHEMA: &str = include_str!("portable-card.schema.json");
+
+/// A portable card.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    /// The headline (plain text).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// A line under the title (plain text).
+    #[serde(default)]
+    pub subtitle: Option<String>,
+    /// The body (Markdown subset).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// The accent color, `#RRGGBB`.
+    #[serde(default)]
+    pub color: Option<String>,
+    /// How serious: `info`, `success`, `warning`, `error` or `critical` (a color when `color`
+    /// is not given).
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    /// Who did it.
+    #[serde(default)]
+    pub author: Option<Author>,
+    /// Name / value pairs (plain text).
+    #[serde(default)]
+    pub facts: Vec<Fact>,
+    /// Further sections.
+    #[serde(default)]
+    pub sections: Vec<Section>,
+    /// Short lines, e.g. commits (Markdown subset each).
+    #[serde(default)]
+    pub list: Vec<String>,
+    /// Buttons where the platform has them, links elsewhere.
+    #[serde(default)]
+    pub links: Vec<Link>,
+    /// Upstream identities (GitHub logins, …) to mention where the platform can.
+    #[serde(default)]
+    pub mentions: Vec<String>,
+    /// A last line (plain text).
+    #[serde(default)]
+    pub footer: Option<String>,
+    /// The card's main URL.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// A key that groups related cards where the platform threads (Google Chat).
+    #[serde(default)]
+    pub thread: Option<String>,
+}
+
+/// How serious a card is.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Neutral news.
+    Info,
+    /// Something went well.
+    Success,
+    /// Worth a look.
+    Warning,
+    /// Something failed.
+    Error,
+    /// Act now.
+    Critical,
+}
+
+impl Severity {
+    fn color(self) -> &'static str {
+        match self {
+            Self::Info => "#0969DA",
+            Self::Success => "#2DA44E",
+            Self::Warning => "#BF8700",
+            Self::Error => "#CF222E",
+            Self::Critical => "#8B0000",
+        }
+    }
+}
+
+/// Who did it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Author {
+    /// The name shown.
+    pub name: String,
+    /// Their page.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// Their picture.
+    #[serde(default)]
+    pub avatar: Option<String>,
+}
+
+/// A name / value pair.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fact {
+    /// The name.
+    pub name: String,
+    /// The value.
+    pub value: String,
+}
+
+/// A further section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// Its heading (plain text).
+    #[serde(default)]
+    pub heading: Option<String>,
+    /// Its body (Markdown subset).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Its facts.
+    #[serde(default)]
+    pub facts: Vec<Fact>,
+    /// Its short lines (Markdown subset each).
+    #[serde(default)]
+    pub items: Vec<String>,
+}
+
+/// A link or button.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// What it says.
+    pub label: String,
+    /// Where it goes.
+    pub url: String,
+}
+
+/// A chat platform a portable card is converted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// Teams, legacy connector: MessageCard.
+    Teams,
+    /// Teams Workflows: Adaptive Card in the message envelope.
+    Workflow,
+    /// Slack: Block Kit in an attachment, with a `text` fallback.
+    Slack,
+    /// Discord: an embed.
+    Discord,
+    /// Google Chat: cardsV2 with a `text` fallback.
+    GoogleChat,
+    /// Mattermost: a Slack-style attachment.
+    Mattermost,
+}
+
+impl Platform {
+    /// Every platform.
+    pub const ALL: [Platform; 6] = [
+        Self::Teams,
+        Self::Workflow,
+        Self::Slack,
+        Self::Discord,
+        Self::GoogleChat,
+        Self::Mattermost,
+    ];
+
+    /// Its name in files, config and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Teams => "teams",
+            Self::Workflow => "workflow",
+            Self::Slack => "slack",
+            Self::Discord => "discord",
+            Self::GoogleChat => "google_chat",
+            Self::Mattermost => "mattermost",
+        }
+    }
+}
+
+/// Parses a portable card from a template's JSON output; the message names the field.
+pub fn parse(v: Value) -> Result<Card, String> {
+    let card: Card = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        }
+    })?;
+    if card.title.is_none() && card.text.is_none() && card.facts.is_empty() {
+        return Err("a card needs a title, a text or facts".into());
+    }
+    for url in card
+        .link
+        .iter()
+        .chain(card.links.iter().map(|l| &l.url))
+        .chain(card.author.iter().filter_map(|a| a.link.as_ref()))
+        .chain(card.author.iter().filter_map(|a| a.avatar.as_ref()))
+    {
+        if !web_url(url) {
+            return Err(format!("{url:?} is not an http(s) URL"));
+        }
+    }
+    if let Some(c) = &card.color {
+        if rgb(c).is_none() {
+            return Err(format!("color {c:?} is not #RRGGBB"));
+        }
+    }
+    Ok(card)
+}
+
+fn web_url(u: &str) -> bool {
+    (u.starts_with("https://") || u.starts_with("http://"))
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn rgb(c: &str) -> Option<u32> {
+    let hex = c.strip_prefix('#').unwrap_or(c);
+    (hex.len() == 6)
+        .then(|| u32::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// The card's color, `#RRGGBB`: its own, its severity's, or none.
+fn color(card: &Card) -> Option<String> {
+    card.color
+        .clone()
+        .or_else(|| card.severity.map(|s| s.color().to_string()))
+}
+
+/// The card as `platform`'s native body.
+pub fn convert(card: &Card, platform: Platform) -> Value {
+    match platform {
+        Platform::Teams => teams(card),
+        Platform::Workflow => workflow(card),
+        Platform::Slack => slack(card),
+        Platform::Discord => discord(card),
+        Platform::GoogleChat => google_chat(card),
+        Platform::Mattermost => mattermost(card),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Markdown: the portable subset, parsed once, written in each platform's dialect.
+
+/// A piece of inline text.
+#[derive(Debug, Clone, PartialEq)]
+enum Inline {
+    Text(String),
+    Bold(Vec<Inline>),
+    Italic(Vec<Inline>),
+    Code(String),
+    Link(Vec<Inline>, String),
+}
+
+/// A line: a bullet or not, and its inline text.
+#[derive(Debug, Clone, PartialEq)]
+struct Line {
+    bullet: bool,
+    inlines: Vec<Inline>,
+}
+
+/// Drops control characters but newlines and tabs (a tab becomes a space).
+fn clean(s: &str) -> String {
+    s.chars()
+        .filter_map(|c| match c {
+            '\n' => Some('\n'),
+            '\t' => Some(' '),
+            '\r' => None,
+            c if c.is_control() => None,
+            // Bidirectional overrides and zero-width joiners that could disguise text.
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
+fn parse_md(s: &str) -> Vec<Line> {
+    clean(s)
+        .split('\n')
+        .map(|line| {
+            let (bullet, rest) = match line.strip_prefix("- ").or(line.strip_prefix("* ")) {
+                Some(rest) => (true, rest),
+                None => (false, line),
+            };
+            let chars: Vec<char> = rest.chars().collect();
+            Line {
+                bullet,
+                inlines: inlines(&chars),
+            }
+        })
+        .collect()
+}
+
+fn inlines(c: &[char]) -> Vec<Inline> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut i = 0;
+    let flush = |text: &mut String, out: &mut Vec<Inline>| {
+        if !text.is_empty() {
+            out.push(Inline::Text(std::mem::take(text)));
+        }
+    };
+    while i < c.len() {
+        let ch = c[i];
+        if ch == '\\' && i + 1 < c.len() && c[i + 1].is_ascii_punctuation() {
+            text.push(c[i + 1]);
+            i += 2;
+            continue;
+        }
+        if ch == '`' {
+            if let Some(end) = find(c, i + 1, &['`']) {
+                flush(&mut text, &mut out);
+                out.push(Inline::Code(c[i + 1..end].iter().collect()));
+                i = end + 1;
+                continue;
+            }
+        }
+        if ch == '*' && c.get(i + 1) == Some(&'*') {
+            if let Some(end) = find(c, i + 2, &['*', '*']) {
+                if end > i + 2 {
+                    flush(&mut text, &mut out);
+                    out.push(Inline::Bold(inlines(&c[i + 2..end])));
+                    i = end + 2;
+                    continue;
+                }
+            }
+        }
+        if matches!(ch, '*' | '_') {
+            let opens = c.get(i + 1).is_some_and(|n| !n.is_whitespace())
+                && (ch == '*' || i == 0 || !c[i - 1].is_alphanumeric());
+            if opens {
+                let close = (i + 1..c.len()).find(|&j| {
+                    c[j] == ch
+                        && c[j - 1] != '\\'
+                        && !c[j - 1].is_whitespace()
+                        && (ch == '*' || c.get(j + 1).is_none_or(|n| !n.is_alphanumeric()))
+                });
+                if let Some(end) = close.filter(|&e| e > i + 1) {
+                    flush(&mut text, &mut out);
+                    out.push(Inline::Italic(inlines(&c[i + 1..end])));
+                    i = end + 1;
+                    continue;
+                }
+            }
+        }
+        if ch == '[' {
+            if let Some(mid) = find(c, i + 1, &[']', '(']) {
+                if let Some(end) = find(c, mid + 2, &[')']) {
+                    let url: String = c[mid + 2..end].iter().collect();
+                    if web_url(&url) {
+                        flush(&mut text, &mut out);
+                        out.push(Inline::Link(inlines(&c[i + 1..mid]), url));
+                        i = end + 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        text.push(ch);
+        i += 1;
+    }
+    flush(&mut text, &mut out);
+    out
+}
+
+/// Where `pat` next starts at or after `from`, skipping backslash-escaped characters.
+fn find(c: &[char], from: usize, pat: &[char]) -> Option<usize> {
+    let mut j = from;
+    while j + pat.len() <= c.len() {
+        if c[j] == '\\' {
+            j += 2;
+            continue;
+        }
+        if c[j..j + pat.len()] == *pat {
+            return Some(j);
+        }
+        j += 1;
+    }
+    None
+}
+
+/// A Markdown dialect: how each piece is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// Teams' Markdown (MessageCard and Adaptive Card TextBlock).
+    Teams,
+    /// Slack's `mrkdwn`.
+    Slack,
+    /// Discord's Markdown.
+    Discord,
+    /// Google Chat card text (an HTML subset).
+    ChatHtml,
+    /// Mattermost's Markdown.
+    Mattermost,
+}
+
+/// Text the reader sees literally: escaped for the dialect, and unable to mention anyone.
+fn literal(s: &str, d: Dialect) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut prev = ' ';
+    for c in s.chars() {
+        match d {
+            Dialect::Teams => {
+                if matches!(
+                    c,
+                    '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '~' | '&' | '|' | '#'
+                ) {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            Dialect::Slack => match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                c => out.push(c),
+            },
+            Dialect::ChatHtml => match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                c => out.push(c),
+            },
+            Dialect::Discord | Dialect::Mattermost => {
+                if matches!(
+                    c,
+                    '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '<' | '>' | '~' | '|' | '#'
+                ) {
+                    out.push('\\');
+                }
+                out.push(c);
+                // `@everyone`, `@here`, `@channel`, `@user`: a zero-width space after the `@`
+                // keeps the text and takes the mention away (Discord also gets
+                // allowed_mentions with nothing to parse).
+                if c == '@' || (c == '<' && d == Dialect::Mattermost) {
+                    out.push('\u{200B}');
+                }
+            }
+        }
+        prev = c;
+    }
+    let _ = prev;
+    out
+}
+
+fn write_inlines(inl: &[Inline], d: Dialect, out: &mut String) {
+    for i in inl {
+        match i {
+            Inline::Text(t) => out.push_str(&literal(t, d)),
+            Inline::Code(t) => match d {
+                Dialect::ChatHtml => {
+                    out.push_str("<font face=\"monospace\">");
+                    out.push_str(&literal(t, d));
+                    out.push_str("</font>");
+                }
+                Dialect::Slack => {
+                    out.push('`');
+                    out.push_str(&literal(&t.replace('`', "'"), d));
+                    out.push('`');
+                }
+                _ => {
+                    // Inside code nothing is markup; a backtick in it cannot close it early.
+                    let t = t.replace('`', "'");
+                    let t = if matches!(d, Dialect::Discord | Dialect::Mattermost) {
+                        t.replace('@', "@\u{200B}")
+                    } else {
+                        t
+                    };
+                    out.push('`');
+                    out.push_str(&t);
+                    out.push('`');
+                }
+            },
+            Inline::Bold(x) => {
+                let (open, close) = match d {
+                    Dialect::Slack => ("*", "*"),
+                    Dialect::ChatHtml => ("<b>", "</b>"),
+                    _ => ("**", "**"),
+                };
+                out.push_str(open);
+                write_inlines(x, d, out);
+                out.push_str(close);
+            }
+            Inline::Italic(x) => {
+                let (open, close) = match d {
+                    Dialect::ChatHtml => ("<i>", "</i>"),
+                    _ => ("_", "_"),
+                };
+                out.push_str(open);
+                write_inlines(x, d, out);
+                out.push_str(close);
+            }
+            Inline::Link(label, url) => {
+                let mut text = String::new();
+                write_inlines(label, d, &mut text);
+                match d {
+                    Dialect::Slack => {
+                        let text = text.replace('|', "¦");
+                        out.push_str(&format!("<{}|{text}>", url.replace('|', "%7C")));
+                    }
+                    Dialect::ChatHtml => out.push_str(&format!(
+                        "<a href=\"{}\">{text}</a>",
+                        literal(url, Dialect::ChatHtml)
+                    )),
+                    _ => out.push_str(&format!(
+                        "[{text}]({})",
+                        url.replace('(', "%28").replace(')', "%29")
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// No field of any platform shows more than this many characters; longer input is cut before
+/// it is parsed, so that a 10 MB commit message costs no more than a long one.
+const LONGEST: usize = 16_000;
+
+/// Portable Markdown in a dialect.
+fn markdown(s: &str, d: Dialect) -> String {
+    let lines = parse_md(&cut(s, LONGEST));
+    let mut out = String::with_capacity(s.len() + 16);
+    for (n, line) in lines.iter().enumerate() {
+        if n > 0 {
+            out.push_str(match d {
+                Dialect::ChatHtml => "<br>",
+                Dialect::Teams => "\n\n",
+                _ => "\n",
+            });
+        }
+        if line.bullet {
+            out.push_str(match d {
+                Dialect::Slack | Dialect::ChatHtml => "• ",
+                _ => "- ",
+            });
+        }
+        write_inlines(&line.inlines, d, &mut out);
+    }
+    out
+}
+
+/// Plain text in a dialect: literal, one line breaks kept.
+fn plain(s: &str, d: Dialect) -> String {
+    let s = clean(&cut(s, LONGEST));
+    let lines: Vec<String> = s.split('\n').map(|l| literal(l, d)).collect();
+    lines.join(match d {
+        Dialect::ChatHtml => "<br>",
+        _ => "\n",
+    })
+}
+
+/// Plain text for fields that take no markup at all (Discord's embed title and field names,
+/// Google Chat's header, a MessageCard's summary and button names): control characters
+/// dropped, and a zero-width space after every `@` and `<`, so that no `@everyone`,
+/// `<!channel>`, `<users/all>` or `<at>` is read as one.
+fn bare(s: &str) -> String {
+    clean(&cut(s, LONGEST))
+        .replace('@', "@\u{200B}")
+        .replace('<', "<\u{200B}")
+        .replace("](", "]\u{200B}(")
+}
+
+/// At most `n` characters (Unicode scalar values, as the platforms count), with `…` when
+/// cut; a grapheme cluster (an emoji with its modifiers) is never split, nor an escape (`&lt;`)
+/// or a trailing backslash left to escape the `…`.
+fn cut(s: &str, n: usize) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
+    if s.len() <= n || s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for g in s.graphemes(true) {
+        let c = g.chars().count();
+        if used + c + 1 > n {
+            break;
+        }
+        out.push_str(g);
+        used += c;
+    }
+    if let Some(amp) = out.rfind('&') {
+        if out[amp + 1..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '#')
+        {
+            out.truncate(amp);
+        }
+    }
+    while out.ends_with('\\') {
+        out.pop();
+    }
+    out.push('…');
+    out
+}
+
+/// The first `n` of `items`, then `…and N more` when some were left out.
+fn fold<T: Clone>(items: &[T], n: usize, more: impl Fn(usize) -> T) -> Vec<T> {
+    if items.len() <= n {
+        return items.to_vec();
+    }
+    let mut v = items[..n.saturating_sub(1)].to_vec();
+    v.push(more(items.len() - v.len()));
+    v
+}
+
+fn and_more(n: usize) -> String {
+    format!("…and {n} more")
+}
+
+// ---------------------------------------------------------------------------------------
+// The platforms.
+
+fn teams(card: &Card) -> Value {
+    let d = Dialect::Teams;
+    let mut first = Map::new();
+    if let Some(a) = &card.author {
+        first.insert("activityTitle".into(), json!(plain(&a.name, d)));
+        if let Some(img) = &a.avatar {
+            first.insert("activityImage".into(), json!(img));
+        }
+    }
+    if let Some(s) = &card.subtitle {
+        first.insert("activitySubtitle".into(), json!(plain(s, d)));
+    }
+    if let Some(t) = &card.text {
+        first.insert("text".into(), json!(markdown(t, d)));
+    }
+    if !card.facts.is_empty() {
+        first.insert("facts".into(), teams_facts(&card.facts));
+    }
+    if !card.list.is_empty() {
+        let lines: Vec<String> = fold(&card.list, 20, and_more)
+            .iter()
+            .map(|l| format!("- {}", markdown(l, d)))
+            .collect();
+        let text = first
+            .get("text")
+            .and_then(Value::as_str)
+            .map(|t| format!("{t}\n\n"))
+            .unwrap_or_default();
+        first.insert("text".into(), json!(format!("{text}{}", lines.join("\n"))));
+    }
+    let mut sections = Vec::new();
+    if !first.is_empty() {
+        first.insert("markdown".into(), json!(true));
+        sections.push(Value::Object(first));
+    }
+    for s in &card.sections {
+        let mut v = Map::new();
+        if let Some(h) = &s.heading {
+            v.insert(
+                "activityTitle".into(),
+                json!(format!("**{}**", plain(h, d))),
+            );
+        }
+        let mut text: Vec<String> = s.text.iter().map(|t| markdown(t, d)).collect();
+        if !s.items.is_empty() {
+            text.push(
+                fold(&s.items, 20, and_more)
+                    .iter()
+                    .map(|l| format!("- {}", markdown(l, d)))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+        if !text.is_empty() {
+            v.insert("text".into(), json!(text.join("\n\n")));
+        }
+        if !s.facts.is_empty() {
+            v.insert("facts".into(), teams_facts(&s.facts));
+        }
+        v.insert("markdown".into(), json!(true));
+        sections.push(Value::Object(v));
+    }
+    if let Some(f) = &card.footer {
+        sections.push(json!({"text": plain(f, d), "markdown": true}));
+    }
+    let title = card.title.as_deref().map(|t| plain(t, d));
+    let summary = [&card.title, &card.text, &card.subtitle]
+        .into_iter()
+        .flatten()
+        .map(|t| clean(t).replace('\n', " ").trim().to_string())
+        .find(|t| !t.is_empty())
+        .unwrap_or_else(|| "cardwire".into());
+    let mut v = json!({
+        "@type": "MessageCard",
+        "@context": "https://schema.org/extensions",
+        "summary": cut(&bare(&summary), 200),
+        "sections": sections,
+    });
+    if let Some(t) = title {
+        v["title"] = json!(t);
+    }
+    if let Some(c) = color(card) {
+        v["themeColor"] = json!(c.trim_start_matches('#'));
+    }
+    let actions: Vec<Value> = buttons(card, 4)
+        .iter()
+        .map(|l| json!({"@type": "OpenUri", "name": cut(&bare(&l.label), 60), "targets": [{"os": "default", "uri": l.url}]}))
+        .collect();
+    if !actions.is_empty() {
+        v["potentialAction"] = json!(actions);
+    }
+    v
+}
+
+fn teams_facts(facts: &[Fact]) -> Value {
+    let d = Dialect::Teams;
+    json!(fold(facts, 20, |n| Fact {
+        name: "…".into(),
+        value: format!("{n} more"),
+    })
+    .iter()
+    .map(|f| json!({"name": plain(&f.name, d), "value": plain(&f.value, d)}))
+    .collect::<Vec<_>>())
+}
+
+/// The card's buttons: `links` (an empty label reads "Open"), else its main `link` as
+/// "Open", at most `n`.
+fn buttons(card: &Card, n: usize) -> Vec<Link> {
+    let mut links: Vec<Link> = card
+        .links
+        .iter()
+        .map(|l| Link {
+            label: if clean(&l.label).trim().is_empty() {
+                "Open".into()
+            } else {
+                l.label.clone()
+            },
+            url: l.url.clone(),
+        })
+        .collect();
+    if links.is_empty() {
+        if let Some(u) = &card.link {
+            links.push(Link {
+                label: "Open".into(),
+                url: u.clone(),
+            });
+        }
+    }
+    links.truncate(n);
+    links
+}
+
+fn workflow(card: &Card) -> Value {
+    let d = Dialect::Teams;
+    let mut body = Vec::new();
+    if let Some(t) = &card.title {
+        let mut tb = json!({"type": "TextBlock", "size": "Medium", "weight": "Bolder", "wrap": true, "text": plain(t, d)});
+        if let Some(c) = card.severity {
+            tb["color"] = json!(match c {
+                Severity::Success => "Good",
+                Severity::Warning => "Warning",
+                Severity::Error | Severity::Critical => "Attention",
+                Severity::Info => "Accent",
+            });
+        }
+        body.push(tb);
+    }
+    let mut sub = Vec::new();
+    if let Some(a) = &card.author {
+        sub.push(match &a.link {
+            Some(u) => format!("[{}]({u})", plain(&a.name, d)),
+            None => plain(&a.name, d),
+        });
+    }
+    if let Some(s) = &card.subtitle {
+        sub.push(plain(s, d));
+    }
+    if !sub.is_empty() {
+        body.push(json!({"type": "TextBlock", "isSubtle": true, "spacing": "None", "wrap": true, "text": sub.join(" · ")}));
+    }
+    if let Some(t) = &card.text {
+        body.push(json!({"type": "TextBlock", "wrap": true, "text": markdown(t, d)}));
+    }
+    if !card.facts.is_empty() {
+        body.push(workflow_facts(&card.facts));
+    }
+    if !card.list.is_empty() {
+        body.push(json!({"type": "TextBlock", "wrap": true, "text": fold(&card.list, 20, and_more).iter().map(|l| format!("- {}", markdown(l, d))).collect::<Vec<_>>().join("\n")}));
+    }
+    for s in &card.sections {
+        if let Some(h) = &s.heading {
+            body.push(json!({"type": "TextBlock", "weight": "Bolder", "wrap": true, "separator": true, "text": plain(h, d)}));
+        }
+        if let Some(t) = &s.text {
+            body.push(json!({"type": "TextBlock", "wrap": true, "text": markdown(t, d)}));
+        }
+        if !s.facts.is_empty() {
+            body.push(workflow_facts(&s.facts));
+        }
+        if !s.items.is_empty() {
+            body.push(json!({"type": "TextBlock", "wrap": true, "text": fold(&s.items, 20, and_more).iter().map(|l| format!("- {}", markdown(l, d))).collect::<Vec<_>>().join("\n")}));
+        }
+    }
+    if let Some(f) = &card.footer {
+        body.push(json!({"type": "TextBlock", "isSubtle": true, "size": "Small", "wrap": true, "text": plain(f, d)}));
+    }
+    let mut content = json!({
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "msteams": {"width": "Full"},
+        "body": body,
+    });
+    let actions: Vec<Value> = buttons(card, 6)
+        .iter()
+        .map(|l| json!({"type": "Action.OpenUrl", "title": cut(&bare(&l.label), 60), "url": l.url}))
+        .collect();
+    if !actions.is_empty() {
+        content["actions"] = json!(actions);
+    }
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": content,
+        }]
+    })
+}
+
+fn workflow_facts(facts: &[Fact]) -> Value {
+    let d = Dialect::Teams;
+    json!({"type": "FactSet", "facts": fold(facts, 20, |n| Fact { name: "…".into(), value: format!("{n} more") })
+        .iter()
+        .map(|f| json!({"title": plain(&f.name, d), "value": plain(&f.value, d)}))
+        .collect::<Vec<_>>()})
+}
+
+/// Slack: Block Kit inside one attachment (for the color bar), `text` as the notification
+/// fallback. Limits: 50 blocks, header 150, section text 3,000, 10 fields of 2,000, 25
+/// buttons of 75, `text` 40,000 (kept far below).
+fn slack(card: &Card) -> Value {
+    let d = Dialect::Slack;
+    let mut blocks = Vec::new();
+    if let Some(t) = &card.title {
+        blocks.push(json!({"type": "header", "text": {"type": "plain_text", "text": cut(&slack_plain(t).replace('\n', " "), 150), "emoji": true}}));
+    }
+    let mut context = Vec::new();
+    if let Some(a) = &card.author {
+        if let Some(img) = &a.avatar {
+            context.push(json!({"type": "image", "image_url": img, "alt_text": cut(&slack_plain(&a.name), 100)}));
+        }
+        context.push(json!({"type": "mrkdwn", "text": cut(&match &a.link {
+            Some(u) => format!("<{}|{}>", u.replace('|', "%7C"), literal(&clean(&a.name), d).replace('|', "¦")),
+            None => plain(&a.name, d),
+        }, 3000)}));
+    }
+    if let Some(s) = &card.subtitle {
+        context.push(json!({"type": "mrkdwn", "text": cut(&plain(s, d), 3000)}));
+    }
+    if !context.is_empty() {
+        blocks.push(json!({"type": "context", "elements": context}));
+    }
+    if let Some(t) = &card.text {
+        blocks.push(slack_section(&markdown(t, d)));
+    }
+    if !card.facts.is_empty() {
+        blocks.push(slack_fields(&card.facts));
+    }
+    if !card.list.is_empty() {
+        blocks.push(slack_section(&slack_list(&card.list)));
+    }
+    for s in &card.sections {
+        blocks.push(json!({"type": "divider"}));
+        if let Some(h) = &s.heading {
+            blocks.push(slack_section(&format!("*{}*", plain(h, d))));
+        }
+        if let Some(t) = &s.text {
+            blocks.push(slack_section(&markdown(t, d)));
+        }
+        if !s.facts.is_empty() {
+            blocks.push(slack_fields(&s.facts));
+        }
+        if !s.items.is_empty() {
+            blocks.push(slack_section(&slack_list(&s.items)));
+        }
+    }
+    let links = buttons(card, 25);
+    if !links.is_empty() {
+        blocks.push(
+            json!({"type": "actions", "elements": links.iter().map(|l| json!({
+            "type": "button",
+            "text": {"type": "plain_text", "text": cut(&slack_plain(&l.label), 75), "emoji": true},
+            "url": l.url,
+        })).collect::<Vec<_>>()}),
+        );
+    }
+    if let Some(f) = &card.footer {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(&plain(f, d), 3000)}]}));
+    }
+    let blocks = fold(&blocks, 50, |n| slack_section(&format!("…and {n} more")));
+    let fallback = card
+        .title
+        .as_deref()
+        .or(card.text.as_deref())
+        .map(|t| cut(&plain(t, d), 3000))
+        .unwrap_or_default();
+    let mut attachment = json!({"blocks": blocks, "fallback": fallback});
+    if let Some(c) = color(card) {
+        attachment["color"] = json!(c);
+    }
+    json!({"text": fallback, "attachments": [attachment]})
+}
+
+/// Text for Slack's `plain_text` objects: no markup, and `&`, `<`, `>` escaped as Slack asks
+/// of every text, so that `<!channel>` stays text.
+fn slack_plain(s: &str) -> String {
+    literal(&clean(s), Dialect::Slack)
+}
+
+fn slack_section(text: &str) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(text, 3000)}})
+}
+
+fn slack_fields(facts: &[Fact]) -> Value {
+    let d = Dialect::Slack;
+    json!({"type": "section", "fields": fold(facts, 10, |n| Fact { name: "…".into(), value: format!("{n} more") })
+        .iter()
+        .map(|f| json!({"type": "mrkdwn", "text": cut(&format!("*{}*\n{}", plain(&f.name, d), plain(&f.value, d)), 2000)}))
+        .collect::<Vec<_>>()})
+}
+
+fn slack_list(items: &[String]) -> String {
+    fold(items, 20, and_more)
+        .iter()
+        .map(|l| format!("• {}", markdown(l, Dialect::Slack)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Discord: one embed; nothing in it may ping (`allowed_mentions` parses nothing). Limits:
+/// title 256, description 4,096, 25 fields (name 256, value 1,024), footer 2,048, author 256,
+/// 6,000 characters across the embed.
+fn discord(card: &Card) -> Value {
+    let d = Dialect::Discord;
+    let mut embed = Map::new();
+    if let Some(t) = &card.title {
+        embed.insert("title".into(), json!(cut(&bare(t).replace('\n', " "), 256)));
+    }
+    if let Some(u) = &card.link {
+        embed.insert("url".into(), json!(u));
+    }
+    let mut description = Vec::new();
+    if let Some(s) = &card.subtitle {
+        description.push(format!("_{}_", plain(s, d)));
+    }
+    if let Some(t) = &card.text {
+        description.push(markdown(t, d));
+    }
+    if !card.list.is_empty() {
+        description.push(discord_list(&card.list));
+    }
+    let links = buttons(card, 10);
+    if shows_links(card, &links) {
+        description.push(
+            links
+                .iter()
+                .map(|l| {
+                    format!(
+                        "[{}]({})",
+                        literal(&bare(&l.label), d),
+                        l.url.replace(')', "%29")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" · "),
+        );
+    }
+    if !description.is_empty() {
+        embed.insert(
+            "description".into(),
+            json!(cut(&description.join("\n\n"), 4096)),
+        );
+    }
+    if let Some(c) = color(card).and_then(|c| rgb(&c)) {
+        embed.insert("color".into(), json!(c));
+    }
+    if let Some(a) = &card.author {
+        let mut author = json!({"name": cut(&bare(&a.name), 256)});
+        if let Some(u) = &a.link {
+            author["url"] = json!(u);
+        }
+        if let Some(i) = &a.avatar {
+            author["icon_url"] = json!(i);
+        }
+        embed.insert("author".into(), author);
+    }
+    let mut fields: Vec<Value> = card
+        .facts
+        .iter()
+        .map(|f| discord_field(&f.name, &plain(&f.value, d), true))
+        .collect();
+    for s in &card.sections {
+        let mut value = Vec::new();
+        if let Some(t) = &s.text {
+            value.push(markdown(t, d));
+        }
+        for f in &s.facts {
+            value.push(format!("**{}**: {}", plain(&f.name, d), plain(&f.value, d)));
+        }
+        if !s.items.is_empty() {
+            value.push(discord_list(&s.items));
+        }
+        let name = s.heading.as_deref().unwrap_or("\u{200B}");
+        fields.push(discord_field(name, &value.join("\n"), false));
+    }
+    if !fields.is_empty() {
+        embed.insert(
+            "fields".into(),
+            json!(fold(&fields, 25, |n| discord_field(
+                "…",
+                &format!("{n} more"),
+                true
+            ))),
+        );
+    }
+    if let Some(f) = &card.footer {
+        embed.insert("footer".into(), json!({"text": cut(&bare(f), 2048)}));
+    }
+    let mut embed = Value::Object(embed);
+    fit_discord(&mut embed);
+    json!({"embeds": [embed], "allowed_mentions": {"parse": []}})
+}
+
+/// Whether links go in the text: some, and not only the main link (which is the title's).
+fn shows_links(card: &Card, links: &[Link]) -> bool {
+    match links {
+        [] => false,
+        [only] => card.link.as_ref() != Some(&only.url),
+        _ => true,
+    }
+}
+
+fn discord_field(name: &str, value: &str, inline: bool) -> Value {
+    let value = if value.trim().is_empty() {
+        "\u{200B}"
+    } else {
+        value
+    };
+    json!({"name": cut(&bare(name), 256), "value": cut(value, 1024), "inline": inline})
+}
+
+fn discord_list(items: &[String]) -> String {
+    fold(items, 20, and_more)
+        .iter()
+        .map(|l| format!("- {}", markdown(l, Dialect::Discord)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The characters Discord counts toward an embed's 6,000.
+fn discord_chars(e: &Value) -> usize {
+    let n = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+    n(&e["title"])
+        + n(&e["description"])
+        + n(&e["footer"]["text"])
+        + n(&e["author"]["name"])
+        + e["fields"].as_array().map_or(0, |f| {
+            f.iter().map(|f| n(&f["name"]) + n(&f["value"])).sum()
+        })
+}
+
+/// Cuts an embed to Discord's 6,000 characters: the description first, then the fields from
+/// the last.
+fn fit_discord(e: &mut Value) {
+    const MAX: usize = 6000;
+    let total = discord_chars(e);
+    if total <= MAX {
+        return;
+    }
+    let over = total - MAX;
+    if let Some(d) = e["description"].as_str() {
+        let len = d.chars().count();
+        let keep = len.saturating_sub(over + 1).max(len.min(200));
+        e["description"] = json!(cut(d, keep));
+    }
+    while discord_chars(e) > MAX {
+        let Some(fields) = e["fields"].as_array_mut() else {
+            break;
+        };
+        if fields.pop().is_none() {
+            break;
+        }
+    }
+}
+
+/// Google Chat: cardsV2 with a header and one section of widgets, `text` as the
+/// notification. At most 32,000 bytes.
+fn google_chat(card: &Card) -> Value {
+    let d = Dialect::ChatHtml;
+    let mut header = Map::new();
+    if let Some(t) = &card.title {
+        header.insert("title".into(), json!(cut(&bare(t).replace('\n', " "), 200)));
+    }
+    if let Some(s) = &card.subtitle {
+        header.insert("subtitle".into(), json!(cut(&bare(s), 200)));
+    } else if let Some(a) = &card.author {
+        header.insert("subtitle".into(), json!(cut(&bare(&a.name), 200)));
+    }
+    if let Some(i) = card.author.as_ref().and_then(|a| a.avatar.as_ref()) {
+        header.insert("imageUrl".into(), json!(i));
+        header.insert("imageType".into(), json!("CIRCLE"));
+    }
+    let mut widgets = Vec::new();
+    if let Some(t) = &card.text {
+        widgets.push(json!({"textParagraph": {"text": cut(&markdown(t, d), 4000)}}));
+    }
+    for f in fold(&card.facts, 20, |n| Fact {
+        name: "…".into(),
+        value: format!("{n} more"),
+    }) {
+        widgets.push(json!({"decoratedText": {"topLabel": cut(&bare(&f.name), 200), "text": cut(&plain(&f.value, d), 2000), "wrapText": true}}));
+    }
+    if !card.list.is_empty() {
+        widgets.push(json!({"textParagraph": {"text": fold(&card.list, 20, and_more).iter().map(|l| format!("• {}", markdown(l, d))).collect::<Vec<_>>().join("<br>")}}));
+    }
+    let mut sections = vec![json!({"widgets": widgets})];
+    for s in &card.sections {
+        let mut w = Vec::new();
+        if let Some(t) = &s.text {
+            w.push(json!({"textParagraph": {"text": cut(&markdown(t, d), 4000)}}));
+        }
+        for f in &s.facts {
+            w.push(json!({"decoratedText": {"topLabel": cut(&bare(&f.name), 200), "text": cut(&plain(&f.value, d), 2000), "wrapText": true}}));
+        }
+        if !s.items.is_empty() {
+            w.push(json!({"textParagraph": {"text": fold(&s.items, 20, and_more).iter().map(|l| format!("• {}", markdown(l, d))).collect::<Vec<_>>().join("<br>")}}));
+        }
+        if w.is_empty() {
+            continue;
+        }
+        let mut section = json!({"widgets": w});
+        if let Some(h) = &s.heading {
+            section["header"] = json!(cut(&literal(&clean(h), d), 200));
+        }
+        sections.push(section);
+    }
+    let links = buttons(card, 6);
+    if !links.is_empty() {
+        sections.push(
+            json!({"widgets": [{"buttonList": {"buttons": links.iter().map(|l| json!({
+            "text": cut(&bare(&l.label), 60),
+            "onClick": {"openLink": {"url": l.url}},
+        })).collect::<Vec<_>>()}}]}),
+        );
+    }
+    if let Some(f) = &card.footer {
+        sections.push(json!({"widgets": [{"textParagraph": {"text": cut(&plain(f, d), 2000)}}]}));
+    }
+    sections.retain(|s| s["widgets"].as_array().is_some_and(|w| !w.is_empty()));
+    let text = card
+        .title
+        .as_deref()
+        .map(|t| cut(&bare(t).replace('<', "‹").replace('>', "›"), 400))
+        .unwrap_or_default();
+    let mut inner = json!({"sections": sections});
+    if !header.is_empty() {
+        inner["header"] = Value::Object(header);
+    }
+    let mut v = json!({"text": text, "cardsV2": [{"cardId": "cardwire", "card": inner}]});
+    if let Some(t) = &card.thread {
+        v["thread"] = json!({"threadKey": cut(&clean(t), 100)});
+    }
+    // 32,000 bytes: drop widgets from the end of the last section until it fits.
+    while v.to_string().len() > 32_000 {
+        let Some(sections) = v["cardsV2"][0]["card"]["sections"].as_array_mut() else {
+            break;
+        };
+        let Some(last) = sections.last_mut() else {
+            break;
+        };
+        let emptied = last["widgets"]
+            .as_array_mut()
+            .map(|w| {
+                w.pop();
+                w.is_empty()
+            })
+            .unwrap_or(true);
+        if emptied {
+            sections.pop();
+        }
+    }
+    v
+}
+
+/// Mattermost: one Slack-style attachment, in Mattermost's Markdown. At most 16,383
+/// characters of text.
+fn mattermost(card: &Card) -> Value {
+    let d = Dialect::Mattermost;
+    let mut a = Map::new();
+    let fallback = card
+        .title
+        .as_deref()
+        .or(card.text.as_deref())
+        .map(|t| cut(&bare(t), 300))
+        .unwrap_or_default();
+    a.insert("fallback".into(), json!(fallback));
+    if let Some(c) = color(card) {
+        a.insert("color".into(), json!(c));
+    }
+    if let Some(au) = &card.author {
+        a.insert("author_name".into(), json!(cut(&bare(&au.name), 256)));
+        if let Some(u) = &au.link {
+            a.insert("author_link".into(), json!(u));
+        }
+        if let Some(i) = &au.avatar {
+            a.insert("author_icon".into(), json!(i));
+        }
+    }
+    if let Some(t) = &card.title {
+        a.insert("title".into(), json!(cut(&bare(t).replace('\n', " "), 256)));
+    }
+    if let Some(u) = &card.link {
+        a.insert("title_link".into(), json!(u));
+    }
+    let mut text = Vec::new();
+    if let Some(s) = &card.subtitle {
+        text.push(format!("_{}_", plain(s, d)));
+    }
+    if let Some(t) = &card.text {
+        text.push(markdown(t, d));
+    }
+    if !card.list.is_empty() {
+        text.push(
+            fold(&card.list, 20, and_more)
+                .iter()
+                .map(|l| format!("- {}", markdown(l, d)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    for s in &card.sections {
+        if let Some(h) = &s.heading {
+            text.push(format!("**{}**", plain(h, d)));
+        }
+        if let Some(t) = &s.text {
+            text.push(markdown(t, d));
+        }
+        for f in &s.facts {
+            text.push(format!("**{}**: {}", plain(&f.name, d), plain(&f.value, d)));
+        }
+        if !s.items.is_empty() {
+            text.push(
+                fold(&s.items, 20, and_more)
+                    .iter()
+                    .map(|l| format!("- {}", markdown(l, d)))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+    }
+    let links = buttons(card, 10);
+    if shows_links(card, &links) {
+        text.push(
+            links
+                .iter()
+                .map(|l| {
+                    format!(
+                        "[{}]({})",
+                        literal(&clean(&l.label), d),
+                        l.url.replace(')', "%29")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" · "),
+        );
+    }
+    if !text.is_empty() {
+        a.insert("text".into(), json!(cut(&text.join("\n\n"), 12_000)));
+    }
+    if !card.facts.is_empty() {
+        a.insert(
+            "fields".into(),
+            json!(fold(&card.facts, 20, |n| Fact { name: "…".into(), value: format!("{n} more") })
+                .iter()
+                .map(|f| json!({"title": cut(&bare(&f.name), 256), "value": cut(&plain(&f.value, d), 1000), "short": true}))
+                .collect::<Vec<_>>()),
+        );
+    }
+    if let Some(f) = &card.footer {
+        a.insert("footer".into(), json!(cut(&bare(f), 2000)));
+    }
+    json!({"attachments": [Value::Object(a)]})
+}
+
+#[cfg(test)]
+mod tests;
