@@ -682,8 +682,10 @@ fn binary(args: &Args) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
+        // The binary alone: built together with this example, it would link a library with
+        // the dev-dependencies' features unified in, which cost 10-15 % more CPU an event
+        // (examples/BENCHMARKS.md). Cargo keeps both builds, so neither is rebuilt per run.
         .args(["build", "--release", "--locked", "--bin", "cardwire"])
-        .args(["--example", "bench"])
         .current_dir(root());
     // `cargo run` gave this process its package's CARGO_* variables; build scripts that watch
     // them would see a change and rebuild everything twice per run.
