@@ -263,6 +263,15 @@ pub enum KindArg {
     Teams,
     /// Adaptive Card in a message envelope, for Teams Workflows.
     Workflow,
+    /// Block Kit, for Slack incoming webhooks.
+    Slack,
+    /// An embed, for Discord webhooks.
+    Discord,
+    /// cardsV2, for Google Chat incoming webhooks.
+    #[value(name = "google_chat")]
+    GoogleChat,
+    /// An attachment, for Mattermost incoming webhooks.
+    Mattermost,
 }
 
 impl From<KindArg> for CardKind {
@@ -270,6 +279,10 @@ impl From<KindArg> for CardKind {
         match k {
             KindArg::Teams => CardKind::Teams,
             KindArg::Workflow => CardKind::Workflow,
+            KindArg::Slack => CardKind::Slack,
+            KindArg::Discord => CardKind::Discord,
+            KindArg::GoogleChat => CardKind::GoogleChat,
+            KindArg::Mattermost => CardKind::Mattermost,
         }
     }
 }
@@ -412,7 +425,12 @@ fn render_samples(config: &Config, pipeline: &Pipeline) -> Vec<crate::yaml::Prob
                 continue;
             };
             for rule in pipeline.rules.matches(&event) {
-                for kind in CardKind::ALL {
+                // Every kind the template renders: its own files and, with a portable
+                // template, every kind.
+                for kind in CardKind::ALL
+                    .into_iter()
+                    .filter(|k| pipeline.renderer.has(&rule.template, *k))
+                {
                     let Err(e) = pipeline.renderer.render_with(
                         &rule.template,
                         kind,
@@ -424,7 +442,11 @@ fn render_samples(config: &Config, pipeline: &Pipeline) -> Vec<crate::yaml::Prob
                     if !seen.insert((rule.template.clone(), kind, e.to_string())) {
                         continue;
                     }
-                    let file = templates.join(format!("{}.{}.hbs", rule.template, kind.as_str()));
+                    let file = if pipeline.renderer.is_portable(&rule.template, kind) {
+                        templates.join(format!("{}.card.hbs", rule.template))
+                    } else {
+                        templates.join(format!("{}.{}.hbs", rule.template, kind.as_str()))
+                    };
                     let (pos, message) = match &e {
                         crate::render::RenderError::Template {
                             pos: Some((line, col)),

@@ -290,6 +290,18 @@ pub enum PacingConfig {
         /// Windows for Workflows URLs.
         #[serde(default = "default_windows")]
         workflow: Vec<String>,
+        /// Windows for Slack URLs (Slack: one message a second, short bursts allowed).
+        #[serde(default = "default_slack_windows")]
+        slack: Vec<String>,
+        /// Windows for Discord URLs (5 requests per 2 seconds a webhook, 30 a minute a channel).
+        #[serde(default = "default_discord_windows")]
+        discord: Vec<String>,
+        /// Windows for Google Chat URLs (one a second per space, 60 a minute).
+        #[serde(default = "default_google_chat_windows")]
+        google_chat: Vec<String>,
+        /// Windows for Mattermost URLs (its rate limit is off by default; 10 a second when on).
+        #[serde(default = "default_mattermost_windows")]
+        mattermost: Vec<String>,
     },
 }
 
@@ -304,10 +316,21 @@ impl PacingConfig {
     pub fn windows(&self, kind: crate::render::CardKind) -> Vec<(u32, Duration)> {
         let list = match self {
             Self::Switch(false) => return Vec::new(),
-            Self::Switch(true) => default_windows(),
-            Self::PerKind { teams, workflow } => match kind {
+            Self::Switch(true) => default_windows_of(kind),
+            Self::PerKind {
+                teams,
+                workflow,
+                slack,
+                discord,
+                google_chat,
+                mattermost,
+            } => match kind {
                 crate::render::CardKind::Teams => teams.clone(),
                 crate::render::CardKind::Workflow => workflow.clone(),
+                crate::render::CardKind::Slack => slack.clone(),
+                crate::render::CardKind::Discord => discord.clone(),
+                crate::render::CardKind::GoogleChat => google_chat.clone(),
+                crate::render::CardKind::Mattermost => mattermost.clone(),
             },
         };
         list.iter()
@@ -318,6 +341,30 @@ impl PacingConfig {
 
 fn default_windows() -> Vec<String> {
     vec!["4/1s".into(), "60/30s".into()]
+}
+fn default_slack_windows() -> Vec<String> {
+    vec!["3/3s".into()]
+}
+fn default_discord_windows() -> Vec<String> {
+    vec!["5/2s".into(), "30/60s".into()]
+}
+fn default_google_chat_windows() -> Vec<String> {
+    vec!["1/1s".into(), "60/60s".into()]
+}
+fn default_mattermost_windows() -> Vec<String> {
+    vec!["10/1s".into()]
+}
+
+/// The pacing windows a kind gets by default: each platform's documented limits.
+fn default_windows_of(kind: crate::render::CardKind) -> Vec<String> {
+    use crate::render::CardKind;
+    match kind {
+        CardKind::Teams | CardKind::Workflow => default_windows(),
+        CardKind::Slack => default_slack_windows(),
+        CardKind::Discord => default_discord_windows(),
+        CardKind::GoogleChat => default_google_chat_windows(),
+        CardKind::Mattermost => default_mattermost_windows(),
+    }
 }
 fn default_max_queued() -> usize {
     1_000_000
@@ -527,8 +574,23 @@ impl Config {
         if self.delivery.concurrency == 0 || self.delivery.max_queued == 0 {
             problems.push(doc.problem("delivery", "concurrency and max_queued must be at least 1"));
         }
-        if let PacingConfig::PerKind { teams, workflow } = &self.delivery.pacing {
-            for (kind, list) in [("teams", teams), ("workflow", workflow)] {
+        if let PacingConfig::PerKind {
+            teams,
+            workflow,
+            slack,
+            discord,
+            google_chat,
+            mattermost,
+        } = &self.delivery.pacing
+        {
+            for (kind, list) in [
+                ("teams", teams),
+                ("workflow", workflow),
+                ("slack", slack),
+                ("discord", discord),
+                ("google_chat", google_chat),
+                ("mattermost", mattermost),
+            ] {
                 for (i, w) in list.iter().enumerate() {
                     if let Err(e) = crate::units::parse_rate(w) {
                         problems.push(doc.problem(&format!("delivery.pacing.{kind}[{i}]"), e));

@@ -213,7 +213,7 @@ impl Staging<'_> {
             return Ok(());
         }
         let limited = self.limited(rule);
-        let mut bodies: [Option<Carded>; 2] = [None, None];
+        let mut bodies: [Option<Carded>; CardKind::ALL.len()] = Default::default();
         for conn in connections
             .iter()
             .filter(|c| c.channels.is_empty() || c.channels.contains(&rule.channel))
@@ -353,7 +353,7 @@ impl Staging<'_> {
             // The summary or digest names the card by its MessageCard title and link.
             let teams = match conn.kind {
                 CardKind::Teams => Some(record.body.clone()),
-                CardKind::Workflow => self
+                _ => self
                     .pipeline
                     .renderer
                     .render_with(&rule.template, CardKind::Teams, self.ctx)

@@ -406,6 +406,265 @@ pub fn render_card(card: &Value) -> String {
     out
 }
 
+/// A card of any kind as its platform lays it out, roughly: Teams' two kinds as
+/// [`render_card`]; a Slack message's header, context, sections, fields and buttons; a
+/// Discord embed's author, title, description, fields and footer; a Google Chat card's header,
+/// paragraphs, labelled texts and buttons; a Mattermost attachment. Every text is escaped;
+/// links are the card's own.
+pub fn render_card_of(kind: crate::render::CardKind, card: &Value) -> String {
+    use crate::render::CardKind;
+    let bar = |c: Option<String>| match c {
+        Some(c) => format!(
+            "<article class=\"card {}\" style=\"border-left-color:{}\">",
+            kind.as_str(),
+            esc(&c)
+        ),
+        None => format!("<article class=\"card {}\">", kind.as_str()),
+    };
+    let button = |url: &Value, label: &str| {
+        format!(
+            "<a class=\"button\" href=\"{}\" rel=\"noreferrer\">{}</a> ",
+            text(url),
+            esc(label)
+        )
+    };
+    let mut out;
+    match kind {
+        CardKind::Teams | CardKind::Workflow => return render_card(card),
+        CardKind::Slack => {
+            let a = &card["attachments"][0];
+            out = bar(a["color"].as_str().map(str::to_string));
+            let blocks = a["blocks"].as_array().or(card["blocks"].as_array());
+            if blocks.is_none() {
+                out.push_str(&format!(
+                    "<p>{}</p>",
+                    slack_html(card["text"].as_str().unwrap_or_default())
+                ));
+            }
+            for b in blocks.into_iter().flatten() {
+                match b["type"].as_str() {
+                    Some("header") => {
+                        out.push_str(&format!("<h3>{}</h3>", text(&b["text"]["text"])))
+                    }
+                    Some("context") => {
+                        let parts: Vec<String> = b["elements"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|e| e["text"].as_str().map(slack_html))
+                            .collect();
+                        out.push_str(&format!("<p class=\"muted\">{}</p>", parts.join(" · ")));
+                    }
+                    Some("section") => {
+                        if let Some(t) = b["text"]["text"].as_str() {
+                            out.push_str(&format!(
+                                "<p>{}</p>",
+                                slack_html(t).replace('\n', "<br>")
+                            ));
+                        }
+                        if let Some(f) = b["fields"].as_array() {
+                            out.push_str("<dl class=\"facts\">");
+                            for f in f {
+                                let t = f["text"].as_str().unwrap_or_default();
+                                let (name, value) = t.split_once('\n').unwrap_or((t, ""));
+                                out.push_str(&format!(
+                                    "<dt>{}</dt><dd>{}</dd>",
+                                    slack_html(name.trim_matches('*')),
+                                    slack_html(value)
+                                ));
+                            }
+                            out.push_str("</dl>");
+                        }
+                    }
+                    Some("actions") => {
+                        for e in b["elements"].as_array().into_iter().flatten() {
+                            out.push_str(&button(
+                                &e["url"],
+                                e["text"]["text"].as_str().unwrap_or("Open"),
+                            ));
+                        }
+                    }
+                    Some("divider") => out.push_str("<hr>"),
+                    _ => {}
+                }
+            }
+        }
+        CardKind::Discord => {
+            let e = &card["embeds"][0];
+            out = bar(e["color"].as_u64().map(|c| format!("#{c:06X}")));
+            if let Some(c) = card["content"].as_str().filter(|c| !c.is_empty()) {
+                out.push_str(&md(&Value::String(c.to_string())));
+            }
+            if let Some(a) = e["author"]["name"].as_str() {
+                out.push_str(&format!("<p class=\"muted\">{}</p>", esc(a)));
+            }
+            if let Some(t) = e["title"].as_str() {
+                match e["url"].as_str() {
+                    Some(u) => out.push_str(&format!(
+                        "<h3><a href=\"{}\" rel=\"noreferrer\">{}</a></h3>",
+                        esc(u),
+                        esc(t)
+                    )),
+                    None => out.push_str(&format!("<h3>{}</h3>", esc(t))),
+                }
+            }
+            if e.get("description").is_some() {
+                out.push_str(&md(&e["description"]));
+            }
+            if let Some(f) = e["fields"].as_array() {
+                out.push_str("<dl class=\"facts\">");
+                for f in f {
+                    out.push_str(&format!(
+                        "<dt>{}</dt><dd>{}</dd>",
+                        text(&f["name"]),
+                        md_inline(&f["value"])
+                    ));
+                }
+                out.push_str("</dl>");
+            }
+            if let Some(f) = e["footer"]["text"].as_str() {
+                out.push_str(&format!("<p class=\"muted\">{}</p>", esc(f)));
+            }
+        }
+        CardKind::GoogleChat => {
+            out = bar(None);
+            let c = &card["cardsV2"][0]["card"];
+            if let Some(t) = c["header"]["title"].as_str() {
+                out.push_str(&format!("<h3>{}</h3>", esc(t)));
+            } else if let Some(t) = card["text"].as_str() {
+                out.push_str(&format!("<p>{}</p>", esc(t)));
+            }
+            if let Some(t) = c["header"]["subtitle"].as_str() {
+                out.push_str(&format!("<p class=\"muted\">{}</p>", esc(t)));
+            }
+            for s in c["sections"].as_array().into_iter().flatten() {
+                if let Some(h) = s["header"].as_str() {
+                    out.push_str(&format!("<h4>{}</h4>", chat_html(h)));
+                }
+                for w in s["widgets"].as_array().into_iter().flatten() {
+                    if let Some(t) = w["textParagraph"]["text"].as_str() {
+                        out.push_str(&format!("<p>{}</p>", chat_html(t)));
+                    }
+                    if let Some(d) = w.get("decoratedText") {
+                        out.push_str(&format!(
+                            "<dl class=\"facts\"><dt>{}</dt><dd>{}</dd></dl>",
+                            text(&d["topLabel"]),
+                            chat_html(d["text"].as_str().unwrap_or_default())
+                        ));
+                    }
+                    for b in w["buttonList"]["buttons"].as_array().into_iter().flatten() {
+                        out.push_str(&button(
+                            &b["onClick"]["openLink"]["url"],
+                            b["text"].as_str().unwrap_or("Open"),
+                        ));
+                    }
+                }
+            }
+        }
+        CardKind::Mattermost => {
+            let a = &card["attachments"][0];
+            out = bar(a["color"].as_str().map(str::to_string));
+            if let Some(t) = card["text"].as_str().filter(|t| !t.is_empty()) {
+                out.push_str(&md(&Value::String(t.to_string())));
+            }
+            if let Some(n) = a["author_name"].as_str() {
+                out.push_str(&format!("<p class=\"muted\">{}</p>", esc(n)));
+            }
+            if let Some(t) = a["title"].as_str() {
+                match a["title_link"].as_str() {
+                    Some(u) => out.push_str(&format!(
+                        "<h3><a href=\"{}\" rel=\"noreferrer\">{}</a></h3>",
+                        esc(u),
+                        esc(t)
+                    )),
+                    None => out.push_str(&format!("<h3>{}</h3>", esc(t))),
+                }
+            }
+            if a.get("text").is_some() {
+                out.push_str(&md(&a["text"]));
+            }
+            if let Some(f) = a["fields"].as_array() {
+                out.push_str("<dl class=\"facts\">");
+                for f in f {
+                    out.push_str(&format!(
+                        "<dt>{}</dt><dd>{}</dd>",
+                        text(&f["title"]),
+                        md_inline(&f["value"])
+                    ));
+                }
+                out.push_str("</dl>");
+            }
+            if let Some(f) = a["footer"].as_str() {
+                out.push_str(&format!("<p class=\"muted\">{}</p>", esc(f)));
+            }
+        }
+    }
+    out.push_str("</article>");
+    out
+}
+
+/// Slack `mrkdwn` as HTML: its `<url|label>` links become links; everything else stays as
+/// Slack escaped it (`&amp;`, `&lt;`, `&gt;`, which HTML reads the same).
+fn slack_html(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&rest[..i].replace('"', "&quot;"));
+        let after = &rest[i + 1..];
+        let Some(j) = after.find('>') else {
+            out.push_str(&esc(after));
+            return out;
+        };
+        let inner = &after[..j];
+        let (url, label) = inner.split_once('|').unwrap_or((inner, inner));
+        if url.starts_with("https://") || url.starts_with("http://") {
+            out.push_str(&format!(
+                "<a href=\"{}\" rel=\"noreferrer\">{}</a>",
+                esc(url),
+                esc(label)
+            ));
+        } else {
+            out.push_str(&esc(&format!("<{inner}>")));
+        }
+        rest = &after[j + 1..];
+    }
+    out.push_str(&rest.replace('"', "&quot;"));
+    out
+}
+
+/// Google Chat's card HTML, kept to what the preview shows: everything escaped, then its
+/// `<b>`, `<i>`, `<br>` and `<a href="…">` put back.
+fn chat_html(s: &str) -> String {
+    let mut h = esc(s);
+    for (from, to) in [
+        ("&lt;b&gt;", "<b>"),
+        ("&lt;/b&gt;", "</b>"),
+        ("&lt;i&gt;", "<i>"),
+        ("&lt;/i&gt;", "</i>"),
+        ("&lt;br&gt;", "<br>"),
+        ("&lt;/a&gt;", "</a>"),
+        ("&lt;font face=&quot;monospace&quot;&gt;", "<code>"),
+        ("&lt;/font&gt;", "</code>"),
+    ] {
+        h = h.replace(from, to);
+    }
+    while let Some(i) = h.find("&lt;a href=&quot;") {
+        let start = i + "&lt;a href=&quot;".len();
+        let Some(end) = h[start..].find("&quot;&gt;") else {
+            break;
+        };
+        let url = h[start..start + end].to_string();
+        let safe = url.starts_with("https://") || url.starts_with("http://");
+        let tag = if safe {
+            format!("<a href=\"{url}\" rel=\"noreferrer\">")
+        } else {
+            String::new()
+        };
+        h.replace_range(i..start + end + "&quot;&gt;".len(), &tag);
+    }
+    h
+}
+
 /// A fact set; a MessageCard's fact names are Markdown (`names_md`), an Adaptive Card's titles
 /// plain text.
 fn facts(out: &mut String, facts: Option<&Value>, key: &str, names_md: bool) {

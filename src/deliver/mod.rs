@@ -157,9 +157,43 @@ pub fn next_step(
 /// JSON body with `"isSuccessStatusCode":true`, is a success; a 200 that says
 /// `Microsoft Teams endpoint returned HTTP error NNN` is judged as status NNN. Workflows
 /// (`workflow`) answer 202 and report nothing more.
+///
+/// Slack, Discord, Google Chat and Mattermost answer a 2xx for a posted message (`ok`, 204,
+/// the message JSON). The answers that mean the webhook URL is gone for good break the
+/// connection: Slack's 403/404/410 (`action_prohibited`, `no_service`, `channel_not_found`,
+/// `channel_is_archived`, `team_disabled`, `invalid_token`), Discord's 401/403/404 (Unknown
+/// Webhook), Google Chat's 403/404, Mattermost's 404 or `Invalid webhook`. A 429 pauses the
+/// connection for `Retry-After`, or Discord's `retry_after` in the body.
 pub fn classify(kind: CardKind, status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
     let excerpt = excerpt(body);
     let mut status = status;
+    if !kind.is_teams() {
+        if (200..300).contains(&status) {
+            return Outcome::Delivered;
+        }
+        let gone = match kind {
+            CardKind::Slack => matches!(status, 403 | 404 | 410),
+            CardKind::Discord => matches!(status, 401 | 403 | 404),
+            CardKind::GoogleChat => matches!(status, 403 | 404),
+            CardKind::Mattermost => status == 404 || body.contains("Invalid webhook"),
+            CardKind::Teams | CardKind::Workflow => false,
+        };
+        if gone {
+            return Outcome::Gone(format!("HTTP {status}: {excerpt}"));
+        }
+        if status == 429 {
+            let in_body = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("retry_after").and_then(serde_json::Value::as_f64))
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Duration::from_secs_f64(s.min(86_400.0)));
+            return Outcome::Retry {
+                why: format!("HTTP 429: {excerpt}"),
+                throttled: true,
+                retry_after: retry_after.and_then(parse_retry_after).or(in_body),
+            };
+        }
+    }
     if (200..300).contains(&status) {
         if kind == CardKind::Workflow {
             return Outcome::Delivered;
@@ -796,6 +830,100 @@ mod tests {
         assert!(matches!(classify(Teams, 413, None, ""), Outcome::Failed(_)));
         assert!(matches!(classify(Teams, 410, None, ""), Outcome::Gone(_)));
         assert!(matches!(classify(Teams, 404, None, ""), Outcome::Gone(_)));
+    }
+
+    /// Each platform's answers, from its documentation (render::portable's sources in
+    /// ../shared/reference/more-chats.md): success, a URL that is gone, throttling, failure.
+    #[test]
+    fn answers_are_judged_as_each_platform_means_them() {
+        use CardKind::*;
+        assert_eq!(classify(Slack, 200, None, "ok"), Outcome::Delivered);
+        for (status, body) in [
+            (404, "no_service"),
+            (404, "channel_not_found"),
+            (410, "channel_is_archived"),
+            (403, "action_prohibited"),
+        ] {
+            assert!(
+                matches!(classify(Slack, status, None, body), Outcome::Gone(_)),
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            classify(Slack, 400, None, "invalid_payload"),
+            Outcome::Failed(_)
+        ));
+        assert!(retry(false, None)(&classify(
+            Slack,
+            500,
+            None,
+            "rollup_error"
+        )));
+        assert!(retry(true, Some(30))(&classify(Slack, 429, Some("30"), "")));
+
+        assert_eq!(classify(Discord, 204, None, ""), Outcome::Delivered);
+        assert!(matches!(
+            classify(
+                Discord,
+                404,
+                None,
+                r#"{"message": "Unknown Webhook", "code": 10015}"#
+            ),
+            Outcome::Gone(_)
+        ));
+        let throttled = classify(
+            Discord,
+            429,
+            None,
+            r#"{"message": "You are being rate limited.", "retry_after": 1.5, "global": false}"#,
+        );
+        assert!(
+            matches!(&throttled, Outcome::Retry { throttled: true, retry_after: Some(d), .. } if *d == Duration::from_millis(1500)),
+            "{throttled:?}"
+        );
+        assert!(
+            retry(true, Some(2))(&classify(Discord, 429, Some("2"), r#"{"retry_after": 9}"#)),
+            "the header first"
+        );
+        assert!(matches!(
+            classify(Discord, 400, None, r#"{"code": 50006}"#),
+            Outcome::Failed(_)
+        ));
+
+        assert_eq!(
+            classify(GoogleChat, 200, None, r#"{"name": "spaces/x/messages/y"}"#),
+            Outcome::Delivered
+        );
+        assert!(matches!(
+            classify(
+                GoogleChat,
+                403,
+                None,
+                r#"{"error": {"code": 403, "status": "PERMISSION_DENIED"}}"#
+            ),
+            Outcome::Gone(_)
+        ));
+        assert!(retry(true, None)(&classify(
+            GoogleChat,
+            429,
+            None,
+            r#"{"error": {"code": 429}}"#
+        )));
+
+        assert_eq!(classify(Mattermost, 200, None, "ok"), Outcome::Delivered);
+        assert!(matches!(
+            classify(
+                Mattermost,
+                400,
+                None,
+                r#"{"id": "web.incoming_webhook.invalid.app_error", "message": "Invalid webhook"}"#
+            ),
+            Outcome::Gone(_)
+        ));
+        assert!(matches!(
+            classify(Mattermost, 400, None, "Couldn't find the channel"),
+            Outcome::Failed(_)
+        ));
     }
 
     #[test]

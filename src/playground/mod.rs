@@ -48,7 +48,7 @@ use crate::connect::pages;
 use crate::error::ApiError;
 use crate::event::SourceKind;
 use crate::ids::{ConnectionId, EventId};
-use crate::render::{CardKind, RenderError, MAX_CARD_BYTES};
+use crate::render::{CardKind, RenderError};
 use crate::stage::Stager;
 use crate::store::{now_ms, OutboxRecord};
 
@@ -333,13 +333,14 @@ async fn send(
         ));
     }
     let body = input.body.to_string();
-    if body.len() > MAX_CARD_BYTES {
+    if body.len() > con.kind.max_bytes() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "card_too_large",
             format!(
-                "the card is {} bytes; the limit is {MAX_CARD_BYTES}",
-                body.len()
+                "the card is {} bytes; the limit is {}",
+                body.len(),
+                con.kind.max_bytes()
             ),
         ));
     }
@@ -456,7 +457,10 @@ fn render_value(app: &Stager, input: RenderIn) -> Result<Value, ApiError> {
     }) {
         let kinds: Vec<CardKind> = match (&input.template, input.kind) {
             (Some(_), k) => vec![k.unwrap_or(CardKind::Teams)],
-            (None, _) => CardKind::ALL.to_vec(),
+            (None, _) => CardKind::ALL
+                .into_iter()
+                .filter(|k| pipeline.renderer.has(&rule.template, *k))
+                .collect(),
         };
         for kind in kinds {
             let rendered = match &input.template {
@@ -478,12 +482,12 @@ fn render_value(app: &Stager, input: RenderIn) -> Result<Value, ApiError> {
                     "rule": rule.name, "kind": kind, "template": rule.template,
                     "template_source": pipeline.renderer.source(&rule.template, kind),
                     "body": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
-                    "valid": true, "errors": [], "bytes": body.len(), "limit": MAX_CARD_BYTES,
+                    "valid": true, "errors": [], "bytes": body.len(), "limit": kind.max_bytes(),
                 }),
                 Err(e) => json!({
                     "rule": rule.name, "kind": kind, "template": rule.template,
                     "template_source": pipeline.renderer.source(&rule.template, kind),
-                    "body": null, "valid": false, "errors": errors_of(&e), "bytes": null, "limit": MAX_CARD_BYTES,
+                    "body": null, "valid": false, "errors": errors_of(&e), "bytes": null, "limit": kind.max_bytes(),
                 }),
             });
         }
@@ -548,17 +552,19 @@ fn preview_card(kind: CardKind, body: &Value) -> Value {
         .err()
         .unwrap_or_default();
     let bytes = body.to_string().len();
-    if bytes > MAX_CARD_BYTES {
+    let limit = kind.max_bytes();
+    if bytes > limit {
         errors.push(format!(
-            "the card is {bytes} bytes; Teams takes at most {MAX_CARD_BYTES}"
+            "the card is {bytes} bytes; {} takes at most {limit}",
+            kind.as_str()
         ));
     }
     json!({
-        "html": crate::connect::emulator::render_card(body),
+        "html": crate::connect::emulator::render_card_of(kind, body),
         "valid": errors.is_empty(),
         "errors": errors,
         "bytes": bytes,
-        "limit": MAX_CARD_BYTES,
+        "limit": limit,
     })
 }
 

@@ -32,29 +32,72 @@ pub const MAX_CARD_BYTES: usize = 28 * 1024;
 
 /// The kind of card a webhook URL takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum CardKind {
     /// A legacy Office 365 connector: MessageCard.
     Teams,
     /// A Teams Workflows webhook: Adaptive Card in a message envelope.
     Workflow,
+    /// A Slack incoming webhook: Block Kit with a `text` fallback.
+    Slack,
+    /// A Discord webhook: embeds.
+    Discord,
+    /// A Google Chat incoming webhook: cardsV2 with `text`.
+    GoogleChat,
+    /// A Mattermost incoming webhook: Slack-style attachments.
+    Mattermost,
 }
 
 impl CardKind {
-    /// Both kinds.
-    pub const ALL: [CardKind; 2] = [CardKind::Teams, CardKind::Workflow];
+    /// Every kind.
+    pub const ALL: [CardKind; 6] = [
+        CardKind::Teams,
+        CardKind::Workflow,
+        CardKind::Slack,
+        CardKind::Discord,
+        CardKind::GoogleChat,
+        CardKind::Mattermost,
+    ];
 
     /// The name used in files, config and the API.
     pub fn as_str(self) -> &'static str {
+        self.platform().as_str()
+    }
+
+    /// Parses `teams`, `workflow`, `slack`, `discord`, `google_chat` or `mattermost`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The platform a portable card is converted for.
+    pub fn platform(self) -> portable::Platform {
+        use portable::Platform;
         match self {
-            Self::Teams => "teams",
-            Self::Workflow => "workflow",
+            Self::Teams => Platform::Teams,
+            Self::Workflow => Platform::Workflow,
+            Self::Slack => Platform::Slack,
+            Self::Discord => Platform::Discord,
+            Self::GoogleChat => Platform::GoogleChat,
+            Self::Mattermost => Platform::Mattermost,
         }
     }
 
-    /// Parses `teams` or `workflow`.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    /// The largest body sent to this kind, in bytes: Teams' 28 KB, Google Chat's 32,000; for
+    /// the others (whose limits count characters of fields, checked by
+    /// [`validate::validate`]) a bound no valid card comes near.
+    pub fn max_bytes(self) -> usize {
+        match self {
+            Self::Teams | Self::Workflow => MAX_CARD_BYTES,
+            Self::GoogleChat => 32_000,
+            Self::Slack => 40_000,
+            Self::Discord => 32_000,
+            Self::Mattermost => 64_000,
+        }
+    }
+
+    /// Whether this is one of Teams' two kinds (MessageCard, Adaptive Card).
+    pub fn is_teams(self) -> bool {
+        matches!(self, Self::Teams | Self::Workflow)
     }
 }
 
@@ -218,15 +261,31 @@ impl Renderer {
     /// The text of the template that renders `name` for `kind`, as loaded: its own
     /// (`<name>.<kind>.hbs`), else the portable one (`<name>.card.hbs`).
     pub fn source(&self, name: &str, kind: CardKind) -> Option<&str> {
-        self.sources
-            .get(&(name.to_string(), kind))
-            .or_else(|| self.portable.get(name))
-            .map(String::as_str)
+        match self.route(name, kind)? {
+            Route::Own => self.sources.get(&(name.to_string(), kind)),
+            Route::Portable => self.portable.get(name),
+            Route::FromTeams => self.sources.get(&(name.to_string(), CardKind::Teams)),
+        }
+        .map(String::as_str)
     }
 
-    /// Whether `name` renders for `kind`: by a template of that kind, or a portable one.
+    /// Whether `name` renders for `kind`: by a template of that kind, a portable one, or (for
+    /// the kinds other than Teams') its MessageCard template read as a portable card.
     pub fn has(&self, name: &str, kind: CardKind) -> bool {
-        self.names.contains(&(name.to_string(), kind)) || self.portable.contains_key(name)
+        self.route(name, kind).is_some()
+    }
+
+    /// How `name` renders for `kind`, if it does.
+    fn route(&self, name: &str, kind: CardKind) -> Option<Route> {
+        if self.names.contains(&(name.to_string(), kind)) {
+            Some(Route::Own)
+        } else if self.portable.contains_key(name) {
+            Some(Route::Portable)
+        } else if !kind.is_teams() && self.names.contains(&(name.to_string(), CardKind::Teams)) {
+            Some(Route::FromTeams)
+        } else {
+            None
+        }
     }
 
     /// Whether `name` renders for `kind` through its portable template (no
@@ -243,10 +302,10 @@ impl Renderer {
     /// Adds what a template reads of an event's context to `need` (see [`reads`]); a template
     /// that does not exist reads nothing.
     pub fn reads(&self, name: &str, kind: CardKind, need: &mut crate::needs::Need) {
-        let key = if self.is_portable(name, kind) {
-            card_key(name)
-        } else {
-            key(name, kind)
+        let key = match self.route(name, kind) {
+            Some(Route::Portable) => card_key(name),
+            Some(Route::FromTeams) => key(name, CardKind::Teams),
+            _ => key(name, kind),
         };
         if let Some(t) = self.hb.get_template(&key) {
             reads::template(&self.hb, t, need);
@@ -311,12 +370,15 @@ impl Renderer {
         kind: CardKind,
         ctx: &handlebars::Context,
     ) -> Result<String, RenderError> {
-        let key = if self.is_portable(name, kind) {
-            card_key(name)
-        } else if self.names.contains(&(name.to_string(), kind)) {
-            key(name, kind)
-        } else {
-            return Err(RenderError::NoTemplate(key(name, kind)));
+        let route = self.route(name, kind);
+        let key = match route {
+            Some(Route::Own) => key(name, kind),
+            Some(Route::Portable) => card_key(name),
+            Some(Route::FromTeams) => {
+                let teams = self.render_with(name, CardKind::Teams, ctx)?;
+                return self.teams_as(kind, &format!("{}.hbs", key(name, CardKind::Teams)), &teams);
+            }
+            None => return Err(RenderError::NoTemplate(key(name, kind))),
         };
         let file = format!("{key}.hbs");
         let text = self
@@ -356,10 +418,28 @@ impl Renderer {
             pos: e.line_no.zip(e.column_no),
             message: e.reason().to_string(),
         })?;
-        if self.is_portable(template, kind) {
-            return self.finish_portable(kind, name, &text);
+        match self.route(template, kind) {
+            Some(Route::Portable) => self.finish_portable(kind, name, &text),
+            Some(Route::FromTeams) => {
+                let teams = self.finish(CardKind::Teams, name, &text)?;
+                self.teams_as(kind, name, &teams)
+            }
+            _ => self.finish(kind, name, &text),
         }
-        self.finish(kind, name, &text)
+    }
+
+    /// A MessageCard body read as a portable card and converted for `kind`.
+    fn teams_as(&self, kind: CardKind, file: &str, teams: &str) -> Result<String, RenderError> {
+        let v: Value = serde_json::from_str(teams).map_err(|source| RenderError::Json {
+            template: file.to_string(),
+            source,
+        })?;
+        let card = portable::from_message_card(&v);
+        self.finish_value(
+            kind,
+            file.to_string(),
+            portable::convert(&card, kind.platform()),
+        )
     }
 
     /// Parses a portable card, checks it, converts it to `kind`, then as [`Renderer::finish`].
@@ -378,13 +458,9 @@ impl Renderer {
             kind: "portable",
             message,
         })?;
-        let platform = match kind {
-            CardKind::Teams => portable::Platform::Teams,
-            CardKind::Workflow => portable::Platform::Workflow,
-        };
+        let platform = kind.platform();
         let mut value = portable::convert(&card, platform);
-        self.people
-            .add_mentions(&card.mentions, platform, &mut value);
+        add_mentions(&self.people, &card.mentions, platform, &mut value);
         self.finish_value(kind, file.to_string(), value)
     }
 
@@ -411,10 +487,15 @@ impl Renderer {
                 neutralize_html(&mut value);
             }
             CardKind::Workflow => self.people.add_mention_entities(&mut value),
+            // A portable card's converter escaped and fitted it already; a template of these
+            // kinds writes the platform's JSON itself and answers for it.
+            _ => {}
         }
-        let shrunk = fit::fit(kind, &mut value);
-        if !shrunk.is_empty() {
-            tracing::info!(template = %file, changes = ?shrunk, "card shrunk to fit Teams' limits");
+        if kind.is_teams() {
+            let shrunk = fit::fit(kind, &mut value);
+            if !shrunk.is_empty() {
+                tracing::info!(template = %file, changes = ?shrunk, "card shrunk to fit Teams' limits");
+            }
         }
         validate::validate(kind, &value).map_err(|problems| RenderError::Invalid {
             template: file.clone(),
@@ -422,12 +503,13 @@ impl Renderer {
             message: problems.join("; "),
         })?;
         let body = value.to_string();
-        if body.len() > MAX_CARD_BYTES {
+        let max = kind.max_bytes();
+        if body.len() > max {
             return Err(RenderError::Invalid {
                 template: file,
                 kind: kind.as_str(),
                 message: format!(
-                    "{} bytes, over the {MAX_CARD_BYTES}-byte limit even after shrinking",
+                    "{} bytes, over the {max}-byte limit even after shrinking",
                     body.len()
                 ),
             });
@@ -478,6 +560,56 @@ fn engine(people: &std::sync::Arc<people::People>) -> Handlebars<'static> {
 
 fn key(name: &str, kind: CardKind) -> String {
     format!("{name}.{}", kind.as_str())
+}
+
+/// Adds a portable card's `mentions` (upstream identities) to its converted body: on
+/// Workflows a known person becomes a real mention (`<at>Name</at>`, its entity added by
+/// [`People::add_mention_entities`]); elsewhere, and for someone not in the map, the name
+/// or login is text. Upstream identities are escaped like any upstream text.
+fn add_mentions(
+    people: &people::People,
+    logins: &[String],
+    platform: portable::Platform,
+    body: &mut Value,
+) {
+    use portable::Platform;
+    if logins.is_empty() {
+        return;
+    }
+    let shown = |l: &String, real: bool| match people.find(l) {
+        Some(p) if real => format!("<at>{}</at>", p.name),
+        Some(p) => helpers::md_escape(&p.name),
+        None => helpers::md_escape(l),
+    };
+    match platform {
+        Platform::Workflow => {
+            let text: Vec<String> = logins.iter().map(|l| shown(l, true)).collect();
+            if let Some(b) = body
+                .pointer_mut("/attachments/0/content/body")
+                .and_then(Value::as_array_mut)
+            {
+                b.push(serde_json::json!({"type": "TextBlock", "wrap": true, "text": format!("cc {}", text.join(", "))}));
+            }
+        }
+        Platform::Teams => {
+            let text: Vec<String> = logins.iter().map(|l| shown(l, false)).collect();
+            if let Some(s) = body.get_mut("sections").and_then(Value::as_array_mut) {
+                s.push(serde_json::json!({"text": format!("cc {}", text.join(", ")), "markdown": true}));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// How a template name renders for a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Its own `<name>.<kind>.hbs`.
+    Own,
+    /// Its portable `<name>.card.hbs`.
+    Portable,
+    /// Its `<name>.teams.hbs`, read as a portable card (kinds other than Teams').
+    FromTeams,
 }
 
 fn card_key(name: &str) -> String {

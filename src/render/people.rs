@@ -110,45 +110,6 @@ impl People {
         self.by_identity.get(&identity.to_lowercase())
     }
 
-    /// Adds a portable card's `mentions` (upstream identities) to its converted body: on
-    /// Workflows a known person becomes a real mention (`<at>Name</at>`, its entity added by
-    /// [`People::add_mention_entities`]); elsewhere, and for someone not in the map, the name
-    /// or login is text. Upstream identities are escaped like any upstream text.
-    pub fn add_mentions(
-        &self,
-        logins: &[String],
-        platform: super::portable::Platform,
-        body: &mut Value,
-    ) {
-        use super::portable::Platform;
-        if logins.is_empty() {
-            return;
-        }
-        let shown = |l: &String, real: bool| match self.find(l) {
-            Some(p) if real => format!("<at>{}</at>", p.name),
-            Some(p) => super::helpers::md_escape(&p.name),
-            None => super::helpers::md_escape(l),
-        };
-        match platform {
-            Platform::Workflow => {
-                let text: Vec<String> = logins.iter().map(|l| shown(l, true)).collect();
-                if let Some(b) = body
-                    .pointer_mut("/attachments/0/content/body")
-                    .and_then(Value::as_array_mut)
-                {
-                    b.push(json!({"type": "TextBlock", "wrap": true, "text": format!("cc {}", text.join(", "))}));
-                }
-            }
-            Platform::Teams => {
-                let text: Vec<String> = logins.iter().map(|l| shown(l, false)).collect();
-                if let Some(s) = body.get_mut("sections").and_then(Value::as_array_mut) {
-                    s.push(json!({"text": format!("cc {}", text.join(", ")), "markdown": true}));
-                }
-            }
-            _ => {}
-        }
-    }
-
     /// Adds `msteams.entities` for every `<at>Name</at>` of a known person in an Adaptive Card
     /// envelope's texts.
     pub fn add_mention_entities(&self, envelope: &mut Value) {

@@ -7,7 +7,8 @@
 //! (Workflows), Block Kit (Slack), embeds (Discord), cardsV2 (Google Chat), attachments
 //! (Mattermost). Guarantees: text is Markdown only in `text`, section `text` and `list`
 //! items (a CommonMark subset: `**bold**`, `*italic*` / `_italic_`, `` `code` ``,
-//! `[label](https://…)`, backslash escapes, `- ` bullets), plain everywhere else; each
+//! `[label](https://…)`, backslash escapes, `- ` bullets), and in fact values; plain
+//! everywhere else; each
 //! platform gets its own dialect, and upstream text comes out literal and inert on every
 //! platform: no markup, no link it did not ask for, no mention or ping (`@everyone`, `@here`,
 //! `<!channel>`, `<@U…>`, role mentions), control characters dropped. Each platform's limits
@@ -42,7 +43,7 @@ pub struct Card {
     /// Who did it.
     #[serde(default)]
     pub author: Option<Author>,
-    /// Name / value pairs (plain text).
+    /// Name / value pairs (names plain, values Markdown subset).
     #[serde(default)]
     pub facts: Vec<Fact>,
     /// Further sections.
@@ -114,9 +115,9 @@ pub struct Author {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Fact {
-    /// The name.
+    /// The name (plain text).
     pub name: String,
-    /// The value.
+    /// The value (Markdown subset: a link, a bold word).
     pub value: String,
 }
 
@@ -251,6 +252,111 @@ pub fn convert(card: &Card, platform: Platform) -> Value {
         Platform::GoogleChat => google_chat(card),
         Platform::Mattermost => mattermost(card),
     }
+}
+
+/// A MessageCard (what a `<name>.teams.hbs` renders) read as a portable card, so that a
+/// template written for Teams alone also renders for every other platform: the title and
+/// summary, the color, the first section's author, picture, subtitle, text and facts, the
+/// other sections, and the OpenUri actions as links. Teams' Markdown is the portable subset.
+pub fn from_message_card(v: &Value) -> Card {
+    let s = |v: &Value| {
+        v.as_str()
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string)
+    };
+    let url = |v: &Value| s(v).filter(|u| web_url(u));
+    let facts = |v: &Value| {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| {
+                Some(Fact {
+                    name: unmarkdown(&s(&f["name"]).unwrap_or_default()),
+                    value: s(&f["value"])?,
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let sections: &[Value] = v["sections"].as_array().map_or(&[], Vec::as_slice);
+    let mut card = Card {
+        title: s(&v["title"])
+            .or_else(|| s(&v["summary"]))
+            .map(|t| unmarkdown(&t)),
+        text: s(&v["text"]),
+        color: s(&v["themeColor"])
+            .map(|c| format!("#{}", c.trim_start_matches('#')))
+            .filter(|c| rgb(c).is_some()),
+        ..Card::default()
+    };
+    if let Some(first) = sections.first() {
+        // The activity title is a line of its own (a person, or an issue's linked title),
+        // kept as Markdown so that its link stays.
+        let title_line = s(&first["activityTitle"]).map(|t| format!("**{t}**"));
+        card.subtitle = s(&first["activitySubtitle"]).map(|t| unmarkdown(&t));
+        let text: Vec<String> = [
+            title_line,
+            card.text.take(),
+            s(&first["activityText"]),
+            s(&first["text"]),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        card.text = (!text.is_empty()).then(|| text.join("\n"));
+        card.facts = facts(&first["facts"]);
+    }
+    for sec in sections.iter().skip(1) {
+        let section = Section {
+            heading: s(&sec["activityTitle"]).map(|t| unmarkdown(&t)),
+            text: [s(&sec["activityText"]), s(&sec["text"])]
+                .into_iter()
+                .flatten()
+                .reduce(|a, b| format!("{a}\n{b}")),
+            facts: facts(&sec["facts"]),
+            items: Vec::new(),
+        };
+        if section.heading.is_some() || section.text.is_some() || !section.facts.is_empty() {
+            card.sections.push(section);
+        }
+    }
+    for a in v["potentialAction"].as_array().into_iter().flatten() {
+        let target = a["targets"][0]["uri"].clone();
+        if let (Some(label), Some(u)) = (s(&a["name"]), url(&target)) {
+            card.links.push(Link {
+                label: unmarkdown(&label),
+                url: u,
+            });
+        }
+    }
+    card.link = card.links.first().map(|l| l.url.clone());
+    if card.title.is_none() && card.text.is_none() && card.facts.is_empty() {
+        card.title = Some("cardwire".into());
+    }
+    card
+}
+
+/// The text a reader sees of portable Markdown: escapes undone, markers and link targets
+/// dropped.
+pub fn unmarkdown(s: &str) -> String {
+    fn walk(i: &[Inline], out: &mut String) {
+        for x in i {
+            match x {
+                Inline::Text(t) | Inline::Code(t) => out.push_str(t),
+                Inline::Bold(x) | Inline::Italic(x) | Inline::Link(x, _) => walk(x, out),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (n, line) in parse_md(s).iter().enumerate() {
+        if n > 0 {
+            out.push('\n');
+        }
+        if line.bullet {
+            out.push_str("- ");
+        }
+        walk(&line.inlines, &mut out);
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -726,7 +832,7 @@ fn teams_facts(facts: &[Fact]) -> Value {
         value: format!("{n} more"),
     })
     .iter()
-    .map(|f| json!({"name": plain(&f.name, d), "value": plain(&f.value, d)}))
+    .map(|f| json!({"name": plain(&f.name, d), "value": markdown(&f.value, d)}))
     .collect::<Vec<_>>())
 }
 
@@ -839,7 +945,7 @@ fn workflow_facts(facts: &[Fact]) -> Value {
     let d = Dialect::Teams;
     json!({"type": "FactSet", "facts": fold(facts, 20, |n| Fact { name: "…".into(), value: format!("{n} more") })
         .iter()
-        .map(|f| json!({"title": plain(&f.name, d), "value": plain(&f.value, d)}))
+        .map(|f| json!({"title": plain(&f.name, d), "value": markdown(&f.value, d)}))
         .collect::<Vec<_>>()})
 }
 
@@ -916,7 +1022,19 @@ fn slack(card: &Card) -> Value {
     if let Some(c) = color(card) {
         attachment["color"] = json!(c);
     }
-    json!({"text": fallback, "attachments": [attachment]})
+    let mut v = json!({"text": fallback, "attachments": [attachment]});
+    // 40,000 bytes in all: drop blocks from the end (the footer and buttons go last).
+    while v.to_string().len() > 40_000 {
+        let Some(b) = v["attachments"][0]["blocks"].as_array_mut() else {
+            break;
+        };
+        if b.len() <= 1 {
+            break;
+        }
+        let at = b.len().saturating_sub(2).max(1);
+        b.remove(at);
+    }
+    v
 }
 
 /// Text for Slack's `plain_text` objects: no markup, and `&`, `<`, `>` escaped as Slack asks
@@ -933,7 +1051,7 @@ fn slack_fields(facts: &[Fact]) -> Value {
     let d = Dialect::Slack;
     json!({"type": "section", "fields": fold(facts, 10, |n| Fact { name: "…".into(), value: format!("{n} more") })
         .iter()
-        .map(|f| json!({"type": "mrkdwn", "text": cut(&format!("*{}*\n{}", plain(&f.name, d), plain(&f.value, d)), 2000)}))
+        .map(|f| json!({"type": "mrkdwn", "text": cut(&format!("*{}*\n{}", plain(&f.name, d), markdown(&f.value, d)), 2000)}))
         .collect::<Vec<_>>()})
 }
 
@@ -1005,7 +1123,7 @@ fn discord(card: &Card) -> Value {
     let mut fields: Vec<Value> = card
         .facts
         .iter()
-        .map(|f| discord_field(&f.name, &plain(&f.value, d), true))
+        .map(|f| discord_field(&f.name, &markdown(&f.value, d), true))
         .collect();
     for s in &card.sections {
         let mut value = Vec::new();
@@ -1013,7 +1131,11 @@ fn discord(card: &Card) -> Value {
             value.push(markdown(t, d));
         }
         for f in &s.facts {
-            value.push(format!("**{}**: {}", plain(&f.name, d), plain(&f.value, d)));
+            value.push(format!(
+                "**{}**: {}",
+                plain(&f.name, d),
+                markdown(&f.value, d)
+            ));
         }
         if !s.items.is_empty() {
             value.push(discord_list(&s.items));
@@ -1126,7 +1248,7 @@ fn google_chat(card: &Card) -> Value {
         name: "…".into(),
         value: format!("{n} more"),
     }) {
-        widgets.push(json!({"decoratedText": {"topLabel": cut(&bare(&f.name), 200), "text": cut(&plain(&f.value, d), 2000), "wrapText": true}}));
+        widgets.push(json!({"decoratedText": {"topLabel": cut(&bare(&f.name), 200), "text": cut(&markdown(&f.value, d), 2000), "wrapText": true}}));
     }
     if !card.list.is_empty() {
         widgets.push(json!({"textParagraph": {"text": fold(&card.list, 20, and_more).iter().map(|l| format!("• {}", markdown(l, d))).collect::<Vec<_>>().join("<br>")}}));
@@ -1138,7 +1260,7 @@ fn google_chat(card: &Card) -> Value {
             w.push(json!({"textParagraph": {"text": cut(&markdown(t, d), 4000)}}));
         }
         for f in &s.facts {
-            w.push(json!({"decoratedText": {"topLabel": cut(&bare(&f.name), 200), "text": cut(&plain(&f.value, d), 2000), "wrapText": true}}));
+            w.push(json!({"decoratedText": {"topLabel": cut(&bare(&f.name), 200), "text": cut(&markdown(&f.value, d), 2000), "wrapText": true}}));
         }
         if !s.items.is_empty() {
             w.push(json!({"textParagraph": {"text": fold(&s.items, 20, and_more).iter().map(|l| format!("• {}", markdown(l, d))).collect::<Vec<_>>().join("<br>")}}));
@@ -1254,7 +1376,11 @@ fn mattermost(card: &Card) -> Value {
             text.push(markdown(t, d));
         }
         for f in &s.facts {
-            text.push(format!("**{}**: {}", plain(&f.name, d), plain(&f.value, d)));
+            text.push(format!(
+                "**{}**: {}",
+                plain(&f.name, d),
+                markdown(&f.value, d)
+            ));
         }
         if !s.items.is_empty() {
             text.push(
@@ -1290,7 +1416,7 @@ fn mattermost(card: &Card) -> Value {
             "fields".into(),
             json!(fold(&card.facts, 20, |n| Fact { name: "…".into(), value: format!("{n} more") })
                 .iter()
-                .map(|f| json!({"title": cut(&bare(&f.name), 256), "value": cut(&plain(&f.value, d), 1000), "short": true}))
+                .map(|f| json!({"title": cut(&bare(&f.name), 256), "value": cut(&markdown(&f.value, d), 1000), "short": true}))
                 .collect::<Vec<_>>()),
         );
     }

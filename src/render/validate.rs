@@ -50,6 +50,10 @@ pub fn validate(kind: CardKind, card: &Value) -> Result<(), Vec<String>> {
     match kind {
         CardKind::Teams => message_card(card, &mut problems),
         CardKind::Workflow => workflow(card, &mut problems),
+        CardKind::Slack => slack(card, &mut problems),
+        CardKind::Discord => discord(card, &mut problems),
+        CardKind::GoogleChat => google_chat(card, &mut problems),
+        CardKind::Mattermost => mattermost(card, &mut problems),
     }
     if problems.is_empty() {
         Ok(())
@@ -281,6 +285,255 @@ fn find_type(v: &Value, ty: &str, at: &str, out: &mut Vec<String>) {
 /// Schema messages quote whole subtrees; keep them readable.
 fn short(s: &str) -> String {
     crate::render::truncate_text(s, 300)
+}
+
+/// Characters, as the platforms count them.
+fn chars(v: &Value) -> usize {
+    v.as_str().map_or(0, |s| s.chars().count())
+}
+
+fn over(problems: &mut Vec<String>, at: &str, v: &Value, max: usize) {
+    let n = chars(v);
+    if n > max {
+        problems.push(format!("{at}: {n} characters, over {max}"));
+    }
+}
+
+/// A Slack message: `text`, `blocks` or `attachments` (Block Kit's limits: 50 blocks, header
+/// 150, section text 3,000, 10 fields of 2,000, 25 elements an actions block; 100
+/// attachments).
+fn slack(card: &Value, problems: &mut Vec<String>) {
+    let Some(o) = card.as_object() else {
+        problems.push("/: a Slack message is a JSON object".into());
+        return;
+    };
+    let text = o.get("text").and_then(Value::as_str).unwrap_or("");
+    if text.trim().is_empty() && !o.contains_key("blocks") && !o.contains_key("attachments") {
+        problems.push("/: a Slack message needs text, blocks or attachments".into());
+    }
+    over(
+        problems,
+        "/text",
+        &o.get("text").cloned().unwrap_or_default(),
+        40_000,
+    );
+    let mut check_blocks = |at: &str, blocks: &Value| {
+        let Some(blocks) = blocks.as_array() else {
+            problems.push(format!("{at}: must be an array"));
+            return;
+        };
+        if blocks.len() > 50 {
+            problems.push(format!("{at}: {} blocks, over 50", blocks.len()));
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            let at = format!("{at}/{i}");
+            match b.get("type").and_then(Value::as_str) {
+                Some("header") => over(
+                    problems,
+                    &format!("{at}/text/text"),
+                    &b["text"]["text"],
+                    150,
+                ),
+                Some("section") => {
+                    over(
+                        problems,
+                        &format!("{at}/text/text"),
+                        &b["text"]["text"],
+                        3000,
+                    );
+                    if let Some(f) = b.get("fields").and_then(Value::as_array) {
+                        if f.len() > 10 {
+                            problems.push(format!("{at}/fields: {} fields, over 10", f.len()));
+                        }
+                        for (j, f) in f.iter().enumerate() {
+                            over(problems, &format!("{at}/fields/{j}/text"), &f["text"], 2000);
+                        }
+                    }
+                    if b.get("text").is_none() && b.get("fields").is_none() {
+                        problems.push(format!("{at}: a section needs text or fields"));
+                    }
+                }
+                Some("actions") => {
+                    let n = b["elements"].as_array().map_or(0, Vec::len);
+                    if n == 0 || n > 25 {
+                        problems.push(format!("{at}/elements: {n} elements, not 1 to 25"));
+                    }
+                }
+                Some("context") => {
+                    let n = b["elements"].as_array().map_or(0, Vec::len);
+                    if n == 0 || n > 10 {
+                        problems.push(format!("{at}/elements: {n} elements, not 1 to 10"));
+                    }
+                }
+                Some(
+                    "divider" | "image" | "rich_text" | "markdown" | "video" | "file" | "input",
+                ) => {}
+                Some(t) => problems.push(format!("{at}/type: {t:?} is not a Block Kit block")),
+                None => problems.push(format!("{at}/type: missing")),
+            }
+        }
+    };
+    if let Some(b) = o.get("blocks") {
+        check_blocks("/blocks", b);
+    }
+    if let Some(a) = o.get("attachments") {
+        match a.as_array() {
+            Some(a) if a.len() <= 100 => {
+                for (i, att) in a.iter().enumerate() {
+                    if let Some(b) = att.get("blocks") {
+                        check_blocks(&format!("/attachments/{i}/blocks"), b);
+                    }
+                }
+            }
+            Some(a) => problems.push(format!("/attachments: {} attachments, over 100", a.len())),
+            None => problems.push("/attachments: must be an array".into()),
+        }
+    }
+}
+
+/// A Discord webhook message: `content` (2,000) or `embeds` (10; title 256, description
+/// 4,096, 25 fields of 256 / 1,024, footer 2,048, author 256, 6,000 in all).
+fn discord(card: &Value, problems: &mut Vec<String>) {
+    let Some(o) = card.as_object() else {
+        problems.push("/: a Discord message is a JSON object".into());
+        return;
+    };
+    let content = o.get("content").and_then(Value::as_str).unwrap_or("");
+    let embeds = o.get("embeds").and_then(Value::as_array);
+    if content.trim().is_empty() && embeds.is_none_or(Vec::is_empty) {
+        problems.push("/: a Discord message needs content or embeds".into());
+    }
+    over(
+        problems,
+        "/content",
+        &o.get("content").cloned().unwrap_or_default(),
+        2000,
+    );
+    let Some(embeds) = embeds else { return };
+    if embeds.len() > 10 {
+        problems.push(format!("/embeds: {} embeds, over 10", embeds.len()));
+    }
+    let mut total = 0;
+    for (i, e) in embeds.iter().enumerate() {
+        let at = format!("/embeds/{i}");
+        over(problems, &format!("{at}/title"), &e["title"], 256);
+        over(
+            problems,
+            &format!("{at}/description"),
+            &e["description"],
+            4096,
+        );
+        over(
+            problems,
+            &format!("{at}/footer/text"),
+            &e["footer"]["text"],
+            2048,
+        );
+        over(
+            problems,
+            &format!("{at}/author/name"),
+            &e["author"]["name"],
+            256,
+        );
+        total += chars(&e["title"])
+            + chars(&e["description"])
+            + chars(&e["footer"]["text"])
+            + chars(&e["author"]["name"]);
+        if let Some(c) = e.get("color") {
+            if c.as_u64().is_none_or(|c| c > 0xFF_FFFF) {
+                problems.push(format!("{at}/color: an integer 0 to 16777215"));
+            }
+        }
+        if let Some(f) = e.get("fields").and_then(Value::as_array) {
+            if f.len() > 25 {
+                problems.push(format!("{at}/fields: {} fields, over 25", f.len()));
+            }
+            for (j, f) in f.iter().enumerate() {
+                let fat = format!("{at}/fields/{j}");
+                for (k, max) in [("name", 256), ("value", 1024)] {
+                    if f[k].as_str().is_none_or(|s| s.trim().is_empty()) {
+                        problems.push(format!("{fat}/{k}: must not be empty"));
+                    }
+                    over(problems, &format!("{fat}/{k}"), &f[k], max);
+                }
+                total += chars(&f["name"]) + chars(&f["value"]);
+            }
+        }
+    }
+    if total > 6000 {
+        problems.push(format!("/embeds: {total} characters in all, over 6000"));
+    }
+}
+
+/// A Google Chat message: `text` or `cardsV2` (each a `cardId` and a `card` with sections);
+/// at most 32,000 bytes.
+fn google_chat(card: &Value, problems: &mut Vec<String>) {
+    let Some(o) = card.as_object() else {
+        problems.push("/: a Google Chat message is a JSON object".into());
+        return;
+    };
+    let text = o.get("text").and_then(Value::as_str).unwrap_or("");
+    if text.trim().is_empty() && !o.contains_key("cardsV2") {
+        problems.push("/: a Google Chat message needs text or cardsV2".into());
+    }
+    if let Some(cards) = o.get("cardsV2") {
+        match cards.as_array() {
+            Some(cards) => {
+                for (i, c) in cards.iter().enumerate() {
+                    if c.get("cardId").and_then(Value::as_str).is_none() {
+                        problems.push(format!("/cardsV2/{i}/cardId: missing"));
+                    }
+                    match c["card"]["sections"].as_array() {
+                        Some(s) if !s.is_empty() => {
+                            for (j, s) in s.iter().enumerate() {
+                                if s["widgets"].as_array().is_none_or(Vec::is_empty) {
+                                    problems.push(format!("/cardsV2/{i}/card/sections/{j}/widgets: at least one widget"));
+                                }
+                            }
+                        }
+                        _ => problems
+                            .push(format!("/cardsV2/{i}/card/sections: at least one section")),
+                    }
+                }
+            }
+            None => problems.push("/cardsV2: must be an array".into()),
+        }
+    }
+    let bytes = card.to_string().len();
+    if bytes > 32_000 {
+        problems.push(format!("/: {bytes} bytes, over Google Chat's 32,000"));
+    }
+}
+
+/// A Mattermost incoming webhook: `text` (16,383 characters) or `attachments`.
+fn mattermost(card: &Value, problems: &mut Vec<String>) {
+    let Some(o) = card.as_object() else {
+        problems.push("/: a Mattermost message is a JSON object".into());
+        return;
+    };
+    let text = o.get("text").and_then(Value::as_str).unwrap_or("");
+    let attachments = o.get("attachments").and_then(Value::as_array);
+    if text.trim().is_empty() && attachments.is_none_or(Vec::is_empty) {
+        problems.push("/: a Mattermost message needs text or attachments".into());
+    }
+    over(
+        problems,
+        "/text",
+        &o.get("text").cloned().unwrap_or_default(),
+        16_383,
+    );
+    for (i, a) in attachments.into_iter().flatten().enumerate() {
+        if !a.is_object() {
+            problems.push(format!("/attachments/{i}: must be an object"));
+            continue;
+        }
+        over(
+            problems,
+            &format!("/attachments/{i}/text"),
+            &a["text"],
+            16_383,
+        );
+    }
 }
 
 #[cfg(test)]

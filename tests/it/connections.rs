@@ -62,7 +62,7 @@ async fn urls_are_checked_masked_and_removable() {
     assert_eq!(v["error"], "target_not_allowed");
     assert!(v["detail"].as_str().unwrap().contains("evil.example"));
 
-    let res = post(json!({"name": "x", "url": "http://127.0.0.1:1/h", "kind": "slack"}))
+    let res = post(json!({"name": "x", "url": "http://127.0.0.1:1/h", "kind": "telegram"}))
         .await
         .unwrap();
     assert_eq!(res.status(), 422);

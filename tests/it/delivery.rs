@@ -272,6 +272,10 @@ async fn pacing_keeps_a_url_within_its_window() {
     config.delivery.pacing = cardwire::config::PacingConfig::PerKind {
         teams: vec!["2/1s".into()],
         workflow: vec![],
+        slack: vec![],
+        discord: vec![],
+        google_chat: vec![],
+        mattermost: vec![],
     };
     let g = Gateway::start_with(config).await;
     let rx = Receiver::start().await;

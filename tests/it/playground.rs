@@ -56,7 +56,18 @@ async fn render_explains_every_rule_and_renders_the_matches() {
 
     let cards = v["cards"].as_array().unwrap();
     let kinds: Vec<&str> = cards.iter().map(|c| c["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["teams", "workflow"], "{v}");
+    assert_eq!(
+        kinds,
+        [
+            "teams",
+            "workflow",
+            "slack",
+            "discord",
+            "google_chat",
+            "mattermost"
+        ],
+        "every kind: the MessageCard template read as a portable card for the four others; {v}"
+    );
     for c in cards {
         assert_eq!(c["rule"], "github-issue-opened");
         assert_eq!(c["valid"], true, "{c}");
@@ -207,7 +218,7 @@ async fn recent_events_keep_the_last_fifty_without_credentials() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["cards"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["cards"].as_array().unwrap().len(), 6, "{v}");
 }
 
 #[tokio::test]
@@ -565,14 +576,28 @@ async fn preview_takes_render_input_and_flags_oversize_cards() {
     .await;
     assert_eq!(status, 200, "{v}");
     let cards = v["cards"].as_array().unwrap();
-    assert_eq!(cards.len(), 2, "{v}");
+    assert_eq!(cards.len(), 6, "{v}");
     assert!(cards.iter().all(|c| c["valid"] == true), "{v}");
     let html = v["html"].as_str().unwrap();
-    assert!(html.contains("data-kind=\"teams\"") && html.contains("data-kind=\"workflow\""));
+    for kind in [
+        "teams",
+        "workflow",
+        "slack",
+        "discord",
+        "google_chat",
+        "mattermost",
+    ] {
+        assert!(html.contains(&format!("data-kind=\"{kind}\"")), "{kind}");
+    }
+    // Each kind laid out: the headline and the button of each.
     assert!(
-        html.matches("Codertocat/Hello-World").count() >= 2,
+        html.matches("Codertocat/Hello-World: pushed to master")
+            .count()
+            >= 6,
         "{html}"
     );
+    // A button where the platform has buttons; Discord and Mattermost link the title instead.
+    assert!(html.matches("View changes</a>").count() >= 4, "{html}");
 
     let big = "x".repeat(30_000);
     let (_, v) = post(

@@ -213,14 +213,14 @@ fn card_of(h: &str) -> Card {
         }),
         facts: vec![Fact {
             name: h.to_string(),
-            value: h.to_string(),
+            value: md.clone(),
         }],
         sections: vec![Section {
             heading: Some(h.to_string()),
             text: Some(md.clone()),
             facts: vec![Fact {
                 name: h.to_string(),
-                value: h.to_string(),
+                value: md.clone(),
             }],
             items: vec![md.clone(); 3],
         }],
