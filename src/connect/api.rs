@@ -29,8 +29,10 @@ pub struct ConnectionIn {
     pub name: String,
     /// The webhook URL.
     pub url: String,
-    /// `teams` (MessageCard) or `workflow` (Adaptive Card).
-    pub kind: CardKind,
+    /// `teams` (MessageCard), `workflow` (Adaptive Card), `slack`, `discord`, `google_chat`
+    /// or `mattermost`; when absent, the URL's host says ([`super::kind_of_url`]).
+    #[serde(default)]
+    pub kind: Option<CardKind>,
     /// The channels it receives; absent or empty means all.
     #[serde(default)]
     pub channels: Vec<String>,
@@ -284,11 +286,17 @@ async fn create_connection(
         .policy
         .check(&input.url)
         .map_err(|e| ApiError::bad_request("target_not_allowed", e.to_string()))?;
+    let kind = input.kind.or_else(|| super::kind_of_url(&url)).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_connection",
+            "`kind` is needed: the URL's host does not say which chat it is (teams, workflow, slack, discord, google_chat, mattermost)",
+        )
+    })?;
     let conn = Connection {
         id: ConnectionId::new(),
         name: input.name.trim().to_string(),
         url: url.to_string(),
-        kind: input.kind,
+        kind,
         channels: input.channels,
         created_ms: now_ms(),
         paused: false,

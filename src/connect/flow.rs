@@ -146,12 +146,17 @@ async fn connect_page(State(app): State<Flows>) -> Response {
          <button type=\"submit\" id=\"connect\" style=\"background:none;padding:0\">\
          <img src=\"/assets/connect-button.svg\" alt=\"Connect to Office 365\"></button>\
          </form>\
-         <h2>Or paste a Teams Workflows URL</h2>\
-         <p class=\"muted\">Teams now takes cards through the Workflow <em>When a Teams webhook request is \
-         received</em>. Pasting a URL needs the admin token.</p>\
+         <h2>Or paste a webhook URL</h2>\
+         <p class=\"muted\">A Teams Workflows URL (the Workflow <em>When a Teams webhook request is \
+         received</em>), or a Slack, Discord, Google Chat or Mattermost incoming webhook. Pasting a URL \
+         needs the admin token.</p>\
          <form method=\"post\" action=\"/connect/paste\">\
          <label>Name <input type=\"text\" name=\"name\" required></label>\
-         <label>Workflows URL <input type=\"url\" name=\"url\" required></label>\
+         <label>Webhook URL <input type=\"url\" name=\"url\" required></label>\
+         <label>Chat <select name=\"kind\" id=\"kind\"><option value=\"\">from the URL</option>\
+         <option value=\"workflow\">Teams Workflows</option><option value=\"slack\">Slack</option>\
+         <option value=\"discord\">Discord</option><option value=\"google_chat\">Google Chat</option>\
+         <option value=\"mattermost\">Mattermost</option></select></label>\
          <label>Channels (comma-separated, empty for all) <input type=\"text\" name=\"channels\"></label>\
          <label>Admin token <input type=\"password\" name=\"token\" required></label>\
          <button type=\"submit\">Add</button></form>",
@@ -458,6 +463,9 @@ async fn done_page(State(app): State<Flows>, Path(id): Path<String>) -> Response
 struct PasteForm {
     name: String,
     url: String,
+    /// A kind's name, or empty: the URL's host says.
+    #[serde(default)]
+    kind: String,
     #[serde(default)]
     channels: String,
     token: String,
@@ -480,6 +488,13 @@ async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Res
         Ok(u) => u,
         Err(e) => return bad("Cannot add", &format!("The URL is not accepted: {e}.")),
     };
+    let kind = match form.kind.trim() {
+        "" => super::kind_of_url(&url).unwrap_or(CardKind::Workflow),
+        k => match CardKind::parse(k) {
+            Some(k) => k,
+            None => return bad("Cannot add", &format!("{k:?} is not a kind of chat.")),
+        },
+    };
     let channels: Vec<String> = form
         .channels
         .split(',')
@@ -491,7 +506,7 @@ async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Res
         id: ConnectionId::new(),
         name: form.name.trim().to_string(),
         url: url.to_string(),
-        kind: CardKind::Workflow,
+        kind,
         channels,
         created_ms: now_ms(),
         paused: false,
@@ -509,7 +524,7 @@ async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Res
     if let Err(e) = app.store.commit().await {
         return crate::error::ApiError::internal(&e).into_response();
     }
-    tracing::info!(connection = %conn.id, url = %super::mask_url(&conn.url), "Workflows URL pasted");
+    tracing::info!(connection = %conn.id, kind = conn.kind.as_str(), url = %super::mask_url(&conn.url), "webhook URL pasted");
     let mut res = Redirect::to(&format!("/connect/done/{}", conn.id)).into_response();
     *res.status_mut() = StatusCode::FOUND;
     pages::no_referrer(&mut res);

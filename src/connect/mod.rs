@@ -173,8 +173,63 @@ pub fn mask_url(raw: &str) -> String {
     }
 }
 
+/// The kind of card a webhook URL takes, when its host says: Teams' connector hosts (a
+/// MessageCard), Power Automate's (Workflows), Slack's, Discord's, Google Chat's; a
+/// `/hooks/<key>` path elsewhere is Mattermost's. `None` when nothing says.
+pub fn kind_of_url(url: &url::Url) -> Option<crate::render::CardKind> {
+    use crate::render::CardKind;
+    let host = url.host_str()?.to_ascii_lowercase();
+    let path = url.path();
+    if host == "outlook.office.com"
+        || host == "outlook.office365.com"
+        || host.ends_with(".webhook.office.com")
+    {
+        Some(CardKind::Teams)
+    } else if host.ends_with(".logic.azure.com") || host.ends_with(".api.powerplatform.com") {
+        Some(CardKind::Workflow)
+    } else if host == "hooks.slack.com" {
+        Some(CardKind::Slack)
+    } else if (host == "discord.com" || host == "discordapp.com" || host.ends_with(".discord.com"))
+        && path.starts_with("/api/webhooks/")
+    {
+        Some(CardKind::Discord)
+    } else if host == "chat.googleapis.com" {
+        Some(CardKind::GoogleChat)
+    } else if path.starts_with("/hooks/") {
+        Some(CardKind::Mattermost)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_urls_host_says_its_kind() {
+        use crate::render::CardKind::*;
+        let k = |u: &str| kind_of_url(&url::Url::parse(u).unwrap());
+        assert_eq!(
+            k("https://contoso.webhook.office.com/webhookb2/a/IncomingWebhook/b/c"),
+            Some(Teams)
+        );
+        assert_eq!(k("https://prod-01.westus.logic.azure.com:443/workflows/x/triggers/manual/paths/invoke"), Some(Workflow));
+        assert_eq!(
+            k("https://default0.environment.api.powerplatform.com/powerautomate/x"),
+            Some(Workflow)
+        );
+        assert_eq!(k("https://hooks.slack.com/services/T0/B0/x"), Some(Slack));
+        assert_eq!(k("https://discord.com/api/webhooks/1/tok"), Some(Discord));
+        assert_eq!(
+            k("https://chat.googleapis.com/v1/spaces/S/messages?key=k&token=t"),
+            Some(GoogleChat)
+        );
+        assert_eq!(
+            k("https://mattermost.example.com/hooks/xyz"),
+            Some(Mattermost)
+        );
+        assert_eq!(k("https://example.com/somewhere"), None);
+    }
+
     use super::*;
 
     #[test]

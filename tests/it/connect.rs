@@ -597,4 +597,38 @@ async fn a_pasted_workflows_url_needs_the_admin_token() {
         (Some("workflow"), Some("paste"))
     );
     assert!(!c["url"].as_str().unwrap().contains("sig=secret"));
+
+    // A Slack URL pasted: its host says the kind; a kind chosen on the form wins.
+    for (url, kind, want) in [
+        ("https://hooks.slack.com/services/T0/B0/secret", "", "slack"),
+        ("https://discord.com/api/webhooks/1/secret", "", "discord"),
+        (
+            "https://hooks.slack.com/services/T0/B1/secret",
+            "mattermost",
+            "mattermost",
+        ),
+    ] {
+        let res = b
+            .post(g.url("/connect/paste"))
+            .form(&[
+                ("name", want),
+                ("url", url),
+                ("kind", kind),
+                ("channels", ""),
+                ("token", ADMIN_TOKEN),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 302);
+        let all = g.admin_get("/api/connections").await;
+        let c = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == want)
+            .unwrap()
+            .clone();
+        assert_eq!(c["kind"], want, "{c}");
+    }
 }

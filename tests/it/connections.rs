@@ -70,6 +70,31 @@ async fn urls_are_checked_masked_and_removable() {
     assert_eq!(v["error"], "invalid_body");
     assert!(v["detail"].as_str().unwrap().contains("kind"), "{v}");
 
+    // Without a kind, the URL's host says; where it does not, the answer says what is missing.
+    let res = post(json!({"name": "x", "url": "http://127.0.0.1:1/h"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["detail"].as_str().unwrap().contains("`kind` is needed"),
+        "{v}"
+    );
+    let res = post(json!({"name": "mm", "url": "http://127.0.0.1:1/hooks/abc"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["kind"], "mattermost", "{v}");
+    let res = g
+        .client
+        .delete(g.url(&format!("/api/connections/{}", v["id"].as_str().unwrap())))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+
     let secret = "http://127.0.0.1:1/webhookb2/very-secret-part/abcd";
     let id = g.connect(secret, "teams", &["github"]).await;
     assert!(id.starts_with("con_"));

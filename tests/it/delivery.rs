@@ -346,3 +346,73 @@ async fn sync_durability_accepts_and_delivers_the_same() {
     );
     rx.wait_for(1).await;
 }
+
+/// A connection of each of the other platforms gets its native card for an event whose rule
+/// has only Teams templates (read as a portable card), posted as that platform expects and
+/// judged by its answers (any 2xx is delivered: Slack's and Mattermost's `ok`, Discord's 204,
+/// Google Chat's message JSON); a 404 (a deleted webhook) breaks the connection that got it and
+/// no other.
+#[tokio::test]
+async fn every_platform_gets_its_native_card_and_its_answers_are_judged() {
+    let g = Gateway::start().await;
+    let rx = Receiver::start().await;
+    let slack = g.connect(&rx.url("slack"), "slack", &[]).await;
+    let discord = g.connect(&rx.url("discord"), "discord", &[]).await;
+    let chat = g.connect(&rx.url("chat"), "google_chat", &[]).await;
+    let mm = g.connect(&rx.url("mm"), "mattermost", &[]).await;
+    rx.answer(200, "ok");
+    g.github("push", &fixture("github/push.event.4.json"), None)
+        .await;
+    let got = rx.wait_for(4).await;
+    let by = |p: &str| {
+        got.iter()
+            .find(|r| r.path.ends_with(p))
+            .unwrap()
+            .body
+            .clone()
+    };
+    let s = by("/slack");
+    assert_eq!(s["text"], "Codertocat/Hello-World: pushed to master");
+    assert_eq!(s["attachments"][0]["blocks"][0]["type"], "header");
+    let d = by("/discord");
+    assert_eq!(
+        d["embeds"][0]["title"],
+        "Codertocat/Hello-World: pushed to master"
+    );
+    assert_eq!(d["allowed_mentions"]["parse"], serde_json::json!([]));
+    let c = by("/chat");
+    assert_eq!(
+        c["cardsV2"][0]["card"]["header"]["title"],
+        "Codertocat/Hello-World: pushed to master"
+    );
+    let m = by("/mm");
+    assert_eq!(
+        m["attachments"][0]["title"],
+        "Codertocat/Hello-World: pushed to master"
+    );
+    g.wait_settled().await;
+    let delivered = g.deliveries("state=delivered").await;
+    for con in [&slack, &discord, &chat, &mm] {
+        assert!(
+            delivered.iter().any(|d| d["connection"] == con.as_str()),
+            "{con}: {delivered:?}"
+        );
+    }
+
+    // Discord's 404 for a deleted webhook: that connection is broken, the others are not.
+    rx.script(&[(404, r#"{"message": "Unknown Webhook", "code": 10015}"#)]);
+    let before = rx.received().len();
+    g.github("push", &fixture("github/push.event.4.json"), None)
+        .await;
+    rx.wait_for(before + 4).await;
+    g.wait_settled().await;
+    let cons = g.admin_get("/api/connections").await;
+    let broken: Vec<&str> = cons
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| !c["broken"].is_null())
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(broken.len(), 1, "{cons}");
+}
