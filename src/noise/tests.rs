@@ -341,3 +341,54 @@ fn a_headline_is_what_the_event_is_about() {
         "#1 ".len() + 200
     );
 }
+
+/// Summaries and digests render for every kind: the shipped MessageCard templates read as
+/// portable cards for the chats other than Teams, each valid for its kind.
+#[tokio::test]
+async fn summaries_and_digests_render_for_every_kind() {
+    for kind in CardKind::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), None).unwrap();
+        let clock = FakeRelativeClock::default();
+        let noise = Noise::with_clock(store.clone(), clock.clone());
+        let limited = rule("- name: r\n  source: github\n  event: push\n  template: t\n  limit: {rate: 1/1m, per: '{{payload.repository.full_name}}'}\n");
+        let c = Connection { kind, ..conn(None) };
+        for n in 0..5 {
+            offer(&noise, &limited, &c, n);
+        }
+        clock.advance(Duration::from_secs(61));
+        noise.tick(renderer(), std::slice::from_ref(&c)).unwrap();
+        let summaries = store.queued_records().unwrap();
+        let summary = summaries.last().unwrap();
+        let body: Value = serde_json::from_str(&summary.body).unwrap();
+        crate::render::validate::validate(kind, &body)
+            .unwrap_or_else(|e| panic!("{}: {e:?} {body}", kind.as_str()));
+        assert!(
+            summary.body.contains("push 1"),
+            "{}: {}",
+            kind.as_str(),
+            summary.body
+        );
+
+        let d = Connection {
+            kind,
+            ..conn(Some(json!({"every": "1h"})))
+        };
+        let r = rule("- name: d\n  source: github\n  event: push\n  template: t\n");
+        noise.tick(renderer(), std::slice::from_ref(&d)).unwrap();
+        offer(&noise, &r, &d, 7);
+        let due = store.digest_due(&d.id).unwrap().unwrap();
+        clock.advance(Duration::from_millis(due - noise.now_ms() + 1));
+        noise.tick(renderer(), std::slice::from_ref(&d)).unwrap();
+        let (_, digest) = store.next_for(&d.id).unwrap().unwrap();
+        let body: Value = serde_json::from_str(&digest.body).unwrap();
+        crate::render::validate::validate(kind, &body)
+            .unwrap_or_else(|e| panic!("{}: {e:?} {body}", kind.as_str()));
+        assert!(
+            digest.body.contains("push 7"),
+            "{}: {}",
+            kind.as_str(),
+            digest.body
+        );
+    }
+}

@@ -137,7 +137,9 @@ async fn page(State(app): State<Playground>, headers: HeaderMap) -> Response {
              <section class=\"pg-card\">\
                <label>Rule <select id=\"rule\"></select></label>\
                <label>Kind <select id=\"kind\"><option value=\"teams\">MessageCard (Office 365 connector)</option>\
-                 <option value=\"workflow\">Adaptive Card (Teams Workflows)</option></select></label>\
+                 <option value=\"workflow\">Adaptive Card (Teams Workflows)</option>\
+                 <option value=\"slack\">Slack</option><option value=\"discord\">Discord</option>\
+                 <option value=\"google_chat\">Google Chat</option><option value=\"mattermost\">Mattermost</option></select></label>\
                <h2>Template <span id=\"template-name\" class=\"muted\"></span></h2>\
                <textarea id=\"template\" rows=\"14\" spellcheck=\"false\"></textarea>\
                <p><button type=\"button\" id=\"save\" disabled>Save template</button> <span id=\"saved\" class=\"muted\"></span></p>\
@@ -223,7 +225,12 @@ async fn save_template(
             input.kind.as_str()
         )));
     }
-    let file = format!("{}.{}.hbs", input.template, input.kind.as_str());
+    // The file that renders this kind: the kind's own, the portable one, or the MessageCard
+    // template the other chats read.
+    let file = pipeline
+        .renderer
+        .file_for(&input.template, input.kind)
+        .unwrap_or_else(|| format!("{}.{}.hbs", input.template, input.kind.as_str()));
     let path = root.join(&file);
     let before = std::fs::read(&path).map_err(|e| io_error("read", &path, &e))?;
     write_atomically(&path, input.text.as_bytes())?;

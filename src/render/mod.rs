@@ -269,6 +269,16 @@ impl Renderer {
         .map(String::as_str)
     }
 
+    /// The file, relative to the templates folder, that renders `name` for `kind`:
+    /// `<name>.<kind>.hbs`, `<name>.card.hbs`, or `<name>.teams.hbs` read as a portable card.
+    pub fn file_for(&self, name: &str, kind: CardKind) -> Option<String> {
+        Some(match self.route(name, kind)? {
+            Route::Own => format!("{}.hbs", key(name, kind)),
+            Route::Portable => format!("{}.hbs", card_key(name)),
+            Route::FromTeams => format!("{}.hbs", key(name, CardKind::Teams)),
+        })
+    }
+
     /// Whether `name` renders for `kind`: by a template of that kind, a portable one, or (for
     /// the kinds other than Teams') its MessageCard template read as a portable card.
     pub fn has(&self, name: &str, kind: CardKind) -> bool {
@@ -738,6 +748,21 @@ mod tests {
         assert_eq!(body[0]["text"], "o/r: release v1");
         assert_eq!(body[0]["color"], "Good");
         assert_eq!(r.source("x/rel", CardKind::Teams), Some(PORTABLE));
+        assert_eq!(
+            r.file_for("x/rel", CardKind::Slack).as_deref(),
+            Some("x/rel.card.hbs")
+        );
+        let own = renderer(&[("y.teams.hbs", CARD)]).unwrap();
+        assert_eq!(
+            own.file_for("y", CardKind::Teams).as_deref(),
+            Some("y.teams.hbs")
+        );
+        assert_eq!(
+            own.file_for("y", CardKind::Discord).as_deref(),
+            Some("y.teams.hbs"),
+            "the other chats read the MessageCard template"
+        );
+        assert_eq!(own.file_for("y", CardKind::Workflow), None);
         let mut need = crate::needs::Need::new();
         r.reads("x/rel", CardKind::Teams, &mut need);
         assert!(format!("{need:?}").contains("tag"), "{need:?}");
