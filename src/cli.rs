@@ -368,6 +368,49 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Which kinds the rules' templates render, and how: `kinds: 24 templates: teams, workflow by
+/// their own template; slack, discord, google_chat, mattermost by the MessageCard template`, one
+/// line per way of rendering.
+fn kinds_summary(pipeline: &crate::pipeline::Pipeline) -> Vec<String> {
+    let templates: std::collections::BTreeSet<&str> = pipeline
+        .rules
+        .rules()
+        .iter()
+        .map(|r| r.template.as_str())
+        .collect();
+    let mut ways: std::collections::BTreeMap<String, usize> = Default::default();
+    for t in &templates {
+        let mut by: Vec<(&str, Vec<&str>)> = Vec::new();
+        for kind in CardKind::ALL {
+            let how = pipeline
+                .renderer
+                .how(t, kind)
+                .unwrap_or("nothing (no template)");
+            match by.iter_mut().find(|(h, _)| *h == how) {
+                Some((_, kinds)) => kinds.push(kind.as_str()),
+                None => by.push((how, vec![kind.as_str()])),
+            }
+        }
+        let way = by
+            .iter()
+            .map(|(how, kinds)| {
+                format!("{} by {how}", kinds.join(", "))
+                    .replace("by its own template", "by their own templates")
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        *ways.entry(way).or_default() += 1;
+    }
+    ways.into_iter()
+        .map(|(way, n)| {
+            format!(
+                "kinds: {n} {}: {way}",
+                if n == 1 { "template" } else { "templates" }
+            )
+        })
+        .collect()
+}
+
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(which) = args.print_schema {
         let schema = match which {
@@ -391,6 +434,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             );
             if let Some(inactive) = pipeline.rules.inactive_summary() {
                 println!("{inactive}");
+            }
+            for line in kinds_summary(&pipeline) {
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -279,6 +279,16 @@ impl Renderer {
         })
     }
 
+    /// How `name` renders for `kind`, in words: `its own template`, `the portable template`,
+    /// `the MessageCard template` (read as a portable card); `None` when it does not.
+    pub fn how(&self, name: &str, kind: CardKind) -> Option<&'static str> {
+        Some(match self.route(name, kind)? {
+            Route::Own => "its own template",
+            Route::Portable => "the portable template",
+            Route::FromTeams => "the MessageCard template",
+        })
+    }
+
     /// Whether `name` renders for `kind`: by a template of that kind, a portable one, or (for
     /// the kinds other than Teams') its MessageCard template read as a portable card.
     pub fn has(&self, name: &str, kind: CardKind) -> bool {

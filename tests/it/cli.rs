@@ -26,7 +26,13 @@ fn check_passes_on_what_ships() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("rules (built in)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rules (built in)"));
+    // Which kinds the templates render, and how.
+    assert!(
+        stdout.contains("templates: teams, workflow by their own templates; slack, discord, google_chat, mattermost by the MessageCard template"),
+        "{stdout}"
+    );
     // And the repository's own folders.
     let out = cardwire()
         .arg("check")
