@@ -110,14 +110,24 @@ impl Pipeline {
         };
         // Check the rules even when some templates failed to compile, so one run reports
         // everything: a template counts as there when its file is.
+        // A portable template (`<name>.card.hbs`) renders every kind.
         let template_names: std::collections::HashSet<_> = template_files
             .iter()
             .filter_map(|(p, _)| crate::render::split_name(&p.to_string_lossy().replace('\\', "/")))
             .collect();
+        let portable_names: std::collections::HashSet<String> = template_files
+            .iter()
+            .filter_map(|(p, _)| {
+                p.to_string_lossy()
+                    .replace('\\', "/")
+                    .strip_suffix(".card.hbs")
+                    .map(str::to_string)
+            })
+            .collect();
         // The packs cover every kind of source; the rules of a source this config does not
         // have load inactive (built in or on disk alike), and a typo of one it has fails.
         let rules = RuleSet::load(&rule_files, &config.sources, |name, kind| {
-            template_names.contains(&(name.to_string(), kind))
+            template_names.contains(&(name.to_string(), kind)) || portable_names.contains(name)
         });
         let rules = match rules {
             Ok(r) => Some(r),

@@ -192,7 +192,7 @@ impl Platform {
 
 /// Parses a portable card from a template's JSON output; the message names the field.
 pub fn parse(v: Value) -> Result<Card, String> {
-    let card: Card = serde_path_to_error::deserialize(v).map_err(|e| {
+    let mut card: Card = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -201,6 +201,7 @@ pub fn parse(v: Value) -> Result<Card, String> {
             format!("{path}: {inner}")
         }
     })?;
+    normalize(&mut card);
     if card.title.is_none() && card.text.is_none() && card.facts.is_empty() {
         return Err("a card needs a title, a text or facts".into());
     }
@@ -221,6 +222,57 @@ pub fn parse(v: Value) -> Result<Card, String> {
         }
     }
     Ok(card)
+}
+
+/// A blank text is no text: a template that renders `""` for a field the payload lacks (a
+/// release without notes, a null avatar) leaves the field out, as it would have with `{{#if}}`.
+fn normalize(card: &mut Card) {
+    let blank = |o: &mut Option<String>| {
+        if o.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            *o = None;
+        }
+    };
+    for o in [
+        &mut card.title,
+        &mut card.subtitle,
+        &mut card.text,
+        &mut card.color,
+        &mut card.footer,
+        &mut card.link,
+        &mut card.thread,
+    ] {
+        blank(o);
+    }
+    if let Some(a) = &mut card.author {
+        blank(&mut a.link);
+        blank(&mut a.avatar);
+    }
+    if card
+        .author
+        .as_ref()
+        .is_some_and(|a| a.name.trim().is_empty())
+    {
+        card.author = None;
+    }
+    let facts = |f: &mut Vec<Fact>| {
+        f.retain(|f| !f.name.trim().is_empty() || !f.value.trim().is_empty());
+        for f in f.iter_mut().filter(|f| f.value.trim().is_empty()) {
+            f.value = "—".into();
+        }
+    };
+    facts(&mut card.facts);
+    card.list.retain(|l| !l.trim().is_empty());
+    card.links.retain(|l| !l.url.trim().is_empty());
+    card.mentions.retain(|m| !m.trim().is_empty());
+    for s in &mut card.sections {
+        blank(&mut s.heading);
+        blank(&mut s.text);
+        facts(&mut s.facts);
+        s.items.retain(|l| !l.trim().is_empty());
+    }
+    card.sections.retain(|s| {
+        s.heading.is_some() || s.text.is_some() || !s.facts.is_empty() || !s.items.is_empty()
+    });
 }
 
 fn web_url(u: &str) -> bool {

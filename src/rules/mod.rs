@@ -420,9 +420,10 @@ impl<T: Fn(&str, CardKind) -> bool> Loader<'_, T> {
             errs.push((
                 format!("{at}.template"),
                 format!(
-                    "template {:?} has no {} version (expected {})",
+                    "template {:?} has no {} version (expected templates/{}.card.hbs, or {})",
                     rc.template,
                     missing.join(" or "),
+                    rc.template,
                     missing
                         .iter()
                         .map(|k| format!("templates/{}.{k}.hbs", rc.template))

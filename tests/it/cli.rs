@@ -446,11 +446,12 @@ fn check_reports_a_template_field_the_samples_never_have() {
         assert!(out.success());
     };
     copy(&root().join("templates"), &templates);
-    let file = templates.join("github/release.teams.hbs");
+    // A portable template: the problem is reported in the .card.hbs, whatever kind shows it.
+    let file = templates.join("github/release.card.hbs");
     let text = std::fs::read_to_string(&file).unwrap();
     let text = text.replacen(
-        "\"themeColor\": \"2DA44E\",",
-        "\"themeColor\": \"2DA44E\", \"x\": \"{{payload.release.no_such_field}}\",",
+        "\"severity\": \"success\",",
+        "\"severity\": \"success\", \"footer\": \"{{payload.release.no_such_field}}\",",
         1,
     );
     std::fs::write(&file, &text).unwrap();
@@ -476,7 +477,7 @@ fn check_reports_a_template_field_the_samples_never_have() {
         "{}:{line}:",
         dir.path()
             .join("templates")
-            .join("github/release.teams.hbs")
+            .join("github/release.card.hbs")
             .display()
     );
     assert!(err.starts_with(&want), "{err}");

@@ -171,16 +171,14 @@ async fn an_invalid_card_is_replaced_by_a_fallback_visible_in_the_api() {
     let before = rules(&g).await["loaded_at_ms"].as_u64().unwrap();
     // Reload times are in milliseconds; make sure the next load is later.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let file = dir.path().join("templates/github/release.teams.hbs");
+    let file = dir.path().join("templates/github/issue.teams.hbs");
     let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace(
-            "\"themeColor\": \"2DA44E\"",
-            "\"themeColor\": \"green-ish\"",
-        ),
-    )
-    .unwrap();
+    let broken = text.replace(
+        "{{#if (eq payload.action \"closed\")}}6F42C1{{else}}2DA44E{{/if}}",
+        "green-ish",
+    );
+    assert_ne!(broken, text);
+    std::fs::write(&file, broken).unwrap();
     g.admin_get_until("/api/rules", |v| {
         v["loaded_at_ms"].as_u64().unwrap() > before
     })
@@ -189,7 +187,7 @@ async fn an_invalid_card_is_replaced_by_a_fallback_visible_in_the_api() {
     let teams = g.connect(&rx.url("teams"), "teams", &[]).await;
     g.connect(&rx.url("workflow"), "workflow", &[]).await;
     assert_eq!(
-        g.github("release", &fixture("github/release.published.0.json"), None)
+        g.github("issues", &fixture("github/issues.opened.15.json"), None)
             .await
             .status(),
         202
@@ -203,7 +201,7 @@ async fn an_invalid_card_is_replaced_by_a_fallback_visible_in_the_api() {
     assert!(teams_card
         .body
         .to_string()
-        .contains("github/release.teams.hbs"));
+        .contains("github/issue.teams.hbs"));
     let workflow_card = got.iter().find(|r| r.path == "/workflow").unwrap();
     assert!(
         !workflow_card
@@ -219,8 +217,8 @@ async fn an_invalid_card_is_replaced_by_a_fallback_visible_in_the_api() {
         )
         .await;
     let shown = &list["deliveries"][0];
-    assert_eq!(shown["rule"], "github-release-published");
-    assert_eq!(shown["fallback"]["template"], "github/release.teams.hbs");
+    assert_eq!(shown["rule"], "github-issue-opened");
+    assert_eq!(shown["fallback"]["template"], "github/issue.teams.hbs");
     let reason = shown["fallback"]["reason"].as_str().unwrap();
     assert!(reason.contains("/themeColor"), "{reason}");
     let res = g

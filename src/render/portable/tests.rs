@@ -369,3 +369,24 @@ proptest! {
         }
     }
 }
+
+/// A field a template renders blank (a release without notes, a null avatar) is left out, as
+/// `{{#if}}` would have: no empty text block, no broken image, no empty button.
+#[test]
+fn blank_fields_are_left_out() {
+    let card = parse(json!({
+        "title": "t", "text": "  ", "subtitle": "", "author": {"name": "a", "avatar": "", "link": ""},
+        "facts": [{"name": "n", "value": ""}, {"name": "", "value": ""}],
+        "links": [{"label": "x", "url": ""}], "list": ["", "one"], "sections": [{"heading": " "}]
+    }))
+    .unwrap();
+    assert_eq!(card.text, None);
+    assert_eq!(card.subtitle, None);
+    assert_eq!(card.author.as_ref().unwrap().avatar, None);
+    assert_eq!(card.facts.len(), 1);
+    assert_eq!(card.facts[0].value, "—");
+    assert!(card.links.is_empty() && card.sections.is_empty());
+    assert_eq!(card.list, ["one"]);
+    let wf = convert(&card, Platform::Workflow);
+    assert!(!wf.to_string().contains(r#""text":"""#), "{wf}");
+}
