@@ -780,6 +780,35 @@ fn and_more(n: usize) -> String {
     format!("…and {n} more")
 }
 
+/// Short Markdown lines as a bulleted list in a dialect, folded after 20.
+fn bullets(items: &[String], d: Dialect) -> String {
+    let (mark, sep) = match d {
+        Dialect::Slack => ("• ", "\n"),
+        Dialect::ChatHtml => ("• ", "<br>"),
+        _ => ("- ", "\n"),
+    };
+    fold(items, 20, and_more)
+        .iter()
+        .map(|l| format!("{mark}{}", markdown(l, d)))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// Links written inline, `[label](url) · …`, for the chats without buttons in a message.
+fn inline_links(links: &[Link], d: Dialect) -> String {
+    links
+        .iter()
+        .map(|l| {
+            format!(
+                "[{}]({})",
+                literal(&bare(&l.label), d),
+                l.url.replace(')', "%29")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 // ---------------------------------------------------------------------------------------
 // The platforms.
 
@@ -802,16 +831,15 @@ fn teams(card: &Card) -> Value {
         first.insert("facts".into(), teams_facts(&card.facts));
     }
     if !card.list.is_empty() {
-        let lines: Vec<String> = fold(&card.list, 20, and_more)
-            .iter()
-            .map(|l| format!("- {}", markdown(l, d)))
-            .collect();
         let text = first
             .get("text")
             .and_then(Value::as_str)
             .map(|t| format!("{t}\n\n"))
             .unwrap_or_default();
-        first.insert("text".into(), json!(format!("{text}{}", lines.join("\n"))));
+        first.insert(
+            "text".into(),
+            json!(format!("{text}{}", bullets(&card.list, d))),
+        );
     }
     let mut sections = Vec::new();
     if !first.is_empty() {
@@ -828,13 +856,7 @@ fn teams(card: &Card) -> Value {
         }
         let mut text: Vec<String> = s.text.iter().map(|t| markdown(t, d)).collect();
         if !s.items.is_empty() {
-            text.push(
-                fold(&s.items, 20, and_more)
-                    .iter()
-                    .map(|l| format!("- {}", markdown(l, d)))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            );
+            text.push(bullets(&s.items, d));
         }
         if !text.is_empty() {
             v.insert("text".into(), json!(text.join("\n\n")));
@@ -950,7 +972,7 @@ fn workflow(card: &Card) -> Value {
         body.push(workflow_facts(&card.facts));
     }
     if !card.list.is_empty() {
-        body.push(json!({"type": "TextBlock", "wrap": true, "text": fold(&card.list, 20, and_more).iter().map(|l| format!("- {}", markdown(l, d))).collect::<Vec<_>>().join("\n")}));
+        body.push(json!({"type": "TextBlock", "wrap": true, "text": bullets(&card.list, d)}));
     }
     for s in &card.sections {
         if let Some(h) = &s.heading {
@@ -963,7 +985,7 @@ fn workflow(card: &Card) -> Value {
             body.push(workflow_facts(&s.facts));
         }
         if !s.items.is_empty() {
-            body.push(json!({"type": "TextBlock", "wrap": true, "text": fold(&s.items, 20, and_more).iter().map(|l| format!("- {}", markdown(l, d))).collect::<Vec<_>>().join("\n")}));
+            body.push(json!({"type": "TextBlock", "wrap": true, "text": bullets(&s.items, d)}));
         }
     }
     if let Some(f) = &card.footer {
@@ -1033,7 +1055,7 @@ fn slack(card: &Card) -> Value {
         blocks.push(slack_fields(&card.facts));
     }
     if !card.list.is_empty() {
-        blocks.push(slack_section(&slack_list(&card.list)));
+        blocks.push(slack_section(&bullets(&card.list, d)));
     }
     for s in &card.sections {
         blocks.push(json!({"type": "divider"}));
@@ -1047,7 +1069,7 @@ fn slack(card: &Card) -> Value {
             blocks.push(slack_fields(&s.facts));
         }
         if !s.items.is_empty() {
-            blocks.push(slack_section(&slack_list(&s.items)));
+            blocks.push(slack_section(&bullets(&s.items, d)));
         }
     }
     let links = buttons(card, 25);
@@ -1107,14 +1129,6 @@ fn slack_fields(facts: &[Fact]) -> Value {
         .collect::<Vec<_>>()})
 }
 
-fn slack_list(items: &[String]) -> String {
-    fold(items, 20, and_more)
-        .iter()
-        .map(|l| format!("• {}", markdown(l, Dialect::Slack)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Discord: one embed; nothing in it may ping (`allowed_mentions` parses nothing). Limits:
 /// title 256, description 4,096, 25 fields (name 256, value 1,024), footer 2,048, author 256,
 /// 6,000 characters across the embed.
@@ -1135,23 +1149,11 @@ fn discord(card: &Card) -> Value {
         description.push(markdown(t, d));
     }
     if !card.list.is_empty() {
-        description.push(discord_list(&card.list));
+        description.push(bullets(&card.list, d));
     }
     let links = buttons(card, 10);
     if shows_links(card, &links) {
-        description.push(
-            links
-                .iter()
-                .map(|l| {
-                    format!(
-                        "[{}]({})",
-                        literal(&bare(&l.label), d),
-                        l.url.replace(')', "%29")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" · "),
-        );
+        description.push(inline_links(&links, d));
     }
     if !description.is_empty() {
         embed.insert(
@@ -1190,7 +1192,7 @@ fn discord(card: &Card) -> Value {
             ));
         }
         if !s.items.is_empty() {
-            value.push(discord_list(&s.items));
+            value.push(bullets(&s.items, d));
         }
         let name = s.heading.as_deref().unwrap_or("\u{200B}");
         fields.push(discord_field(name, &value.join("\n"), false));
@@ -1229,14 +1231,6 @@ fn discord_field(name: &str, value: &str, inline: bool) -> Value {
         value
     };
     json!({"name": cut(&bare(name), 256), "value": cut(value, 1024), "inline": inline})
-}
-
-fn discord_list(items: &[String]) -> String {
-    fold(items, 20, and_more)
-        .iter()
-        .map(|l| format!("- {}", markdown(l, Dialect::Discord)))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The characters Discord counts toward an embed's 6,000.
@@ -1303,7 +1297,7 @@ fn google_chat(card: &Card) -> Value {
         widgets.push(json!({"decoratedText": {"topLabel": cut(&bare(&f.name), 200), "text": cut(&markdown(&f.value, d), 2000), "wrapText": true}}));
     }
     if !card.list.is_empty() {
-        widgets.push(json!({"textParagraph": {"text": fold(&card.list, 20, and_more).iter().map(|l| format!("• {}", markdown(l, d))).collect::<Vec<_>>().join("<br>")}}));
+        widgets.push(json!({"textParagraph": {"text": bullets(&card.list, d)}}));
     }
     let mut sections = vec![json!({"widgets": widgets})];
     for s in &card.sections {
@@ -1315,7 +1309,7 @@ fn google_chat(card: &Card) -> Value {
             w.push(json!({"decoratedText": {"topLabel": cut(&bare(&f.name), 200), "text": cut(&markdown(&f.value, d), 2000), "wrapText": true}}));
         }
         if !s.items.is_empty() {
-            w.push(json!({"textParagraph": {"text": fold(&s.items, 20, and_more).iter().map(|l| format!("• {}", markdown(l, d))).collect::<Vec<_>>().join("<br>")}}));
+            w.push(json!({"textParagraph": {"text": bullets(&s.items, d)}}));
         }
         if w.is_empty() {
             continue;
@@ -1412,13 +1406,7 @@ fn mattermost(card: &Card) -> Value {
         text.push(markdown(t, d));
     }
     if !card.list.is_empty() {
-        text.push(
-            fold(&card.list, 20, and_more)
-                .iter()
-                .map(|l| format!("- {}", markdown(l, d)))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
+        text.push(bullets(&card.list, d));
     }
     for s in &card.sections {
         if let Some(h) = &s.heading {
@@ -1435,30 +1423,12 @@ fn mattermost(card: &Card) -> Value {
             ));
         }
         if !s.items.is_empty() {
-            text.push(
-                fold(&s.items, 20, and_more)
-                    .iter()
-                    .map(|l| format!("- {}", markdown(l, d)))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            );
+            text.push(bullets(&s.items, d));
         }
     }
     let links = buttons(card, 10);
     if shows_links(card, &links) {
-        text.push(
-            links
-                .iter()
-                .map(|l| {
-                    format!(
-                        "[{}]({})",
-                        literal(&clean(&l.label), d),
-                        l.url.replace(')', "%29")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" · "),
-        );
+        text.push(inline_links(&links, d));
     }
     if !text.is_empty() {
         a.insert("text".into(), json!(cut(&text.join("\n\n"), 12_000)));
