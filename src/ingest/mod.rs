@@ -50,12 +50,12 @@ async fn receive_hook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let app = state.0.clone();
+    let metrics = state.0.metrics.clone();
     let source = path.0.clone();
     let result = handle_hook(state, path, query, admin, headers, body).await;
     match &result {
-        Ok(_) => app.metrics.event(&source, "accepted", ""),
-        Err(e) => app.metrics.event(&source, "rejected", e.code),
+        Ok(_) => metrics.event(&source, "accepted", ""),
+        Err(e) => metrics.event(&source, "rejected", e.code),
     }
     result
 }
