@@ -10,8 +10,9 @@
 //!            only the members that rules and templates read (see needs)
 //!   stage    the event through the steps below, before the commit (stage::stage):
 //!   rules      which rules take the event (RuleSet::matches)
-//!   render     each matching rule's template -> card JSON per connection kind
-//!              (Renderer::render; a fallback card when the template fails)
+//!   render     each matching rule's template -> card JSON per connection kind: Teams,
+//!              Workflows, Slack, Discord, Google Chat, Mattermost, one portable template
+//!              for all (Renderer::render; a fallback card when the template fails)
 //!   noise      dedup, limits that fold into summaries, Teams' caps, digests (Noise::decide)
 //!   store      the event's outbox records and its delivery-id claim, all or nothing,
 //!              group-committed to sled -> 202

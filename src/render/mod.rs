@@ -1,12 +1,15 @@
 //! Rendering: an event's context through a Handlebars template into the exact JSON body a
 //! webhook URL receives.
 //!
-//! In: template files (`templates/<name>.teams.hbs` for a MessageCard,
-//! `templates/<name>.workflow.hbs` for an Adaptive Card in the Teams message envelope) and an
-//! event's context. Out: a compact JSON string. Guarantees: `{{x}}` is JSON-escaped (never
+//! In: template files — `templates/<name>.card.hbs`, a portable card for every kind (see
+//! [`portable`]), and `templates/<name>.<kind>.hbs` for one kind (`teams`: a MessageCard,
+//! `workflow`: an Adaptive Card in the Teams message envelope, `slack`, `discord`,
+//! `google_chat`, `mattermost`) — and an event's context. A name renders for a kind through its
+//! own file, else its portable one, else (kinds other than Teams') its MessageCard read as a
+//! portable card. Out: a compact JSON string. Guarantees: `{{x}}` is JSON-escaped (never
 //! HTML-escaped), so upstream text cannot break the JSON; the result parses and has the shape
-//! of its kind, passes validation (see [`validate`]) and fits the size policy (see [`fit`]), or
-//! rendering fails with the template's name and what is wrong.
+//! of its kind, passes validation (see [`validate`]) and fits the kind's limits (see [`fit`]
+//! and [`portable`]), or rendering fails with the template's name and what is wrong.
 
 pub mod fallback;
 pub mod fit;
