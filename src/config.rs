@@ -312,11 +312,11 @@ impl Default for PacingConfig {
 }
 
 impl PacingConfig {
-    /// The windows (count per period) for a kind.
-    pub fn windows(&self, kind: crate::render::CardKind) -> Vec<(u32, Duration)> {
-        let list = match self {
-            Self::Switch(false) => return Vec::new(),
-            Self::Switch(true) => default_windows_of(kind),
+    /// Each kind's list of windows, when they are given per kind.
+    fn per_kind(&self) -> Option<[(crate::render::CardKind, &Vec<String>); 6]> {
+        use crate::render::CardKind;
+        match self {
+            Self::Switch(_) => None,
             Self::PerKind {
                 teams,
                 workflow,
@@ -324,14 +324,27 @@ impl PacingConfig {
                 discord,
                 google_chat,
                 mattermost,
-            } => match kind {
-                crate::render::CardKind::Teams => teams.clone(),
-                crate::render::CardKind::Workflow => workflow.clone(),
-                crate::render::CardKind::Slack => slack.clone(),
-                crate::render::CardKind::Discord => discord.clone(),
-                crate::render::CardKind::GoogleChat => google_chat.clone(),
-                crate::render::CardKind::Mattermost => mattermost.clone(),
-            },
+            } => Some([
+                (CardKind::Teams, teams),
+                (CardKind::Workflow, workflow),
+                (CardKind::Slack, slack),
+                (CardKind::Discord, discord),
+                (CardKind::GoogleChat, google_chat),
+                (CardKind::Mattermost, mattermost),
+            ]),
+        }
+    }
+
+    /// The windows (count per period) for a kind.
+    pub fn windows(&self, kind: crate::render::CardKind) -> Vec<(u32, Duration)> {
+        let list = match (self, self.per_kind()) {
+            (Self::Switch(false), _) => return Vec::new(),
+            (_, Some(lists)) => lists
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, l)| l.clone())
+                .unwrap_or_default(),
+            _ => default_windows_of(kind),
         };
         list.iter()
             .filter_map(|w| crate::units::parse_rate(w).ok())
@@ -574,23 +587,9 @@ impl Config {
         if self.delivery.concurrency == 0 || self.delivery.max_queued == 0 {
             problems.push(doc.problem("delivery", "concurrency and max_queued must be at least 1"));
         }
-        if let PacingConfig::PerKind {
-            teams,
-            workflow,
-            slack,
-            discord,
-            google_chat,
-            mattermost,
-        } = &self.delivery.pacing
-        {
-            for (kind, list) in [
-                ("teams", teams),
-                ("workflow", workflow),
-                ("slack", slack),
-                ("discord", discord),
-                ("google_chat", google_chat),
-                ("mattermost", mattermost),
-            ] {
+        if let Some(lists) = self.delivery.pacing.per_kind() {
+            for (kind, list) in lists {
+                let kind = kind.as_str();
                 for (i, w) in list.iter().enumerate() {
                     if let Err(e) = crate::units::parse_rate(w) {
                         problems.push(doc.problem(&format!("delivery.pacing.{kind}[{i}]"), e));

@@ -211,7 +211,7 @@ impl Fallback {
                     "content": content,
                 }]})
             }
-            _ => super::portable::convert(&self.portable(), kind.platform()),
+            _ => super::portable::convert(&self.portable(), kind),
         };
         card.to_string()
     }

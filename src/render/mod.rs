@@ -14,6 +14,7 @@
 pub mod fallback;
 pub mod fit;
 mod helpers;
+pub mod kind;
 pub mod people;
 pub mod portable;
 pub mod reads;
@@ -25,84 +26,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use handlebars::Handlebars;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::yaml::{Pos, Problem, Problems};
 
-/// The largest body Teams accepts, in bytes.
-pub const MAX_CARD_BYTES: usize = 28 * 1024;
-
-/// The kind of card a webhook URL takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum CardKind {
-    /// A legacy Office 365 connector: MessageCard.
-    Teams,
-    /// A Teams Workflows webhook: Adaptive Card in a message envelope.
-    Workflow,
-    /// A Slack incoming webhook: Block Kit with a `text` fallback.
-    Slack,
-    /// A Discord webhook: embeds.
-    Discord,
-    /// A Google Chat incoming webhook: cardsV2 with `text`.
-    GoogleChat,
-    /// A Mattermost incoming webhook: Slack-style attachments.
-    Mattermost,
-}
-
-impl CardKind {
-    /// Every kind.
-    pub const ALL: [CardKind; 6] = [
-        CardKind::Teams,
-        CardKind::Workflow,
-        CardKind::Slack,
-        CardKind::Discord,
-        CardKind::GoogleChat,
-        CardKind::Mattermost,
-    ];
-
-    /// The name used in files, config and the API.
-    pub fn as_str(self) -> &'static str {
-        self.platform().as_str()
-    }
-
-    /// Parses `teams`, `workflow`, `slack`, `discord`, `google_chat` or `mattermost`.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// The platform a portable card is converted for.
-    pub fn platform(self) -> portable::Platform {
-        use portable::Platform;
-        match self {
-            Self::Teams => Platform::Teams,
-            Self::Workflow => Platform::Workflow,
-            Self::Slack => Platform::Slack,
-            Self::Discord => Platform::Discord,
-            Self::GoogleChat => Platform::GoogleChat,
-            Self::Mattermost => Platform::Mattermost,
-        }
-    }
-
-    /// The largest body sent to this kind, in bytes: Teams' 28 KB, Google Chat's 32,000; for
-    /// the others (whose limits count characters of fields, checked by
-    /// [`validate::validate`]) a bound no valid card comes near.
-    pub fn max_bytes(self) -> usize {
-        match self {
-            Self::Teams | Self::Workflow => MAX_CARD_BYTES,
-            Self::GoogleChat => 32_000,
-            Self::Slack => 40_000,
-            Self::Discord => 32_000,
-            Self::Mattermost => 64_000,
-        }
-    }
-
-    /// Whether this is one of Teams' two kinds (MessageCard, Adaptive Card).
-    pub fn is_teams(self) -> bool {
-        matches!(self, Self::Teams | Self::Workflow)
-    }
-}
+pub use kind::{CardKind, MAX_CARD_BYTES};
 
 /// Why a card could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -458,11 +386,7 @@ impl Renderer {
             source,
         })?;
         let card = portable::from_message_card(&v);
-        self.finish_value(
-            kind,
-            file.to_string(),
-            portable::convert(&card, kind.platform()),
-        )
+        self.finish_value(kind, file.to_string(), portable::convert(&card, kind))
     }
 
     /// Parses a portable card, checks it, converts it to `kind`, then as [`Renderer::finish`].
@@ -481,9 +405,8 @@ impl Renderer {
             kind: "portable",
             message,
         })?;
-        let platform = kind.platform();
-        let mut value = portable::convert(&card, platform);
-        add_mentions(&self.people, &card.mentions, platform, &mut value);
+        let mut value = portable::convert(&card, kind);
+        add_mentions(&self.people, &card.mentions, kind, &mut value);
         self.finish_value(kind, file.to_string(), value)
     }
 
@@ -589,13 +512,7 @@ fn key(name: &str, kind: CardKind) -> String {
 /// Workflows a known person becomes a real mention (`<at>Name</at>`, its entity added by
 /// [`People::add_mention_entities`]); elsewhere, and for someone not in the map, the name
 /// or login is text. Upstream identities are escaped like any upstream text.
-fn add_mentions(
-    people: &people::People,
-    logins: &[String],
-    platform: portable::Platform,
-    body: &mut Value,
-) {
-    use portable::Platform;
+fn add_mentions(people: &people::People, logins: &[String], kind: CardKind, body: &mut Value) {
     if logins.is_empty() {
         return;
     }
@@ -604,8 +521,8 @@ fn add_mentions(
         Some(p) => helpers::md_escape(&p.name),
         None => helpers::md_escape(l),
     };
-    match platform {
-        Platform::Workflow => {
+    match kind {
+        CardKind::Workflow => {
             let text: Vec<String> = logins.iter().map(|l| shown(l, true)).collect();
             if let Some(b) = body
                 .pointer_mut("/attachments/0/content/body")
@@ -614,7 +531,7 @@ fn add_mentions(
                 b.push(serde_json::json!({"type": "TextBlock", "wrap": true, "text": format!("cc {}", text.join(", "))}));
             }
         }
-        Platform::Teams => {
+        CardKind::Teams => {
             let text: Vec<String> = logins.iter().map(|l| shown(l, false)).collect();
             if let Some(s) = body.get_mut("sections").and_then(Value::as_array_mut) {
                 s.push(serde_json::json!({"text": format!("cc {}", text.join(", ")), "markdown": true}));

@@ -3,7 +3,7 @@
 //!
 //! In: the JSON a portable template renders (the vocabulary of [`Card`], checked with
 //! `deny_unknown_fields`; its JSON Schema is [`SCHEMA`]). Out: the body to POST for a
-//! [`Platform`]: a MessageCard (Teams connectors), an Adaptive Card in the Teams envelope
+//! [`CardKind`]: a MessageCard (Teams connectors), an Adaptive Card in the Teams envelope
 //! (Workflows), Block Kit (Slack), embeds (Discord), cardsV2 (Google Chat), attachments
 //! (Mattermost). Guarantees: text is Markdown only in `text`, section `text` and `list`
 //! items (a CommonMark subset: `**bold**`, `*italic*` / `_italic_`, `` `code` ``,
@@ -16,6 +16,8 @@
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+
+use super::kind::CardKind;
 
 /// The portable card's JSON Schema, as `cardwire check --print-schema card` prints it.
 pub const SCHEMA: &str = include_str!("portable-card.schema.json");
@@ -149,47 +151,6 @@ pub struct Link {
     pub url: String,
 }
 
-/// A chat platform a portable card is converted for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Platform {
-    /// Teams, legacy connector: MessageCard.
-    Teams,
-    /// Teams Workflows: Adaptive Card in the message envelope.
-    Workflow,
-    /// Slack: Block Kit in an attachment, with a `text` fallback.
-    Slack,
-    /// Discord: an embed.
-    Discord,
-    /// Google Chat: cardsV2 with a `text` fallback.
-    GoogleChat,
-    /// Mattermost: a Slack-style attachment.
-    Mattermost,
-}
-
-impl Platform {
-    /// Every platform.
-    pub const ALL: [Platform; 6] = [
-        Self::Teams,
-        Self::Workflow,
-        Self::Slack,
-        Self::Discord,
-        Self::GoogleChat,
-        Self::Mattermost,
-    ];
-
-    /// Its name in files, config and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Teams => "teams",
-            Self::Workflow => "workflow",
-            Self::Slack => "slack",
-            Self::Discord => "discord",
-            Self::GoogleChat => "google_chat",
-            Self::Mattermost => "mattermost",
-        }
-    }
-}
-
 /// Parses a portable card from a template's JSON output; the message names the field.
 pub fn parse(v: Value) -> Result<Card, String> {
     let mut card: Card = serde_path_to_error::deserialize(v).map_err(|e| {
@@ -294,15 +255,15 @@ fn color(card: &Card) -> Option<String> {
         .or_else(|| card.severity.map(|s| s.color().to_string()))
 }
 
-/// The card as `platform`'s native body.
-pub fn convert(card: &Card, platform: Platform) -> Value {
-    match platform {
-        Platform::Teams => teams(card),
-        Platform::Workflow => workflow(card),
-        Platform::Slack => slack(card),
-        Platform::Discord => discord(card),
-        Platform::GoogleChat => google_chat(card),
-        Platform::Mattermost => mattermost(card),
+/// The card as `kind`'s native body.
+pub fn convert(card: &Card, kind: CardKind) -> Value {
+    match kind {
+        CardKind::Teams => teams(card),
+        CardKind::Workflow => workflow(card),
+        CardKind::Slack => slack(card),
+        CardKind::Discord => discord(card),
+        CardKind::GoogleChat => google_chat(card),
+        CardKind::Mattermost => mattermost(card),
     }
 }
 

@@ -101,18 +101,18 @@ fn markdown_comes_out_in_each_dialect() {
 #[test]
 fn each_platform_gets_its_native_card() {
     let card = full();
-    let teams = convert(&card, Platform::Teams);
+    let teams = convert(&card, CardKind::Teams);
     assert_eq!(teams["@type"], "MessageCard");
     assert_eq!(teams["themeColor"], "2DA44E");
     crate::render::validate::validate(CardKind::Teams, &teams).unwrap();
-    let workflow = convert(&card, Platform::Workflow);
+    let workflow = convert(&card, CardKind::Workflow);
     crate::render::validate::validate(CardKind::Workflow, &workflow).unwrap();
     assert_eq!(
         workflow["attachments"][0]["content"]["actions"][0]["url"],
         "https://github.com/o/r/releases/1"
     );
 
-    let slack = convert(&card, Platform::Slack);
+    let slack = convert(&card, CardKind::Slack);
     assert_eq!(slack["text"], "octo-org/hello: release v1.2");
     let a = &slack["attachments"][0];
     assert_eq!(a["color"], "#2DA44E");
@@ -124,7 +124,7 @@ fn each_platform_gets_its_native_card() {
         .any(|b| b["type"] == "actions"
             && b["elements"][0]["url"] == "https://github.com/o/r/releases/1"));
 
-    let discord = convert(&card, Platform::Discord);
+    let discord = convert(&card, CardKind::Discord);
     let e = &discord["embeds"][0];
     assert_eq!(e["color"], 0x2DA44E);
     assert_eq!(
@@ -137,7 +137,7 @@ fn each_platform_gets_its_native_card() {
     );
     assert_eq!(discord["allowed_mentions"], json!({"parse": []}));
 
-    let chat = convert(&card, Platform::GoogleChat);
+    let chat = convert(&card, CardKind::GoogleChat);
     assert_eq!(
         chat["cardsV2"][0]["card"]["header"]["title"],
         "octo-org/hello: release v1.2"
@@ -146,7 +146,7 @@ fn each_platform_gets_its_native_card() {
     let widgets = &chat["cardsV2"][0]["card"]["sections"][0]["widgets"];
     assert_eq!(widgets[1]["decoratedText"]["topLabel"], "Tag");
 
-    let mm = convert(&card, Platform::Mattermost);
+    let mm = convert(&card, CardKind::Mattermost);
     let a = &mm["attachments"][0];
     assert_eq!(a["title_link"], "https://github.com/o/r/releases/1");
     assert_eq!(a["fields"][1]["value"], "octo-org/hello");
@@ -244,7 +244,7 @@ fn strings(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-fn check_inert(p: Platform, body: &Value) -> Result<(), String> {
+fn check_inert(p: CardKind, body: &Value) -> Result<(), String> {
     let mut all = Vec::new();
     strings(body, &mut all);
     for s in &all {
@@ -255,9 +255,9 @@ fn check_inert(p: Platform, body: &Value) -> Result<(), String> {
             return Err(format!("{}: a bidi override in {s:?}", p.as_str()));
         }
         let bad: &[&str] = match p {
-            Platform::Slack => &["<!", "<@", "<#", "<https://evil"],
-            Platform::Discord => &["@everyone", "@here", "](https://evil"],
-            Platform::Mattermost => &[
+            CardKind::Slack => &["<!", "<@", "<#", "<https://evil"],
+            CardKind::Discord => &["@everyone", "@here", "](https://evil"],
+            CardKind::Mattermost => &[
                 "@everyone",
                 "@here",
                 "@channel",
@@ -265,15 +265,15 @@ fn check_inert(p: Platform, body: &Value) -> Result<(), String> {
                 "<!",
                 "](https://evil",
             ],
-            Platform::GoogleChat => &["<users/", "<script", "<b>html", "href=\"https://evil"],
-            Platform::Teams | Platform::Workflow => {
+            CardKind::GoogleChat => &["<users/", "<script", "<b>html", "href=\"https://evil"],
+            CardKind::Teams | CardKind::Workflow => {
                 &["](https://evil", "<at>", "<script", "<b>html"]
             }
         };
         for b in bad {
             // In the Markdown dialects a backslash makes the next character text: `\](` is
             // no link, `\<` no tag. Slack and Google Chat's HTML have no such escape.
-            let escapes = !matches!(p, Platform::Slack | Platform::GoogleChat);
+            let escapes = !matches!(p, CardKind::Slack | CardKind::GoogleChat);
             let found = s
                 .match_indices(b)
                 .any(|(i, _)| !(escapes && s[..i].ends_with('\\')));
@@ -285,22 +285,18 @@ fn check_inert(p: Platform, body: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn check_limits(p: Platform, body: &mut Value) -> Result<(), String> {
+fn check_limits(p: CardKind, body: &mut Value) -> Result<(), String> {
     let chars = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
     match p {
-        Platform::Teams | Platform::Workflow => {
-            let kind = if p == Platform::Teams {
-                CardKind::Teams
-            } else {
-                CardKind::Workflow
-            };
+        CardKind::Teams | CardKind::Workflow => {
+            let kind = p;
             crate::render::fit::fit(kind, body);
             crate::render::validate::validate(kind, body).map_err(|e| e.join("; "))?;
             if body.to_string().len() > crate::render::MAX_CARD_BYTES {
                 return Err(format!("{} bytes", body.to_string().len()));
             }
         }
-        Platform::Slack => {
+        CardKind::Slack => {
             let blocks = body["attachments"][0]["blocks"].as_array().unwrap();
             if blocks.len() > 50 {
                 return Err(format!("{} blocks", blocks.len()));
@@ -319,7 +315,7 @@ fn check_limits(p: Platform, body: &mut Value) -> Result<(), String> {
                 }
             }
         }
-        Platform::Discord => {
+        CardKind::Discord => {
             let e = &body["embeds"][0];
             if discord_chars(e) > 6000
                 || chars(&e["title"]) > 256
@@ -336,12 +332,12 @@ fn check_limits(p: Platform, body: &mut Value) -> Result<(), String> {
                 return Err("allowed_mentions".into());
             }
         }
-        Platform::GoogleChat => {
+        CardKind::GoogleChat => {
             if body.to_string().len() > 32_000 {
                 return Err(format!("{} bytes", body.to_string().len()));
             }
         }
-        Platform::Mattermost => {
+        CardKind::Mattermost => {
             if chars(&body["attachments"][0]["text"]) > 16_383 {
                 return Err("text over 16,383".into());
             }
@@ -360,7 +356,7 @@ proptest! {
     #[test]
     fn hostile_text_comes_out_inert_and_within_limits(h in hostile()) {
         let card = card_of(&h);
-        for p in Platform::ALL {
+        for p in CardKind::ALL {
             let mut body = convert(&card, p);
             if let Err(e) = check_inert(p, &body) {
                 prop_assert!(false, "{}", e);
@@ -389,6 +385,6 @@ fn blank_fields_are_left_out() {
     assert_eq!(card.facts[0].value, "—");
     assert!(card.links.is_empty() && card.sections.is_empty());
     assert_eq!(card.list, ["one"]);
-    let wf = convert(&card, Platform::Workflow);
+    let wf = convert(&card, CardKind::Workflow);
     assert!(!wf.to_string().contains(r#""text":"""#), "{wf}");
 }
