@@ -166,13 +166,31 @@ async fn get_delivery(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let internal = |e: crate::store::StoreError| ApiError::internal(&e);
-    // Keyed lookups: the dead letters and delivered records by id, then the outbox.
-    let (mut summary, record) = if let Some(d) = app.store.dead_letter(&id).map_err(internal)? {
-        (dead_summary(&d), d.record)
-    } else if let Some(d) = app.store.delivered_record(&id).map_err(internal)? {
-        (delivered_summary(&d), d.record)
-    } else if let Some(r) = app.store.queued_record(&id).map_err(internal)? {
-        (summary(&r, queued_state(&r)), r)
+    // The dead letters and delivered records by id, then the outbox (a walk). Every move
+    // writes where a card goes before the card leaves where it was, so a card that moved out of
+    // the outbox during the walk is in the dead letters or delivered records by now: they are
+    // looked at once more before the answer is 404.
+    let terminal = || -> Result<Option<(Value, OutboxRecord)>, ApiError> {
+        Ok(
+            if let Some(d) = app.store.dead_letter(&id).map_err(internal)? {
+                Some((dead_summary(&d), d.record))
+            } else {
+                app.store
+                    .delivered_record(&id)
+                    .map_err(internal)?
+                    .map(|d| (delivered_summary(&d), d.record))
+            },
+        )
+    };
+    let found = match terminal()? {
+        Some(f) => Some(f),
+        None => match app.store.queued_record(&id).map_err(internal)? {
+            Some(r) => Some((summary(&r, queued_state(&r)), r)),
+            None => terminal()?,
+        },
+    };
+    let (mut summary, record) = if let Some(f) = found {
+        f
     } else {
         return Err(ApiError::not_found(format!("no delivery {id}")));
     };

@@ -5,8 +5,8 @@
 //! order they were accepted, keyed `connection id ‖ sequence (u64, big-endian)`. Guarantees:
 //! a card is never lost between queued, dead and delivered: each move writes where the card goes
 //! before removing it from where it was (a crash between the two leaves it in both, so it may be
-//! sent again: at least once), except that a delivered card leaves the outbox first (a crash
-//! loses the record of the delivery, never a card); no sled transaction or batch is used (see
+//! sent again: at least once; a lookup by id that misses a card where it was finds it where it
+//! went); no sled transaction or batch is used (see
 //! [`Store::enqueue_event`]); the in-memory counts follow every move; what has been delivered
 //! keeps its record (without its body) for `keep_delivered`.
 
@@ -170,9 +170,10 @@ pub trait Outbox {
 
     /// Moves a delivered card out of the outbox into the delivered records (without its body).
     ///
-    /// Two writes, not a transaction (see [`Store::enqueue_event`]): the card leaves the outbox, then its record is added. A crash between
-    /// them loses the record of the delivery, never a card; a crash before both leaves the card
-    /// queued, to be sent again with the same `Idempotency-Key` (at least once).
+    /// Two writes, not a transaction (see [`Store::enqueue_event`]), in the order of every
+    /// move: its record is added, then the card leaves the outbox. A lookup that misses it in
+    /// the outbox therefore finds its record; a crash between the two leaves the card queued,
+    /// to be sent again with the same `Idempotency-Key` (at least once).
     fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError>;
 
     /// Removes delivered records older than `keep`; returns how many.
@@ -335,8 +336,8 @@ impl Outbox for Store {
             record: kept,
             delivered_ms: self.clock.now_ms(),
         })?;
-        let queued = self.outbox.remove(&key.0)?.is_some();
         self.delivered.insert(rec.id.as_str(), value)?;
+        let queued = self.outbox.remove(&key.0)?.is_some();
         let was_retrying = rec.attempts > 1;
         self.count(|c| {
             if queued {
