@@ -129,9 +129,11 @@ impl ConnectionRecords for Store {
         for kv in self.outbox.scan_prefix(id.as_str()) {
             let (key, v) = kv?;
             self.outbox.remove(key)?;
-            let retrying = decode::<OutboxRecord>(&v)
-                .map(|r| r.attempts > 0)
-                .unwrap_or(false);
+            let rec = decode::<OutboxRecord>(&v);
+            if let Ok(rec) = &rec {
+                self.unindex(rec.id.as_str());
+            }
+            let retrying = rec.is_ok_and(|r| r.attempts > 0);
             self.count(|c| {
                 c.queued -= 1;
                 if retrying {

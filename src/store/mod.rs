@@ -8,8 +8,9 @@
 //! group commit: callers that arrive while a flush runs share the next one, so a burst of
 //! requests costs a few fsyncs, not one each, and no request waits on a timer.
 //!
-//! Card counts are kept in memory as cards move; a clean stop leaves them in the `meta` tree so
-//! that the next start need not walk the queue, and a start after a crash counts again.
+//! Card counts, and the index of queued cards by id ([`queued_ids`]), are kept in memory as
+//! cards move; a clean stop leaves them in the `meta` tree so that the next start need not walk
+//! the queue, and a start after a crash counts and indexes again.
 //!
 //! One file per kind of record, each with the types it persists and its methods:
 //! [`connections`], [`outbox`] (queued cards, dead letters, delivered records), [`noise`]
@@ -27,6 +28,7 @@ pub mod connections;
 pub mod flows;
 pub mod noise;
 pub mod outbox;
+pub mod queued_ids;
 pub mod recent;
 pub mod secrets;
 pub mod seen;
@@ -93,6 +95,8 @@ pub struct Store {
     db: sled::Db,
     connections: sled::Tree,
     outbox: sled::Tree,
+    /// Queued cards by delivery id (see [`queued_ids`]).
+    queued_ids: Mutex<queued_ids::QueuedIds>,
     dead: sled::Tree,
     seen: sled::Tree,
     flows: sled::Tree,
@@ -158,13 +162,21 @@ impl Store {
         let delivered = db.open_tree("delivered")?;
         let recent = db.open_tree("recent_events")?;
         let meta = db.open_tree("meta")?;
-        let counts = match meta.remove(CLEAN_COUNTS)? {
-            // A clean stop wrote the counts: no walk over the queue (which, with 100,000
-            // cards, would page ~300 MB through sled). The record is gone from here on, so a
-            // crash before the next clean stop makes the next start count again.
+        // Whatever a clean stop left is taken now, so that a crash before the next clean stop
+        // makes the next start count again.
+        let saved_ids = meta.remove(CLEAN_QUEUED_IDS)?;
+        let (counts, queued_ids) = match meta.remove(CLEAN_COUNTS)? {
+            // A clean stop wrote the counts and the index: no walk over the queue (which,
+            // with 100,000 cards, would page ~300 MB through sled).
             Some(v) => {
                 db.flush()?;
-                decode(&v)?
+                let counts: Counts = decode(&v)?;
+                let saved = saved_ids.and_then(|b| queued_ids::QueuedIds::decode(&b));
+                match saved {
+                    Some(index) if index.len() == counts.queued => (counts, index),
+                    // Written by a version without the index: walk the queue once.
+                    _ => (counts, index_queue(&outbox)?),
+                }
             }
             None => recover(
                 &outbox,
@@ -183,6 +195,7 @@ impl Store {
             sync,
             connections: db.open_tree("connections")?,
             outbox,
+            queued_ids: Mutex::new(queued_ids),
             dead,
             seen: db.open_tree("seen")?,
             flows: db.open_tree("connect_states")?,
@@ -295,6 +308,8 @@ impl Durable for Store {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.ring.save()?;
+        let index = self.queued_ids.lock().expect("index lock").encode();
+        self.meta.insert(CLEAN_QUEUED_IDS, index)?;
         self.meta
             .insert(CLEAN_COUNTS, serde_json::to_vec(&self.counts())?)?;
         self.db.flush()?;
@@ -400,8 +415,11 @@ fn open_locked(config: &sled::Config, dir: &Path) -> Result<sled::Db, sled::Erro
 /// The key of the counts a clean stop leaves in the `meta` tree.
 const CLEAN_COUNTS: &str = "clean_stop_counts";
 
-/// Counts the cards in each state by walking the trees (after a crash, or the first start).
-/// Counts the cards after a crash, and takes back the cards of an event whose delivery-id
+/// The key of the index of queued cards a clean stop leaves in the `meta` tree.
+const CLEAN_QUEUED_IDS: &str = "clean_stop_queued_ids";
+
+/// Counts the cards after a crash (or at the first start) by walking the trees, indexes the
+/// queued cards by id, and takes back the cards of an event whose delivery-id
 /// claim never reached the disk (a crash inside [`Store::enqueue_event`]: its upstream had no
 /// 202 and will deliver it again). A card queued longer than [`seen::SEEN_FOR`] (less an hour)
 /// is kept: its claim may have been pruned.
@@ -411,10 +429,11 @@ fn recover(
     delivered: &sled::Tree,
     seen: &sled::Tree,
     now_ms: u64,
-) -> Result<Counts, StoreError> {
+) -> Result<(Counts, queued_ids::QueuedIds), StoreError> {
     // Only these fields are read of each card (the body is skipped, not copied).
     #[derive(Deserialize)]
-    struct Head {
+    struct Head<'a> {
+        id: &'a str,
         #[serde(default)]
         attempts: u32,
         #[serde(default)]
@@ -428,9 +447,10 @@ fn recover(
         ..Counts::default()
     };
     let mut taken_back = 0;
+    let mut index = queued_ids::QueuedIds::default();
     for kv in outbox.iter() {
         let (k, v) = kv?;
-        let head = decode::<Head>(&v)?;
+        let head: Head<'_> = serde_json::from_slice(&v)?;
         if let Some(claim) = &head.claim {
             if head.created_ms >= recent && !seen.contains_key(claim)? {
                 outbox.remove(k)?;
@@ -438,6 +458,7 @@ fn recover(
                 continue;
             }
         }
+        index.insert(head.id, &k);
         counts.queued += 1;
         if head.attempts > 0 {
             counts.retrying += 1;
@@ -449,7 +470,22 @@ fn recover(
             "cards of events cut short by a crash taken back; their upstreams had no 202 and deliver them again"
         );
     }
-    Ok(counts)
+    Ok((counts, index))
+}
+
+/// Indexes every queued card by its delivery id, walking the queue.
+fn index_queue(outbox: &sled::Tree) -> Result<queued_ids::QueuedIds, StoreError> {
+    #[derive(Deserialize)]
+    struct Id<'a> {
+        id: &'a str,
+    }
+    let mut index = queued_ids::QueuedIds::default();
+    for kv in outbox.iter() {
+        let (k, v) = kv?;
+        let card: Id<'_> = serde_json::from_slice(&v)?;
+        index.insert(card.id, &k);
+    }
+    Ok(index)
 }
 
 /// Writes the playground's ring to sled once a second until the store closes it.
@@ -536,6 +572,7 @@ mod tests {
             ("flows.rs", include_str!("flows.rs")),
             ("noise.rs", include_str!("noise.rs")),
             ("outbox.rs", include_str!("outbox.rs")),
+            ("queued_ids.rs", include_str!("queued_ids.rs")),
             ("recent.rs", include_str!("recent.rs")),
             ("seen.rs", include_str!("seen.rs")),
             ("secrets.rs", include_str!("secrets.rs")),
@@ -666,6 +703,105 @@ mod tests {
             store.reserve_delivery("cut", &EventId::new()).unwrap(),
             None
         );
+    }
+
+    /// Queued cards are found by id through the index in memory, which follows every move
+    /// (queued, delivered, dead, taken back, revived, connection removed), is saved by a clean
+    /// stop and loaded by the next start, built by walking the queue after a crash, and built
+    /// once for a store an older version wrote (no index saved). The lookup reads the index,
+    /// not the queue: a card whose entry is missing is not found.
+    #[tokio::test]
+    async fn queued_cards_are_found_by_id_through_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let con = ConnectionId::new();
+        let indexed = |store: &Store, ids: &[&OutboxRecord]| -> Vec<bool> {
+            let index = store.queued_ids.lock().unwrap();
+            ids.iter()
+                .map(|r| index.key(r.id.as_str()).is_some())
+                .collect()
+        };
+        let (a, b, c) = (record(&con, 1), record(&con, 2), record(&con, 3));
+        {
+            let store = Store::open(dir.path(), None).unwrap();
+            let ka = store.enqueue(&a).unwrap();
+            let kb = store.enqueue(&b).unwrap();
+            store.enqueue(&c).unwrap();
+            assert_eq!(store.queued_record(b.id.as_str()).unwrap(), Some(b.clone()));
+            store.deliver(&ka, &a).unwrap();
+            let letter = DeadLetter {
+                record: b.clone(),
+                reason: "410".into(),
+                dead_ms: 1,
+            };
+            store.bury(&kb, &letter).unwrap();
+            assert_eq!(indexed(&store, &[&a, &b, &c]), [false, false, true]);
+            assert_eq!(store.queued_record(a.id.as_str()).unwrap(), None);
+            assert_eq!(store.queued_record(c.id.as_str()).unwrap(), Some(c.clone()));
+            // An event already claimed: its cards are taken back, their entries too.
+            let first = EventId::new();
+            store
+                .enqueue_event(Some(("d1", &first)), &mut [])
+                .unwrap()
+                .unwrap();
+            let mut again = [record(&con, 4)];
+            assert_eq!(
+                store
+                    .enqueue_event(Some(("d1", &EventId::new())), &mut again)
+                    .unwrap(),
+                Err(first)
+            );
+            assert_eq!(store.queued_ids.lock().unwrap().len(), 1);
+            // Revived: queued again, found again.
+            store.revive(std::slice::from_ref(&b.id)).unwrap();
+            assert_eq!(
+                store.queued_record(b.id.as_str()).unwrap().map(|r| r.id),
+                Some(b.id.clone())
+            );
+            // The lookup is the index's: without its entry, a queued card is not found.
+            store.unindex(c.id.as_str());
+            assert_eq!(store.queued_record(c.id.as_str()).unwrap(), None);
+            // An entry whose card has moved on finds nothing.
+            store
+                .queued_ids
+                .lock()
+                .unwrap()
+                .insert(a.id.as_str(), &kb.0);
+            assert_eq!(store.queued_record(a.id.as_str()).unwrap(), None);
+        }
+        // A clean stop saved the index as it stood (c forgotten above): loaded as such.
+        {
+            let store = Store::open(dir.path(), None).unwrap();
+            assert_eq!(indexed(&store, &[&a, &b, &c]), [true, true, false]);
+        }
+        // As after kill -9: the next start walks the queue and indexes what is there.
+        let crash = || {
+            let path = dir.path().join("sled");
+            let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
+            db.open_tree("meta").unwrap().remove(CLEAN_COUNTS).unwrap();
+            db.flush().unwrap();
+        };
+        crash();
+        {
+            let store = Store::open(dir.path(), None).unwrap();
+            assert_eq!(indexed(&store, &[&a, &b, &c]), [false, true, true]);
+            assert!(store.queued_record(c.id.as_str()).unwrap().is_some());
+            // Removing the connection drops its cards' entries.
+            store.remove_connection(&con).unwrap();
+            assert!(store.queued_ids.lock().unwrap().is_empty());
+            store.enqueue(&a).unwrap();
+        }
+        // A store an older version wrote: a queue and a clean stop's counts, no index.
+        {
+            let path = dir.path().join("sled");
+            let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            assert!(meta.remove(CLEAN_QUEUED_IDS).unwrap().is_some());
+            assert!(meta.get(CLEAN_COUNTS).unwrap().is_some());
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), None).unwrap();
+        assert_eq!(indexed(&store, &[&a, &b, &c]), [true, false, false]);
+        assert!(store.queued_record(a.id.as_str()).unwrap().is_some());
     }
 
     #[tokio::test]

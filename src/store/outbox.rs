@@ -6,7 +6,8 @@
 //! a card is never lost between queued, dead and delivered: each move writes where the card goes
 //! before removing it from where it was (a crash between the two leaves it in both, so it may be
 //! sent again: at least once; a lookup by id that misses a card where it was finds it where it
-//! went); no sled transaction or batch is used (see
+//! went); queued cards are found by id through an index in memory ([`super::queued_ids`]),
+//! updated after each move; no sled transaction or batch is used (see
 //! [`Store::enqueue_event`]); the in-memory counts follow every move; what has been delivered
 //! keeps its record (without its body) for `keep_delivered`.
 
@@ -126,7 +127,7 @@ pub struct Delivered {
 
 /// A key of the outbox tree: connection id, then a sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxKey(sled::IVec);
+pub struct OutboxKey(pub(super) sled::IVec);
 
 /// Queued cards per connection, dead letters, delivered records.
 pub trait Outbox {
@@ -208,8 +209,8 @@ pub trait Outbox {
     /// A delivered card's record, by its delivery id (keyed by it).
     fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError>;
 
-    /// A queued card, by its delivery id: only the outbox (at most `delivery.max_queued` cards)
-    /// is read, and only the card found is decoded whole.
+    /// A queued card, by its delivery id, through an index kept with every move (see
+    /// [`super::queued_ids`]): one lookup, not a walk over the queue.
     fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
 
     /// Dead letters with ids after `after`, in id order, that `keep` keeps: read lazily, so a
@@ -338,6 +339,7 @@ impl Outbox for Store {
         })?;
         self.delivered.insert(rec.id.as_str(), value)?;
         let queued = self.outbox.remove(&key.0)?.is_some();
+        self.unindex(rec.id.as_str());
         let was_retrying = rec.attempts > 1;
         self.count(|c| {
             if queued {
@@ -420,6 +422,7 @@ impl Outbox for Store {
         self.dead
             .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
         self.outbox.remove(&key.0)?;
+        self.unindex(letter.record.id.as_str());
         let was_retrying = letter.record.attempts > 1;
         self.count(|c| {
             c.queued -= 1;
@@ -451,19 +454,18 @@ impl Outbox for Store {
     }
 
     fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
-        #[derive(Deserialize)]
-        struct Id<'a> {
-            #[serde(borrow)]
-            id: &'a str,
-        }
-        for v in self.outbox.iter().values() {
-            let v = v?;
-            let seen: Id<'_> = serde_json::from_slice(&v)?;
-            if seen.id == id {
-                return decode(&v).map(Some);
+        let key = self.queued_ids.lock().expect("index lock").key(id);
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        // The card may have just moved on: only the card itself, with this id, is an answer.
+        match self.outbox.get(key)? {
+            Some(v) => {
+                let rec: OutboxRecord = decode(&v)?;
+                Ok((rec.id.as_str() == id).then_some(rec))
             }
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     fn dead_page(
@@ -531,14 +533,27 @@ impl Store {
             self.count(|c| c.queued -= 1);
             return Err(e.into());
         }
+        self.queued_ids
+            .lock()
+            .expect("index lock")
+            .insert(rec.id.as_str(), &key);
         visible();
         Ok(OutboxKey(key))
+    }
+
+    /// Forgets a card that has left the queue.
+    pub(super) fn unindex(&self, id: &str) {
+        self.queued_ids.lock().expect("index lock").remove(id);
     }
 
     /// Removes a card just queued (its event was not accepted after all).
     fn take_back(&self, key: &OutboxKey) -> Result<(), StoreError> {
         if let Some(v) = self.outbox.remove(&key.0)? {
-            let retrying = decode::<OutboxRecord>(&v).is_ok_and(|r| r.attempts > 0);
+            let rec = decode::<OutboxRecord>(&v);
+            if let Ok(rec) = &rec {
+                self.unindex(rec.id.as_str());
+            }
+            let retrying = rec.is_ok_and(|r| r.attempts > 0);
             self.count(|c| {
                 c.queued -= 1;
                 if retrying {
