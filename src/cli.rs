@@ -394,8 +394,12 @@ fn kinds_summary(pipeline: &crate::pipeline::Pipeline) -> Vec<String> {
         let way = by
             .iter()
             .map(|(how, kinds)| {
-                format!("{} by {how}", kinds.join(", "))
-                    .replace("by its own template", "by their own templates")
+                let line = format!("{} by {how}", kinds.join(", "));
+                if kinds.len() > 1 {
+                    line.replace("by its own template", "by their own templates")
+                } else {
+                    line
+                }
             })
             .collect::<Vec<_>>()
             .join("; ");

@@ -546,11 +546,12 @@ pub fn item_of(
     let card: Value = teams_card
         .and_then(|b| serde_json::from_str(b).ok())
         .unwrap_or(Value::Null);
+    // A MessageCard's title is Markdown; the item holds what a reader sees of it.
     let title = card["title"]
         .as_str()
-        .or(card["summary"].as_str())
-        .unwrap_or(&event.event_type)
-        .to_string();
+        .map(crate::render::portable::unmarkdown)
+        .or(card["summary"].as_str().map(str::to_string))
+        .unwrap_or_else(|| event.event_type.clone());
     let url = card
         .pointer("/potentialAction/0/targets/0/uri")
         .and_then(Value::as_str)

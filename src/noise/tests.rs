@@ -342,8 +342,8 @@ fn a_headline_is_what_the_event_is_about() {
     );
 }
 
-/// Summaries and digests render for every kind: the shipped MessageCard templates read as
-/// portable cards for the chats other than Teams, each valid for its kind.
+/// Summaries and digests render for every kind from their shipped portable templates, each
+/// valid for its kind.
 #[tokio::test]
 async fn summaries_and_digests_render_for_every_kind() {
     for kind in CardKind::ALL {

@@ -199,7 +199,20 @@ handlebars_helper!(join: |list: Value, sep: str| match &list {
 });
 handlebars_helper!(plural_helper: |n: Value, one: str, *args| plural(&n, one, args.get(2).and_then(|v| v.as_str())));
 handlebars_helper!(date_helper: |v: Value, *args| date(&v, args.get(1).and_then(|f| f.as_str()), jiff::Timestamp::now()));
+handlebars_helper!(url_part: |s: Value| url_part_of(&as_text(&s)));
 handlebars_helper!(link_helper: |url: Value, text: Value| link(&as_text(&url), &as_text(&text)));
+
+/// Text made safe as one part of a URL's path or query: everything but letters, digits and
+/// `-._~` percent-encoded (RFC 3986's unreserved characters).
+pub fn url_part_of(s: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    const PART: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(s, PART).to_string()
+}
 
 fn as_text(v: &Value) -> String {
     match v {
@@ -313,6 +326,7 @@ pub fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("plural", Box::new(plural_helper));
     hb.register_helper("date", Box::new(date_helper));
     hb.register_helper("link", Box::new(link_helper));
+    hb.register_helper("url_part", Box::new(url_part));
 }
 
 #[cfg(test)]
@@ -422,6 +436,16 @@ mod tests {
 
     /// Regression: a release named `0.0.1` showed as `0\.0.1` where Teams renders the
     /// escape literally; only what would start a block at that position is escaped.
+    #[test]
+    fn url_part_encodes_all_but_unreserved_characters() {
+        assert_eq!(url_part_of("6113728f27ae"), "6113728f27ae");
+        assert_eq!(url_part_of("v1.0-rc_1~x"), "v1.0-rc_1~x");
+        assert_eq!(
+            url_part_of("a b/\"c\"?&#é"),
+            "a%20b%2F%22c%22%3F%26%23%C3%A9"
+        );
+    }
+
     #[test]
     fn md_escapes_a_block_marker_only_where_it_starts_a_block() {
         for plain in ["0.0.1", "1.2.3-rc1", "#123 fixed", "-rc1", "+1", "x\n10.5%"] {

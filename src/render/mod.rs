@@ -155,7 +155,7 @@ impl Renderer {
                 problems.push(Problem::new(
                     &shown,
                     Pos { line: 1, col: 1 },
-                    "a template file is named <name>.card.hbs (a portable card, for every kind), <name>.teams.hbs (MessageCard) or <name>.workflow.hbs (Adaptive Card)",
+                    "a template file is named <name>.card.hbs (a portable card, for every kind) or <name>.<kind>.hbs for one kind: teams (MessageCard), workflow (Adaptive Card), slack, discord, google_chat, mattermost",
                 ));
                 continue;
             };

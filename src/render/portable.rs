@@ -530,14 +530,25 @@ enum Dialect {
 /// Text the reader sees literally: escaped for the dialect, and unable to mention anyone.
 fn literal(s: &str, d: Dialect) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    let mut prev = ' ';
-    for c in s.chars() {
+    // Where a piece starts may be where a line starts: `#` there, followed by a space or
+    // nothing after its run, would make a heading; anywhere else (`#123`) it is text.
+    let mut prev = '\n';
+    for (i, c) in s.char_indices() {
+        let heading = || {
+            prev == '\n'
+                && s[i..]
+                    .trim_start_matches('#')
+                    .chars()
+                    .next()
+                    .is_none_or(|n| n == ' ' || n == '\t')
+        };
         match d {
             Dialect::Teams => {
                 if matches!(
                     c,
-                    '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '~' | '&' | '|' | '#'
-                ) {
+                    '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '~' | '&' | '|'
+                ) || c == '#' && heading()
+                {
                     out.push('\\');
                 }
                 out.push(c);
@@ -558,8 +569,9 @@ fn literal(s: &str, d: Dialect) -> String {
             Dialect::Discord | Dialect::Mattermost => {
                 if matches!(
                     c,
-                    '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '<' | '>' | '~' | '|' | '#'
-                ) {
+                    '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '<' | '>' | '~' | '|'
+                ) || c == '#' && heading()
+                {
                     out.push('\\');
                 }
                 out.push(c);
@@ -573,7 +585,6 @@ fn literal(s: &str, d: Dialect) -> String {
         }
         prev = c;
     }
-    let _ = prev;
     out
 }
 
@@ -932,8 +943,12 @@ fn workflow(card: &Card) -> Value {
     if !card.facts.is_empty() {
         body.push(workflow_facts(&card.facts));
     }
-    if !card.list.is_empty() {
-        body.push(json!({"type": "TextBlock", "wrap": true, "text": bullets(&card.list, d)}));
+    // A line a block (as Teams shows commits): the size policy then folds lines, not
+    // characters, when a card is too big.
+    for l in fold(&card.list, 20, and_more) {
+        body.push(
+            json!({"type": "TextBlock", "wrap": true, "spacing": "Small", "text": markdown(&l, d)}),
+        );
     }
     for s in &card.sections {
         if let Some(h) = &s.heading {

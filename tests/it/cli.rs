@@ -28,11 +28,44 @@ fn check_passes_on_what_ships() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("rules (built in)"));
-    // Which kinds the templates render, and how.
+    // Which kinds the templates render, and how: every shipped one is portable.
     assert!(
-        stdout.contains("templates: teams, workflow by their own templates; slack, discord, google_chat, mattermost by the MessageCard template"),
+        stdout.contains("kinds: 19 templates: teams, workflow, slack, discord, google_chat, mattermost by the portable template"),
         "{stdout}"
     );
+    // A template of one kind beside a portable one overrides it for that kind, and says so.
+    let templates = dir.path().join("templates");
+    let cp = Command::new("cp")
+        .arg("-r")
+        .arg(root().join("templates"))
+        .arg(&templates)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::write(
+        templates.join("github/push.slack.hbs"),
+        r#"{"text": "pushed {{payload.ref}}"}"#,
+    )
+    .unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!("rules_dir: {}/rules\ntemplates_dir: templates\nsources:\n  github: {{kind: github}}\n  gitlab: {{kind: gitlab}}\n  alertmanager: {{kind: alertmanager}}\n", root().display()),
+    )
+    .unwrap();
+    let out = cardwire()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for line in [
+        "kinds: 18 templates: teams, workflow, slack, discord, google_chat, mattermost by the portable template",
+        "kinds: 1 template: teams, workflow, discord, google_chat, mattermost by the portable template; slack by its own template",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
     // And the repository's own folders.
     let out = cardwire()
         .arg("check")
@@ -904,14 +937,11 @@ fn render_shows_the_fallback_card_when_a_template_fails() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(line["rule"], "github-pr-merged");
-    assert_eq!(
-        line["fallback"]["template"],
-        "github/pull_request.teams.hbs"
-    );
+    assert_eq!(line["fallback"]["template"], "github/pull_request.card.hbs");
     assert_eq!(line["body"]["@type"], "MessageCard", "{line}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("github/pull_request.teams.hbs") && stderr.contains("fallback"),
+        stderr.contains("github/pull_request.card.hbs") && stderr.contains("fallback"),
         "{stderr}"
     );
 }

@@ -79,8 +79,8 @@ async fn render_explains_every_rule_and_renders_the_matches() {
 #[tokio::test]
 async fn an_edited_template_renders_or_names_its_error_position() {
     let g = Gateway::start().await;
-    let edited = r#"{"@type": "MessageCard", "@context": "https://schema.org/extensions",
-  "summary": "edited", "text": "Issue {{payload.issue.title}} by {{payload.sender.login}}"}"#;
+    // The rule's template is portable: an edit is a portable card, shown here as Teams'.
+    let edited = r#"{"title": "edited", "text": "Issue {{md payload.issue.title}} by {{payload.sender.login}}"}"#;
     let body = json!({"source": "github", "headers": {"X-GitHub-Event": "issues"},
         "payload": payload("github/issues.opened.15.json"),
         "rule": "github-issue-opened", "template": edited, "kind": "teams"});
@@ -89,12 +89,13 @@ async fn an_edited_template_renders_or_names_its_error_position() {
     let cards = v["cards"].as_array().unwrap();
     assert_eq!(cards.len(), 1, "{v}");
     assert_eq!(cards[0]["valid"], true, "{v}");
-    let text = cards[0]["body"]["text"].as_str().unwrap();
-    assert!(text.starts_with("Issue "), "{text}");
+    assert_eq!(cards[0]["body"]["summary"], "edited", "{v}");
+    let text = cards[0]["body"]["sections"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("Issue Spelling error"), "{text}");
     assert!(!text.contains("{{"), "{text}");
 
     // An unclosed block on line 2: the error names the line.
-    let broken = "{\"@type\": \"MessageCard\",\n  \"text\": \"{{#if payload.issue}}open\"}";
+    let broken = "{\"title\": \"x\",\n  \"text\": \"{{#if payload.issue}}open\"}";
     let mut b = body.clone();
     b["template"] = json!(broken);
     let (status, v) = post(&g, "/api/render", b).await;
@@ -507,14 +508,14 @@ async fn save_template_writes_reloads_or_takes_a_rejected_text_back() {
     config.playground.write = true;
     let mut g = Gateway::start_with(config).await;
     g.keep(data);
-    let file = templates.path().join("github/issue.teams.hbs");
+    let file = templates.path().join("github/issue.card.hbs");
     let original = std::fs::read_to_string(&file).unwrap();
     let render = json!({"source": "github", "headers": {"X-GitHub-Event": "issues"},
         "payload": payload("github/issues.opened.15.json"), "rule": "github-issue-opened"});
 
     // A good edit: on disk and in force.
-    let edited = original.replacen("\"summary\": \"", "\"summary\": \"[saved] ", 1);
-    assert_ne!(edited, original, "the template has a summary to edit");
+    let edited = original.replacen("\"title\": \"", "\"title\": \"[saved] ", 1);
+    assert_ne!(edited, original, "the template has a title to edit");
     let (status, v) = put(
         &g,
         json!({"template": "github/issue", "kind": "teams", "text": edited}),
@@ -545,7 +546,7 @@ async fn save_template_writes_reloads_or_takes_a_rejected_text_back() {
         "{v}"
     );
     assert!(
-        v["detail"].as_str().unwrap().contains("issue.teams.hbs:"),
+        v["detail"].as_str().unwrap().contains("issue.card.hbs:"),
         "the problem names the file and position: {v}"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), edited);
