@@ -207,6 +207,53 @@ pub struct CheckArgs {
     /// the portable card a `.card.hbs` template renders (`card`).
     #[arg(long, value_name = "WHICH", num_args = 0..=1, default_missing_value = "rules")]
     print_schema: Option<SchemaWhich>,
+    /// Also check a running gateway's connections (through its admin API: --server, --token):
+    /// each rule's template must render the kind of every connection its cards go to.
+    #[arg(long)]
+    connections: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// A connection as `check --connections` reads it from `GET /api/connections`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ConnectionSeen {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its kind of card.
+    pub kind: CardKind,
+    /// The channels it listens to (none: all).
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// Every (rule, connection) whose cards would have no template of the connection's kind: a
+/// line each, naming the rule's file, the rule, the template, the kind and the connection.
+pub fn kind_gaps(
+    rules: &[crate::rules::Rule],
+    has: impl Fn(&str, CardKind) -> bool,
+    connections: &[ConnectionSeen],
+) -> Vec<String> {
+    let mut gaps = Vec::new();
+    for rule in rules.iter().filter(|r| r.enabled && r.inactive.is_none()) {
+        for c in connections.iter().filter(|c| rule.sends_to(&c.channels)) {
+            if !has(&rule.template, c.kind) {
+                gaps.push(format!(
+                    "{}: rule {:?}: template {:?} has no {kind} card, and connection {} ({:?}, {kind}) takes this rule's cards: add templates/{t}.card.hbs (every kind) or templates/{t}.{kind}.hbs",
+                    rule.file.display(),
+                    rule.name,
+                    rule.template,
+                    c.id,
+                    c.name,
+                    kind = c.kind.as_str(),
+                    t = rule.template,
+                ));
+            }
+        }
+    }
+    gaps
 }
 
 /// Which JSON Schema `check --print-schema` prints.
@@ -442,7 +489,39 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             for line in kinds_summary(&pipeline) {
                 println!("{line}");
             }
-            Ok(ExitCode::SUCCESS)
+            if !args.connections {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let api = args.server.client()?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let listed = runtime
+                .block_on(api.call(reqwest::Method::GET, "/api/connections", None))
+                .context("cannot read the gateway's connections")?;
+            let connections: Vec<ConnectionSeen> = serde_json::from_value(listed)
+                .context("the gateway's connections are not what this version reads")?;
+            let gaps = kind_gaps(
+                pipeline.rules.rules(),
+                |t, k| pipeline.renderer.has(t, k),
+                &connections,
+            );
+            if gaps.is_empty() {
+                println!(
+                    "connections: {} at {}, each rendered by every rule that sends to it",
+                    connections.len(),
+                    args.server.server
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for g in &gaps {
+                    eprintln!("{g}");
+                }
+                eprintln!(
+                    "{} rule and connection pairs without a template of the connection's kind; such cards go out as fallback cards",
+                    gaps.len()
+                );
+                Ok(ExitCode::from(1))
+            }
         }
         Err(code) => Ok(code),
     }

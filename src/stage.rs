@@ -214,10 +214,7 @@ impl Staging<'_> {
         }
         let limited = self.limited(rule);
         let mut bodies: [Option<Carded>; CardKind::ALL.len()] = Default::default();
-        for conn in connections
-            .iter()
-            .filter(|c| c.channels.is_empty() || c.channels.contains(&rule.channel))
-        {
+        for conn in connections.iter().filter(|c| rule.sends_to(&c.channels)) {
             if conn.paused {
                 self.app.connections.count_skip(&conn.id);
                 continue;

@@ -286,8 +286,8 @@ impl HelperDef for DefaultHelper {
     }
 }
 
-/// `{{mention login}}`: `<at>Name</at>` for a person in the people map, else the login as
-/// Markdown-escaped text.
+/// `{{mention login}}`: `<at>Name</at>` for a person in the people map with a Teams `upn`,
+/// else the name (or the login) as Markdown-escaped text.
 pub struct Mention(pub std::sync::Arc<super::people::People>);
 
 impl HelperDef for Mention {
@@ -303,7 +303,8 @@ impl HelperDef for Mention {
             .ok_or(RenderErrorReason::ParamNotFoundForIndex("mention", 0))?;
         let login = as_text(who.value());
         let out = match self.0.find(&login) {
-            Some(p) => format!("<at>{}</at>", p.name),
+            Some(p) if p.upn.is_some() => format!("<at>{}</at>", p.name),
+            Some(p) => md_escape(&p.name),
             None => md_escape(&login),
         };
         Ok(handlebars::ScopedJson::Derived(Value::String(out)))

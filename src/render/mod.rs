@@ -508,36 +508,71 @@ fn key(name: &str, kind: CardKind) -> String {
     format!("{name}.{}", kind.as_str())
 }
 
-/// Adds a portable card's `mentions` (upstream identities) to its converted body: on
-/// Workflows a known person becomes a real mention (`<at>Name</at>`, its entity added by
-/// [`People::add_mention_entities`]); elsewhere, and for someone not in the map, the name
-/// or login is text. Upstream identities are escaped like any upstream text.
+/// Adds a portable card's `mentions` (upstream identities) to its converted body, as a last
+/// "cc" line: on Workflows a known person with a `upn` becomes a real mention (`<at>Name</at>`,
+/// its entity added by [`People::add_mention_entities`]); on Slack one with a `slack` id
+/// becomes `<@U…>` in the message text; on Discord one with a `discord` id becomes `<@id>` in
+/// the message content, and `allowed_mentions` lets exactly those users be pinged. A person
+/// without that chat's id, and every person on the other chats, is their name as inert text;
+/// a login not in the map is left out (the card names whoever it is about already).
 fn add_mentions(people: &people::People, logins: &[String], kind: CardKind, body: &mut Value) {
-    if logins.is_empty() {
+    use portable::inert;
+    let mut pinged: Vec<String> = Vec::new();
+    let shown: Vec<String> = logins
+        .iter()
+        .filter_map(|l| people.find(l))
+        .map(|p| {
+            let real = match kind {
+                CardKind::Workflow => p.upn.as_ref().map(|_| format!("<at>{}</at>", p.name)),
+                CardKind::Slack => p.slack.as_ref().map(|id| format!("<@{id}>")),
+                CardKind::Discord => p.discord.as_ref().map(|id| {
+                    pinged.push(id.clone());
+                    format!("<@{id}>")
+                }),
+                _ => None,
+            };
+            real.unwrap_or_else(|| inert(&p.name, kind))
+        })
+        .collect();
+    if shown.is_empty() {
         return;
     }
-    let shown = |l: &String, real: bool| match people.find(l) {
-        Some(p) if real => format!("<at>{}</at>", p.name),
-        Some(p) => helpers::md_escape(&p.name),
-        None => helpers::md_escape(l),
+    let cc = format!("cc {}", shown.join(", "));
+    let append = |v: &mut Value, sep: &str, limit: usize| {
+        let now = v.as_str().unwrap_or_default();
+        let line = if now.is_empty() {
+            cc.clone()
+        } else {
+            format!("{now}{sep}{cc}")
+        };
+        *v = Value::String(line.chars().take(limit).collect());
     };
     match kind {
         CardKind::Workflow => {
-            let text: Vec<String> = logins.iter().map(|l| shown(l, true)).collect();
             if let Some(b) = body
                 .pointer_mut("/attachments/0/content/body")
                 .and_then(Value::as_array_mut)
             {
-                b.push(serde_json::json!({"type": "TextBlock", "wrap": true, "text": format!("cc {}", text.join(", "))}));
+                b.push(serde_json::json!({"type": "TextBlock", "wrap": true, "text": cc}));
             }
         }
         CardKind::Teams => {
-            let text: Vec<String> = logins.iter().map(|l| shown(l, false)).collect();
             if let Some(s) = body.get_mut("sections").and_then(Value::as_array_mut) {
-                s.push(serde_json::json!({"text": format!("cc {}", text.join(", ")), "markdown": true}));
+                s.push(serde_json::json!({"text": cc, "markdown": true}));
             }
         }
-        _ => {}
+        // Slack notifies for a mention in the message's own text (not in an attachment).
+        CardKind::Slack => append(&mut body["text"], "\n", 3000),
+        // Discord pings only from `content`, and only whom `allowed_mentions` names.
+        CardKind::Discord => {
+            append(&mut body["content"], "\n", 2000);
+            pinged.sort();
+            pinged.dedup();
+            pinged.truncate(100);
+            body["allowed_mentions"] = serde_json::json!({"parse": [], "users": pinged});
+        }
+        CardKind::GoogleChat => append(&mut body["text"], "\n", 4000),
+        CardKind::Mattermost => append(&mut body["text"], "\n", 4000),
     }
 }
 
@@ -631,7 +666,7 @@ mod tests {
         let s = err.to_string();
         assert!(s.starts_with("templates/a/t.workflow.hbs:"), "{s}");
         let err = renderer(&[("t.json", "{}")]).unwrap_err();
-        assert!(err.to_string().contains("<name>.teams.hbs"));
+        assert!(err.to_string().contains("<name>.<kind>.hbs"));
     }
 
     #[test]
@@ -671,7 +706,8 @@ mod tests {
         assert_eq!(teams["@type"], "MessageCard");
         assert_eq!(teams["title"], "o/r: release v1");
         assert_eq!(teams["sections"][0]["text"], "\\*\\*not bold\\*\\* @here");
-        assert_eq!(teams["sections"][1]["text"], "cc octocat");
+        // octocat is in no people map: no "cc" line.
+        assert!(teams["sections"].get(1).is_none(), "{teams}");
         let wf: Value =
             serde_json::from_str(&r.render("x/rel", CardKind::Workflow, &ctx).unwrap()).unwrap();
         let body = &wf["attachments"][0]["content"]["body"];
@@ -732,11 +768,97 @@ mod tests {
         assert!(e.0[0].to_string().contains("x/y.card.hbs:1:"), "{}", e.0[0]);
     }
 
+    /// A portable card's `mentions`: a real mention where the person has that chat's id
+    /// (Workflows `<at>` with its entity, Slack `<@U…>` in the message text, Discord `<@id>` in
+    /// the content with `allowed_mentions` naming exactly that user), the name as inert text
+    /// for everyone else and on the other chats; an upstream `@everyone` pings no one.
+    #[test]
+    fn portable_mentions_are_real_where_the_chat_can_and_inert_elsewhere() {
+        let person = |name: &str,
+                      login: &str,
+                      upn: Option<&str>,
+                      slack: Option<&str>,
+                      discord: Option<&str>| people::Person {
+            name: name.into(),
+            upn: upn.map(Into::into),
+            slack: slack.map(Into::into),
+            discord: discord.map(Into::into),
+            github: Some(login.into()),
+            gitlab: None,
+            email: None,
+        };
+        let people = people::People::new(vec![
+            person(
+                "Mona Lisa",
+                "octocat",
+                Some("mona@contoso.com"),
+                Some("U024BE7LH"),
+                Some("80351110224678912"),
+            ),
+            person("Hu Bot", "hubot", None, None, None),
+        ]);
+        let files = [(
+            PathBuf::from("t.card.hbs"),
+            r#"{"title": "t", "mentions": [{{#each payload.who}}{{#unless @first}}, {{/unless}}"{{this}}"{{/each}}]}"#.to_string(),
+        )];
+        let r = Renderer::load_with_people("templates", &files, people).unwrap();
+        let ctx = json!({"payload": {"who": ["OctoCat", "hubot", "@everyone", "stranger"]}});
+        let render =
+            |kind| -> Value { serde_json::from_str(&r.render("t", kind, &ctx).unwrap()).unwrap() };
+        let wf = render(CardKind::Workflow);
+        let content = &wf["attachments"][0]["content"];
+        let last = content["body"].as_array().unwrap().last().unwrap()["text"].clone();
+        assert_eq!(last, "cc <at>Mona Lisa</at>, Hu Bot");
+        assert_eq!(
+            content["msteams"]["entities"][0]["mentioned"]["id"],
+            "mona@contoso.com"
+        );
+        assert_eq!(content["msteams"]["entities"].as_array().unwrap().len(), 1);
+
+        let slack = render(CardKind::Slack);
+        assert_eq!(slack["text"], "t\ncc <@U024BE7LH>, Hu Bot");
+
+        let discord = render(CardKind::Discord);
+        assert_eq!(discord["content"], "cc <@80351110224678912>, Hu Bot");
+        assert_eq!(
+            discord["allowed_mentions"],
+            json!({"parse": [], "users": ["80351110224678912"]})
+        );
+
+        for kind in [CardKind::GoogleChat, CardKind::Mattermost] {
+            let v = render(kind);
+            let text = v["text"].as_str().unwrap();
+            assert!(text.ends_with("cc Mona Lisa, Hu Bot"), "{kind:?}: {text}");
+            assert!(!text.contains("<@"), "{text}");
+        }
+        let teams = render(CardKind::Teams);
+        assert!(
+            teams.to_string().contains("cc Mona Lisa, Hu Bot\""),
+            "{teams}"
+        );
+        // Every one of them still valid for its kind.
+        for kind in CardKind::ALL {
+            let body = r.render("t", kind, &ctx).unwrap();
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert!(validate::validate(kind, &v).is_ok(), "{kind:?}: {v}");
+        }
+        // No one in the map: no line at all.
+        let ctx = json!({"payload": {"who": ["@everyone", "stranger"]}});
+        let slack: Value =
+            serde_json::from_str(&r.render("t", CardKind::Slack, &ctx).unwrap()).unwrap();
+        assert_eq!(slack["text"], "t");
+        let discord: Value =
+            serde_json::from_str(&r.render("t", CardKind::Discord, &ctx).unwrap()).unwrap();
+        assert!(discord.get("content").is_none(), "{discord}");
+    }
+
     #[test]
     fn mentions_become_entities_in_adaptive_cards_and_names_elsewhere() {
         let people = people::People::new(vec![people::Person {
             name: "Mona Lisa".into(),
-            upn: "mona@contoso.com".into(),
+            upn: Some("mona@contoso.com".into()),
+            slack: None,
+            discord: None,
             github: Some("octocat".into()),
             gitlab: None,
             email: None,

@@ -694,6 +694,18 @@ fn plain(s: &str, d: Dialect) -> String {
     })
 }
 
+/// Text that shows as typed in `kind`'s message text and can mention no one (a name beside
+/// real mentions, say).
+pub fn inert(s: &str, kind: CardKind) -> String {
+    match kind {
+        CardKind::Teams | CardKind::Workflow => plain(s, Dialect::Teams),
+        CardKind::Slack => slack_plain(s),
+        CardKind::Discord => plain(s, Dialect::Discord),
+        CardKind::Mattermost => plain(s, Dialect::Mattermost),
+        CardKind::GoogleChat => bare(s).replace('<', "‹").replace('>', "›"),
+    }
+}
+
 /// Plain text for fields that take no markup at all (Discord's embed title and field names,
 /// Google Chat's header, a MessageCard's summary and button names): control characters
 /// dropped, and a zero-width space after every `@` and `<`, so that no `@everyone`,
@@ -1309,6 +1321,12 @@ fn google_chat(card: &Card) -> Value {
         sections.push(json!({"widgets": [{"textParagraph": {"text": cut(&plain(f, d), 2000)}}]}));
     }
     sections.retain(|s| s["widgets"].as_array().is_some_and(|w| !w.is_empty()));
+    if sections.is_empty() {
+        // A card of a title alone: Google Chat wants a section, so the title is its text.
+        let only = card.title.as_deref().unwrap_or("…");
+        sections
+            .push(json!({"widgets": [{"textParagraph": {"text": cut(&plain(only, d), 4000)}}]}));
+    }
     let text = card
         .title
         .as_deref()

@@ -178,6 +178,12 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether a connection listening to `channels` takes this rule's cards (none: every
+    /// channel).
+    pub fn sends_to(&self, channels: &[String]) -> bool {
+        channels.is_empty() || channels.contains(&self.channel)
+    }
+
     /// Whether the rule takes the event.
     pub fn matches(&self, event: &Event, vars: &Vars<'_>) -> bool {
         self.enabled
@@ -409,26 +415,21 @@ impl<T: Fn(&str, CardKind) -> bool> Loader<'_, T> {
         }
     }
 
-    /// The template exists in every kind.
+    /// The template exists in some kind: a `.card.hbs` (every kind) or a `<name>.<kind>.hbs`.
+    /// Which kinds the connections need is `cardwire check --connections`'s question.
     fn check_template(&self, rc: &RuleConfig, at: &str, errs: &mut Report) {
-        let missing: Vec<&str> = [CardKind::Teams, CardKind::Workflow]
+        if !CardKind::ALL
             .into_iter()
-            .filter(|k| !(self.has_template)(&rc.template, *k))
-            .map(CardKind::as_str)
-            .collect();
-        if !missing.is_empty() {
+            .any(|k| (self.has_template)(&rc.template, k))
+        {
             errs.push((
                 format!("{at}.template"),
                 format!(
-                    "template {:?} has no {} version (expected templates/{}.card.hbs, or {})",
+                    "template {:?} not found (expected templates/{}.card.hbs for every kind of chat, or templates/{}.<kind>.hbs for one of {})",
                     rc.template,
-                    missing.join(" or "),
                     rc.template,
-                    missing
-                        .iter()
-                        .map(|k| format!("templates/{}.{k}.hbs", rc.template))
-                        .collect::<Vec<_>>()
-                        .join(" and ")
+                    rc.template,
+                    CardKind::ALL.map(CardKind::as_str).join(", ")
                 ),
             ));
         }
@@ -788,7 +789,7 @@ mod tests {
         let lines: Vec<String> = err.0.iter().map(|p| p.to_string()).collect();
         let expect = [
             "rules/t.yaml:2:11: rule \"a\": unknown source \"githb\": did you mean \"github\"?",
-            "rules/t.yaml:4:13: rule \"a\": template \"missing\" has no teams or workflow version",
+            "rules/t.yaml:4:13: rule \"a\": template \"missing\" not found",
             "rules/t.yaml:9:19: rule \"a\": unknown field `equal`: did you mean `equals`?",
             "rules/t.yaml:10:3: rule \"c\": missing required key `event`",
             "rules/t.yaml:12:3: rule \"c\": unknown field `evnt`: did you mean `event`?",

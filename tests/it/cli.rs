@@ -945,3 +945,85 @@ fn render_shows_the_fallback_card_when_a_template_fails() {
         "{stderr}"
     );
 }
+
+/// `check --connections` reads a running gateway's connections and names each rule whose
+/// template has no card of a connection's kind (the rule, the template, the kind, the
+/// connection); a connection on another channel, or of a kind the template has, is fine. The
+/// gateway still sends such a rule's event to that connection: as a fallback card.
+#[tokio::test]
+async fn check_names_a_connection_whose_kind_a_rule_cannot_render() {
+    use crate::utils::*;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::create_dir_all(dir.path().join("templates/mine")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/mine.yaml"),
+        "- name: mine\n  source: github\n  event: push\n  template: mine/push\n  channel: ops\n",
+    )
+    .unwrap();
+    // An Adaptive Card only: no MessageCard, no portable card.
+    std::fs::write(
+        dir.path().join("templates/mine/push.workflow.hbs"),
+        "{\"type\": \"message\", \"attachments\": [{\"contentType\": \"application/vnd.microsoft.card.adaptive\", \"content\": {\"type\": \"AdaptiveCard\", \"version\": \"1.4\",\n  \"body\": [{\"type\": \"TextBlock\", \"text\": \"pushed {{payload.ref}}\"}]}}]}\n",
+    )
+    .unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.rules_dir = Some(dir.path().join("rules"));
+    config.templates_dir = Some(dir.path().join("templates"));
+    let g = Gateway::start_with(config).await;
+    let rx = Receiver::start().await;
+    g.connect(&rx.url("workflow"), "workflow", &[]).await;
+    let slack = g.connect(&rx.url("slack"), "slack", &[]).await;
+    let discord = g.connect(&rx.url("discord"), "discord", &["dev"]).await;
+    let file = dir.path().join("c.yaml");
+    std::fs::write(
+        &file,
+        "rules_dir: rules\ntemplates_dir: templates\nsources:\n  github: {kind: github}\n",
+    )
+    .unwrap();
+    let check = |with_connections: bool| {
+        let mut cmd = cardwire();
+        cmd.arg("check").arg("--config").arg(&file);
+        if with_connections {
+            cmd.args([
+                "--connections",
+                "--server",
+                &g.url(""),
+                "--token",
+                ADMIN_TOKEN,
+            ]);
+        }
+        cmd.env_remove("CARDWIRE_ADMIN_TOKEN");
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    // Without --connections: the rules and templates alone are fine.
+    let out = check(false).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(true).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("rule \"mine\""))
+        .collect();
+    assert_eq!(lines.len(), 1, "only the slack connection: {err}");
+    assert!(
+        lines[0].contains("mine.yaml")
+            && lines[0].contains("template \"mine/push\" has no slack card")
+            && lines[0].contains(&slack)
+            && lines[0].contains("templates/mine/push.slack.hbs"),
+        "{err}"
+    );
+    assert!(!err.contains(&discord), "another channel: {err}");
+    // The card still goes, as a fallback card.
+    let res = g
+        .github("push", &fixture("github/push.event.4.json"), None)
+        .await;
+    assert_eq!(res.status(), 202);
+    let got = rx.wait_for(2).await;
+    assert!(got.iter().any(|r| r.path == "/slack"), "{got:?}");
+}

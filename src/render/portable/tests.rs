@@ -388,3 +388,23 @@ fn blank_fields_are_left_out() {
     let wf = convert(&card, CardKind::Workflow);
     assert!(!wf.to_string().contains(r#""text":"""#), "{wf}");
 }
+
+/// The smallest cards the schema allows (a title, a text or facts alone) are valid for every
+/// kind. (Regression: Google Chat got a card with no section, which it refuses.)
+#[test]
+fn the_smallest_cards_are_valid_for_every_kind() {
+    for v in [
+        json!({"title": "t"}),
+        json!({"text": "x"}),
+        json!({"facts": [{"name": "n", "value": "v"}]}),
+    ] {
+        let card = parse(v.clone()).unwrap();
+        for kind in CardKind::ALL {
+            let body = convert(&card, kind);
+            assert!(
+                crate::render::validate::validate(kind, &body).is_ok(),
+                "{v} as {kind:?}: {body}"
+            );
+        }
+    }
+}
