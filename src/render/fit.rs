@@ -76,11 +76,23 @@ pub fn fit(kind: CardKind, card: &mut Value) -> Vec<String> {
     done
 }
 
-/// The serialized size in bytes.
+/// The serialized size in bytes, counted as it is written (nothing is kept).
 pub fn size(card: &Value) -> usize {
-    serde_json::to_vec(card)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX)
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    match serde_json::to_writer(&mut n, card) {
+        Ok(()) => n.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 fn more(n: usize) -> String {

@@ -153,7 +153,7 @@ pub struct Link {
 
 /// Parses a portable card from a template's JSON output; the message names the field.
 pub fn parse(v: Value) -> Result<Card, String> {
-    let mut card: Card = serde_path_to_error::deserialize(v).map_err(|e| {
+    let card: Card = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -162,6 +162,39 @@ pub fn parse(v: Value) -> Result<Card, String> {
             format!("{path}: {inner}")
         }
     })?;
+    checked(card)
+}
+
+/// Why a template's text is not a portable card.
+#[derive(Debug)]
+pub enum ParseError {
+    /// It is not JSON.
+    Json(serde_json::Error),
+    /// It is JSON, not a valid card: the message names the field.
+    Card(String),
+}
+
+/// Like [`parse`], straight from the text: no JSON tree is built on the way (the hot path of
+/// every portable card).
+pub fn parse_str(text: &str) -> Result<Card, ParseError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let card: Card = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ParseError::Json(inner)
+        } else if path == "." {
+            ParseError::Card(inner.to_string())
+        } else {
+            ParseError::Card(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(ParseError::Json)?;
+    checked(card).map_err(ParseError::Card)
+}
+
+/// A deserialized card normalized and checked.
+fn checked(mut card: Card) -> Result<Card, String> {
     normalize(&mut card);
     if card.title.is_none() && card.text.is_none() && card.facts.is_empty() {
         return Err("a card needs a title, a text or facts".into());
@@ -394,17 +427,22 @@ struct Line {
 
 /// Drops control characters but newlines and tabs (a tab becomes a space).
 fn clean(s: &str) -> String {
-    s.chars()
-        .filter_map(|c| match c {
-            '\n' => Some('\n'),
-            '\t' => Some(' '),
-            '\r' => None,
-            c if c.is_control() => None,
-            // Bidirectional overrides and zero-width joiners that could disguise text.
-            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => None,
-            c => Some(c),
-        })
-        .collect()
+    let keep = |c: char| match c {
+        '\n' => Some('\n'),
+        '\t' => Some(' '),
+        '\r' => None,
+        c if c.is_control() => None,
+        // Bidirectional overrides and zero-width joiners that could disguise text.
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => None,
+        c => Some(c),
+    };
+    // Most texts have nothing to drop: one copy, not a push per character.
+    if s.chars().all(|c| keep(c) == Some(c)) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    out.extend(s.chars().filter_map(keep));
+    out
 }
 
 fn parse_md(s: &str) -> Vec<Line> {
@@ -415,6 +453,15 @@ fn parse_md(s: &str) -> Vec<Line> {
                 Some(rest) => (true, rest),
                 None => (false, line),
             };
+            // Text without a marker is one run of text (most facts and titles).
+            if !rest.contains(['\\', '`', '*', '_', '[']) {
+                let inlines = if rest.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![Inline::Text(rest.to_string())]
+                };
+                return Line { bullet, inlines };
+            }
             let chars: Vec<char> = rest.chars().collect();
             Line {
                 bullet,
@@ -663,7 +710,7 @@ const LONGEST: usize = 16_000;
 
 /// Portable Markdown in a dialect.
 fn markdown(s: &str, d: Dialect) -> String {
-    let lines = parse_md(&cut(s, LONGEST));
+    let lines = parse_md(&cut_cow(s, LONGEST));
     let mut out = String::with_capacity(s.len() + 16);
     for (n, line) in lines.iter().enumerate() {
         if n > 0 {
@@ -686,7 +733,10 @@ fn markdown(s: &str, d: Dialect) -> String {
 
 /// Plain text in a dialect: literal, one line breaks kept.
 fn plain(s: &str, d: Dialect) -> String {
-    let s = clean(&cut(s, LONGEST));
+    let s = clean(&cut_cow(s, LONGEST));
+    if !s.contains('\n') {
+        return literal(&s, d);
+    }
     let lines: Vec<String> = s.split('\n').map(|l| literal(l, d)).collect();
     lines.join(match d {
         Dialect::ChatHtml => "<br>",
@@ -711,7 +761,7 @@ pub fn inert(s: &str, kind: CardKind) -> String {
 /// dropped, and a zero-width space after every `@` and `<`, so that no `@everyone`,
 /// `<!channel>`, `<users/all>` or `<at>` is read as one.
 fn bare(s: &str) -> String {
-    clean(&cut(s, LONGEST))
+    clean(&cut_cow(s, LONGEST))
         .replace('@', "@\u{200B}")
         .replace('<', "<\u{200B}")
         .replace("](", "]\u{200B}(")
@@ -721,10 +771,19 @@ fn bare(s: &str) -> String {
 /// cut; a grapheme cluster (an emoji with its modifiers) is never split, nor an escape (`&lt;`)
 /// or a trailing backslash left to escape the `…`.
 fn cut(s: &str, n: usize) -> String {
-    use unicode_segmentation::UnicodeSegmentation;
+    cut_cow(s, n).into_owned()
+}
+
+/// [`cut`], borrowing what needs no cut.
+fn cut_cow(s: &str, n: usize) -> std::borrow::Cow<'_, str> {
     if s.len() <= n || s.chars().count() <= n {
-        return s.to_string();
+        return std::borrow::Cow::Borrowed(s);
     }
+    std::borrow::Cow::Owned(cut_long(s, n))
+}
+
+fn cut_long(s: &str, n: usize) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
     let mut out = String::new();
     let mut used = 0;
     for g in s.graphemes(true) {
