@@ -409,7 +409,7 @@ impl Renderer {
         })?;
         let mut value = portable::convert(&card, kind);
         add_mentions(&self.people, &card.mentions, kind, &mut value);
-        self.finish_as(kind, file.to_string(), value, true)
+        self.finish_value(kind, file.to_string(), value)
     }
 
     /// Parses, cleans, fits and validates rendered text into the body to send.
@@ -427,24 +427,13 @@ impl Renderer {
         &self,
         kind: CardKind,
         file: String,
-        value: Value,
-    ) -> Result<String, RenderError> {
-        self.finish_as(kind, file, value, false)
-    }
-
-    /// [`Renderer::finish_value`] for a card `converted` from a portable one: its converter
-    /// escaped every text for the dialect already (no HTML or `<at>` left to neutralize: the
-    /// hostile-text property test holds it to that), so that pass is skipped.
-    fn finish_as(
-        &self,
-        kind: CardKind,
-        file: String,
         mut value: Value,
-        converted: bool,
     ) -> Result<String, RenderError> {
         let value = &mut value;
         match kind {
-            CardKind::Teams if !converted => {
+            // A converted portable card too: a code span (`` `<b>` ``) is Markdown-literal but
+            // a MessageCard may still read HTML in it (the hostile-text test found one).
+            CardKind::Teams => {
                 people::strip_mentions(value);
                 neutralize_html(value);
             }
