@@ -12,6 +12,26 @@ fn cardwire() -> Command {
     c
 }
 
+/// A copy of the shipped templates under `dir`, and a config (`dir/c.yaml`) that takes them
+/// with the shipped rules and every kind of source.
+fn shipped_templates_copy(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let templates = dir.join("templates");
+    let cp = Command::new("cp")
+        .arg("-r")
+        .arg(root().join("templates"))
+        .arg(&templates)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let config = dir.join("c.yaml");
+    std::fs::write(
+        &config,
+        format!("rules_dir: {}/rules\ntemplates_dir: templates\nsources:\n  github: {{kind: github}}\n  gitlab: {{kind: gitlab}}\n  alertmanager: {{kind: alertmanager}}\n", root().display()),
+    )
+    .unwrap();
+    (templates, config)
+}
+
 #[test]
 fn check_passes_on_what_ships() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,23 +54,10 @@ fn check_passes_on_what_ships() {
         "{stdout}"
     );
     // A template of one kind beside a portable one overrides it for that kind, and says so.
-    let templates = dir.path().join("templates");
-    let cp = Command::new("cp")
-        .arg("-r")
-        .arg(root().join("templates"))
-        .arg(&templates)
-        .status()
-        .unwrap();
-    assert!(cp.success());
+    let (templates, config) = shipped_templates_copy(dir.path());
     std::fs::write(
         templates.join("github/push.slack.hbs"),
         r#"{"text": "pushed {{payload.ref}}"}"#,
-    )
-    .unwrap();
-    let config = dir.path().join("c.yaml");
-    std::fs::write(
-        &config,
-        format!("rules_dir: {}/rules\ntemplates_dir: templates\nsources:\n  github: {{kind: github}}\n  gitlab: {{kind: gitlab}}\n  alertmanager: {{kind: alertmanager}}\n", root().display()),
     )
     .unwrap();
     let out = cardwire()
@@ -468,17 +475,7 @@ fn sighup_reloads_rules() {
 #[test]
 fn check_reports_a_template_field_the_samples_never_have() {
     let dir = tempfile::tempdir().unwrap();
-    let templates = dir.path().join("templates");
-    let copy = |from: &std::path::Path, to: &std::path::Path| {
-        let out = Command::new("cp")
-            .arg("-r")
-            .arg(from)
-            .arg(to)
-            .status()
-            .unwrap();
-        assert!(out.success());
-    };
-    copy(&root().join("templates"), &templates);
+    let (templates, config) = shipped_templates_copy(dir.path());
     // A portable template: the problem is reported in the .card.hbs, whatever kind shows it.
     let file = templates.join("github/release.card.hbs");
     let text = std::fs::read_to_string(&file).unwrap();
@@ -493,12 +490,6 @@ fn check_reports_a_template_field_the_samples_never_have() {
         .position(|l| l.contains("no_such_field"))
         .unwrap()
         + 1;
-    let config = dir.path().join("c.yaml");
-    std::fs::write(
-        &config,
-        format!("rules_dir: {}/rules\ntemplates_dir: templates\nsources:\n  github: {{kind: github}}\n  gitlab: {{kind: gitlab}}\n  alertmanager: {{kind: alertmanager}}\n", root().display()),
-    )
-    .unwrap();
     let out = cardwire()
         .args(["check", "--config"])
         .arg(&config)
