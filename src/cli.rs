@@ -241,8 +241,10 @@ pub fn kind_gaps(
         for c in connections.iter().filter(|c| rule.sends_to(&c.channels)) {
             if !has(&rule.template, c.kind) {
                 gaps.push(format!(
-                    "{}: rule {:?}: template {:?} has no {kind} card, and connection {} ({:?}, {kind}) takes this rule's cards: add templates/{t}.card.hbs (every kind) or templates/{t}.{kind}.hbs",
+                    "{}:{}:{}: rule {:?}: template {:?} has no {kind} card, and connection {} ({:?}, {kind}) takes this rule's cards: add templates/{t}.card.hbs (every kind) or templates/{t}.{kind}.hbs",
                     rule.file.display(),
+                    rule.template_at.line,
+                    rule.template_at.col,
                     rule.name,
                     rule.template,
                     c.id,

@@ -172,6 +172,8 @@ pub struct Rule {
     pub digest: bool,
     /// The file it came from.
     pub file: PathBuf,
+    /// Where its `template:` stands in that file.
+    pub template_at: crate::yaml::Pos,
     /// Why it takes no events although it is enabled: its source is not configured (a rule
     /// pack for a source a team does not use loads, checked, but idle).
     pub inactive: Option<String>,
@@ -374,6 +376,7 @@ impl<T: Fn(&str, CardKind) -> bool> Loader<'_, T> {
             dedup,
             digest: rc.digest,
             file: file.clone(),
+            template_at: doc.pos(&format!("{at}.template")),
             inactive,
         });
     }

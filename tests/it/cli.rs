@@ -1003,7 +1003,7 @@ async fn check_names_a_connection_whose_kind_a_rule_cannot_render() {
         .collect();
     assert_eq!(lines.len(), 1, "only the slack connection: {err}");
     assert!(
-        lines[0].contains("mine.yaml")
+        lines[0].contains("mine.yaml:4:13: rule")
             && lines[0].contains("template \"mine/push\" has no slack card")
             && lines[0].contains(&slack)
             && lines[0].contains("templates/mine/push.slack.hbs"),
