@@ -12,6 +12,15 @@ fn cardwire() -> Command {
     c
 }
 
+/// `cardwire check --config <config>`, run to the end.
+fn check_config(config: &std::path::Path) -> std::process::Output {
+    cardwire()
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 /// A copy of the shipped templates under `dir`, and a config (`dir/c.yaml`) that takes them
 /// with the shipped rules and every kind of source.
 fn shipped_templates_copy(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -60,11 +69,7 @@ fn check_passes_on_what_ships() {
         r#"{"text": "pushed {{payload.ref}}"}"#,
     )
     .unwrap();
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     for line in [
@@ -102,11 +107,7 @@ async fn a_partial_config_keeps_the_shipped_rules_of_other_sources_inactive() {
         ),
     )
     .unwrap();
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -164,11 +165,7 @@ fn check_reports_every_problem_with_file_line_and_column() {
         ),
     )
     .unwrap();
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
@@ -206,11 +203,7 @@ fn check_reports_config_errors_with_positions() {
         "listen: 127.0.0.1:1\nadmin_token: ${CARDWIRE_TEST_UNSET_VARIABLE}\n",
     )
     .unwrap();
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -300,11 +293,7 @@ fn the_example_config_shows_every_key_and_loads() {
         );
     }
     // Without the variables, each unset one is named.
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     for v in vars {
@@ -490,11 +479,7 @@ fn check_reports_a_template_field_the_samples_never_have() {
         .position(|l| l.contains("no_such_field"))
         .unwrap()
         + 1;
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let want = format!(
@@ -673,11 +658,7 @@ fn check_enforces_the_connector_registration_rules() {
             + "\"\n",
     )
     .unwrap();
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -690,11 +671,7 @@ fn check_enforces_the_connector_registration_rules() {
         assert!(err.contains(want), "{want} missing in {err}");
     }
     std::fs::write(&config, "connect:\n  logo: logo.bmp\n").unwrap();
-    let out = cardwire()
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert!(String::from_utf8_lossy(&out.stderr).contains("jpg, jpeg, png or gif"));
 }
 
