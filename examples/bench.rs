@@ -84,6 +84,10 @@ struct Args {
     /// The cardwire binary (default: build target/release/cardwire).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// The templates folder the gateway loads (default: the repository's `templates/`; an
+    /// older binary in an A/B run wants its own: `git archive REV templates | tar -x -C DIR`).
+    #[arg(long)]
+    templates: Option<PathBuf>,
     /// Also measure floors between the baseline and cardwire: the bare server plus, step by
     /// step, the work every accepted event needs (HMAC check, JSON parse, one journaled record).
     #[arg(long)]
@@ -351,7 +355,7 @@ impl Drop for Gateway {
     }
 }
 
-fn write_config(dir: &Path, port: u16, rules: &Path) -> Result<PathBuf> {
+fn write_config(dir: &Path, port: u16, rules: &Path, templates: &Path) -> Result<PathBuf> {
     let path = dir.join("cardwire.yaml");
     std::fs::write(
         &path,
@@ -368,7 +372,7 @@ fn write_config(dir: &Path, port: u16, rules: &Path) -> Result<PathBuf> {
              delivery:\n  pacing: false\n  retry_schedule: [100ms, 200ms, 400ms, 1s, 2s, 5s]\n",
             data = dir.join("data").display(),
             rules = rules.display(),
-            templates = root().join("templates").display(),
+            templates = templates.display(),
         ),
     )?;
     Ok(path)
@@ -713,6 +717,10 @@ async fn main() -> Result<()> {
         return serve_floor(floor, port, data, card_bytes).await;
     }
     let binary = binary(&args)?;
+    let templates = args
+        .templates
+        .clone()
+        .unwrap_or_else(|| root().join("templates"));
     let body = bytes::Bytes::from(std::fs::read(
         root().join("tests/fixtures/github/push.event.4.json"),
     )?);
@@ -762,7 +770,12 @@ async fn main() -> Result<()> {
     let (receiver, receiver_addr) = start_receiver(epoch).await;
     let dir = tempfile::tempdir()?;
     let port = free_port();
-    let config = write_config(dir.path(), port, &rules_with(dir.path(), 0, teams)?)?;
+    let config = write_config(
+        dir.path(),
+        port,
+        &rules_with(dir.path(), 0, teams)?,
+        &templates,
+    )?;
     let (g, _) = start_gateway(&binary, &config, port, &http).await?;
     for n in 0..args.targets {
         let channel = if args.spread {
@@ -831,7 +844,7 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let rules = rules_with(dir.path(), 200, 0)?;
     let port = free_port();
-    let config = write_config(dir.path(), port, &rules)?;
+    let config = write_config(dir.path(), port, &rules, &templates)?;
     let mut ready_200 = Duration::MAX;
     for _ in 0..3 {
         let (g, ready) = start_gateway(&binary, &config, port, &http).await?;
@@ -846,7 +859,7 @@ async fn main() -> Result<()> {
         receiver.throttle.store(true, Ordering::Relaxed);
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let config = write_config(dir.path(), port, &rules_with(dir.path(), 0, 0)?)?;
+        let config = write_config(dir.path(), port, &rules_with(dir.path(), 0, 0)?, &templates)?;
         let (g, _) = start_gateway(&binary, &config, port, &http).await?;
         connect(&http, &g, receiver_addr, 0, "github").await?;
         let url = format!("http://{}/hooks/github", g.addr);

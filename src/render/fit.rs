@@ -44,6 +44,13 @@ const LINKS: &[&str] = &["uri", "url", "target", "image", "activityImage", "icon
 
 /// Brings a card within limits; returns what it changed, for the log.
 pub fn fit(kind: CardKind, card: &mut Value) -> Vec<String> {
+    let mut done = caps(kind, card);
+    shrink(kind, card, &mut done);
+    done
+}
+
+/// Step 1, the caps that always apply; returns what it changed, for the log.
+pub fn caps(kind: CardKind, card: &mut Value) -> Vec<String> {
     let mut done = Vec::new();
     if kind == CardKind::Teams {
         cap_message_card(card, &mut done);
@@ -54,9 +61,16 @@ pub fn fit(kind: CardKind, card: &mut Value) -> Vec<String> {
     if cut_texts(card, 2000) + cut_links(card, 2000) > 0 {
         done.push("cut texts and links over 2000 characters".into());
     }
+    done
+}
+
+/// Steps 2 and 3, for a card whose caps are applied: shrinks it until it fits 28 KB, adding
+/// what it changed to `done`. (A caller that has the card serialized and knows it fits skips
+/// this.)
+pub fn shrink(kind: CardKind, card: &mut Value, done: &mut Vec<String>) {
     for limit in [1000, 500, 200, 100] {
         if size(card) <= MAX_CARD_BYTES {
-            return done;
+            return;
         }
         if cut_texts(card, limit) > 0 {
             done.push(format!("cut texts to {limit} characters"));
@@ -64,7 +78,7 @@ pub fn fit(kind: CardKind, card: &mut Value) -> Vec<String> {
     }
     for keep in [8, 5, 3, 1] {
         if size(card) <= MAX_CARD_BYTES {
-            return done;
+            return;
         }
         if fold_lists(kind, card, keep) > 0 {
             done.push(format!("folded lists beyond {keep} items"));
@@ -73,7 +87,6 @@ pub fn fit(kind: CardKind, card: &mut Value) -> Vec<String> {
     if size(card) > MAX_CARD_BYTES && cut_texts(card, 20) > 0 {
         done.push("cut texts to 20 characters".into());
     }
-    done
 }
 
 /// The serialized size in bytes, counted as it is written (nothing is kept).

@@ -386,7 +386,7 @@ impl Renderer {
             source,
         })?;
         let card = portable::from_message_card(&v);
-        self.finish_value(kind, file.to_string(), portable::convert(&card, kind))
+        self.finish_value(kind, file.to_string(), portable::convert(&card, kind), true)
     }
 
     /// Parses a portable card, checks it, converts it to `kind`, then as [`Renderer::finish`].
@@ -409,7 +409,7 @@ impl Renderer {
         })?;
         let mut value = portable::convert(&card, kind);
         add_mentions(&self.people, &card.mentions, kind, &mut value);
-        self.finish_value(kind, file.to_string(), value)
+        self.finish_value(kind, file.to_string(), value, true)
     }
 
     /// Parses, cleans, fits and validates rendered text into the body to send.
@@ -419,22 +419,27 @@ impl Renderer {
             template: file.clone(),
             source,
         })?;
-        self.finish_value(kind, file, value)
+        self.finish_value(kind, file, value, false)
     }
 
     /// Cleans, fits and validates a card into the body to send.
+    /// `converted`: the card was built from a portable card, whose converter escaped its
+    /// texts (a `<` outside code is `\<`), so that it carries no `<at>` of a template's.
     fn finish_value(
         &self,
         kind: CardKind,
         file: String,
         mut value: Value,
+        converted: bool,
     ) -> Result<String, RenderError> {
         let value = &mut value;
         match kind {
             // A converted portable card too: a code span (`` `<b>` ``) is Markdown-literal but
             // a MessageCard may still read HTML in it (the hostile-text test found one).
             CardKind::Teams => {
-                people::strip_mentions(value);
+                if !converted {
+                    people::strip_mentions(value);
+                }
                 neutralize_html(value);
             }
             CardKind::Workflow => self.people.add_mention_entities(value),
@@ -442,18 +447,33 @@ impl Renderer {
             // kinds writes the platform's JSON itself and answers for it.
             _ => {}
         }
+        // Serialized once where the card fits as it is (most do); shrunk and serialized again
+        // where it does not.
+        let json = |v: &Value| {
+            serde_json::to_string(v).map_err(|source| RenderError::Json {
+                template: file.clone(),
+                source,
+            })
+        };
+        let mut body;
         if kind.is_teams() {
-            let shrunk = fit::fit(kind, value);
+            let mut shrunk = fit::caps(kind, value);
+            body = json(value)?;
+            if body.len() > MAX_CARD_BYTES {
+                fit::shrink(kind, value, &mut shrunk);
+                body = json(value)?;
+            }
             if !shrunk.is_empty() {
                 tracing::info!(template = %file, changes = ?shrunk, "card shrunk to fit Teams' limits");
             }
+        } else {
+            body = json(value)?;
         }
         validate::validate(kind, value).map_err(|problems| RenderError::Invalid {
             template: file.clone(),
             kind: kind.as_str(),
             message: problems.join("; "),
         })?;
-        let body = value.to_string();
         let max = kind.max_bytes();
         if body.len() > max {
             return Err(RenderError::Invalid {

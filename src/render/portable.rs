@@ -177,6 +177,10 @@ pub enum ParseError {
 /// Like [`parse`], straight from the text: no JSON tree is built on the way (the hot path of
 /// every portable card).
 pub fn parse_str(text: &str) -> Result<Card, ParseError> {
+    // The path to a bad field is tracked only to explain an error: read again for it.
+    if let Ok(card) = serde_json::from_str::<Card>(text) {
+        return checked(card).map_err(ParseError::Card);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let card: Card = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -218,6 +222,9 @@ fn checked(mut card: Card) -> Result<Card, String> {
     Ok(card)
 }
 
+/// The longest URL a card keeps (bytes).
+const MAX_URL: usize = 2_000;
+
 /// A blank text is no text: a template that renders `""` for a field the payload lacks (a
 /// release without notes, a null avatar) leaves the field out, as it would have with `{{#if}}`.
 fn normalize(card: &mut Card) {
@@ -256,7 +263,22 @@ fn normalize(card: &mut Card) {
     };
     facts(&mut card.facts);
     card.list.retain(|l| !l.trim().is_empty());
-    card.links.retain(|l| !l.url.trim().is_empty());
+    // A link longer than any platform takes (Slack's buttons: 3,000) is broken anyway (an
+    // upstream field gone wild inside a URL): left out rather than cut into another address.
+    let absurd = |u: &Option<String>| u.as_ref().is_some_and(|u| u.len() > MAX_URL);
+    if absurd(&card.link) {
+        card.link = None;
+    }
+    if let Some(a) = &mut card.author {
+        if absurd(&a.link) {
+            a.link = None;
+        }
+        if absurd(&a.avatar) {
+            a.avatar = None;
+        }
+    }
+    card.links
+        .retain(|l| !l.url.trim().is_empty() && l.url.len() <= MAX_URL);
     card.mentions.retain(|m| !m.trim().is_empty());
     for s in &mut card.sections {
         blank(&mut s.heading);
@@ -271,7 +293,8 @@ fn normalize(card: &mut Card) {
 
 fn web_url(u: &str) -> bool {
     (u.starts_with("https://") || u.starts_with("http://"))
-        && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+        && (u.bytes().all(|b| b > b' ' && b < 0x7f)
+            || !u.chars().any(|c| c.is_whitespace() || c.is_control()))
 }
 
 fn rgb(c: &str) -> Option<u32> {
@@ -384,49 +407,51 @@ pub fn from_message_card(v: &Value) -> Card {
 /// The text a reader sees of portable Markdown: escapes undone, markers and link targets
 /// dropped.
 pub fn unmarkdown(s: &str) -> String {
-    fn walk(i: &[Inline], out: &mut String) {
-        for x in i {
-            match x {
-                Inline::Text(t) | Inline::Code(t) => out.push_str(t),
-                Inline::Bold(x) | Inline::Italic(x) | Inline::Link(x, _) => walk(x, out),
-            }
-        }
-    }
-    let mut out = String::new();
-    for (n, line) in parse_md(s).iter().enumerate() {
+    let mut out = String::with_capacity(s.len());
+    for (n, line) in clean(s).split('\n').enumerate() {
         if n > 0 {
             out.push('\n');
         }
-        if line.bullet {
+        let (bullet, rest) = bullet(line);
+        if bullet {
             out.push_str("- ");
         }
-        walk(&line.inlines, &mut out);
+        scan(rest, &mut |p| {
+            if let Piece::Text(t) | Piece::Code(t) = p {
+                out.push_str(t)
+            }
+        });
     }
     out
 }
 
 // ---------------------------------------------------------------------------------------
-// Markdown: the portable subset, parsed once, written in each platform's dialect.
+// Markdown: the portable subset, read once, written in each platform's dialect.
 
-/// A piece of inline text.
-#[derive(Debug, Clone, PartialEq)]
-enum Inline {
-    Text(String),
-    Bold(Vec<Inline>),
-    Italic(Vec<Inline>),
-    Code(String),
-    Link(Vec<Inline>, String),
+/// A piece of a line of portable Markdown, as [`scan`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Piece<'a> {
+    /// Text as the reader sees it (escapes undone).
+    Text(&'a str),
+    /// A code span's text.
+    Code(&'a str),
+    /// Where a marked part starts.
+    Open(Mark<'a>),
+    /// Where it ends.
+    Close(Mark<'a>),
 }
 
-/// A line: a bullet or not, and its inline text.
-#[derive(Debug, Clone, PartialEq)]
-struct Line {
-    bullet: bool,
-    inlines: Vec<Inline>,
+/// What marks a part of a line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mark<'a> {
+    Bold,
+    Italic,
+    /// A link to this URL; the part is its label.
+    Link(&'a str),
 }
 
 /// Drops control characters but newlines and tabs (a tab becomes a space).
-fn clean(s: &str) -> String {
+fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     let keep = |c: char| match c {
         '\n' => Some('\n'),
         '\t' => Some(' '),
@@ -436,118 +461,146 @@ fn clean(s: &str) -> String {
         '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => None,
         c => Some(c),
     };
-    // Most texts have nothing to drop: one copy, not a push per character.
-    if s.chars().all(|c| keep(c) == Some(c)) {
-        return s.to_string();
+    // Most texts have nothing to drop: borrowed as they are.
+    if !needs_cleaning(s.as_bytes()) {
+        return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
     out.extend(s.chars().filter_map(keep));
-    out
+    std::borrow::Cow::Owned(out)
 }
 
-fn parse_md(s: &str) -> Vec<Line> {
-    clean(s)
-        .split('\n')
-        .map(|line| {
-            let (bullet, rest) = match line.strip_prefix("- ").or(line.strip_prefix("* ")) {
-                Some(rest) => (true, rest),
-                None => (false, line),
-            };
-            // Text without a marker is one run of text (most facts and titles).
-            if !rest.contains(['\\', '`', '*', '_', '[']) {
-                let inlines = if rest.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![Inline::Text(rest.to_string())]
-                };
-                return Line { bullet, inlines };
-            }
-            let chars: Vec<char> = rest.chars().collect();
-            Line {
-                bullet,
-                inlines: inlines(&chars),
-            }
-        })
-        .collect()
-}
-
-fn inlines(c: &[char]) -> Vec<Inline> {
-    let mut out = Vec::new();
-    let mut text = String::new();
+/// Whether [`clean`] would change a text, read a byte at a time: a control character
+/// (U+0000–U+001F but a newline, U+007F, and U+0080–U+009F: `C2 80`–`C2 9F`), or a
+/// bidirectional override (U+202A–U+202E: `E2 80 AA`–`AE`; U+2066–U+2069: `E2 81 A6`–`A9`).
+fn needs_cleaning(b: &[u8]) -> bool {
     let mut i = 0;
-    let flush = |text: &mut String, out: &mut Vec<Inline>| {
-        if !text.is_empty() {
-            out.push(Inline::Text(std::mem::take(text)));
+    while i < b.len() {
+        match b[i] {
+            b'\n' => {}
+            0..=0x1F | 0x7F => return true,
+            0xC2 if b.get(i + 1).is_some_and(|n| (0x80..=0x9F).contains(n)) => return true,
+            0xE2 => match (b.get(i + 1), b.get(i + 2)) {
+                (Some(0x80), Some(0xAA..=0xAE)) | (Some(0x81), Some(0xA6..=0xA9)) => return true,
+                _ => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A line's bullet (`- ` or `* `) and the rest.
+fn bullet(line: &str) -> (bool, &str) {
+    match line.strip_prefix("- ").or(line.strip_prefix("* ")) {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    }
+}
+
+/// Whether a line's text holds no Markdown marker: it is one run of text (most facts and
+/// titles), written without being parsed.
+fn unmarked(s: &str) -> bool {
+    !s.bytes()
+        .any(|b| matches!(b, b'\\' | b'`' | b'*' | b'_' | b'['))
+}
+
+/// Reads one line of portable Markdown into pieces, in order. The markers are ASCII, so the
+/// line is read a byte at a time: every index it cuts at is a character boundary.
+fn scan<'a>(s: &'a str, f: &mut impl FnMut(Piece<'a>)) {
+    if unmarked(s) {
+        if !s.is_empty() {
+            f(Piece::Text(s));
+        }
+        return;
+    }
+    let c = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    let flush = |start: usize, end: usize, f: &mut dyn FnMut(Piece<'a>)| {
+        if end > start {
+            f(Piece::Text(&s[start..end]));
         }
     };
+    let prev = |i: usize| s[..i].chars().next_back();
+    let next = |i: usize| s[i..].chars().next();
     while i < c.len() {
         let ch = c[i];
-        if ch == '\\' && i + 1 < c.len() && c[i + 1].is_ascii_punctuation() {
-            text.push(c[i + 1]);
+        if ch == b'\\' && c.get(i + 1).is_some_and(u8::is_ascii_punctuation) {
+            // The escaped character starts the next run of text.
+            flush(start, i, f);
+            start = i + 1;
             i += 2;
             continue;
         }
-        if ch == '`' {
-            if let Some(end) = find(c, i + 1, &['`']) {
-                flush(&mut text, &mut out);
-                out.push(Inline::Code(c[i + 1..end].iter().collect()));
+        if ch == b'`' {
+            if let Some(end) = find(c, i + 1, b"`") {
+                flush(start, i, f);
+                f(Piece::Code(&s[i + 1..end]));
                 i = end + 1;
+                start = i;
                 continue;
             }
         }
-        if ch == '*' && c.get(i + 1) == Some(&'*') {
-            if let Some(end) = find(c, i + 2, &['*', '*']) {
-                if end > i + 2 {
-                    flush(&mut text, &mut out);
-                    out.push(Inline::Bold(inlines(&c[i + 2..end])));
-                    i = end + 2;
-                    continue;
-                }
+        if ch == b'*' && c.get(i + 1) == Some(&b'*') {
+            if let Some(end) = find(c, i + 2, b"**").filter(|&e| e > i + 2) {
+                flush(start, i, f);
+                f(Piece::Open(Mark::Bold));
+                scan(&s[i + 2..end], f);
+                f(Piece::Close(Mark::Bold));
+                i = end + 2;
+                start = i;
+                continue;
             }
         }
-        if matches!(ch, '*' | '_') {
-            let opens = c.get(i + 1).is_some_and(|n| !n.is_whitespace())
-                && (ch == '*' || i == 0 || !c[i - 1].is_alphanumeric());
+        if matches!(ch, b'*' | b'_') {
+            let opens = next(i + 1).is_some_and(|n| !n.is_whitespace())
+                && (ch == b'*' || prev(i).is_none_or(|p| !p.is_alphanumeric()));
             if opens {
                 let close = (i + 1..c.len()).find(|&j| {
                     c[j] == ch
-                        && c[j - 1] != '\\'
-                        && !c[j - 1].is_whitespace()
-                        && (ch == '*' || c.get(j + 1).is_none_or(|n| !n.is_alphanumeric()))
+                        && c[j - 1] != b'\\'
+                        && prev(j).is_some_and(|p| !p.is_whitespace())
+                        && (ch == b'*' || next(j + 1).is_none_or(|n| !n.is_alphanumeric()))
                 });
                 if let Some(end) = close.filter(|&e| e > i + 1) {
-                    flush(&mut text, &mut out);
-                    out.push(Inline::Italic(inlines(&c[i + 1..end])));
+                    flush(start, i, f);
+                    f(Piece::Open(Mark::Italic));
+                    scan(&s[i + 1..end], f);
+                    f(Piece::Close(Mark::Italic));
                     i = end + 1;
+                    start = i;
                     continue;
                 }
             }
         }
-        if ch == '[' {
-            if let Some(mid) = find(c, i + 1, &[']', '(']) {
-                if let Some(end) = find(c, mid + 2, &[')']) {
-                    let url: String = c[mid + 2..end].iter().collect();
-                    if web_url(&url) {
-                        flush(&mut text, &mut out);
-                        out.push(Inline::Link(inlines(&c[i + 1..mid]), url));
+        if ch == b'[' {
+            if let Some(mid) = find(c, i + 1, b"](") {
+                if let Some(end) = find(c, mid + 2, b")") {
+                    let url = &s[mid + 2..end];
+                    if web_url(url) {
+                        flush(start, i, f);
+                        f(Piece::Open(Mark::Link(url)));
+                        scan(&s[i + 1..mid], f);
+                        f(Piece::Close(Mark::Link(url)));
                         i = end + 1;
+                        start = i;
                         continue;
                     }
                 }
             }
         }
-        text.push(ch);
         i += 1;
     }
-    flush(&mut text, &mut out);
-    out
+    flush(start, c.len(), f);
 }
 
 /// Where `pat` next starts at or after `from`, skipping backslash-escaped characters.
-fn find(c: &[char], from: usize, pat: &[char]) -> Option<usize> {
+fn find(c: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
     let mut j = from;
     while j + pat.len() <= c.len() {
-        if c[j] == '\\' {
+        if c[j] == b'\\' {
             j += 2;
             continue;
         }
@@ -577,6 +630,44 @@ enum Dialect {
 /// Text the reader sees literally: escaped for the dialect, and unable to mention anyone.
 fn literal(s: &str, d: Dialect) -> String {
     let mut out = String::with_capacity(s.len() + 8);
+    literal_into(s, d, &mut out);
+    out
+}
+
+/// [`literal`], written at the end of `out`.
+fn literal_into(s: &str, d: Dialect, out: &mut String) {
+    // Most pieces of text have nothing to escape (checked a byte at a time: every character
+    // escaped is ASCII).
+    let special = |b: u8| match d {
+        Dialect::Teams => matches!(
+            b,
+            b'\\' | b'`' | b'*' | b'_' | b'[' | b']' | b'<' | b'>' | b'~' | b'&' | b'|' | b'#'
+        ),
+        Dialect::Slack => matches!(b, b'&' | b'<' | b'>'),
+        Dialect::ChatHtml => matches!(b, b'&' | b'<' | b'>' | b'"'),
+        Dialect::Discord | Dialect::Mattermost => matches!(
+            b,
+            b'\\'
+                | b'`'
+                | b'*'
+                | b'_'
+                | b'['
+                | b']'
+                | b'('
+                | b')'
+                | b'<'
+                | b'>'
+                | b'~'
+                | b'|'
+                | b'#'
+                | b'@'
+        ),
+    };
+    if !s.bytes().any(special) {
+        out.push_str(s);
+        return;
+    }
+    out.reserve(s.len());
     // Where a piece starts may be where a line starts: `#` there, followed by a space or
     // nothing after its run, would make a heading; anywhere else (`#123`) it is text.
     let mut prev = '\n';
@@ -632,74 +723,88 @@ fn literal(s: &str, d: Dialect) -> String {
         }
         prev = c;
     }
-    out
 }
 
-fn write_inlines(inl: &[Inline], d: Dialect, out: &mut String) {
-    for i in inl {
-        match i {
-            Inline::Text(t) => out.push_str(&literal(t, d)),
-            Inline::Code(t) => match d {
-                Dialect::ChatHtml => {
-                    out.push_str("<font face=\"monospace\">");
-                    out.push_str(&literal(t, d));
-                    out.push_str("</font>");
-                }
+/// One line of portable Markdown written in a dialect at the end of `out`.
+fn write_line(s: &str, d: Dialect, out: &mut String) {
+    // Where the open link's label starts in `out` (links do not nest: a label ends at the
+    // first `](`); the label is written, then wrapped.
+    let mut label_at = 0;
+    scan(s, &mut |p| match p {
+        Piece::Text(t) => literal_into(t, d, out),
+        Piece::Code(t) => code_into(t, d, out),
+        Piece::Open(Mark::Bold) | Piece::Close(Mark::Bold) => out.push_str(match (d, p) {
+            (Dialect::Slack, _) => "*",
+            (Dialect::ChatHtml, Piece::Open(_)) => "<b>",
+            (Dialect::ChatHtml, _) => "</b>",
+            _ => "**",
+        }),
+        Piece::Open(Mark::Italic) | Piece::Close(Mark::Italic) => out.push_str(match (d, p) {
+            (Dialect::ChatHtml, Piece::Open(_)) => "<i>",
+            (Dialect::ChatHtml, _) => "</i>",
+            _ => "_",
+        }),
+        Piece::Open(Mark::Link(_)) => label_at = out.len(),
+        Piece::Close(Mark::Link(url)) => {
+            let at = label_at.min(out.len());
+            match d {
                 Dialect::Slack => {
-                    out.push('`');
-                    out.push_str(&literal(&t.replace('`', "'"), d));
-                    out.push('`');
+                    let text = out.split_off(at).replace('|', "¦");
+                    out.push('<');
+                    out.push_str(&url.replace('|', "%7C"));
+                    out.push('|');
+                    out.push_str(&text);
+                    out.push('>');
+                }
+                Dialect::ChatHtml => {
+                    let text = out.split_off(at);
+                    out.push_str("<a href=\"");
+                    literal_into(url, Dialect::ChatHtml, out);
+                    out.push_str("\">");
+                    out.push_str(&text);
+                    out.push_str("</a>");
                 }
                 _ => {
-                    // Inside code nothing is markup; a backtick in it cannot close it early.
-                    let t = t.replace('`', "'");
-                    let t = if matches!(d, Dialect::Discord | Dialect::Mattermost) {
-                        t.replace('@', "@\u{200B}")
+                    out.insert(at, '[');
+                    out.push_str("](");
+                    if url.contains(['(', ')']) {
+                        out.push_str(&url.replace('(', "%28").replace(')', "%29"));
                     } else {
-                        t
-                    };
-                    out.push('`');
-                    out.push_str(&t);
-                    out.push('`');
-                }
-            },
-            Inline::Bold(x) => {
-                let (open, close) = match d {
-                    Dialect::Slack => ("*", "*"),
-                    Dialect::ChatHtml => ("<b>", "</b>"),
-                    _ => ("**", "**"),
-                };
-                out.push_str(open);
-                write_inlines(x, d, out);
-                out.push_str(close);
-            }
-            Inline::Italic(x) => {
-                let (open, close) = match d {
-                    Dialect::ChatHtml => ("<i>", "</i>"),
-                    _ => ("_", "_"),
-                };
-                out.push_str(open);
-                write_inlines(x, d, out);
-                out.push_str(close);
-            }
-            Inline::Link(label, url) => {
-                let mut text = String::new();
-                write_inlines(label, d, &mut text);
-                match d {
-                    Dialect::Slack => {
-                        let text = text.replace('|', "¦");
-                        out.push_str(&format!("<{}|{text}>", url.replace('|', "%7C")));
+                        out.push_str(url);
                     }
-                    Dialect::ChatHtml => out.push_str(&format!(
-                        "<a href=\"{}\">{text}</a>",
-                        literal(url, Dialect::ChatHtml)
-                    )),
-                    _ => out.push_str(&format!(
-                        "[{text}]({})",
-                        url.replace('(', "%28").replace(')', "%29")
-                    )),
+                    out.push(')');
                 }
             }
+        }
+    });
+}
+
+/// A code span written in a dialect.
+fn code_into(t: &str, d: Dialect, out: &mut String) {
+    match d {
+        Dialect::ChatHtml => {
+            out.push_str("<font face=\"monospace\">");
+            literal_into(t, d, out);
+            out.push_str("</font>");
+        }
+        Dialect::Slack => {
+            out.push('`');
+            literal_into(&t.replace('`', "'"), d, out);
+            out.push('`');
+        }
+        _ => {
+            // Inside code nothing is markup; a backtick in it cannot close it early.
+            out.push('`');
+            for c in t.chars() {
+                match c {
+                    '`' => out.push('\''),
+                    '@' if matches!(d, Dialect::Discord | Dialect::Mattermost) => {
+                        out.push_str("@\u{200B}")
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push('`');
         }
     }
 }
@@ -710,9 +815,15 @@ const LONGEST: usize = 16_000;
 
 /// Portable Markdown in a dialect.
 fn markdown(s: &str, d: Dialect) -> String {
-    let lines = parse_md(&cut_cow(s, LONGEST));
     let mut out = String::with_capacity(s.len() + 16);
-    for (n, line) in lines.iter().enumerate() {
+    markdown_into(s, d, &mut out);
+    out
+}
+
+/// [`markdown`], written at the end of `out`.
+fn markdown_into(s: &str, d: Dialect, out: &mut String) {
+    let cut = cut_cow(s, LONGEST);
+    for (n, line) in clean(&cut).split('\n').enumerate() {
         if n > 0 {
             out.push_str(match d {
                 Dialect::ChatHtml => "<br>",
@@ -720,28 +831,32 @@ fn markdown(s: &str, d: Dialect) -> String {
                 _ => "\n",
             });
         }
-        if line.bullet {
+        let (bullet, rest) = bullet(line);
+        if bullet {
             out.push_str(match d {
                 Dialect::Slack | Dialect::ChatHtml => "• ",
                 _ => "- ",
             });
         }
-        write_inlines(&line.inlines, d, &mut out);
+        write_line(rest, d, out);
     }
-    out
 }
 
 /// Plain text in a dialect: literal, one line breaks kept.
 fn plain(s: &str, d: Dialect) -> String {
-    let s = clean(&cut_cow(s, LONGEST));
-    if !s.contains('\n') {
-        return literal(&s, d);
+    let cut = cut_cow(s, LONGEST);
+    let s = clean(&cut);
+    let mut out = String::with_capacity(s.len() + 8);
+    for (n, line) in s.split('\n').enumerate() {
+        if n > 0 {
+            out.push_str(match d {
+                Dialect::ChatHtml => "<br>",
+                _ => "\n",
+            });
+        }
+        literal_into(line, d, &mut out);
     }
-    let lines: Vec<String> = s.split('\n').map(|l| literal(l, d)).collect();
-    lines.join(match d {
-        Dialect::ChatHtml => "<br>",
-        _ => "\n",
-    })
+    out
 }
 
 /// Text that shows as typed in `kind`'s message text and can mention no one (a name beside
@@ -761,10 +876,21 @@ pub fn inert(s: &str, kind: CardKind) -> String {
 /// dropped, and a zero-width space after every `@` and `<`, so that no `@everyone`,
 /// `<!channel>`, `<users/all>` or `<at>` is read as one.
 fn bare(s: &str) -> String {
-    clean(&cut_cow(s, LONGEST))
-        .replace('@', "@\u{200B}")
-        .replace('<', "<\u{200B}")
-        .replace("](", "]\u{200B}(")
+    let cut = cut_cow(s, LONGEST);
+    let s = clean(&cut);
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut prev = ' ';
+    for c in s.chars() {
+        if c == '(' && prev == ']' {
+            out.push('\u{200B}');
+        }
+        out.push(c);
+        if c == '@' || c == '<' {
+            out.push('\u{200B}');
+        }
+        prev = c;
+    }
+    out
 }
 
 /// At most `n` characters (Unicode scalar values, as the platforms count), with `…` when
@@ -825,16 +951,32 @@ fn and_more(n: usize) -> String {
 
 /// Short Markdown lines as a bulleted list in a dialect, folded after 20.
 fn bullets(items: &[String], d: Dialect) -> String {
+    let mut out = String::new();
+    bullets_into(items, d, &mut out);
+    out
+}
+
+/// [`bullets`], written at the end of `out`.
+fn bullets_into(items: &[String], d: Dialect, out: &mut String) {
     let (mark, sep) = match d {
         Dialect::Slack => ("• ", "\n"),
         Dialect::ChatHtml => ("• ", "<br>"),
         _ => ("- ", "\n"),
     };
-    fold(items, 20, and_more)
+    const N: usize = 20;
+    let shown = if items.len() > N { N - 1 } else { items.len() };
+    let more = (items.len() > N).then(|| and_more(items.len() - shown));
+    let lines = items[..shown]
         .iter()
-        .map(|l| format!("{mark}{}", markdown(l, d)))
-        .collect::<Vec<_>>()
-        .join(sep)
+        .map(String::as_str)
+        .chain(more.as_deref());
+    for (n, l) in lines.enumerate() {
+        if n > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(mark);
+        markdown_into(l, d, out);
+    }
 }
 
 /// Links written inline, `[label](url) · …`, for the chats without buttons in a message.
@@ -857,36 +999,35 @@ fn inline_links(links: &[Link], d: Dialect) -> String {
 
 fn teams(card: &Card) -> Value {
     let d = Dialect::Teams;
-    let mut first = Map::new();
+    let mut first = Map::with_capacity(6);
     if let Some(a) = &card.author {
-        first.insert("activityTitle".into(), json!(plain(&a.name, d)));
+        first.insert("activityTitle".into(), plain(&a.name, d).into());
         if let Some(img) = &a.avatar {
-            first.insert("activityImage".into(), json!(img));
+            first.insert("activityImage".into(), img.as_str().into());
         }
     }
     if let Some(s) = &card.subtitle {
-        first.insert("activitySubtitle".into(), json!(plain(s, d)));
+        first.insert("activitySubtitle".into(), plain(s, d).into());
     }
-    if let Some(t) = &card.text {
-        first.insert("text".into(), json!(markdown(t, d)));
+    if card.text.is_some() || !card.list.is_empty() {
+        let mut text = String::new();
+        if let Some(t) = &card.text {
+            markdown_into(t, d, &mut text);
+        }
+        if !card.list.is_empty() {
+            if !text.is_empty() {
+                text.push_str("\n\n");
+            }
+            bullets_into(&card.list, d, &mut text);
+        }
+        first.insert("text".into(), Value::String(text));
     }
     if !card.facts.is_empty() {
         first.insert("facts".into(), teams_facts(&card.facts));
     }
-    if !card.list.is_empty() {
-        let text = first
-            .get("text")
-            .and_then(Value::as_str)
-            .map(|t| format!("{t}\n\n"))
-            .unwrap_or_default();
-        first.insert(
-            "text".into(),
-            json!(format!("{text}{}", bullets(&card.list, d))),
-        );
-    }
     let mut sections = Vec::new();
     if !first.is_empty() {
-        first.insert("markdown".into(), json!(true));
+        first.insert("markdown".into(), true.into());
         sections.push(Value::Object(first));
     }
     for s in &card.sections {
@@ -917,40 +1058,59 @@ fn teams(card: &Card) -> Value {
     let summary = [&card.title, &card.text, &card.subtitle]
         .into_iter()
         .flatten()
-        .map(|t| clean(t).replace('\n', " ").trim().to_string())
-        .find(|t| !t.is_empty())
+        .map(|t| clean(t))
+        .find(|t| !t.trim().is_empty())
+        .map(|t| t.trim().replace('\n', " "))
         .unwrap_or_else(|| "cardwire".into());
-    let mut v = json!({
-        "@type": "MessageCard",
-        "@context": "https://schema.org/extensions",
-        "summary": cut(&bare(&summary), 200),
-        "sections": sections,
-    });
+    // Built in place: `json!` would copy a tree given to it by serializing it again.
+    let mut v = Map::with_capacity(7);
+    v.insert("@type".into(), "MessageCard".into());
+    v.insert("@context".into(), "https://schema.org/extensions".into());
+    v.insert("summary".into(), cut(&bare(&summary), 200).into());
+    v.insert("sections".into(), Value::Array(sections));
     if let Some(t) = title {
-        v["title"] = json!(t);
+        v.insert("title".into(), t.into());
     }
     if let Some(c) = color(card) {
-        v["themeColor"] = json!(c.trim_start_matches('#'));
+        v.insert("themeColor".into(), c.trim_start_matches('#').into());
     }
     let actions: Vec<Value> = buttons(card, 4)
-        .iter()
-        .map(|l| json!({"@type": "OpenUri", "name": cut(&bare(&l.label), 60), "targets": [{"os": "default", "uri": l.url}]}))
+        .into_iter()
+        .map(|l| {
+            let mut target = Map::with_capacity(2);
+            target.insert("os".into(), "default".into());
+            target.insert("uri".into(), l.url.into());
+            let mut a = Map::with_capacity(3);
+            a.insert("@type".into(), "OpenUri".into());
+            a.insert("name".into(), cut(&bare(&l.label), 60).into());
+            a.insert("targets".into(), Value::Array(vec![Value::Object(target)]));
+            Value::Object(a)
+        })
         .collect();
     if !actions.is_empty() {
-        v["potentialAction"] = json!(actions);
+        v.insert("potentialAction".into(), Value::Array(actions));
     }
-    v
+    Value::Object(v)
 }
 
 fn teams_facts(facts: &[Fact]) -> Value {
     let d = Dialect::Teams;
-    json!(fold(facts, 20, |n| Fact {
-        name: "…".into(),
-        value: format!("{n} more"),
-    })
-    .iter()
-    .map(|f| json!({"name": plain(&f.name, d), "value": markdown(&f.value, d)}))
-    .collect::<Vec<_>>())
+    const N: usize = 20;
+    let fact = |name: String, value: String| {
+        let mut m = Map::with_capacity(2);
+        m.insert("name".into(), Value::String(name));
+        m.insert("value".into(), Value::String(value));
+        Value::Object(m)
+    };
+    let shown = if facts.len() > N { N - 1 } else { facts.len() };
+    let mut out: Vec<Value> = facts[..shown]
+        .iter()
+        .map(|f| fact(plain(&f.name, d), markdown(&f.value, d)))
+        .collect();
+    if facts.len() > N {
+        out.push(fact("…".into(), format!("{} more", facts.len() - shown)));
+    }
+    Value::Array(out)
 }
 
 /// The card's buttons: `links` (an empty label reads "Open"), else its main `link` as

@@ -346,6 +346,61 @@ fn check_limits(p: CardKind, body: &mut Value) -> Result<(), String> {
     Ok(())
 }
 
+#[test]
+fn marks_inside_links_and_unclosed_marks() {
+    // A link ends at the first `)`: the rest is text. An unclosed `**` is text, and what
+    // follows it may still be marked.
+    let s = "[**b** `c`](https://x.test/a_(b)) **x* _y";
+    assert_eq!(
+        markdown(s, Dialect::Teams),
+        "[**b** `c`](https://x.test/a_%28b)) \\*_x_ \\_y"
+    );
+    assert_eq!(
+        markdown(s, Dialect::Slack),
+        "<https://x.test/a_(b|*b* `c`>) *_x_ _y"
+    );
+    assert_eq!(
+        markdown(s, Dialect::ChatHtml),
+        "<a href=\"https://x.test/a_(b\"><b>b</b> <font face=\"monospace\">c</font></a>) *<i>x</i> _y"
+    );
+    // A label holding a `|` cannot end Slack's link early.
+    assert_eq!(
+        markdown("[a|b](https://x.test)", Dialect::Slack),
+        "<https://x.test|a¦b>"
+    );
+    assert_eq!(unmarkdown("- [**b**](https://x.test) \\*x `y`"), "- b *x y");
+}
+
+#[test]
+fn cleaning_drops_controls_and_bidi_overrides_only() {
+    assert_eq!(
+        clean("a\u{7}b\r\n\tc\u{85}d\u{202E}e\u{2067}f—g"),
+        "ab\n cdef—g"
+    );
+    for kept in ["plain", "—…é 日本 🎉", "a\nb", "\u{A0}\u{2028}"] {
+        assert!(
+            matches!(clean(kept), std::borrow::Cow::Borrowed(_)),
+            "{kept:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The byte-wise check agrees with the characters `clean` drops.
+    #[test]
+    fn cleaning_is_needed_exactly_where_a_character_is_dropped(
+        s in "(\\PC|[\u{0}-\u{1f}\u{7f}-\u{a0}\u{2028}-\u{206f}])*"
+    ) {
+        let dropped = s.chars().any(|c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        });
+        prop_assert_eq!(needs_cleaning(s.as_bytes()), dropped);
+    }
+}
+
 proptest! {
     // No regressions file: the repository's top level stays as agreed; a failure prints its
     // minimal input, to be added to the cases above.
@@ -387,6 +442,27 @@ fn blank_fields_are_left_out() {
     assert_eq!(card.list, ["one"]);
     let wf = convert(&card, CardKind::Workflow);
     assert!(!wf.to_string().contains(r#""text":"""#), "{wf}");
+}
+
+/// A URL longer than any platform takes (a payload field gone wild inside a link) is left
+/// out, on every kind. (Regression: the hostile-text test sent a 146 KB Discord card whose
+/// embed URL held a whole commit SHA field of text.)
+#[test]
+fn absurdly_long_urls_are_left_out() {
+    let long = format!("https://x.test/{}", "a".repeat(3000));
+    let card = parse(json!({
+        "title": "t", "link": long, "links": [{"label": "x", "url": long}, {"label": "y", "url": "https://x.test/y"}],
+        "author": {"name": "a", "link": long, "avatar": long}
+    }))
+    .unwrap();
+    assert_eq!(card.link, None);
+    assert_eq!(card.links.len(), 1);
+    assert_eq!(card.author.as_ref().unwrap().link, None);
+    assert_eq!(card.author.as_ref().unwrap().avatar, None);
+    for k in CardKind::ALL {
+        let body = convert(&card, k).to_string();
+        assert!(body.len() < 2_000, "{}: {body}", k.as_str());
+    }
 }
 
 /// The smallest cards the schema allows (a title, a text or facts alone) are valid for every
