@@ -50,8 +50,13 @@ pub struct App {
     pub policy: Arc<TargetPolicy>,
     /// The last change to rules or templates that did not load.
     pub last_rejected: Arc<arc_swap::ArcSwapOption<crate::reload::Rejected>>,
-    /// The Office 365 emulator's inboxes, when the emulator is on.
+    /// The Office 365 emulator's inboxes, when the emulator is on (the Slack and Discord
+    /// emulators' channels too).
     pub inboxes: Option<Arc<crate::connect::emulator::Inboxes>>,
+    /// The Slack and Discord emulators' codes and webhooks, when the emulator is on.
+    pub chats: Option<Arc<crate::connect::chat_emulator::Chats>>,
+    /// The HTTP client of the Add to Slack / Discord code exchanges.
+    pub oauth_http: reqwest::Client,
     /// Signed-in sessions of the /connections pages.
     pub sessions: Arc<crate::admin::pages::Sessions>,
     /// The Prometheus metrics.
@@ -147,6 +152,16 @@ impl FromRef<AppState> for Emulator {
     }
 }
 
+impl FromRef<AppState> for crate::connect::chat_emulator::ChatEmulator {
+    fn from_ref(app: &AppState) -> Self {
+        Self {
+            config: app.config.clone(),
+            inboxes: app.inboxes.clone(),
+            chats: app.chats.clone(),
+        }
+    }
+}
+
 impl FromRef<AppState> for Flows {
     fn from_ref(app: &AppState) -> Self {
         Flows {
@@ -155,6 +170,7 @@ impl FromRef<AppState> for Flows {
             store: app.store.clone(),
             connections: app.connections.clone(),
             policy: app.policy.clone(),
+            http: app.oauth_http.clone(),
         }
     }
 }
@@ -194,6 +210,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::deliver::api::router())
         .merge(crate::connect::flow::router())
         .merge(crate::connect::emulator::router())
+        .merge(crate::connect::oauth::router())
+        .merge(crate::connect::chat_emulator::router())
         .merge(crate::admin::pages::router())
         .merge(crate::admin::home::router())
         .merge(crate::metrics::router())
@@ -245,6 +263,8 @@ impl Server {
         let app = Arc::new(App {
             policy: Arc::new(policy(&config)),
             inboxes: config.emulator().then(Default::default),
+            chats: config.emulator().then(Default::default),
+            oauth_http: crate::connect::oauth::http_client(),
             sessions: Default::default(),
             live,
             render_failures: Default::default(),
@@ -371,7 +391,12 @@ fn log_start(config: &Config, pipeline: &Pipeline, connections: usize, queued: u
 fn policy(config: &Config) -> TargetPolicy {
     let policy = TargetPolicy::new(&config.targets);
     if config.emulator() {
-        policy.allow_prefix(crate::connect::emulator::inbox_prefix(&config.public_url()))
+        let public = config.public_url();
+        let [slack, discord] = crate::connect::chat_emulator::hook_prefixes(&public);
+        policy
+            .allow_prefix(crate::connect::emulator::inbox_prefix(&public))
+            .allow_prefix(slack)
+            .allow_prefix(discord)
     } else {
         policy
     }

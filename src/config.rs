@@ -164,6 +164,31 @@ pub struct ConnectConfig {
     /// generated into `<data_dir>/secrets.key` (mode 0600) on first start.
     #[serde(default)]
     pub secrets_key: Option<String>,
+    /// Add to Slack: the Slack app's OAuth client (scope `incoming-webhook`).
+    #[serde(default)]
+    pub slack: Option<OAuthClient>,
+    /// Add to Discord: the Discord application's OAuth2 client (scope `webhook.incoming`).
+    #[serde(default)]
+    pub discord: Option<OAuthClient>,
+}
+
+/// An OAuth client registered with a chat platform, for an "Add to …" flow.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClient {
+    /// The client id the platform gave the app.
+    pub client_id: String,
+    /// The client secret (write `${ENV_VAR}` to keep it out of the file).
+    pub client_secret: String,
+    /// Slack only: the workspace (team id, `T…`) an install is restricted to.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Where the button goes: the platform's authorize page, or the emulator's while it is on.
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// Where the code is exchanged: the platform's token endpoint, or the emulator's.
+    #[serde(default)]
+    pub token_url: Option<String>,
 }
 
 /// A group the emulator's picker offers.
@@ -214,6 +239,8 @@ impl Default for ConnectConfig {
             company_url: None,
             action_targets: Vec::new(),
             secrets_key: None,
+            slack: None,
+            discord: None,
         }
     }
 }
@@ -672,6 +699,41 @@ impl Config {
                 problems.push(doc.problem(
                     "connect.url",
                     format!("connect.url {u:?} must be an http(s) URL without a query"),
+                ));
+            }
+        }
+        for (name, client) in [("slack", &c.slack), ("discord", &c.discord)] {
+            let Some(client) = client else { continue };
+            for (key, value) in [
+                ("client_id", &client.client_id),
+                ("client_secret", &client.client_secret),
+            ] {
+                if value.trim().is_empty() {
+                    problems.push(doc.problem(
+                        &format!("connect.{name}.{key}"),
+                        format!("connect.{name}.{key} is empty"),
+                    ));
+                }
+            }
+            for (key, value) in [
+                ("authorize_url", &client.authorize_url),
+                ("token_url", &client.token_url),
+            ] {
+                let Some(u) = value else { continue };
+                if url::Url::parse(u)
+                    .map(|u| !matches!(u.scheme(), "http" | "https") || u.host_str().is_none())
+                    .unwrap_or(true)
+                {
+                    problems.push(doc.problem(
+                        &format!("connect.{name}.{key}"),
+                        format!("connect.{name}.{key} {u:?} must be an http(s) URL"),
+                    ));
+                }
+            }
+            if name == "discord" && client.team.is_some() {
+                problems.push(doc.problem(
+                    "connect.discord.team",
+                    "team restricts a Slack install to one workspace; Discord has no such setting",
                 ));
             }
         }

@@ -55,12 +55,27 @@ pub struct ConnectionOut {
     pub created_ms: u64,
     /// Whether it is paused.
     pub paused: bool,
-    /// How it was made: `api`, `connect` or `paste`.
+    /// How it was made: `api`, `connect` (Office 365), `slack`, `discord` or `paste`.
     pub via: String,
     /// From the Office 365 callback: mail, groups or teams.
     pub app_type: Option<String>,
     /// From the Office 365 callback: the group's name.
     pub group_name: Option<String>,
+    /// From Add to Slack / Discord: the channel (`#deploys`), as the platform named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// From Add to Slack / Discord: the channel's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+    /// From Add to Slack / Discord: the workspace's (`team.id`) or server's (`guild_id`) id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    /// From Add to Slack: the workspace's name; Discord: the webhook's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_name: Option<String>,
+    /// From Add to Slack: where the webhook's settings live on Slack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration_url: Option<String>,
     /// The digest schedule, if any.
     pub digest: Option<serde_json::Value>,
     /// Its own limit, if any.
@@ -88,6 +103,11 @@ impl ConnectionOut {
             via: c.origin.via.clone(),
             app_type: c.origin.app_type.clone(),
             group_name: c.origin.group_name.clone(),
+            channel: c.origin.channel.clone(),
+            channel_id: c.origin.channel_id.clone(),
+            team_id: c.origin.team_id.clone(),
+            team_name: c.origin.team_name.clone(),
+            configuration_url: c.origin.configuration_url.clone(),
             digest: c.digest.clone(),
             limit: c.limit.clone(),
             skipped: stats.skipped,
@@ -292,6 +312,9 @@ async fn create_connection(
             "`kind` is needed: the URL's host does not say which chat it is (teams, workflow, slack, discord, google_chat, mattermost)",
         )
     })?;
+    app.policy
+        .check_kind(url.as_str(), kind)
+        .map_err(|e| ApiError::bad_request("target_not_allowed", e.to_string()))?;
     let conn = Connection {
         id: ConnectionId::new(),
         name: input.name.trim().to_string(),

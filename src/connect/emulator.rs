@@ -45,7 +45,7 @@ pub struct Inboxes {
 }
 
 impl Inboxes {
-    fn push(&self, group: &str, card: Value) {
+    pub(crate) fn push(&self, group: &str, card: Value) {
         let mut cards = self.cards.lock().expect("inbox lock");
         let q = cards.entry(group.to_string()).or_default();
         if q.len() == KEEP {

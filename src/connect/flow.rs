@@ -70,6 +70,8 @@ pub struct Flows {
     pub connections: Arc<super::Connections>,
     /// Which webhook URLs are acceptable.
     pub policy: Arc<crate::deliver::policy::TargetPolicy>,
+    /// The HTTP client of the OAuth code exchanges.
+    pub http: reqwest::Client,
 }
 
 /// Where the Connect button goes.
@@ -144,7 +146,7 @@ async fn connect_page(State(app): State<Flows>) -> Response {
          <p class=\"muted\">Choose none to receive every channel.</p></fieldset>\
          <fieldset><legend>Digest</legend>{digest}</fieldset>\
          <button type=\"submit\" id=\"connect\" style=\"background:none;padding:0\">\
-         <img src=\"/assets/connect-button.svg\" alt=\"Connect to Office 365\"></button>\
+         <img src=\"/assets/connect-button.svg\" alt=\"Connect to Office 365\"></button>{others}\
          </form>\
          <h2>Or paste a webhook URL</h2>\
          <p class=\"muted\">A Teams Workflows URL (the Workflow <em>When a Teams webhook request is \
@@ -163,8 +165,27 @@ async fn connect_page(State(app): State<Flows>) -> Response {
         banner = banner(&app.config),
         connector = connector_box(&app.config),
         digest = digest_fields(),
+        others = other_buttons(&app.config),
     );
     page(StatusCode::OK, "Connect", &body)
+}
+
+/// "Add to Slack" and "Add to Discord", for the flows that are set up: they submit the same
+/// choices to their own start.
+fn other_buttons(config: &Config) -> String {
+    use super::providers::{client, Provider};
+    Provider::ALL
+        .into_iter()
+        .filter(|p| client(config, *p).is_some())
+        .map(|p| {
+            format!(
+                " <button type=\"submit\" id=\"add-{slug}\" class=\"add {slug}\" \
+                 formaction=\"/connect/{slug}/start\">Add to {title}</button>",
+                slug = p.slug(),
+                title = p.title()
+            )
+        })
+        .collect()
 }
 
 fn digest_fields() -> String {
@@ -214,6 +235,37 @@ fn parse_digest(form: &StartForm) -> Result<Option<Value>, String> {
 }
 
 async fn start_flow(State(app): State<Flows>, headers: HeaderMap, body: String) -> Response {
+    let Some(app_id) = app.config.connect.app_id_or_dev(app.config.emulator()) else {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not configured",
+            "<h1>Connecting is not set up</h1><p>The administrator has not set <code>connect.app_id</code>.</p>",
+        );
+    };
+    let (state, browser) = match begin(&app, &headers, &body, None) {
+        Ok(started) => started,
+        Err(res) => return res,
+    };
+    let mut target =
+        url::Url::parse(&connect_url(&app.config)).expect("connect.url was checked at start");
+    target
+        .query_pairs_mut()
+        .append_pair("state", &state)
+        .append_pair("app_id", &app_id)
+        .append_pair("callback_url", &callback_url(&app.config));
+    away(&app.config, &target, &browser)
+}
+
+/// Starts a flow from the /connect form (`body`: its `channel` and digest fields): stores its
+/// choices under a fresh state bound to this browser; returns the state and the browser's
+/// cookie value (for [`away`]).
+#[allow(clippy::result_large_err)]
+pub(super) fn begin(
+    app: &Flows,
+    headers: &HeaderMap,
+    body: &str,
+    provider: Option<&str>,
+) -> Result<(String, String), Response> {
     // Repeated `channel` fields: read the raw form.
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
@@ -229,18 +281,8 @@ async fn start_flow(State(app): State<Flows>, headers: HeaderMap, body: String) 
         at: get("at"),
         tz: get("tz"),
     };
-    let digest = match parse_digest(&form) {
-        Ok(d) => d,
-        Err(e) => return page(StatusCode::BAD_REQUEST, "Cannot connect", &format!("<h1>Cannot connect</h1><p class=\"error\">{}</p><p><a href=\"/connect\">Back</a></p>", esc(&e))),
-    };
-    let Some(app_id) = app.config.connect.app_id_or_dev(app.config.emulator()) else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not configured",
-            "<h1>Connecting is not set up</h1><p>The administrator has not set <code>connect.app_id</code>.</p>",
-        );
-    };
-    let browser = pages::cookie(&headers, COOKIE)
+    let digest = parse_digest(&form).map_err(|e| page(StatusCode::BAD_REQUEST, "Cannot connect", &format!("<h1>Cannot connect</h1><p class=\"error\">{}</p><p><a href=\"/connect\">Back</a></p>", esc(&e))))?;
+    let browser = pages::cookie(headers, COOKIE)
         .filter(|c| c.len() >= 22)
         .unwrap_or_else(|| pages::token(16));
     let state = pages::token(24);
@@ -249,18 +291,17 @@ async fn start_flow(State(app): State<Flows>, headers: HeaderMap, body: String) 
         channels,
         digest,
         created_ms: now_ms(),
+        provider: provider.map(str::to_string),
     };
-    if let Err(e) = app.store.put_flow_state(&state, &record) {
-        return crate::error::ApiError::internal(&e).into_response();
-    }
-    let mut target =
-        url::Url::parse(&connect_url(&app.config)).expect("connect.url was checked at start");
-    target
-        .query_pairs_mut()
-        .append_pair("state", &state)
-        .append_pair("app_id", &app_id)
-        .append_pair("callback_url", &callback_url(&app.config));
-    let secure = if app.config.public_url().starts_with("https://") {
+    app.store
+        .put_flow_state(&state, &record)
+        .map_err(|e| crate::error::ApiError::internal(&e).into_response())?;
+    Ok((state, browser))
+}
+
+/// The redirect to a provider's page that starts a flow, setting the browser's cookie.
+pub(super) fn away(config: &Config, target: &url::Url, browser: &str) -> Response {
+    let secure = if config.public_url().starts_with("https://") {
         "; Secure"
     } else {
         ""
@@ -277,7 +318,7 @@ async fn start_flow(State(app): State<Flows>, headers: HeaderMap, body: String) 
     res
 }
 
-fn bad(title: &str, message: &str) -> Response {
+pub(super) fn bad(title: &str, message: &str) -> Response {
     page(
         StatusCode::BAD_REQUEST,
         title,
@@ -291,16 +332,21 @@ fn bad(title: &str, message: &str) -> Response {
 
 /// Checks a callback's state against this browser and consumes it. (The error is the page to
 /// answer with; it is built on a rare path, so its size does not matter.)
+///
+/// `provider` is the flow whose callback this is (`None`: Office 365's), `who` the service's
+/// name for messages.
 #[allow(clippy::result_large_err)]
-fn take_state(
+pub(super) fn take_state(
     app: &Flows,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
+    provider: Option<&str>,
+    who: &str,
 ) -> Result<FlowState, Response> {
     let Some(state) = params.get("state").filter(|s| !s.is_empty()) else {
         return Err(bad(
             "Cannot connect",
-            "The answer from Office 365 carries no state. Start again from this page.",
+            &format!("The answer from {who} carries no state. Start again from this page."),
         ));
     };
     let record = match app.store.flow_state(state) {
@@ -316,6 +362,13 @@ fn take_state(
     let browser = pages::cookie(headers, COOKIE)
         .map(|c| pages::digest(&c))
         .unwrap_or_default();
+    if record.provider.as_deref() != provider {
+        // A state issued for another flow's callback: refused, and left for that flow.
+        return Err(bad(
+            "Cannot connect",
+            "This link belongs to another way of connecting. Start again.",
+        ));
+    }
     if !bool::from(browser.as_bytes().ct_eq(record.browser.as_bytes())) {
         // A state started in another browser: refused, and left for its owner.
         return Err(bad(
@@ -351,7 +404,7 @@ async fn receive_callback(
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let record = match take_state(&app, &params, &headers) {
+    let record = match take_state(&app, &params, &headers, None, "Office 365") {
         Ok(r) => r,
         Err(res) => return res,
     };
@@ -388,7 +441,10 @@ async fn receive_callback(
             &format!("The answer from Office 365 lacks {}.", missing.join(", ")),
         );
     }
-    let url = match app.policy.check(&params["webhook_url"]) {
+    let url = match app
+        .policy
+        .check_kind(&params["webhook_url"], CardKind::Teams)
+    {
         Ok(u) => u,
         Err(e) => {
             return bad(
@@ -410,6 +466,7 @@ async fn receive_callback(
             app_type: Some(app_type),
             group_name,
             user_object_id: params.get("user_objectId").cloned(),
+            ..Default::default()
         },
         digest: record.digest,
         broken: None,
@@ -451,7 +508,11 @@ async fn done_page(State(app): State<Flows>, Path(id): Path<String>) -> Response
          <a href=\"/connections\">/connections</a>.</p>",
         banner = banner(&app.config),
         name = esc(&conn.name),
-        app_type = esc(conn.origin.app_type.as_deref().unwrap_or(&conn.origin.via)),
+        app_type = esc(&match (&conn.origin.app_type, &conn.origin.channel) {
+            (Some(t), _) => t.clone(),
+            (None, Some(c)) => format!("{} channel {c}", conn.kind.as_str()),
+            (None, None) => conn.origin.via.clone(),
+        }),
         channels = esc(&channels),
         id = conn.id,
     );
@@ -495,6 +556,9 @@ async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Res
             None => return bad("Cannot add", &format!("{k:?} is not a kind of chat.")),
         },
     };
+    if let Err(e) = app.policy.check_kind(url.as_str(), kind) {
+        return bad("Cannot add", &format!("The URL is not accepted: {e}."));
+    }
     let channels: Vec<String> = form
         .channels
         .split(',')

@@ -6,14 +6,20 @@
 //! URLs never appear in answers or logs except masked (scheme, host, last 4 characters).
 //!
 //! - [`api`]: the admin API under /api/connections.
-//! - [`flow`]: the Connect to Office 365 pages and callback.
+//! - [`flow`]: the Connect to Office 365 pages and callback, and the state every flow shares.
+//! - [`providers`]: the platforms with an "Add to …" flow: clients, authorize URLs, token answers.
+//! - [`oauth`]: Add to Slack and Add to Discord, the pages and callbacks.
 //! - [`emulator`]: a local stand-in for the Office 365 side.
+//! - [`chat_emulator`]: a local stand-in for Slack's and Discord's side.
 //! - [`pages`]: HTML layout and assets shared by the pages.
 
 pub mod api;
+pub mod chat_emulator;
 pub mod emulator;
 pub mod flow;
+pub mod oauth;
 pub mod pages;
+pub mod providers;
 
 use std::sync::{Arc, Mutex};
 

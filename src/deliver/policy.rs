@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use url::{Host, Url};
 
 use crate::config::TargetsConfig;
+use crate::render::CardKind;
 
 /// The webhook hosts accepted without configuration.
 pub const BUILTIN_HOSTS: &[&str] = &[
@@ -21,6 +22,9 @@ pub const BUILTIN_HOSTS: &[&str] = &[
     "hooks.slack.com",
     "discord.com",
     "discordapp.com",
+    // Discord's test clients hand out webhook URLs on their own hosts.
+    "ptb.discord.com",
+    "canary.discord.com",
     "chat.googleapis.com",
 ];
 
@@ -39,6 +43,9 @@ pub enum TargetError {
     /// Its host is not on the list.
     #[error("host {0:?} is not an allowed webhook host (add it to targets.allowed_hosts)")]
     Host(String),
+    /// It is not a webhook URL of the connection's chat platform.
+    #[error("{0}")]
+    Platform(String),
     /// It points at a private, loopback or link-local address.
     #[error("address {0} is private, loopback or link-local (list it in targets.allowed_hosts to allow it)")]
     Private(IpAddr),
@@ -105,6 +112,80 @@ impl TargetPolicy {
             return Err(TargetError::Host(host));
         }
         Ok(url)
+    }
+}
+
+impl TargetPolicy {
+    /// Checks a URL for a connection of `kind`: as [`TargetPolicy::check`], and one of that
+    /// platform's webhook URLs ([`platform_url`]), unless its host is listed in
+    /// `targets.allowed_hosts` (a proxy, a self-hosted chat: Mattermost has no host of its
+    /// own) or it is one of the emulator's.
+    pub fn check_kind(&self, raw: &str, kind: CardKind) -> Result<Url, TargetError> {
+        let url = self.check(raw)?;
+        let own = self
+            .prefixes
+            .iter()
+            .any(|p| url.as_str().starts_with(p.as_str()));
+        let listed = url.host_str().is_some_and(|h| {
+            self.extra
+                .iter()
+                .any(|p| host_matches(p, &h.to_ascii_lowercase()))
+        });
+        if !own && !listed {
+            platform_url(kind, &url).map_err(TargetError::Platform)?;
+        }
+        Ok(url)
+    }
+}
+
+/// Whether `url` is a webhook URL of `kind`'s platform: Teams' connector hosts, Power
+/// Automate's, `hooks.slack.com/services/…`, Discord's `/api/webhooks/…`, Google Chat's
+/// `/v1/spaces/…/messages`. A Mattermost server has no known host: it must be listed.
+pub fn platform_url(kind: CardKind, url: &Url) -> Result<(), String> {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let path = url.path();
+    let on = |patterns: &[&str]| patterns.iter().any(|p| host_matches(p, &host));
+    let (fits, shape) = match kind {
+        CardKind::Teams => (
+            on(&[
+                "outlook.office.com",
+                "outlook.office365.com",
+                "*.webhook.office.com",
+            ]),
+            "an Office 365 connector URL (https://….webhook.office.com/…)",
+        ),
+        CardKind::Workflow => (
+            on(&["*.logic.azure.com", "*.api.powerplatform.com"]),
+            "a Power Automate URL (https://….logic.azure.com/… or ….api.powerplatform.com/…)",
+        ),
+        CardKind::Slack => (
+            host == "hooks.slack.com" && path.starts_with("/services/"),
+            "https://hooks.slack.com/services/…",
+        ),
+        CardKind::Discord => (
+            on(&[
+                "discord.com",
+                "discordapp.com",
+                "ptb.discord.com",
+                "canary.discord.com",
+            ]) && path.starts_with("/api/webhooks/"),
+            "https://discord.com/api/webhooks/…",
+        ),
+        CardKind::GoogleChat => (
+            host == "chat.googleapis.com"
+                && path.starts_with("/v1/spaces/")
+                && path.ends_with("/messages"),
+            "https://chat.googleapis.com/v1/spaces/…/messages?key=…&token=…",
+        ),
+        CardKind::Mattermost => (
+            false,
+            "a Mattermost server's /hooks/… URL, with its host in targets.allowed_hosts",
+        ),
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!("a {} webhook URL is {shape}", kind.as_str()))
     }
 }
 
@@ -180,6 +261,73 @@ mod tests {
             Err(TargetError::Credentials)
         );
         assert!(matches!(p.check("not a url"), Err(TargetError::NotAUrl(_))));
+    }
+
+    #[test]
+    fn each_kind_takes_its_own_platforms_urls() {
+        let p = policy(false, &["chat.example.com"]);
+        let ok = |u: &str, k: CardKind| p.check_kind(u, k).is_ok();
+        assert!(ok(
+            "https://hooks.slack.com/services/T0/B0/x",
+            CardKind::Slack
+        ));
+        assert!(!ok(
+            "https://hooks.slack.com/workflows/T0/x",
+            CardKind::Slack
+        ));
+        assert!(!ok("https://discord.com/api/webhooks/1/t", CardKind::Slack));
+        assert!(ok(
+            "https://discord.com/api/webhooks/1/t",
+            CardKind::Discord
+        ));
+        assert!(ok(
+            "https://discordapp.com/api/webhooks/1/t",
+            CardKind::Discord
+        ));
+        assert!(ok(
+            "https://ptb.discord.com/api/webhooks/1/t",
+            CardKind::Discord
+        ));
+        assert!(!ok("https://discord.com/channels/1/2", CardKind::Discord));
+        assert!(ok(
+            "https://chat.googleapis.com/v1/spaces/AAA/messages?key=k&token=t",
+            CardKind::GoogleChat
+        ));
+        assert!(!ok(
+            "https://chat.googleapis.com/v1/spaces/AAA",
+            CardKind::GoogleChat
+        ));
+        assert!(ok(
+            "https://x.webhook.office.com/webhookb2/a",
+            CardKind::Teams
+        ));
+        assert!(!ok(
+            "https://x.webhook.office.com/webhookb2/a",
+            CardKind::Workflow
+        ));
+        // Mattermost has no host of its own: a listed host; a listed host takes any kind.
+        assert!(!ok(
+            "https://hooks.slack.com/hooks/abc",
+            CardKind::Mattermost
+        ));
+        assert!(ok(
+            "https://chat.example.com/hooks/abc",
+            CardKind::Mattermost
+        ));
+        assert!(ok("https://chat.example.com/slack-proxy", CardKind::Slack));
+        let e = p.check_kind("https://discord.com/api/webhooks/1/t", CardKind::Slack);
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "a slack webhook URL is https://hooks.slack.com/services/…"
+        );
+        // The emulator's own URLs pass for every kind.
+        let p = policy(false, &[]).allow_prefix("http://127.0.0.1:8080/emulator/".into());
+        assert!(p
+            .check_kind(
+                "http://127.0.0.1:8080/emulator/slack/services/T/B/x",
+                CardKind::Slack
+            )
+            .is_ok());
     }
 
     #[test]

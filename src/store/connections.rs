@@ -55,6 +55,23 @@ pub struct ConnectionOrigin {
     /// The Office 365 user who connected it. A secret, sealed at rest.
     #[serde(default)]
     pub user_object_id: Option<String>,
+    /// The chat channel the platform says the webhook posts to (`#deploys`), from Add to
+    /// Slack / Add to Discord.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// That channel's id on the platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+    /// The Slack workspace (`team.id`) or Discord server (`guild_id`) it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    /// The Slack workspace's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_name: Option<String>,
+    /// Where its settings live on the platform (Slack's `configuration_url`), for people who
+    /// want to remove it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration_url: Option<String>,
 }
 
 /// Connections, their URLs and user ids sealed at rest, and when each last got a card.

@@ -17,6 +17,10 @@ pub struct FlowState {
     pub digest: Option<Value>,
     /// When the flow started (Unix milliseconds).
     pub created_ms: u64,
+    /// The flow it belongs to: `slack`, `discord`, or none for Office 365 (a state is good
+    /// only at its own flow's callback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// The states of Connect flows in progress.

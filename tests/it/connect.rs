@@ -598,14 +598,30 @@ async fn a_pasted_workflows_url_needs_the_admin_token() {
     );
     assert!(!c["url"].as_str().unwrap().contains("sig=secret"));
 
-    // A Slack URL pasted: its host says the kind; a kind chosen on the form wins.
+    // A Slack URL pasted: its host says the kind; a kind chosen on the form must be the
+    // URL's platform (Mattermost's are the listed hosts).
+    let res = b
+        .post(g.url("/connect/paste"))
+        .form(&[
+            ("name", "wrong"),
+            ("url", "https://hooks.slack.com/services/T0/B1/secret"),
+            ("kind", "mattermost"),
+            ("channels", ""),
+            ("token", ADMIN_TOKEN),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("a mattermost webhook URL is"), "{html}");
     for (url, kind, want) in [
         ("https://hooks.slack.com/services/T0/B0/secret", "", "slack"),
         ("https://discord.com/api/webhooks/1/secret", "", "discord"),
         (
-            "https://hooks.slack.com/services/T0/B1/secret",
-            "mattermost",
-            "mattermost",
+            "https://discord.com/api/webhooks/2/secret",
+            "discord",
+            "discord2",
         ),
     ] {
         let res = b
@@ -629,6 +645,6 @@ async fn a_pasted_workflows_url_needs_the_admin_token() {
             .find(|c| c["name"] == want)
             .unwrap()
             .clone();
-        assert_eq!(c["kind"], want, "{c}");
+        assert_eq!(c["kind"], want.trim_end_matches('2'), "{c}");
     }
 }

@@ -167,7 +167,9 @@ const LAYERS: &[&[&str]] = &[
     &[
         "connect::api",
         "connect::flow",
+        "connect::oauth",
         "connect::emulator",
+        "connect::chat_emulator",
         "deliver::api",
         "admin::pages",
         "admin::home",

@@ -13,6 +13,7 @@ mod home;
 mod hooks;
 mod layers;
 mod noise;
+mod oauth;
 mod playground;
 mod reload;
 mod shipped;

@@ -1,0 +1,599 @@
+//! A local stand-in for Slack's and Discord's side of "Add to …" (`connect.emulator: true`;
+//! on by default without a config file), so that both flows run without an account or a
+//! network.
+//!
+//! In: the browser on the authorize pages; cardwire's code exchange; cards POSTed to the
+//! webhooks it handed out. Out: pages, the platforms' answers, and inboxes that show each
+//! card laid out as its platform shows it. Guarantees: it answers as the platforms document
+//! (shapes and error names from `shared/reference/more-chats.md`):
+//!
+//! - Slack: `GET /emulator/slack/oauth/v2/authorize?client_id&scope&state&redirect_uri[&team]`
+//!   (pick a channel; Allow redirects with `code` and `state`, Cancel with
+//!   `error=access_denied`); `POST /emulator/slack/api/oauth.v2.access` (HTTP Basic or form
+//!   client credentials; `{"ok": false, "error": "invalid_code" | "code_already_used" |
+//!   "bad_redirect_uri" | "invalid_client_id" | "bad_client_secret"}`, or the full success
+//!   shape with `incoming_webhook`); `POST /emulator/slack/services/T…/B…/…` answers `200 ok`,
+//!   `400 invalid_payload`, `400 no_text` or `404 no_service`.
+//! - Discord: `GET /emulator/discord/oauth2/authorize?response_type=code&client_id&scope&state&redirect_uri`;
+//!   `POST /emulator/discord/api/oauth2/token` (form-encoded only; `invalid_client`,
+//!   `unsupported_grant_type`, `invalid_grant`, or the token answer with its `webhook`);
+//!   `POST /emulator/discord/api/webhooks/{id}/{token}` answers `204` (`200` and the message
+//!   with `?wait=true`), `400` (code 50006, an empty message) or `404` (Unknown Webhook, code
+//!   10015).
+//! - `GET /emulator/{slack,discord}/inbox/{channel}` shows what a channel received.
+//!
+//! A code lives 10 minutes and is good once; webhooks live as long as the process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{FromRef, Path, Query, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::emulator::{render_card_of, Inboxes};
+use super::pages::{esc, page, token};
+use super::providers::{self, Provider};
+use crate::render::CardKind;
+
+/// How long a code lives.
+const CODE_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// The channels the pickers offer: (id, name).
+const SLACK_CHANNELS: &[(&str, &str)] = &[
+    ("C0EMUDEPLOY", "#deploys"),
+    ("C0EMUALERTS", "#alerts"),
+    ("C0EMUGENRAL", "#general"),
+];
+const DISCORD_CHANNELS: &[(&str, &str)] = &[
+    ("345626669224982402", "deploys"),
+    ("345626669224982403", "alerts"),
+];
+/// The emulated Slack workspace and Discord server.
+const SLACK_TEAM: (&str, &str) = ("T0EMULATED", "Emulated Workspace");
+const DISCORD_GUILD: (&str, &str) = ("290926792226357250", "Emulated Server");
+
+/// A code handed out by an authorize page.
+#[derive(Debug, Clone)]
+struct Grant {
+    provider: Provider,
+    client_id: String,
+    redirect_uri: String,
+    channel: (String, String),
+    created_ms: u64,
+    used: bool,
+}
+
+/// What the Slack and Discord emulators reach: the settings (the app they know), the inboxes
+/// (shared with the Office 365 emulator's) and what they remember; both `None` when the
+/// emulator is off.
+#[derive(Clone)]
+pub struct ChatEmulator {
+    /// The settings.
+    pub config: std::sync::Arc<crate::config::Config>,
+    /// The channels' inboxes.
+    pub inboxes: Option<std::sync::Arc<Inboxes>>,
+    /// Codes and webhooks.
+    pub chats: Option<std::sync::Arc<Chats>>,
+}
+
+/// What the emulated platforms remember: codes, and the webhooks they created (path → the
+/// inbox that receives its cards).
+#[derive(Default)]
+pub struct Chats {
+    grants: Mutex<HashMap<String, Grant>>,
+    hooks: Mutex<HashMap<String, String>>,
+}
+
+/// The prefixes of the webhook URLs the emulated platforms hand out (accepted as targets
+/// while the emulator is on).
+pub fn hook_prefixes(public_url: &str) -> [String; 2] {
+    [
+        format!("{public_url}/emulator/slack/services/"),
+        format!("{public_url}/emulator/discord/api/webhooks/"),
+    ]
+}
+
+/// The routes under /emulator/slack and /emulator/discord.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ChatEmulator: FromRef<S>,
+{
+    Router::new()
+        .route(
+            "/emulator/slack/oauth/v2/authorize",
+            get(|s, q| authorize_page(s, q, Provider::Slack))
+                .post(|s, b| decide(s, b, Provider::Slack)),
+        )
+        .route("/emulator/slack/api/oauth.v2.access", post(slack_token))
+        .route("/emulator/slack/services/{t}/{b}/{key}", post(slack_hook))
+        .route(
+            "/emulator/discord/oauth2/authorize",
+            get(|s, q| authorize_page(s, q, Provider::Discord))
+                .post(|s, b| decide(s, b, Provider::Discord)),
+        )
+        .route("/emulator/discord/api/oauth2/token", post(discord_token))
+        .route(
+            "/emulator/discord/api/webhooks/{id}/{token}",
+            post(discord_hook),
+        )
+        .route("/emulator/{platform}/inbox/{channel}", get(show_inbox))
+}
+
+fn off() -> Response {
+    (StatusCode::NOT_FOUND, "the emulator is off").into_response()
+}
+
+fn channels(p: Provider) -> &'static [(&'static str, &'static str)] {
+    match p {
+        Provider::Slack => SLACK_CHANNELS,
+        Provider::Discord => DISCORD_CHANNELS,
+    }
+}
+
+/// The platform's error page for an authorize request that does not match the app.
+fn refused(p: Provider, why: &str) -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        &format!("{} emulator", p.title()),
+        &format!(
+            "<p class=\"banner\">{} <strong>emulator</strong></p><h1>Something went wrong</h1>\
+             <p class=\"error\">{}</p>",
+            p.title(),
+            esc(why)
+        ),
+    )
+}
+
+/// Why an authorize request is refused, as the platform would say it.
+fn check_request(
+    app: &ChatEmulator,
+    p: Provider,
+    q: &HashMap<String, String>,
+) -> Result<(), String> {
+    let client = providers::client(&app.config, p).ok_or("no app is registered")?;
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
+    if get("client_id") != client.client_id {
+        return Err(match p {
+            Provider::Slack => "Invalid client_id parameter".into(),
+            Provider::Discord => "Unknown Application".into(),
+        });
+    }
+    if get("redirect_uri") != providers::redirect_uri(&app.config, p) {
+        return Err(match p {
+            Provider::Slack => format!(
+                "redirect_uri did not match any configured URIs. Passed URI: {}",
+                get("redirect_uri")
+            ),
+            Provider::Discord => "Invalid OAuth2 redirect_uri".into(),
+        });
+    }
+    let scopes: Vec<&str> = get("scope").split([',', ' ']).collect();
+    if !scopes.contains(&p.scope()) {
+        return Err(format!("Invalid scope: this app asks for {}", p.scope()));
+    }
+    if p == Provider::Discord && get("response_type") != "code" {
+        return Err("Invalid response_type".into());
+    }
+    if p == Provider::Slack && q.get("team").is_some_and(|t| t != SLACK_TEAM.0) {
+        return Err(format!(
+            "This app can be installed only in workspace {}",
+            get("team")
+        ));
+    }
+    Ok(())
+}
+
+async fn authorize_page(
+    State(app): State<ChatEmulator>,
+    Query(q): Query<HashMap<String, String>>,
+    p: Provider,
+) -> Response {
+    if app.chats.is_none() {
+        return off();
+    }
+    if let Err(why) = check_request(&app, p, &q) {
+        return refused(p, &why);
+    }
+    let (place, place_kind) = match p {
+        Provider::Slack => (SLACK_TEAM.1, "workspace"),
+        Provider::Discord => (DISCORD_GUILD.1, "server"),
+    };
+    let options: String =
+        channels(p)
+            .iter()
+            .enumerate()
+            .map(|(i, (id, name))| {
+                format!(
+                "<label><input type=\"radio\" name=\"channel\" value=\"{id}\"{checked}> {}</label>",
+                esc(&if p == Provider::Discord { format!("#{name}") } else { name.to_string() }),
+                checked = if i == 0 { " checked" } else { "" },
+            )
+            })
+            .collect();
+    let hidden: String = ["client_id", "state", "redirect_uri"]
+        .iter()
+        .map(|k| {
+            format!(
+                "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                esc(q.get(*k).map(String::as_str).unwrap_or_default())
+            )
+        })
+        .collect();
+    let (allow, cancel) = match p {
+        Provider::Slack => ("Allow", "Cancel"),
+        Provider::Discord => ("Authorize", "Cancel"),
+    };
+    let body = format!(
+        "<p class=\"banner\">{title} <strong>emulator</strong> — a stand-in for {title}'s own page.</p>\
+         <h1>{name} is requesting permission to access the {place} {place_kind}</h1>\
+         <p class=\"muted\">It will be able to post messages to the channel you pick.</p>\
+         <form method=\"post\">{hidden}\
+         <fieldset><legend>Where should {name} post?</legend>{options}</fieldset>\
+         <button type=\"submit\" name=\"decision\" value=\"allow\" id=\"allow\">{allow}</button> \
+         <button type=\"submit\" name=\"decision\" value=\"cancel\" id=\"cancel\" class=\"secondary\">{cancel}</button></form>",
+        title = p.title(),
+        name = esc(&app.config.connect.name),
+    );
+    page(StatusCode::OK, &format!("{} emulator", p.title()), &body)
+}
+
+async fn decide(State(app): State<ChatEmulator>, body: String, p: Provider) -> Response {
+    let Some(chats) = &app.chats else {
+        return off();
+    };
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    if let Err(why) = check_request(&app, p, &{
+        let mut q = form.clone();
+        q.insert("scope".into(), p.scope().into());
+        q.insert("response_type".into(), "code".into());
+        q.remove("team");
+        q
+    }) {
+        return refused(p, &why);
+    }
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let Ok(mut back) = url::Url::parse(&get("redirect_uri")) else {
+        return refused(p, "redirect_uri is not a URL");
+    };
+    {
+        let mut q = back.query_pairs_mut();
+        if get("decision") == "allow" {
+            let Some((id, name)) = channels(p).iter().find(|(id, _)| *id == get("channel")) else {
+                return refused(p, "pick a channel");
+            };
+            let code = token(24);
+            chats.grants.lock().expect("grants lock").insert(
+                code.clone(),
+                Grant {
+                    provider: p,
+                    client_id: get("client_id"),
+                    redirect_uri: get("redirect_uri"),
+                    channel: (id.to_string(), name.to_string()),
+                    created_ms: crate::store::now_ms(),
+                    used: false,
+                },
+            );
+            q.append_pair("code", &code);
+        } else {
+            q.append_pair("error", "access_denied");
+            if p == Provider::Discord {
+                q.append_pair(
+                    "error_description",
+                    "The resource owner or authorization server denied the request",
+                );
+            }
+        }
+        q.append_pair("state", &get("state"));
+    }
+    Redirect::to(back.as_str()).into_response()
+}
+
+/// The client credentials of a token request: HTTP Basic, or `client_id` / `client_secret`
+/// in the form.
+fn credentials(headers: &HeaderMap, form: &HashMap<String, String>) -> (String, String) {
+    use base64::Engine as _;
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        });
+    basic.unwrap_or_else(|| {
+        (
+            form.get("client_id").cloned().unwrap_or_default(),
+            form.get("client_secret").cloned().unwrap_or_default(),
+        )
+    })
+}
+
+/// Why a code cannot be exchanged: `Err((error, description))`; the grant when it can (it is
+/// then used up).
+fn redeem(
+    chats: &Chats,
+    p: Provider,
+    code: &str,
+    client_id: &str,
+    redirect_uri: &str,
+) -> Result<Grant, (&'static str, &'static str)> {
+    let mut grants = chats.grants.lock().expect("grants lock");
+    let Some(g) = grants.get_mut(code).filter(|g| g.provider == p) else {
+        return Err(("invalid_code", "Invalid \"code\" in request."));
+    };
+    if g.used {
+        return Err(("code_already_used", "Invalid \"code\" in request."));
+    }
+    if crate::store::now_ms().saturating_sub(g.created_ms) > CODE_TTL_MS || g.client_id != client_id
+    {
+        return Err(("invalid_code", "Invalid \"code\" in request."));
+    }
+    if g.redirect_uri != redirect_uri {
+        return Err(("bad_redirect_uri", "Invalid \"redirect_uri\" in request."));
+    }
+    g.used = true;
+    Ok(g.clone())
+}
+
+fn form_of(body: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn slack_token(
+    State(app): State<ChatEmulator>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let Some(chats) = &app.chats else {
+        return off();
+    };
+    let form = form_of(&body);
+    let fail = |error: &str| axum::Json(json!({"ok": false, "error": error})).into_response();
+    let Some(client) = providers::client(&app.config, Provider::Slack) else {
+        return fail("invalid_client_id");
+    };
+    let (id, secret) = credentials(&headers, &form);
+    if id != client.client_id {
+        return fail("invalid_client_id");
+    }
+    if secret != client.client_secret {
+        return fail("bad_client_secret");
+    }
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    let grant = match redeem(
+        chats,
+        Provider::Slack,
+        get("code"),
+        &id,
+        get("redirect_uri"),
+    ) {
+        Ok(g) => g,
+        Err((error, _)) => return fail(error),
+    };
+    let hook = format!(
+        "{}/B{}/{}",
+        SLACK_TEAM.0,
+        token(6).to_uppercase(),
+        token(18)
+    );
+    chats.hooks.lock().expect("hooks lock").insert(
+        format!("slack/{hook}"),
+        format!("slack/{}", grant.channel.1.trim_start_matches('#')),
+    );
+    let public = app.config.public_url();
+    axum::Json(json!({
+        "ok": true,
+        "app_id": "A0EMULATED",
+        "authed_user": {"id": "U0EMULATED", "scope": "", "access_token": format!("xoxp-{}", token(12)), "token_type": "user"},
+        "scope": "incoming-webhook",
+        "token_type": "bot",
+        "access_token": format!("xoxb-{}", token(18)),
+        "bot_user_id": "U0EMULBOT",
+        "team": {"id": SLACK_TEAM.0, "name": SLACK_TEAM.1},
+        "enterprise": null,
+        "is_enterprise_install": false,
+        "incoming_webhook": {
+            "channel": grant.channel.1,
+            "channel_id": grant.channel.0,
+            "configuration_url": format!("{public}/emulator/slack/inbox/{}", grant.channel.1.trim_start_matches('#')),
+            "url": format!("{public}/emulator/slack/services/{hook}"),
+        },
+    }))
+    .into_response()
+}
+
+async fn discord_token(
+    State(app): State<ChatEmulator>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let Some(chats) = &app.chats else {
+        return off();
+    };
+    let oauth_error = |status: StatusCode, error: &str, description: Option<&str>| {
+        let mut v = json!({"error": error});
+        if let Some(d) = description {
+            v["error_description"] = json!(d);
+        }
+        (status, axum::Json(v)).into_response()
+    };
+    // "The token endpoints will only accept a content type of x-www-form-urlencoded."
+    let form_encoded = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    if !form_encoded {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some("Content-Type must be application/x-www-form-urlencoded"),
+        );
+    }
+    let form = form_of(&body);
+    let Some(client) = providers::client(&app.config, Provider::Discord) else {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
+    };
+    let (id, secret) = credentials(&headers, &form);
+    if id != client.client_id || secret != client.client_secret {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
+    }
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    if get("grant_type") != "authorization_code" {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", None);
+    }
+    let grant = match redeem(
+        chats,
+        Provider::Discord,
+        get("code"),
+        &id,
+        get("redirect_uri"),
+    ) {
+        Ok(g) => g,
+        Err((_, description)) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", Some(description))
+        }
+    };
+    let hook_id = format!("3471147508801{:05}", rand::random::<u32>() % 100_000);
+    let hook_token = token(48);
+    chats.hooks.lock().expect("hooks lock").insert(
+        format!("discord/{hook_id}/{hook_token}"),
+        format!("discord/{}", grant.channel.1),
+    );
+    axum::Json(json!({
+        "token_type": "Bearer",
+        "access_token": token(24),
+        "scope": "webhook.incoming",
+        "expires_in": 604800,
+        "refresh_token": token(24),
+        "webhook": {
+            "application_id": client.client_id,
+            "name": app.config.connect.name,
+            "url": format!("{}/emulator/discord/api/webhooks/{hook_id}/{hook_token}", app.config.public_url()),
+            "channel_id": grant.channel.0,
+            "token": hook_token,
+            "type": 1,
+            "avatar": null,
+            "guild_id": DISCORD_GUILD.0,
+            "id": hook_id,
+        },
+    }))
+    .into_response()
+}
+
+/// The inbox a webhook path posts to, if the emulator created it.
+fn inbox_of(chats: &Chats, path: &str) -> Option<String> {
+    chats.hooks.lock().expect("hooks lock").get(path).cloned()
+}
+
+async fn slack_hook(
+    State(app): State<ChatEmulator>,
+    Path((t, b, key)): Path<(String, String, String)>,
+    body: String,
+) -> Response {
+    let (Some(chats), Some(inboxes)) = (&app.chats, &app.inboxes) else {
+        return off();
+    };
+    let Some(inbox) = inbox_of(chats, &format!("slack/{t}/{b}/{key}")) else {
+        return (StatusCode::NOT_FOUND, "no_service").into_response();
+    };
+    let Ok(card) = serde_json::from_str::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+    };
+    let has = |k: &str| card.get(k).is_some_and(|v| !v.is_null());
+    if !has("text") && !has("blocks") && !has("attachments") {
+        return (StatusCode::BAD_REQUEST, "no_text").into_response();
+    }
+    inboxes.push(&inbox, card);
+    (StatusCode::OK, "ok").into_response()
+}
+
+async fn discord_hook(
+    State(app): State<ChatEmulator>,
+    Path((id, hook_token)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: String,
+) -> Response {
+    let (Some(chats), Some(inboxes)) = (&app.chats, &app.inboxes) else {
+        return off();
+    };
+    let Some(inbox) = inbox_of(chats, &format!("discord/{id}/{hook_token}")) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"message": "Unknown Webhook", "code": 10015})),
+        )
+            .into_response();
+    };
+    let card = serde_json::from_str::<Value>(&body).ok();
+    let empty = |c: &Value| {
+        c.get("content")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+            && c.get("embeds")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+    };
+    let Some(card) = card.filter(|c| !empty(c)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"message": "Cannot send an empty message", "code": 50006})),
+        )
+            .into_response();
+    };
+    inboxes.push(&inbox, card.clone());
+    let wait = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "wait" && v == "true");
+    if wait {
+        let mut message = card;
+        message["id"] = json!(format!("{}", rand::random::<u64>() >> 4));
+        message["webhook_id"] = json!(id);
+        (StatusCode::OK, axum::Json(message)).into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+async fn show_inbox(
+    State(app): State<ChatEmulator>,
+    Path((platform, channel)): Path<(String, String)>,
+) -> Response {
+    let Some(inboxes) = &app.inboxes else {
+        return off();
+    };
+    let kind = match platform.as_str() {
+        "slack" => CardKind::Slack,
+        "discord" => CardKind::Discord,
+        _ => return (StatusCode::NOT_FOUND, "no such platform").into_response(),
+    };
+    let cards = inboxes.cards(&format!("{platform}/{channel}"));
+    let list: String = if cards.is_empty() {
+        "<p class=\"muted\">Nothing yet.</p>".to_string()
+    } else {
+        cards
+            .iter()
+            .rev()
+            .map(|c| render_card_of(kind, c))
+            .collect()
+    };
+    let body = format!(
+        "<p class=\"banner\">{} <strong>emulator</strong> channel.</p><h1>#{}</h1><p class=\"muted\">{}, newest first.</p>{list}",
+        if kind == CardKind::Slack { "Slack" } else { "Discord" },
+        esc(&channel),
+        crate::render::plural_count(cards.len(), "card")
+    );
+    page(StatusCode::OK, &format!("#{channel}"), &body)
+}
