@@ -92,9 +92,10 @@ pub fn callback_url(config: &Config) -> String {
 
 fn banner(config: &Config) -> String {
     if config.emulator() && connect_url(config).starts_with(&config.public_url()) {
-        "<p class=\"banner\">This is the local <strong>Office 365 emulator</strong>: the Connect \
-         button goes to a stand-in picker served by this cardwire, no Microsoft account is \
-         involved, and connected groups receive their cards in the emulator's inboxes.</p>"
+        "<p class=\"banner\">This is the local <strong>Office 365 emulator</strong>, Slack's and \
+         Discord's too: the buttons go to stand-in pages served by this cardwire, no Microsoft, \
+         Slack or Discord account is involved, and what you connect receives its cards in the \
+         emulator's inboxes.</p>"
             .to_string()
     } else {
         String::new()

@@ -454,6 +454,136 @@ async fn connect_deny_and_pause_in_a_real_browser() {
     c.close().await.unwrap();
 }
 
+/// Add to Slack and Add to Discord in a real browser, on the defaults (no config file, in a
+/// fresh folder): from /connect through each emulated platform's page to the done page;
+/// Cancel says "you declined" and stores nothing; a card of each platform's kind reaches the
+/// channel picked, laid out as the platform shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_to_slack_and_discord_in_a_real_browser_on_the_defaults() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardwire"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(folder.path())
+        .env("CARDWIRE_ADMIN_TOKEN", "change-me")
+        .env_remove("CARDWIRE_CONFIG")
+        .env("RUST_LOG", "info");
+    let (child, addr, _log) = spawn_serve(cmd);
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let base = format!("http://{addr}");
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    let http = reqwest::Client::new();
+    let connections = || async {
+        http.get(format!("{base}/api/connections"))
+            .bearer_auth("change-me")
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    for (flow, channel, allow) in [
+        ("slack", "C0EMUALERTS", "allow"),
+        ("discord", "345626669224982403", "allow"),
+    ] {
+        // Cancel first: nothing is connected.
+        let before = connections().await;
+        for decision in ["cancel", allow] {
+            c.goto(&format!("{base}/connect")).await.unwrap();
+            c.find(Locator::Css("input[name=channel][value=github]"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            c.find(Locator::Id(&format!("add-{flow}")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            c.wait().for_element(Locator::Id("allow")).await.unwrap();
+            assert!(c
+                .current_url()
+                .await
+                .unwrap()
+                .path()
+                .starts_with(&format!("/emulator/{flow}/")));
+            c.find(Locator::Css(&format!(
+                "input[name=channel][value='{channel}']"
+            )))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+            screenshot(&c, &format!("{flow}-authorize")).await;
+            c.find(Locator::Id(decision))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            if decision == "cancel" {
+                wait_main(&c, "You declined").await;
+                assert_eq!(connections().await, before, "{flow}: cancel stored nothing");
+            } else {
+                c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
+                let done = c.current_url().await.unwrap();
+                assert!(done.path().starts_with("/connect/done/con_"), "{done}");
+                assert!(done.query().is_none());
+                screenshot(&c, &format!("{flow}-done")).await;
+                assert_eq!(connections().await, before + 1);
+            }
+        }
+    }
+
+    // A push reaches both channels picked (the defaults' github source has no secret).
+    let res = http
+        .post(format!("{base}/hooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "browser-oauth-1")
+        .body(std::fs::read(root().join("tests/fixtures/github/push.event.4.json")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    for flow in ["slack", "discord"] {
+        let inbox = format!("{base}/emulator/{flow}/inbox/alerts");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let html = http.get(&inbox).send().await.unwrap().text().await.unwrap();
+            if html.contains(&format!("card {flow}")) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {flow} card: {html}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.goto(&inbox).await.unwrap();
+        let shown = text(&c).await;
+        assert!(shown.contains("Codertocat/Hello-World"), "{flow}: {shown}");
+        screenshot(&c, &format!("{flow}-inbox")).await;
+    }
+    c.close().await.unwrap();
+}
+
 /// Waits until the element's text satisfies `ok`; returns that text.
 async fn wait_text(c: &Client, id: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
