@@ -12,10 +12,15 @@
 //! - retries are persisted (`not_before` on the record), on `delivery.retry_schedule` ±20 %,
 //!   so they survive restarts; a 429 (or the legacy connector's 200 saying "HTTP error 429")
 //!   pauses the whole connection for `Retry-After`, or exponentially without it;
-//! - requests to one webhook URL are paced within Teams' windows (4/s, 60/30 s) unless
-//!   `delivery.pacing: false`;
-//! - 404/410 mark the connection broken (kept, with its cards as dead letters); 400/413 make
-//!   that card a dead letter at once; a card whose schedule is exhausted becomes one too;
+//! - requests are paced per platform unless `delivery.pacing: false`: Teams' windows (4/s,
+//!   60/30 s) per URL, Slack one a second per URL, Discord 5 per 2 s per URL, Google Chat one a
+//!   second per space, Mattermost 10 a second ([`pace_key`]); Discord's `X-RateLimit-Remaining:
+//!   0` holds the connection for `X-RateLimit-Reset-After` ([`bucket_wait`]), and its 401, 403
+//!   and 429 answers are kept to a tenth of the count that gets an address banned
+//!   ([`InvalidBudget`]);
+//! - 404/410 (and each platform's answers that mean the webhook is gone: [`classify`]) mark
+//!   the connection broken (kept, with its cards as dead letters); 400/413 make that card a
+//!   dead letter at once; a card whose schedule is exhausted becomes one too;
 //! - a card is deleted from the outbox only after its success was seen (kept as a delivered
 //!   record for `delivery.keep_delivered`), so a stop at any point — kill -9 included — leaves it
 //!   queued: at least once, never zero times. On a graceful stop, attempts in flight finish.
@@ -260,6 +265,84 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     )
 }
 
+/// What pacing counts requests against: the webhook URL, except Google Chat, whose limit is
+/// per space (`/v1/spaces/{space}/messages`), shared by every webhook in it.
+pub fn pace_key(kind: CardKind, url: &str) -> String {
+    if kind == CardKind::GoogleChat {
+        if let Some(space) = url::Url::parse(url).ok().and_then(|u| {
+            let mut parts = u.path_segments()?;
+            (parts.next() == Some("v1") && parts.next() == Some("spaces"))
+                .then(|| parts.next().map(str::to_string))
+                .flatten()
+        }) {
+            return format!("google_chat space {space}");
+        }
+    }
+    url.to_string()
+}
+
+/// How long to hold a connection after an answer that says its rate-limit bucket is empty:
+/// Discord's `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset-After` (seconds, decimals),
+/// learned from every answer instead of guessed. At most a minute.
+pub fn bucket_wait(remaining: Option<&str>, reset_after: Option<&str>) -> Option<Duration> {
+    let remaining: u64 = remaining?.trim().parse().ok()?;
+    let reset: f64 = reset_after?.trim().parse().ok()?;
+    (remaining == 0 && reset.is_finite() && reset > 0.0)
+        .then(|| Duration::from_secs_f64(reset.min(60.0)))
+}
+
+/// Discord bans an address that makes 10,000 invalid requests (401, 403, 429 but those of a
+/// shared bucket) in 10 minutes. cardwire keeps to a tenth of that: past `limit` such answers
+/// in the window, Discord deliveries wait until the oldest leaves it.
+#[derive(Debug)]
+pub struct InvalidBudget {
+    window_ms: u64,
+    limit: usize,
+    seen: VecDeque<u64>,
+}
+
+impl InvalidBudget {
+    /// Discord's window (10 minutes), a tenth of its limit.
+    pub fn discord() -> Self {
+        Self::new(10 * 60 * 1000, 1_000)
+    }
+
+    /// At most `limit` invalid answers in any `window_ms`.
+    pub fn new(window_ms: u64, limit: usize) -> Self {
+        Self {
+            window_ms,
+            limit,
+            seen: VecDeque::new(),
+        }
+    }
+
+    /// Whether an answer counts: 401, 403, or a 429 not of a shared bucket.
+    pub fn counts(status: u16, scope: Option<&str>) -> bool {
+        matches!(status, 401 | 403) || (status == 429 && scope != Some("shared"))
+    }
+
+    /// Notes an invalid answer at `now_ms`.
+    pub fn record(&mut self, now_ms: u64) {
+        self.seen.push_back(now_ms);
+    }
+
+    /// How long to wait before the next request at `now_ms` (zero: go).
+    pub fn wait(&mut self, now_ms: u64) -> Duration {
+        while self
+            .seen
+            .front()
+            .is_some_and(|t| now_ms.saturating_sub(*t) >= self.window_ms)
+        {
+            self.seen.pop_front();
+        }
+        if self.seen.len() < self.limit {
+            return Duration::ZERO;
+        }
+        let oldest = self.seen[self.seen.len() - self.limit];
+        Duration::from_millis((oldest + self.window_ms).saturating_sub(now_ms))
+    }
+}
+
 /// A wait from the schedule, ±20 %.
 pub fn jittered(d: Duration, rng: &mut impl Rng) -> Duration {
     d.mul_f64(rng.random_range(0.8..=1.2))
@@ -315,6 +398,7 @@ pub struct Deliverer {
     in_flight: Semaphore,
     workers: Mutex<HashMap<ConnectionId, Arc<Notify>>>,
     limiters: Mutex<HashMap<String, Arc<Vec<Limiter>>>>,
+    discord_invalid: Mutex<InvalidBudget>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     lane: Lane,
@@ -355,6 +439,7 @@ impl Deliverer {
             in_flight: Semaphore::new(config.concurrency),
             workers: Mutex::new(HashMap::new()),
             limiters: Mutex::new(HashMap::new()),
+            discord_invalid: Mutex::new(InvalidBudget::discord()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             lane,
@@ -410,11 +495,12 @@ impl Deliverer {
     }
 
     fn limiters(&self, conn: &Connection) -> Arc<Vec<Limiter>> {
+        let key = pace_key(conn.kind, &conn.url);
         let mut all = self.limiters.lock().expect("limiters lock");
-        if let Some(found) = all.get(&conn.url) {
+        if let Some(found) = all.get(&key) {
             return found.clone();
         }
-        all.entry(conn.url.clone())
+        all.entry(key)
             .or_insert_with(|| {
                 Arc::new(
                     self.pacing
@@ -495,6 +581,21 @@ impl Deliverer {
                     _ = self.shutdown.cancelled() => return self.retire(&con),
                 }
             }
+            if conn.kind == CardKind::Discord {
+                let wait = self
+                    .discord_invalid
+                    .lock()
+                    .expect("budget lock")
+                    .wait(now_ms());
+                if !wait.is_zero() {
+                    tracing::warn!(connection = %con, wait = ?wait, "many invalid answers from Discord lately; waiting to stay far from its ban");
+                    queue.ahead.push_front((key, rec));
+                    if self.pause(wait).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            }
             let permit = tokio::select! {
                 p = self.in_flight.acquire() => p.expect("the semaphore is never closed"),
                 _ = self.shutdown.cancelled() => break,
@@ -505,11 +606,18 @@ impl Deliverer {
                 target = Some((conn.url.clone(), url::Url::parse(&conn.url).ok()));
             }
             let url = target.as_ref().and_then(|(_, u)| u.as_ref());
-            let (outcome, status) = self.attempt(&conn, url, &rec).await;
+            let (outcome, status, hold) = self.attempt(&conn, url, &rec).await;
             drop(permit);
             self.metrics
                 .delivery(&con, outcome.label(), started.elapsed());
             self.settle(&con, (key, rec), (outcome, status), &mut queue);
+            if let Some(hold) = hold {
+                // The platform said its bucket for this webhook is empty until then.
+                tracing::debug!(connection = %con, hold = ?hold, "rate-limit bucket empty; holding");
+                if self.pause(hold).await.is_err() {
+                    break;
+                }
+            }
         }
         self.retire(&con);
     }
@@ -659,11 +767,20 @@ impl Deliverer {
         conn: &Connection,
         url: Option<&url::Url>,
         rec: &OutboxRecord,
-    ) -> (Outcome, Option<u16>) {
+    ) -> (Outcome, Option<u16>, Option<Duration>) {
         if let Err(blocked) = url.map_or(Ok(()), |u| self.guard.check_url(u)) {
-            return (Outcome::Failed(format!("transport: {blocked}")), None);
+            return (Outcome::Failed(format!("transport: {blocked}")), None, None);
         }
         let request = match url {
+            // A card with a thread key joins that thread, or starts it (Google Chat's
+            // webhooks need the option in the URL; without a key it starts a new thread as
+            // before).
+            Some(u) if conn.kind == CardKind::GoogleChat => {
+                let mut u = u.clone();
+                u.query_pairs_mut()
+                    .append_pair("messageReplyOption", "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD");
+                self.client.post(u)
+            }
             Some(u) => self.client.post(u.clone()),
             None => self.client.post(&conn.url),
         };
@@ -676,15 +793,30 @@ impl Deliverer {
         match sent {
             Ok(res) => {
                 let status = res.status().as_u16();
-                let retry_after = res
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let header = |name: &str| {
+                    res.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let retry_after = header(RETRY_AFTER.as_str());
+                let hold = bucket_wait(
+                    header("x-ratelimit-remaining").as_deref(),
+                    header("x-ratelimit-reset-after").as_deref(),
+                );
+                if conn.kind == CardKind::Discord
+                    && InvalidBudget::counts(status, header("x-ratelimit-scope").as_deref())
+                {
+                    self.discord_invalid
+                        .lock()
+                        .expect("budget lock")
+                        .record(now_ms());
+                }
                 let body = res.text().await.unwrap_or_default();
                 (
                     classify(conn.kind, status, retry_after.as_deref(), &body),
                     Some(status),
+                    hold,
                 )
             }
             // The error text can contain the URL, which is a secret: keep only its kind.
@@ -694,6 +826,7 @@ impl Deliverer {
                     throttled: false,
                     retry_after: None,
                 },
+                None,
                 None,
             ),
         }
@@ -730,6 +863,67 @@ fn transport_error(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn google_chat_is_paced_per_space_the_others_per_url() {
+        let a = "https://chat.googleapis.com/v1/spaces/AAA/messages?key=k&token=t1";
+        let b = "https://chat.googleapis.com/v1/spaces/AAA/messages?key=k&token=t2";
+        let c = "https://chat.googleapis.com/v1/spaces/BBB/messages?key=k&token=t1";
+        assert_eq!(
+            pace_key(CardKind::GoogleChat, a),
+            pace_key(CardKind::GoogleChat, b)
+        );
+        assert_ne!(
+            pace_key(CardKind::GoogleChat, a),
+            pace_key(CardKind::GoogleChat, c)
+        );
+        let s = "https://hooks.slack.com/services/T/B/x";
+        assert_eq!(pace_key(CardKind::Slack, s), s);
+        // Not Google Chat's shape (a test receiver): the URL.
+        assert_eq!(
+            pace_key(CardKind::GoogleChat, "http://127.0.0.1:9/chat"),
+            "http://127.0.0.1:9/chat"
+        );
+    }
+
+    #[test]
+    fn an_empty_bucket_holds_until_its_reset() {
+        assert_eq!(
+            bucket_wait(Some("0"), Some("1.25")),
+            Some(Duration::from_millis(1250))
+        );
+        assert_eq!(bucket_wait(Some("3"), Some("1.25")), None);
+        assert_eq!(bucket_wait(Some("0"), None), None);
+        assert_eq!(bucket_wait(None, Some("2")), None);
+        assert_eq!(bucket_wait(Some("0"), Some("NaN")), None);
+        assert_eq!(
+            bucket_wait(Some("0"), Some("86400")),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn the_invalid_request_budget_stays_far_from_discords_ban() {
+        assert!(InvalidBudget::counts(401, None));
+        assert!(InvalidBudget::counts(403, None));
+        assert!(InvalidBudget::counts(429, Some("user")));
+        assert!(!InvalidBudget::counts(429, Some("shared")));
+        assert!(!InvalidBudget::counts(404, None));
+        let mut b = InvalidBudget::new(1_000, 3);
+        for t in [0, 100, 200] {
+            assert_eq!(b.wait(t), Duration::ZERO);
+            b.record(t);
+        }
+        // A fourth would pass the limit: wait until the first leaves the window.
+        assert_eq!(b.wait(300), Duration::from_millis(700));
+        assert_eq!(b.wait(1_000), Duration::ZERO);
+        // Discord's: 1,000 in 10 minutes, a tenth of the 10,000 that bans.
+        let mut d = InvalidBudget::discord();
+        for t in 0..1_000 {
+            d.record(t);
+        }
+        assert!(d.wait(1_000) > Duration::from_secs(590));
+    }
 
     fn retry(throttled: bool, after: Option<u64>) -> impl Fn(&Outcome) -> bool {
         move |o| matches!(o, Outcome::Retry { throttled: t, retry_after: a, .. } if *t == throttled && *a == after.map(Duration::from_secs))

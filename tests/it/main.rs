@@ -14,6 +14,7 @@ mod hooks;
 mod layers;
 mod noise;
 mod oauth;
+mod platforms;
 mod playground;
 mod reload;
 mod shipped;

@@ -240,16 +240,21 @@ pub async fn api_get(addr: &str, path: &str, token: &str) -> Value {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    /// The query string, if any.
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Value,
     /// When it arrived.
     pub at: std::time::Instant,
 }
 
+/// A scripted answer: status, body, headers.
+type Answer = (u16, String, Vec<(String, String)>);
+
 #[derive(Default)]
 struct ReceiverState {
     received: Mutex<Vec<Received>>,
-    script: Mutex<VecDeque<(u16, String, Option<String>)>>,
+    script: Mutex<VecDeque<Answer>>,
     delay: Mutex<Duration>,
     default: Mutex<(u16, String)>,
     arrived: Notify,
@@ -283,7 +288,19 @@ impl Receiver {
     /// The next answers, in order, before the default applies again.
     pub fn script(&self, answers: &[(u16, &str)]) {
         let mut s = self.state.script.lock().unwrap();
-        s.extend(answers.iter().map(|(c, b)| (*c, b.to_string(), None)));
+        s.extend(answers.iter().map(|(c, b)| (*c, b.to_string(), Vec::new())));
+    }
+
+    /// The next answer, with these headers.
+    pub fn script_with(&self, status: u16, body: &str, headers: &[(&str, &str)]) {
+        self.state.script.lock().unwrap().push_back((
+            status,
+            body.to_string(),
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
     }
 
     /// The next answer is a 429 with this Retry-After.
@@ -291,7 +308,7 @@ impl Receiver {
         self.state.script.lock().unwrap().push_back((
             429,
             "slow down".into(),
-            Some(retry_after.into()),
+            vec![("retry-after".into(), retry_after.into())],
         ));
     }
 
@@ -336,6 +353,7 @@ async fn receive(
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.received.lock().unwrap().push(Received {
         path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
         headers,
         body,
         at: std::time::Instant::now(),
@@ -343,15 +361,18 @@ async fn receive(
     state.arrived.notify_waiters();
     let answer = state.script.lock().unwrap().pop_front().unwrap_or_else(|| {
         let (c, b) = state.default.lock().unwrap().clone();
-        (c, b, None)
+        (c, b, Vec::new())
     });
     let delay = *state.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let mut res = (StatusCode::from_u16(answer.0).unwrap(), answer.1).into_response();
-    if let Some(ra) = answer.2 {
-        res.headers_mut().insert("retry-after", ra.parse().unwrap());
+    for (k, v) in answer.2 {
+        res.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     res
 }
