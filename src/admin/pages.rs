@@ -356,6 +356,7 @@ async fn act(
                 channels: None,
                 digest: None,
                 limit: None,
+                forum: None,
             };
             crate::connect::api::change_connection(&app.registry(), &id, patch)
                 .await

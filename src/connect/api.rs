@@ -80,6 +80,9 @@ pub struct ConnectionOut {
     pub digest: Option<serde_json::Value>,
     /// Its own limit, if any.
     pub limit: Option<String>,
+    /// Discord: the webhook posts into a forum channel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forum: bool,
     /// Cards not queued while it was paused (since the gateway started).
     pub skipped: u64,
     /// When a card was last delivered to it (Unix milliseconds).
@@ -110,6 +113,7 @@ impl ConnectionOut {
             configuration_url: c.origin.configuration_url.clone(),
             digest: c.digest.clone(),
             limit: c.limit.clone(),
+            forum: c.forum,
             skipped: stats.skipped,
             last_delivery_ms: stats.last_delivery_ms,
             broken: c.broken.clone(),
@@ -134,6 +138,9 @@ pub struct ConnectionPatch {
     /// A limit for everything it receives (`count/period`, e.g. `20/1h`), or `null` for none.
     #[serde(default, deserialize_with = "present")]
     pub limit: Option<serde_json::Value>,
+    /// Discord: whether the webhook posts into a forum channel (cards open and join threads).
+    #[serde(default)]
+    pub forum: Option<bool>,
 }
 
 /// A field that is present, even as `null` (which plain `Option` would read as absent).
@@ -223,6 +230,15 @@ pub async fn change_connection(
         crate::noise::schedule::Schedule::parse(d)
             .map_err(|e| ApiError::bad_request("invalid_digest", e))?;
     }
+    if patch.forum == Some(true) {
+        let kind = app.connections.get(id).map(|c| c.kind);
+        if kind.is_some_and(|k| k != CardKind::Discord) {
+            return Err(ApiError::bad_request(
+                "invalid_connection",
+                "forum is for Discord connections (a webhook of a forum channel)",
+            ));
+        }
+    }
     let digest_changed = patch.digest.is_some();
     let limit = match &patch.limit {
         None => None,
@@ -252,6 +268,9 @@ pub async fn change_connection(
             }
             if let Some(l) = limit {
                 c.limit = l;
+            }
+            if let Some(f) = patch.forum {
+                c.forum = f;
             }
         })
         .map_err(|e| ApiError::internal(&e))?
@@ -330,6 +349,8 @@ async fn create_connection(
         digest: None,
         broken: None,
         limit: None,
+        forum: false,
+        threads: Vec::new(),
     };
     app.connections
         .put(conn.clone())

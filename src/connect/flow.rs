@@ -472,6 +472,8 @@ async fn receive_callback(
         digest: record.digest,
         broken: None,
         limit: None,
+        forum: false,
+        threads: Vec::new(),
     };
     if let Err(e) = app.connections.put(conn.clone()) {
         return crate::error::ApiError::internal(&e).into_response();
@@ -582,6 +584,8 @@ async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Res
         digest: None,
         broken: None,
         limit: None,
+        forum: false,
+        threads: Vec::new(),
     };
     if let Err(e) = app.connections.put(conn.clone()) {
         return crate::error::ApiError::internal(&e).into_response();

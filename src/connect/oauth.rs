@@ -219,6 +219,8 @@ async fn callback(
         digest: record.digest,
         broken: None,
         limit: None,
+        forum: false,
+        threads: Vec::new(),
     };
     if let Err(e) = app.connections.put(conn.clone()) {
         return crate::error::ApiError::internal(&e).into_response();

@@ -343,6 +343,59 @@ impl InvalidBudget {
     }
 }
 
+/// A Discord card as it goes to its connection: the body, what to add to the URL's query, and
+/// the name of the thread it opens (whose id the answer gives). Outside a forum channel the
+/// card's `thread_name` is dropped (Discord refuses it there). In a forum every message is a
+/// thread: a card replies in its thread once it is known (`thread_id`), else opens it
+/// (`thread_name`: its key, or its title) with `wait=true` so that the answer names it.
+pub fn discord_send<'a>(
+    body: &'a str,
+    forum: bool,
+    threads: &[(String, String)],
+) -> (
+    std::borrow::Cow<'a, str>,
+    Vec<(&'static str, String)>,
+    Option<String>,
+) {
+    use std::borrow::Cow;
+    if !forum && !body.contains("\"thread_name\"") {
+        return (Cow::Borrowed(body), Vec::new(), None);
+    }
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return (Cow::Borrowed(body), Vec::new(), None);
+    };
+    let key = v
+        .as_object_mut()
+        .and_then(|o| o.remove("thread_name"))
+        .and_then(|t| t.as_str().map(str::to_string));
+    if !forum {
+        return (Cow::Owned(v.to_string()), Vec::new(), None);
+    }
+    let name = key
+        .or_else(|| {
+            v.pointer("/embeds/0/title")
+                .and_then(serde_json::Value::as_str)
+                .map(|t| crate::render::truncate_text(t, 100))
+        })
+        .unwrap_or_else(|| "cardwire".into());
+    if let Some((_, id)) = threads.iter().rev().find(|(n, _)| *n == name) {
+        return (
+            Cow::Owned(v.to_string()),
+            vec![("thread_id", id.clone())],
+            None,
+        );
+    }
+    v["thread_name"] = serde_json::Value::String(name.clone());
+    (
+        Cow::Owned(v.to_string()),
+        vec![("wait", "true".into())],
+        Some(name),
+    )
+}
+
+/// The forum threads a connection keeps (the newest).
+const KEEP_THREADS: usize = 500;
+
 /// A wait from the schedule, ±20 %.
 pub fn jittered(d: Duration, rng: &mut impl Rng) -> Duration {
     d.mul_f64(rng.random_range(0.8..=1.2))
@@ -756,6 +809,24 @@ impl Deliverer {
             .map(|n| self.metrics.dead_letters(n + 1))
     }
 
+    /// Keeps the id of a Discord forum thread a card opened (the answer's `channel_id`), so
+    /// that the next cards with its name reply in it.
+    fn learn_thread(&self, conn: &Connection, name: String, answer: &str) {
+        let id = serde_json::from_str::<serde_json::Value>(answer)
+            .ok()
+            .and_then(|v| v.get("channel_id")?.as_str().map(str::to_string));
+        let Some(id) = id else { return };
+        let kept = self.connections.update(&conn.id, |c| {
+            c.threads.retain(|(n, _)| *n != name);
+            c.threads.push((name, id));
+            let over = c.threads.len().saturating_sub(KEEP_THREADS);
+            c.threads.drain(..over);
+        });
+        if let Err(e) = kept {
+            tracing::warn!(connection = %conn.id, error = %ErrorChain(&e), "cannot keep a forum thread's id");
+        }
+    }
+
     fn retire(&self, con: &ConnectionId) {
         self.workers.lock().expect("workers lock").remove(con);
     }
@@ -771,23 +842,42 @@ impl Deliverer {
         if let Err(blocked) = url.map_or(Ok(()), |u| self.guard.check_url(u)) {
             return (Outcome::Failed(format!("transport: {blocked}")), None, None);
         }
-        let request = match url {
+        let (body, query, opens) = match conn.kind {
+            CardKind::Discord => discord_send(&rec.body, conn.forum, &conn.threads),
             // A card with a thread key joins that thread, or starts it (Google Chat's
             // webhooks need the option in the URL; without a key it starts a new thread as
             // before).
-            Some(u) if conn.kind == CardKind::GoogleChat => {
+            CardKind::GoogleChat => (
+                std::borrow::Cow::Borrowed(rec.body.as_str()),
+                vec![(
+                    "messageReplyOption",
+                    "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD".to_string(),
+                )],
+                None,
+            ),
+            _ => (
+                std::borrow::Cow::Borrowed(rec.body.as_str()),
+                Vec::new(),
+                None,
+            ),
+        };
+        let request = match url {
+            Some(u) if !query.is_empty() => {
                 let mut u = u.clone();
-                u.query_pairs_mut()
-                    .append_pair("messageReplyOption", "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD");
+                u.query_pairs_mut().extend_pairs(&query);
                 self.client.post(u)
             }
             Some(u) => self.client.post(u.clone()),
             None => self.client.post(&conn.url),
         };
+        let body = match body {
+            std::borrow::Cow::Borrowed(_) => rec.body.clone(),
+            std::borrow::Cow::Owned(b) => b,
+        };
         let sent = request
             .header(CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", rec.id.as_str())
-            .body(rec.body.clone())
+            .body(body)
             .send()
             .await;
         match sent {
@@ -813,11 +903,11 @@ impl Deliverer {
                         .record(now_ms());
                 }
                 let body = res.text().await.unwrap_or_default();
-                (
-                    classify(conn.kind, status, retry_after.as_deref(), &body),
-                    Some(status),
-                    hold,
-                )
+                let outcome = classify(conn.kind, status, retry_after.as_deref(), &body);
+                if let (Outcome::Delivered, Some(name)) = (&outcome, opens) {
+                    self.learn_thread(conn, name, &body);
+                }
+                (outcome, Some(status), hold)
             }
             // The error text can contain the URL, which is a secret: keep only its kind.
             Err(e) => (
@@ -884,6 +974,35 @@ mod tests {
             pace_key(CardKind::GoogleChat, "http://127.0.0.1:9/chat"),
             "http://127.0.0.1:9/chat"
         );
+    }
+
+    #[test]
+    fn discord_threads_only_in_a_forum() {
+        let card = r#"{"embeds":[{"title":"T"}],"thread_name":"repo main"}"#;
+        // Outside a forum: the thread name is dropped.
+        let (body, query, opens) = discord_send(card, false, &[]);
+        assert!(!body.contains("thread_name") && query.is_empty() && opens.is_none());
+        // A card without one is sent as it is.
+        let plain = r#"{"embeds":[{"title":"T"}]}"#;
+        assert!(matches!(
+            discord_send(plain, false, &[]).0,
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // In a forum: it opens its thread, waiting for the answer that names it...
+        let (body, query, opens) = discord_send(card, true, &[]);
+        assert!(body.contains(r#""thread_name":"repo main""#));
+        assert_eq!(query, vec![("wait", "true".to_string())]);
+        assert_eq!(opens.as_deref(), Some("repo main"));
+        // ...then replies in it.
+        let known = [("repo main".to_string(), "1234".to_string())];
+        let (body, query, opens) = discord_send(card, true, &known);
+        assert!(!body.contains("thread_name"));
+        assert_eq!(query, vec![("thread_id", "1234".to_string())]);
+        assert!(opens.is_none());
+        // A card without a key opens a thread named by its title.
+        let (body, _, opens) = discord_send(plain, true, &[]);
+        assert!(body.contains(r#""thread_name":"T""#));
+        assert_eq!(opens.as_deref(), Some("T"));
     }
 
     #[test]

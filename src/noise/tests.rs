@@ -38,6 +38,8 @@ fn conn(digest: Option<Value>) -> Connection {
         digest,
         broken: None,
         limit: None,
+        forum: false,
+        threads: Vec::new(),
     }
 }
 

@@ -1419,7 +1419,13 @@ fn discord(card: &Card) -> Value {
     }
     let mut embed = Value::Object(embed);
     fit_discord(&mut embed);
-    json!({"embeds": [embed], "allowed_mentions": {"parse": []}})
+    let mut v = json!({"embeds": [embed], "allowed_mentions": {"parse": []}});
+    // A forum channel's thread (Discord: 100 characters). Delivery keeps it only for a
+    // connection marked `forum`, and replies in the thread once it exists.
+    if let Some(t) = &card.thread {
+        v["thread_name"] = json!(cut(&bare(t).replace('\n', " "), 100));
+    }
+    v
 }
 
 /// Whether links go in the text: some, and not only the main link (which is the title's).

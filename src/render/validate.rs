@@ -409,6 +409,12 @@ fn discord(card: &Value, problems: &mut Vec<String>) {
         &o.get("content").cloned().unwrap_or_default(),
         2000,
     );
+    over(
+        problems,
+        "/thread_name",
+        &o.get("thread_name").cloned().unwrap_or_default(),
+        100,
+    );
     let Some(embeds) = embeds else { return };
     if embeds.len() > 10 {
         problems.push(format!("/embeds: {} embeds, over 10", embeds.len()));

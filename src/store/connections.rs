@@ -38,6 +38,14 @@ pub struct Connection {
     /// exceeds it folds into summaries like a rule's limit.
     #[serde(default)]
     pub limit: Option<String>,
+    /// Discord: the webhook posts into a forum (or media) channel, where every message opens
+    /// or joins a thread: a card opens one named by its `thread` key (or its title), and later
+    /// cards with the same key reply in it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forum: bool,
+    /// Discord forum threads opened so far: thread name → thread id (the newest 500).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<(String, String)>,
 }
 
 /// How a connection was made.

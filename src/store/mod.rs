@@ -1070,6 +1070,8 @@ mod tests {
             digest: None,
             broken: None,
             limit: None,
+            forum: false,
+            threads: Vec::new(),
         };
         store.put_connection(&c).unwrap();
         store.enqueue(&record(&c.id, 0)).unwrap();

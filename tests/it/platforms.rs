@@ -316,3 +316,59 @@ async fn google_chat_cards_carry_their_thread_and_the_reply_option() {
         "Codertocat/Hello-World refs/heads/master"
     );
 }
+
+#[tokio::test]
+async fn a_discord_forum_opens_a_thread_per_key_and_replies_in_it() {
+    let g = Gateway::start().await;
+    let rx = Receiver::start().await;
+    let forum = g.connect(&rx.url("forum"), "discord", &[]).await;
+    let patch = |id: &str, body: serde_json::Value| {
+        g.client
+            .patch(g.url(&format!("/api/connections/{id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let res = patch(&forum, serde_json::json!({"forum": true}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["forum"], true);
+    g.connect(&rx.url("text"), "discord", &[]).await;
+    let slack = g.connect(&rx.url("slack"), "slack", &[]).await;
+    let res = patch(&slack, serde_json::json!({"forum": true}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "forum is Discord's");
+    // With `?wait=true` Discord answers the message; in a forum its channel is the new thread.
+    rx.answer(200, r#"{"id": "1", "type": 0, "channel_id": "998877"}"#);
+    for n in 0..2 {
+        g.github(
+            "push",
+            &fixture("github/push.event.4.json"),
+            Some(&format!("f{n}")),
+        )
+        .await;
+    }
+    rx.wait_for(6).await;
+    g.wait_settled().await;
+    let got = rx.received();
+    let on = |p: &str| -> Vec<&Received> { got.iter().filter(|r| r.path == p).collect() };
+    let forum = on("/forum");
+    // The first card opens the push's thread (one per repository and branch)...
+    assert_eq!(forum[0].query.as_deref(), Some("wait=true"));
+    assert_eq!(
+        forum[0].body["thread_name"],
+        "Codertocat/Hello-World refs/heads/master"
+    );
+    // ...the second replies in it.
+    assert_eq!(forum[1].query.as_deref(), Some("thread_id=998877"));
+    assert!(forum[1].body.get("thread_name").is_none());
+    // A text channel gets no thread (Discord refuses `thread_name` there).
+    for r in on("/text") {
+        assert!(
+            r.query.is_none() && r.body.get("thread_name").is_none(),
+            "{r:?}"
+        );
+    }
+}
