@@ -584,6 +584,92 @@ async fn add_to_slack_and_discord_in_a_real_browser_on_the_defaults() {
     c.close().await.unwrap();
 }
 
+/// The refusals of both "Add to …" flows in a real browser: a forged state, a replayed one, an
+/// expired one, and a code the platform refuses to exchange. Each is a 400 page saying why, and
+/// none stores a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_to_slack_and_discord_refusals_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.connect.emulator = Some(true);
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    let store = g.server.as_ref().unwrap().app().store.clone();
+
+    for flow in ["slack", "discord"] {
+        // Starts the flow in the browser; returns the state on the platform's page.
+        let start = || async {
+            c.goto(&g.url("/connect")).await.unwrap();
+            c.find(Locator::Id(&format!("add-{flow}")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            c.wait().for_element(Locator::Id("allow")).await.unwrap();
+            let url = c.current_url().await.unwrap();
+            url.query_pairs()
+                .find(|(k, _)| k == "state")
+                .map(|(_, v)| v.to_string())
+                .unwrap()
+        };
+        let callback = |state: &str, code: &str| {
+            g.url(&format!(
+                "/connect/{flow}/callback?code={code}&state={state}"
+            ))
+        };
+
+        // Forged.
+        c.goto(&callback("forged-0123456789abcdefghij", "x"))
+            .await
+            .unwrap();
+        wait_main(&c, "unknown or was already used").await;
+
+        // A code the platform never issued: the exchange fails, named.
+        let state = start().await;
+        c.goto(&callback(&state, "not-a-code")).await.unwrap();
+        wait_main(
+            &c,
+            if flow == "slack" {
+                "invalid_code"
+            } else {
+                "invalid_grant"
+            },
+        )
+        .await;
+        screenshot(&c, &format!("{flow}-failed-exchange")).await;
+
+        // Replayed: that state is used up.
+        c.goto(&callback(&state, "another")).await.unwrap();
+        wait_main(&c, "already used").await;
+
+        // Expired: started, then left for more than 10 minutes before Allow.
+        let state = start().await;
+        let mut record = store.flow_state(&state).unwrap().unwrap();
+        record.created_ms -= 11 * 60 * 1000;
+        store.put_flow_state(&state, &record).unwrap();
+        c.find(Locator::Id("allow"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_main(&c, "expired").await;
+    }
+    assert_eq!(
+        g.admin_get("/api/connections")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "no refusal stored a connection"
+    );
+    c.close().await.unwrap();
+}
+
 /// Waits until the element's text satisfies `ok`; returns that text.
 async fn wait_text(c: &Client, id: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -372,3 +372,60 @@ async fn a_discord_forum_opens_a_thread_per_key_and_replies_in_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn pause_dead_letters_and_replay_work_for_every_platform() {
+    let g = Gateway::start().await;
+    for kind in ["slack", "discord", "google_chat", "mattermost"] {
+        let rx = Receiver::start().await;
+        // Refused once (a dead letter), then taken.
+        rx.script(&[(400, "invalid_payload")]);
+        rx.answer(200, "ok");
+        let id = g.connect(&rx.url(kind), kind, &[]).await;
+        let g = &g;
+        let push = |key: String| async move {
+            g.github("push", &fixture("github/push.event.4.json"), Some(&key))
+                .await
+                .status()
+        };
+        assert_eq!(push(format!("{kind}-1")).await, 202);
+        g.wait_settled().await;
+        let dead = g.deliveries(&format!("state=dead&connection={id}")).await;
+        assert_eq!(dead.len(), 1, "{kind}");
+        // Replay: the dead letter goes out again, and is taken.
+        let res = g
+            .client
+            .post(g.url("/api/deliveries/retry"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"connection": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.json::<Value>().await.unwrap()["retried"], 1, "{kind}");
+        rx.wait_for(2).await;
+        g.wait_settled().await;
+        let delivered = g
+            .deliveries(&format!("state=delivered&connection={id}"))
+            .await;
+        assert_eq!(delivered.len(), 1, "{kind}");
+        // Paused: the next event is counted and not sent.
+        let res = g
+            .client
+            .patch(g.url(&format!("/api/connections/{id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"paused": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(push(format!("{kind}-2")).await, 202);
+        g.wait_settled().await;
+        let con = g.admin_get(&format!("/api/connections/{id}")).await;
+        assert_eq!(con["skipped"], 1, "{kind}: {con}");
+        assert_eq!(
+            rx.received().len(),
+            2,
+            "{kind}: a paused connection gets nothing"
+        );
+    }
+}
