@@ -326,7 +326,8 @@ pub enum PacingConfig {
         /// Windows for Google Chat URLs (one a second per space, 60 a minute).
         #[serde(default = "default_google_chat_windows")]
         google_chat: Vec<String>,
-        /// Windows for Mattermost URLs (its rate limit is off by default; 10 a second when on).
+        /// Windows for Mattermost URLs: none by default (a Mattermost server's own rate limit is
+        /// off by default; `["10/1s"]` matches its default when an admin turns it on).
         #[serde(default = "default_mattermost_windows")]
         mattermost: Vec<String>,
     },
@@ -392,7 +393,7 @@ fn default_google_chat_windows() -> Vec<String> {
     vec!["1/1s".into(), "60/60s".into()]
 }
 fn default_mattermost_windows() -> Vec<String> {
-    vec!["10/1s".into()]
+    Vec::new()
 }
 
 /// The pacing windows a kind gets by default: each platform's documented limits.
@@ -910,6 +911,20 @@ mod tests {
 
     fn load(text: &str) -> Result<Config, Problems> {
         Config::from_text(Path::new("c.yaml"), text)
+    }
+
+    #[test]
+    fn each_platform_is_paced_by_its_documented_limits() {
+        use crate::render::CardKind::*;
+        let on = PacingConfig::default();
+        let s = |n: u64| Duration::from_secs(n);
+        assert_eq!(on.windows(Teams), vec![(4, s(1)), (60, s(30))]);
+        assert_eq!(on.windows(Slack), vec![(3, s(3))]);
+        assert_eq!(on.windows(Discord), vec![(5, s(2)), (30, s(60))]);
+        assert_eq!(on.windows(GoogleChat), vec![(1, s(1)), (60, s(60))]);
+        // A Mattermost server's own limit is off by default: nothing to keep to.
+        assert!(on.windows(Mattermost).is_empty());
+        assert!(PacingConfig::Switch(false).windows(Slack).is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! (shapes and error names from `shared/reference/more-chats.md`):
 //!
 //! - Slack: `GET /emulator/slack/oauth/v2/authorize?client_id&scope&state&redirect_uri[&team]`
-//!   (pick a channel; Allow redirects with `code` and `state`, Cancel with
+//!   (pick a workspace and a channel; Allow redirects with `code` and `state`, Cancel with
 //!   `error=access_denied`); `POST /emulator/slack/api/oauth.v2.access` (HTTP Basic or form
 //!   client credentials; `{"ok": false, "error": "invalid_code" | "code_already_used" |
 //!   "bad_redirect_uri" | "invalid_client_id" | "bad_client_secret"}`, or the full success
@@ -53,8 +53,14 @@ const DISCORD_CHANNELS: &[(&str, &str)] = &[
     ("345626669224982403", "alerts"),
 ];
 /// The emulated Slack workspace and Discord server.
-const SLACK_TEAM: (&str, &str) = ("T0EMULATED", "Emulated Workspace");
-const DISCORD_GUILD: (&str, &str) = ("290926792226357250", "Emulated Server");
+const SLACK_TEAMS: &[(&str, &str)] = &[
+    ("T0EMULATED", "Emulated Workspace"),
+    ("T0SECONDWS", "Second Workspace"),
+];
+const DISCORD_GUILDS: &[(&str, &str)] = &[
+    ("290926792226357250", "Emulated Server"),
+    ("290926792226357251", "Second Server"),
+];
 
 /// A code handed out by an authorize page.
 #[derive(Debug, Clone)]
@@ -63,6 +69,8 @@ struct Grant {
     client_id: String,
     redirect_uri: String,
     channel: (String, String),
+    /// The workspace or server picked: (id, name).
+    place: (String, String),
     created_ms: u64,
     used: bool,
 }
@@ -179,13 +187,21 @@ fn check_request(
     if p == Provider::Discord && get("response_type") != "code" {
         return Err("Invalid response_type".into());
     }
-    if p == Provider::Slack && q.get("team").is_some_and(|t| t != SLACK_TEAM.0) {
-        return Err(format!(
-            "This app can be installed only in workspace {}",
-            get("team")
-        ));
+    if p == Provider::Slack
+        && q.get("team")
+            .is_some_and(|t| !t.is_empty() && !places(p).iter().any(|(id, _)| id == t))
+    {
+        return Err(format!("Unknown workspace {}", get("team")));
     }
     Ok(())
+}
+
+/// The workspaces (Slack) or servers (Discord) the picker offers.
+fn places(p: Provider) -> &'static [(&'static str, &'static str)] {
+    match p {
+        Provider::Slack => SLACK_TEAMS,
+        Provider::Discord => DISCORD_GUILDS,
+    }
 }
 
 async fn authorize_page(
@@ -199,10 +215,24 @@ async fn authorize_page(
     if let Err(why) = check_request(&app, p, &q) {
         return refused(p, &why);
     }
-    let (place, place_kind) = match p {
-        Provider::Slack => (SLACK_TEAM.1, "workspace"),
-        Provider::Discord => (DISCORD_GUILD.1, "server"),
+    let place_kind = match p {
+        Provider::Slack => "workspace",
+        Provider::Discord => "server",
     };
+    // Slack's `team` restricts the install to one workspace.
+    let restrict = q.get("team").filter(|t| !t.is_empty());
+    let place_options: String = places(p)
+        .iter()
+        .filter(|(id, _)| restrict.is_none_or(|t| t == id))
+        .enumerate()
+        .map(|(i, (id, name))| {
+            format!(
+                "<label><input type=\"radio\" name=\"place\" value=\"{id}\"{checked}> {}</label>",
+                esc(name),
+                checked = if i == 0 { " checked" } else { "" },
+            )
+        })
+        .collect();
     let options: String =
         channels(p)
             .iter()
@@ -215,7 +245,7 @@ async fn authorize_page(
             )
             })
             .collect();
-    let hidden: String = ["client_id", "state", "redirect_uri"]
+    let hidden: String = ["client_id", "state", "redirect_uri", "team"]
         .iter()
         .map(|k| {
             format!(
@@ -230,9 +260,10 @@ async fn authorize_page(
     };
     let body = format!(
         "<p class=\"banner\">{title} <strong>emulator</strong> — a stand-in for {title}'s own page.</p>\
-         <h1>{name} is requesting permission to access the {place} {place_kind}</h1>\
+         <h1>{name} is requesting permission to access a {place_kind}</h1>\
          <p class=\"muted\">It will be able to post messages to the channel you pick.</p>\
          <form method=\"post\">{hidden}\
+         <fieldset><legend>Which {place_kind}?</legend>{place_options}</fieldset>\
          <fieldset><legend>Where should {name} post?</legend>{options}</fieldset>\
          <button type=\"submit\" name=\"decision\" value=\"allow\" id=\"allow\">{allow}</button> \
          <button type=\"submit\" name=\"decision\" value=\"cancel\" id=\"cancel\" class=\"secondary\">{cancel}</button></form>",
@@ -253,7 +284,6 @@ async fn decide(State(app): State<ChatEmulator>, body: String, p: Provider) -> R
         let mut q = form.clone();
         q.insert("scope".into(), p.scope().into());
         q.insert("response_type".into(), "code".into());
-        q.remove("team");
         q
     }) {
         return refused(p, &why);
@@ -268,6 +298,13 @@ async fn decide(State(app): State<ChatEmulator>, body: String, p: Provider) -> R
             let Some((id, name)) = channels(p).iter().find(|(id, _)| *id == get("channel")) else {
                 return refused(p, "pick a channel");
             };
+            let restrict = get("team");
+            let Some(place) = places(p)
+                .iter()
+                .find(|(id, _)| *id == get("place") && (restrict.is_empty() || restrict == *id))
+            else {
+                return refused(p, "pick a workspace or server this app may use");
+            };
             let code = token(24);
             chats.grants.lock().expect("grants lock").insert(
                 code.clone(),
@@ -276,6 +313,7 @@ async fn decide(State(app): State<ChatEmulator>, body: String, p: Provider) -> R
                     client_id: get("client_id"),
                     redirect_uri: get("redirect_uri"),
                     channel: (id.to_string(), name.to_string()),
+                    place: (place.0.to_string(), place.1.to_string()),
                     created_ms: crate::store::now_ms(),
                     used: false,
                 },
@@ -387,7 +425,7 @@ async fn slack_token(
     };
     let hook = format!(
         "{}/B{}/{}",
-        SLACK_TEAM.0,
+        grant.place.0,
         token(6).to_uppercase(),
         token(18)
     );
@@ -404,7 +442,7 @@ async fn slack_token(
         "token_type": "bot",
         "access_token": format!("xoxb-{}", token(18)),
         "bot_user_id": "U0EMULBOT",
-        "team": {"id": SLACK_TEAM.0, "name": SLACK_TEAM.1},
+        "team": {"id": grant.place.0, "name": grant.place.1},
         "enterprise": null,
         "is_enterprise_install": false,
         "incoming_webhook": {
@@ -488,7 +526,7 @@ async fn discord_token(
             "token": hook_token,
             "type": 1,
             "avatar": null,
-            "guild_id": DISCORD_GUILD.0,
+            "guild_id": grant.place.0,
             "id": hook_id,
         },
     }))

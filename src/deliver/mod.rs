@@ -14,7 +14,7 @@
 //!   pauses the whole connection for `Retry-After`, or exponentially without it;
 //! - requests are paced per platform unless `delivery.pacing: false`: Teams' windows (4/s,
 //!   60/30 s) per URL, Slack one a second per URL, Discord 5 per 2 s per URL, Google Chat one a
-//!   second per space, Mattermost 10 a second ([`pace_key`]); Discord's `X-RateLimit-Remaining:
+//!   second per space, Mattermost not at all ([`pace_key`]); Discord's `X-RateLimit-Remaining:
 //!   0` holds the connection for `X-RateLimit-Reset-After` ([`bucket_wait`]), and its 401, 403
 //!   and 429 answers are kept to a tenth of the count that gets an address banned
 //!   ([`InvalidBudget`]);

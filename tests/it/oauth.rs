@@ -79,8 +79,25 @@ async fn start(g: &Gateway, b: &reqwest::Client, flow: &str, form: &[(&str, &str
     location(&res)
 }
 
-/// Answers the emulated authorize page: the callback URL the platform redirects to.
+/// Answers the emulated authorize page, picking the first workspace or server: the callback
+/// URL the platform redirects to.
 async fn decide(b: &reqwest::Client, authorize: &str, channel: &str, decision: &str) -> String {
+    let place = if authorize.contains("/slack/") {
+        "T0EMULATED"
+    } else {
+        "290926792226357250"
+    };
+    decide_in(b, authorize, place, channel, decision).await
+}
+
+/// Answers the emulated authorize page in a workspace (Slack) or server (Discord).
+async fn decide_in(
+    b: &reqwest::Client,
+    authorize: &str,
+    place: &str,
+    channel: &str,
+    decision: &str,
+) -> String {
     let q = query(authorize);
     let page = b.get(authorize).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -96,6 +113,7 @@ async fn decide(b: &reqwest::Client, authorize: &str, channel: &str, decision: &
             ("client_id", q["client_id"].as_str()),
             ("state", q["state"].as_str()),
             ("redirect_uri", q["redirect_uri"].as_str()),
+            ("place", place),
             ("channel", channel),
             ("decision", decision),
         ])
@@ -152,7 +170,13 @@ async fn both_flows_connect_a_channel_and_its_cards_arrive_in_the_platforms_layo
             }
         );
 
-        let callback = decide(&b, &authorize, channel, "allow").await;
+        // The second workspace or server: what is kept is what was picked.
+        let place = if flow == "slack" {
+            "T0SECONDWS"
+        } else {
+            "290926792226357251"
+        };
+        let callback = decide_in(&b, &authorize, place, channel, "allow").await;
         let p = query(&callback);
         assert_eq!(p["state"], q["state"]);
         assert!(!p["code"].is_empty());
@@ -180,11 +204,12 @@ async fn both_flows_connect_a_channel_and_its_cards_arrive_in_the_platforms_layo
         if flow == "slack" {
             assert_eq!(c["channel"], "#deploys");
             assert_eq!(c["channel_id"], channel);
-            assert_eq!(c["team_id"], "T0EMULATED");
+            assert_eq!(c["team_id"], "T0SECONDWS");
+            assert_eq!(c["team_name"], "Second Workspace");
             assert!(c["configuration_url"].as_str().is_some());
         } else {
             assert_eq!(c["channel_id"], channel);
-            assert_eq!(c["team_id"], "290926792226357250");
+            assert_eq!(c["team_id"], "290926792226357251");
         }
         // No token of the exchange was kept anywhere the API shows.
         let shown = c.to_string();
@@ -396,6 +421,32 @@ async fn the_token_endpoints_answer_as_the_platforms_document() {
         .unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("Invalid client_id"));
+    // Slack's `team` restricts the install to one workspace: the picker offers only it.
+    let authorize = |team: &str| {
+        let mut u = url::Url::parse(&g.url("/emulator/slack/oauth/v2/authorize")).unwrap();
+        u.query_pairs_mut()
+            .append_pair("client_id", "1000000000.2000000000")
+            .append_pair("scope", "incoming-webhook")
+            .append_pair("state", "s")
+            .append_pair("redirect_uri", &g.url("/connect/slack/callback"))
+            .append_pair("team", team);
+        u.to_string()
+    };
+    let html = http
+        .get(authorize("T0SECONDWS"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("Second Workspace") && !html.contains("Emulated Workspace"),
+        "{html}"
+    );
+    let res = http.get(authorize("T0NOSUCHWS")).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("Unknown workspace"));
 }
 
 #[tokio::test]
