@@ -1003,6 +1003,32 @@ mod tests {
     }
 
     #[test]
+    fn the_add_to_slack_and_discord_clients_are_checked_where_they_are_written() {
+        let ok = load("connect:\n  slack:\n    client_id: \"1.2\"\n    client_secret: s\n    team: T1\n  discord:\n    client_id: \"3\"\n    client_secret: s\n").unwrap();
+        assert_eq!(ok.connect.slack.unwrap().team.as_deref(), Some("T1"));
+        let text = "connect:\n  slack:\n    client_id: \"\"\n    client_secret: s\n    token_url: ftp://x\n  discord:\n    client_id: \"3\"\n    client_secret: s\n    team: T1\n";
+        let err = load(text).unwrap_err();
+        let all: Vec<String> = err.0.iter().map(|p| p.to_string()).collect();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(
+            all[0].starts_with("c.yaml:3:16: connect.slack.client_id is empty"),
+            "{all:?}"
+        );
+        assert!(
+            all[1].starts_with(
+                "c.yaml:5:16: connect.slack.token_url \"ftp://x\" must be an http(s) URL"
+            ),
+            "{all:?}"
+        );
+        assert!(all[2].starts_with("c.yaml:9:11: team restricts"), "{all:?}");
+        // A key that is not a client's names the line and suggests.
+        let err =
+            load("connect:\n  slack:\n    client_id: a\n    client_secret: b\n    teams: T1\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("did you mean `team`"), "{err}");
+    }
+
+    #[test]
     fn sizes_and_durations() {
         assert_eq!(crate::units::parse_size("25MiB").unwrap(), 25 << 20);
         assert_eq!(crate::units::parse_size("1000").unwrap(), 1000);
