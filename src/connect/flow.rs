@@ -475,13 +475,20 @@ async fn receive_callback(
         forum: false,
         threads: Vec::new(),
     };
+    keep(&app, conn).await
+}
+
+/// Stores a new connection durably and answers **302** to its done page, whose URL carries no
+/// webhook data.
+pub(super) async fn keep(app: &Flows, conn: Connection) -> Response {
     if let Err(e) = app.connections.put(conn.clone()) {
         return crate::error::ApiError::internal(&e).into_response();
     }
     if let Err(e) = app.store.commit().await {
         return crate::error::ApiError::internal(&e).into_response();
     }
-    tracing::info!(connection = %conn.id, app_type = ?conn.origin.app_type, group = ?conn.origin.group_name, url = %super::mask_url(&conn.url), "connected through Office 365");
+    let o = &conn.origin;
+    tracing::info!(connection = %conn.id, kind = conn.kind.as_str(), via = %o.via, app_type = ?o.app_type, group = ?o.group_name, channel = ?o.channel, url = %super::mask_url(&conn.url), "connected");
     let mut res = Redirect::to(&format!("/connect/done/{}", conn.id)).into_response();
     *res.status_mut() = StatusCode::FOUND;
     pages::no_referrer(&mut res);
@@ -587,17 +594,7 @@ async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Res
         forum: false,
         threads: Vec::new(),
     };
-    if let Err(e) = app.connections.put(conn.clone()) {
-        return crate::error::ApiError::internal(&e).into_response();
-    }
-    if let Err(e) = app.store.commit().await {
-        return crate::error::ApiError::internal(&e).into_response();
-    }
-    tracing::info!(connection = %conn.id, kind = conn.kind.as_str(), url = %super::mask_url(&conn.url), "webhook URL pasted");
-    let mut res = Redirect::to(&format!("/connect/done/{}", conn.id)).into_response();
-    *res.status_mut() = StatusCode::FOUND;
-    pages::no_referrer(&mut res);
-    res
+    keep(&app, conn).await
 }
 
 async fn logo(State(app): State<Flows>) -> Response {

@@ -19,8 +19,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::flow::{away, bad, begin, take_state, Flows};
-use super::pages::{self, page};
+use super::flow::{away, bad, begin, keep, take_state, Flows};
+use super::pages::page;
 use super::providers::{
     authorize_url, client, read_discord, read_slack, redirect_uri, Client, Hook, Provider,
 };
@@ -28,7 +28,7 @@ use crate::ids::ConnectionId;
 use crate::store::{now_ms, Connection, ConnectionOrigin};
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -222,17 +222,7 @@ async fn callback(
         forum: false,
         threads: Vec::new(),
     };
-    if let Err(e) = app.connections.put(conn.clone()) {
-        return crate::error::ApiError::internal(&e).into_response();
-    }
-    if let Err(e) = app.store.commit().await {
-        return crate::error::ApiError::internal(&e).into_response();
-    }
-    tracing::info!(connection = %conn.id, provider = p.slug(), channel = ?conn.origin.channel, url = %super::mask_url(&conn.url), "connected through Add to {}", p.title());
-    let mut res = Redirect::to(&format!("/connect/done/{}", conn.id)).into_response();
-    *res.status_mut() = StatusCode::FOUND;
-    pages::no_referrer(&mut res);
-    res
+    keep(&app, conn).await
 }
 
 /// The HTTP client of the code exchanges: short timeouts, no redirects.

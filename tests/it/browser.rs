@@ -263,6 +263,28 @@ async fn wait_inbox(base: &str, group: &str) -> String {
     }
 }
 
+/// `cardwire serve` as README's first step runs it: no config file, in `folder` (so the
+/// built-in rules, templates and defaults apply), with the quick start's admin token.
+fn defaults(folder: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardwire"));
+    cmd.arg("serve")
+        .current_dir(folder)
+        .env("CARDWIRE_ADMIN_TOKEN", "change-me")
+        .env_remove("CARDWIRE_CONFIG")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// A child process killed when dropped (a failing test leaves no server behind).
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A fenced `sh` block of README's quick start that contains `needle`, as written.
 fn quick_start_block(needle: &str) -> String {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -299,12 +321,7 @@ async fn the_readme_quick_start_works_on_the_defaults() {
         "README's first step changed: update this test with it"
     );
     let folder = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardwire"));
-    cmd.arg("serve")
-        .current_dir(folder.path())
-        .env("CARDWIRE_ADMIN_TOKEN", "change-me")
-        .env_remove("CARDWIRE_CONFIG")
-        .env("RUST_LOG", "info");
+    let mut cmd = defaults(folder.path());
     // The documented address when it is free; another port otherwise, said out loud (the
     // defaults are otherwise the same: public_url follows the address bound).
     if TcpListener::bind("127.0.0.1:8080").is_err() {
@@ -312,13 +329,6 @@ async fn the_readme_quick_start_works_on_the_defaults() {
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
     let (child, addr, _log) = spawn_serve(cmd);
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _child = Kill(child);
     let base = format!("http://{addr}");
 
@@ -461,21 +471,9 @@ async fn connect_deny_and_pause_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_to_slack_and_discord_in_a_real_browser_on_the_defaults() {
     let folder = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cardwire"));
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .current_dir(folder.path())
-        .env("CARDWIRE_ADMIN_TOKEN", "change-me")
-        .env_remove("CARDWIRE_CONFIG")
-        .env("RUST_LOG", "info");
+    let mut cmd = defaults(folder.path());
+    cmd.args(["--listen", "127.0.0.1:0"]);
     let (child, addr, _log) = spawn_serve(cmd);
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _child = Kill(child);
     let base = format!("http://{addr}");
     let driver = chromedriver();

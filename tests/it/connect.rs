@@ -2,46 +2,11 @@
 //! and callback handling, the URL checks, the 302 and its headers, masking, encryption at rest,
 //! pausing, and the /connections pages.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use reqwest::redirect::Policy;
 use serde_json::{json, Value};
 
 use crate::utils::*;
-
-/// A browser: its own cookies, redirects not followed (the test follows them by hand).
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn emulated() -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.connect.emulator = Some(true);
-    let mut g = Gateway::start_with(config).await;
-    g.keep(dir);
-    g
-}
-
-fn location(res: &reqwest::Response) -> String {
-    res.headers()[reqwest::header::LOCATION]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-fn query(url: &str) -> HashMap<String, String> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
 
 /// Starts the flow: the Connect button's target, in the emulator.
 async fn start(g: &Gateway, b: &reqwest::Client, form: &[(&str, &str)]) -> String {

@@ -5,15 +5,6 @@ use serde_json::Value;
 
 use crate::utils::*;
 
-/// A browser: its own cookies, redirects not followed.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 const HTML: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
 /// Regression: `GET /` answered 404 with JSON.

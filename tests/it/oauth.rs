@@ -2,10 +2,8 @@
 //! card in the channel, cancel, forged, foreign, replayed and expired states, a state taken to
 //! the other flow's callback, a failed exchange, and the emulators' own answers.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use reqwest::redirect::Policy;
 use serde_json::{json, Value};
 
 use crate::utils::*;
@@ -25,38 +23,6 @@ const FLOWS: [(&str, &str, &str, &str); 2] = [
         "/emulator/discord/inbox/deploys",
     ),
 ];
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn emulated() -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.connect.emulator = Some(true);
-    let mut g = Gateway::start_with(config).await;
-    g.keep(dir);
-    g
-}
-
-fn location(res: &reqwest::Response) -> String {
-    res.headers()[reqwest::header::LOCATION]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-fn query(url: &str) -> HashMap<String, String> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
 
 /// Presses "Add to …" on /connect; returns the authorize page's URL.
 async fn start(g: &Gateway, b: &reqwest::Client, flow: &str, form: &[(&str, &str)]) -> String {

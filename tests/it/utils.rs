@@ -420,3 +420,39 @@ pub fn spawn_serve(
         }
     }
 }
+
+/// A browser: its own cookies, redirects not followed (the test follows them by hand).
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A gateway with the emulators on.
+pub async fn emulated() -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.connect.emulator = Some(true);
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    g
+}
+
+/// A redirect's target.
+pub fn location(res: &reqwest::Response) -> String {
+    res.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A URL's query, by name.
+pub fn query(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
