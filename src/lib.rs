@@ -36,7 +36,8 @@
 //! - [`reload`]: hot reload on file changes or SIGHUP; `GET /api/rules`.
 //! - [`samples`]: the vendored real payloads, built in, that `check` renders every template with.
 //! - [`connect`]: connections (webhook URLs), their admin API ([`connect::api`]), the Connect
-//!   flow and its Office 365 emulator.
+//!   to Office 365 flow, Add to Slack and Add to Discord ([`connect::oauth`]), and the emulators
+//!   of all three.
 //! - [`admin`]: the admin token check shared by everything under /api, the /connections pages,
 //!   the home page, /docs (README, built in) and the 404 page for browsers.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
@@ -51,7 +52,7 @@
 //! imports itself through others: `tests/it/layers.rs`): foundations (ids, error, units,
 //! yaml, live, needs); event, render; config, rules, samples, store; pipeline, noise, metrics,
 //! the connections' cache; stage, deliver; the admin gate, ingest, reload; the admin API and
-//! pages, the Connect flow, the playground; app, cli.
+//! pages, the Connect flows and their emulators, the playground; app, cli.
 //! - [`cli`]: `serve`, `check` and `render`.
 //! - [`alloc`]: freed memory handed back to the system when the gateway goes quiet.
 
