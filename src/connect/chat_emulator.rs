@@ -22,7 +22,8 @@
 //!   10015).
 //! - `GET /emulator/{slack,discord}/inbox/{channel}` shows what a channel received.
 //!
-//! A code lives 10 minutes and is good once; webhooks live as long as the process.
+//! A code lives 10 minutes and is good once; a webhook's URL names its channel, so it keeps
+//! working across restarts (an unknown channel answers as a deleted webhook).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -88,12 +89,11 @@ pub struct ChatEmulator {
     pub chats: Option<std::sync::Arc<Chats>>,
 }
 
-/// What the emulated platforms remember: codes, and the webhooks they created (path → the
-/// inbox that receives its cards).
+/// What the emulated platforms remember: the codes they handed out. (A webhook they create
+/// names its channel in its URL, so that it works after a restart, as a real one does.)
 #[derive(Default)]
 pub struct Chats {
     grants: Mutex<HashMap<String, Grant>>,
-    hooks: Mutex<HashMap<String, String>>,
 }
 
 /// The prefixes of the webhook URLs the emulated platforms hand out (accepted as targets
@@ -423,16 +423,8 @@ async fn slack_token(
         Ok(g) => g,
         Err((error, _)) => return fail(error),
     };
-    let hook = format!(
-        "{}/B{}/{}",
-        grant.place.0,
-        token(6).to_uppercase(),
-        token(18)
-    );
-    chats.hooks.lock().expect("hooks lock").insert(
-        format!("slack/{hook}"),
-        format!("slack/{}", grant.channel.1.trim_start_matches('#')),
-    );
+    // The channel is in the webhook's path, so that its URL outlives a restart.
+    let hook = format!("{}/B{}/{}", grant.place.0, grant.channel.0, token(18));
     let public = app.config.public_url();
     axum::Json(json!({
         "ok": true,
@@ -506,12 +498,9 @@ async fn discord_token(
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", Some(description))
         }
     };
-    let hook_id = format!("3471147508801{:05}", rand::random::<u32>() % 100_000);
+    // The webhook's id names its channel, so that its URL outlives a restart.
+    let hook_id = format!("{}{}", grant.channel.0, rand::random::<u16>() % 10);
     let hook_token = token(48);
-    chats.hooks.lock().expect("hooks lock").insert(
-        format!("discord/{hook_id}/{hook_token}"),
-        format!("discord/{}", grant.channel.1),
-    );
     axum::Json(json!({
         "token_type": "Bearer",
         "access_token": token(24),
@@ -533,20 +522,33 @@ async fn discord_token(
     .into_response()
 }
 
-/// The inbox a webhook path posts to, if the emulator created it.
-fn inbox_of(chats: &Chats, path: &str) -> Option<String> {
-    chats.hooks.lock().expect("hooks lock").get(path).cloned()
+/// The inbox of a Slack webhook (`B` and its channel's id) the emulator hands out.
+fn slack_inbox(b: &str) -> Option<String> {
+    let channel = b.strip_prefix('B')?;
+    SLACK_CHANNELS
+        .iter()
+        .find(|(id, _)| *id == channel)
+        .map(|(_, name)| format!("slack/{}", name.trim_start_matches('#')))
+}
+
+/// The inbox of a Discord webhook (its channel's id and a digit) the emulator hands out.
+fn discord_inbox(id: &str) -> Option<String> {
+    let channel = id.get(..id.len().checked_sub(1)?)?;
+    DISCORD_CHANNELS
+        .iter()
+        .find(|(c, _)| *c == channel)
+        .map(|(_, name)| format!("discord/{name}"))
 }
 
 async fn slack_hook(
     State(app): State<ChatEmulator>,
-    Path((t, b, key)): Path<(String, String, String)>,
+    Path((_team, b, _key)): Path<(String, String, String)>,
     body: String,
 ) -> Response {
-    let (Some(chats), Some(inboxes)) = (&app.chats, &app.inboxes) else {
+    let Some(inboxes) = &app.inboxes else {
         return off();
     };
-    let Some(inbox) = inbox_of(chats, &format!("slack/{t}/{b}/{key}")) else {
+    let Some(inbox) = slack_inbox(&b) else {
         return (StatusCode::NOT_FOUND, "no_service").into_response();
     };
     let Ok(card) = serde_json::from_str::<Value>(&body) else {
@@ -562,14 +564,14 @@ async fn slack_hook(
 
 async fn discord_hook(
     State(app): State<ChatEmulator>,
-    Path((id, hook_token)): Path<(String, String)>,
+    Path((id, _token)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     body: String,
 ) -> Response {
-    let (Some(chats), Some(inboxes)) = (&app.chats, &app.inboxes) else {
+    let Some(inboxes) = &app.inboxes else {
         return off();
     };
-    let Some(inbox) = inbox_of(chats, &format!("discord/{id}/{hook_token}")) else {
+    let Some(inbox) = discord_inbox(&id) else {
         return (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"message": "Unknown Webhook", "code": 10015})),
