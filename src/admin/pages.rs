@@ -212,7 +212,32 @@ fn origin(c: &crate::store::Connection) -> String {
                 .map(|g| format!(", {}", esc(g)))
                 .unwrap_or_else(|| " (inbox)".into())
         ),
-        "paste" => "a pasted Workflows URL".into(),
+        "slack" | "discord" => {
+            let o = &c.origin;
+            let place = o.team_name.as_deref().or(o.team_id.as_deref());
+            let channel = o
+                .channel
+                .as_deref()
+                .or(o.channel_id.as_deref())
+                .unwrap_or("?");
+            let settings = o
+                .configuration_url
+                .as_deref()
+                .map(|u| {
+                    format!(
+                        " · <a href=\"{}\" rel=\"noreferrer\">its settings there</a>",
+                        esc(u)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "Add to {}: {}{}{settings}",
+                if o.via == "slack" { "Slack" } else { "Discord" },
+                esc(channel),
+                place.map(|p| format!(" in {}", esc(p))).unwrap_or_default()
+            )
+        }
+        "paste" => format!("a pasted {} URL", c.kind.as_str()),
         _ => "the admin API".into(),
     }
 }
@@ -380,5 +405,63 @@ async fn act(
             "Not done",
             &format!("<h1>Not done</h1><p class=\"error\">{}</p>", esc(&e.detail)),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Connection, ConnectionOrigin};
+
+    fn made(via: &str, kind: crate::render::CardKind, origin: ConnectionOrigin) -> Connection {
+        Connection {
+            id: crate::ids::ConnectionId::new(),
+            name: "n".into(),
+            url: "https://hooks.slack.com/services/T/B/x".into(),
+            kind,
+            channels: vec![],
+            created_ms: 1,
+            paused: false,
+            origin: ConnectionOrigin {
+                via: via.into(),
+                ..origin
+            },
+            digest: None,
+            broken: None,
+            limit: None,
+            forum: false,
+            threads: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_connection_says_where_it_came_from() {
+        use crate::render::CardKind;
+        let slack = made(
+            "slack",
+            CardKind::Slack,
+            ConnectionOrigin {
+                channel: Some("#deploys".into()),
+                team_name: Some("Acme <Eng>".into()),
+                configuration_url: Some("https://acme.slack.com/services/B1".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            origin(&slack),
+            "Add to Slack: #deploys in Acme &lt;Eng&gt; · <a href=\"https://acme.slack.com/services/B1\" rel=\"noreferrer\">its settings there</a>"
+        );
+        let discord = made(
+            "discord",
+            CardKind::Discord,
+            ConnectionOrigin {
+                channel_id: Some("345".into()),
+                team_id: Some("290".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(origin(&discord), "Add to Discord: 345 in 290");
+        let pasted = made("paste", CardKind::GoogleChat, ConnectionOrigin::default());
+        assert_eq!(origin(&pasted), "a pasted google_chat URL");
     }
 }
