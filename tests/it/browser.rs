@@ -366,11 +366,7 @@ async fn the_readme_quick_start_works_on_the_defaults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_deny_and_pause_in_a_real_browser() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.connect.emulator = Some(true);
-    let mut g = Gateway::start_with(config).await;
-    g.keep(dir);
+    let g = emulated().await;
     let driver = chromedriver();
     let c = browser(&driver).await;
 
@@ -587,11 +583,7 @@ async fn add_to_slack_and_discord_in_a_real_browser_on_the_defaults() {
 /// none stores a connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_to_slack_and_discord_refusals_in_a_real_browser() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.connect.emulator = Some(true);
-    let mut g = Gateway::start_with(config).await;
-    g.keep(dir);
+    let g = emulated().await;
     let driver = chromedriver();
     let c = browser(&driver).await;
     let store = g.server.as_ref().unwrap().app().store.clone();
@@ -704,11 +696,7 @@ async fn edit(c: &Client, id: &str, script: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_playground_previews_edits_and_sends_a_card() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    config.connect.emulator = Some(true);
-    let mut g = Gateway::start_with(config).await;
-    g.keep(dir);
+    let g = emulated().await;
     g.connect(&g.url("/emulator/inbox/playground"), "teams", &["github"])
         .await;
     let driver = chromedriver();
