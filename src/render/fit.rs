@@ -147,24 +147,26 @@ fn cut_texts(v: &mut Value, limit: usize) -> usize {
     let mut n = 0;
     match v {
         Value::Object(o) => {
+            let skip = |k: &str| STRUCTURAL.contains(&k) || LINKS.contains(&k);
             for (k, child) in o.iter_mut() {
-                if STRUCTURAL.contains(&k.as_str()) || LINKS.contains(&k.as_str()) {
-                    continue;
-                }
-                if let Value::String(s) = child {
-                    if s.chars().count() > limit {
+                // Bytes first: a text no longer than `limit` bytes has no more characters.
+                match child {
+                    Value::String(s)
+                        if s.len() > limit && !skip(k) && s.chars().count() > limit =>
+                    {
                         *s = crate::render::truncate_text(s, limit);
                         n += 1;
                     }
-                } else {
-                    n += cut_texts(child, limit);
+                    Value::String(_) => {}
+                    other if !skip(k) => n += cut_texts(other, limit),
+                    _ => {}
                 }
             }
         }
         Value::Array(a) => {
             for child in a {
                 if let Value::String(s) = child {
-                    if s.chars().count() > limit {
+                    if s.len() > limit && s.chars().count() > limit {
                         *s = crate::render::truncate_text(s, limit);
                         n += 1;
                     }
@@ -221,7 +223,35 @@ fn rfc3986(link: &str) -> Option<String> {
             || "-._~:/?#@!$&'()*+,;=".contains(c)
             || (c == '%' && escape_at(i))
     };
-    if tail.char_indices().all(|(i, c)| allowed(i, c)) {
+    // The same test a byte at a time (what it allows is ASCII), for the links that need no
+    // change: nearly all.
+    let allowed_byte = |i: usize, b: u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b':'
+                    | b'/'
+                    | b'?'
+                    | b'#'
+                    | b'@'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+            || (b == b'%' && escape_at(i))
+    };
+    if tail.bytes().enumerate().all(|(i, b)| allowed_byte(i, b)) {
         return None;
     }
     let mut out = String::with_capacity(link.len() + 16);
@@ -247,7 +277,9 @@ fn cut_links(v: &mut Value, limit: usize) -> usize {
             for (k, child) in o.iter_mut() {
                 match child {
                     Value::String(s)
-                        if LINKS.contains(&k.as_str()) && s.chars().count() > limit =>
+                        if s.len() > limit
+                            && LINKS.contains(&k.as_str())
+                            && s.chars().count() > limit =>
                     {
                         let mut cut: String = s.chars().take(limit).collect();
                         // Never leave half a percent-escape (`%2`) at the end.
@@ -356,6 +388,10 @@ mod tests {
         assert_eq!(
             rfc3986("https://x.com/100%"),
             Some("https://x.com/100%25".into())
+        );
+        assert_eq!(
+            rfc3986("https://x.com/café/ü?q=ß"),
+            Some("https://x.com/caf%C3%A9/%C3%BC?q=%C3%9F".into())
         );
     }
 

@@ -8,6 +8,10 @@ use serde_json::Value;
 
 /// Escapes text for the inside of a JSON string (no surrounding quotes).
 pub fn json_escape(s: &str) -> String {
+    // Most texts need no escape: copied once, without serializing.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        return s.to_string();
+    }
     let quoted = serde_json::to_string(s).unwrap_or_default();
     quoted[1..quoted.len() - 1].to_string()
 }
@@ -445,6 +449,20 @@ mod tests {
             url_part_of("a b/\"c\"?&#é"),
             "a%20b%2F%22c%22%3F%26%23%C3%A9"
         );
+    }
+
+    #[test]
+    fn json_escape_writes_what_serde_json_would_inside_the_quotes() {
+        for s in [
+            "plain text, ünïcödé and emoji 🚀",
+            "a \"quote\" and a \\ backslash",
+            "lines\nand\ttabs\r",
+            "\u{1}\u{1f}\u{7f}",
+            "",
+        ] {
+            let quoted = serde_json::to_string(s).unwrap();
+            assert_eq!(json_escape(s), quoted[1..quoted.len() - 1], "{s:?}");
+        }
     }
 
     #[test]

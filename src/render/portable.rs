@@ -474,6 +474,12 @@ fn clean(s: &str) -> std::borrow::Cow<'_, str> {
 /// (U+0000–U+001F but a newline, U+007F, and U+0080–U+009F: `C2 80`–`C2 9F`), or a
 /// bidirectional override (U+202A–U+202E: `E2 80 AA`–`AE`; U+2066–U+2069: `E2 81 A6`–`A9`).
 fn needs_cleaning(b: &[u8]) -> bool {
+    // First a pass without early exits: most texts hold none of the bytes that can start what
+    // is dropped, and are done here.
+    let suspect = |c: u8| (c < 0x20 && c != b'\n') | (c == 0x7F) | (c == 0xC2) | (c == 0xE2);
+    if !b.iter().fold(false, |any, &c| any | suspect(c)) {
+        return false;
+    }
     let mut i = 0;
     while i < b.len() {
         match b[i] {

@@ -484,3 +484,33 @@ fn the_smallest_cards_are_valid_for_every_kind() {
         }
     }
 }
+
+#[test]
+fn clean_drops_control_and_bidi_characters_and_borrows_what_has_none() {
+    let kept = [
+        "plain ASCII, a newline\nand more",
+        "ünïcödé, emoji 🚀, an en dash – and a ¢ (C2 A2)",
+        "a zero-width space\u{200B} and an arrow →",
+    ];
+    for s in kept {
+        assert!(matches!(clean(s), std::borrow::Cow::Borrowed(_)), "{s:?}");
+    }
+    let dropped = [
+        ("tab\there", "tab here"),
+        ("cr\r\nlf", "cr\nlf"),
+        ("nul\u{0}bell\u{7}del\u{7f}", "nulbelldel"),
+        ("c1 \u{85}\u{9f} controls", "c1  controls"),
+        (
+            "bidi \u{202E}txet\u{202C} and \u{2066}isolate\u{2069}",
+            "bidi txet and isolate",
+        ),
+        // Long enough for the vectorized pass to see several chunks.
+        (
+            "a long line of ordinary text, long enough to span many chunks\u{1}",
+            "a long line of ordinary text, long enough to span many chunks",
+        ),
+    ];
+    for (s, want) in dropped {
+        assert_eq!(clean(s), want, "{s:?}");
+    }
+}
