@@ -30,6 +30,11 @@
 //! Then two start-up measurements: ready to serve with 200 rules, and ready after a restart
 //! with `--backlog` (100,000) cards queued, plus the time to drain them and the cards lost.
 //!
+//! With `--instructions [--against OLD_BINARY --against-templates DIR]`, none of the above:
+//! the instructions an event costs, counted under valgrind (see `instructions`), for this
+//! binary and another in the same run. Load phases on a shared machine spread ±15 % a round;
+//! these counts repeat to within a few hundred instructions.
+//!
 //! Everything talks to 127.0.0.1 only.
 
 use std::net::SocketAddr;
@@ -88,6 +93,17 @@ struct Args {
     /// older binary in an A/B run wants its own: `git archive REV templates | tar -x -C DIR`).
     #[arg(long)]
     templates: Option<PathBuf>,
+    /// Instead of the load phases: count the instructions an event costs under valgrind's
+    /// callgrind, repeatable to the instruction whatever else the machine does, for this
+    /// binary and, in the same run, the `--against` one. See [`instructions`].
+    #[arg(long)]
+    instructions: bool,
+    /// With `--instructions`: the binary to compare with (an older build, say).
+    #[arg(long, requires = "instructions")]
+    against: Option<PathBuf>,
+    /// With `--against`: the templates folder that binary loads (default: `--templates`).
+    #[arg(long, requires = "against")]
+    against_templates: Option<PathBuf>,
     /// Also measure floors between the baseline and cardwire: the bare server plus, step by
     /// step, the work every accepted event needs (HMAC check, JSON parse, one journaled record).
     #[arg(long)]
@@ -385,15 +401,28 @@ async fn start_gateway(
     port: u16,
     http: &reqwest::Client,
 ) -> Result<(Gateway, Duration)> {
+    let mut command = Command::new(binary);
+    command.stderr(Stdio::inherit());
+    start(command, config, port, http, Duration::from_secs(30)).await
+}
+
+/// [`start_gateway`] through `command` (the binary, or valgrind running it), allowing it
+/// `ready_within`.
+async fn start(
+    mut command: Command,
+    config: &Path,
+    port: u16,
+    http: &reqwest::Client,
+    ready_within: Duration,
+) -> Result<(Gateway, Duration)> {
     let started = Instant::now();
-    let child = Command::new(binary)
+    let child = command
         .args(["serve", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
+        .with_context(|| format!("cannot start {:?}", command.get_program()))?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut g = Gateway { child, addr };
     loop {
@@ -405,8 +434,8 @@ async fn start_gateway(
         if let Some(status) = g.child.try_wait()? {
             bail!("cardwire exited at start: {status}");
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("cardwire did not become ready in 30 s");
+        if started.elapsed() > ready_within {
+            bail!("cardwire did not become ready in {ready_within:?}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -721,6 +750,9 @@ async fn main() -> Result<()> {
         .templates
         .clone()
         .unwrap_or_else(|| root().join("templates"));
+    if args.instructions {
+        return instructions(&args, &binary, &templates).await;
+    }
     let body = bytes::Bytes::from(std::fs::read(
         root().join("tests/fixtures/github/push.event.4.json"),
     )?);
@@ -993,4 +1025,157 @@ async fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+// --- instructions ---
+
+/// The events of the smaller and the larger run: an event's cost is the difference between
+/// the two runs' counts over the difference between their events, so that start-up, the
+/// connection's creation and the stop cancel out.
+const FEW: u64 = 200;
+const MANY: u64 = 1_200;
+
+/// What callgrind counted in one run of the gateway, inclusive of what each function calls.
+#[derive(Clone, Copy, Default)]
+struct Counted {
+    /// The hook handler: read, verify, parse, rules, render, noise, commit, answer.
+    handler: u64,
+    /// Rendering alone (inside the handler).
+    render: u64,
+    /// The delivery workers: read the outbox, POST, record.
+    deliver: u64,
+}
+
+/// `--instructions`: each binary started under `valgrind --tool=callgrind`, FEW and then MANY
+/// signed pushes sent one at a time (so that no batching or timing changes what is counted),
+/// each card delivered, the gateway stopped, and the counts of the hook handler, rendering
+/// and delivery read from `callgrind_annotate`. Background threads (sled's flusher, timers)
+/// are left out: what they count depends on how long the run takes, not on the events. The
+/// counts repeat to within a few hundred instructions an event; CPU time follows them only
+/// roughly (memory waits and the CPU's SHA instructions, which valgrind does not run, are
+/// not in them), but an A/B of the same work reads true.
+async fn instructions(args: &Args, binary: &Path, templates: &Path) -> Result<()> {
+    for tool in ["valgrind", "callgrind_annotate"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            bail!("--instructions needs {tool} (Debian's valgrind package)");
+        }
+    }
+    let mut runs = vec![("this binary", binary.to_path_buf(), templates.to_path_buf())];
+    if let Some(other) = &args.against {
+        let t = args
+            .against_templates
+            .clone()
+            .unwrap_or_else(|| templates.to_path_buf());
+        runs.push(("--against", other.clone(), t));
+    }
+    let http = reqwest::Client::new();
+    let (receiver, receiver_addr) = start_receiver(Instant::now()).await;
+    let mut results = Vec::new();
+    for (name, binary, templates) in &runs {
+        let mut per = [Counted::default(); 2];
+        for (slot, events) in [FEW, MANY].into_iter().enumerate() {
+            per[slot] = count_run(binary, templates, events, &http, &receiver, receiver_addr)
+                .await
+                .with_context(|| format!("{name}: {}", binary.display()))?;
+        }
+        let each = |f: fn(&Counted) -> u64| {
+            f(&per[1]).saturating_sub(f(&per[0])) as f64 / (MANY - FEW) as f64
+        };
+        results.push((
+            *name,
+            binary.clone(),
+            templates.clone(),
+            each(|c| c.handler),
+            each(|c| c.render),
+            each(|c| c.deliver),
+        ));
+    }
+    println!(
+        "cardwire bench --instructions: instructions an event (callgrind, {FEW} and {MANY} events, one at a time)"
+    );
+    println!();
+    println!(
+        "| binary | templates | hook handler | of which render | delivery | handler + delivery |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let first = results[0].3 + results[0].5;
+    for (i, (name, binary, templates, handler, render, deliver)) in results.iter().enumerate() {
+        let all = handler + deliver;
+        println!(
+            "| {name}: {} | {} | {handler:.0} | {render:.0} | {deliver:.0} | {all:.0}{} |",
+            binary.display(),
+            templates.display(),
+            if i == 0 {
+                String::new()
+            } else {
+                format!(" (this binary: {:+.1} %)", (first / all - 1.0) * 100.0)
+            }
+        );
+    }
+    Ok(())
+}
+
+/// One gateway under callgrind: `events` pushes in, their cards out, stopped; its counts.
+async fn count_run(
+    binary: &Path,
+    templates: &Path,
+    events: u64,
+    http: &reqwest::Client,
+    receiver: &Receiver,
+    receiver_addr: SocketAddr,
+) -> Result<Counted> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let config = write_config(dir.path(), port, &rules_with(dir.path(), 0, 0)?, templates)?;
+    let out = dir.path().join("callgrind.out");
+    let log = dir.path().join("valgrind.log");
+    let mut command = Command::new("valgrind");
+    command
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(binary)
+        .stderr(std::fs::File::create(&log)?);
+    let (g, _) = start(command, &config, port, http, Duration::from_secs(300)).await?;
+    connect(http, &g, receiver_addr, 0, "github").await?;
+    let before = receiver.received.load(Ordering::Relaxed);
+    let body = bytes::Bytes::from(std::fs::read(
+        root().join("tests/fixtures/github/push.event.4.json"),
+    )?);
+    let url = format!("http://{}/hooks/github", g.addr);
+    let sent = load(&url, &[body], 1, Duration::MAX, Some(events), None).await;
+    if sent.accepted != events {
+        bail!("{} of {events} events accepted", sent.accepted);
+    }
+    drain(receiver, before + events, Duration::from_secs(60)).await;
+    let delivered = receiver.received.load(Ordering::Relaxed) - before;
+    if delivered != events {
+        bail!("{delivered} of {events} cards delivered");
+    }
+    g.stop()?;
+    let report = Command::new("callgrind_annotate")
+        .arg("--inclusive=yes")
+        .arg(&out)
+        .output()?;
+    if !report.status.success() {
+        bail!(
+            "callgrind_annotate failed: {}",
+            String::from_utf8_lossy(&report.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&report.stdout);
+    let find = |function: &str| -> Result<u64> {
+        text.lines()
+            .find(|l| l.contains(function))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.replace(',', "").parse().ok())
+            .with_context(|| format!("{function} not in callgrind's report ({})", out.display()))
+    };
+    let counted = Counted {
+        handler: find("cardwire::ingest::handle_hook::{{closure}} [")?,
+        render: find("cardwire::render::Renderer::render_with [")?,
+        deliver: find("cardwire::deliver::Deliverer::work::{{closure}} [")?,
+    };
+    // Kept only while the report is read.
+    drop(dir);
+    Ok(counted)
 }
