@@ -101,17 +101,37 @@ pub trait ConnectionRecords {
     fn remove_connection(&self, id: &ConnectionId) -> Result<bool, StoreError>;
 }
 
-impl ConnectionRecords for Store {
-    fn put_connection(&self, c: &Connection) -> Result<(), StoreError> {
-        let mut sealed = c.clone();
-        sealed.url = self.cipher.seal(c.id.as_str(), &c.url);
-        sealed.origin.user_object_id = c
+impl Connection {
+    /// The connection as it is stored: its URL and user id sealed, bound to its id.
+    pub(super) fn sealed(&self, cipher: &secrets::Cipher) -> Connection {
+        let mut sealed = self.clone();
+        sealed.url = cipher.seal(self.id.as_str(), &self.url);
+        sealed.origin.user_object_id = self
             .origin
             .user_object_id
             .as_ref()
-            .map(|u| self.cipher.seal(c.id.as_str(), u));
+            .map(|u| cipher.seal(self.id.as_str(), u));
+        sealed
+    }
+
+    /// A stored connection (JSON) with its secrets opened.
+    pub(super) fn opened(
+        stored: &[u8],
+        cipher: &secrets::Cipher,
+    ) -> Result<Connection, StoreError> {
+        let mut c: Connection = serde_json::from_slice(stored)?;
+        c.url = cipher.open(c.id.as_str(), &c.url)?;
+        if let Some(u) = &c.origin.user_object_id {
+            c.origin.user_object_id = Some(cipher.open(c.id.as_str(), u)?);
+        }
+        Ok(c)
+    }
+}
+
+impl ConnectionRecords for Store {
+    fn put_connection(&self, c: &Connection) -> Result<(), StoreError> {
         self.connections
-            .insert(c.id.as_str(), serde_json::to_vec(&sealed)?)?;
+            .insert(c.id.as_str(), serde_json::to_vec(&c.sealed(&self.cipher))?)?;
         Ok(())
     }
 
@@ -119,14 +139,7 @@ impl ConnectionRecords for Store {
         self.connections
             .iter()
             .values()
-            .map(|v| {
-                let mut c: Connection = serde_json::from_slice(&v?)?;
-                c.url = self.cipher.open(c.id.as_str(), &c.url)?;
-                if let Some(u) = &c.origin.user_object_id {
-                    c.origin.user_object_id = Some(self.cipher.open(c.id.as_str(), u)?);
-                }
-                Ok(c)
-            })
+            .map(|v| Connection::opened(&v?, &self.cipher))
             .collect()
     }
 
@@ -159,12 +172,7 @@ impl ConnectionRecords for Store {
                 self.unindex(rec.id.as_str());
             }
             let retrying = rec.is_ok_and(|r| r.attempts > 0);
-            self.count(|c| {
-                c.queued -= 1;
-                if retrying {
-                    c.retrying -= 1;
-                }
-            });
+            self.count(|c| c.left_queue(retrying));
         }
         Ok(existed)
     }

@@ -19,7 +19,8 @@
 //! record ([`ConnectionRecords`], [`Outbox`], [`NoiseState`], [`FlowStates`], [`SeenIds`],
 //! [`RecentEvents`]); with [`Durable`] (commit, flush, counts, the clock) they make up
 //! [`Backend`], which the layers above hold as [`SharedStore`]: a second backend implements
-//! these traits and nothing else changes. sled's [`Store`] implements them here; this module
+//! these traits and nothing else changes ([`pg::PgStore`], PostgreSQL, does). sled's [`Store`]
+//! implements them here; this module
 //! holds what its files share: opening sled, the group commit, the card counts, recovery after
 //! a crash. The store imports nothing from the layers above it (ingest, noise control,
 //! delivery, connect, the playground): they use its types.
@@ -28,6 +29,7 @@ pub mod connections;
 pub mod flows;
 pub mod noise;
 pub mod outbox;
+pub mod pg;
 pub mod queued_ids;
 pub mod recent;
 pub mod secrets;
@@ -74,6 +76,25 @@ pub enum StoreError {
     /// A secret could not be sealed or opened.
     #[error("a secret at rest")]
     Secret(#[from] secrets::SecretError),
+    /// PostgreSQL refused a statement.
+    #[error("PostgreSQL failed")]
+    Postgres(#[from] postgres::Error),
+    /// PostgreSQL cannot be reached (down, restarting, the network): nothing was written.
+    #[error("PostgreSQL is unavailable: {0}")]
+    Unavailable(String),
+    /// The store's settings are wrong (the message names the key).
+    #[error("{0}")]
+    Config(String),
+    /// The database's schema is not this version's (see `cardwire migrate --check`).
+    #[error("{0}")]
+    Schema(String),
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`], saying why.
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        Self::Unavailable(e.to_string())
+    }
 }
 
 /// How many cards are in each state.
@@ -87,6 +108,17 @@ pub struct Counts {
     pub dead: usize,
     /// Delivered records kept.
     pub delivered: usize,
+}
+
+impl Counts {
+    /// A card left the queue (delivered, buried, dropped); it was counted as retrying if
+    /// `retrying`. Never below zero: on PostgreSQL another instance may have moved it first.
+    pub fn left_queue(&mut self, retrying: bool) {
+        self.queued = self.queued.saturating_sub(1);
+        if retrying {
+            self.retrying = self.retrying.saturating_sub(1);
+        }
+    }
 }
 
 /// The sled-backed store.

@@ -343,10 +343,7 @@ impl Outbox for Store {
         let was_retrying = rec.attempts > 1;
         self.count(|c| {
             if queued {
-                c.queued -= 1;
-                if was_retrying {
-                    c.retrying -= 1;
-                }
+                c.left_queue(was_retrying);
             }
             c.delivered += 1;
         });
@@ -425,11 +422,8 @@ impl Outbox for Store {
         self.unindex(letter.record.id.as_str());
         let was_retrying = letter.record.attempts > 1;
         self.count(|c| {
-            c.queued -= 1;
+            c.left_queue(was_retrying);
             c.dead += 1;
-            if was_retrying {
-                c.retrying -= 1;
-            }
         });
         Ok(())
     }
@@ -554,12 +548,7 @@ impl Store {
                 self.unindex(rec.id.as_str());
             }
             let retrying = rec.is_ok_and(|r| r.attempts > 0);
-            self.count(|c| {
-                c.queued -= 1;
-                if retrying {
-                    c.retrying -= 1;
-                }
-            });
+            self.count(|c| c.left_queue(retrying));
         }
         Ok(())
     }

@@ -54,6 +54,17 @@ impl Cipher {
         ))
     }
 
+    /// The configured key alone (base64 of 32 bytes): a shared database has no data folder to
+    /// keep a generated one in, and every instance must use the same key.
+    pub fn from_key(configured: &str) -> Result<Self, SecretError> {
+        let key = B64
+            .decode(configured.trim())
+            .map_err(|_| SecretError::BadKey)?;
+        XChaCha20Poly1305::new_from_slice(&key)
+            .map(Self)
+            .map_err(|_| SecretError::BadKey)
+    }
+
     fn key_file(path: &Path) -> Result<Vec<u8>, SecretError> {
         let err = |source| SecretError::KeyFile {
             path: path.display().to_string(),

@@ -50,12 +50,7 @@ impl SeenIds for Store {
         if let Some(v) = self.seen.get(key)? {
             return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
         }
-        let mut staging = self.staging.lock().expect("staging lock");
-        if let Some(first) = staging.get(key) {
-            return Ok(Some(first.clone()));
-        }
-        staging.insert(key.to_string(), event.clone());
-        Ok(None)
+        Ok(reserve(&self.staging, key, event))
     }
 
     fn release_delivery(&self, key: &str) -> Result<(), StoreError> {
@@ -81,4 +76,19 @@ impl SeenIds for Store {
         }
         Ok(n)
     }
+}
+
+/// Reserves `key` for `event` among the events being staged in this process: the event that
+/// holds it already, or `None` when this one now does.
+pub(super) fn reserve(
+    staging: &Mutex<std::collections::HashMap<String, EventId>>,
+    key: &str,
+    event: &EventId,
+) -> Option<EventId> {
+    let mut staging = staging.lock().expect("staging lock");
+    if let Some(first) = staging.get(key) {
+        return Some(first.clone());
+    }
+    staging.insert(key.to_string(), event.clone());
+    None
 }

@@ -1,0 +1,113 @@
+//! Durable state in PostgreSQL (14 or later): the same records as the sled store, in tables
+//! that several instances share.
+//!
+//! In: the store's calls (the traits of [`super::Backend`]), from any thread, inside or outside
+//! a Tokio runtime. Out: the same records, in order. Guarantees: every call that writes has
+//! committed when it returns (so [`super::Durable::commit`] has nothing left to wait for); an
+//! event's cards and its upstream delivery-id claim commit in one transaction
+//! ([`super::Outbox::enqueue_event`]); the schema is created and upgraded by the versioned
+//! migrations in [`migrations`], run at open under an advisory lock.
+//!
+//! The store's traits are synchronous (sled's calls are short and in process). PostgreSQL's
+//! client runs on threads of its own ([`pool::Pool`]): a call hands its work to one of them
+//! and waits for the answer, so that no runtime's thread ever drives the client's own.
+
+pub mod migrations;
+pub mod pool;
+mod records;
+
+pub use pool::Pool;
+
+use std::sync::{Arc, Mutex};
+
+use super::{secrets, Clock, Counts, StoreError};
+use crate::ids::EventId;
+
+/// `store.postgres` in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgSettings {
+    /// `postgres://user:password@host:port/database` (libpq's URL form).
+    pub url: String,
+    /// Connections to the server (each on a thread of its own).
+    pub pool: usize,
+}
+
+/// The PostgreSQL-backed store.
+pub struct PgStore {
+    pool: Pool,
+    cipher: secrets::Cipher,
+    clock: Clock,
+    /// The card counts as the tables had them when last read (at most [`COUNTS_EVERY`] ago:
+    /// other instances move cards too), plus this process's moves since.
+    counts: Mutex<(std::time::Instant, Counts)>,
+    /// Upstream delivery ids reserved by events being staged in this process (see
+    /// [`super::SeenIds::reserve_delivery`]); the claim itself is a row, unique across
+    /// instances.
+    staging: Mutex<std::collections::HashMap<String, EventId>>,
+}
+
+/// How old the tables' counts may be.
+const COUNTS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl PgStore {
+    /// Connects, upgrades the schema (under an advisory lock) and opens the store. `key` is
+    /// the secrets key (`connect.secrets_key`), which every instance must share.
+    pub fn open(settings: &PgSettings, key: &str, clock: Clock) -> Result<Arc<Self>, StoreError> {
+        let cipher = secrets::Cipher::from_key(key)?;
+        let pool = Pool::connect(&settings.url, settings.pool.max(1))?;
+        let found = pool.run(migrations::migrate)?;
+        if !found.unknown.is_empty() {
+            return Err(StoreError::Schema(found.describe()));
+        }
+        let store = Arc::new(Self {
+            pool,
+            cipher,
+            clock,
+            counts: Mutex::new((std::time::Instant::now(), Counts::default())),
+            staging: Mutex::default(),
+        });
+        store.refresh_counts()?;
+        Ok(store)
+    }
+
+    /// The pool, for tests and `migrate`.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn refresh_counts(&self) -> Result<Counts, StoreError> {
+        let counts = self.pool.run(|c| {
+            let row = c.query_one(
+                "SELECT (SELECT count(*) FROM outbox), \
+                        (SELECT count(*) FROM outbox WHERE retrying), \
+                        (SELECT count(*) FROM dead), \
+                        (SELECT count(*) FROM delivered)",
+                &[],
+            )?;
+            let n = |i: usize| row.get::<_, i64>(i).max(0) as usize;
+            Ok(Counts {
+                queued: n(0),
+                retrying: n(1),
+                dead: n(2),
+                delivered: n(3),
+            })
+        })?;
+        *self.counts.lock().expect("counts lock") = (std::time::Instant::now(), counts);
+        Ok(counts)
+    }
+
+    /// Notes a move of this process's in the counts until the next read of the tables.
+    fn count(&self, f: impl FnOnce(&mut Counts)) {
+        f(&mut self.counts.lock().expect("counts lock").1);
+    }
+}
+
+/// A time as PostgreSQL's `bigint`.
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A `bigint` time back.
+fn unms(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

@@ -1,0 +1,221 @@
+//! A real PostgreSQL server for the tests: Debian's `postgresql` package (`.ci/run` installs
+//! it), a cluster made with `initdb` in a temporary folder and started with `pg_ctl` on a free
+//! loopback port, stopped and removed when the handle drops. No container, no shared server:
+//! every test that needs one gets its own, so tests stay independent and run in parallel.
+//!
+//! The server refuses to run as root; under root (CI) the cluster's folder is handed to the
+//! `postgres` user that the package creates, and the server runs as that user.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running PostgreSQL server, stopped on drop.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The port it listens on, on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Postgres {
+    /// Makes a cluster and starts it; panics with what is missing when PostgreSQL is not
+    /// installed.
+    pub fn start() -> Postgres {
+        let bin = bin_dir().unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL's server programs are not installed (looked for initdb under \
+                 /usr/lib/postgresql/*/bin and on PATH): `apt-get install postgresql`, as .ci/run does"
+            )
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("cardwire-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let as_root = is_root();
+        if as_root {
+            // The postgres user must reach the folder and own the cluster.
+            run(Command::new("chmod").arg("755").arg(dir.path()));
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path()));
+        }
+        run(pg_command(&bin, "initdb", as_root)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "cardwire",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data));
+        let mut pg = Postgres { dir, bin, port: 0 };
+        // A free port can be taken by another test between the check and the start: a few
+        // tries, each on a port of its own.
+        for attempt in 1.. {
+            pg.port = free_port();
+            match pg.try_start() {
+                Ok(()) => break,
+                Err(e) if attempt >= 5 => panic!("PostgreSQL did not start: {e}\n{}", pg.log()),
+                Err(_) => continue,
+            }
+        }
+        pg.wait_ready();
+        pg
+    }
+
+    /// `pg_ctl start` on the cluster, on `self.port`.
+    fn try_start(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = pg_command(&self.bin, "pg_ctl", is_root())
+            .args(["-w", "-t", "60", "-l"])
+            .arg(self.dir.path().join("log"))
+            .arg("-o")
+            .arg(options)
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("start")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The URL of its `postgres` database, as `store.postgres.url` takes it.
+    pub fn url(&self) -> String {
+        format!("postgres://cardwire@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A new empty database on this server; its URL.
+    pub fn database(&self, name: &str) -> String {
+        let (url, sql) = (self.url(), format!("CREATE DATABASE \"{name}\""));
+        outside(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            client.batch_execute(&sql).expect("create database");
+        });
+        format!("postgres://cardwire@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The server's log, for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// Stops the server at once (`immediate`: as if the machine lost it), keeping the cluster.
+    pub fn kill(&self) {
+        let _ = pg_command(&self.bin, "pg_ctl", is_root())
+            .args(["-m", "immediate", "-w", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Starts the cluster again after [`Postgres::kill`], on the same port.
+    pub fn restart(&self) {
+        if let Err(e) = self.try_start() {
+            panic!("PostgreSQL did not start again: {e}\n{}", self.log());
+        }
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = self.url();
+            match outside(move || postgres::Client::connect(&url, postgres::NoTls).map(drop)) {
+                Ok(_) => return,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("PostgreSQL did not accept connections: {e}\n{}", self.log())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where `initdb` and `pg_ctl` are: the newest of Debian's versioned folders, else PATH.
+fn bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .collect();
+    versions.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    if let Some(newest) = versions.pop() {
+        return Some(newest);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find(|d| d.join("initdb").exists())
+}
+
+/// Runs `f` on a thread of its own: the `postgres` client drives a runtime of its own, which
+/// cannot start on a thread of the test's runtime.
+pub fn outside<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().expect("the thread panicked")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// One of the server's programs, as the `postgres` user when the tests run as root.
+fn pg_command(bin: &Path, program: &str, as_root: bool) -> Command {
+    let program = bin.join(program);
+    if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(c: &mut Command) {
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,615 @@
+//! The store's contract, the same on both backends: every test here runs once on sled (in a
+//! temp dir) and once on PostgreSQL (a real server, see `pg`), through `SharedStore`, as the
+//! layers above hold it. Plus what only PostgreSQL has: migrations and several instances on
+//! one database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardwire::ids::{ConnectionId, DeliveryId, EventId};
+use cardwire::render::CardKind;
+use cardwire::store::pg::{migrations, PgSettings, PgStore};
+use cardwire::store::prelude::*;
+use cardwire::store::recent::{RecentEvent, RecentPayload};
+use cardwire::store::{
+    now_ms, Bucket, Clock, Connection, DeadLetter, FlowState, Item, OutboxRecord, Store, StoreError,
+};
+
+use crate::pg::Postgres;
+
+/// A key for secrets at rest, as `connect.secrets_key` gives it (base64 of 32 bytes).
+const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+/// What keeps a backend alive while a test uses it.
+enum Holder {
+    Sled(#[allow(dead_code)] tempfile::TempDir),
+    Pg(#[allow(dead_code)] Postgres),
+}
+
+/// Both backends, fresh: sled, then PostgreSQL.
+fn backends() -> Vec<(&'static str, SharedStore, Holder)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sled: SharedStore = Store::open(dir.path(), Some(KEY)).unwrap();
+    let pg = Postgres::start();
+    let store: SharedStore = pg_store(&pg.url());
+    vec![
+        ("sled", sled, Holder::Sled(dir)),
+        ("postgres", store, Holder::Pg(pg)),
+    ]
+}
+
+fn pg_store(url: &str) -> Arc<PgStore> {
+    PgStore::open(
+        &PgSettings {
+            url: url.to_string(),
+            pool: 4,
+        },
+        KEY,
+        Clock::System,
+    )
+    .unwrap()
+}
+
+fn card(con: &ConnectionId, n: u32) -> OutboxRecord {
+    OutboxRecord::new(
+        EventId::new(),
+        con.clone(),
+        format!("rule-{n}"),
+        CardKind::Teams,
+        format!("{{\"n\":{n}}}"),
+        now_ms(),
+    )
+}
+
+fn connection(name: &str) -> Connection {
+    Connection {
+        id: ConnectionId::new(),
+        name: name.into(),
+        url: format!("https://example.webhook.office.com/webhookb2/{name}"),
+        kind: CardKind::Teams,
+        channels: vec!["github".into()],
+        created_ms: now_ms(),
+        paused: false,
+        origin: Default::default(),
+        digest: None,
+        broken: None,
+        limit: None,
+        forum: false,
+        threads: Vec::new(),
+    }
+}
+
+fn bodies(cards: &[(cardwire::store::OutboxKey, OutboxRecord)]) -> Vec<String> {
+    cards.iter().map(|(_, r)| r.body.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_kept_with_their_secrets_and_removed_with_their_cards() {
+    for (name, store, _hold) in backends() {
+        let a = connection("a");
+        let mut b = connection("b");
+        b.origin.user_object_id = Some("user-1".into());
+        store.put_connection(&a).unwrap();
+        store.put_connection(&b).unwrap();
+        let all = store.connections().unwrap();
+        // In id order (oldest first; two made in the same millisecond in either order).
+        let mut both = vec![a.clone(), b.clone()];
+        both.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(all, both, "{name}: in id order, secrets opened");
+        b.paused = true;
+        store.put_connection(&b).unwrap();
+        let again = store.connections().unwrap();
+        assert!(
+            again.iter().any(|c| c.id == b.id && c.paused),
+            "{name}: replaced"
+        );
+        assert_eq!(again.len(), 2, "{name}");
+
+        store.set_last_delivery(&a.id, 42).unwrap();
+        store.set_last_delivery(&a.id, 43).unwrap();
+        assert_eq!(
+            store.last_deliveries().unwrap(),
+            vec![(a.id.clone(), 43)],
+            "{name}"
+        );
+
+        store.enqueue(&card(&a.id, 1)).unwrap();
+        store.enqueue(&card(&b.id, 2)).unwrap();
+        assert!(store.remove_connection(&a.id).unwrap(), "{name}");
+        assert!(
+            !store.remove_connection(&a.id).unwrap(),
+            "{name}: gone already"
+        );
+        assert_eq!(store.connections().unwrap(), vec![b.clone()], "{name}");
+        assert!(
+            store.next_for(&a.id).unwrap().is_none(),
+            "{name}: its cards went too"
+        );
+        assert_eq!(
+            store.queued_connections().unwrap(),
+            vec![b.id.clone()],
+            "{name}"
+        );
+        assert!(store.last_deliveries().unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flow_state_is_taken_once() {
+    for (name, store, _hold) in backends() {
+        let state = FlowState {
+            browser: "sha".into(),
+            channels: vec!["github".into()],
+            digest: None,
+            created_ms: now_ms(),
+            provider: Some("slack".into()),
+        };
+        store.put_flow_state("s1", &state).unwrap();
+        assert_eq!(
+            store.flow_state("s1").unwrap().unwrap().provider.as_deref(),
+            Some("slack"),
+            "{name}"
+        );
+        assert!(store.take_flow_state("s1").unwrap().is_some(), "{name}");
+        assert!(
+            store.take_flow_state("s1").unwrap().is_none(),
+            "{name}: single use"
+        );
+        assert!(store.flow_state("nope").unwrap().is_none(), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_delivery_id_is_claimed_once() {
+    for (name, store, _hold) in backends() {
+        let (first, second) = (EventId::new(), EventId::new());
+        assert_eq!(store.claim_delivery("d1", &first).unwrap(), None, "{name}");
+        assert_eq!(
+            store.claim_delivery("d1", &second).unwrap(),
+            Some(first.clone()),
+            "{name}: the first event's id"
+        );
+        assert_eq!(
+            store.reserve_delivery("d1", &second).unwrap(),
+            Some(first.clone())
+        );
+        // A reservation holds off a concurrent redelivery until it is claimed or released.
+        assert_eq!(
+            store.reserve_delivery("d2", &first).unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            store.reserve_delivery("d2", &second).unwrap(),
+            Some(first.clone()),
+            "{name}"
+        );
+        store.release_delivery("d2").unwrap();
+        assert_eq!(
+            store.reserve_delivery("d2", &second).unwrap(),
+            None,
+            "{name}"
+        );
+        store.release_delivery("d1").unwrap();
+        assert_eq!(
+            store.claim_delivery("d1", &second).unwrap(),
+            None,
+            "{name}: released"
+        );
+        assert_eq!(
+            store.prune_seen(Duration::from_secs(3600)).unwrap(),
+            0,
+            "{name}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            store.prune_seen(Duration::ZERO).unwrap(),
+            1,
+            "{name}: pruned by age"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_is_queued_with_its_claim_or_not_at_all() {
+    for (name, store, _hold) in backends() {
+        let con = ConnectionId::new();
+        let (e1, e2) = (EventId::new(), EventId::new());
+        store.reserve_delivery("gh-1", &e1).unwrap();
+        let mut cards = vec![card(&con, 1), card(&con, 2)];
+        assert_eq!(
+            store
+                .enqueue_event(Some(("gh-1", &e1)), &mut cards)
+                .unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            cards[0].claim.as_deref(),
+            Some("gh-1"),
+            "{name}: each card names it"
+        );
+        // The same upstream id again, from an event that did not see the claim: nothing
+        // of it is queued.
+        let mut again = vec![card(&con, 3)];
+        assert_eq!(
+            store
+                .enqueue_event(Some(("gh-1", &e2)), &mut again)
+                .unwrap(),
+            Err(e1.clone()),
+            "{name}"
+        );
+        let queued = store.next_batch(&con, 10).unwrap();
+        assert_eq!(
+            bodies(&queued),
+            ["{\"n\":1}", "{\"n\":2}"],
+            "{name}: in order, once"
+        );
+        assert_eq!(store.counts().queued, 2, "{name}");
+        let mut plain = vec![card(&con, 4)];
+        assert_eq!(
+            store.enqueue_event(None, &mut plain).unwrap(),
+            Ok(()),
+            "{name}"
+        );
+        assert_eq!(store.queued_records().unwrap().len(), 3, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cards_move_between_queued_dead_and_delivered_and_are_found_by_id() {
+    for (name, store, _hold) in backends() {
+        let con = ConnectionId::new();
+        let cards: Vec<OutboxRecord> = (0..5).map(|n| card(&con, n)).collect();
+        for c in &cards {
+            store.enqueue(c).unwrap();
+        }
+        let batch = store.next_batch(&con, 3).unwrap();
+        assert_eq!(
+            bodies(&batch),
+            ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"],
+            "{name}"
+        );
+        let (k0, mut r0) = batch[0].clone();
+        assert_eq!(
+            store.queued_record(r0.id.as_str()).unwrap().as_ref(),
+            Some(&r0),
+            "{name}"
+        );
+
+        // A failed attempt: saved, counted as retrying.
+        r0.attempts = 1;
+        r0.last_error = Some("503".into());
+        store.update(&k0, &r0).unwrap();
+        assert_eq!(
+            store.next_for(&con).unwrap().unwrap().1.attempts,
+            1,
+            "{name}"
+        );
+        assert_eq!(store.counts().retrying, 1, "{name}");
+
+        // Delivered: out of the queue, its record kept without the body.
+        r0.attempts = 2;
+        store.deliver(&k0, &r0).unwrap();
+        assert!(
+            store.queued_record(r0.id.as_str()).unwrap().is_none(),
+            "{name}"
+        );
+        let kept = store.delivered_record(r0.id.as_str()).unwrap().unwrap();
+        assert_eq!(kept.record.body, "", "{name}");
+        assert_eq!(kept.record.attempts, 2, "{name}");
+        assert_eq!(store.delivered().unwrap().len(), 1, "{name}");
+
+        // Buried, then revived: back in the queue with its attempts reset.
+        let (k1, r1) = store.next_for(&con).unwrap().unwrap();
+        store
+            .bury(
+                &k1,
+                &DeadLetter {
+                    record: r1.clone(),
+                    reason: "410 gone".into(),
+                    dead_ms: now_ms(),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            store.dead_letter(r1.id.as_str()).unwrap().unwrap().reason,
+            "410 gone"
+        );
+        assert!(
+            store.queued_record(r1.id.as_str()).unwrap().is_none(),
+            "{name}"
+        );
+        let c = store.counts();
+        assert_eq!((c.queued, c.dead, c.delivered), (3, 1, 1), "{name}: {c:?}");
+        assert_eq!(
+            store.revive(std::slice::from_ref(&r1.id)).unwrap(),
+            vec![con.clone()],
+            "{name}"
+        );
+        assert!(
+            store.dead_letter(r1.id.as_str()).unwrap().is_none(),
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .queued_record(r1.id.as_str())
+                .unwrap()
+                .unwrap()
+                .attempts,
+            0
+        );
+
+        // A card that never rendered stays dead when revived.
+        let mut blank = card(&con, 9);
+        blank.body = String::new();
+        store
+            .put_dead(&DeadLetter {
+                record: blank.clone(),
+                reason: "render: failed".into(),
+                dead_ms: now_ms(),
+            })
+            .unwrap();
+        assert!(
+            store
+                .revive(std::slice::from_ref(&blank.id))
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+        assert!(
+            store.dead_letter(blank.id.as_str()).unwrap().is_some(),
+            "{name}"
+        );
+
+        // A broken connection: everything queued for it goes to the dead letters, in order.
+        assert_eq!(store.bury_all(&con, "404").unwrap(), 4, "{name}");
+        assert!(store.next_for(&con).unwrap().is_none(), "{name}");
+        let dead = store.dead_letters().unwrap();
+        assert_eq!(dead.len(), 5, "{name}");
+        let c = store.counts();
+        assert_eq!((c.queued, c.dead), (0, 5), "{name}: {c:?}");
+
+        // Pages: ids after a cursor, in id order, filtered.
+        let page = store.dead_page(None, 2, &|_| true).unwrap();
+        assert_eq!(page.len(), 2, "{name}");
+        let rest = store
+            .dead_page(Some(page[1].record.id.as_str()), 10, &|_| true)
+            .unwrap();
+        assert_eq!(rest.len(), 3, "{name}");
+        assert!(page[1].record.id < rest[0].record.id, "{name}");
+        let only = store
+            .dead_page(None, 10, &|r: &OutboxRecord| r.rule == "rule-9")
+            .unwrap();
+        assert_eq!(only.len(), 1, "{name}");
+        assert_eq!(store.delivered_page(None, 10, &|_| true).unwrap().len(), 1);
+
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.prune_delivered(Duration::ZERO).unwrap(), 1, "{name}");
+        assert!(store.delivered().unwrap().is_empty(), "{name}");
+        assert_eq!(store.counts().delivered, 0, "{name}");
+        assert!(
+            store.revive(&[DeliveryId::new()]).unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn noise_state_holds_dedup_keys_folds_and_digests() {
+    for (name, store, _hold) in backends() {
+        assert!(store.dedup_claim("k", 1_000, 2_000).unwrap(), "{name}");
+        assert!(
+            !store.dedup_claim("k", 1_500, 2_500).unwrap(),
+            "{name}: held"
+        );
+        assert!(
+            store.dedup_claim("k", 2_000, 3_000).unwrap(),
+            "{name}: expired"
+        );
+        assert!(
+            !store.dedup_claim("k", 2_999, 4_000).unwrap(),
+            "{name}: held again"
+        );
+
+        let con = ConnectionId::new();
+        let bucket = |id: &str, due_ms: u64| Bucket {
+            id: id.into(),
+            rule: "r".into(),
+            per: String::new(),
+            connection: con.clone(),
+            kind: CardKind::Slack,
+            due_ms,
+            first_ms: 1,
+            reason: "limit".into(),
+        };
+        let item = |n: u64| Item {
+            rule: "r".into(),
+            event: "push".into(),
+            repository: "o/r".into(),
+            title: format!("t{n}"),
+            headline: String::new(),
+            url: "https://example.com".into(),
+            at_ms: n,
+        };
+        for n in 0..3 {
+            store.put_fold(&bucket("b1", 100), &item(n)).unwrap();
+        }
+        store.put_fold(&bucket("b2", 500), &item(9)).unwrap();
+        assert_eq!(
+            store.fold_bucket("b1").unwrap().unwrap().due_ms,
+            100,
+            "{name}"
+        );
+        assert_eq!(store.fold_buckets().unwrap().len(), 2, "{name}");
+        let due: Vec<String> = store
+            .fold_buckets_due(200)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(due, ["b1"], "{name}");
+        let titles: Vec<String> = store
+            .take_folds("b1")
+            .unwrap()
+            .into_iter()
+            .map(|i| i.title)
+            .collect();
+        assert_eq!(titles, ["t0", "t1", "t2"], "{name}: in the order folded");
+        assert!(
+            store.take_folds("b1").unwrap().is_empty(),
+            "{name}: taken once"
+        );
+        assert!(store.fold_bucket("b1").unwrap().is_none(), "{name}");
+
+        for n in 0..3 {
+            store.put_digest_item(&con, &item(n)).unwrap();
+        }
+        assert_eq!(store.take_digest_items(&con).unwrap().len(), 3, "{name}");
+        assert!(store.take_digest_items(&con).unwrap().is_empty(), "{name}");
+        assert_eq!(store.digest_due(&con).unwrap(), None, "{name}");
+        store.set_digest_due(&con, 77).unwrap();
+        store.set_digest_due(&con, 78).unwrap();
+        assert_eq!(store.digest_due(&con).unwrap(), Some(78), "{name}");
+        store.clear_digest_due(&con).unwrap();
+        assert_eq!(store.digest_due(&con).unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_recent_events_are_the_newest_fifty_newest_first() {
+    for (name, store, _hold) in backends() {
+        for n in 0..60 {
+            store.put_recent(RecentEvent {
+                id: EventId::new(),
+                source: "github".into(),
+                event: "push".into(),
+                headers: vec![("x-github-event".into(), "push".into())],
+                payload: RecentPayload::Raw(bytes::Bytes::from(format!("{{\"n\":{n}}}"))),
+                received_ms: n,
+            });
+        }
+        let recent = store.recent().unwrap();
+        assert_eq!(recent.len(), 50, "{name}");
+        assert_eq!(recent[0]["payload"]["n"], 59, "{name}");
+        assert_eq!(recent[49]["payload"]["n"], 10, "{name}");
+        assert_eq!(recent[0]["headers"]["x-github-event"], "push", "{name}");
+    }
+}
+
+// --- PostgreSQL only ---
+
+/// Migrations: a fresh database has them pending, `open` applies them once, instances
+/// opening together take turns (the advisory lock), and a database from a newer cardwire is
+/// refused.
+#[test]
+fn migrations_run_once_under_a_lock_and_a_newer_schema_is_refused() {
+    let pg = Postgres::start();
+    let url = pg.database("fresh");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let before = migrations::status(&mut client).unwrap();
+    assert_eq!(before.pending.len(), migrations::MIGRATIONS.len());
+    assert!(before.applied.is_empty());
+
+    // Four instances start at once on the fresh database.
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                PgStore::open(&PgSettings { url, pool: 2 }, KEY, Clock::System).map(drop)
+            })
+        })
+        .collect();
+    for o in opened {
+        o.join().unwrap().unwrap();
+    }
+    let after = migrations::status(&mut client).unwrap();
+    assert!(after.up_to_date(), "{after:?}");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM cardwire_migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows as usize,
+        migrations::MIGRATIONS.len(),
+        "each applied once"
+    );
+
+    client
+        .execute(
+            "INSERT INTO cardwire_migrations (version, name) VALUES (9999, 'from the future')",
+            &[],
+        )
+        .unwrap();
+    let refused = PgStore::open(&PgSettings { url, pool: 1 }, KEY, Clock::System);
+    match refused {
+        Err(StoreError::Schema(why)) => assert!(why.contains("newer"), "{why}"),
+        other => panic!("a newer schema was used: {:?}", other.map(|_| ())),
+    }
+}
+
+/// Two instances on one database: a card queued by one is seen by the other, an upstream
+/// delivery id claimed by both at once is claimed by one, and a flow state is taken once.
+#[test]
+fn instances_on_one_database_share_one_truth() {
+    let pg = Postgres::start();
+    let (a, b) = (pg_store(&pg.url()), pg_store(&pg.url()));
+    let con = ConnectionId::new();
+    a.enqueue(&card(&con, 1)).unwrap();
+    assert_eq!(bodies(&b.next_batch(&con, 5).unwrap()), ["{\"n\":1}"]);
+
+    // 20 rounds of the same upstream id staged on both instances at once.
+    for round in 0..20 {
+        let key = format!("race-{round}");
+        let (ea, eb) = (EventId::new(), EventId::new());
+        let run = |store: Arc<PgStore>, event: EventId, key: String| {
+            let con = con.clone();
+            std::thread::spawn(move || {
+                let mut cards = vec![card(&con, 100 + round)];
+                store
+                    .enqueue_event(Some((&key, &event)), &mut cards)
+                    .unwrap()
+            })
+        };
+        let ta = run(a.clone(), ea, key.clone());
+        let tb = run(b.clone(), eb, key.clone());
+        let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+        assert!(ra.is_ok() != rb.is_ok(), "round {round}: {ra:?} {rb:?}");
+    }
+    assert_eq!(
+        b.next_batch(&con, 100).unwrap().len(),
+        21,
+        "one card per round"
+    );
+
+    let state = FlowState {
+        browser: "x".into(),
+        channels: vec![],
+        digest: None,
+        created_ms: now_ms(),
+        provider: None,
+    };
+    a.put_flow_state("s", &state).unwrap();
+    assert!(b.take_flow_state("s").unwrap().is_some());
+    assert!(a.take_flow_state("s").unwrap().is_none());
+}
+
+/// A database that goes away: calls fail as unavailable (not a panic, not a hang), and work
+/// again once it is back, without reopening the store.
+#[test]
+fn a_database_that_restarts_is_used_again() {
+    let pg = Postgres::start();
+    let store = pg_store(&pg.url());
+    let con = ConnectionId::new();
+    store.enqueue(&card(&con, 1)).unwrap();
+    pg.kill();
+    match store.enqueue(&card(&con, 2)) {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    pg.restart();
+    store.enqueue(&card(&con, 3)).unwrap();
+    assert_eq!(
+        bodies(&store.next_batch(&con, 5).unwrap()),
+        ["{\"n\":1}", "{\"n\":3}"]
+    );
+}
