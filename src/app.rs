@@ -30,7 +30,7 @@ use crate::pipeline::Pipeline;
 use crate::playground::Playground;
 use crate::reload::Reloader;
 use crate::stage::Stager;
-use crate::store::{Durable, Store};
+use crate::store::Store;
 
 /// Everything the gateway shares. Only this module names it: each group of handlers takes the
 /// part it needs (a sub-state, built from this one with axum's [`FromRef`]), and the routers
@@ -232,14 +232,7 @@ pub struct Server {
 impl Server {
     /// Starts the gateway with a loaded pipeline.
     pub async fn start(mut config: Config, pipeline: Pipeline) -> anyhow::Result<Self> {
-        let data_dir = config.resolve(&config.data_dir);
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-        let store = Store::open_with(
-            &data_dir,
-            config.connect.secrets_key.as_deref(),
-            config.durability == crate::config::Durability::Sync,
-        )?;
+        let (store, instance) = open_store(&config)?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let connections = Arc::new(Connections::load(store.clone())?);
         let live = crate::live::Live::default();
@@ -287,7 +280,7 @@ impl Server {
                 "resuming delivery of cards queued before the last stop"
             );
         }
-        let (stop, task) = serve(app.clone(), listener, deliverer, store);
+        let (stop, task) = serve(app.clone(), listener, deliverer, store, instance);
         // What loading used and dropped (the rule checks' GitHub schemas, parse trees) goes
         // back to the system now rather than when traffic comes.
         crate::alloc::release_free_pages();
@@ -338,6 +331,7 @@ fn serve(
     listener: tokio::net::TcpListener,
     deliverer: Arc<Deliverer>,
     store: crate::store::SharedStore,
+    instance: Option<crate::store::pg::InstanceLock>,
 ) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
     let stop = CancellationToken::new();
     let reloader = crate::reload::spawn(app.reloader(), stop.clone());
@@ -355,9 +349,47 @@ fn serve(
         deliverer.shutdown().await;
         drop(deliverer);
         store.flush()?;
+        // The database is another instance's to use once this one has let go of everything.
+        drop(store);
+        drop(instance);
         served.context("the HTTP server failed")
     });
     (stop, task)
+}
+
+/// Opens the store the config names: sled under `data_dir`, or PostgreSQL (with the lock that
+/// keeps a second instance off the same database, for now).
+fn open_store(
+    config: &Config,
+) -> anyhow::Result<(
+    crate::store::SharedStore,
+    Option<crate::store::pg::InstanceLock>,
+)> {
+    if let Some(pg) = &config.store.postgres {
+        let key = config
+            .connect
+            .secrets_key
+            .as_deref()
+            .context("store.postgres needs connect.secrets_key, shared by every instance")?;
+        let settings = crate::store::pg::PgSettings {
+            url: pg.url.clone(),
+            pool: pg.pool,
+        };
+        let store = crate::store::pg::PgStore::open(&settings, key, Default::default())
+            .context("cannot open the PostgreSQL store (store.postgres.url)")?;
+        let lock = crate::store::pg::InstanceLock::take(&pg.url)?;
+        tracing::info!(pool = pg.pool, "state in PostgreSQL");
+        return Ok((store, Some(lock)));
+    }
+    let data_dir = config.resolve(&config.data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let store = Store::open_with(
+        &data_dir,
+        config.connect.secrets_key.as_deref(),
+        config.durability == crate::config::Durability::Sync,
+    )?;
+    Ok((store, None))
 }
 
 /// Says at start what an operator should know: what is open, what is loaded.

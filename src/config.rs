@@ -28,6 +28,9 @@ pub struct Config {
     /// Where sled keeps the outbox, connections and other state.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Where state lives: sled under `data_dir` (the default), or PostgreSQL.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// The rule files; unset means `./rules`, or the rules built into the binary when that
     /// folder does not exist.
     #[serde(default)]
@@ -80,6 +83,31 @@ pub struct Config {
     /// the working directory when there is no file).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `store:` where state lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// PostgreSQL instead of sled: `{url: "${DATABASE_URL}", pool: 16}`.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `store.postgres`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database` (write `${DATABASE_URL}` to keep the
+    /// password out of the file).
+    pub url: String,
+    /// Connections to the server, each on a thread of its own (default 16).
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+}
+
+fn default_pool() -> usize {
+    16
 }
 
 /// The playground (`/playground`).
@@ -478,6 +506,7 @@ impl Default for Config {
         Self {
             listen: default_listen(),
             data_dir: default_data_dir(),
+            store: StoreConfig::default(),
             rules_dir: None,
             templates_dir: None,
             people: None,
@@ -591,6 +620,32 @@ impl Config {
                 }
                 Err(e) => problems
                     .push(doc.problem("public_url", format!("public_url is not a URL: {e}"))),
+            }
+        }
+        if let Some(pg) = &self.store.postgres {
+            if let Err(e) = pg.url.parse::<postgres::Config>() {
+                problems.push(doc.problem(
+                    "store.postgres.url",
+                    format!("url is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}"),
+                ));
+            }
+            if !(1..=256).contains(&pg.pool) {
+                problems.push(doc.problem(
+                    "store.postgres.pool",
+                    "pool is the number of connections to PostgreSQL, 1 to 256",
+                ));
+            }
+            if self.connect.secrets_key.is_none() {
+                problems.push(doc.problem(
+                    "store.postgres",
+                    "with PostgreSQL, set connect.secrets_key (base64 of 32 bytes, `openssl rand -base64 32`, usually `${CARDWIRE_SECRETS_KEY}`): webhook URLs are sealed with it, and every instance must use the same key, so it cannot be made up in a data folder",
+                ));
+            }
+            if self.durability == Durability::Sync {
+                problems.push(doc.problem(
+                    "durability",
+                    "durability is for sled; with PostgreSQL every event commits before its 202",
+                ));
             }
         }
         if self.admin_token.as_deref() == Some("") {

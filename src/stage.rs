@@ -51,16 +51,50 @@ pub struct Stager {
 /// Accepts one event: stage it with `pipeline`'s rules and templates, make it durable, wake
 /// delivery. Returns its id (the first id when the upstream delivery was seen before).
 pub async fn accept(app: &Stager, pipeline: &Pipeline, event: Event) -> Result<EventId, ApiError> {
-    let staged = stage(app, pipeline, &event).map_err(|e| ApiError::internal(&e))?;
+    let staged = stage(app, pipeline, &event).map_err(|e| store_failed(&e))?;
     if let Err(e) = app.store.commit().await {
         if let Some(key) = &event.delivery_key {
             let _ = app.store.release_delivery(key);
         }
-        return Err(ApiError::internal(&e));
+        return Err(store_failed(&e));
     }
     wake(app, &staged.wake);
     announce(app, staged.news);
     Ok(staged.id)
+}
+
+/// The answer when the store could not take an event: `503 store_unavailable` with
+/// `Retry-After` while PostgreSQL cannot be reached (nothing was accepted; the upstream's
+/// retry will be), else `500 internal`.
+pub fn store_failed(e: &StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(why) => {
+            // Once a minute, not once a request.
+            static LOGGED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let now = crate::store::now_ms();
+            let last = LOGGED_MS.load(std::sync::atomic::Ordering::Relaxed);
+            if now.saturating_sub(last) >= 60_000
+                && LOGGED_MS
+                    .compare_exchange(
+                        last,
+                        now,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                tracing::warn!(%why, "the store is unavailable: events are refused with 503 until it is back");
+            }
+            let mut answer = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the gateway cannot reach its database; nothing was accepted: retry later",
+            );
+            answer.retry_after = Some(5);
+            answer
+        }
+        _ => ApiError::internal(e),
+    }
 }
 
 /// What staging an event did.

@@ -17,6 +17,7 @@ mod oauth;
 mod pg;
 mod platforms;
 mod playground;
+mod postgres;
 mod reload;
 mod shipped;
 mod store;

@@ -111,3 +111,64 @@ fn ms(v: u64) -> i64 {
 fn unms(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
+
+/// The advisory lock an instance holds while it uses the database: "cardwire1".
+const INSTANCE_LOCK: i64 = 0x6361_7264_7769_7231;
+
+/// One gateway a database, for now (the gateway takes it at start; the store itself works for
+/// several): each delivers the cards of every connection it sees, so two on one database would
+/// send every card twice. The lock is a session-level advisory lock,
+/// held by a connection on a thread of its own until the store is dropped (or the process
+/// dies: PostgreSQL releases it with the session).
+pub struct InstanceLock {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InstanceLock {
+    /// Takes the lock, or says that another instance holds it.
+    pub fn take(url: &str) -> Result<Self, StoreError> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (taken, answer) = std::sync::mpsc::sync_channel::<Result<(), StoreError>>(1);
+        let url = url.to_string();
+        let thread = std::thread::Builder::new()
+            .name("cardwire-pg-lock".into())
+            .spawn(move || {
+                let mut client = match postgres::Client::connect(&url, postgres::NoTls) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = taken.send(Err(StoreError::unavailable(e)));
+                        return;
+                    }
+                };
+                let got = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])
+                    .map(|r| r.get::<_, bool>(0));
+                let _ = taken.send(match got {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(StoreError::Config(
+                        "another cardwire is using this PostgreSQL database; several instances on one database are not supported yet (each would deliver every card)".into(),
+                    )),
+                    Err(e) => Err(StoreError::from(e)),
+                });
+                // Held until the store goes (the channel closes) or the session ends.
+                let _ = stopped.recv();
+            })
+            .map_err(|e| StoreError::Config(format!("cannot start a thread: {e}")))?;
+        let lock = Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        answer.recv().map_err(|_| StoreError::Closed)??;
+        Ok(lock)
+    }
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

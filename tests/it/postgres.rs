@@ -1,0 +1,163 @@
+//! The gateway on PostgreSQL (`store: {postgres: ...}`): events in, cards out, state kept
+//! across a restart, one instance a database (for now), and a database that goes away:
+//! ingest answers 503 with Retry-After, never a 202 it cannot keep, and resumes by itself.
+
+use std::time::Duration;
+
+use cardwire::config::{Config, PostgresConfig};
+use serde_json::Value;
+
+use crate::pg::Postgres;
+use crate::utils::*;
+
+const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+fn pg_config(dir: &std::path::Path, url: &str) -> Config {
+    let mut config = test_config(dir);
+    config.store.postgres = Some(PostgresConfig {
+        url: url.to_string(),
+        pool: 4,
+    });
+    config.connect.secrets_key = Some(KEY.into());
+    config
+}
+
+/// A PostgreSQL server, a data folder, a receiver, and a gateway on them with one Teams
+/// connection to the receiver.
+async fn on_postgres() -> (Postgres, tempfile::TempDir, Receiver, Gateway) {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let g = Gateway::start_with(pg_config(dir.path(), &pg.url())).await;
+    g.connect(&receiver.url("/teams"), "teams", &["github"])
+        .await;
+    (pg, dir, receiver, g)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_runs_on_postgres_and_keeps_its_state_across_a_restart() {
+    let (_pg, dir, receiver, mut g) = on_postgres().await;
+
+    let push = fixture("github/push.event.4.json");
+    let res = g.github("push", &push, Some("pg-delivery-1")).await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].body["@type"], "MessageCard");
+    g.wait_settled().await;
+
+    // The same upstream delivery again: accepted, nothing queued twice.
+    let again = g.github("push", &push, Some("pg-delivery-1")).await;
+    assert_eq!(again.status(), 202);
+
+    g.restart().await;
+    // The connection and the delivered record came back from the database, not from disk.
+    let connections = g.admin_get("/api/connections").await;
+    assert_eq!(
+        connections.as_array().map(Vec::len),
+        Some(1),
+        "{connections}"
+    );
+    let delivered = g.deliveries("state=delivered").await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let res = g.github("push", &push, Some("pg-delivery-1")).await;
+    assert_eq!(res.status(), 202);
+    let res = g.github("push", &push, Some("pg-delivery-2")).await;
+    assert_eq!(res.status(), 202);
+    let got = receiver.wait_for(2).await;
+    g.wait_settled().await;
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "one card per upstream delivery: {got:?}"
+    );
+    // The data folder holds no sled store: state is in PostgreSQL only.
+    assert!(!dir.path().join("sled").exists());
+    g.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_instance_on_the_same_database_is_refused_until_the_first_stops() {
+    let pg = Postgres::start();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Gateway::start_with(pg_config(a_dir.path(), &pg.url())).await;
+    let config = pg_config(b_dir.path(), &pg.url());
+    let pipeline = cardwire::pipeline::Pipeline::load(&config).unwrap();
+    let refused = cardwire::app::Server::start(config.clone(), pipeline).await;
+    let why = format!("{:#}", refused.err().expect("a second instance started"));
+    assert!(
+        why.contains("another cardwire is using this PostgreSQL database"),
+        "{why}"
+    );
+    a.stop().await;
+    // Once the first has stopped, the lock is free.
+    let mut b = Gateway::start_with(config).await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_postgres_is_down_ingest_answers_503_and_resumes_by_itself() {
+    let (pg, _dir, receiver, mut g) = on_postgres().await;
+    let push = fixture("github/push.event.4.json");
+    assert_eq!(g.github("push", &push, Some("before")).await.status(), 202);
+    receiver.wait_for(1).await;
+    g.wait_settled().await;
+
+    pg.kill();
+    let res = g.github("push", &push, Some("during")).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "store_unavailable", "{body}");
+
+    pg.restart();
+    // The upstream retries the refused delivery: now it is accepted, once, and delivered.
+    let mut accepted = false;
+    for _ in 0..50 {
+        let res = g.github("push", &push, Some("during")).await;
+        if res.status() == 202 {
+            accepted = true;
+            break;
+        }
+        assert_eq!(res.status(), 503, "{}", res.text().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "ingest did not resume");
+    receiver.wait_for(2).await;
+    g.wait_settled().await;
+    assert_eq!(receiver.received().len(), 2);
+    g.stop().await;
+}
+
+#[test]
+fn the_config_names_what_postgres_needs() {
+    let text = r#"
+store:
+  postgres: {url: "postgres://cardwire@127.0.0.1:5432/cardwire", pool: 0}
+"#;
+    let err = Config::from_text(std::path::Path::new("c.yaml"), text)
+        .expect_err("accepted")
+        .to_string();
+    assert!(err.contains("c.yaml:3:"), "{err}");
+    assert!(err.contains("pool is the number of connections"), "{err}");
+    assert!(err.contains("set connect.secrets_key"), "{err}");
+
+    let text = r#"
+connect: {secrets_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="}
+store:
+  postgres: {url: "mysql://nope"}
+"#;
+    let err = Config::from_text(std::path::Path::new("c.yaml"), text)
+        .expect_err("accepted")
+        .to_string();
+    assert!(err.contains("url is not a PostgreSQL URL"), "{err}");
+
+    let text = r#"
+connect: {secrets_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="}
+store:
+  postgres: {url: "postgres://cardwire@127.0.0.1:5432/cardwire", poool: 4}
+"#;
+    let err = Config::from_text(std::path::Path::new("c.yaml"), text)
+        .expect_err("accepted")
+        .to_string();
+    assert!(err.contains("poool") && err.contains("pool"), "{err}");
+}
