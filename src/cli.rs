@@ -50,8 +50,21 @@ pub enum Command {
     Connections(ConnectionsArgs),
     /// See and retry deliveries of a running gateway (through its admin API).
     Deliveries(DeliveriesArgs),
+    /// The PostgreSQL schema (`store.postgres`): upgrade it, or with --check say whether it is
+    /// up to date without changing it.
+    Migrate(MigrateArgs),
     /// The Connect to Office 365 button.
     Connect(ConnectArgs),
+}
+
+/// `cardwire migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Change nothing: print where the schema stands; exit 1 unless it is this version's.
+    #[arg(long)]
+    check: bool,
 }
 
 /// Where a running gateway is and how to sign in to its admin API. Global, so that
@@ -345,6 +358,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Render(args) => render(&args),
         Command::Connections(args) => connections(&args),
         Command::Deliveries(args) => deliveries(&args),
+        Command::Migrate(args) => migrate(&args),
         Command::Connect(ConnectArgs {
             action: ConnectAction::Snippet(c),
         }) => snippet(&c),
@@ -388,6 +402,35 @@ fn print_problems(p: crate::yaml::Problems) -> ExitCode {
         if p.0.len() == 1 { "" } else { "s" }
     );
     ExitCode::FAILURE
+}
+
+/// `cardwire migrate [--check]`: the schema of the configured PostgreSQL database. The
+/// gateway migrates by itself when it starts; this is for checking before a deploy, or
+/// upgrading ahead of it.
+fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
+    use crate::store::pg::migrations;
+    let config = match Config::load(args.config.config.as_deref()) {
+        Ok(c) => c,
+        Err(p) => return Ok(print_problems(p)),
+    };
+    let Some(pg) = &config.store.postgres else {
+        anyhow::bail!(
+            "the config keeps its state in sled (no store.postgres): there is no schema to migrate"
+        );
+    };
+    let mut client = postgres::Client::connect(&pg.url, postgres::NoTls)
+        .context("cannot reach PostgreSQL (store.postgres.url)")?;
+    if !args.check {
+        // A database from a newer cardwire is left alone; the status below says so.
+        migrations::migrate(&mut client)?;
+    }
+    let status = migrations::status(&mut client)?;
+    println!("{}", status.describe());
+    Ok(if status.up_to_date() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

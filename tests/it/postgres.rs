@@ -161,3 +161,49 @@ store:
         .to_string();
     assert!(err.contains("poool") && err.contains("pool"), "{err}");
 }
+
+/// `cardwire migrate --check` says where the schema stands and changes nothing (exit 1 while
+/// migrations are pending); `cardwire migrate` applies them; a config on sled has no schema.
+#[test]
+fn migrate_checks_and_upgrades_the_schema() {
+    let pg = Postgres::start();
+    let url = pg.database("deploy");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cardwire.yaml");
+    std::fs::write(
+        &config,
+        format!("connect: {{secrets_key: \"{KEY}\"}}\nstore:\n  postgres: {{url: \"{url}\"}}\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardwire"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["migrate", "--check"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("migration(s) to apply: 1 (state)"), "{out}");
+    let (code, out, err) = run(&["migrate", "--check"]);
+    assert_eq!(code, Some(1), "--check changed nothing: {out}{err}");
+    let (code, out, err) = run(&["migrate"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("up to date (schema version 1)"), "{out}");
+    let (code, out, _) = run(&["migrate", "--check"]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "up to date (schema version 1)")
+    );
+
+    std::fs::write(&config, "listen: 127.0.0.1:0\n").unwrap();
+    let (code, _, err) = run(&["migrate", "--check"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("there is no schema to migrate"), "{err}");
+}
