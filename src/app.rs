@@ -203,7 +203,8 @@ impl FromRef<AppState> for Playground {
 /// All routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
+        .route("/readyz", get(health))
         .merge(crate::ingest::router())
         .merge(crate::connect::api::router())
         .merge(crate::reload::router())
@@ -219,6 +220,24 @@ pub fn router(state: AppState) -> Router {
         .fallback(crate::admin::home::not_found)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `/healthz` and `/readyz` (for load balancers): `ok` while the store takes writes, else
+/// `503 {"error": "store_unavailable"}`: an instance that cannot accept events is taken out
+/// of rotation, and put back when its database answers again.
+async fn health(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let store = app.store.clone();
+    let checked = tokio::task::spawn_blocking(move || store.health()).await;
+    match checked {
+        Ok(Ok(())) => "ok".into_response(),
+        Ok(Err(e)) => crate::stage::store_failed(&e).into_response(),
+        Err(_) => {
+            crate::error::ApiError::internal(&crate::store::StoreError::Closed).into_response()
+        }
+    }
 }
 
 /// A running server.

@@ -272,6 +272,12 @@ pub trait Durable {
 
     /// Now, by the store's clock.
     fn now_ms(&self) -> u64;
+
+    /// Whether the store can take writes now (PostgreSQL: the server answers). sled, in
+    /// process, is as healthy as the process.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// What [`Durable::commit`] returns: a future that owns what it needs.

@@ -126,8 +126,11 @@ async fn urls_are_checked_masked_and_removable() {
 #[tokio::test]
 async fn healthz_answers() {
     let g = Gateway::start().await;
-    let res = g.client.get(g.url("/healthz")).send().await.unwrap();
-    assert_eq!(res.status(), 200);
+    for path in ["/healthz", "/readyz"] {
+        let res = g.client.get(g.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.text().await.unwrap(), "ok", "{path}");
+    }
     let res = g.client.get(g.url("/nowhere")).send().await.unwrap();
     assert_eq!(res.status(), 404);
     let v: Value = res.json().await.unwrap();

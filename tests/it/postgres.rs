@@ -102,7 +102,15 @@ async fn while_postgres_is_down_ingest_answers_503_and_resumes_by_itself() {
     receiver.wait_for(1).await;
     g.wait_settled().await;
 
+    let ready = g.client.get(g.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
     pg.kill();
+    for path in ["/healthz", "/readyz"] {
+        let res = g.client.get(g.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 503, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "store_unavailable", "{path}: {body}");
+    }
     let res = g.github("push", &push, Some("during")).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "5");
@@ -122,6 +130,8 @@ async fn while_postgres_is_down_ingest_answers_503_and_resumes_by_itself() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(accepted, "ingest did not resume");
+    let ready = g.client.get(g.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "back in rotation");
     receiver.wait_for(2).await;
     g.wait_settled().await;
     assert_eq!(receiver.received().len(), 2);

@@ -35,8 +35,18 @@ impl Slot {
         }
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.made_at = lost;
+            let mut config: postgres::Config = self
+                .url
+                .parse()
+                .map_err(|e| StoreError::Config(format!("store.postgres.url: {e}")))?;
+            // A server that does not answer (a network gone, a host down) is unavailable after
+            // a few seconds, not after the system's TCP timeout.
+            if config.get_connect_timeout().is_none() {
+                config.connect_timeout(std::time::Duration::from_secs(5));
+            }
             self.client = Some(
-                postgres::Client::connect(&self.url, postgres::NoTls)
+                config
+                    .connect(postgres::NoTls)
                     .map_err(StoreError::unavailable)?,
             );
         }

@@ -858,4 +858,8 @@ impl Durable for PgStore {
     fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.pool.run(|db| db.simple_query("SELECT 1").map(drop))
+    }
 }
