@@ -55,8 +55,8 @@
 //! pages, the Connect flows and their emulators, the playground; app, cli.
 //! - [`cli`]: `serve`, `check` and `render`.
 //! - [`alloc`]: freed memory handed back to the system when the gateway goes quiet.
-//! - [`store::pg`]: the same store on PostgreSQL, for several instances (being built: not
-//!   selectable in the config yet), with its migrations.
+//! - [`store::pg`]: the same store on PostgreSQL (`store.postgres`), with its migrations;
+//!   one instance a database until delivery takes leases.
 
 pub mod admin;
 pub mod alloc;

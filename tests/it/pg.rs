@@ -219,3 +219,88 @@ fn run(c: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The suite's own server when it runs on PostgreSQL (`CARDWIRE_TEST_STORE=postgres`): one
+/// for the whole test process, a fresh database for each gateway. It outlives every test, so
+/// a watchdog process stops it (and removes its folder) once the test process is gone, however
+/// that ends.
+pub struct SharedPg {
+    url_base: String,
+    next: std::sync::atomic::AtomicU64,
+    /// The watchdogs: they outlive this process on purpose, and are never waited for.
+    _watchdogs: Vec<std::process::Child>,
+}
+
+/// Whether this run keeps the gateways' state in PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("CARDWIRE_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+impl SharedPg {
+    /// The server, started on first use.
+    pub fn get() -> &'static SharedPg {
+        static SHARED: std::sync::OnceLock<SharedPg> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let pg = Postgres::start();
+            let data = pg.dir.path().join("data");
+            let stop = format!(
+                "while [ -d /proc/{pid} ]; do sleep 1; done; {pg_ctl} -D '{data}' -m immediate -w stop >/dev/null 2>&1",
+                pid = std::process::id(),
+                pg_ctl = pg.bin.join("pg_ctl").display(),
+                data = data.display(),
+            );
+            let dir = pg.dir.path().to_path_buf();
+            let mut watchdog = if is_root() {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--", "sh", "-c"]).arg(&stop);
+                c
+            } else {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(&stop);
+                c
+            };
+            let server_watchdog = watchdog
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("the PostgreSQL watchdog");
+            // The folder goes after the server, by a second watchdog of the test's own user.
+            let folder_watchdog = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "while [ -d /proc/{pid} ]; do sleep 1; done; sleep 3; rm -rf '{dir}'",
+                    pid = std::process::id(),
+                    dir = dir.display()
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("the folder's watchdog");
+            let url_base = format!("postgres://cardwire@127.0.0.1:{}", pg.port);
+            // Neither stopped nor removed when the handle would drop: the watchdogs do it.
+            std::mem::forget(pg);
+            SharedPg {
+                url_base,
+                next: std::sync::atomic::AtomicU64::new(0),
+                _watchdogs: vec![server_watchdog, folder_watchdog],
+            }
+        })
+    }
+
+    /// A fresh, empty database; its URL.
+    pub fn database(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("gateway_{n}");
+        let (admin, sql) = (
+            format!("{}/postgres", self.url_base),
+            format!("CREATE DATABASE \"{name}\""),
+        );
+        outside(move || {
+            let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("connect");
+            client.batch_execute(&sql).expect("create database");
+        });
+        format!("{}/{name}", self.url_base)
+    }
+}

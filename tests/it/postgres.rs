@@ -217,3 +217,25 @@ fn migrate_checks_and_upgrades_the_schema() {
     assert_eq!(code, Some(1));
     assert!(err.contains("there is no schema to migrate"), "{err}");
 }
+
+/// The suite's switch: with `CARDWIRE_TEST_STORE=postgres` every gateway of the suite keeps its
+/// state in a database of its own (and none in a sled folder); without it, in sled.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_suite_keeps_state_where_the_run_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    assert_eq!(config.store.postgres.is_some(), crate::pg::on_postgres());
+    let mut g = Gateway::start_with(config.clone()).await;
+    g.connect("http://127.0.0.1:9/hook", "teams", &[]).await;
+    g.stop().await;
+    assert_eq!(dir.path().join("sled").exists(), !crate::pg::on_postgres());
+    if let Some(pg) = config.store.postgres {
+        let rows: i64 = crate::pg::outside(move || {
+            let mut c = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+            c.query_one("SELECT count(*) FROM connections", &[])
+                .unwrap()
+                .get(0)
+        });
+        assert_eq!(rows, 1);
+    }
+}

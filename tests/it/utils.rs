@@ -1,5 +1,6 @@
-//! The test harness: a real gateway on 127.0.0.1:0 with sled in a temp dir, and a receiver
-//! whose answers a test can script.
+//! The test harness: a real gateway on 127.0.0.1:0 with sled in a temp dir (or, with
+//! `CARDWIRE_TEST_STORE=postgres`, a database of its own on a PostgreSQL server the suite
+//! starts), and a receiver whose answers a test can script.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -60,8 +61,21 @@ delivery:
         data = data_dir.display(),
         root = root().display(),
     );
-    Config::from_text(Path::new("test.yaml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    let mut config =
+        Config::from_text(Path::new("test.yaml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    if crate::pg::on_postgres() {
+        // The suite on PostgreSQL: a fresh database of the suite's server for each gateway.
+        config.store.postgres = Some(cardwire::config::PostgresConfig {
+            url: crate::pg::SharedPg::get().database(),
+            pool: 4,
+        });
+        config.connect.secrets_key = Some(PG_SECRETS_KEY.into());
+    }
+    config
 }
+
+/// The secrets key of gateways on PostgreSQL (a database has no data folder to keep one in).
+pub const PG_SECRETS_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
 /// A gateway under test.
 pub struct Gateway {
