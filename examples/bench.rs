@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
-//!     [--spread] [--rate N] [--backlog 100000] [--floors]
+//!     [--spread] [--rate N] [--backlog 100000] [--floors] [--store sled|postgres]
 //! ```
 //!
 //! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
@@ -93,6 +93,11 @@ struct Args {
     /// older binary in an A/B run wants its own: `git archive REV templates | tar -x -C DIR`).
     #[arg(long)]
     templates: Option<PathBuf>,
+    /// Where the gateway keeps its state: `sled` (default) or `postgres` (a server this bench
+    /// starts in a temp dir from Debian's `postgresql`, on loopback, a database per phase; its
+    /// own CPU is reported beside cardwire's).
+    #[arg(long, value_enum, default_value = "sled")]
+    store: StoreKind,
     /// Instead of the load phases: count the instructions an event costs under valgrind's
     /// callgrind, repeatable to the instruction whatever else the machine does, for this
     /// binary and, in the same run, the `--against` one. See [`instructions`].
@@ -120,6 +125,51 @@ struct Args {
     /// Internal: the size of the card body the floor server journals.
     #[arg(long, hide = true)]
     card_bytes: Option<usize>,
+}
+
+/// Where the gateway under test keeps its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// sled under the data folder.
+    Sled,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The PostgreSQL server of a `--store postgres` run: the tests' own harness.
+#[allow(dead_code)]
+#[path = "../tests/it/pg.rs"]
+mod pg;
+
+/// The secrets key of a gateway on PostgreSQL.
+const PG_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+/// A fresh database on `server` for one phase; its URL.
+fn pg_database(server: &pg::Postgres, n: usize) -> String {
+    server.database(&format!("bench_{n}"))
+}
+
+/// CPU seconds of the PostgreSQL server: its postmaster and every backend it forked.
+fn pg_cpu(server: &pg::Postgres) -> f64 {
+    let Some(postmaster) = server.postmaster() else {
+        return 0.0;
+    };
+    let mut total = usage(postmaster).2;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis: state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(postmaster) {
+            total += usage(pid).2;
+        }
+    }
+    total
 }
 
 /// What a floor server does for each request before it answers 202, each step on top of the
@@ -371,12 +421,25 @@ impl Drop for Gateway {
     }
 }
 
-fn write_config(dir: &Path, port: u16, rules: &Path, templates: &Path) -> Result<PathBuf> {
+fn write_config(
+    dir: &Path,
+    port: u16,
+    rules: &Path,
+    templates: &Path,
+    store: Option<&str>,
+) -> Result<PathBuf> {
     let path = dir.join("cardwire.yaml");
+    let store = match store {
+        Some(url) => format!(
+            "store:\n  postgres: {{url: \"{url}\", pool: 16}}\nconnect:\n  secrets_key: \"{PG_KEY}\"\n"
+        ),
+        None => String::new(),
+    };
     std::fs::write(
         &path,
-        format!(
-            "listen: 127.0.0.1:{port}\n\
+        store
+            + &format!(
+                "listen: 127.0.0.1:{port}\n\
              data_dir: {data}\n\
              rules_dir: {rules}\n\
              templates_dir: {templates}\n\
@@ -386,10 +449,10 @@ fn write_config(dir: &Path, port: u16, rules: &Path, templates: &Path) -> Result
              sources:\n  github: {{kind: github, secret: {SECRET}}}\n\
              targets:\n  allow_http: true\n  allowed_hosts: [\"127.0.0.1\"]\n\
              delivery:\n  pacing: false\n  retry_schedule: [100ms, 200ms, 400ms, 1s, 2s, 5s]\n",
-            data = dir.join("data").display(),
-            rules = rules.display(),
-            templates = templates.display(),
-        ),
+                data = dir.join("data").display(),
+                rules = rules.display(),
+                templates = templates.display(),
+            ),
     )?;
     Ok(path)
 }
@@ -768,7 +831,8 @@ async fn main() -> Result<()> {
     };
     let teams = if args.spread { args.targets } else { 0 };
     println!(
-        "cardwire bench: {} s per phase, {} connections{}, {} target(s){}, {} B payload, {cores} cores",
+        "cardwire bench: state in {:?}, {} s per phase, {} connections{}, {} target(s){}, {} B payload, {cores} cores",
+        args.store,
         args.duration.as_secs(),
         args.connections,
         match args.rate {
@@ -802,12 +866,17 @@ async fn main() -> Result<()> {
     let (receiver, receiver_addr) = start_receiver(epoch).await;
     let dir = tempfile::tempdir()?;
     let port = free_port();
+    // With --store postgres: the server, started before cardwire's phase, a database a phase.
+    let pg_server = (args.store == StoreKind::Postgres).then(pg::Postgres::start);
+    let pg_url = |n: usize| pg_server.as_ref().map(|s| pg_database(s, n));
     let config = write_config(
         dir.path(),
         port,
         &rules_with(dir.path(), 0, teams)?,
         &templates,
+        pg_url(0).as_deref(),
     )?;
+    let pg_cpu_before = pg_server.as_ref().map_or(0.0, pg_cpu);
     let (g, _) = start_gateway(&binary, &config, port, &http).await?;
     for n in 0..args.targets {
         let channel = if args.spread {
@@ -846,6 +915,7 @@ async fn main() -> Result<()> {
     let cards_window = last_card.saturating_sub(first.max(load_start));
     let cards_per_s = received as f64 / cards_window.as_secs_f64().max(1e-9);
     let (peak_rss, _, cpu) = usage(g.pid());
+    let pg_cpu_used = pg_server.as_ref().map_or(0.0, pg_cpu) - pg_cpu_before;
     g.stop()?;
     drop(dir);
     // The floor again, once cardwire is gone: the machine's speed drifts within a run too, and
@@ -876,7 +946,7 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let rules = rules_with(dir.path(), 200, 0)?;
     let port = free_port();
-    let config = write_config(dir.path(), port, &rules, &templates)?;
+    let config = write_config(dir.path(), port, &rules, &templates, pg_url(1).as_deref())?;
     let mut ready_200 = Duration::MAX;
     for _ in 0..3 {
         let (g, ready) = start_gateway(&binary, &config, port, &http).await?;
@@ -891,7 +961,13 @@ async fn main() -> Result<()> {
         receiver.throttle.store(true, Ordering::Relaxed);
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let config = write_config(dir.path(), port, &rules_with(dir.path(), 0, 0)?, &templates)?;
+        let config = write_config(
+            dir.path(),
+            port,
+            &rules_with(dir.path(), 0, 0)?,
+            &templates,
+            pg_url(2).as_deref(),
+        )?;
         let (g, _) = start_gateway(&binary, &config, port, &http).await?;
         connect(&http, &g, receiver_addr, 0, "github").await?;
         let url = format!("http://{}/hooks/github", g.addr);
@@ -978,6 +1054,12 @@ async fn main() -> Result<()> {
         "| CPU seconds (cardwire): load / load and drain | | {cpu_load:.1} / {cpu:.1} s ({:.0} µs an event) | |",
         cpu * 1e6 / cw.accepted.max(1) as f64
     );
+    if pg_server.is_some() {
+        println!(
+            "| CPU seconds (PostgreSQL, its processes): load and drain | | {pg_cpu_used:.1} s ({:.0} µs an event) | |",
+            pg_cpu_used * 1e6 / cw.accepted.max(1) as f64
+        );
+    }
     println!(
         "| ready with 200 rules | | {:.0} ms | ≤ 200 ms |",
         ready_200.as_secs_f64() * 1000.0
@@ -1126,7 +1208,13 @@ async fn count_run(
 ) -> Result<Counted> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
-    let config = write_config(dir.path(), port, &rules_with(dir.path(), 0, 0)?, templates)?;
+    let config = write_config(
+        dir.path(),
+        port,
+        &rules_with(dir.path(), 0, 0)?,
+        templates,
+        None,
+    )?;
     let out = dir.path().join("callgrind.out");
     let log = dir.path().join("valgrind.log");
     let mut command = Command::new("valgrind");

@@ -50,8 +50,23 @@ pub struct Stager {
 
 /// Accepts one event: stage it with `pipeline`'s rules and templates, make it durable, wake
 /// delivery. Returns its id (the first id when the upstream delivery was seen before).
-pub async fn accept(app: &Stager, pipeline: &Pipeline, event: Event) -> Result<EventId, ApiError> {
-    let staged = stage(app, pipeline, &event).map_err(|e| store_failed(&e))?;
+pub async fn accept(
+    app: &Stager,
+    pipeline: &Arc<Pipeline>,
+    event: Event,
+) -> Result<EventId, ApiError> {
+    let (staged, event) = if app.store.blocking() {
+        // A store across the network (PostgreSQL) makes each call wait on a round trip: staged
+        // on the blocking pool, so that the runtime's few threads keep serving other requests
+        // meanwhile rather than waiting in turn.
+        let (app, pipeline) = (app.clone(), pipeline.clone());
+        tokio::task::spawn_blocking(move || (stage(&app, &pipeline, &event), event))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+    } else {
+        (stage(app, pipeline, &event), event)
+    };
+    let staged = staged.map_err(|e| store_failed(&e))?;
     if let Err(e) = app.store.commit().await {
         if let Some(key) = &event.delivery_key {
             let _ = app.store.release_delivery(key);

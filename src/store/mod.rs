@@ -278,6 +278,12 @@ pub trait Durable {
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether a call waits on the network (PostgreSQL), so that callers on an async runtime
+    /// should make it from a blocking thread; sled's calls are in process and short.
+    fn blocking(&self) -> bool {
+        false
+    }
 }
 
 /// What [`Durable::commit`] returns: a future that owns what it needs.

@@ -107,6 +107,17 @@ impl Postgres {
         format!("postgres://cardwire@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// The server's main process (from its `postmaster.pid`).
+    pub fn postmaster(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The server's log, for a failing test's message.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()

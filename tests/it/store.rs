@@ -601,12 +601,14 @@ fn a_database_that_restarts_is_used_again() {
     let store = pg_store(&pg.url());
     let con = ConnectionId::new();
     store.enqueue(&card(&con, 1)).unwrap();
+    let first_server = pg.postmaster().expect("the server's pid");
     pg.kill();
     match store.enqueue(&card(&con, 2)) {
         Err(StoreError::Unavailable(_)) => {}
         other => panic!("expected unavailable, got {other:?}"),
     }
     pg.restart();
+    assert_ne!(pg.postmaster(), Some(first_server), "a new server process");
     store.enqueue(&card(&con, 3)).unwrap();
     assert_eq!(
         bodies(&store.next_batch(&con, 5).unwrap()),

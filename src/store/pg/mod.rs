@@ -44,6 +44,13 @@ pub struct PgStore {
     /// [`super::SeenIds::reserve_delivery`]); the claim itself is a row, unique across
     /// instances.
     staging: Mutex<std::collections::HashMap<String, EventId>>,
+    /// Recent events not written yet (the newest [`super::recent::RECENT`]), and when the ring
+    /// was last written: at most once a second, so that an event does not pay for the
+    /// playground's ring.
+    recent: Mutex<(
+        std::time::Instant,
+        std::collections::VecDeque<super::recent::RecentEvent>,
+    )>,
 }
 
 /// How old the tables' counts may be.
@@ -65,6 +72,7 @@ impl PgStore {
             clock,
             counts: Mutex::new((std::time::Instant::now(), Counts::default())),
             staging: Mutex::default(),
+            recent: Mutex::new((std::time::Instant::now(), Default::default())),
         });
         store.refresh_counts()?;
         Ok(store)

@@ -273,6 +273,12 @@ impl Row {
     }
 }
 
+/// Cards in one statement, in the order given (their sequence numbers follow it).
+const INSERT_CARDS: &str = "INSERT INTO outbox (connection, id, retrying, record)
+     SELECT c, i, r, j FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[])
+         WITH ORDINALITY AS t(c, i, r, j, n)
+     ORDER BY n";
+
 /// Rows of `(seq, connection, record)` as keyed cards.
 fn keyed(rows: Vec<(i64, String, String)>) -> Result<Vec<(OutboxKey, OutboxRecord)>, StoreError> {
     rows.into_iter()
@@ -387,20 +393,49 @@ impl Outbox for PgStore {
         }
         let owned_claim =
             claim.map(|(k, e)| (k.to_string(), e.as_str().to_string(), ms(event_ms(e))));
-        // One transaction: the cards and the claim commit together or not at all.
+        // One statement, so one round trip and one implicit transaction: the claim, and the
+        // cards only if the claim was made.
         let result = self.pool.run(move |db| {
-            let mut tx = db.transaction()?;
-            for row in &rows {
-                row.insert(&mut tx)?;
+            let (mut cons, mut ids, mut retrying, mut records) = (vec![], vec![], vec![], vec![]);
+            for row in rows {
+                cons.push(row.connection);
+                ids.push(row.id);
+                retrying.push(row.retrying);
+                records.push(row.record);
             }
-            if let Some((key, event, at)) = &owned_claim {
-                if let Some(first) = claim_in(&mut tx, key, event, *at)? {
-                    tx.rollback()?;
-                    return Ok(Some(first));
-                }
+            let Some((key, event, at)) = owned_claim else {
+                db.execute(INSERT_CARDS, &[&cons, &ids, &retrying, &records])?;
+                return Ok(None);
+            };
+            let row = db.query_one(
+                "WITH claim AS (
+                     INSERT INTO seen (key, event, claimed_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO NOTHING RETURNING key),
+                 cards AS (
+                     INSERT INTO outbox (connection, id, retrying, record)
+                     SELECT c, i, r, j
+                     FROM unnest($4::text[], $5::text[], $6::bool[], $7::text[])
+                         WITH ORDINALITY AS t(c, i, r, j, n)
+                     WHERE EXISTS (SELECT 1 FROM claim)
+                     ORDER BY n
+                     RETURNING seq)
+                 SELECT EXISTS (SELECT 1 FROM claim), (SELECT event FROM seen WHERE key = $1)",
+                &[&key, &event, &at, &cons, &ids, &retrying, &records],
+            )?;
+            if row.get::<_, bool>(0) {
+                return Ok(None);
             }
-            tx.commit()?;
-            Ok(None)
+            // Claimed by another event; one that committed while this statement ran is read
+            // after it.
+            let first: Option<String> = row.get(1);
+            match first {
+                Some(f) => Ok(Some(f)),
+                None => Ok(Some(
+                    db.query_opt("SELECT event FROM seen WHERE key = $1", &[&key])?
+                        .map(|r| r.get(0))
+                        .unwrap_or_default(),
+                )),
+            }
         });
         if let Some((key, _)) = claim {
             self.staging.lock().expect("staging lock").remove(key);
@@ -453,17 +488,19 @@ impl Outbox for PgStore {
         );
         let at = self.clock.now_ms();
         let record = json(&delivered_record(rec, at))?;
+        // One statement (one round trip, one transaction): kept as delivered, out of the queue.
         let queued = self.pool.run(move |db| {
-            let mut tx = db.transaction()?;
-            tx.execute(
-                "INSERT INTO delivered (id, connection, delivered_ms, record) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET delivered_ms = EXCLUDED.delivered_ms,
-                     record = EXCLUDED.record",
-                &[&id, &con, &ms(at), &record],
+            let row = db.query_one(
+                "WITH gone AS (DELETE FROM outbox WHERE seq = $5 RETURNING seq),
+                 kept AS (
+                     INSERT INTO delivered (id, connection, delivered_ms, record)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO UPDATE SET delivered_ms = EXCLUDED.delivered_ms,
+                         record = EXCLUDED.record)
+                 SELECT count(*) FROM gone",
+                &[&id, &con, &ms(at), &record, &s],
             )?;
-            let queued = tx.execute("DELETE FROM outbox WHERE seq = $1", &[&s])? > 0;
-            tx.commit()?;
-            Ok(queued)
+            Ok(row.get::<_, i64>(0) > 0)
         })?;
         let was_retrying = rec.attempts > 1;
         self.count(|c| {
@@ -798,30 +835,59 @@ fn take_in_order(mut rows: Vec<(i64, String)>) -> Result<Vec<Item>, StoreError> 
     rows.iter().map(|(_, r)| decode(r)).collect()
 }
 
-impl RecentEvents for PgStore {
-    fn put_recent(&self, event: RecentEvent) {
-        let record = match json(&event.to_json()) {
-            Ok(r) => r,
-            Err(_) => return,
+impl PgStore {
+    /// Writes the recent events kept in memory, in one statement, and drops the ring's oldest.
+    fn save_recent(&self) -> Result<(), StoreError> {
+        let pending: Vec<RecentEvent> = {
+            let mut recent = self.recent.lock().expect("recent lock");
+            recent.0 = std::time::Instant::now();
+            recent.1.drain(..).collect()
         };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<String> = pending
+            .iter()
+            .map(|e| json(&e.to_json()))
+            .collect::<Result<_, _>>()?;
         let keep = crate::store::recent::RECENT as i64;
-        // The playground's ring is not state that an event's acceptance depends on: a failure
-        // here is logged, never an error for the upstream.
-        let written = self.pool.run(move |db| {
-            db.execute("INSERT INTO recent_events (record) VALUES ($1)", &[&record])?;
+        self.pool.run(move |db| {
+            db.execute(
+                "INSERT INTO recent_events (record)
+                 SELECT r FROM unnest($1::text[]) WITH ORDINALITY AS t(r, n) ORDER BY n",
+                &[&records],
+            )?;
             db.execute(
                 "DELETE FROM recent_events WHERE seq <= (
                      SELECT seq FROM recent_events ORDER BY seq DESC OFFSET $1 LIMIT 1)",
                 &[&keep],
             )?;
             Ok(())
-        });
-        if let Err(e) = written {
-            tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot keep a recent event");
+        })
+    }
+}
+
+impl RecentEvents for PgStore {
+    fn put_recent(&self, event: RecentEvent) {
+        let due = {
+            let mut recent = self.recent.lock().expect("recent lock");
+            recent.1.push_back(event);
+            while recent.1.len() > crate::store::recent::RECENT {
+                recent.1.pop_front();
+            }
+            recent.0.elapsed() >= std::time::Duration::from_secs(1)
+        };
+        // The playground's ring is not state that an event's acceptance depends on: a failure
+        // here is logged, never an error for the upstream.
+        if due {
+            if let Err(e) = self.save_recent() {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot keep the recent events");
+            }
         }
     }
 
     fn recent(&self) -> Result<Vec<Value>, StoreError> {
+        self.save_recent()?;
         let keep = crate::store::recent::RECENT as i64;
         let rows: Vec<String> = self.pool.run(move |db| {
             Ok(db
@@ -844,7 +910,8 @@ impl Durable for PgStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
+        // Every card is committed; only the playground's ring may wait in memory.
+        self.save_recent()
     }
 
     fn counts(&self) -> Counts {
@@ -857,6 +924,10 @@ impl Durable for PgStore {
 
     fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    fn blocking(&self) -> bool {
+        true
     }
 
     fn health(&self) -> Result<(), StoreError> {
