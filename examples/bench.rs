@@ -867,7 +867,8 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     // With --store postgres: the server, started before cardwire's phase, a database a phase.
-    let pg_server = (args.store == StoreKind::Postgres).then(pg::Postgres::start);
+    // Durable as in production: every commit reaches the disk, as sled's group commit does.
+    let pg_server = (args.store == StoreKind::Postgres).then(|| pg::Postgres::start_with(true));
     let pg_url = |n: usize| pg_server.as_ref().map(|s| pg_database(s, n));
     let config = write_config(
         dir.path(),

@@ -17,9 +17,11 @@ pub trait SeenIds {
     /// with [`Store::reserve_delivery`] instead and claims in [`Store::enqueue_event`].)
     fn claim_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError>;
 
-    /// Reserves `key` for `event` while the event is staged: the id it got before if it was
-    /// claimed (or is being staged) already, else `None`. The claim itself is written with the
-    /// event's cards, in [`Store::enqueue_event`]; [`Store::release_delivery`] drops a
+    /// Reserves `key` for `event` while the event is staged: the id it got before if it is
+    /// being staged already, else `None`. sled also answers the first event's id for a key
+    /// claimed before; PostgreSQL leaves that to the claim itself (no round trip for a rare
+    /// case: [`Store::enqueue_event`] then answers with the first event and queues nothing).
+    /// The claim is written with the event's cards; [`Store::release_delivery`] drops a
     /// reservation that will not be.
     fn reserve_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError>;
 

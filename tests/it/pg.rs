@@ -16,12 +16,19 @@ pub struct Postgres {
     bin: PathBuf,
     /// The port it listens on, on 127.0.0.1.
     pub port: u16,
+    durable: bool,
 }
 
 impl Postgres {
     /// Makes a cluster and starts it; panics with what is missing when PostgreSQL is not
     /// installed.
     pub fn start() -> Postgres {
+        Self::start_with(false)
+    }
+
+    /// [`Postgres::start`]; with `durable`, every commit reaches the disk (`fsync`), as in
+    /// production; without, the tests' servers skip it (nothing here survives a power loss).
+    pub fn start_with(durable: bool) -> Postgres {
         let bin = bin_dir().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL's server programs are not installed (looked for initdb under \
@@ -53,7 +60,12 @@ impl Postgres {
                 "-D",
             ])
             .arg(&data));
-        let mut pg = Postgres { dir, bin, port: 0 };
+        let mut pg = Postgres {
+            dir,
+            bin,
+            port: 0,
+            durable,
+        };
         // A free port can be taken by another test between the check and the start: a few
         // tries, each on a port of its own.
         for attempt in 1.. {
@@ -71,9 +83,10 @@ impl Postgres {
     /// `pg_ctl start` on the cluster, on `self.port`.
     fn try_start(&self) -> Result<(), String> {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync={} -c max_connections=200",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.durable { "on" } else { "off" }
         );
         let out = pg_command(&self.bin, "pg_ctl", is_root())
             .args(["-w", "-t", "60", "-l"])

@@ -169,9 +169,12 @@ async fn an_upstream_delivery_id_is_claimed_once() {
             Some(first.clone()),
             "{name}: the first event's id"
         );
-        assert_eq!(
-            store.reserve_delivery("d1", &second).unwrap(),
-            Some(first.clone())
+        // A backend may find a claim only when it writes (PostgreSQL: no round trip for
+        // this rare case); the write then answers with the first event (see the next test).
+        let found = store.reserve_delivery("d1", &second).unwrap();
+        assert!(
+            found.is_none() || found == Some(first.clone()),
+            "{name}: {found:?}"
         );
         // A reservation holds off a concurrent redelivery until it is claimed or released.
         assert_eq!(

@@ -51,7 +51,21 @@ pub struct PgStore {
         std::time::Instant,
         std::collections::VecDeque<super::recent::RecentEvent>,
     )>,
+    /// Cards delivered and not yet recorded as such (see [`super::Outbox::deliver`]).
+    done: Mutex<Vec<Done>>,
 }
+
+/// A delivered card waiting to be recorded.
+struct Done {
+    seq: i64,
+    id: String,
+    connection: String,
+    at: i64,
+    record: String,
+}
+
+/// Delivered cards recorded at the latest once this many wait.
+const DONE_AT_MOST: usize = 64;
 
 /// How old the tables' counts may be.
 const COUNTS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -73,6 +87,7 @@ impl PgStore {
             counts: Mutex::new((std::time::Instant::now(), Counts::default())),
             staging: Mutex::default(),
             recent: Mutex::new((std::time::Instant::now(), Default::default())),
+            done: Mutex::default(),
         });
         store.refresh_counts()?;
         Ok(store)
@@ -84,6 +99,7 @@ impl PgStore {
     }
 
     fn refresh_counts(&self) -> Result<Counts, StoreError> {
+        self.record_done()?;
         let counts = self.pool.run(|c| {
             let row = c.query_one(
                 "SELECT (SELECT count(*) FROM outbox), \
@@ -102,6 +118,38 @@ impl PgStore {
         })?;
         *self.counts.lock().expect("counts lock") = (std::time::Instant::now(), counts);
         Ok(counts)
+    }
+
+    /// Records the delivered cards waiting in memory, in one statement: each leaves the
+    /// outbox and is kept as delivered. Until then a delivered card is still queued in the
+    /// tables: a crash loses nothing, and sends it again (at least once, same
+    /// `Idempotency-Key`), as a crash between sending and recording always could; so does a
+    /// failure to record them (the database gone meanwhile).
+    fn record_done(&self) -> Result<(), StoreError> {
+        let done: Vec<Done> = std::mem::take(&mut *self.done.lock().expect("done lock"));
+        if done.is_empty() {
+            return Ok(());
+        }
+        let (mut seqs, mut ids, mut cons, mut ats, mut records) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for d in done {
+            seqs.push(d.seq);
+            ids.push(d.id);
+            cons.push(d.connection);
+            ats.push(d.at);
+            records.push(d.record);
+        }
+        self.pool.run(move |db| {
+            db.execute(
+                "WITH gone AS (DELETE FROM outbox WHERE seq = ANY($1))
+                 INSERT INTO delivered (id, connection, delivered_ms, record)
+                 SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[])
+                 ON CONFLICT (id) DO UPDATE SET delivered_ms = EXCLUDED.delivered_ms,
+                     record = EXCLUDED.record",
+                &[&seqs, &ids, &cons, &ats, &records],
+            )
+            .map(drop)
+        })
     }
 
     /// Notes a move of this process's in the counts until the next read of the tables.

@@ -215,15 +215,10 @@ impl SeenIds for PgStore {
     }
 
     fn reserve_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError> {
-        let k = key.to_string();
-        let claimed: Option<String> = self.pool.run(move |db| {
-            Ok(db
-                .query_opt("SELECT event FROM seen WHERE key = $1", &[&k])?
-                .map(|r| r.get(0)))
-        })?;
-        if let Some(first) = claimed {
-            return Ok(EventId::parse(&first));
-        }
+        // No read of the claims here: a round trip an event for what is rare. A delivery
+        // claimed before is found by the claim itself, in the statement that would queue its
+        // cards (`enqueue_event` answers with the first event and queues nothing); this
+        // process's events being staged are found here.
         Ok(crate::store::seen::reserve(&self.staging, key, event))
     }
 
@@ -293,6 +288,7 @@ impl PgStore {
         con: &ConnectionId,
         n: usize,
     ) -> Result<Vec<(OutboxKey, OutboxRecord)>, StoreError> {
+        self.record_done()?;
         let (con, n) = (con.as_str().to_string(), n.min(i64::MAX as usize) as i64);
         let rows = self.pool.run(move |db| {
             Ok(db
@@ -481,38 +477,34 @@ impl Outbox for PgStore {
     }
 
     fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
-        let s = seq(key);
-        let (id, con) = (
-            rec.id.as_str().to_string(),
-            rec.connection.as_str().to_string(),
-        );
         let at = self.clock.now_ms();
-        let record = json(&delivered_record(rec, at))?;
-        // One statement (one round trip, one transaction): kept as delivered, out of the queue.
-        let queued = self.pool.run(move |db| {
-            let row = db.query_one(
-                "WITH gone AS (DELETE FROM outbox WHERE seq = $5 RETURNING seq),
-                 kept AS (
-                     INSERT INTO delivered (id, connection, delivered_ms, record)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (id) DO UPDATE SET delivered_ms = EXCLUDED.delivered_ms,
-                         record = EXCLUDED.record)
-                 SELECT count(*) FROM gone",
-                &[&id, &con, &ms(at), &record, &s],
-            )?;
-            Ok(row.get::<_, i64>(0) > 0)
-        })?;
+        let done = super::Done {
+            seq: seq(key),
+            id: rec.id.as_str().to_string(),
+            connection: rec.connection.as_str().to_string(),
+            at: ms(at),
+            record: json(&delivered_record(rec, at))?,
+        };
+        // Recorded with the next read of the outbox (which a worker makes before its next
+        // cards), any lookup, or a stop: one statement for a worker's whole batch.
+        let full = {
+            let mut done_list = self.done.lock().expect("done lock");
+            done_list.push(done);
+            done_list.len() >= super::DONE_AT_MOST
+        };
         let was_retrying = rec.attempts > 1;
         self.count(|c| {
-            if queued {
-                c.left_queue(was_retrying);
-            }
+            c.left_queue(was_retrying);
             c.delivered += 1;
         });
+        if full {
+            self.record_done()?;
+        }
         Ok(())
     }
 
     fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
+        self.record_done()?;
         let cutoff = ms(self.clock.now_ms().saturating_sub(keep.as_millis() as u64));
         let n = self.pool.run(move |db| {
             db.execute("DELETE FROM delivered WHERE delivered_ms < $1", &[&cutoff])
@@ -523,10 +515,12 @@ impl Outbox for PgStore {
     }
 
     fn delivered(&self) -> Result<Vec<Delivered>, StoreError> {
+        self.record_done()?;
         self.all("SELECT record FROM delivered ORDER BY id")
     }
 
     fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
+        self.record_done()?;
         let con = con.as_str().to_string();
         let (reason, now) = (reason.to_string(), self.clock.now_ms());
         let n = self.pool.run(move |db| {
@@ -649,10 +643,12 @@ impl Outbox for PgStore {
     }
 
     fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError> {
+        self.record_done()?;
         self.one("SELECT record FROM delivered WHERE id = $1", id)
     }
 
     fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+        self.record_done()?;
         self.one("SELECT record FROM outbox WHERE id = $1", id)
     }
 
@@ -671,14 +667,17 @@ impl Outbox for PgStore {
         limit: usize,
         keep: &dyn Fn(&OutboxRecord) -> bool,
     ) -> Result<Vec<Delivered>, StoreError> {
+        self.record_done()?;
         self.page("delivered", after, limit, &|d: &Delivered| keep(&d.record))
     }
 
     fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.record_done()?;
         self.all("SELECT record FROM outbox ORDER BY connection, seq")
     }
 
     fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
+        self.record_done()?;
         self.pool.run(|db| {
             Ok(db
                 .query(
@@ -910,7 +909,9 @@ impl Durable for PgStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        // Every card is committed; only the playground's ring may wait in memory.
+        // Every card is committed but the delivered ones not yet recorded, and the
+        // playground's ring.
+        self.record_done()?;
         self.save_recent()
     }
 
