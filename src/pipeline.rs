@@ -55,6 +55,9 @@ pub struct Pipeline {
     pub templates_origin: Origin,
     /// When they were loaded.
     pub loaded_at: SystemTime,
+    /// A hash of every rule and template file loaded (their paths and texts): instances that
+    /// answer the same hash in `GET /api/rules` run the same set.
+    pub digest: String,
     /// What of each source's payloads they read: ingest parses only that.
     pub needs: Needs,
 }
@@ -147,6 +150,7 @@ impl Pipeline {
                         .chain(per)
                 }));
                 Ok(Self {
+                    digest: digest(&rule_files, &template_files),
                     needs: needs(config, &rules, &renderer),
                     rules,
                     renderer,
@@ -158,6 +162,28 @@ impl Pipeline {
             _ => Err(Problems(problems)),
         }
     }
+}
+
+/// `sha256:` and the hex SHA-256 of the rule files, then the template files, each in path
+/// order as path, length and text: the same files give the same hash on every machine.
+fn digest(rules: &[(PathBuf, String)], templates: &[(PathBuf, String)]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hash = Sha256::new();
+    for (part, files) in [("rules", rules), ("templates", templates)] {
+        let mut sorted: Vec<(String, &String)> = files
+            .iter()
+            .map(|(p, text)| (p.to_string_lossy().replace('\\', "/"), text))
+            .collect();
+        sorted.sort();
+        hash.update(part.as_bytes());
+        for (path, text) in sorted {
+            hash.update([0]);
+            hash.update(path.as_bytes());
+            hash.update((text.len() as u64).to_be_bytes());
+            hash.update(text.as_bytes());
+        }
+    }
+    format!("sha256:{}", hex::encode(hash.finalize()))
 }
 
 /// What the rules and their templates read of each source's payloads, per event type, and
@@ -305,4 +331,35 @@ fn read(
 fn skipped(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> Vec<(PathBuf, String)> {
+        list.iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+            .collect()
+    }
+
+    /// Two instances given the same files, read in any order, answer the same hash; a change
+    /// of a text, a path, or a file moved between rules and templates changes it.
+    #[test]
+    fn the_digest_is_the_files_not_their_order() {
+        let rules = files(&[("github.yaml", "- name: a"), ("gitlab.yaml", "- name: b")]);
+        let templates = files(&[("github/push.card.hbs", "{}")]);
+        let base = digest(&rules, &templates);
+        let reversed: Vec<_> = rules.iter().rev().cloned().collect();
+        assert_eq!(digest(&reversed, &templates), base);
+        let edited = files(&[("github.yaml", "- name: A"), ("gitlab.yaml", "- name: b")]);
+        assert_ne!(digest(&edited, &templates), base);
+        let moved = files(&[("github2.yaml", "- name: a"), ("gitlab.yaml", "- name: b")]);
+        assert_ne!(digest(&moved, &templates), base);
+        assert_ne!(digest(&templates, &rules), base);
+        // A text's end cannot run into the next path.
+        let a = files(&[("x", "ab"), ("y", "c")]);
+        let b = files(&[("x", "a"), ("by", "c")]);
+        assert_ne!(digest(&a, &[]), digest(&b, &[]));
+    }
 }

@@ -212,6 +212,7 @@ async fn list_rules(_: Admin, State(app): State<Reloader>) -> Json<Value> {
     };
     Json(json!({
         "loaded_at_ms": ms(p.loaded_at),
+        "digest": p.digest,
         "rules_from": p.rules_origin.to_string(),
         "templates_from": p.templates_origin.to_string(),
         "rules": rules,

@@ -55,6 +55,11 @@ async fn a_valid_change_is_applied_and_a_bad_one_rejected_while_the_old_set_serv
         })
         .await;
     assert!(after["loaded_at_ms"].as_u64() > before["loaded_at_ms"].as_u64());
+    // The set's hash follows its files: another set, another hash.
+    let digest = |v: &Value| v["digest"].as_str().unwrap_or_default().to_string();
+    assert!(digest(&before).starts_with("sha256:"), "{before}");
+    assert_eq!(digest(&before).len(), "sha256:".len() + 64);
+    assert_ne!(digest(&after), digest(&before));
     assert!(after["rules"]
         .as_array()
         .unwrap()
@@ -98,6 +103,11 @@ async fn a_valid_change_is_applied_and_a_bad_one_rejected_while_the_old_set_serv
     );
     // The last good set still serves: the extra rule is there, and events are carded.
     assert_eq!(rejected["rules"].as_array().unwrap().len(), count + 1);
+    assert_eq!(
+        digest(&rejected),
+        digest(&after),
+        "the hash of the set in force"
+    );
     let rx = Receiver::start().await;
     g.connect(&rx.url("t"), "teams", &[]).await;
     assert_eq!(
