@@ -92,6 +92,27 @@ impl OutboxRecord {
     }
 }
 
+impl OutboxRecord {
+    /// The card as a delivered record keeps it: everything but its body (not copied).
+    pub(super) fn without_body(&self) -> OutboxRecord {
+        OutboxRecord {
+            id: self.id.clone(),
+            event: self.event.clone(),
+            connection: self.connection.clone(),
+            rule: self.rule.clone(),
+            kind: self.kind,
+            body: String::new(),
+            attempts: self.attempts,
+            not_before_ms: self.not_before_ms,
+            created_ms: self.created_ms,
+            last_error: self.last_error.clone(),
+            attempt_log: self.attempt_log.clone(),
+            fallback: self.fallback.clone(),
+            claim: self.claim.clone(),
+        }
+    }
+}
+
 /// A template that failed on an event, where and why.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RenderFailure {
@@ -318,23 +339,8 @@ impl Outbox for Store {
     }
 
     fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
-        let kept = OutboxRecord {
-            id: rec.id.clone(),
-            event: rec.event.clone(),
-            connection: rec.connection.clone(),
-            rule: rec.rule.clone(),
-            kind: rec.kind,
-            body: String::new(),
-            attempts: rec.attempts,
-            not_before_ms: rec.not_before_ms,
-            created_ms: rec.created_ms,
-            last_error: rec.last_error.clone(),
-            attempt_log: rec.attempt_log.clone(),
-            fallback: rec.fallback.clone(),
-            claim: rec.claim.clone(),
-        };
         let value = serde_json::to_vec(&Delivered {
-            record: kept,
+            record: rec.without_body(),
             delivered_ms: self.clock.now_ms(),
         })?;
         self.delivered.insert(rec.id.as_str(), value)?;

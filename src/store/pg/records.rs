@@ -46,10 +46,8 @@ fn event_ms(event: &EventId) -> u64 {
 
 /// A delivered card's record: the card without its body.
 fn delivered_record(rec: &OutboxRecord, at: u64) -> Delivered {
-    let mut kept = rec.clone();
-    kept.body = String::new();
     Delivered {
-        record: kept,
+        record: rec.without_body(),
         delivered_ms: at,
     }
 }
