@@ -246,12 +246,16 @@ pub struct Server {
     addr: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    /// Stops the delivery workers when the server is dropped without [`Server::stop`] (a
+    /// test's runtime ending): they hold the deliverer, which holds their runtime and the
+    /// store, whose connections (PostgreSQL) would otherwise stay open.
+    _workers: tokio_util::sync::DropGuard,
 }
 
 impl Server {
     /// Starts the gateway with a loaded pipeline.
     pub async fn start(mut config: Config, pipeline: Pipeline) -> anyhow::Result<Self> {
-        let (store, instance) = open_store(&config)?;
+        let store = open_store(&config)?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let connections = Arc::new(Connections::load(store.clone())?);
         let live = crate::live::Live::default();
@@ -299,12 +303,13 @@ impl Server {
                 "resuming delivery of cards queued before the last stop"
             );
         }
-        let (stop, task) = serve(app.clone(), listener, deliverer, store, instance);
+        let (stop, task) = serve(app.clone(), listener, deliverer, store);
         // What loading used and dropped (the rule checks' GitHub schemas, parse trees) goes
         // back to the system now rather than when traffic comes.
         crate::alloc::release_free_pages();
         tracing::info!(%addr, "cardwire is listening");
         Ok(Self {
+            _workers: app.deliverer.stopping().drop_guard(),
             app,
             addr,
             stop,
@@ -350,12 +355,12 @@ fn serve(
     listener: tokio::net::TcpListener,
     deliverer: Arc<Deliverer>,
     store: crate::store::SharedStore,
-    instance: Option<crate::store::pg::InstanceLock>,
 ) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
     let stop = CancellationToken::new();
     let reloader = crate::reload::spawn(app.reloader(), stop.clone());
     let pruner = spawn_pruner(app.clone(), stop.clone());
     let ticker = spawn_noise_ticker(app.clone(), stop.clone());
+    let wakeups = spawn_wakeups(app.clone(), stop.clone());
     let router = router(app);
     let signal = stop.clone();
     let task = tokio::spawn(async move {
@@ -365,25 +370,20 @@ fn serve(
         let _ = reloader.await;
         let _ = pruner.await;
         let _ = ticker.await;
+        if let Some(w) = wakeups {
+            let _ = w.await;
+        }
         deliverer.shutdown().await;
         drop(deliverer);
         store.flush()?;
-        // The database is another instance's to use once this one has let go of everything.
         drop(store);
-        drop(instance);
         served.context("the HTTP server failed")
     });
     (stop, task)
 }
 
-/// Opens the store the config names: sled under `data_dir`, or PostgreSQL (with the lock that
-/// keeps a second instance off the same database, for now).
-fn open_store(
-    config: &Config,
-) -> anyhow::Result<(
-    crate::store::SharedStore,
-    Option<crate::store::pg::InstanceLock>,
-)> {
+/// Opens the store the config names: sled under `data_dir`, or PostgreSQL.
+fn open_store(config: &Config) -> anyhow::Result<crate::store::SharedStore> {
     if let Some(pg) = &config.store.postgres {
         let key = config
             .connect
@@ -393,12 +393,12 @@ fn open_store(
         let settings = crate::store::pg::PgSettings {
             url: pg.url.clone(),
             pool: pg.pool,
+            lease: pg.lease,
         };
         let store = crate::store::pg::PgStore::open(&settings, key, Default::default())
             .context("cannot open the PostgreSQL store (store.postgres.url)")?;
-        let lock = crate::store::pg::InstanceLock::take(&pg.url)?;
-        tracing::info!(pool = pg.pool, "state in PostgreSQL");
-        return Ok((store, Some(lock)));
+        tracing::info!(pool = pg.pool, instance = %store.instance(), "state in PostgreSQL");
+        return Ok(store);
     }
     let data_dir = config.resolve(&config.data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -408,7 +408,7 @@ fn open_store(
         config.connect.secrets_key.as_deref(),
         config.durability == crate::config::Durability::Sync,
     )?;
-    Ok((store, None))
+    Ok(store)
 }
 
 /// Says at start what an operator should know: what is open, what is loaded.
@@ -471,9 +471,16 @@ fn guard(config: &Config) -> crate::deliver::guard::AddressGuard {
 fn spawn_noise_ticker(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let pipeline = app.pipeline.load();
-            let connections = app.connections.all();
-            match app.noise.tick(&pipeline.renderer, &connections) {
+            // Off the runtime's threads: on PostgreSQL the store's calls wait on the network.
+            let app2 = app.clone();
+            let ticked = tokio::task::spawn_blocking(move || {
+                let pipeline = app2.pipeline.load();
+                let connections = app2.connections.all();
+                app2.noise.tick(&pipeline.renderer, &connections)
+            })
+            .await
+            .unwrap_or_else(|_| Ok(Vec::new()));
+            match ticked {
                 Ok(wake) if !wake.is_empty() => {
                     if let Err(e) = app.store.commit().await {
                         tracing::error!(error = %crate::error::ErrorChain(&e), "cannot commit summaries and digests");
@@ -493,6 +500,102 @@ fn spawn_noise_ticker(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> 
             }
         }
     })
+}
+
+/// How often an instance sharing its store looks for cards it may deliver without having
+/// been told (a notification lost, an instance dead whose leases expired).
+const BACKSTOP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Every how many backstop rounds the connections are read again without a notification.
+const RELOAD_EVERY: u32 = 5;
+
+/// What a round of wake-ups comes to.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WakePlan {
+    /// Read the connections again.
+    pub reload: bool,
+    /// Look for every connection with cards this instance may deliver.
+    pub resume: bool,
+    /// Wake these connections' workers.
+    pub cards: Vec<crate::ids::ConnectionId>,
+}
+
+/// Folds the wake-ups that arrived together into what to do once: a burst of notifications
+/// reads the connections once and wakes each worker once.
+pub fn wake_plan(wakes: &[crate::store::Wake]) -> WakePlan {
+    use crate::store::Wake;
+    let mut plan = WakePlan::default();
+    for w in wakes {
+        match w {
+            Wake::Cards(con) => plan.cards.push(con.clone()),
+            Wake::Connections => {
+                plan.reload = true;
+                plan.resume = true;
+            }
+            Wake::All => {
+                plan.reload = true;
+                plan.resume = true;
+            }
+        }
+    }
+    if plan.resume {
+        plan.cards.clear();
+    }
+    plan.cards.sort();
+    plan.cards.dedup();
+    plan
+}
+
+/// With a store that other instances share: wakes workers when told (`LISTEN` / `NOTIFY`),
+/// reads the connections again when they change, and every [`BACKSTOP`] looks for cards
+/// nobody was told about, so a lost notification only delays. `None` on sled.
+fn spawn_wakeups(app: Arc<App>, stop: CancellationToken) -> Option<JoinHandle<()>> {
+    use crate::store::Wake;
+    let mut rx = app.store.wakeups()?;
+    Some(tokio::spawn(async move {
+        let mut backstop = tokio::time::interval(BACKSTOP);
+        backstop.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rounds = 0u32;
+        loop {
+            let mut wakes = tokio::select! {
+                w = rx.recv() => match w {
+                    Some(w) => vec![w],
+                    None => return,
+                },
+                _ = backstop.tick() => {
+                    rounds += 1;
+                    if rounds.is_multiple_of(RELOAD_EVERY) { vec![Wake::All] } else { vec![] }
+                }
+                _ = stop.cancelled() => return,
+            };
+            let polled = wakes.is_empty();
+            while let Ok(w) = rx.try_recv() {
+                wakes.push(w);
+            }
+            let mut plan = wake_plan(&wakes);
+            plan.resume |= polled;
+            let app2 = app.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                if plan.reload {
+                    if let Err(e) = app2.connections.reload() {
+                        tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot read the connections again");
+                    }
+                }
+                if plan.resume {
+                    if let Err(e) = app2.deliverer.resume() {
+                        tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot look for cards to deliver");
+                    }
+                }
+                for con in &plan.cards {
+                    app2.deliverer.wake(con);
+                }
+            })
+            .await;
+            if done.is_err() {
+                return;
+            }
+        }
+    }))
 }
 
 pub use crate::store::seen::SEEN_FOR;

@@ -104,6 +104,14 @@ pub struct PostgresConfig {
     /// Connections to the server, each on a thread of its own (default 16).
     #[serde(default = "default_pool")]
     pub pool: usize,
+    /// A delivery lease's term (default 15s): how long the cards of an instance that died
+    /// wait before another instance takes them over. Renewed every third of it.
+    #[serde(default = "default_lease", deserialize_with = "de_duration")]
+    pub lease: Duration,
+}
+
+fn default_lease() -> Duration {
+    crate::store::pg::LEASE
 }
 
 fn default_pool() -> usize {
@@ -633,6 +641,12 @@ impl Config {
                 problems.push(doc.problem(
                     "store.postgres.pool",
                     "pool is the number of connections to PostgreSQL, 1 to 256",
+                ));
+            }
+            if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&pg.lease) {
+                problems.push(doc.problem(
+                    "store.postgres.lease",
+                    "lease is how long an instance's connections wait after it dies before another takes them, 1s to 10m (renewed every third of it, so under 1s it would be renewed more often than the database can be asked)",
                 ));
             }
             if self.connect.secrets_key.is_none() {

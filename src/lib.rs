@@ -55,8 +55,10 @@
 //! pages, the Connect flows and their emulators, the playground; app, cli.
 //! - [`cli`]: `serve`, `check` and `render`.
 //! - [`alloc`]: freed memory handed back to the system when the gateway goes quiet.
-//! - [`store::pg`]: the same store on PostgreSQL (`store.postgres`), with its migrations;
-//!   one instance a database until delivery takes leases.
+//! - [`store::pg`]: the same store on PostgreSQL (`store.postgres`), with its migrations,
+//!   shared by several instances: delivery leases per connection and wake-ups between
+//!   instances ([`store::pg::leases`]), limits kept in the database, and the import of a sled
+//!   folder ([`store::pg::import`], `cardwire migrate --from-sled`).
 
 pub mod admin;
 pub mod alloc;

@@ -71,6 +71,17 @@ impl Connections {
         })
     }
 
+    /// Reads the connections again from the store: another instance sharing it (PostgreSQL)
+    /// added, changed or removed some. Under the write lock, so that a change made here
+    /// meanwhile is not overwritten by an older read.
+    pub fn reload(&self) -> Result<usize, StoreError> {
+        let _guard = self.writes.lock().expect("connections lock");
+        let all = self.store.connections()?;
+        let n = all.len();
+        self.snapshot.store(Arc::new(all));
+        Ok(n)
+    }
+
     /// Every connection.
     pub fn all(&self) -> Arc<Vec<Connection>> {
         self.snapshot.load_full()

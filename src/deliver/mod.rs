@@ -4,8 +4,10 @@
 //! outcome written back. The workers run on a runtime of their own, one thread: on the server's
 //! runtime one worker per connection waited its turn behind every request task, and under load
 //! delivery fell far behind ingest. Guarantees:
-//! - one worker per connection sends that connection's cards in the order they were accepted;
-//!   a slow, throttled or failing connection delays only itself; at most
+//! - one worker per connection sends that connection's cards in the order they were accepted,
+//!   and only while its store grants it the connection's lease ([`crate::store::Outbox::lease`]:
+//!   always on sled; on PostgreSQL one instance at a time, so that several instances send each
+//!   card once, in order); a slow, throttled or failing connection delays only itself; at most
 //!   `delivery.concurrency` attempts are in flight across connections;
 //! - every attempt of a card carries the same `Idempotency-Key`, and is recorded (time, status,
 //!   an excerpt of the answer) on the card;
@@ -502,9 +504,11 @@ impl Deliverer {
         }))
     }
 
-    /// Starts workers for every connection that has cards queued (after a restart).
+    /// Starts workers for every connection that has cards queued (after a restart), or wakes
+    /// them: those no other instance delivers (on PostgreSQL, whose leases are free, expired
+    /// or this instance's). Also the backstop for notifications lost between instances.
     pub fn resume(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
-        let queued = self.store.queued_connections()?;
+        let queued = self.store.deliverable_connections()?;
         for con in &queued {
             self.wake(con);
         }
@@ -530,6 +534,11 @@ impl Deliverer {
             async move { this.work(con, notify).await },
             self.lane.handle(),
         );
+    }
+
+    /// The token that stops the workers (cancelled by [`Deliverer::shutdown`]).
+    pub fn stopping(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// Stops the workers: no new attempt starts; attempts in flight finish (each within the
@@ -599,6 +608,23 @@ impl Deliverer {
                 tokio::select! {
                     _ = notify.notified() => continue,
                     _ = self.shutdown.cancelled() => break,
+                }
+            }
+            // Only the holder of the connection's lease sends its cards (always this process on
+            // sled); without it the worker stops, and is started again when the lease is free.
+            match self.store.lease(&con) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(connection = %con, "another instance delivers this connection's cards");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot take the connection's delivery lease; retrying in 1 s");
+                    queue.ahead.clear();
+                    if self.pause(Duration::from_secs(1)).await.is_err() {
+                        break;
+                    }
+                    continue;
                 }
             }
             if queue.ahead.is_empty() {
@@ -760,8 +786,18 @@ impl Deliverer {
                 )
             }
         };
-        if let Err(e) = result {
-            tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot record a delivery outcome");
+        match result {
+            Ok(()) => {}
+            Err(e @ crate::store::StoreError::LeaseLost(_)) => {
+                // Another instance took the connection over (this one could not renew in
+                // time): its cards are that instance's now, read afresh if this one gets
+                // the lease back.
+                tracing::warn!(connection = %con, error = %ErrorChain(&e), "delivery lease lost; leaving the connection's cards to its new holder");
+                ahead.clear();
+            }
+            Err(e) => {
+                tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot record a delivery outcome");
+            }
         }
     }
 
@@ -828,7 +864,13 @@ impl Deliverer {
     }
 
     fn retire(&self, con: &ConnectionId) {
-        self.workers.lock().expect("workers lock").remove(con);
+        let mut workers = self.workers.lock().expect("workers lock");
+        workers.remove(con);
+        // Another instance may take the connection at once (PostgreSQL). Let go while no new
+        // worker can start here, so that none starts on the lease being let go.
+        if let Err(e) = self.store.release(con) {
+            tracing::warn!(connection = %con, error = %ErrorChain(&e), "cannot let go of a delivery lease; it expires by itself");
+        }
     }
 
     /// One attempt at `rec`; `url` is `conn.url` parsed (`None` if it does not parse, which

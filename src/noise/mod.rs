@@ -161,7 +161,7 @@ impl<C: Clock + Clone> Noise<C> {
 
     /// Whether the rule's limit lets one more card through for `per`; if not, when it will.
     pub fn limit_allows(&self, rule: &Rule, limit: &Limit, per: &str) -> Result<(), u64> {
-        self.keyed_allows(&self.limiters, &rule.name, limit, per)
+        self.keyed_allows(&self.limiters, ("rule", &rule.name), limit, per)
     }
 
     /// Whether a connection's own `limit` lets one more card through; if not, when it will.
@@ -178,19 +178,41 @@ impl<C: Clock + Clone> Noise<C> {
             burst: count,
             per: None,
         };
-        self.keyed_allows(&self.connection_limits, conn.id.as_str(), &limit, "")
+        self.keyed_allows(
+            &self.connection_limits,
+            ("connection", conn.id.as_str()),
+            &limit,
+            "",
+        )
     }
 
     /// The one keyed limiter behind rule and connection limits: the limiter of `owner` (made
     /// afresh when its limit changed, as on a reload) lets one more card for `key` through, or
-    /// says when it will (Unix milliseconds).
+    /// says when it will (Unix milliseconds). `scope` names the kind of owner.
+    ///
+    /// A store that several instances share keeps the limit (its key names the limit, so a
+    /// changed limit starts afresh there too): 5/1m is 5 cards however the events are spread
+    /// over the instances.
     fn keyed_allows(
         &self,
         limiters: &Limiters<C>,
-        owner: &str,
+        (scope, owner): (&str, &str),
         limit: &Limit,
         key: &str,
     ) -> Result<(), u64> {
+        let interval = (limit.period / limit.count.max(1)).as_millis() as u64;
+        if let Some(shared) = self.shared_limit(
+            &format!(
+                "{scope}|{owner}|{}/{}ms/{}|{key}",
+                limit.count,
+                limit.period.as_millis(),
+                limit.burst
+            ),
+            interval,
+            limit.burst,
+        ) {
+            return shared;
+        }
         let limiter = {
             let mut all = limiters.lock().expect("limiters lock");
             let entry = all
@@ -209,8 +231,41 @@ impl<C: Clock + Clone> Noise<C> {
             })
     }
 
+    /// The store's shared limit for `key`, if the store keeps limits (PostgreSQL); `None`
+    /// also when it cannot answer now (logged), and the limiter in memory decides.
+    fn shared_limit(&self, key: &str, interval_ms: u64, burst: u32) -> Option<Result<(), u64>> {
+        match self
+            .store
+            .limit_take(key, self.now_ms(), interval_ms.max(1), burst)
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot read a shared rate limit; this instance's own decides");
+                None
+            }
+        }
+    }
+
     /// Whether a connection is under Teams' caps; if not, when it will be.
     pub fn cap_allows(&self, con: &ConnectionId) -> Result<(), u64> {
+        if !self.caps.is_empty() {
+            let mut shared = None;
+            for (n, secs) in CAPS {
+                let answer = self.shared_limit(
+                    &format!("cap|{n}/{secs}s|{con}"),
+                    secs * 1000 / u64::from(n),
+                    n,
+                );
+                match answer {
+                    Some(Err(at)) => return Err(at),
+                    Some(Ok(())) => shared = Some(()),
+                    None => break,
+                }
+            }
+            if shared.is_some() {
+                return Ok(());
+            }
+        }
         for cap in &self.caps {
             if let Err(not_until) = cap.check_key(&con.to_string()) {
                 return Err(

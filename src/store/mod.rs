@@ -88,6 +88,10 @@ pub enum StoreError {
     /// The database's schema is not this version's (see `cardwire migrate --check`).
     #[error("{0}")]
     Schema(String),
+    /// This instance no longer holds the connection's delivery lease (it expired and another
+    /// instance took it): the move was not made; the card is the other instance's now.
+    #[error("the delivery lease of connection {0} was lost to another instance")]
+    LeaseLost(String),
 }
 
 impl StoreError {
@@ -284,6 +288,24 @@ pub trait Durable {
     fn blocking(&self) -> bool {
         false
     }
+
+    /// Wake-ups from other instances sharing the store (PostgreSQL's `LISTEN` / `NOTIFY`):
+    /// cards queued for a connection this instance may deliver, connections changed. Taken
+    /// once; `None` for a store no other process shares (sled).
+    fn wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Wake>> {
+        None
+    }
+}
+
+/// What another instance (or a lost notification's backstop) tells this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// Cards were queued for the connection, or its lease was let go: its worker may start.
+    Cards(ConnectionId),
+    /// A connection was added, changed or removed: read them again.
+    Connections,
+    /// Notifications may have been missed (the listener reconnected): look at everything.
+    All,
 }
 
 /// What [`Durable::commit`] returns: a future that owns what it needs.

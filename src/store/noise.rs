@@ -85,6 +85,20 @@ pub trait NoiseState {
 
     /// Sets when a connection's next digest is due.
     fn set_digest_due(&self, con: &ConnectionId, ms: u64) -> Result<(), StoreError>;
+
+    /// A rate limit shared by every process using the store (GCRA: one card every
+    /// `interval_ms`, bursts of `burst`): `Ok(())` lets one more through for `key` at
+    /// `now_ms`, `Err(at)` says when the next will pass. `None`: the store is one process's
+    /// (sled), which keeps its limits in memory.
+    fn limit_take(
+        &self,
+        _key: &str,
+        _now_ms: u64,
+        _interval_ms: u64,
+        _burst: u32,
+    ) -> Result<Option<Result<(), u64>>, StoreError> {
+        Ok(None)
+    }
 }
 
 impl NoiseState for Store {

@@ -256,6 +256,25 @@ pub trait Outbox {
 
     /// The connections that have cards queued.
     fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError>;
+
+    /// Whether this process may deliver `con`'s cards now: it holds the connection's delivery
+    /// lease, or has just taken it. Only the holder reads a connection's cards and moves them
+    /// (delivered, retried, buried), so one instance at a time sends them, in order. A store
+    /// that one process owns (sled) always answers yes.
+    fn lease(&self, _con: &ConnectionId) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Lets go of `con`'s lease (its worker stops), so another instance may take it at once.
+    fn release(&self, _con: &ConnectionId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The connections with queued cards that this process may deliver (no other instance
+    /// holds their lease): what the polling backstop wakes.
+    fn deliverable_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
+        self.queued_connections()
+    }
 }
 
 impl Outbox for Store {

@@ -11,6 +11,7 @@ mod delivery;
 mod fallback;
 mod home;
 mod hooks;
+mod instances;
 mod layers;
 mod noise;
 mod oauth;

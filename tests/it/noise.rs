@@ -52,15 +52,7 @@ async fn repeats_are_dropped_and_bursts_folded_and_both_counted() {
     );
     assert_eq!(limit.received().len(), 2, "2 a minute: the rest folded");
     let rules = g.admin_get("/api/rules").await;
-    let stats = |name: &str| {
-        rules["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap()["stats"]
-            .clone()
-    };
+    let stats = |name: &str| rule_stats(&rules, name);
     assert_eq!(stats("deduped"), json!({"deduped": 4, "folded": 0}));
     assert_eq!(stats("limited"), json!({"deduped": 0, "folded": 3}));
     let metrics = g.get_text("/metrics").await;

@@ -1,5 +1,5 @@
 //! The gateway on PostgreSQL (`store: {postgres: ...}`): events in, cards out, state kept
-//! across a restart, one instance a database (for now), and a database that goes away:
+//! across a restart (several instances: `instances`), and a database that goes away:
 //! ingest answers 503 with Retry-After, never a 202 it cannot keep, and resumes by itself.
 
 use std::time::Duration;
@@ -17,6 +17,7 @@ fn pg_config(dir: &std::path::Path, url: &str) -> Config {
     config.store.postgres = Some(PostgresConfig {
         url: url.to_string(),
         pool: 4,
+        lease: cardwire::store::pg::LEASE,
     });
     config.connect.secrets_key = Some(KEY.into());
     config
@@ -73,25 +74,6 @@ async fn the_gateway_runs_on_postgres_and_keeps_its_state_across_a_restart() {
     // The data folder holds no sled store: state is in PostgreSQL only.
     assert!(!dir.path().join("sled").exists());
     g.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_second_instance_on_the_same_database_is_refused_until_the_first_stops() {
-    let pg = Postgres::start();
-    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = Gateway::start_with(pg_config(a_dir.path(), &pg.url())).await;
-    let config = pg_config(b_dir.path(), &pg.url());
-    let pipeline = cardwire::pipeline::Pipeline::load(&config).unwrap();
-    let refused = cardwire::app::Server::start(config.clone(), pipeline).await;
-    let why = format!("{:#}", refused.err().expect("a second instance started"));
-    assert!(
-        why.contains("another cardwire is using this PostgreSQL database"),
-        "{why}"
-    );
-    a.stop().await;
-    // Once the first has stopped, the lock is free.
-    let mut b = Gateway::start_with(config).await;
-    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,16 +182,19 @@ fn migrate_checks_and_upgrades_the_schema() {
     };
     let (code, out, err) = run(&["migrate", "--check"]);
     assert_eq!(code, Some(1), "{out}{err}");
-    assert!(out.contains("migration(s) to apply: 1 (state)"), "{out}");
+    assert!(
+        out.contains("2 migration(s) to apply: 1 (state), 2 (instances)"),
+        "{out}"
+    );
     let (code, out, err) = run(&["migrate", "--check"]);
     assert_eq!(code, Some(1), "--check changed nothing: {out}{err}");
     let (code, out, err) = run(&["migrate"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.starts_with("up to date (schema version 1)"), "{out}");
+    assert!(out.starts_with("up to date (schema version 2)"), "{out}");
     let (code, out, _) = run(&["migrate", "--check"]);
     assert_eq!(
         (code, out.trim()),
-        (Some(0), "up to date (schema version 1)")
+        (Some(0), "up to date (schema version 2)")
     );
 
     std::fs::write(&config, "listen: 127.0.0.1:0\n").unwrap();
@@ -238,4 +223,83 @@ async fn the_suite_keeps_state_where_the_run_says() {
         });
         assert_eq!(rows, 1);
     }
+}
+
+/// `cardwire migrate --from-sled DIR`: a single instance's data folder moves into PostgreSQL,
+/// and a gateway on the database sends the cards the folder had queued, to the connection it
+/// had.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_from_sled_moves_a_folder_and_its_cards_go_out() {
+    use cardwire::ids::{ConnectionId, EventId};
+    use cardwire::store::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let receiver = Receiver::start().await;
+    // A single instance on sled (its own secrets key, in the folder), with one connection.
+    let mut sled_config = test_config(&data);
+    sled_config.store.postgres = None;
+    sled_config.connect.secrets_key = None;
+    let mut g = Gateway::start_with(sled_config).await;
+    let con = g
+        .connect(&receiver.url("moved"), "teams", &["github"])
+        .await;
+    g.stop().await;
+    // A card still queued when it stopped.
+    {
+        let store = cardwire::store::Store::open(&data, None).unwrap();
+        store
+            .enqueue(&cardwire::store::OutboxRecord::new(
+                EventId::new(),
+                ConnectionId::parse(&con).unwrap(),
+                "moved",
+                cardwire::render::CardKind::Teams,
+                r#"{"@type":"MessageCard","@context":"https://schema.org/extensions","text":"queued before the move"}"#.into(),
+                cardwire::store::now_ms(),
+            ))
+            .unwrap();
+        store.flush().unwrap();
+    }
+
+    let pg = Postgres::start();
+    let url = pg.database("moved");
+    let config = dir.path().join("cardwire.yaml");
+    std::fs::write(
+        &config,
+        format!("connect: {{secrets_key: \"{KEY}\"}}\nstore:\n  postgres: {{url: \"{url}\"}}\n"),
+    )
+    .unwrap();
+    let migrate = |extra: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardwire"))
+            .arg("migrate")
+            .args(extra)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let from = [std::ffi::OsStr::new("--from-sled"), data.as_os_str()];
+    let (code, out) = migrate(&from);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("1 connections, 1 queued cards"),
+        "says what it moved: {out}"
+    );
+    let (code, out) = migrate(&from);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("already holds 1 connections"), "{out}");
+    let (code, out) = migrate(&[std::ffi::OsStr::new("--from-sled"), dir.path().as_os_str()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("is not a cardwire data folder"), "{out}");
+
+    let mut on_pg = Gateway::start_with(pg_config(&dir.path().join("pg"), &url)).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].path, "/moved");
+    assert_eq!(got[0].body["text"], "queued before the move");
+    on_pg.wait_settled().await;
+    on_pg.stop().await;
 }

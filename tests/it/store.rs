@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use cardwire::ids::{ConnectionId, DeliveryId, EventId};
 use cardwire::render::CardKind;
-use cardwire::store::pg::{migrations, PgSettings, PgStore};
+use cardwire::store::pg::{migrations, PgSettings, PgStore, LEASE};
 use cardwire::store::prelude::*;
 use cardwire::store::recent::{RecentEvent, RecentPayload};
 use cardwire::store::{
-    now_ms, Bucket, Clock, Connection, DeadLetter, FlowState, Item, OutboxRecord, Store, StoreError,
+    now_ms, Bucket, Clock, Connection, DeadLetter, FlowState, Item, OutboxRecord, Store,
+    StoreError, Wake,
 };
 
 use crate::pg::Postgres;
@@ -39,10 +40,15 @@ fn backends() -> Vec<(&'static str, SharedStore, Holder)> {
 }
 
 fn pg_store(url: &str) -> Arc<PgStore> {
+    pg_store_with(url, LEASE)
+}
+
+fn pg_store_with(url: &str, lease: Duration) -> Arc<PgStore> {
     PgStore::open(
         &PgSettings {
             url: url.to_string(),
             pool: 4,
+            lease,
         },
         KEY,
         Clock::System,
@@ -518,7 +524,16 @@ fn migrations_run_once_under_a_lock_and_a_newer_schema_is_refused() {
         .map(|_| {
             let url = url.clone();
             std::thread::spawn(move || {
-                PgStore::open(&PgSettings { url, pool: 2 }, KEY, Clock::System).map(drop)
+                PgStore::open(
+                    &PgSettings {
+                        url,
+                        pool: 2,
+                        lease: LEASE,
+                    },
+                    KEY,
+                    Clock::System,
+                )
+                .map(drop)
             })
         })
         .collect();
@@ -543,7 +558,15 @@ fn migrations_run_once_under_a_lock_and_a_newer_schema_is_refused() {
             &[],
         )
         .unwrap();
-    let refused = PgStore::open(&PgSettings { url, pool: 1 }, KEY, Clock::System);
+    let refused = PgStore::open(
+        &PgSettings {
+            url,
+            pool: 1,
+            lease: LEASE,
+        },
+        KEY,
+        Clock::System,
+    );
     match refused {
         Err(StoreError::Schema(why)) => assert!(why.contains("newer"), "{why}"),
         other => panic!("a newer schema was used: {:?}", other.map(|_| ())),
@@ -617,4 +640,322 @@ fn a_database_that_restarts_is_used_again() {
         bodies(&store.next_batch(&con, 5).unwrap()),
         ["{\"n\":1}", "{\"n\":3}"]
     );
+}
+
+/// Waits (at most 10 s) for a wake-up that `want` accepts, skipping others.
+async fn wake_until(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Wake>,
+    want: impl Fn(&Wake) -> bool,
+) -> Wake {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(w)) if want(&w) => return w,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the wake-ups ended"),
+            Err(_) => panic!("no such wake-up within 10 s"),
+        }
+    }
+}
+
+/// Polls `f` until it is true (at most 10 s): for what another instance's clock decides.
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One instance at a time delivers a connection's cards: the first takes its lease, the
+/// second is refused while it is held, told when it is let go, and takes it then.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_is_delivered_by_one_instance_at_a_time() {
+    let pg = Postgres::start();
+    let (a, b) = (pg_store(&pg.url()), pg_store(&pg.url()));
+    let mut b_wakes = b.wakeups().expect("PostgreSQL wakes other instances");
+    wake_until(&mut b_wakes, |w| *w == Wake::All).await;
+    let (con, other) = (ConnectionId::new(), ConnectionId::new());
+    a.enqueue(&card(&con, 1)).unwrap();
+    b.enqueue(&card(&other, 1)).unwrap();
+
+    assert!(a.lease(&con).unwrap(), "a free lease is taken");
+    assert!(a.lease(&con).unwrap(), "and kept");
+    assert!(!b.lease(&con).unwrap(), "held by a");
+    assert!(b.lease(&other).unwrap(), "another connection is free");
+    assert_eq!(
+        b.deliverable_connections().unwrap(),
+        vec![other.clone()],
+        "b's backstop leaves a's connection alone"
+    );
+    let mut both = vec![con.clone(), other.clone()];
+    both.sort();
+    assert_eq!(a.queued_connections().unwrap(), both);
+
+    // Cards queued by b for a connection a holds: a is told.
+    let mut a_wakes = a.wakeups().unwrap();
+    b.enqueue(&card(&con, 2)).unwrap();
+    wake_until(&mut a_wakes, |w| *w == Wake::Cards(con.clone())).await;
+
+    // a lets go: b is told, and takes it.
+    a.release(&con).unwrap();
+    wake_until(&mut b_wakes, |w| *w == Wake::Cards(con.clone())).await;
+    assert!(b.lease(&con).unwrap(), "free once let go");
+    assert!(!a.lease(&con).unwrap(), "now b's");
+
+    // A change to a connection tells every instance to read them again.
+    a.put_connection(&connection("shared")).unwrap();
+    wake_until(&mut b_wakes, |w| *w == Wake::Connections).await;
+}
+
+/// A lease that expired (its instance could not renew it in time) and was taken by another
+/// instance completes nothing: the late worker's moves are refused and the card stays queued
+/// for the new holder, who sends it (at least once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_worker_cannot_complete_a_card_that_another_took() {
+    let pg = Postgres::start();
+    let (a, b) = (
+        pg_store_with(&pg.url(), Duration::from_secs(1)),
+        pg_store_with(&pg.url(), Duration::from_secs(1)),
+    );
+    let con = ConnectionId::new();
+    a.enqueue(&card(&con, 1)).unwrap();
+    a.enqueue(&card(&con, 2)).unwrap();
+    assert!(a.lease(&con).unwrap());
+    let batch = a.next_batch(&con, 10).unwrap();
+    assert_eq!(batch.len(), 2);
+
+    // a's renewals stop reaching the database (as if cut off): its lease runs out, b takes
+    // the connection over.
+    let url = pg.url();
+    crate::pg::outside(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.execute("UPDATE leases SET expires_ms = 0", &[]).unwrap();
+    });
+    assert!(b.lease(&con).unwrap(), "an expired lease is taken over");
+
+    let (key, mut rec) = batch[0].clone();
+    rec.attempts = 1;
+    match a.update(&key, &rec) {
+        Err(StoreError::LeaseLost(c)) => assert_eq!(c, con.as_str()),
+        other => panic!("a late retry was recorded: {other:?}"),
+    }
+    let (key2, rec2) = batch[1].clone();
+    let letter = DeadLetter {
+        record: rec2.clone(),
+        reason: "late".into(),
+        dead_ms: now_ms(),
+    };
+    assert!(matches!(
+        a.bury(&key2, &letter),
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        a.bury_all(&con, "late"),
+        Err(StoreError::LeaseLost(_))
+    ));
+    // A delivery sent late is not recorded: the card stays the new holder's.
+    a.deliver(&batch[0].0, &batch[0].1).unwrap();
+    a.flush().unwrap();
+    let left = b.next_batch(&con, 10).unwrap();
+    assert_eq!(bodies(&left), ["{\"n\":1}", "{\"n\":2}"], "nothing moved");
+    assert_eq!(left[0].1.attempts, 0, "the late attempt is not on the card");
+    assert!(b.dead_letters().unwrap().is_empty());
+    assert!(!a.lease(&con).unwrap(), "a knows it lost the lease");
+
+    // The holder's moves go through.
+    b.deliver(&left[0].0, &left[0].1).unwrap();
+    b.flush().unwrap();
+    assert_eq!(b.delivered().unwrap().len(), 1);
+    assert_eq!(bodies(&b.next_batch(&con, 10).unwrap()), ["{\"n\":2}"]);
+}
+
+/// An instance that dies lets go of nothing: its leases expire after their term and another
+/// instance takes them; one that stops cleanly lets go at once. A renewal that finds a lease
+/// gone marks it lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leases_of_an_instance_that_dies_expire_and_are_taken() {
+    let pg = Postgres::start();
+    let term = Duration::from_secs(2);
+    let (a, b) = (
+        pg_store_with(&pg.url(), term),
+        pg_store_with(&pg.url(), term),
+    );
+    let con = ConnectionId::new();
+    a.enqueue(&card(&con, 1)).unwrap();
+    assert!(a.lease(&con).unwrap());
+    // Renewed while a lives: still a's after several terms.
+    std::thread::sleep(term * 3);
+    assert!(!b.lease(&con).unwrap(), "renewed by a");
+    assert!(a.lease(&con).unwrap());
+
+    // a dies (dropped without its clean stop): nobody renews its lease.
+    drop(a);
+    assert!(!b.lease(&con).unwrap(), "a's term is not over yet");
+    assert!(b.deliverable_connections().unwrap().is_empty());
+    until("b takes a's connection", || b.lease(&con).unwrap());
+    assert_eq!(b.deliverable_connections().unwrap(), vec![con.clone()]);
+
+    // b is cut off long enough for c to take over: b's renewal finds it gone.
+    let c = pg_store_with(&pg.url(), term);
+    let url = pg.url();
+    crate::pg::outside(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        db.execute("UPDATE leases SET expires_ms = 0", &[]).unwrap();
+    });
+    assert!(c.lease(&con).unwrap());
+    until("b's renewal notices", || !b.lease(&con).unwrap());
+
+    // c stops cleanly: its leases are free at once, and b is told (not left waiting for a
+    // term that c's row no longer has).
+    c.flush().unwrap();
+    until("b is told that c let go", || b.lease(&con).unwrap());
+}
+
+/// Rate limits in the database are one limit for every instance (GCRA: a burst, then one an
+/// interval); sled keeps them in memory and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_are_shared_by_instances() {
+    let pg = Postgres::start();
+    let (a, b) = (pg_store(&pg.url()), pg_store(&pg.url()));
+    let now = 1_000_000;
+    // 5 a minute: one every 12 s, bursts of 5, spread over two instances.
+    for (n, store) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        assert_eq!(
+            store
+                .limit_take("rule|r|5/60000ms/5|", now, 12_000, 5)
+                .unwrap(),
+            Some(Ok(())),
+            "card {n}"
+        );
+    }
+    let refused = b.limit_take("rule|r|5/60000ms/5|", now, 12_000, 5).unwrap();
+    assert_eq!(
+        refused,
+        Some(Err(now + 12_000)),
+        "the sixth waits an interval"
+    );
+    assert_eq!(
+        a.limit_take("rule|r|5/60000ms/5|", now + 12_000, 12_000, 5)
+            .unwrap(),
+        Some(Ok(())),
+        "one more after an interval"
+    );
+    assert_eq!(
+        a.limit_take("rule|other|5/60000ms/5|", now, 12_000, 5)
+            .unwrap(),
+        Some(Ok(())),
+        "keys are apart"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sled = Store::open(dir.path(), Some(KEY)).unwrap();
+    assert_eq!(sled.limit_take("k", now, 12_000, 5).unwrap(), None);
+}
+
+/// `cardwire migrate --from-sled`: everything a sled folder holds arrives in PostgreSQL (URLs
+/// sealed again with the shared key, queues in order), the folder is left whole, and a
+/// database that holds state already is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sled_folder_is_imported_whole_and_left_whole() {
+    use cardwire::store::pg::import::import;
+    let dir = tempfile::tempdir().unwrap();
+    // The folder's own key (made by sled), not the shared one.
+    let sled = Store::open(dir.path(), None).unwrap();
+    let c = connection("moved");
+    sled.put_connection(&c).unwrap();
+    sled.set_last_delivery(&c.id, 1_234).unwrap();
+    for n in 1..=3 {
+        sled.enqueue(&card(&c.id, n)).unwrap();
+    }
+    let dead = DeadLetter {
+        record: card(&c.id, 9),
+        reason: "gone".into(),
+        dead_ms: 5,
+    };
+    sled.put_dead(&dead).unwrap();
+    let done = card(&c.id, 7);
+    let key = sled.enqueue(&done).unwrap();
+    sled.deliver(&key, &done).unwrap();
+    let event = EventId::new();
+    assert_eq!(sled.claim_delivery("gh-1", &event).unwrap(), None);
+    assert!(sled
+        .dedup_claim("rule|k", now_ms(), now_ms() + 600_000)
+        .unwrap());
+    let bucket = Bucket {
+        id: "limit|r||x".into(),
+        rule: "r".into(),
+        per: String::new(),
+        connection: c.id.clone(),
+        kind: CardKind::Teams,
+        due_ms: 42,
+        first_ms: 1,
+        reason: "limit".into(),
+    };
+    let item = Item {
+        rule: "r".into(),
+        event: "push".into(),
+        repository: "o/r".into(),
+        title: "folded".into(),
+        headline: String::new(),
+        url: "https://example.com/1".into(),
+        at_ms: 1,
+    };
+    sled.put_fold(&bucket, &item).unwrap();
+    sled.put_digest_item(&c.id, &item).unwrap();
+    sled.set_digest_due(&c.id, 77).unwrap();
+
+    let pg = Postgres::start();
+    let to = pg_store(&pg.url());
+    let sled2 = sled.clone();
+    let to2 = to.clone();
+    let imported = tokio::task::spawn_blocking(move || import(&sled2, &to2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        imported.to_string(),
+        "1 connections, 3 queued cards, 1 dead letters, 1 delivered records, 1 delivery ids, 1 dedup keys, 1 folded cards, 1 digest items"
+    );
+    let moved = to.connections().unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(
+        moved[0].url, c.url,
+        "opened with the folder's key, sealed with the shared one"
+    );
+    assert_eq!(to.last_deliveries().unwrap(), vec![(c.id.clone(), 1_234)]);
+    assert_eq!(
+        bodies(&to.next_batch(&c.id, 10).unwrap()),
+        ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]
+    );
+    assert_eq!(to.dead_letters().unwrap()[0].reason, "gone");
+    assert_eq!(to.delivered().unwrap().len(), 1);
+    assert_eq!(
+        to.claim_delivery("gh-1", &EventId::new()).unwrap(),
+        Some(event),
+        "a redelivery after the move is still a repeat"
+    );
+    assert!(!to.dedup_claim("rule|k", now_ms(), now_ms() + 1).unwrap());
+    assert_eq!(to.fold_buckets_due(42).unwrap(), vec![bucket.clone()]);
+    assert_eq!(to.take_folds(&bucket.id).unwrap(), vec![item.clone()]);
+    assert_eq!(to.take_digest_items(&c.id).unwrap(), vec![item.clone()]);
+    assert_eq!(to.digest_due(&c.id).unwrap(), Some(77));
+    let counts = to.counts();
+    assert_eq!((counts.queued, counts.dead, counts.delivered), (3, 1, 1));
+
+    // The folder is whole: what was folded is still there.
+    assert_eq!(sled.fold_buckets().unwrap().len(), 1);
+    assert_eq!(sled.queued_records().unwrap().len(), 3);
+    // A second import would mix two states: refused.
+    let again = tokio::task::spawn_blocking(move || import(&sled, &to))
+        .await
+        .unwrap();
+    match again {
+        Err(StoreError::Config(why)) => {
+            assert!(why.contains("already holds 1 connections"), "{why}")
+        }
+        other => panic!("imported twice: {other:?}"),
+    }
 }

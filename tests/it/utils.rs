@@ -68,6 +68,7 @@ delivery:
         config.store.postgres = Some(cardwire::config::PostgresConfig {
             url: crate::pg::SharedPg::get().database(),
             pool: 4,
+            lease: cardwire::store::pg::LEASE,
         });
         config.connect.secrets_key = Some(PG_SECRETS_KEY.into());
     }
@@ -230,6 +231,17 @@ impl Gateway {
         let v: Value = res.json().await.unwrap();
         v["id"].as_str().unwrap().to_string()
     }
+}
+
+/// A rule's noise counters in an answer of `GET /api/rules`.
+pub fn rule_stats(rules: &Value, name: &str) -> Value {
+    rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no rule {name}: {rules}"))["stats"]
+        .clone()
 }
 
 /// GETs a page with a client of the test's own (cookies, redirects as it is set up); the body.

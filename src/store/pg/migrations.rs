@@ -8,8 +8,14 @@
 
 /// Every migration, oldest first: (version, name, SQL). A migration, once released, never
 /// changes: a change is a new one.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "state", include_str!("migrations/0001_state.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "state", include_str!("migrations/0001_state.sql")),
+    (
+        2,
+        "instances",
+        include_str!("migrations/0002_instances.sql"),
+    ),
+];
 
 /// The advisory lock's key: "cardwire" in ASCII.
 const LOCK: i64 = 0x6361_7264_7769_7265;

@@ -6,12 +6,16 @@
 //! committed when it returns (so [`super::Durable::commit`] has nothing left to wait for); an
 //! event's cards and its upstream delivery-id claim commit in one transaction
 //! ([`super::Outbox::enqueue_event`]); the schema is created and upgraded by the versioned
-//! migrations in [`migrations`], run at open under an advisory lock.
+//! migrations in [`migrations`], run at open under an advisory lock; several instances share
+//! one database: a connection's cards are moved only under its delivery lease ([`leases`]),
+//! and instances wake each other through `LISTEN` / `NOTIFY`.
 //!
 //! The store's traits are synchronous (sled's calls are short and in process). PostgreSQL's
 //! client runs on threads of its own ([`pool::Pool`]): a call hands its work to one of them
 //! and waits for the answer, so that no runtime's thread ever drives the client's own.
 
+pub mod import;
+pub mod leases;
 pub mod migrations;
 pub mod pool;
 mod records;
@@ -30,7 +34,13 @@ pub struct PgSettings {
     pub url: String,
     /// Connections to the server (each on a thread of its own).
     pub pool: usize,
+    /// A delivery lease's term (see [`leases`]): how long the cards of an instance that died
+    /// wait before another takes them. Renewed every third of it.
+    pub lease: std::time::Duration,
 }
+
+/// The default lease term.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The PostgreSQL-backed store.
 pub struct PgStore {
@@ -53,6 +63,18 @@ pub struct PgStore {
     )>,
     /// Cards delivered and not yet recorded as such (see [`super::Outbox::deliver`]).
     done: Mutex<Vec<Done>>,
+    /// This process, as a lease holder: made at open, so a restarted instance is a new one.
+    instance: String,
+    /// The lease term.
+    term: std::time::Duration,
+    /// The leases held, and where others hold them.
+    leases: Arc<Mutex<leases::Leases>>,
+    /// Wake-ups from other instances, until the gateway takes them.
+    wakeups: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<super::Wake>>>,
+    /// Stops the listener and the renewals when the store goes (the channel closes).
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// The listener's thread, joined at drop so that its session ends with the store.
+    listener: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A delivered card waiting to be recorded.
@@ -62,6 +84,8 @@ struct Done {
     connection: String,
     at: i64,
     record: String,
+    /// The lease it was sent under (checked when it is recorded).
+    lease: Option<i64>,
 }
 
 /// Delivered cards recorded at the latest once this many wait.
@@ -80,6 +104,16 @@ impl PgStore {
         if !found.unknown.is_empty() {
             return Err(StoreError::Schema(found.describe()));
         }
+        let (wakes, wakeups) = tokio::sync::mpsc::unbounded_channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let leases = Arc::new(Mutex::new(leases::Leases::default()));
+        let listener = {
+            let (url, leases) = (settings.url.clone(), leases.clone());
+            std::thread::Builder::new()
+                .name("cardwire-pg-listen".into())
+                .spawn(move || leases::listen(&url, leases, wakes, stopped))
+                .map_err(|e| StoreError::Config(format!("cannot start a thread: {e}")))?
+        };
         let store = Arc::new(Self {
             pool,
             cipher,
@@ -88,9 +122,185 @@ impl PgStore {
             staging: Mutex::default(),
             recent: Mutex::new((std::time::Instant::now(), Default::default())),
             done: Mutex::default(),
+            instance: format!("{}", ulid::Ulid::new()),
+            term: settings.lease.max(std::time::Duration::from_millis(300)),
+            leases,
+            wakeups: Mutex::new(Some(wakeups)),
+            stop: Mutex::new(Some(stop)),
+            listener: Mutex::new(Some(listener)),
         });
+        // The renewals hold the store weakly: they end with it.
+        let weak = Arc::downgrade(&store);
+        let every = store.term / 3;
+        std::thread::Builder::new()
+            .name("cardwire-pg-lease".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    let Some(store) = weak.upgrade() else { return };
+                    if let Err(e) = store.renew() {
+                        tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot renew delivery leases; this instance stops sending until it can");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Config(format!("cannot start a thread: {e}")))?;
         store.refresh_counts()?;
         Ok(store)
+    }
+
+    /// This instance's name as a lease holder.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Renews every lease held, in one statement, and notes those found lost.
+    fn renew(&self) -> Result<(), StoreError> {
+        let before: Vec<(String, i64)> = {
+            let l = self.leases.lock().expect("leases lock");
+            l.held.iter().map(|(c, h)| (c.clone(), h.lease)).collect()
+        };
+        if before.is_empty() {
+            return Ok(());
+        }
+        let asked = std::time::Instant::now();
+        let (me, term) = (self.instance.clone(), ms(self.term.as_millis() as u64));
+        let renewed: Vec<(String, i64)> = self.pool.run(move |db| {
+            Ok(db
+                .query(
+                    "UPDATE leases SET expires_ms = cardwire_now_ms() + $2 WHERE holder = $1
+                     RETURNING connection, lease",
+                    &[&me, &term],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })?;
+        self.leases
+            .lock()
+            .expect("leases lock")
+            .renewed(&before, &renewed, asked);
+        Ok(())
+    }
+
+    /// Takes `con`'s lease if no other instance holds it (or its holder's term is over).
+    fn take_lease(&self, con: &str) -> Result<bool, StoreError> {
+        let now = std::time::Instant::now();
+        if let Some(known) = self
+            .leases
+            .lock()
+            .expect("leases lock")
+            .known(con, now, self.term)
+        {
+            return Ok(known);
+        }
+        let lease: i64 = rand::random::<i64>() & i64::MAX;
+        let (con_owned, me, term) = (
+            con.to_string(),
+            self.instance.clone(),
+            ms(self.term.as_millis() as u64),
+        );
+        let result = self.pool.run(move |db| {
+            let con = con_owned;
+            // A connection nobody held yet.
+            if db
+                .query_opt(
+                    "INSERT INTO leases (connection, holder, lease, expires_ms)
+                     VALUES ($1, $2, $3, cardwire_now_ms() + $4)
+                     ON CONFLICT (connection) DO NOTHING RETURNING lease",
+                    &[&con, &me, &lease, &term],
+                )?
+                .is_some()
+            {
+                return Ok(Ok(lease));
+            }
+            // One whose holder's term is over (or this instance's, lost track of): of
+            // instances taking it over together, one locks the row, the others skip it.
+            if db
+                .query_opt(
+                    "WITH cur AS (
+                         SELECT connection FROM leases
+                         WHERE connection = $1
+                             AND (expires_ms < cardwire_now_ms() OR holder = $2)
+                         FOR UPDATE SKIP LOCKED)
+                     UPDATE leases l SET holder = $2, lease = $3,
+                         expires_ms = cardwire_now_ms() + $4
+                     FROM cur WHERE l.connection = cur.connection
+                     RETURNING l.lease",
+                    &[&con, &me, &lease, &term],
+                )?
+                .is_some()
+            {
+                return Ok(Ok(lease));
+            }
+            let remaining: i64 = db
+                .query_opt(
+                    "SELECT greatest(expires_ms - cardwire_now_ms(), 0) FROM leases
+                     WHERE connection = $1",
+                    &[&con],
+                )?
+                .map_or(0, |r| r.get(0));
+            Ok(Err(std::time::Duration::from_millis(unms(remaining))))
+        })?;
+        Ok(self
+            .leases
+            .lock()
+            .expect("leases lock")
+            .taken(con, now, result))
+    }
+
+    /// Lets go of `con`'s lease, telling the others (after recording what was delivered
+    /// under it).
+    fn let_go(&self, con: &str) -> Result<(), StoreError> {
+        let Some(held) = self.leases.lock().expect("leases lock").held.remove(con) else {
+            return Ok(());
+        };
+        self.record_done()?;
+        let con = con.to_string();
+        self.pool.run(move |db| {
+            db.query(
+                "WITH gone AS (DELETE FROM leases WHERE connection = $1 AND lease = $2
+                               RETURNING connection)
+                 SELECT pg_notify('cardwire', 'o ' || connection) FROM gone",
+                &[&con, &held.lease],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Lets go of every lease this instance holds (at a clean stop), telling the others.
+    fn let_go_all(&self) -> Result<(), StoreError> {
+        self.leases.lock().expect("leases lock").held.clear();
+        let me = self.instance.clone();
+        self.pool.run(move |db| {
+            db.query(
+                "WITH gone AS (DELETE FROM leases WHERE holder = $1 RETURNING connection)
+                 SELECT pg_notify('cardwire', 'o ' || connection) FROM gone",
+                &[&me],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The lease to check a move of `con`'s card against.
+    fn lease_of(&self, con: &str) -> Option<i64> {
+        self.leases.lock().expect("leases lock").of(con)
+    }
+
+    /// Notes that `con`'s lease was found lost by a move.
+    fn lost(&self, con: &str) -> StoreError {
+        if let Some(h) = self.leases.lock().expect("leases lock").held.get_mut(con) {
+            h.valid = false;
+        }
+        StoreError::LeaseLost(con.to_string())
+    }
+
+    /// Of the connections `cons` got cards, those whose worker may be another instance's:
+    /// the ones to notify.
+    fn to_tell(&self, cons: &[String]) -> Vec<String> {
+        self.leases
+            .lock()
+            .expect("leases lock")
+            .to_tell(cons, std::time::Instant::now(), self.term)
     }
 
     /// The pool, for tests and `migrate`.
@@ -130,23 +340,39 @@ impl PgStore {
         if done.is_empty() {
             return Ok(());
         }
-        let (mut seqs, mut ids, mut cons, mut ats, mut records) =
-            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut seqs, mut ids, mut cons, mut ats, mut records, mut leases) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for d in done {
             seqs.push(d.seq);
             ids.push(d.id);
             cons.push(d.connection);
             ats.push(d.at);
             records.push(d.record);
+            leases.push(d.lease);
         }
+        // Only cards whose lease still holds are recorded (the lease rows locked meanwhile):
+        // one sent under a lease that expired is the new holder's, queued still, and is sent
+        // again (at least once, same Idempotency-Key).
         self.pool.run(move |db| {
             db.execute(
-                "WITH gone AS (DELETE FROM outbox WHERE seq = ANY($1))
+                "WITH d AS (
+                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[],
+                                          $5::text[], $6::bigint[])
+                         AS t(seq, id, connection, at, record, lease)),
+                 held AS (
+                     SELECT l.connection, l.lease FROM leases l
+                     JOIN (SELECT DISTINCT connection, lease FROM d) x
+                         ON l.connection = x.connection AND l.lease = x.lease
+                     FOR SHARE OF l),
+                 ok AS (
+                     SELECT d.* FROM d WHERE d.lease IS NULL
+                         OR (d.connection, d.lease) IN (SELECT connection, lease FROM held)),
+                 gone AS (DELETE FROM outbox WHERE seq IN (SELECT seq FROM ok))
                  INSERT INTO delivered (id, connection, delivered_ms, record)
-                 SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[])
+                 SELECT id, connection, at, record FROM ok
                  ON CONFLICT (id) DO UPDATE SET delivered_ms = EXCLUDED.delivered_ms,
                      record = EXCLUDED.record",
-                &[&seqs, &ids, &cons, &ats, &records],
+                &[&seqs, &ids, &cons, &ats, &records, &leases],
             )
             .map(drop)
         })
@@ -168,62 +394,11 @@ fn unms(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// The advisory lock an instance holds while it uses the database: "cardwire1".
-const INSTANCE_LOCK: i64 = 0x6361_7264_7769_7231;
-
-/// One gateway a database, for now (the gateway takes it at start; the store itself works for
-/// several): each delivers the cards of every connection it sees, so two on one database would
-/// send every card twice. The lock is a session-level advisory lock,
-/// held by a connection on a thread of its own until the store is dropped (or the process
-/// dies: PostgreSQL releases it with the session).
-pub struct InstanceLock {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl InstanceLock {
-    /// Takes the lock, or says that another instance holds it.
-    pub fn take(url: &str) -> Result<Self, StoreError> {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let (taken, answer) = std::sync::mpsc::sync_channel::<Result<(), StoreError>>(1);
-        let url = url.to_string();
-        let thread = std::thread::Builder::new()
-            .name("cardwire-pg-lock".into())
-            .spawn(move || {
-                let mut client = match postgres::Client::connect(&url, postgres::NoTls) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = taken.send(Err(StoreError::unavailable(e)));
-                        return;
-                    }
-                };
-                let got = client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])
-                    .map(|r| r.get::<_, bool>(0));
-                let _ = taken.send(match got {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(StoreError::Config(
-                        "another cardwire is using this PostgreSQL database; several instances on one database are not supported yet (each would deliver every card)".into(),
-                    )),
-                    Err(e) => Err(StoreError::from(e)),
-                });
-                // Held until the store goes (the channel closes) or the session ends.
-                let _ = stopped.recv();
-            })
-            .map_err(|e| StoreError::Config(format!("cannot start a thread: {e}")))?;
-        let lock = Self {
-            stop: Some(stop),
-            thread: Some(thread),
-        };
-        answer.recv().map_err(|_| StoreError::Closed)??;
-        Ok(lock)
-    }
-}
-
-impl Drop for InstanceLock {
+impl Drop for PgStore {
     fn drop(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
+        // The listener's session ends with the store (a test may drop the database next).
+        self.stop.lock().expect("stop lock").take();
+        if let Some(t) = self.listener.lock().expect("listener lock").take() {
             let _ = t.join();
         }
     }

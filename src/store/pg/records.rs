@@ -73,9 +73,11 @@ impl ConnectionRecords for PgStore {
     fn put_connection(&self, c: &Connection) -> Result<(), StoreError> {
         let (id, record) = (c.id.as_str().to_string(), json(&c.sealed(&self.cipher))?);
         self.pool.run(move |db| {
-            db.execute(
-                "INSERT INTO connections (id, record) VALUES ($1, $2)
-                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+            // Other instances read their connections again when told.
+            db.query(
+                "WITH up AS (INSERT INTO connections (id, record) VALUES ($1, $2)
+                             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record)
+                 SELECT pg_notify('cardwire', 'c')",
                 &[&id, &record],
             )
             .map(drop)
@@ -128,6 +130,7 @@ impl ConnectionRecords for PgStore {
                 let existed = tx.execute("DELETE FROM connections WHERE id = $1", &[&id])? > 0;
                 tx.execute("DELETE FROM last_delivery WHERE connection = $1", &[&id])?;
                 let dropped = tx.execute("DELETE FROM outbox WHERE connection = $1", &[&id])?;
+                tx.execute("SELECT pg_notify('cardwire', 'c')", &[])?;
                 tx.commit()?;
                 Ok((existed, dropped as usize))
             })
@@ -232,8 +235,10 @@ impl SeenIds for PgStore {
     fn prune_seen(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
         let cutoff = ms(self.clock.now_ms().saturating_sub(keep.as_millis() as u64));
         self.pool.run(move |db| {
-            db.execute("DELETE FROM seen WHERE claimed_ms < $1", &[&cutoff])
-                .map(|n| n as usize)
+            let n = db.execute("DELETE FROM seen WHERE claimed_ms < $1", &[&cutoff])?;
+            // A limit whose arrival time has passed is as good as none.
+            db.execute("DELETE FROM limits WHERE tat_ms < cardwire_now_ms()", &[])?;
+            Ok(n as usize)
         })
     }
 }
@@ -370,7 +375,12 @@ impl PgStore {
 impl Outbox for PgStore {
     fn enqueue(&self, rec: &OutboxRecord) -> Result<OutboxKey, StoreError> {
         let row = Row::of(rec)?;
-        let seq = self.pool.run(move |db| row.insert(db))?;
+        let tell = self.to_tell(std::slice::from_ref(&row.connection));
+        let seq = self.pool.run(move |db| {
+            let seq = row.insert(db)?;
+            notify(db, &tell)?;
+            Ok(seq)
+        })?;
         self.count(|c| c.queued += 1);
         Ok(key(rec.connection.as_str(), seq))
     }
@@ -387,6 +397,10 @@ impl Outbox for PgStore {
         }
         let owned_claim =
             claim.map(|(k, e)| (k.to_string(), e.as_str().to_string(), ms(event_ms(e))));
+        // Connections whose worker may be another instance's are told (in the same statement,
+        // sent at its commit); those this instance holds are woken here by the caller.
+        let targets: Vec<String> = rows.iter().map(|r| r.connection.clone()).collect();
+        let tell = self.to_tell(&targets);
         // One statement, so one round trip and one implicit transaction: the claim, and the
         // cards only if the claim was made.
         let result = self.pool.run(move |db| {
@@ -399,6 +413,7 @@ impl Outbox for PgStore {
             }
             let Some((key, event, at)) = owned_claim else {
                 db.execute(INSERT_CARDS, &[&cons, &ids, &retrying, &records])?;
+                notify(db, &tell)?;
                 return Ok(None);
             };
             let row = db.query_one(
@@ -413,8 +428,10 @@ impl Outbox for PgStore {
                      WHERE EXISTS (SELECT 1 FROM claim)
                      ORDER BY n
                      RETURNING seq)
-                 SELECT EXISTS (SELECT 1 FROM claim), (SELECT event FROM seen WHERE key = $1)",
-                &[&key, &event, &at, &cons, &ids, &retrying, &records],
+                 SELECT EXISTS (SELECT 1 FROM claim), (SELECT event FROM seen WHERE key = $1),
+                     (SELECT count(pg_notify('cardwire', 'o ' || t)) FROM unnest($8::text[]) t
+                      WHERE EXISTS (SELECT 1 FROM claim))",
+                &[&key, &event, &at, &cons, &ids, &retrying, &records, &tell],
             )?;
             if row.get::<_, bool>(0) {
                 return Ok(None);
@@ -453,13 +470,24 @@ impl Outbox for PgStore {
 
     fn update(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
         let (s, row) = (seq(key), Row::of(rec)?);
-        self.pool.run(move |db| {
-            db.execute(
-                "UPDATE outbox SET record = $2, retrying = $3 WHERE seq = $1",
-                &[&s, &row.record, &row.retrying],
-            )
-            .map(drop)
+        let lease = self.lease_of(&row.connection);
+        let con = row.connection.clone();
+        let held: bool = self.pool.run(move |db| {
+            Ok(db
+                .query_one(
+                    "WITH l AS (SELECT 1 FROM leases WHERE connection = $4 AND lease = $5
+                                FOR SHARE),
+                     u AS (UPDATE outbox SET record = $2, retrying = $3
+                           WHERE seq = $1 AND ($5::bigint IS NULL OR EXISTS (SELECT 1 FROM l))
+                           RETURNING 1)
+                     SELECT $5::bigint IS NULL OR EXISTS (SELECT 1 FROM l)",
+                    &[&s, &row.record, &row.retrying, &row.connection, &lease],
+                )?
+                .get(0))
         })?;
+        if !held {
+            return Err(self.lost(&con));
+        }
         if rec.attempts == 1 {
             self.count(|c| c.retrying += 1);
         }
@@ -482,6 +510,7 @@ impl Outbox for PgStore {
             connection: rec.connection.as_str().to_string(),
             at: ms(at),
             record: json(&delivered_record(rec, at))?,
+            lease: self.lease_of(rec.connection.as_str()),
         };
         // Recorded with the next read of the outbox (which a worker makes before its next
         // cards), any lookup, or a stop: one statement for a worker's whole batch.
@@ -520,9 +549,15 @@ impl Outbox for PgStore {
     fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
         self.record_done()?;
         let con = con.as_str().to_string();
+        let lease = self.lease_of(&con);
         let (reason, now) = (reason.to_string(), self.clock.now_ms());
+        let con_owned = con.clone();
         let n = self.pool.run(move |db| {
+            let con = con_owned;
             let mut tx = db.transaction()?;
+            if !holds(&mut tx, &con, lease)? {
+                return Ok(None);
+            }
             let rows = tx.query(
                 "DELETE FROM outbox WHERE connection = $1 RETURNING seq, id, record",
                 &[&con],
@@ -547,8 +582,11 @@ impl Outbox for PgStore {
                 put_dead_in(&mut tx, id, &con, ms(now), &letter)?;
             }
             tx.commit()?;
-            Ok(cards.len())
+            Ok(Some(cards.len()))
         })?;
+        let Some(n) = n else {
+            return Err(self.lost(&con));
+        };
         self.count(|c| {
             c.queued = c.queued.saturating_sub(n);
             c.dead += n;
@@ -584,6 +622,10 @@ impl Outbox for PgStore {
                 tx.commit()?;
                 cons.push(rec.connection.as_str().to_string());
             }
+            // Whichever instance holds a connection's lease sends its revived cards.
+            cons.sort();
+            cons.dedup();
+            notify(db, &cons)?;
             Ok(cons)
         })?;
         let n = revived.len();
@@ -605,13 +647,22 @@ impl Outbox for PgStore {
         let id = letter.record.id.as_str().to_string();
         let con = letter.record.connection.as_str().to_string();
         let (at, record) = (ms(letter.dead_ms), json(letter)?);
+        let lease = self.lease_of(&con);
+        let con_owned = con.clone();
         let queued = self.pool.run(move |db| {
+            let con = con_owned;
             let mut tx = db.transaction()?;
+            if !holds(&mut tx, &con, lease)? {
+                return Ok(None);
+            }
             put_dead_in(&mut tx, &id, &con, at, &record)?;
             let queued = tx.execute("DELETE FROM outbox WHERE seq = $1", &[&s])? > 0;
             tx.commit()?;
-            Ok(queued)
+            Ok(Some(queued))
         })?;
+        let Some(queued) = queued else {
+            return Err(self.lost(&con));
+        };
         let was_retrying = letter.record.attempts > 1;
         self.count(|c| {
             if queued {
@@ -687,6 +738,63 @@ impl Outbox for PgStore {
                 .collect())
         })
     }
+
+    fn lease(&self, con: &ConnectionId) -> Result<bool, StoreError> {
+        self.take_lease(con.as_str())
+    }
+
+    fn release(&self, con: &ConnectionId) -> Result<(), StoreError> {
+        self.let_go(con.as_str())
+    }
+
+    fn deliverable_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
+        self.record_done()?;
+        let me = self.instance.clone();
+        self.pool.run(move |db| {
+            Ok(db
+                .query(
+                    "SELECT DISTINCT o.connection FROM outbox o
+                     LEFT JOIN leases l ON l.connection = o.connection
+                     WHERE l.connection IS NULL OR l.holder = $1
+                         OR l.expires_ms < cardwire_now_ms()
+                     ORDER BY o.connection",
+                    &[&me],
+                )?
+                .iter()
+                .filter_map(|r| ConnectionId::parse(&r.get::<_, String>(0)))
+                .collect())
+        })
+    }
+}
+
+/// Whether `lease` (if any: `None` is a move by no worker, such as the admin's) still holds
+/// `con`, its row locked until the transaction ends so that no one takes it meanwhile.
+fn holds(
+    tx: &mut postgres::Transaction<'_>,
+    con: &str,
+    lease: Option<i64>,
+) -> Result<bool, postgres::Error> {
+    let Some(lease) = lease else {
+        return Ok(true);
+    };
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM leases WHERE connection = $1 AND lease = $2 FOR SHARE",
+            &[&con, &lease],
+        )?
+        .is_some())
+}
+
+/// Tells the other instances that `cons` got cards (sent when the transaction commits).
+fn notify(c: &mut impl postgres::GenericClient, cons: &[String]) -> Result<(), postgres::Error> {
+    if cons.is_empty() {
+        return Ok(());
+    }
+    c.query(
+        "SELECT pg_notify('cardwire', 'o ' || t) FROM unnest($1::text[]) t",
+        &[&cons],
+    )
+    .map(drop)
 }
 
 impl NoiseState for PgStore {
@@ -813,6 +921,38 @@ impl NoiseState for PgStore {
         })
     }
 
+    fn limit_take(
+        &self,
+        key: &str,
+        now_ms: u64,
+        interval_ms: u64,
+        burst: u32,
+    ) -> Result<Option<Result<(), u64>>, StoreError> {
+        let key = key.to_string();
+        let (now, t, b) = (ms(now_ms), ms(interval_ms.max(1)), i64::from(burst.max(1)));
+        // GCRA in one statement, the row locked while it decides: a card passes when its
+        // theoretical arrival time is within `burst` intervals of now, and moves it one
+        // interval on. Refused, it says when the next passes (from the time before).
+        let (passed, before): (Option<i64>, Option<i64>) = self.pool.run(move |db| {
+            let row = db.query_one(
+                "WITH up AS (
+                     INSERT INTO limits (key, tat_ms) VALUES ($1, $2::bigint + $3::bigint)
+                     ON CONFLICT (key) DO UPDATE
+                         SET tat_ms = greatest(limits.tat_ms, $2) + $3
+                         WHERE greatest(limits.tat_ms, $2) + $3 - $2 <= $3 * $4::bigint
+                     RETURNING tat_ms)
+                 SELECT (SELECT tat_ms FROM up), (SELECT tat_ms FROM limits WHERE key = $1)",
+                &[&key, &now, &t, &b],
+            )?;
+            Ok((row.get(0), row.get(1)))
+        })?;
+        if passed.is_some() {
+            return Ok(Some(Ok(())));
+        }
+        let tat = before.unwrap_or(now);
+        Ok(Some(Err(unms((tat.max(now) + t - t * b).max(now)))))
+    }
+
     fn set_digest_due(&self, con: &ConnectionId, at: u64) -> Result<(), StoreError> {
         let con = con.as_str().to_string();
         self.pool.run(move |db| {
@@ -910,7 +1050,9 @@ impl Durable for PgStore {
         // Every card is committed but the delivered ones not yet recorded, and the
         // playground's ring.
         self.record_done()?;
-        self.save_recent()
+        self.save_recent()?;
+        // A clean stop: the other instances take this one's connections at once.
+        self.let_go_all()
     }
 
     fn counts(&self) -> Counts {
@@ -927,6 +1069,10 @@ impl Durable for PgStore {
 
     fn blocking(&self) -> bool {
         true
+    }
+
+    fn wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::Wake>> {
+        self.wakeups.lock().expect("wakeups lock").take()
     }
 
     fn health(&self) -> Result<(), StoreError> {
