@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
 //!     [--spread] [--rate N] [--backlog 100000] [--floors] [--store sled|postgres]
+//!     [--instances N]
 //! ```
 //!
 //! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
@@ -29,6 +30,9 @@
 //!
 //! Then two start-up measurements: ready to serve with 200 rules, and ready after a restart
 //! with `--backlog` (100,000) cards queued, plus the time to drain them and the cards lost.
+//!
+//! With `--instances N`, none of the above: the load on sled, then on PostgreSQL with 1 to N
+//! gateways sharing one database, the load spread over them (see `instances`).
 //!
 //! With `--instructions [--against OLD_BINARY --against-templates DIR]`, none of the above:
 //! the instructions an event costs, counted under valgrind (see `instructions`), for this
@@ -98,6 +102,11 @@ struct Args {
     /// own CPU is reported beside cardwire's).
     #[arg(long, value_enum, default_value = "sled")]
     store: StoreKind,
+    /// Instead of the load phases: several gateways on one PostgreSQL database, the load
+    /// spread over them. Measures sled (one instance) and PostgreSQL with 1 to N instances in
+    /// the same run: events/s, cards/s, CPU an event (every instance's, and PostgreSQL's).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=8))]
+    instances: Option<u16>,
     /// Instead of the load phases: count the instructions an event costs under valgrind's
     /// callgrind, repeatable to the instruction whatever else the machine does, for this
     /// binary and, in the same run, the `--against` one. See [`instructions`].
@@ -574,6 +583,27 @@ async fn load(
     count: Option<u64>,
     rate: Option<f64>,
 ) -> Load {
+    load_over(
+        &[url.to_string()],
+        bodies,
+        connections,
+        duration,
+        count,
+        rate,
+    )
+    .await
+}
+
+/// [`load`] spread over several gateways' URLs: connection `i` posts to `urls[i % n]` (a load
+/// balancer's round robin, per keep-alive connection).
+async fn load_over(
+    urls: &[String],
+    bodies: &[bytes::Bytes],
+    connections: usize,
+    duration: Duration,
+    count: Option<u64>,
+    rate: Option<f64>,
+) -> Load {
     let every = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
     // Each request posts the next payload in turn, with its signature.
     let signed: Arc<Vec<(bytes::Bytes, String)>> = Arc::new(
@@ -591,7 +621,11 @@ async fn load(
             .pool_max_idle_per_host(1)
             .build()
             .unwrap();
-        let (url, signed, sent) = (url.to_string(), signed.clone(), sent.clone());
+        let (url, signed, sent) = (
+            urls[task % urls.len()].clone(),
+            signed.clone(),
+            sent.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
             let (mut ok, mut failed) = (0u64, 0u64);
@@ -815,6 +849,9 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| root().join("templates"));
     if args.instructions {
         return instructions(&args, &binary, &templates).await;
+    }
+    if let Some(n) = args.instances {
+        return instances(&args, &binary, &templates, n.into()).await;
     }
     let body = bytes::Bytes::from(std::fs::read(
         root().join("tests/fixtures/github/push.event.4.json"),
@@ -1267,4 +1304,130 @@ async fn count_run(
     // Kept only while the report is read.
     drop(dir);
     Ok(counted)
+}
+
+// --- several instances ---
+
+/// `--instances N`: the same load on sled (one instance), then on PostgreSQL with 1, 2 … N
+/// instances on one database (each its own process, data folder and port; the load
+/// generator's connections spread over them), each phase on a fresh database. A phase's
+/// figures: events accepted a second, cards a second at the receiver (first card to last,
+/// so the drain counts), CPU an event of every instance together and of PostgreSQL, and cards
+/// lost.
+async fn instances(args: &Args, binary: &Path, templates: &Path, n: usize) -> Result<()> {
+    let body = bytes::Bytes::from(std::fs::read(
+        root().join("tests/fixtures/github/push.event.4.json"),
+    )?);
+    let http = reqwest::Client::new();
+    let epoch = Instant::now();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "cardwire bench --instances {n}: {} s per phase, {} connections spread over the instances, {} B payload, {cores} cores, PostgreSQL durable on the same machine",
+        args.duration.as_secs(),
+        args.connections,
+        body.len()
+    );
+    let server = pg::Postgres::start_with(true);
+    let mut rows = Vec::new();
+    let phases: Vec<(StoreKind, usize)> = std::iter::once((StoreKind::Sled, 1))
+        .chain((1..=n).map(|i| (StoreKind::Postgres, i)))
+        .collect();
+    for (phase, (store, count)) in phases.into_iter().enumerate() {
+        let url = (store == StoreKind::Postgres).then(|| pg_database(&server, 100 + phase));
+        let dir = tempfile::tempdir()?;
+        let rules = rules_with(dir.path(), 0, 0)?;
+        let mut gateways = Vec::new();
+        for i in 0..count {
+            let own = dir.path().join(format!("i{i}"));
+            std::fs::create_dir_all(&own)?;
+            let port = free_port();
+            let config = write_config(&own, port, &rules, templates, url.as_deref())?;
+            gateways.push(start_gateway(binary, &config, port, &http).await?.0);
+        }
+        let (receiver, receiver_addr) = start_receiver(epoch).await;
+        connect(&http, &gateways[0], receiver_addr, 0, "github").await?;
+        // The others read the connection when told (or at their next backstop round).
+        for g in &gateways[1..] {
+            let started = Instant::now();
+            loop {
+                let listed: serde_json::Value = http
+                    .get(format!("http://{}/api/connections", g.addr))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if listed.as_array().is_some_and(|c| !c.is_empty()) {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(15) {
+                    bail!("an instance never saw the connection");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let urls: Vec<String> = gateways
+            .iter()
+            .map(|g| format!("http://{}/hooks/github", g.addr))
+            .collect();
+        let cpu = |gs: &[Gateway]| gs.iter().map(|g| usage(g.pid()).2).sum::<f64>();
+        let (cpu_before, pg_before) = (cpu(&gateways), pg_cpu(&server));
+        let load_start = epoch.elapsed();
+        let done = load_over(
+            &urls,
+            std::slice::from_ref(&body),
+            args.connections,
+            args.duration,
+            None,
+            None,
+        )
+        .await;
+        drain(&receiver, done.accepted, Duration::from_secs(30)).await;
+        let received = receiver.received.load(Ordering::Relaxed);
+        let first = Duration::from_nanos(receiver.first_ns.load(Ordering::Relaxed));
+        let last = Duration::from_nanos(receiver.last_ns.load(Ordering::Relaxed));
+        let window = last.saturating_sub(first.max(load_start));
+        let used = cpu(&gateways) - cpu_before;
+        let pg_used = if store == StoreKind::Postgres {
+            pg_cpu(&server) - pg_before
+        } else {
+            0.0
+        };
+        for g in gateways {
+            g.stop()?;
+        }
+        let name = match store {
+            StoreKind::Sled => "sled, 1 instance".to_string(),
+            StoreKind::Postgres => format!(
+                "PostgreSQL, {count} instance{}",
+                if count == 1 { "" } else { "s" }
+            ),
+        };
+        println!(
+            "{name}: {:.0} events/s, {:.0} cards/s, {} lost",
+            done.rps(),
+            received as f64 / window.as_secs_f64().max(1e-9),
+            done.accepted.saturating_sub(received)
+        );
+        rows.push((
+            name,
+            done.rps(),
+            received as f64 / window.as_secs_f64().max(1e-9),
+            per_request(used, done.accepted),
+            per_request(pg_used, done.accepted),
+            done.accepted.saturating_sub(received),
+            done.failed,
+        ));
+    }
+    let sled_cards = rows[0].2;
+    println!();
+    println!("| store | events/s | cards/s (share of sled's) | CPU an event: cardwire / PostgreSQL | cards lost | requests failed |");
+    println!("|---|---|---|---|---|---|");
+    for (name, eps, cps, cw, pgc, lost, failed) in &rows {
+        println!(
+            "| {name} | {eps:.0} | {cps:.0} ({:.0} %) | {cw:.0} / {pgc:.0} µs | {lost} | {failed} |",
+            cps / sled_cards.max(1e-9) * 100.0
+        );
+    }
+    Ok(())
 }

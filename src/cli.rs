@@ -409,6 +409,14 @@ fn print_problems(p: crate::yaml::Problems) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// What `check` says of a config that keeps its state in PostgreSQL: what every instance on
+/// the database must share.
+pub fn shared_state_note(digest: &str) -> String {
+    format!(
+        "state in PostgreSQL: every instance on this database needs the same connect.secrets_key (webhook URLs are sealed with it) and the same rules and templates (GET /api/rules answers their digest; this set's is {digest})"
+    )
+}
+
 /// `cardwire migrate [--check]`: the schema of the configured PostgreSQL database. The
 /// gateway migrates by itself when it starts; this is for checking before a deploy, or
 /// upgrading ahead of it.
@@ -586,6 +594,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             }
             for line in kinds_summary(&pipeline) {
                 println!("{line}");
+            }
+            if config.store.postgres.is_some() {
+                println!("{}", shared_state_note(&pipeline.digest));
             }
             if !args.connections {
                 return Ok(ExitCode::SUCCESS);

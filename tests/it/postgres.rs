@@ -197,6 +197,15 @@ fn migrate_checks_and_upgrades_the_schema() {
         (Some(0), "up to date (schema version 2)")
     );
 
+    // `check` says what every instance on the database must share.
+    let (code, out, err) = run(&["check"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("every instance on this database needs the same connect.secrets_key")
+            && out.contains("this set's is "),
+        "{out}"
+    );
+
     std::fs::write(&config, "listen: 127.0.0.1:0\n").unwrap();
     let (code, _, err) = run(&["migrate", "--check"]);
     assert_eq!(code, Some(1));

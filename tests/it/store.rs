@@ -959,3 +959,56 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         other => panic!("imported twice: {other:?}"),
     }
 }
+
+/// Each digest and each summary is sent by one instance: of two taking a connection's digest
+/// items (or a fold bucket) at once, one gets them all and the other none.
+#[test]
+fn digest_items_and_folds_are_taken_by_one_instance() {
+    let pg = Postgres::start();
+    let (a, b) = (pg_store(&pg.url()), pg_store(&pg.url()));
+    let con = ConnectionId::new();
+    let item = |n: u64| Item {
+        rule: "r".into(),
+        event: "push".into(),
+        repository: "o/r".into(),
+        title: format!("item {n}"),
+        headline: String::new(),
+        url: String::new(),
+        at_ms: n,
+    };
+    for round in 0..20 {
+        for n in 0..3 {
+            a.put_digest_item(&con, &item(n)).unwrap();
+        }
+        let bucket = Bucket {
+            id: format!("limit|r|{round}|{con}"),
+            rule: "r".into(),
+            per: String::new(),
+            connection: con.clone(),
+            kind: CardKind::Teams,
+            due_ms: 1,
+            first_ms: 1,
+            reason: "limit".into(),
+        };
+        for n in 0..3 {
+            b.put_fold(&bucket, &item(n)).unwrap();
+        }
+        let take = |s: Arc<PgStore>, con: ConnectionId, id: String| {
+            std::thread::spawn(move || {
+                (
+                    s.take_digest_items(&con).unwrap().len(),
+                    s.take_folds(&id).unwrap().len(),
+                )
+            })
+        };
+        let ta = take(a.clone(), con.clone(), bucket.id.clone());
+        let tb = take(b.clone(), con.clone(), bucket.id.clone());
+        let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+        let mut digests = [ra.0, rb.0];
+        digests.sort();
+        let mut folds = [ra.1, rb.1];
+        folds.sort();
+        assert_eq!(digests, [0, 3], "round {round}: one digest of 3");
+        assert_eq!(folds, [0, 3], "round {round}: one summary of 3");
+    }
+}
