@@ -631,11 +631,18 @@ impl Config {
             }
         }
         if let Some(pg) = &self.store.postgres {
-            if let Err(e) = pg.url.parse::<postgres::Config>() {
-                problems.push(doc.problem(
+            match pg.url.parse::<postgres::Config>() {
+                Err(e) => problems.push(doc.problem(
                     "store.postgres.url",
                     format!("url is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}"),
-                ));
+                )),
+                Ok(c) if c.get_ssl_mode() == postgres::config::SslMode::Require => {
+                    problems.push(doc.problem(
+                        "store.postgres.url",
+                        "sslmode=require: cardwire does not speak TLS to PostgreSQL yet; run it beside the database (a private network or a Unix socket), or through a TLS tunnel (stunnel, a PgBouncer with client TLS) and point the URL at the tunnel",
+                    ))
+                }
+                Ok(_) => {}
             }
             if !(1..=256).contains(&pg.pool) {
                 problems.push(doc.problem(

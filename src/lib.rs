@@ -15,7 +15,7 @@
 //!              for all (Renderer::render; a fallback card when the template fails)
 //!   noise      dedup, limits that fold into summaries, Teams' caps, digests (Noise::decide)
 //!   store      the event's outbox records and its delivery-id claim, all or nothing,
-//!              group-committed to sled -> 202
+//!              group-committed to sled (or PostgreSQL) -> 202
 //!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
 //!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered;
 //!            they run on a thread of their own, so that delivery keeps pace with ingest

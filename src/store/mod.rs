@@ -88,6 +88,10 @@ pub enum StoreError {
     /// The database's schema is not this version's (see `cardwire migrate --check`).
     #[error("{0}")]
     Schema(String),
+    /// PostgreSQL refused a statement made for several callers at once (the group commit):
+    /// each gets its text.
+    #[error("PostgreSQL failed: {0}")]
+    Statement(String),
     /// This instance no longer holds the connection's delivery lease (it expired and another
     /// instance took it): the move was not made; the card is the other instance's now.
     #[error("the delivery lease of connection {0} was lost to another instance")]

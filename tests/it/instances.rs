@@ -424,3 +424,70 @@ async fn three_instances_lose_nothing_when_one_is_killed_and_one_stopped() {
         "{duplicates} cards sent twice: more than the killed instance can have had in flight"
     );
 }
+
+/// A connection broken by the instance delivering it is broken for every instance: cards the
+/// other accepts meanwhile are kept as dead letters, and a retry through the other sends them
+/// all, in order, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_broken_by_one_instance_is_broken_for_all_and_replayed_through_another() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url();
+    let rules = root().join("rules");
+    let mut a = Gateway::start_with(instance(&dir.path().join("a"), &url, &rules)).await;
+    let mut b = Gateway::start_with(instance(&dir.path().join("b"), &url, &rules)).await;
+    let rx = Receiver::start().await;
+    let id = a.connect(&rx.url("gone"), "teams", &[]).await;
+    b.admin_get_until("/api/connections", |all| {
+        all.as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["id"] == id.as_str()))
+    })
+    .await;
+    rx.script(&[(410, "Gone")]);
+    let push = fixture("github/push.event.4.json");
+    assert_eq!(a.github("push", &push, Some("b1")).await.status(), 202);
+    rx.wait_for(1).await;
+    // b learns it from the database, not from a.
+    b.admin_get_until(&format!("/api/connections/{id}"), |c| {
+        c["broken"].is_string()
+    })
+    .await;
+    assert_eq!(b.github("push", &push, Some("b2")).await.status(), 202);
+    let dead = b
+        .admin_get_until("/api/deliveries?state=dead", |d| {
+            d["deliveries"].as_array().map(Vec::len) == Some(2)
+        })
+        .await;
+    assert!(dead["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("connection broken")));
+    assert_eq!(rx.received().len(), 1, "nothing sent while broken");
+
+    // Fixed on the other side; the retry goes through b.
+    let res = b
+        .client
+        .post(b.url("/api/deliveries/retry"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"connection": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["retried"], 2);
+    let got = rx.wait_for(3).await;
+    a.wait_settled().await;
+    b.wait_settled().await;
+    assert_eq!(rx.received().len(), 3, "each dead letter sent once");
+    assert_eq!(
+        got[0].headers["idempotency-key"], got[1].headers["idempotency-key"],
+        "the first card again, first"
+    );
+    a.admin_get_until(&format!("/api/connections/{id}"), |c| c["broken"].is_null())
+        .await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -152,6 +152,26 @@ store:
         .expect_err("accepted")
         .to_string();
     assert!(err.contains("poool") && err.contains("pool"), "{err}");
+
+    // What cardwire cannot do yet is said where it is asked for.
+    let text = r#"
+connect: {secrets_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="}
+store:
+  postgres:
+    url: "postgres://cardwire@db.internal:5432/cardwire?sslmode=require"
+    lease: 100ms
+"#;
+    let err = Config::from_text(std::path::Path::new("c.yaml"), text)
+        .expect_err("accepted")
+        .to_string();
+    assert!(
+        err.contains("c.yaml:5:") && err.contains("does not speak TLS to PostgreSQL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("c.yaml:6:") && err.contains("lease is how long"),
+        "{err}"
+    );
 }
 
 /// `cardwire migrate --check` says where the schema stands and changes nothing (exit 1 while

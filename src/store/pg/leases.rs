@@ -133,6 +133,54 @@ impl Leases {
     }
 }
 
+/// How long new cards wait to be told to their connections' holders: the notifications of
+/// this long go out together, in a statement of their own. A `NOTIFY` made in an event's own
+/// transaction serialises every such commit on the server (its queue takes one lock at
+/// commit), which halved what two instances accepted.
+pub const TELL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The connections whose holders are to be told of new cards, until the next round.
+#[derive(Default)]
+pub struct Tell {
+    /// The connections, and whether the store is gone.
+    state: std::sync::Mutex<(std::collections::BTreeSet<String>, bool)>,
+    more: std::sync::Condvar,
+}
+
+impl Tell {
+    /// Adds connections to tell about (after their cards committed).
+    pub fn add(&self, cons: Vec<String>) {
+        if cons.is_empty() {
+            return;
+        }
+        let mut s = self.state.lock().expect("tell lock");
+        s.0.extend(cons);
+        self.more.notify_one();
+    }
+
+    /// Ends [`Tell::next`]'s wait for good.
+    pub fn close(&self) {
+        self.state.lock().expect("tell lock").1 = true;
+        self.more.notify_all();
+    }
+
+    /// Waits for connections to tell about, gathers those added within [`TELL_EVERY`], and
+    /// takes them; `None` once closed.
+    pub fn next(&self) -> Option<Vec<String>> {
+        let mut s = self.state.lock().expect("tell lock");
+        while s.0.is_empty() && !s.1 {
+            s = self.more.wait(s).expect("tell lock");
+        }
+        if s.1 {
+            return None;
+        }
+        drop(s);
+        std::thread::sleep(TELL_EVERY);
+        let mut s = self.state.lock().expect("tell lock");
+        Some(std::mem::take(&mut s.0).into_iter().collect())
+    }
+}
+
 /// A notification's payload as a wake-up: `o <connection>` (cards queued, a lease let go),
 /// `c` (connections changed).
 pub fn parse(payload: &str) -> Option<Wake> {
@@ -299,6 +347,23 @@ mod tests {
         assert_eq!(l.known("b", t1, TERM), None, "b must be taken again");
         assert_eq!(l.of("b"), Some(2), "moves still carry the old id, refused");
         assert!(l.held["c"].valid);
+    }
+
+    #[test]
+    fn what_to_tell_is_gathered_and_taken_once() {
+        let tell = std::sync::Arc::new(Tell::default());
+        tell.add(vec!["b".into(), "a".into()]);
+        tell.add(vec!["a".into()]);
+        tell.add(Vec::new());
+        assert_eq!(tell.next(), Some(vec!["a".to_string(), "b".to_string()]));
+        let waiting = {
+            let tell = tell.clone();
+            std::thread::spawn(move || tell.next())
+        };
+        tell.add(vec!["c".into()]);
+        assert_eq!(waiting.join().unwrap(), Some(vec!["c".to_string()]));
+        tell.close();
+        assert_eq!(tell.next(), None);
     }
 
     #[test]

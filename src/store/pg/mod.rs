@@ -14,6 +14,7 @@
 //! client runs on threads of its own ([`pool::Pool`]): a call hands its work to one of them
 //! and waits for the answer, so that no runtime's thread ever drives the client's own.
 
+mod batch;
 pub mod import;
 pub mod leases;
 pub mod migrations;
@@ -63,6 +64,10 @@ pub struct PgStore {
     )>,
     /// Cards delivered and not yet recorded as such (see [`super::Outbox::deliver`]).
     done: Mutex<Vec<Done>>,
+    /// Events staged and waiting for their group commit ([`batch`]).
+    batch: batch::Queue,
+    /// Connections to tell other instances about, sent together ([`leases::Tell`]).
+    tell: Arc<leases::Tell>,
     /// This process, as a lease holder: made at open, so a restarted instance is a new one.
     instance: String,
     /// The lease term.
@@ -122,6 +127,8 @@ impl PgStore {
             staging: Mutex::default(),
             recent: Mutex::new((std::time::Instant::now(), Default::default())),
             done: Mutex::default(),
+            batch: Default::default(),
+            tell: Default::default(),
             instance: format!("{}", ulid::Ulid::new()),
             term: settings.lease.max(std::time::Duration::from_millis(300)),
             leases,
@@ -140,6 +147,20 @@ impl PgStore {
                     let Some(store) = weak.upgrade() else { return };
                     if let Err(e) = store.renew() {
                         tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot renew delivery leases; this instance stops sending until it can");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Config(format!("cannot start a thread: {e}")))?;
+        // New cards are told to their holders in rounds, outside the events' transactions.
+        let (tell, weak) = (store.tell.clone(), Arc::downgrade(&store));
+        std::thread::Builder::new()
+            .name("cardwire-pg-tell".into())
+            .spawn(move || {
+                while let Some(cons) = tell.next() {
+                    let Some(store) = weak.upgrade() else { return };
+                    // Lost, the backstop finds the cards within seconds.
+                    if let Err(e) = store.pool.run(move |db| records::notify(db, &cons)) {
+                        tracing::debug!(error = %crate::error::ErrorChain(&e), "cannot tell other instances of new cards");
                     }
                 }
             })
@@ -397,6 +418,7 @@ fn unms(v: i64) -> u64 {
 impl Drop for PgStore {
     fn drop(&mut self) {
         // The listener's session ends with the store (a test may drop the database next).
+        self.tell.close();
         self.stop.lock().expect("stop lock").take();
         if let Some(t) = self.listener.lock().expect("listener lock").take() {
             let _ = t.join();

@@ -146,6 +146,37 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Hands `work` to the first free connection and returns at once: `work` gets the
+    /// connection, or why there is none, and answers its callers itself (the group commit of
+    /// [`super::PgStore`]'s events). A connection lost on the way is made again for the next
+    /// work, as with [`Pool::run`].
+    pub fn submit(
+        &self,
+        work: impl FnOnce(Result<&mut postgres::Client, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let job: Job = Box::new(move |slot: &mut Slot| {
+            match slot.client() {
+                Ok(client) => work(Ok(client)),
+                Err(e) => {
+                    slot.lose();
+                    work(Err(e))
+                }
+            }
+            if slot.client.as_ref().is_some_and(|c| c.is_closed()) {
+                slot.lose();
+            }
+        });
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(job)
+            .map_err(|_| StoreError::Closed)
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         // Closing the channel ends every thread once its current work is done.

@@ -271,12 +271,6 @@ impl Row {
     }
 }
 
-/// Cards in one statement, in the order given (their sequence numbers follow it).
-const INSERT_CARDS: &str = "INSERT INTO outbox (connection, id, retrying, record)
-     SELECT c, i, r, j FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[])
-         WITH ORDINALITY AS t(c, i, r, j, n)
-     ORDER BY n";
-
 /// Rows of `(seq, connection, record)` as keyed cards.
 fn keyed(rows: Vec<(i64, String, String)>) -> Result<Vec<(OutboxKey, OutboxRecord)>, StoreError> {
     rows.into_iter()
@@ -376,11 +370,8 @@ impl Outbox for PgStore {
     fn enqueue(&self, rec: &OutboxRecord) -> Result<OutboxKey, StoreError> {
         let row = Row::of(rec)?;
         let tell = self.to_tell(std::slice::from_ref(&row.connection));
-        let seq = self.pool.run(move |db| {
-            let seq = row.insert(db)?;
-            notify(db, &tell)?;
-            Ok(seq)
-        })?;
+        let seq = self.pool.run(move |db| row.insert(db))?;
+        self.tell.add(tell);
         self.count(|c| c.queued += 1);
         Ok(key(rec.connection.as_str(), seq))
     }
@@ -397,63 +388,37 @@ impl Outbox for PgStore {
         }
         let owned_claim =
             claim.map(|(k, e)| (k.to_string(), e.as_str().to_string(), ms(event_ms(e))));
-        // Connections whose worker may be another instance's are told (in the same statement,
-        // sent at its commit); those this instance holds are woken here by the caller.
+        // Connections whose worker may be another instance's are told once the cards are
+        // committed (in rounds: `leases::Tell`); those this instance holds are woken here by the
+        // caller.
         let targets: Vec<String> = rows.iter().map(|r| r.connection.clone()).collect();
         let tell = self.to_tell(&targets);
-        // One statement, so one round trip and one implicit transaction: the claim, and the
-        // cards only if the claim was made.
-        let result = self.pool.run(move |db| {
-            let (mut cons, mut ids, mut retrying, mut records) = (vec![], vec![], vec![], vec![]);
-            for row in rows {
-                cons.push(row.connection);
-                ids.push(row.id);
-                retrying.push(row.retrying);
-                records.push(row.record);
-            }
-            let Some((key, event, at)) = owned_claim else {
-                db.execute(INSERT_CARDS, &[&cons, &ids, &retrying, &records])?;
-                notify(db, &tell)?;
-                return Ok(None);
-            };
-            let row = db.query_one(
-                "WITH claim AS (
-                     INSERT INTO seen (key, event, claimed_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (key) DO NOTHING RETURNING key),
-                 cards AS (
-                     INSERT INTO outbox (connection, id, retrying, record)
-                     SELECT c, i, r, j
-                     FROM unnest($4::text[], $5::text[], $6::bool[], $7::text[])
-                         WITH ORDINALITY AS t(c, i, r, j, n)
-                     WHERE EXISTS (SELECT 1 FROM claim)
-                     ORDER BY n
-                     RETURNING seq)
-                 SELECT EXISTS (SELECT 1 FROM claim), (SELECT event FROM seen WHERE key = $1),
-                     (SELECT count(pg_notify('cardwire', 'o ' || t)) FROM unnest($8::text[]) t
-                      WHERE EXISTS (SELECT 1 FROM claim))",
-                &[&key, &event, &at, &cons, &ids, &retrying, &records, &tell],
-            )?;
-            if row.get::<_, bool>(0) {
-                return Ok(None);
-            }
-            // Claimed by another event; one that committed while this statement ran is read
-            // after it.
-            let first: Option<String> = row.get(1);
-            match first {
-                Some(f) => Ok(Some(f)),
-                None => Ok(Some(
-                    db.query_opt("SELECT event FROM seen WHERE key = $1", &[&key])?
-                        .map(|r| r.get(0))
-                        .unwrap_or_default(),
-                )),
-            }
-        });
+        // Committed with the events staged meanwhile, in one statement (one transaction):
+        // the claim, and the cards only if the claim was made (see `batch`).
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.batch
+            .lock()
+            .expect("batch lock")
+            .push(super::batch::Pending {
+                claim: owned_claim,
+                cards: rows
+                    .into_iter()
+                    .map(|r| (r.connection, r.id, r.retrying, r.record))
+                    .collect(),
+                reply,
+            });
+        let queue = self.batch.clone();
+        let result = self
+            .pool
+            .submit(move |db| super::batch::commit(db, super::batch::take(&queue)))
+            .and_then(|()| answer.recv().map_err(|_| StoreError::Closed)?);
         if let Some((key, _)) = claim {
             self.staging.lock().expect("staging lock").remove(key);
         }
         let n = records.len();
         match result? {
             None => {
+                self.tell.add(tell);
                 self.count(|c| c.queued += n);
                 Ok(Ok(()))
             }
@@ -786,7 +751,10 @@ fn holds(
 }
 
 /// Tells the other instances that `cons` got cards (sent when the transaction commits).
-fn notify(c: &mut impl postgres::GenericClient, cons: &[String]) -> Result<(), postgres::Error> {
+pub(super) fn notify(
+    c: &mut impl postgres::GenericClient,
+    cons: &[String],
+) -> Result<(), postgres::Error> {
     if cons.is_empty() {
         return Ok(());
     }
