@@ -617,6 +617,16 @@ fn instances_on_one_database_share_one_truth() {
     a.put_flow_state("s", &state).unwrap();
     assert!(b.take_flow_state("s").unwrap().is_some());
     assert!(a.take_flow_state("s").unwrap().is_none());
+
+    // Backpressure counts every instance's cards: b reads a's in the background once asked
+    // (asking never waits on the database).
+    let other = ConnectionId::new();
+    for n in 0..3 {
+        a.enqueue(&card(&other, n)).unwrap();
+    }
+    let truth = a.queued_records().unwrap().len();
+    assert_eq!(truth, 1 + 20 + 3);
+    until("b counts the cards a queued", || b.counts().queued == truth);
 }
 
 /// A database that goes away: calls fail as unavailable (not a panic, not a hang), and work

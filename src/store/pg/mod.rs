@@ -48,9 +48,13 @@ pub struct PgStore {
     pool: Pool,
     cipher: secrets::Cipher,
     clock: Clock,
-    /// The card counts as the tables had them when last read (at most [`COUNTS_EVERY`] ago:
-    /// other instances move cards too), plus this process's moves since.
+    /// The card counts as the tables had them when last read (other instances move cards
+    /// too), plus this process's moves since. Read again in the background
+    /// ([`COUNTS_EVERY`]) while someone asks for them, so that asking (ingest's backpressure
+    /// check, on the server's threads) never waits on the database.
     counts: Mutex<(std::time::Instant, Counts)>,
+    /// Whether the counts were asked for since they were last read.
+    counts_wanted: std::sync::atomic::AtomicBool,
     /// Upstream delivery ids reserved by events being staged in this process (see
     /// [`super::SeenIds::reserve_delivery`]); the claim itself is a row, unique across
     /// instances.
@@ -124,6 +128,7 @@ impl PgStore {
             cipher,
             clock,
             counts: Mutex::new((std::time::Instant::now(), Counts::default())),
+            counts_wanted: Default::default(),
             staging: Mutex::default(),
             recent: Mutex::new((std::time::Instant::now(), Default::default())),
             done: Mutex::default(),
@@ -165,8 +170,38 @@ impl PgStore {
                 }
             })
             .map_err(|e| StoreError::Config(format!("cannot start a thread: {e}")))?;
+        // The counts, read again while asked for: the queue every round (backpressure), the
+        // dead and delivered records (which can be many: a week's) every 40th.
+        let weak = Arc::downgrade(&store);
+        std::thread::Builder::new()
+            .name("cardwire-pg-counts".into())
+            .spawn(move || {
+                let mut round = 0u64;
+                loop {
+                    std::thread::sleep(COUNTS_EVERY);
+                    let Some(store) = weak.upgrade() else { return };
+                    if !store
+                        .counts_wanted
+                        .swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        continue;
+                    }
+                    round += 1;
+                    if let Err(e) = store.read_counts(round.is_multiple_of(40)) {
+                        tracing::debug!(error = %crate::error::ErrorChain(&e), "cannot read the card counts");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Config(format!("cannot start a thread: {e}")))?;
         store.refresh_counts()?;
         Ok(store)
+    }
+
+    /// The counts as last read plus this process's moves since; asks for a fresh read.
+    fn cached_counts(&self) -> Counts {
+        self.counts_wanted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.counts.lock().expect("counts lock").1
     }
 
     /// This instance's name as a lease holder.
@@ -330,25 +365,39 @@ impl PgStore {
     }
 
     fn refresh_counts(&self) -> Result<Counts, StoreError> {
+        self.read_counts(true)
+    }
+
+    /// Reads the counts from the tables: the queue, and with `all` the dead and delivered
+    /// records too (else those keep their last reading plus this process's moves).
+    fn read_counts(&self, all: bool) -> Result<Counts, StoreError> {
         self.record_done()?;
-        let counts = self.pool.run(|c| {
+        let read = self.pool.run(move |c| {
             let row = c.query_one(
-                "SELECT (SELECT count(*) FROM outbox), \
-                        (SELECT count(*) FROM outbox WHERE retrying), \
-                        (SELECT count(*) FROM dead), \
-                        (SELECT count(*) FROM delivered)",
+                if all {
+                    "SELECT (SELECT count(*) FROM outbox), \
+                            (SELECT count(*) FROM outbox WHERE retrying), \
+                            (SELECT count(*) FROM dead), \
+                            (SELECT count(*) FROM delivered)"
+                } else {
+                    "SELECT (SELECT count(*) FROM outbox), \
+                            (SELECT count(*) FROM outbox WHERE retrying), -1::bigint, -1::bigint"
+                },
                 &[],
             )?;
-            let n = |i: usize| row.get::<_, i64>(i).max(0) as usize;
-            Ok(Counts {
-                queued: n(0),
-                retrying: n(1),
-                dead: n(2),
-                delivered: n(3),
-            })
+            let n = |i: usize| usize::try_from(row.get::<_, i64>(i)).ok();
+            Ok((n(0), n(1), n(2), n(3)))
         })?;
-        *self.counts.lock().expect("counts lock") = (std::time::Instant::now(), counts);
-        Ok(counts)
+        let mut counts = self.counts.lock().expect("counts lock");
+        let c = &mut counts.1;
+        c.queued = read.0.unwrap_or(0);
+        c.retrying = read.1.unwrap_or(0);
+        if let (Some(dead), Some(delivered)) = (read.2, read.3) {
+            c.dead = dead;
+            c.delivered = delivered;
+        }
+        counts.0 = std::time::Instant::now();
+        Ok(counts.1)
     }
 
     /// Records the delivered cards waiting in memory, in one statement: each leaves the

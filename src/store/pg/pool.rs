@@ -135,14 +135,19 @@ impl Pool {
             };
             let _ = tx.send(result);
         });
+        self.send(job)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues work for the first free connection.
+    fn send(&self, job: Job) -> Result<(), StoreError> {
         self.jobs
             .lock()
             .expect("jobs lock")
             .as_ref()
             .ok_or(StoreError::Closed)?
             .send(job)
-            .map_err(|_| StoreError::Closed)?;
-        rx.recv().map_err(|_| StoreError::Closed)?
+            .map_err(|_| StoreError::Closed)
     }
 }
 
@@ -167,13 +172,7 @@ impl Pool {
                 slot.lose();
             }
         });
-        self.jobs
-            .lock()
-            .expect("jobs lock")
-            .as_ref()
-            .ok_or(StoreError::Closed)?
-            .send(job)
-            .map_err(|_| StoreError::Closed)
+        self.send(job)
     }
 }
 

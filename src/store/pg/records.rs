@@ -1024,11 +1024,7 @@ impl Durable for PgStore {
     }
 
     fn counts(&self) -> Counts {
-        let (at, counts) = *self.counts.lock().expect("counts lock");
-        if at.elapsed() < super::COUNTS_EVERY {
-            return counts;
-        }
-        self.refresh_counts().unwrap_or(counts)
+        self.cached_counts()
     }
 
     fn now_ms(&self) -> u64 {
