@@ -183,6 +183,45 @@ pub struct Part {
     elements: Option<Arc<Projection>>,
 }
 
+/// How deep a payload may nest (arrays and objects), the same for every source: serde_json's
+/// own limit (it refuses a 128th level), so that a body parsed whole and one mostly skipped are held to one rule (a
+/// skipped member is otherwise skipped at any depth). Real payloads nest a dozen levels.
+pub const MAX_DEPTH: usize = 127;
+
+/// Where `bytes` (JSON, or anything) first nests deeper than `max` arrays and objects,
+/// brackets inside strings not counted: the byte offset, or `None`. A body with no more than
+/// `max` opening brackets in all cannot, and is not scanned further (a GitHub push has some
+/// 60).
+pub fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
+    if bytes.iter().filter(|&&b| b == b'[' || b == b'{').count() <= max {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Nothing of an object's members or an array's elements beyond their count.
 static SHELL: Projection = Projection::Part(Part {
     keys: Vec::new(),
@@ -402,6 +441,34 @@ impl Needs {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings_and_found_where_it_goes_over() {
+        assert_eq!(too_deep(nested(127).as_bytes(), MAX_DEPTH), None);
+        assert_eq!(too_deep(nested(128).as_bytes(), MAX_DEPTH), Some(127));
+        // Siblings do not add up: many arrays one level deep are one level.
+        let wide = format!("[{}]", vec!["[1]"; 500].join(","));
+        assert_eq!(too_deep(wide.as_bytes(), MAX_DEPTH), None);
+        // Brackets in strings (escaped quotes included) are text.
+        let text = format!(
+            r#"{{"a": "{}\"{}", "b": [1]}}"#,
+            "[".repeat(300),
+            "{".repeat(300)
+        );
+        assert_eq!(too_deep(text.as_bytes(), MAX_DEPTH), None);
+        let mixed = format!(r#"{}{{"k": 1}}"#, "[{\"a\":".repeat(70));
+        // Two levels a unit of 6 bytes: the 128th opening bracket is the `{` of the 64th.
+        assert_eq!(too_deep(mixed.as_bytes(), MAX_DEPTH), Some(63 * 6 + 1));
+        // Whatever serde_json parses whole, the check lets through, and the other way round.
+        assert!(serde_json::from_str::<Value>(&nested(MAX_DEPTH)).is_ok());
+        assert!(serde_json::from_str::<Value>(&nested(MAX_DEPTH + 1)).is_err());
+        // Not JSON at all: no panic, no answer beyond depth.
+        assert_eq!(too_deep(b"]]]]}}}", MAX_DEPTH), None);
+    }
 
     fn path(p: &str) -> Vec<Step> {
         p.split('.')

@@ -79,6 +79,7 @@ async fn handle_hook(
     if explain {
         admin?;
         let bytes = read_limited(body, &headers, app.config.max_body).await?;
+        check_depth(&bytes)?;
         let payload: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}"))
         })?;
@@ -125,6 +126,7 @@ async fn handle_hook(
     }
     let bytes = read_limited(body, &headers, limit).await?;
     let verified = unverified.verify(&bytes)?;
+    check_depth(&bytes)?;
     // Only what the rules for this event type and their templates read is built (the ring
     // keeps the bytes for people), and the same rules and templates take the event even if a
     // reload lands meanwhile.
@@ -139,6 +141,24 @@ async fn handle_hook(
     event.raw = Some(bytes);
     let id = crate::stage::accept(&app, &pipeline, event).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
+}
+
+/// `400 too_deep` for a body that nests deeper than [`crate::needs::MAX_DEPTH`] levels,
+/// whichever source it came to and however little of it the rules read.
+fn check_depth(bytes: &[u8]) -> Result<(), ApiError> {
+    match crate::needs::too_deep(bytes, crate::needs::MAX_DEPTH) {
+        None => Ok(()),
+        Some(at) => Err(ApiError::bad_request("too_deep", deeper_than(at))),
+    }
+}
+
+/// What `too_deep` says: the limit, and where it was passed.
+fn deeper_than(at: usize) -> String {
+    format!(
+        "the body nests arrays and objects deeper than {} levels (at byte {at}); cardwire accepts {} from every source",
+        crate::needs::MAX_DEPTH,
+        crate::needs::MAX_DEPTH
+    )
 }
 
 fn too_large(limit: u64) -> ApiError {
@@ -191,6 +211,10 @@ impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
     fn line(&mut self, line: &[u8], line_no: usize) -> Result<(), ApiError> {
         let text = line.strip_suffix(b"\r").unwrap_or(line);
         if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        if let Some(at) = crate::needs::too_deep(text, crate::needs::MAX_DEPTH) {
+            self.error(line_no, format!("too_deep: {}", deeper_than(at)));
             return Ok(());
         }
         let event = serde_json::from_slice::<Value>(text)

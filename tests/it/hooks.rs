@@ -250,3 +250,74 @@ async fn ndjson_streams_more_than_the_body_limit_with_bounded_lines() {
         json!([{"line": 11, "error": "the line is over the 1048576-byte limit (max_body)"}])
     );
 }
+
+/// One depth limit for every source: a push nested past it and a generic event nested
+/// 400,000 levels (which the rules would mostly skip) are both `400 too_deep`, naming the
+/// limit and where it was passed; the deepest allowed is accepted; an NDJSON line past it is
+/// that line's error, the others accepted.
+#[tokio::test]
+async fn bodies_nested_past_the_limit_are_too_deep_for_every_source() {
+    let g = Gateway::start().await;
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let max = cardwire::needs::MAX_DEPTH;
+
+    // A push whose payload nests past the limit in a member no rule reads (the payload's own
+    // object is the first level).
+    let mut push: Value = serde_json::from_slice(&fixture("github/push.event.4.json")).unwrap();
+    push["extra"] = serde_json::from_str(&nested(max - 1)).unwrap();
+    let deep = serde_json::to_string(&push)
+        .unwrap()
+        .replacen("\"extra\":[", "\"extra\":[[", 1)
+        .replacen("]]", "]]]", 1);
+    let (status, error, detail) = error_of(g.github("push", deep.as_bytes(), None).await).await;
+    assert_eq!((status, error.as_str()), (400, "too_deep"), "{detail}");
+    assert!(
+        detail.contains(&format!("deeper than {max} levels")),
+        "{detail}"
+    );
+    let ok = serde_json::to_vec(&push).unwrap();
+    assert_eq!(
+        g.github("push", &ok, None).await.status(),
+        202,
+        "{max} levels is allowed"
+    );
+
+    let generic = |body: String| {
+        g.client
+            .post(g.url("/hooks/generic"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    // 400,000 levels: 800 KB, under the test config's max_body.
+    let very_deep = format!(r#"{{"type": "deep", "x": {}}}"#, nested(400_000));
+    let (status, error, detail) = error_of(generic(very_deep).await.unwrap()).await;
+    assert_eq!((status, error.as_str()), (400, "too_deep"));
+    assert!(detail.contains("at byte "), "{detail}");
+    let allowed = format!(r#"{{"type": "deep", "x": {}}}"#, nested(max - 1));
+    assert_eq!(generic(allowed).await.unwrap().status(), 202);
+
+    let lines = format!(
+        "{{\"type\": \"a\"}}\n{{\"type\": \"b\", \"x\": {}}}\n{{\"type\": \"c\"}}\n",
+        nested(max + 5)
+    );
+    let res = g
+        .client
+        .post(g.url("/hooks/generic"))
+        .header("Content-Type", "application/x-ndjson")
+        .body(lines)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["accepted"], 2, "{v}");
+    assert_eq!(v["errors"][0]["line"], 2, "{v}");
+    assert!(
+        v["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("too_deep:"),
+        "{v}"
+    );
+}
