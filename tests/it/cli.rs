@@ -286,6 +286,10 @@ fn the_example_config_shows_every_key_and_loads() {
         "delivery:",
         "timeout:",
         "retry_schedule:",
+        "store:",
+        "postgres:",
+        "pool:",
+        "lease:",
     ] {
         assert!(
             text.contains(key),
