@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
 //!     [--spread] [--rate N] [--backlog 100000] [--floors] [--store sled|postgres]
-//!     [--instances N]
+//!     [--instances N] [--slow-clients N]
 //! ```
 //!
 //! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
@@ -30,6 +30,10 @@
 //!
 //! Then two start-up measurements: ready to serve with 200 rules, and ready after a restart
 //! with `--backlog` (100,000) cards queued, plus the time to drain them and the cards lost.
+//!
+//! With `--slow-clients N`, none of the above: N clients that send half a request's headers
+//! and then nothing, against the gateway's memory and its answers to others (see
+//! `slow_clients`).
 //!
 //! With `--instances N`, none of the above: the load on sled, then on PostgreSQL with 1 to N
 //! gateways sharing one database, the load spread over them (see `instances`).
@@ -107,6 +111,11 @@ struct Args {
     /// the same run: events/s, cards/s, CPU an event (every instance's, and PostgreSQL's).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=8))]
     instances: Option<u16>,
+    /// Instead of the load phases: this many clients (4,000, say) each send half a request's
+    /// headers and then nothing; the gateway's memory while they hang on, a signed push's
+    /// latency meanwhile, and how many the gateway closed by `limits.header_timeout`.
+    #[arg(long)]
+    slow_clients: Option<usize>,
     /// Instead of the load phases: count the instructions an event costs under valgrind's
     /// callgrind, repeatable to the instruction whatever else the machine does, for this
     /// binary and, in the same run, the `--against` one. See [`instructions`].
@@ -853,6 +862,9 @@ async fn main() -> Result<()> {
     if let Some(n) = args.instances {
         return instances(&args, &binary, &templates, n.into()).await;
     }
+    if let Some(n) = args.slow_clients {
+        return slow_clients(&binary, &templates, n).await;
+    }
     let body = bytes::Bytes::from(std::fs::read(
         root().join("tests/fixtures/github/push.event.4.json"),
     )?);
@@ -1429,5 +1441,112 @@ async fn instances(args: &Args, binary: &Path, templates: &Path, n: usize) -> Re
             cps / sled_cards.max(1e-9) * 100.0
         );
     }
+    Ok(())
+}
+
+// --- slow clients ---
+
+/// `--slow-clients N`: the gateway on its default `limits` (sled), N clients that each open a
+/// connection and send half a request's headers, then nothing. Measured: its RSS before and
+/// while they hang on, 20 signed pushes' latency meanwhile, and how many of the N the gateway
+/// has closed once `limits.header_timeout` (10 s) has passed.
+async fn slow_clients(binary: &Path, templates: &Path, n: usize) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let http = reqwest::Client::new();
+    let epoch = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        port,
+        &rules_with(dir.path(), 0, 0)?,
+        templates,
+        None,
+    )?;
+    let (g, _) = start_gateway(binary, &config, port, &http).await?;
+    let (_receiver, receiver_addr) = start_receiver(epoch).await;
+    connect(&http, &g, receiver_addr, 0, "github").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, idle_rss, _) = usage(g.pid());
+    let opened = Instant::now();
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let addr = g.addr;
+            tokio::spawn(async move {
+                let mut s = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                .ok()?
+                .ok()?;
+                s.write_all(b"POST /hooks/github HTTP/1.1\r\nHost: cardwire\r\nX-GitHub-Eve")
+                    .await
+                    .ok()?;
+                // Held until the gateway closes it (or the bench gives up).
+                let mut buf = [0u8; 256];
+                let closed = tokio::time::timeout(Duration::from_secs(30), async {
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                })
+                .await
+                .is_ok();
+                Some(closed.then(|| opened.elapsed()))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, held_rss, _) = usage(g.pid());
+    let body = bytes::Bytes::from(std::fs::read(
+        root().join("tests/fixtures/github/push.event.4.json"),
+    )?);
+    let signature = cardwire::ingest::verify::sign(SECRET, &body);
+    let mut latencies = Vec::new();
+    let mut accepted = 0;
+    for i in 0..20 {
+        let t = Instant::now();
+        let res = http
+            .post(format!("http://{}/hooks/github", g.addr))
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", format!("slow-{i}"))
+            .header("x-hub-signature-256", &signature)
+            .body(body.clone())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+        if res.is_ok_and(|r| r.status() == StatusCode::ACCEPTED) {
+            accepted += 1;
+        }
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    let (mut connected, mut closed, mut last_close) = (0, 0, Duration::ZERO);
+    for c in clients {
+        if let Some(result) = c.await? {
+            connected += 1;
+            if let Some(at) = result {
+                closed += 1;
+                last_close = last_close.max(at);
+            }
+        }
+    }
+    let (peak_rss, _, _) = usage(g.pid());
+    g.stop()?;
+    println!("cardwire bench --slow-clients {n}: default limits (header_timeout 10s, max_connections 1024)");
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| clients connected / closed by the gateway | {connected} / {closed} (the last {:.1} s after they opened) |", last_close.as_secs_f64());
+    println!("| RSS idle / while they hang on / peak | {idle_rss:.1} / {held_rss:.1} / {peak_rss:.1} MB |");
+    println!(
+        "| 20 signed pushes meanwhile: accepted, latency p50 / max | {accepted}, {:.1} / {:.1} ms |",
+        latencies[latencies.len() / 2].as_secs_f64() * 1000.0,
+        latencies[latencies.len() - 1].as_secs_f64() * 1000.0
+    );
     Ok(())
 }

@@ -361,12 +361,14 @@ fn serve(
     let pruner = spawn_pruner(app.clone(), stop.clone());
     let ticker = spawn_noise_ticker(app.clone(), stop.clone());
     let wakeups = spawn_wakeups(app.clone(), stop.clone());
-    let router = router(app);
+    let limits = app.config.limits.clone();
+    let router = router(app).layer(axum::middleware::from_fn_with_state(
+        limits.clone(),
+        crate::ingest::floor::body_floor,
+    ));
     let signal = stop.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { signal.cancelled().await })
-            .await;
+        let served = serve_http(listener, router, limits, signal).await;
         let _ = reloader.await;
         let _ = pruner.await;
         let _ = ticker.await;
@@ -380,6 +382,64 @@ fn serve(
         served.context("the HTTP server failed")
     });
     (stop, task)
+}
+
+/// Serves HTTP/1 on `listener` until `signal`, holding clients to `limits`: at most
+/// `max_connections` at once (the others wait in the listen queue, untouched, until one
+/// closes), each given `header_timeout` for a request's headers (from when it connected or
+/// was last answered: a half-sent request or an idle kept-alive connection is closed then).
+/// At `signal`: no new connection; requests in flight are answered (within 10 s).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: crate::config::LimitsConfig,
+    signal: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = signal.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, as axum does.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = signal.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service =
+            hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+                router.clone(),
+                |r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+            ));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that goes away or times out is its own business, not an error.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 10 s after the stop began; closing them");
+    }
+    Ok(())
 }
 
 /// Opens the store the config names: sled under `data_dir`, or PostgreSQL.

@@ -78,11 +78,63 @@ pub struct Config {
     /// The playground.
     #[serde(default)]
     pub playground: PlaygroundConfig,
+    /// What a client may hold of the server: time, and connections.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 
     /// The folder relative paths in this file are resolved against (the file's own folder;
     /// the working directory when there is no file).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `limits:` what a client may hold of the server, so that slow or idle clients (or many
+/// of them) cannot tie it up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// A request's headers must have arrived this long after the connection opened or the
+    /// previous answer went out; so it is also how long a kept-alive connection may sit idle
+    /// (default 10s).
+    #[serde(default = "default_header_timeout", deserialize_with = "de_duration")]
+    pub header_timeout: Duration,
+    /// How long a request body may take before `body_min_rate` applies (default 10s).
+    #[serde(default = "default_body_timeout", deserialize_with = "de_duration")]
+    pub body_timeout: Duration,
+    /// The slowest a body may arrive, in bytes a second, past `body_timeout` (default 1KiB): a
+    /// body of N bytes has `body_timeout + N / body_min_rate` in all.
+    #[serde(default = "default_body_min_rate", deserialize_with = "de_size")]
+    pub body_min_rate: u64,
+    /// Connections served at once; more wait to be accepted (default 1024).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            body_min_rate: default_body_min_rate(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_min_rate() -> u64 {
+    1024
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 /// `store:` where state lives.
@@ -532,6 +584,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             durability: Durability::default(),
             render_errors: RenderErrors::default(),
+            limits: LimitsConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -668,6 +721,24 @@ impl Config {
                     "durability is for sled; with PostgreSQL every event commits before its 202",
                 ));
             }
+        }
+        if self.limits.header_timeout.is_zero() {
+            problems.push(doc.problem(
+                "limits.header_timeout",
+                "header_timeout must be above 0 (how long a client has to send a request's headers)",
+            ));
+        }
+        if self.limits.body_min_rate == 0 {
+            problems.push(doc.problem(
+                "limits.body_min_rate",
+                "body_min_rate must be above 0 bytes a second (the slowest a body may arrive)",
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            problems.push(doc.problem(
+                "limits.max_connections",
+                "max_connections must be at least 1",
+            ));
         }
         if self.admin_token.as_deref() == Some("") {
             problems.push(doc.problem(

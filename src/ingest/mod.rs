@@ -13,6 +13,7 @@
 //! it arrives, memory bounded by the longest line whatever the body's size; a bad line is
 //! reported and does not reject the good ones.
 
+pub mod floor;
 pub mod verify;
 
 use axum::body::Body;
@@ -185,6 +186,13 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: u64) -> Result<Byt
             while let Some(s) = source {
                 if s.is::<http_body_util::LengthLimitError>() {
                     return too_large(limit);
+                }
+                if s.is::<floor::TooSlow>() {
+                    return ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        s.to_string(),
+                    );
                 }
                 source = s.source();
             }

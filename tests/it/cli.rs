@@ -290,6 +290,11 @@ fn the_example_config_shows_every_key_and_loads() {
         "postgres:",
         "pool:",
         "lease:",
+        "limits:",
+        "header_timeout:",
+        "body_timeout:",
+        "body_min_rate:",
+        "max_connections:",
     ] {
         assert!(
             text.contains(key),

@@ -13,6 +13,7 @@ mod home;
 mod hooks;
 mod instances;
 mod layers;
+mod limits;
 mod noise;
 mod oauth;
 mod pg;
