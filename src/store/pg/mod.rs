@@ -269,24 +269,23 @@ impl PgStore {
             {
                 return Ok(Ok(lease));
             }
-            // One whose holder's term is over (or this instance's, lost track of): of
-            // instances taking it over together, one locks the row, the others skip it.
-            if db
-                .query_opt(
-                    "WITH cur AS (
-                         SELECT connection FROM leases
-                         WHERE connection = $1
-                             AND (expires_ms < cardwire_now_ms() OR holder = $2)
-                         FOR UPDATE SKIP LOCKED)
-                     UPDATE leases l SET holder = $2, lease = $3,
-                         expires_ms = cardwire_now_ms() + $4
-                     FROM cur WHERE l.connection = cur.connection
-                     RETURNING l.lease",
-                    &[&con, &me, &lease, &term],
-                )?
-                .is_some()
-            {
-                return Ok(Ok(lease));
+            // One whose holder's term is over (or this instance's, lost track of: it keeps
+            // its id, so that cards sent under it are still recorded): of instances taking it
+            // over together, one locks the row, the others skip it.
+            if let Some(row) = db.query_opt(
+                "WITH cur AS (
+                     SELECT connection FROM leases
+                     WHERE connection = $1
+                         AND (expires_ms < cardwire_now_ms() OR holder = $2)
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE leases l SET
+                     lease = CASE WHEN l.holder = $2 THEN l.lease ELSE $3 END,
+                     holder = $2, expires_ms = cardwire_now_ms() + $4
+                 FROM cur WHERE l.connection = cur.connection
+                 RETURNING l.lease",
+                &[&con, &me, &lease, &term],
+            )? {
+                return Ok(Ok(row.get(0)));
             }
             let remaining: i64 = db
                 .query_opt(
