@@ -727,9 +727,11 @@ async fn a_connection_is_delivered_by_one_instance_at_a_time() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_worker_cannot_complete_a_card_that_another_took() {
     let pg = Postgres::start();
+    // A long term: the lease lapses here because the test says so (below), not by the clock,
+    // and a's renewal (every 10 s) does not race the takeover.
     let (a, b) = (
-        pg_store_with(&pg.url(), Duration::from_secs(1)),
-        pg_store_with(&pg.url(), Duration::from_secs(1)),
+        pg_store_with(&pg.url(), Duration::from_secs(30)),
+        pg_store_with(&pg.url(), Duration::from_secs(30)),
     );
     let con = ConnectionId::new();
     a.enqueue(&card(&con, 1)).unwrap();
@@ -789,7 +791,7 @@ async fn a_late_worker_cannot_complete_a_card_that_another_took() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_leases_of_an_instance_that_dies_expire_and_are_taken() {
     let pg = Postgres::start();
-    let term = Duration::from_secs(2);
+    let term = Duration::from_secs(3);
     let (a, b) = (
         pg_store_with(&pg.url(), term),
         pg_store_with(&pg.url(), term),
@@ -797,8 +799,8 @@ async fn the_leases_of_an_instance_that_dies_expire_and_are_taken() {
     let con = ConnectionId::new();
     a.enqueue(&card(&con, 1)).unwrap();
     assert!(a.lease(&con).unwrap());
-    // Renewed while a lives: still a's after several terms.
-    std::thread::sleep(term * 3);
+    // Renewed while a lives: still a's after two terms.
+    std::thread::sleep(term * 2);
     assert!(!b.lease(&con).unwrap(), "renewed by a");
     assert!(a.lease(&con).unwrap());
 
@@ -812,11 +814,15 @@ async fn the_leases_of_an_instance_that_dies_expire_and_are_taken() {
     // b is cut off long enough for c to take over: b's renewal finds it gone.
     let c = pg_store_with(&pg.url(), term);
     let url = pg.url();
-    crate::pg::outside(move || {
-        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        db.execute("UPDATE leases SET expires_ms = 0", &[]).unwrap();
+    // (Again until it holds: b's renewal may extend the lease between the two.)
+    until("c takes the lapsed lease", || {
+        let url = url.clone();
+        crate::pg::outside(move || {
+            let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            db.execute("UPDATE leases SET expires_ms = 0", &[]).unwrap();
+        });
+        c.lease(&con).unwrap()
     });
-    assert!(c.lease(&con).unwrap());
     until("b's renewal notices", || !b.lease(&con).unwrap());
 
     // c stops cleanly: its leases are free at once, and b is told (not left waiting for a
