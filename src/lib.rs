@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! POST /hooks/{source}
-//!   ingest   read the body (limit), verify (HMAC / token), parse once -> Event, building
-//!            only the members that rules and templates read (see needs)
+//!   ingest   read the body (size limit, floor rate: ingest::floor), check its depth, verify
+//!            (HMAC / token), parse once -> Event, building only the members that rules and
+//!            templates read (see needs)
 //!   stage    the event through the steps below, before the commit (stage::stage):
 //!   rules      which rules take the event (RuleSet::matches)
 //!   render     each matching rule's template -> card JSON per connection kind: Teams,
@@ -44,7 +45,8 @@
 //! - [`playground`]: the /playground page and its API: render, preview, send, recent events,
 //!   the live tail.
 //! - [`live`]: the live tail's broadcast of events, matches, queued cards and outcomes.
-//! - [`app`]: shared state, the router, background tasks and graceful shutdown. Only `app`
+//! - [`app`]: shared state, the router, the accept loop (`limits`: header timeout, connection
+//!   cap), background tasks and graceful shutdown. Only `app`
 //!   names the whole state: each group of handlers takes its part (a sub-state such as
 //!   [`stage::Stager`] or [`connect::api::Registry`], built with axum's `FromRef`).
 //!

@@ -6,8 +6,9 @@
 //!
 //! In: an upstream's request. Out: the staged event (outbox records for every matching rule ×
 //! connection), and `202 {"id": "evt_…"}` only after they are durable (group commit). Errors are 4xx with the
-//! common JSON body: 404 unknown source, 413 body over the limit, 401 bad credentials, 400 bad
-//! JSON. A repeated upstream delivery id is answered with the first id and queues nothing.
+//! common JSON body: 404 unknown source, 413 body over the limit, 408 a body slower than
+//! `limits.body_min_rate` ([`floor`]), 401 bad credentials, 400 bad JSON or nested past
+//! [`crate::needs::MAX_DEPTH`]. A repeated upstream delivery id is answered with the first id and queues nothing.
 //!
 //! A generic source also takes `application/x-ndjson`: one event per line, each processed as
 //! it arrives, memory bounded by the longest line whatever the body's size; a bad line is
