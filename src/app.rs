@@ -714,3 +714,51 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ConnectionId;
+    use crate::store::Wake;
+
+    #[test]
+    fn a_burst_of_wake_ups_is_one_round_of_work() {
+        let (a, b) = (ConnectionId::new(), ConnectionId::new());
+        let plan = wake_plan(&[
+            Wake::Cards(b.clone()),
+            Wake::Cards(a.clone()),
+            Wake::Cards(b.clone()),
+        ]);
+        let mut both = vec![a.clone(), b.clone()];
+        both.sort();
+        assert_eq!(
+            plan,
+            WakePlan {
+                reload: false,
+                resume: false,
+                cards: both,
+            },
+            "each worker woken once"
+        );
+        // A change of connections reads them once and looks at every connection, which
+        // covers the workers named too.
+        let plan = wake_plan(&[Wake::Cards(a), Wake::Connections, Wake::Connections]);
+        assert_eq!(
+            plan,
+            WakePlan {
+                reload: true,
+                resume: true,
+                cards: Vec::new(),
+            }
+        );
+        assert_eq!(
+            wake_plan(&[Wake::All]),
+            WakePlan {
+                reload: true,
+                resume: true,
+                cards: Vec::new(),
+            }
+        );
+        assert_eq!(wake_plan(&[]), WakePlan::default());
+    }
+}
