@@ -79,25 +79,16 @@ pub async fn accept(
 }
 
 /// The answer when the store could not take an event: `503 store_unavailable` with
-/// `Retry-After` while PostgreSQL cannot be reached (nothing was accepted; the upstream's
+/// `Retry-After: 5` while PostgreSQL cannot be reached, `503 storage_full` with
+/// `Retry-After: 30` while the disk is full (nothing was accepted either way; the upstream's
 /// retry will be), else `500 internal`.
 pub fn store_failed(e: &StoreError) -> ApiError {
+    // Once a minute each, not once a request.
+    static UNAVAILABLE_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static FULL_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     match e {
         StoreError::Unavailable(why) => {
-            // Once a minute, not once a request.
-            static LOGGED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let now = crate::store::now_ms();
-            let last = LOGGED_MS.load(std::sync::atomic::Ordering::Relaxed);
-            if now.saturating_sub(last) >= 60_000
-                && LOGGED_MS
-                    .compare_exchange(
-                        last,
-                        now,
-                        std::sync::atomic::Ordering::Relaxed,
-                        std::sync::atomic::Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
+            if once_a_minute(&UNAVAILABLE_LOGGED) {
                 tracing::warn!(%why, "the store is unavailable: events are refused with 503 until it is back");
             }
             let mut answer = ApiError::new(
@@ -108,8 +99,29 @@ pub fn store_failed(e: &StoreError) -> ApiError {
             answer.retry_after = Some(5);
             answer
         }
+        e if e.is_storage_full() => {
+            if once_a_minute(&FULL_LOGGED) {
+                tracing::error!(error = %crate::error::ErrorChain(e), "the disk is full: events are refused with 503 storage_full until there is space again");
+            }
+            let mut answer = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                "the gateway's disk is full; nothing was accepted: retry later",
+            );
+            answer.retry_after = Some(30);
+            answer
+        }
         _ => ApiError::internal(e),
     }
+}
+
+/// Whether a minute has passed since `last` (Unix ms) was last set, setting it if so: one
+/// log line a minute for a condition every request meets.
+fn once_a_minute(last: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = crate::store::now_ms();
+    let then = last.load(Relaxed);
+    now.saturating_sub(then) >= 60_000 && last.compare_exchange(then, now, Relaxed, Relaxed).is_ok()
 }
 
 /// What staging an event did.
@@ -512,6 +524,47 @@ impl RenderFailures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn io(errno: i32) -> StoreError {
+        StoreError::Sled(sled::Error::Io(std::io::Error::from_raw_os_error(errno)))
+    }
+
+    /// A full disk (or quota, or file-size limit) is "try later" with its own code; other
+    /// I/O failures stay internal errors; an unreachable database is unavailable.
+    #[test]
+    fn a_full_disk_is_503_storage_full_with_retry_after() {
+        for errno in [28, 27, 122] {
+            let answer = store_failed(&io(errno));
+            assert_eq!(
+                (answer.status, answer.code, answer.retry_after),
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    Some(30)
+                ),
+                "errno {errno}"
+            );
+        }
+        let other = store_failed(&io(5)); // EIO
+        assert_eq!(other.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let down = store_failed(&StoreError::Unavailable("connection refused".into()));
+        assert_eq!(
+            (down.code, down.retry_after),
+            ("store_unavailable", Some(5))
+        );
+    }
+
+    #[test]
+    fn a_condition_met_by_every_request_is_logged_once_a_minute() {
+        let last = std::sync::atomic::AtomicU64::new(0);
+        assert!(once_a_minute(&last));
+        assert!(!once_a_minute(&last), "not again within the minute");
+        last.store(
+            crate::store::now_ms() - 60_000,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        assert!(once_a_minute(&last));
+    }
 
     /// A template that fails on every event is logged once per reason, not per event.
     #[test]

@@ -103,6 +103,24 @@ impl StoreError {
     pub fn unavailable(e: impl std::fmt::Display) -> Self {
         Self::Unavailable(e.to_string())
     }
+
+    /// Whether the disk (or a quota, or a file-size limit) is full: the write may succeed
+    /// once space returns, so it is "try later", not a fault of the event. sled's I/O errors
+    /// `ENOSPC`, `EDQUOT` and `EFBIG`; PostgreSQL's `disk_full` (53100).
+    pub fn is_storage_full(&self) -> bool {
+        let io = match self {
+            Self::Sled(sled::Error::Io(io))
+            | Self::Open {
+                source: sled::Error::Io(io),
+                ..
+            } => io,
+            Self::Postgres(e) => return e.code() == Some(&postgres::error::SqlState::DISK_FULL),
+            _ => return false,
+        };
+        // ENOSPC, EFBIG and EDQUOT on Linux.
+        matches!(io.raw_os_error(), Some(28 | 27 | 122))
+            || io.kind() == std::io::ErrorKind::StorageFull
+    }
 }
 
 /// How many cards are in each state.
