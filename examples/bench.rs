@@ -475,6 +475,24 @@ fn write_config(
     Ok(path)
 }
 
+/// A gateway's folder, port and config with the shipped rules (sled, or PostgreSQL at
+/// `store`): what most phases start.
+fn shipped_config(
+    templates: &Path,
+    store: Option<&str>,
+) -> Result<(tempfile::TempDir, u16, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        port,
+        &rules_with(dir.path(), 0, 0)?,
+        templates,
+        store,
+    )?;
+    Ok((dir, port, config))
+}
+
 /// Starts the binary and waits until /healthz answers; returns it and how long that took.
 async fn start_gateway(
     binary: &Path,
@@ -1009,15 +1027,7 @@ async fn main() -> Result<()> {
     let restart = if args.backlog > 0 {
         let (receiver, receiver_addr) = start_receiver(epoch).await;
         receiver.throttle.store(true, Ordering::Relaxed);
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
-        let config = write_config(
-            dir.path(),
-            port,
-            &rules_with(dir.path(), 0, 0)?,
-            &templates,
-            pg_url(2).as_deref(),
-        )?;
+        let (_dir, port, config) = shipped_config(&templates, pg_url(2).as_deref())?;
         let (g, _) = start_gateway(&binary, &config, port, &http).await?;
         connect(&http, &g, receiver_addr, 0, "github").await?;
         let url = format!("http://{}/hooks/github", g.addr);
@@ -1256,15 +1266,7 @@ async fn count_run(
     receiver: &Receiver,
     receiver_addr: SocketAddr,
 ) -> Result<Counted> {
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let config = write_config(
-        dir.path(),
-        port,
-        &rules_with(dir.path(), 0, 0)?,
-        templates,
-        None,
-    )?;
+    let (dir, port, config) = shipped_config(templates, None)?;
     let out = dir.path().join("callgrind.out");
     let log = dir.path().join("valgrind.log");
     let mut command = Command::new("valgrind");
@@ -1455,15 +1457,7 @@ async fn slow_clients(binary: &Path, templates: &Path, n: usize) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let http = reqwest::Client::new();
     let epoch = Instant::now();
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let config = write_config(
-        dir.path(),
-        port,
-        &rules_with(dir.path(), 0, 0)?,
-        templates,
-        None,
-    )?;
+    let (_dir, port, config) = shipped_config(templates, None)?;
     let (g, _) = start_gateway(binary, &config, port, &http).await?;
     let (_receiver, receiver_addr) = start_receiver(epoch).await;
     connect(&http, &g, receiver_addr, 0, "github").await?;

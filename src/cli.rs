@@ -67,7 +67,7 @@ pub struct MigrateArgs {
     check: bool,
     /// Copy the state of a sled data folder (a single instance's `data_dir`, its gateway
     /// stopped) into the configured PostgreSQL database, which must hold none yet. The folder
-    /// is only read.
+    /// is opened as a start would open it and read, nothing taken out.
     #[arg(long, value_name = "DIR")]
     from_sled: Option<std::path::PathBuf>,
 }

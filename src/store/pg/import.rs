@@ -1,10 +1,10 @@
 //! Moving a sled data folder into PostgreSQL (`cardwire migrate --from-sled DIR`).
 //!
 //! In: a sled store no gateway is using, and an empty PostgreSQL store. Out: the same state
-//! in PostgreSQL, and what was copied. Guarantees: the sled folder is only read (nothing is
-//! taken out of it, so a failed import leaves it whole and can be run again into a fresh
-//! database); a database that already holds connections or cards is refused rather than
-//! mixed; queued cards keep their order per connection; webhook URLs are opened with the
+//! in PostgreSQL, and what was copied. Guarantees: nothing is taken out of the sled folder
+//! (it is opened as a start opens it, recovering a crash's leftovers first, and read), so a
+//! failed import leaves it whole and can be run again into a fresh database; a database
+//! that already holds connections or cards is refused rather than mixed; queued cards keep their order per connection; webhook URLs are opened with the
 //! folder's key and sealed again with the shared `connect.secrets_key`.
 //!
 //! Copied: connections and their last delivery, queued cards, dead letters, delivered records,
