@@ -223,8 +223,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `/healthz` and `/readyz` (for load balancers): `ok` while the store takes writes, else
-/// `503 {"error": "store_unavailable"}`: an instance that cannot accept events is taken out
-/// of rotation, and put back when its database answers again.
+/// `503 {"error": "store_unavailable"}` (its database does not answer) or `503 {"error":
+/// "storage_full"}` (no room kept on its disk): an instance that cannot accept events is
+/// taken out of rotation, and put back when its database answers or space returns.
 async fn health(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> axum::response::Response {
@@ -233,11 +234,37 @@ async fn health(
     let checked = tokio::task::spawn_blocking(move || store.health()).await;
     match checked {
         Ok(Ok(())) => "ok".into_response(),
-        Ok(Err(e)) => crate::stage::store_failed(&e).into_response(),
+        Ok(Err(e)) => {
+            app.metrics.store_error(e.kind());
+            crate::stage::store_failed(&e).into_response()
+        }
         Err(_) => {
             crate::error::ApiError::internal(&crate::store::StoreError::Closed).into_response()
         }
     }
+}
+
+/// How often [`spawn_watchdog`] asks the store whether it still writes.
+const WATCHDOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Asks the store every [`WATCHDOG_EVERY`] whether it still writes, and cancels `broken` when
+/// it will not until opened again. Holds the store weakly, so that a stopped server releases
+/// its data folder without waiting for it.
+fn spawn_watchdog(store: std::sync::Weak<dyn crate::store::Backend>, broken: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(WATCHDOG_EVERY).await;
+            let Some(store) = store.upgrade() else { return };
+            let checked = tokio::task::spawn_blocking(move || store.health()).await;
+            if let Ok(Err(e)) = checked {
+                if e.needs_reopen() {
+                    tracing::error!(error = %crate::error::ErrorChain(&e), "the store stopped writing after an I/O error; opening it again");
+                    broken.cancel();
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// A running server.
@@ -250,6 +277,9 @@ pub struct Server {
     /// test's runtime ending): they hold the deliverer, which holds their runtime and the
     /// store, whose connections (PostgreSQL) would otherwise stay open.
     _workers: tokio_util::sync::DropGuard,
+    /// Cancelled when the store stopped writing for good until it is opened again (see
+    /// [`Server::broken`]).
+    broken: CancellationToken,
 }
 
 impl Server {
@@ -303,6 +333,10 @@ impl Server {
                 "resuming delivery of cards queued before the last stop"
             );
         }
+        let broken = CancellationToken::new();
+        if !store.blocking() {
+            spawn_watchdog(Arc::downgrade(&store), broken.clone());
+        }
         let (stop, task) = serve(app.clone(), listener, deliverer, store);
         // What loading used and dropped (the rule checks' GitHub schemas, parse trees) goes
         // back to the system now rather than when traffic comes.
@@ -314,7 +348,16 @@ impl Server {
             addr,
             stop,
             task,
+            broken,
         })
+    }
+
+    /// Resolves when the store has stopped writing until it is opened again (sled, after an
+    /// I/O error in its log such as a full disk): the caller stops this server and starts
+    /// another on the same config (`cardwire serve` does), which recovers what reached the
+    /// disk. Never resolves on PostgreSQL, whose sessions come back by themselves.
+    pub async fn broken(&self) {
+        self.broken.cancelled().await
     }
 
     /// The address it listens on.
@@ -468,6 +511,7 @@ fn open_store(config: &Config) -> anyhow::Result<crate::store::SharedStore> {
         config.connect.secrets_key.as_deref(),
         config.durability == crate::config::Durability::Sync,
     )?;
+    store.set_min_free(config.limits.min_free_disk);
     Ok(store)
 }
 

@@ -515,10 +515,46 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let server = crate::app::Server::start(config, pipeline).await?;
-        server.run_until(crate::app::shutdown_signal()).await
+        let signal = crate::app::shutdown_signal();
+        tokio::pin!(signal);
+        let mut server = crate::app::Server::start(config.clone(), pipeline).await?;
+        // Opened again, it listens where it listened (port 0 resolved).
+        config.listen = server.addr();
+        loop {
+            tokio::select! {
+                _ = &mut signal => return server.run_until(async {}).await,
+                _ = server.broken() => {}
+            }
+            // sled stopped writing (a full disk): stop, and open the store again until it
+            // opens, recovering what reached the disk; no operator needed.
+            if let Err(e) = server.stop().await {
+                tracing::warn!(error = %crate::error::ErrorChain(e.as_ref()), "stopping after the store's error");
+            }
+            server = loop {
+                let wait = tokio::time::sleep(std::time::Duration::from_secs(2));
+                tokio::select! {
+                    _ = &mut signal => return Ok(()),
+                    _ = wait => {}
+                }
+                match reopen(&config).await {
+                    Ok(server) => break server,
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot start again yet; retrying in 2 s"),
+                }
+            };
+            tracing::info!("the store is open again; serving");
+        }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the gateway again after its store failed, with the rules and templates as they are
+/// on disk now.
+async fn reopen(config: &Config) -> anyhow::Result<crate::app::Server> {
+    let pipeline = Pipeline::load(config).map_err(|p| {
+        let first = p.0.first().map(|p| p.to_string()).unwrap_or_default();
+        anyhow::anyhow!("the rules or templates do not load: {first}")
+    })?;
+    crate::app::Server::start(config.clone(), pipeline).await
 }
 
 /// Which kinds the rules' templates render, and how: `kinds: 24 templates: teams, workflow by

@@ -108,6 +108,11 @@ pub struct LimitsConfig {
     /// Connections served at once; more wait to be accepted (default 1024).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Free space kept on the disk holding `data_dir` (default 64MiB): below it, new events
+    /// are refused with `503 storage_full` while delivery goes on in the room kept. `0` turns
+    /// the check off. sled only: PostgreSQL's server says when its disk is full.
+    #[serde(default = "default_min_free_disk", deserialize_with = "de_size")]
+    pub min_free_disk: u64,
 }
 
 impl Default for LimitsConfig {
@@ -117,6 +122,7 @@ impl Default for LimitsConfig {
             body_timeout: default_body_timeout(),
             body_min_rate: default_body_min_rate(),
             max_connections: default_max_connections(),
+            min_free_disk: default_min_free_disk(),
         }
     }
 }
@@ -131,6 +137,10 @@ fn default_body_timeout() -> Duration {
 
 fn default_body_min_rate() -> u64 {
     1024
+}
+
+fn default_min_free_disk() -> u64 {
+    64 << 20
 }
 
 fn default_max_connections() -> usize {

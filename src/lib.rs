@@ -46,7 +46,8 @@
 //!   the live tail.
 //! - [`live`]: the live tail's broadcast of events, matches, queued cards and outcomes.
 //! - [`app`]: shared state, the router, the accept loop (`limits`: header timeout, connection
-//!   cap), background tasks and graceful shutdown. Only `app`
+//!   cap), background tasks (among them the store's watchdog, [`app::Server::broken`]) and
+//!   graceful shutdown. Only `app`
 //!   names the whole state: each group of handlers takes its part (a sub-state such as
 //!   [`stage::Stager`] or [`connect::api::Registry`], built with axum's `FromRef`).
 //!
@@ -55,7 +56,8 @@
 //! yaml, live, needs); event, render; config, rules, samples, store; pipeline, noise, metrics,
 //! the connections' cache; stage, deliver; the admin gate, ingest, reload; the admin API and
 //! pages, the Connect flows and their emulators, the playground; app, cli.
-//! - [`cli`]: `serve`, `check` and `render`.
+//! - [`cli`]: `serve` (which opens the store again when sled's log failed on a full disk),
+//!   `check` and `render`.
 //! - [`alloc`]: freed memory handed back to the system when the gateway goes quiet.
 //! - [`store::pg`]: the same store on PostgreSQL (`store.postgres`), with its migrations,
 //!   shared by several instances: delivery leases per connection and wake-ups between

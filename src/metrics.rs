@@ -63,6 +63,11 @@ struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -80,6 +85,7 @@ pub struct Metrics {
     folded: Family<RuleLabels, Counter>,
     depth: Family<StateLabels, Gauge>,
     latency: Histogram,
+    store_errors: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +102,7 @@ impl Default for Metrics {
             folded: Family::default(),
             depth: Family::default(),
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            store_errors: Family::default(),
         };
         {
             let mut r = m.registry.lock().expect("registry lock");
@@ -140,6 +147,11 @@ impl Default for Metrics {
                 m.folded.clone(),
             );
             r.register("queue_depth", "Cards by state", m.depth.clone());
+            r.register(
+                "store_errors",
+                "Store operations that failed, by kind (storage_full, unavailable, lease_lost, decode, io)",
+                m.store_errors.clone(),
+            );
             r.register(
                 "delivery_latency_seconds",
                 "Time of one delivery attempt",
@@ -218,6 +230,13 @@ impl Metrics {
     pub fn folded(&self, rule: &str) {
         self.folded
             .get_or_create(&RuleLabels { rule: rule.into() })
+            .inc();
+    }
+
+    /// A store operation that failed, by [`crate::store::StoreError::kind`].
+    pub fn store_error(&self, kind: &str) {
+        self.store_errors
+            .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
     }
 

@@ -48,6 +48,15 @@ pub struct Stager {
     pub render_failures: Arc<RenderFailures>,
 }
 
+impl Stager {
+    /// The answer when the store could not take an event ([`store_failed`]), counted in
+    /// `cardwire_store_errors_total{kind}`.
+    pub fn refused(&self, e: &StoreError) -> ApiError {
+        self.metrics.store_error(e.kind());
+        store_failed(e)
+    }
+}
+
 /// Accepts one event: stage it with `pipeline`'s rules and templates, make it durable, wake
 /// delivery. Returns its id (the first id when the upstream delivery was seen before).
 pub async fn accept(
@@ -66,12 +75,12 @@ pub async fn accept(
     } else {
         (stage(app, pipeline, &event), event)
     };
-    let staged = staged.map_err(|e| store_failed(&e))?;
+    let staged = staged.map_err(|e| app.refused(&e))?;
     if let Err(e) = app.store.commit().await {
         if let Some(key) = &event.delivery_key {
             let _ = app.store.release_delivery(key);
         }
-        return Err(store_failed(&e));
+        return Err(app.refused(&e));
     }
     wake(app, &staged.wake);
     announce(app, staged.news);
@@ -168,6 +177,8 @@ pub fn wake(app: &Stager, cons: &[ConnectionId]) {
 /// ([`crate::store::Outbox::enqueue_event`]). A card that fails to render becomes a fallback
 /// card, or a dead letter with the reason.
 pub fn stage(app: &Stager, pipeline: &Pipeline, event: &Event) -> Result<Staged, StoreError> {
+    // No room kept on the disk: refused before anything is written.
+    app.store.room()?;
     let repeated = |first: EventId| {
         tracing::info!(source = %event.source, delivery = ?event.delivery_key, event = %first, "repeated delivery; already accepted");
         Staged {

@@ -34,6 +34,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((num * factor as f64) as u64)
 }
 
+/// A size as config writes it, the largest binary unit that keeps a whole or one decimal:
+/// `512B`, `1.5KiB`, `64MiB`, `2.3GiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            let tenths = (bytes as u128 * 10 / size as u128) as u64;
+            return if tenths.is_multiple_of(10) {
+                format!("{}{unit}", tenths / 10)
+            } else {
+                format!("{}.{}{unit}", tenths / 10, tenths % 10)
+            };
+        }
+    }
+    format!("{bytes}B")
+}
+
 /// Parses a duration like `10s`, `2m`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -67,6 +84,18 @@ pub fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_written_as_config_reads_them() {
+        assert_eq!(format_size(0), "0B");
+        assert_eq!(format_size(1023), "1023B");
+        assert_eq!(format_size(1536), "1.5KiB");
+        assert_eq!(format_size(64 << 20), "64MiB");
+        assert_eq!(format_size((5 << 30) + (1 << 29)), "5.5GiB");
+        for bytes in [1u64, 2048, 100 << 20, 3 << 30] {
+            assert_eq!(parse_size(&format_size(bytes)).unwrap(), bytes);
+        }
+    }
 
     #[test]
     fn sizes_durations_and_rates() {

@@ -85,6 +85,15 @@ impl Outcome {
     }
 }
 
+/// Whether a card's outcome was recorded ([`Deliverer::settle`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// Recorded (or lost to another instance, or logged as not recorded).
+    Recorded,
+    /// The store writes nothing until it is opened again: the worker stops.
+    StoreBroken,
+}
+
 /// A connection worker's state between cards.
 struct Queue {
     /// Exponential pause after a 429 without Retry-After, reset by a success.
@@ -619,6 +628,7 @@ impl Deliverer {
                     break;
                 }
                 Err(e) => {
+                    self.metrics.store_error(e.kind());
                     tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot take the connection's delivery lease; retrying in 1 s");
                     queue.ahead.clear();
                     if self.pause(Duration::from_secs(1)).await.is_err() {
@@ -631,6 +641,7 @@ impl Deliverer {
                 match self.store.next_batch(&con, READ_AHEAD) {
                     Ok(batch) => queue.ahead.extend(batch),
                     Err(e) => {
+                        self.metrics.store_error(e.kind());
                         tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot read the outbox; retrying in 1 s");
                         if self.pause(Duration::from_secs(1)).await.is_err() {
                             break;
@@ -689,7 +700,10 @@ impl Deliverer {
             drop(permit);
             self.metrics
                 .delivery(&con, outcome.label(), started.elapsed());
-            self.settle(&con, (key, rec), (outcome, status), &mut queue);
+            if self.settle(&con, (key, rec), (outcome, status), &mut queue) == Settled::StoreBroken
+            {
+                return self.retire(&con);
+            }
             if let Some(hold) = hold {
                 // The platform said its bucket for this webhook is empty until then.
                 tracing::debug!(connection = %con, hold = ?hold, "rate-limit bucket empty; holding");
@@ -710,7 +724,7 @@ impl Deliverer {
         (key, mut rec): (crate::store::OutboxKey, OutboxRecord),
         (outcome, status): (Outcome, Option<u16>),
         queue: &mut Queue,
-    ) {
+    ) -> Settled {
         let Queue {
             throttle_backoff,
             ahead,
@@ -789,16 +803,28 @@ impl Deliverer {
         match result {
             Ok(()) => {}
             Err(e @ crate::store::StoreError::LeaseLost(_)) => {
+                self.metrics.store_error(e.kind());
                 // Another instance took the connection over (this one could not renew in
                 // time): its cards are that instance's now, read afresh if this one gets
                 // the lease back.
                 tracing::warn!(connection = %con, error = %ErrorChain(&e), "delivery lease lost; leaving the connection's cards to its new holder");
                 ahead.clear();
             }
+            Err(e) if e.needs_reopen() => {
+                // Nothing more can be recorded until the store is opened again (the server's
+                // watchdog does it, and delivery resumes from what reached the disk): sending
+                // on would only send cards that go out again then.
+                self.metrics.store_error(e.kind());
+                tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot record a delivery outcome; this connection's delivery stops until the store is opened again");
+                ahead.clear();
+                return Settled::StoreBroken;
+            }
             Err(e) => {
+                self.metrics.store_error(e.kind());
                 tracing::error!(connection = %con, error = %ErrorChain(&e), "cannot record a delivery outcome");
             }
         }
+        Settled::Recorded
     }
 
     /// Keeps a card for another attempt after `wait`, at the front of the worker's queue.

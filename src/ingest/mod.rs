@@ -233,7 +233,7 @@ impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
             Ok(mut event) => {
                 event.raw = Some(Bytes::copy_from_slice(text));
                 let staged = crate::stage::stage(self.app, &self.app.pipeline.load(), &event)
-                    .map_err(|e| ApiError::internal(&e))?;
+                    .map_err(|e| self.app.refused(&e))?;
                 self.ids.push(staged.id);
                 self.wake.extend(staged.wake);
                 self.news.extend(staged.news);
@@ -253,7 +253,7 @@ impl<F: Fn(Value) -> Result<Event, ApiError>> Lines<'_, F> {
             .store
             .commit()
             .await
-            .map_err(|e| ApiError::internal(&e))?;
+            .map_err(|e| self.app.refused(&e))?;
         self.wake.sort();
         self.wake.dedup();
         crate::stage::wake(self.app, &self.wake);

@@ -8,6 +8,11 @@
 //! group commit: callers that arrive while a flush runs share the next one, so a burst of
 //! requests costs a few fsyncs, not one each, and no request waits on a timer.
 //!
+//! A full disk: [`Durable::room`] refuses new events while the data folder's disk has less
+//! free than `limits.min_free_disk`, so that delivery's small writes keep room; a sled write
+//! that fails anyway (`ENOSPC`) leaves sled writing nothing until it is opened again
+//! ([`StoreError::needs_reopen`], which `cardwire serve` does).
+//!
 //! Card counts, and the index of queued cards by id ([`queued_ids`]), are kept in memory as
 //! cards move; a clean stop leaves them in the `meta` tree so that the next start need not walk
 //! the queue, and a start after a crash counts and indexes again.
@@ -42,7 +47,8 @@ pub use outbox::{Attempt, DeadLetter, Delivered, Outbox, OutboxKey, OutboxRecord
 pub use recent::RecentEvents;
 pub use seen::SeenIds;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -96,6 +102,19 @@ pub enum StoreError {
     /// instance took it): the move was not made; the card is the other instance's now.
     #[error("the delivery lease of connection {0} was lost to another instance")]
     LeaseLost(String),
+    /// The disk holding the data folder has less free space than `limits.min_free_disk`: new
+    /// events are refused so that delivery, which writes little, keeps the room left.
+    #[error(
+        "the disk holding the data folder has {} free, under limits.min_free_disk ({})",
+        crate::units::format_size(*free),
+        crate::units::format_size(*floor)
+    )]
+    Full {
+        /// Free bytes (for an unprivileged user).
+        free: u64,
+        /// `limits.min_free_disk`.
+        floor: u64,
+    },
 }
 
 impl StoreError {
@@ -115,11 +134,31 @@ impl StoreError {
                 ..
             } => io,
             Self::Postgres(e) => return e.code() == Some(&postgres::error::SqlState::DISK_FULL),
+            Self::Full { .. } => return true,
             _ => return false,
         };
         // ENOSPC, EFBIG and EDQUOT on Linux.
         matches!(io.raw_os_error(), Some(28 | 27 | 122))
             || io.kind() == std::io::ErrorKind::StorageFull
+    }
+
+    /// The error's kind, as `cardwire_store_errors_total{kind}` labels it: `storage_full`,
+    /// `unavailable` (PostgreSQL cannot be reached), `lease_lost`, `decode` or `io` (the rest).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            e if e.is_storage_full() => "storage_full",
+            Self::Unavailable(_) => "unavailable",
+            Self::LeaseLost(_) => "lease_lost",
+            Self::Decode(_) => "decode",
+            _ => "io",
+        }
+    }
+
+    /// Whether the store must be opened again before it writes anything: sled stops writing
+    /// for good after an I/O error in its log (a full disk among them), until it is opened
+    /// again, when it recovers from what reached the disk.
+    pub fn needs_reopen(&self) -> bool {
+        matches!(self, Self::Sled(sled::Error::Io(_)))
     }
 }
 
@@ -176,6 +215,8 @@ pub struct Store {
     clock: Clock,
     sync: bool,
     commits: mpsc::UnboundedSender<CommitRequest>,
+    /// The data folder's disk and the room kept on it.
+    disk: Disk,
 }
 
 /// A waiter for the next flush, with a handle on the database to flush. The task holds no
@@ -268,11 +309,18 @@ impl Store {
             last_delivery: db.open_tree("last_delivery")?,
             db: db.clone(),
             commits: tx,
+            disk: Disk::new(dir),
         });
         store.reindex_folds()?;
         tokio::spawn(group_commit(rx));
         tokio::spawn(save_recent(store.ring.clone()));
         Ok(store)
+    }
+
+    /// Keeps `bytes` free on the data folder's disk (`limits.min_free_disk`): below it,
+    /// [`Durable::room`] refuses new events. 0 turns the check off.
+    pub fn set_min_free(&self, bytes: u64) {
+        self.disk.min_free.store(bytes, Relaxed);
     }
 
     fn count(&self, f: impl FnOnce(&mut Counts)) {
@@ -299,9 +347,17 @@ pub trait Durable {
     /// Now, by the store's clock.
     fn now_ms(&self) -> u64;
 
-    /// Whether the store can take writes now (PostgreSQL: the server answers). sled, in
-    /// process, is as healthy as the process.
+    /// Whether the store can take writes now (PostgreSQL: the server answers; sled: there is
+    /// room on its disk and a write reaches it).
     fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether there is room for new events: [`StoreError::Full`] while the disk holding the
+    /// data folder has less free space than `limits.min_free_disk` (sled; PostgreSQL's server
+    /// answers `disk_full` itself). Checked before an event is staged, not before delivery's
+    /// small writes, which use the room kept.
+    fn room(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -410,6 +466,65 @@ impl Durable for Store {
 
     fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.room()?;
+        // After an I/O error in its log, sled keeps the write that failed unwritten and
+        // fails every flush: nothing written when all is well.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn room(&self) -> Result<(), StoreError> {
+        let floor = self.disk.min_free.load(Relaxed);
+        if floor == 0 {
+            return Ok(());
+        }
+        let free = self.disk.free(self.clock.now_ms());
+        if free < floor {
+            return Err(StoreError::Full { free, floor });
+        }
+        Ok(())
+    }
+}
+
+/// The free space on the disk holding the data folder, read at most every
+/// [`Disk::EVERY_MS`] (one `statvfs`), against `limits.min_free_disk`.
+#[derive(Debug)]
+struct Disk {
+    dir: PathBuf,
+    min_free: AtomicU64,
+    free: AtomicU64,
+    /// When `free` was read (store clock, ms); 0: never.
+    read_at: AtomicU64,
+}
+
+impl Disk {
+    const EVERY_MS: u64 = 250;
+
+    fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            min_free: AtomicU64::new(0),
+            free: AtomicU64::new(u64::MAX),
+            read_at: AtomicU64::new(0),
+        }
+    }
+
+    fn free(&self, now: u64) -> u64 {
+        let at = self.read_at.load(Relaxed);
+        if at != 0 && now.saturating_sub(at) < Self::EVERY_MS {
+            return self.free.load(Relaxed);
+        }
+        let free = match rustix::fs::statvfs(&self.dir) {
+            Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+            // Not knowable (the folder went away): the writes themselves will say.
+            Err(_) => u64::MAX,
+        };
+        self.free.store(free, Relaxed);
+        self.read_at.store(now.max(1), Relaxed);
+        free
     }
 }
 

@@ -8,6 +8,7 @@ mod connect;
 mod connections;
 mod crash;
 mod delivery;
+mod disk;
 mod fallback;
 mod home;
 mod hooks;
