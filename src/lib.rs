@@ -6,9 +6,9 @@
 //!
 //! ```text
 //! POST /hooks/{source}
-//!   ingest   read the body (size limit, floor rate: ingest::floor), check its depth, verify
-//!            (HMAC / token), parse once -> Event, building only the members that rules and
-//!            templates read (see needs)
+//!   ingest   read the body (size limit, floor rate: ingest::floor; NDJSON line by line:
+//!            ingest::lines), check its depth, verify (HMAC / token), parse once -> Event,
+//!            building only the members that rules and templates read (see needs)
 //!   stage    the event through the steps below, before the commit (stage::stage):
 //!   rules      which rules take the event (RuleSet::matches)
 //!   render     each matching rule's template -> card JSON per connection kind: Teams,

@@ -396,6 +396,67 @@ pub(super) fn take_state(
     Ok(record)
 }
 
+/// What Office 365's callback says, read from its query (the state is checked apart).
+#[derive(Debug, PartialEq, Eq)]
+pub enum CallbackAnswer {
+    /// The user declined (`error=AccessDenied`).
+    Declined,
+    /// Another `error`.
+    Error(String),
+    /// A webhook URL to connect, and where it posts.
+    Connect {
+        /// `webhook_url`.
+        webhook_url: String,
+        /// `app_type`: mail, groups or teams.
+        app_type: String,
+        /// `group_name` (required but for mail).
+        group_name: Option<String>,
+        /// `user_objectId`.
+        user_object_id: String,
+    },
+}
+
+/// Reads the callback's parameters (the query, decoded): an error, or every parameter a
+/// connection needs; `Err` says, for the page, what is missing or wrong.
+pub fn read_callback(params: &HashMap<String, String>) -> Result<CallbackAnswer, String> {
+    if let Some(error) = params.get("error") {
+        return Ok(if error == "AccessDenied" {
+            CallbackAnswer::Declined
+        } else {
+            CallbackAnswer::Error(error.clone())
+        });
+    }
+    let given = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
+    let mut missing: Vec<&str> = ["webhook_url", "app_type", "user_objectId"]
+        .into_iter()
+        .filter(|k| given(k).is_none())
+        .collect();
+    let app_type = given("app_type").unwrap_or_default();
+    if !app_type.is_empty() && !matches!(app_type.as_str(), "mail" | "groups" | "teams") {
+        return Err(format!(
+            "app_type {app_type:?} is not mail, groups or teams."
+        ));
+    }
+    let group_name = given("group_name");
+    if app_type != "mail" && !app_type.is_empty() && group_name.is_none() {
+        missing.push("group_name");
+    }
+    match (given("webhook_url"), given("user_objectId")) {
+        (Some(webhook_url), Some(user_object_id)) if missing.is_empty() => {
+            Ok(CallbackAnswer::Connect {
+                webhook_url,
+                app_type,
+                group_name,
+                user_object_id,
+            })
+        }
+        _ => Err(format!(
+            "The answer from Office 365 lacks {}.",
+            missing.join(", ")
+        )),
+    }
+}
+
 async fn receive_callback(
     State(app): State<Flows>,
     RawQuery(query): RawQuery,
@@ -409,43 +470,25 @@ async fn receive_callback(
         Ok(r) => r,
         Err(res) => return res,
     };
-    if let Some(error) = params.get("error") {
-        return if error == "AccessDenied" {
-            page(StatusCode::OK, "Not connected", "<h1>Not connected</h1><p>You declined in Office 365, so nothing was connected.</p><p><a href=\"/connect\">Start again</a></p>")
-        } else {
-            bad(
+    let (webhook_url, app_type, group_name, user_object_id) = match read_callback(&params) {
+        Ok(CallbackAnswer::Connect {
+            webhook_url,
+            app_type,
+            group_name,
+            user_object_id,
+        }) => (webhook_url, app_type, group_name, user_object_id),
+        Ok(CallbackAnswer::Declined) => {
+            return page(StatusCode::OK, "Not connected", "<h1>Not connected</h1><p>You declined in Office 365, so nothing was connected.</p><p><a href=\"/connect\">Start again</a></p>")
+        }
+        Ok(CallbackAnswer::Error(error)) => {
+            return bad(
                 "Not connected",
                 &format!("Office 365 answered with the error {error}. Nothing was connected."),
             )
-        };
-    }
-    let mut missing = Vec::new();
-    for key in ["webhook_url", "app_type", "user_objectId"] {
-        if params.get(key).is_none_or(|v| v.is_empty()) {
-            missing.push(key);
         }
-    }
-    let app_type = params.get("app_type").cloned().unwrap_or_default();
-    if !app_type.is_empty() && !matches!(app_type.as_str(), "mail" | "groups" | "teams") {
-        return bad(
-            "Cannot connect",
-            &format!("app_type {app_type:?} is not mail, groups or teams."),
-        );
-    }
-    let group_name = params.get("group_name").filter(|g| !g.is_empty()).cloned();
-    if app_type != "mail" && !app_type.is_empty() && group_name.is_none() {
-        missing.push("group_name");
-    }
-    if !missing.is_empty() {
-        return bad(
-            "Cannot connect",
-            &format!("The answer from Office 365 lacks {}.", missing.join(", ")),
-        );
-    }
-    let url = match app
-        .policy
-        .check_kind(&params["webhook_url"], CardKind::Teams)
-    {
+        Err(why) => return bad("Cannot connect", &why),
+    };
+    let url = match app.policy.check_kind(&webhook_url, CardKind::Teams) {
         Ok(u) => u,
         Err(e) => {
             return bad(
@@ -466,7 +509,7 @@ async fn receive_callback(
             via: "connect".into(),
             app_type: Some(app_type),
             group_name,
-            user_object_id: params.get("user_objectId").cloned(),
+            user_object_id: Some(user_object_id),
             ..Default::default()
         },
         digest: record.digest,
@@ -643,5 +686,48 @@ mod tests {
         );
         assert!(f("daily", "25:00", "UTC").is_err());
         assert!(f("daily", "09:00", "Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn the_callback_says_declined_an_error_or_everything_a_connection_needs() {
+        let q = |query: &str| {
+            let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            read_callback(&params)
+        };
+        assert_eq!(
+            q("state=s&error=AccessDenied"),
+            Ok(CallbackAnswer::Declined)
+        );
+        assert_eq!(
+            q("error=ServerError"),
+            Ok(CallbackAnswer::Error("ServerError".into()))
+        );
+        assert_eq!(
+            q("webhook_url=https%3A%2F%2Fx&app_type=teams&group_name=Ops&user_objectId=u"),
+            Ok(CallbackAnswer::Connect {
+                webhook_url: "https://x".into(),
+                app_type: "teams".into(),
+                group_name: Some("Ops".into()),
+                user_object_id: "u".into(),
+            })
+        );
+        // An inbox has no group.
+        assert!(matches!(
+            q("webhook_url=https%3A%2F%2Fx&app_type=mail&user_objectId=u"),
+            Ok(CallbackAnswer::Connect {
+                group_name: None,
+                ..
+            })
+        ));
+        assert_eq!(
+            q("webhook_url=&app_type=teams&user_objectId=u"),
+            Err("The answer from Office 365 lacks webhook_url, group_name.".into())
+        );
+        assert_eq!(
+            q("webhook_url=h&app_type=fax&user_objectId=u"),
+            Err("app_type \"fax\" is not mail, groups or teams.".into())
+        );
     }
 }

@@ -262,17 +262,21 @@ fn inner_status(text: &str) -> Option<u16> {
         .ok()
 }
 
-/// `Retry-After`: seconds, or an HTTP date.
+/// The longest wait a `Retry-After` can ask for: a day.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// `Retry-After`: seconds, or an HTTP date; at most [`MAX_RETRY_AFTER`] either way.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<f64>() {
         return (secs >= 0.0 && secs.is_finite())
-            .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+            .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())));
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(
         at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .min(MAX_RETRY_AFTER),
     )
 }
 
@@ -1310,6 +1314,12 @@ mod tests {
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        // A date years ahead waits a day, as a number of seconds that large does.
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse_retry_after("99999999"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
         let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         let d = parse_retry_after(&soon).unwrap();

@@ -15,6 +15,7 @@
 //! reported and does not reject the good ones.
 
 pub mod floor;
+pub mod lines;
 pub mod verify;
 
 use axum::body::Body;
@@ -23,7 +24,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -274,7 +275,6 @@ where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let limit = limit as usize;
     let mut out = Lines {
         app,
         to_event,
@@ -283,54 +283,33 @@ where
         wake: Vec::new(),
         news: Vec::new(),
     };
-    let mut buf = BytesMut::new();
-    let mut line_no = 0usize;
-    let mut skipping = false; // inside an over-long line, dropping bytes until its end
+    let mut split = lines::Splitter::new(limit as usize);
     let too_long = format!("the line is over the {limit}-byte limit (max_body)");
+    let piece = |out: &mut Lines<'_, _>, p: lines::Piece<'_>| match p {
+        lines::Piece::Line(n, line) => out.line(line, n),
+        lines::Piece::TooLong(n) => {
+            out.error(n, too_long.clone());
+            Ok(())
+        }
+    };
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
                 // What was staged so far is kept (and committed below); the rest never arrived.
-                out.error(line_no + 1, format!("the body broke off: {e}"));
-                buf.clear();
+                let n = split.broke_off();
+                out.error(n, format!("the body broke off: {e}"));
                 break;
             }
         };
-        let mut rest = &chunk[..];
-        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
-            line_no += 1;
-            if skipping {
-                skipping = false;
-            } else if buf.len() + i > limit {
-                out.error(line_no, too_long.clone());
-            } else if buf.is_empty() {
-                out.line(&rest[..i], line_no)?;
-            } else {
-                buf.extend_from_slice(&rest[..i]);
-                out.line(&buf, line_no)?;
-            }
-            buf.clear();
-            rest = &rest[i + 1..];
-        }
-        if !skipping {
-            if buf.len() + rest.len() > limit {
-                out.error(line_no + 1, too_long.clone());
-                buf.clear();
-                skipping = true;
-            } else {
-                buf.extend_from_slice(rest);
-            }
-        }
+        split.push(&chunk, &mut |p| piece(&mut out, p))?;
         // Without waiting for the end of a long stream, make what arrived durable and
         // start delivering it.
         if out.wake.len() >= 256 {
             out.commit().await?;
         }
     }
-    if !buf.is_empty() && !skipping {
-        out.line(&buf, line_no + 1)?;
-    }
+    split.finish(&mut |p| piece(&mut out, p))?;
     out.commit().await?;
     let Lines { ids, errors, .. } = out;
     Ok((

@@ -1,0 +1,5 @@
+//! The `needs` fuzz target (see the crate's opening).
+
+fn main() {
+    cardwire_fuzz::main(cardwire_fuzz::targets::needs);
+}
