@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
 //!     [--spread] [--rate N] [--backlog 100000] [--floors] [--store sled|postgres]
-//!     [--instances N] [--slow-clients N]
+//!     [--instances N] [--slow-clients N] [--history N,N,...] [--soak 1h [--rate 500]]
 //! ```
 //!
 //! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
@@ -34,6 +34,15 @@
 //! With `--slow-clients N`, none of the above: N clients that send half a request's headers
 //! and then nothing, against the gateway's memory and its answers to others (see
 //! `slow_clients`).
+//!
+//! With `--history 0,100000,1000000`, none of the above: the disk, start-up time and idle RSS
+//! of a gateway keeping that many delivered records, and the disk after they are pruned (see
+//! `history`).
+//!
+//! With `--soak 1h --rate 500`, none of the above: an hour (any duration) at 500 events/s
+//! against a receiver that fails one request in ten and answers 429 for 5 s every 2 minutes;
+//! RSS, disk, queue depth and CPU every 10 s into a CSV and a PNG, then the events lost and the
+//! slope of RSS and disk once pruning has started (see `soak`).
 //!
 //! With `--instances N`, none of the above: the load on sled, then on PostgreSQL with 1 to N
 //! gateways sharing one database, the load spread over them (see `instances`).
@@ -116,6 +125,21 @@ struct Args {
     /// latency meanwhile, and how many the gateway closed by `limits.header_timeout`.
     #[arg(long)]
     slow_clients: Option<usize>,
+    /// Instead of the load phases: the cost of the history kept. For each N given
+    /// (`--history 0,100000,1000000`), a store holding N delivered records, as delivery leaves
+    /// them, then the disk it takes, how long the gateway takes to start on it and its idle
+    /// RSS; then every record pruned, and the disk after a restart. See [`history`].
+    #[arg(long, value_delimiter = ',')]
+    history: Option<Vec<usize>>,
+    /// Instead of the load phases: this long at `--rate` (default 500 events/s) against a
+    /// receiver that fails 10 % of requests and answers 429 for 5 s every 2 minutes, with
+    /// delivered records kept a fifth of the run; RSS, disk, queue depth and CPU sampled every
+    /// 10 s into `--out`/soak.csv and soak.png. See [`soak`].
+    #[arg(long, value_parser = cardwire::units::parse_duration)]
+    soak: Option<Duration>,
+    /// Where `--soak` writes its CSV and plot.
+    #[arg(long, default_value = "target/soak")]
+    out: PathBuf,
     /// Instead of the load phases: count the instructions an event costs under valgrind's
     /// callgrind, repeatable to the instruction whatever else the machine does, for this
     /// binary and, in the same run, the `--against` one. See [`instructions`].
@@ -880,6 +904,13 @@ async fn main() -> Result<()> {
     if let Some(n) = args.instances {
         return instances(&args, &binary, &templates, n.into()).await;
     }
+    if let Some(duration) = args.soak {
+        let rate = args.rate.map_or(500, |r| r as u64);
+        return soak(&binary, &templates, duration, rate, &args.out).await;
+    }
+    if let Some(sizes) = &args.history {
+        return history(&binary, &templates, sizes).await;
+    }
     if let Some(n) = args.slow_clients {
         return slow_clients(&binary, &templates, n).await;
     }
@@ -1552,5 +1583,453 @@ async fn slow_clients(binary: &Path, templates: &Path, n: usize) -> Result<()> {
         latencies[latencies.len() / 2].as_secs_f64() * 1000.0,
         latencies[latencies.len() - 1].as_secs_f64() * 1000.0
     );
+    Ok(())
+}
+
+/// Bytes a folder takes on disk (allocated blocks, not file lengths: sled's files may have
+/// holes).
+fn disk_used(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_used(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Writes `n` delivered records into the store under `data`, as delivery leaves them: a
+/// card of the shipped push template queued, then delivered with one attempt (its body
+/// dropped). In a runtime of its own, dropped at the end, so that the folder is free.
+fn fill_history(data: &Path, n: usize, card: &str) -> Result<()> {
+    let data = data.to_path_buf();
+    let card = card.to_string();
+    std::thread::spawn(move || -> Result<()> {
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(async {
+            let store = cardwire::store::Store::open(&data, None)?;
+            let con = cardwire::ids::ConnectionId::new();
+            let now = cardwire::store::now_ms();
+            for i in 0..n {
+                let mut rec = cardwire::store::OutboxRecord::new(
+                    cardwire::ids::EventId::new(),
+                    con.clone(),
+                    "github-push",
+                    cardwire::render::kind::CardKind::Teams,
+                    card.clone(),
+                    now,
+                );
+                let key = store.enqueue(&rec)?;
+                rec.attempts = 1;
+                rec.attempt_log.push(cardwire::store::Attempt {
+                    at_ms: now,
+                    status: Some(200),
+                    result: "delivered: 1".into(),
+                });
+                store.deliver(&key, &rec)?;
+                if i % 10_000 == 9_999 {
+                    store.commit().await?;
+                }
+            }
+            store.flush()?;
+            anyhow::Ok(())
+        })?;
+        drop(rt);
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("filling the history panicked"))?
+}
+
+/// Prunes every delivered record of the store under `data` (what `keep_delivered` does once
+/// they are old enough), in a runtime of its own.
+fn prune_history(data: &Path) -> Result<usize> {
+    let data = data.to_path_buf();
+    std::thread::spawn(move || -> Result<usize> {
+        let rt = tokio::runtime::Runtime::new()?;
+        let pruned = rt.block_on(async {
+            let store = cardwire::store::Store::open(&data, None)?;
+            let pruned = store.prune_delivered(Duration::ZERO)?;
+            store.flush()?;
+            anyhow::Ok(pruned)
+        })?;
+        drop(rt);
+        Ok(pruned)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("pruning panicked"))?
+}
+
+/// `--history`: for each size, a store with that many delivered records; the disk it takes,
+/// the gateway's start-up time and idle RSS on it, and the disk once every record is pruned
+/// (and the gateway started again).
+async fn history(binary: &Path, templates: &Path, sizes: &[usize]) -> Result<()> {
+    let http = reqwest::Client::new();
+    // A card as the shipped push template renders it (its body is dropped on delivery; the
+    // queue holds it meanwhile).
+    let card =
+        serde_json::json!({"@type": "MessageCard", "summary": "push", "text": "x".repeat(900)})
+            .to_string();
+    println!("| delivered records kept | disk | disk a record | start-up | idle RSS | pruned: disk after restart |");
+    println!("|---|---|---|---|---|---|");
+    let mut empty_disk = None;
+    for &n in sizes {
+        let (dir, port, config) = shipped_config(templates, None)?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data)?;
+        let filled = Instant::now();
+        fill_history(&data, n, &card)?;
+        let fill_time = filled.elapsed();
+        let (g, ready) = start_gateway(binary, &config, port, &http).await?;
+        // Idle: what a quiet gateway keeps (it hands freed pages back when traffic stops).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (_, idle_rss, _) = usage(g.pid());
+        g.stop()?;
+        let disk = disk_used(&data);
+        let base = *empty_disk.get_or_insert(disk);
+        let per_record = if n > 0 {
+            format!("{:.0} B", disk.saturating_sub(base) as f64 / n as f64)
+        } else {
+            "—".into()
+        };
+        let pruned = prune_history(&data)?;
+        let (g, _) = start_gateway(binary, &config, port, &http).await?;
+        g.stop()?;
+        let after = disk_used(&data);
+        eprintln!("{n}: filled in {fill_time:.1?}, pruned {pruned}");
+        println!(
+            "| {n} | {:.1} MB | {per_record} | {:.0} ms | {idle_rss:.1} MB | {:.1} MB |",
+            disk as f64 / 1e6,
+            ready.as_secs_f64() * 1e3,
+            after as f64 / 1e6,
+        );
+    }
+    Ok(())
+}
+
+// --- the soak ---
+
+/// The soak's receiver: fails every tenth request (500), answers 429 while `throttle` is
+/// set, and keeps the distinct cards it got (by Idempotency-Key).
+#[derive(Default)]
+struct SoakReceiver {
+    requests: AtomicU64,
+    throttle: AtomicBool,
+    cards: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+async fn start_soak_receiver() -> (Arc<SoakReceiver>, SocketAddr) {
+    let r = Arc::new(SoakReceiver::default());
+    let router = Router::new()
+        .route(
+            "/hook/{n}",
+            post(
+                |State(r): State<Arc<SoakReceiver>>, headers: axum::http::HeaderMap| async move {
+                    let n = r.requests.fetch_add(1, Ordering::Relaxed);
+                    if r.throttle.load(Ordering::Relaxed) {
+                        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "");
+                    }
+                    if n % 10 == 9 {
+                        return (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            [("retry-after", "0")],
+                            "",
+                        );
+                    }
+                    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
+                    {
+                        r.cards.lock().unwrap().insert(key.to_string());
+                    }
+                    (StatusCode::OK, [("retry-after", "0")], "1")
+                },
+            ),
+        )
+        .with_state(r.clone());
+    (r, serve(router).await)
+}
+
+/// A column of the soak's samples.
+type Field = fn(&Sample) -> f64;
+
+/// One sample of the soak.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Seconds since the load started.
+    t: f64,
+    rss_mb: f64,
+    disk_mb: f64,
+    queued: f64,
+    /// CPU of the gateway over the last interval, in % of one core.
+    cpu_pct: f64,
+}
+
+/// A gauge of `/metrics`, by its full name with labels.
+async fn metric(http: &reqwest::Client, addr: SocketAddr, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
+        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
+    });
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
+}
+
+/// `--soak D --rate R`: see the module's opening. The events are spread over 50 teams
+/// connections, each a channel of its own.
+async fn soak(
+    binary: &Path,
+    templates: &Path,
+    duration: Duration,
+    rate: u64,
+    out: &Path,
+) -> Result<()> {
+    let http = reqwest::Client::new();
+    std::fs::create_dir_all(out)?;
+    let (receiver, receiver_addr) = start_soak_receiver().await;
+    // Spread over 50 team channels (10 cards/s each at 500 events/s): one connection's
+    // queue is sent in order, so a retry holds up only its own team's cards, as in real use.
+    const TEAMS: usize = 50;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        port,
+        &rules_with(dir.path(), 0, TEAMS)?,
+        templates,
+        None,
+    )?;
+    // Records kept a fifth of the run (at least a minute), so that pruning runs for most of it.
+    let keep = (duration / 5).max(Duration::from_secs(60));
+    let text = std::fs::read_to_string(&config)?.replace(
+        "delivery:\n  pacing: false\n",
+        &format!(
+            "delivery:\n  pacing: false\n  keep_delivered: {}s\n",
+            keep.as_secs()
+        ),
+    );
+    std::fs::write(&config, text)?;
+    let data = dir.path().join("data");
+    // Its log (a warning for each failed attempt) beside the samples.
+    let mut command = Command::new(binary);
+    command.stderr(std::fs::File::create(out.join("gateway.log"))?);
+    let (g, _) = start(command, &config, port, &http, Duration::from_secs(30)).await?;
+    for t in 0..TEAMS {
+        connect(&http, &g, receiver_addr, t, &team_channel(t)).await?;
+    }
+    let body = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github/push.event.4.json"),
+    )?;
+    let bodies = (0..TEAMS)
+        .map(|t| team_payload(&body, t))
+        .collect::<Result<Vec<_>>>()?;
+    let url = format!("http://{}/hooks/github", g.addr);
+    let started = Instant::now();
+    let load_task =
+        tokio::spawn(
+            async move { load(&url, &bodies, 8, duration, None, Some(rate as f64)).await },
+        );
+    // 429s for 5 s every 2 minutes.
+    let throttler = {
+        let receiver = receiver.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(115)).await;
+                receiver.throttle.store(true, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                receiver.throttle.store(false, Ordering::Relaxed);
+            }
+        })
+    };
+    let csv_path = out.join("soak.csv");
+    let mut csv = String::from("t_s,rss_mb,disk_mb,queued,cpu_pct\n");
+    let mut samples = Vec::new();
+    let mut last_cpu = usage(g.pid()).2;
+    let mut last_t = 0.0;
+    let every = Duration::from_secs(10);
+    let mut next = started + every;
+    let load_done = loop {
+        tokio::time::sleep_until(next.into()).await;
+        next += every;
+        let t = started.elapsed().as_secs_f64();
+        let (_, rss, cpu) = usage(g.pid());
+        let queued = metric(&http, g.addr, "cardwire_queue_depth{state=\"queued\"}")
+            .await
+            .unwrap_or(f64::NAN);
+        let s = Sample {
+            t,
+            rss_mb: rss,
+            disk_mb: disk_used(&data) as f64 / 1e6,
+            queued,
+            cpu_pct: (cpu - last_cpu) / (t - last_t) * 100.0,
+        };
+        (last_cpu, last_t) = (cpu, t);
+        csv.push_str(&format!(
+            "{:.0},{:.1},{:.1},{:.0},{:.1}\n",
+            s.t, s.rss_mb, s.disk_mb, s.queued, s.cpu_pct
+        ));
+        std::fs::write(&csv_path, &csv)?;
+        samples.push(s);
+        eprintln!(
+            "{:>6.0} s  RSS {:>5.1} MB  disk {:>6.1} MB  queued {:>6.0}  CPU {:>5.1} %",
+            s.t, s.rss_mb, s.disk_mb, s.queued, s.cpu_pct
+        );
+        if load_task.is_finished() {
+            break load_task.await?;
+        }
+    };
+    throttler.abort();
+    receiver.throttle.store(false, Ordering::Relaxed);
+    // Drained: every card delivered or buried.
+    let drain_deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < drain_deadline
+        && metric(&http, g.addr, "cardwire_queue_depth{state=\"queued\"}")
+            .await
+            .unwrap_or(1.0)
+            > 0.0
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dead = metric(&http, g.addr, "cardwire_queue_depth{state=\"dead\"}")
+        .await
+        .unwrap_or(0.0) as u64;
+    let queued = metric(&http, g.addr, "cardwire_queue_depth{state=\"queued\"}")
+        .await
+        .unwrap_or(0.0) as u64;
+    let delivered = receiver.cards.lock().unwrap().len() as u64;
+    g.stop()?;
+    let lost = load_done.accepted.saturating_sub(delivered + dead + queued);
+
+    // Once pruning has started: the first records are past keep_delivered.
+    let pruning = keep.as_secs_f64() + cardwire::app::prune_every(keep).as_secs_f64();
+    let steady: Vec<&Sample> = samples.iter().filter(|s| s.t >= pruning).collect();
+    let per_hour = |f: Field| {
+        slope(
+            &steady
+                .iter()
+                .map(|s| (s.t / 3600.0, f(s)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (rss_slope, disk_slope) = (per_hour(|s| s.rss_mb), per_hour(|s| s.disk_mb));
+    let png = out.join("soak.png");
+    plot(&samples, pruning, &png)?;
+    let max = |f: Field| samples.iter().map(f).fold(0.0, f64::max);
+    println!();
+    println!(
+        "soak: {:?} at {rate} events/s, records kept {}s; samples in {}, plot in {}",
+        duration,
+        keep.as_secs(),
+        csv_path.display(),
+        png.display()
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| events accepted / refused | {} / {} |",
+        load_done.accepted,
+        load_done.requests - load_done.accepted
+    );
+    println!("| cards delivered / dead letters / still queued | {delivered} / {dead} / {queued} |");
+    println!("| **lost** | **{lost}** |");
+    println!(
+        "| receiver: requests in all (10 % failed, 429 for 5 s every 2 min) | {} |",
+        receiver.requests.load(Ordering::Relaxed)
+    );
+    println!(
+        "| RSS max / slope once pruning runs (from {pruning:.0} s) | {:.1} MB / {rss_slope:+.2} MB/h |",
+        max(|s| s.rss_mb)
+    );
+    println!(
+        "| disk max / slope once pruning runs | {:.1} MB / {disk_slope:+.2} MB/h |",
+        max(|s| s.disk_mb)
+    );
+    println!("| queue depth max | {:.0} |", max(|s| s.queued));
+    println!(
+        "| CPU mean | {:.1} % of a core |",
+        samples.iter().map(|s| s.cpu_pct).sum::<f64>() / samples.len().max(1) as f64
+    );
+    Ok(())
+}
+
+/// RSS, disk, queue depth and CPU against minutes, one panel each, into a PNG.
+fn plot(samples: &[Sample], pruning_from: f64, png: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    // Text needs a font: DejaVu Sans where Debian has it; without one, the lines alone.
+    let font = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"]
+        .iter()
+        .find_map(|p| std::fs::read(p).ok());
+    let labelled = match font {
+        Some(bytes) => {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| anyhow::anyhow!("the font does not load"))?;
+            true
+        }
+        None => false,
+    };
+    let root = BitMapBackend::new(png, (1200, 800)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((2, 2));
+    let series: [(&str, Field, RGBColor); 4] = [
+        ("RSS (MB)", |s| s.rss_mb, BLUE),
+        ("disk (MB)", |s| s.disk_mb, RED),
+        ("queue depth (cards)", |s| s.queued, GREEN),
+        ("CPU (% of a core)", |s| s.cpu_pct, MAGENTA),
+    ];
+    let t_max = samples.last().map_or(1.0, |s| s.t / 60.0).max(1.0);
+    for (panel, (name, f, color)) in panels.iter().zip(series) {
+        let y_max = samples.iter().map(f).fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(panel);
+        chart.margin(10).x_label_area_size(30).y_label_area_size(50);
+        if labelled {
+            chart.caption(name, ("sans-serif", 20));
+        }
+        let mut chart = chart.build_cartesian_2d(0.0..t_max, 0.0..y_max)?;
+        if labelled {
+            chart
+                .configure_mesh()
+                .x_desc("minutes")
+                .label_style(("sans-serif", 12))
+                .draw()?;
+        }
+        chart.draw_series(LineSeries::new(
+            samples.iter().map(|s| (s.t / 60.0, f(s))),
+            &color,
+        ))?;
+        // Where pruning has started.
+        let x = pruning_from / 60.0;
+        chart.draw_series(LineSeries::new([(x, 0.0), (x, y_max)], &BLACK.mix(0.3)))?;
+    }
+    root.present()?;
     Ok(())
 }

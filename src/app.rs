@@ -704,8 +704,17 @@ fn spawn_wakeups(app: Arc<App>, stop: CancellationToken) -> Option<JoinHandle<()
 
 pub use crate::store::seen::SEEN_FOR;
 
+/// How often delivered records are pruned: a tenth of `keep_delivered` (so a record outlives
+/// its keep by at most a tenth), between 10 s and an hour (hourly for the default 7 days).
+pub fn prune_every(keep: std::time::Duration) -> std::time::Duration {
+    (keep / 10).clamp(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(3600),
+    )
+}
+
 /// Prunes delivered records older than `delivery.keep_delivered` and upstream delivery ids
-/// older than [`SEEN_FOR`], at start and then hourly.
+/// older than [`SEEN_FOR`], at start and then every [`prune_every`].
 fn spawn_pruner(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -730,7 +739,7 @@ fn spawn_pruner(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> {
                 _ => {}
             }
             tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+                _ = tokio::time::sleep(prune_every(app.config.delivery.keep_delivered)) => {}
                 _ = stop.cancelled() => return,
             }
         }
@@ -762,6 +771,20 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_pruned_every_tenth_of_their_keep_between_10_s_and_an_hour() {
+        use std::time::Duration;
+        assert_eq!(
+            prune_every(Duration::from_secs(7 * 86_400)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            prune_every(Duration::from_secs(600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(prune_every(Duration::from_secs(5)), Duration::from_secs(10));
+    }
     use crate::ids::ConnectionId;
     use crate::store::Wake;
 

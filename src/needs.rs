@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// One step of a path that is read.
@@ -336,11 +336,72 @@ impl<'de> Visitor<'de> for Keep<'_> {
                     out.insert(key.into_owned(), v);
                 }
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value_seed(Skip)?;
                 }
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// A member nothing reads: checked as a full parse checks it, and dropped. Not serde's
+/// `IgnoredAny`, which scans numbers without converting them: `1e999` would pass here and
+/// fail a full parse ("number out of range"; found by the `needs` fuzz target).
+struct Skip;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Skip)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(Skip)?.is_some() {
+            map.next_value_seed(Skip)?;
+        }
+        Ok(())
     }
 }
 
@@ -606,6 +667,20 @@ mod tests {
         // Not an object at the top: kept as it is.
         assert_eq!(n.parse(b"[1, 2]").unwrap(), json!([1, 2]));
         assert_eq!(n.parse(b"\"s\"").unwrap(), json!("s"));
+    }
+
+    #[test]
+    fn a_number_out_of_range_fails_where_nothing_reads_it_as_a_full_parse_does() {
+        // Found by the `needs` fuzz target (tests/fuzz/found/needs/): skipped members were
+        // scanned, not converted, so `1e999` passed the projection and failed a full parse.
+        for body in [
+            r#"{"ref": "x", "size": 1e999}"#,
+            r#"{"ref": "x", "a": [{"b": -1e400}]}"#,
+        ] {
+            assert!(serde_json::from_str::<Value>(body).is_err());
+            let n = need(&[("ref", true)]);
+            assert!(n.compile().parse(body.as_bytes()).is_err(), "{body}");
+        }
     }
 
     #[test]
