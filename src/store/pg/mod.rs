@@ -68,6 +68,9 @@ pub struct PgStore {
     )>,
     /// Cards delivered and not yet recorded as such (see [`super::Outbox::deliver`]).
     done: Mutex<Vec<Done>>,
+    /// Held while delivered cards are recorded ([`PgStore::record_done`]), so that a reader
+    /// of the outbox waits for a recording another thread has taken the list for.
+    recording: Mutex<()>,
     /// Events staged and waiting for their group commit ([`batch`]).
     batch: batch::Queue,
     /// Connections to tell other instances about, sent together ([`leases::Tell`]).
@@ -132,6 +135,7 @@ impl PgStore {
             staging: Mutex::default(),
             recent: Mutex::new((std::time::Instant::now(), Default::default())),
             done: Mutex::default(),
+            recording: Mutex::default(),
             batch: Default::default(),
             tell: Default::default(),
             instance: format!("{}", ulid::Ulid::new()),
@@ -405,6 +409,11 @@ impl PgStore {
     /// `Idempotency-Key`), as a crash between sending and recording always could; so does a
     /// failure to record them (the database gone meanwhile).
     fn record_done(&self) -> Result<(), StoreError> {
+        // Taken and written under one lock: a second caller (the worker reading its next
+        // cards while an API call or the backstop records) must not find the list empty and
+        // read the outbox before the first caller's write commits, or it reads cards already
+        // sent and sends them again (seen in `instances::a_connection_broken_…`, 1 run in 10).
+        let _recording = self.recording.lock().expect("recording lock");
         let done: Vec<Done> = std::mem::take(&mut *self.done.lock().expect("done lock"));
         if done.is_empty() {
             return Ok(());
