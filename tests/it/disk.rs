@@ -234,8 +234,9 @@ async fn a_full_disk_refuses_events_drains_delivery_and_recovers_by_itself() {
     let disk = SmallDisk::mount("32m");
     let config = config(&disk.path, "4MiB");
     let rx = Receiver::start().await;
-    // Slow enough that most of the queue is still there when the disk fills.
-    rx.delay(Duration::from_millis(50));
+    // Slow enough (20 s for the queue) that most of it is still there when the disk fills,
+    // however slowly the events are posted; the delay is lifted once the disk is full.
+    rx.delay(Duration::from_millis(200));
     let (child, addr, _log) = tokio::task::block_in_place(|| serve(&config));
     let client = reqwest::Client::new();
     connect(&client, &addr, &rx).await;
