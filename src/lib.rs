@@ -18,8 +18,9 @@
 //!   store      the event's outbox records and its delivery-id claim, all or nothing,
 //!              group-committed to sled (or PostgreSQL) -> 202
 //!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
-//!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered;
-//!            they run on a thread of their own, so that delivery keeps pace with ingest
+//!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered
+//!            (on sled in segment files pruned whole: store::history); they run on a thread of
+//!            their own, so that delivery keeps pace with ingest
 //! ```
 //!
 //! The journal of accepted work *is* the outbox: an event is rendered before the 202 and only

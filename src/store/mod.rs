@@ -1,4 +1,5 @@
-//! Durable state in sled: connections, the outbox, dead letters, delivered records, seen
+//! Durable state in sled: connections, the outbox, dead letters, delivered records (in files of
+//! their own beside sled's, [`history`]), seen
 //! delivery ids (pruned after 3 days), noise-control state and the playground's ring of recent
 //! events (see [`recent`]: in memory, written once a second).
 //!
@@ -18,7 +19,8 @@
 //! the queue, and a start after a crash counts and indexes again.
 //!
 //! One file per kind of record, each with the types it persists and its methods:
-//! [`connections`], [`outbox`] (queued cards, dead letters, delivered records), [`noise`]
+//! [`connections`], [`outbox`] (queued cards, dead letters, delivered records, which are kept
+//! outside sled in [`history`]'s segment files), [`noise`]
 //! (dedup keys, folds, digests), [`flows`] (Connect flow states), [`seen`] (upstream delivery
 //! ids) and [`recent`] (the playground's ring). Each file defines a trait for its kind of
 //! record ([`ConnectionRecords`], [`Outbox`], [`NoiseState`], [`FlowStates`], [`SeenIds`],
@@ -32,6 +34,7 @@
 
 pub mod connections;
 pub mod flows;
+pub mod history;
 pub mod noise;
 pub mod outbox;
 pub mod pg;
@@ -76,6 +79,9 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    /// A file of the store outside sled (the delivered records) failed.
+    #[error("a file of the store failed")]
+    Io(#[from] std::io::Error),
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
@@ -129,6 +135,7 @@ impl StoreError {
     pub fn is_storage_full(&self) -> bool {
         let io = match self {
             Self::Sled(sled::Error::Io(io))
+            | Self::Io(io)
             | Self::Open {
                 source: sled::Error::Io(io),
                 ..
@@ -198,7 +205,8 @@ pub struct Store {
     seen: sled::Tree,
     flows: sled::Tree,
     last_delivery: sled::Tree,
-    delivered: sled::Tree,
+    /// Delivered records, in files of their own (see [`history`]).
+    history: Arc<history::History>,
     dedup: sled::Tree,
     fold_buckets: sled::Tree,
     fold_items: sled::Tree,
@@ -221,7 +229,11 @@ pub struct Store {
 
 /// A waiter for the next flush, with a handle on the database to flush. The task holds no
 /// handle between batches, so dropping the [`Store`] releases the data directory at once.
-type CommitRequest = (oneshot::Sender<Result<(), StoreError>>, sled::Db);
+type CommitRequest = (
+    oneshot::Sender<Result<(), StoreError>>,
+    sled::Db,
+    Arc<history::History>,
+);
 
 impl Store {
     /// Opens (or creates) the store under `dir` (sled in `dir/sled`, the secrets key in
@@ -258,7 +270,8 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let outbox = db.open_tree("outbox")?;
         let dead = db.open_tree("dead")?;
-        let delivered = db.open_tree("delivered")?;
+        let history = Arc::new(history::History::open(&dir.join("delivered"))?);
+        take_old_delivered(&db, &history)?;
         let recent = db.open_tree("recent_events")?;
         let meta = db.open_tree("meta")?;
         // Whatever a clean stop left is taken now, so that a crash before the next clean stop
@@ -277,17 +290,16 @@ impl Store {
                     _ => (counts, index_queue(&outbox)?),
                 }
             }
-            None => recover(
-                &outbox,
-                &dead,
-                &delivered,
-                &db.open_tree("seen")?,
-                clock.now_ms(),
-            )?,
+            None => recover(&outbox, &dead, &db.open_tree("seen")?, clock.now_ms())?,
+        };
+        // The delivered records count themselves.
+        let counts = Counts {
+            delivered: history.len(),
+            ..counts
         };
         let store = Arc::new(Self {
             cipher,
-            delivered,
+            history,
             counts: Mutex::new(counts),
             staging: Mutex::default(),
             clock,
@@ -435,15 +447,20 @@ impl Durable for Store {
     fn commit(&self) -> Commit {
         if self.sync {
             let db = self.db.clone();
+            let history = self.history.clone();
             return Box::pin(async move {
-                tokio::task::spawn_blocking(move || db.flush().map(drop))
-                    .await
-                    .map_err(|_| StoreError::Closed)?
-                    .map_err(StoreError::from)
+                tokio::task::spawn_blocking(move || {
+                    history.sync()?;
+                    db.flush().map(drop).map_err(StoreError::from)
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?
             });
         }
         let (tx, rx) = oneshot::channel();
-        let sent = self.commits.send((tx, self.db.clone()));
+        let sent = self
+            .commits
+            .send((tx, self.db.clone(), self.history.clone()));
         Box::pin(async move {
             sent.map_err(|_| StoreError::Closed)?;
             rx.await.map_err(|_| StoreError::Closed)?
@@ -456,6 +473,7 @@ impl Durable for Store {
         self.meta.insert(CLEAN_QUEUED_IDS, index)?;
         self.meta
             .insert(CLEAN_COUNTS, serde_json::to_vec(&self.counts())?)?;
+        self.history.sync()?;
         self.db.flush()?;
         Ok(())
     }
@@ -536,7 +554,7 @@ fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
 /// arrived by then shares it, and those who arrive during it share the next one.
 async fn group_commit(mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
     let mut batch = Vec::new();
-    while let Some((first, db)) = rx.recv().await {
+    while let Some((first, db, history)) = rx.recv().await {
         batch.push(first);
         // Let requests that are already running reach their commit too: one flush for them
         // all instead of one now and another right after. A few scheduler turns at most, so
@@ -544,7 +562,7 @@ async fn group_commit(mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
         for _ in 0..4 {
             tokio::task::yield_now().await;
             let before = batch.len();
-            while let Ok((more, _)) = rx.try_recv() {
+            while let Ok((more, _, _)) = rx.try_recv() {
                 batch.push(more);
             }
             if batch.len() == before {
@@ -552,21 +570,27 @@ async fn group_commit(mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
             }
         }
         let result = tokio::task::spawn_blocking(move || {
+            // The delivered records first: a card's removal from the outbox, in sled, is not
+            // made durable before its record.
+            history.sync()?;
             let flushed = db.flush();
             // A flush seals sled's log buffer and defers dropping the old one to crossbeam's
             // epoch collector, in this thread's bag of 64. A blocking-pool thread pins rarely,
             // so without this its bag kept up to 64 sealed buffers, and the 512 KB segment
             // buffers they share, alive for a long time.
             crossbeam_epoch::pin().flush();
-            flushed
+            flushed.map(drop).map_err(StoreError::from)
         })
         .await
         .map_err(|_| StoreError::Closed)
-        .and_then(|r| r.map(drop).map_err(StoreError::from));
+        .and_then(|r| r);
         for waiter in batch.drain(..) {
             let r = match &result {
                 Ok(()) => Ok(()),
                 Err(StoreError::Sled(e)) => Err(StoreError::Sled(e.clone())),
+                Err(StoreError::Io(e)) => {
+                    Err(StoreError::Io(std::io::Error::new(e.kind(), e.to_string())))
+                }
                 Err(_) => Err(StoreError::Closed),
             };
             let _ = waiter.send(r);
@@ -629,7 +653,6 @@ const CLEAN_QUEUED_IDS: &str = "clean_stop_queued_ids";
 fn recover(
     outbox: &sled::Tree,
     dead: &sled::Tree,
-    delivered: &sled::Tree,
     seen: &sled::Tree,
     now_ms: u64,
 ) -> Result<(Counts, queued_ids::QueuedIds), StoreError> {
@@ -646,7 +669,6 @@ fn recover(
     let recent = now_ms.saturating_sub((seen::SEEN_FOR.as_secs() - 3600) * 1000);
     let mut counts = Counts {
         dead: dead.len(),
-        delivered: delivered.len(),
         ..Counts::default()
     };
     let mut taken_back = 0;
@@ -674,6 +696,32 @@ fn recover(
         );
     }
     Ok((counts, index))
+}
+
+/// Moves the delivered records an earlier version kept in sled's `delivered` tree into the
+/// history, once, and drops the tree (its records pinned sled's log: see [`history`]).
+fn take_old_delivered(db: &sled::Db, history: &history::History) -> Result<(), StoreError> {
+    if !db.tree_names().iter().any(|n| n.as_ref() == b"delivered") {
+        return Ok(());
+    }
+    let old = db.open_tree("delivered")?;
+    let mut n = 0;
+    for v in old.iter().values() {
+        history.append(&decode(&v?)?)?;
+        n += 1;
+    }
+    // On disk before the tree is dropped: a crash in between moves them again (at worst twice,
+    // and a page shows a record once).
+    history.sync()?;
+    db.drop_tree("delivered")?;
+    db.flush()?;
+    if n > 0 {
+        tracing::info!(
+            records = n,
+            "delivered records moved out of sled into files of their own"
+        );
+    }
+    Ok(())
 }
 
 /// Indexes every queued card by its delivery id, walking the queue.
@@ -1167,6 +1215,38 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path(), None).unwrap();
         assert_eq!(store.counts().queued, 1);
+    }
+
+    #[tokio::test]
+    async fn delivered_records_an_older_version_kept_in_sled_move_to_the_history_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let con = ConnectionId::new();
+        let old = Delivered {
+            record: record(&con, 5),
+            delivered_ms: 7,
+        };
+        {
+            let path = dir.path().join("sled");
+            let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
+            db.open_tree("delivered")
+                .unwrap()
+                .insert(old.record.id.as_str(), serde_json::to_vec(&old).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        for _ in 0..2 {
+            let store = Store::open(dir.path(), None).unwrap();
+            assert_eq!(store.counts().delivered, 1);
+            assert_eq!(
+                store.delivered_record(old.record.id.as_str()).unwrap(),
+                Some(old.clone())
+            );
+            assert!(!store
+                .db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == b"delivered"));
+        }
     }
 
     #[tokio::test]

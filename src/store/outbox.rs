@@ -358,11 +358,11 @@ impl Outbox for Store {
     }
 
     fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(&Delivered {
+        let value = Delivered {
             record: rec.without_body(),
             delivered_ms: self.clock.now_ms(),
-        })?;
-        self.delivered.insert(rec.id.as_str(), value)?;
+        };
+        self.history.append(&value)?;
         let queued = self.outbox.remove(&key.0)?.is_some();
         self.unindex(rec.id.as_str());
         let was_retrying = rec.attempts > 1;
@@ -376,25 +376,13 @@ impl Outbox for Store {
     }
 
     fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
-        let cutoff = self.clock.now_ms().saturating_sub(keep.as_millis() as u64);
-        let mut n = 0;
-        for kv in self.delivered.iter() {
-            let (k, v) = kv?;
-            if decode::<Delivered>(&v).map_or(true, |d| d.delivered_ms < cutoff) {
-                self.delivered.remove(k)?;
-                n += 1;
-            }
-        }
-        self.count(|c| c.delivered -= n);
+        let n = self.history.prune(self.clock.now_ms(), keep)?;
+        self.count(|c| c.delivered = c.delivered.saturating_sub(n));
         Ok(n)
     }
 
     fn delivered(&self) -> Result<Vec<Delivered>, StoreError> {
-        self.delivered
-            .iter()
-            .values()
-            .map(|v| decode(&v?))
-            .collect()
+        self.history.page(None, usize::MAX, &|_| true)
     }
 
     fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
@@ -469,7 +457,7 @@ impl Outbox for Store {
     }
 
     fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError> {
-        self.delivered.get(id)?.map(|v| decode(&v)).transpose()
+        self.history.get(id)
     }
 
     fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
@@ -502,9 +490,7 @@ impl Outbox for Store {
         limit: usize,
         keep: &dyn Fn(&OutboxRecord) -> bool,
     ) -> Result<Vec<Delivered>, StoreError> {
-        page(&self.delivered, after, limit, |d: &Delivered| {
-            keep(&d.record)
-        })
+        self.history.page(after, limit, keep)
     }
 
     fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError> {
