@@ -133,7 +133,7 @@ struct Args {
     history: Option<Vec<usize>>,
     /// Instead of the load phases: this long at `--rate` (default 500 events/s) against a
     /// receiver that fails 10 % of requests and answers 429 for 5 s every 2 minutes, with
-    /// delivered records kept a fifth of the run; RSS, disk, queue depth and CPU sampled every
+    /// delivered records and delivery ids kept a fifth of the run; RSS, disk, queue depth and CPU sampled every
     /// 10 s into `--out`/soak.csv and soak.png. See [`soak`].
     #[arg(long, value_parser = cardwire::units::parse_duration)]
     soak: Option<Duration>,
@@ -1828,12 +1828,13 @@ async fn soak(
         templates,
         None,
     )?;
-    // Records kept a fifth of the run (at least a minute), so that pruning runs for most of it.
+    // Records and upstream delivery ids kept a fifth of the run (at least a minute), so that
+    // pruning runs for most of it.
     let keep = (duration / 5).max(Duration::from_secs(60));
     let text = std::fs::read_to_string(&config)?.replace(
         "delivery:\n  pacing: false\n",
         &format!(
-            "delivery:\n  pacing: false\n  keep_delivered: {}s\n",
+            "delivery:\n  pacing: false\n  keep_delivered: {0}s\n  keep_delivery_ids: {0}s\n",
             keep.as_secs()
         ),
     );
@@ -1946,7 +1947,7 @@ async fn soak(
     let max = |f: Field| samples.iter().map(f).fold(0.0, f64::max);
     println!();
     println!(
-        "soak: {:?} at {rate} events/s, records kept {}s; samples in {}, plot in {}",
+        "soak: {:?} at {rate} events/s, records and delivery ids kept {}s; samples in {}, plot in {}",
         duration,
         keep.as_secs(),
         csv_path.display(),

@@ -714,16 +714,18 @@ pub fn prune_every(keep: std::time::Duration) -> std::time::Duration {
 }
 
 /// Prunes delivered records older than `delivery.keep_delivered` and upstream delivery ids
-/// older than [`SEEN_FOR`], at start and then every [`prune_every`].
+/// older than `delivery.keep_delivery_ids` ([`SEEN_FOR`] by default), at start and then every
+/// [`prune_every`].
 fn spawn_pruner(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let store = app.store.clone();
             let keep = app.config.delivery.keep_delivered;
+            let keep_ids = app.config.delivery.keep_delivery_ids;
             let pruned = tokio::task::spawn_blocking(move || {
                 Ok::<_, crate::store::StoreError>((
                     store.prune_delivered(keep)?,
-                    store.prune_seen(SEEN_FOR)?,
+                    store.prune_seen(keep_ids)?,
                 ))
             })
             .await;
@@ -731,7 +733,7 @@ fn spawn_pruner(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> {
                 Ok(Ok((n, ids))) if n + ids > 0 => tracing::info!(
                     pruned = n,
                     delivery_ids = ids,
-                    "delivered records past delivery.keep_delivered and delivery ids older than 3 days removed"
+                    "delivered records past delivery.keep_delivered and delivery ids past delivery.keep_delivery_ids removed"
                 ),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot prune delivered records")

@@ -399,6 +399,14 @@ pub struct DeliveryConfig {
     /// How long delivered records are kept (for the API) before they are pruned.
     #[serde(default = "default_keep_delivered", deserialize_with = "de_duration")]
     pub keep_delivered: Duration,
+    /// How long upstream delivery ids (`X-GitHub-Delivery`, `Idempotency-Key`) are
+    /// remembered, so that a redelivery within it is accepted once (GitHub offers to redeliver
+    /// for 3 days).
+    #[serde(
+        default = "default_keep_delivery_ids",
+        deserialize_with = "de_duration"
+    )]
+    pub keep_delivery_ids: Duration,
 }
 
 /// Pacing: `false`, `true` (the Teams windows for both kinds), or per kind.
@@ -514,6 +522,9 @@ fn default_concurrency() -> usize {
 fn default_keep_delivered() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
+fn default_keep_delivery_ids() -> Duration {
+    crate::store::seen::SEEN_FOR
+}
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
@@ -524,6 +535,7 @@ impl Default for DeliveryConfig {
             concurrency: default_concurrency(),
             pacing: PacingConfig::default(),
             keep_delivered: default_keep_delivered(),
+            keep_delivery_ids: default_keep_delivery_ids(),
         }
     }
 }

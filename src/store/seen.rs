@@ -3,6 +3,14 @@
 //!
 //! In: an id when its event is accepted. Out: whether it was new. Guarantees: an id is claimed
 //! once; ids older than the retention are pruned.
+//!
+//! On sled a claim is written to the main log's `seen` tree, behind its event's cards (whose
+//! crash safety rests on that order, see [`Store::enqueue_event`]), and moved about a second
+//! later, once that log is flushed, into a sled database of its own (`data_dir/seen`,
+//! [`Store::move_claims`]). Kept in the main log for their three days, ids taken at every
+//! event's pace left a live page in every segment of it, so sled could free none: its file grew
+//! ~2.3 KB an event whatever was pruned (examples/BENCHMARKS.md). A lookup reads the main tree,
+//! then the kept ids: a claim being moved is in the second before it leaves the first.
 
 use super::*;
 
@@ -36,6 +44,10 @@ pub trait SeenIds {
 
 impl SeenIds for Store {
     fn claim_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError> {
+        let _moving = self.claims_moving.lock().expect("claims lock");
+        if let Some(v) = self.seen_kept.get(key)? {
+            return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
+        }
         match self.seen.compare_and_swap(
             key,
             None as Option<&[u8]>,
@@ -49,7 +61,11 @@ impl SeenIds for Store {
     }
 
     fn reserve_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError> {
+        // The main tree first: a claim leaves it only once it is in the kept ids.
         if let Some(v) = self.seen.get(key)? {
+            return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
+        }
+        if let Some(v) = self.seen_kept.get(key)? {
             return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
         }
         Ok(reserve(&self.staging, key, event))
@@ -57,26 +73,107 @@ impl SeenIds for Store {
 
     fn release_delivery(&self, key: &str) -> Result<(), StoreError> {
         self.staging.lock().expect("staging lock").remove(key);
+        let _moving = self.claims_moving.lock().expect("claims lock");
         self.seen.remove(key)?;
+        self.seen_kept.remove(key)?;
         Ok(())
     }
 
     fn prune_seen(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
         let cutoff = self.clock.now_ms().saturating_sub(keep.as_millis() as u64);
+        // Said before any id goes, for the recovery after a crash: a card of an event claimed
+        // before this may have lost its claim to pruning, not to a crash (see `recover`).
+        let before = self
+            .meta
+            .get(SEEN_PRUNED_BEFORE)?
+            .map_or(0, |v| decode_ms(&v));
+        if cutoff > before {
+            self.meta
+                .insert(SEEN_PRUNED_BEFORE, &cutoff.to_be_bytes())?;
+        }
         let mut n = 0;
-        for kv in self.seen.iter() {
-            let (k, v) = kv?;
-            let claimed_ms = std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.strip_prefix(EventId::PREFIX))
-                .and_then(|u| ulid::Ulid::from_string(u).ok())
-                .map_or(0, |u| u.timestamp_ms());
-            if claimed_ms < cutoff {
-                self.seen.remove(k)?;
-                n += 1;
+        for tree in [&self.seen, &self.seen_kept] {
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                let claimed_ms = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.strip_prefix(EventId::PREFIX))
+                    .and_then(|u| ulid::Ulid::from_string(u).ok())
+                    .map_or(0, |u| u.timestamp_ms());
+                if claimed_ms < cutoff {
+                    tree.remove(k)?;
+                    n += 1;
+                }
             }
         }
         Ok(n)
+    }
+}
+
+impl Store {
+    /// Moves the claims in the main log's `seen` tree into the kept ids' own database: the
+    /// main log flushed first (so that no claim is kept before its event's cards are on disk),
+    /// the kept ids flushed next, then the claims removed from the main tree. Returns how many
+    /// moved. The store runs it about once a second.
+    pub fn move_claims(&self) -> Result<usize, StoreError> {
+        let claims: Vec<(sled::IVec, sled::IVec)> = self.seen.iter().collect::<Result<_, _>>()?;
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        self.db.flush()?;
+        {
+            let _moving = self.claims_moving.lock().expect("claims lock");
+            for (k, v) in &claims {
+                // Released meanwhile: its event was not accepted after all.
+                if self.seen.get(k)?.as_ref() == Some(v) {
+                    self.seen_kept.insert(k, v)?;
+                }
+            }
+        }
+        self.seen_db.flush()?;
+        let _moving = self.claims_moving.lock().expect("claims lock");
+        for (k, v) in &claims {
+            // Only if unchanged: a claim released and claimed again since stays to be moved.
+            let _ = self
+                .seen
+                .compare_and_swap(k, Some(v), None as Option<&[u8]>)?;
+        }
+        Ok(claims.len())
+    }
+
+    /// Every upstream delivery id claimed, with its event (`migrate --from-sled`).
+    pub fn seen_ids(
+        &self,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
+        self.seen
+            .iter()
+            .chain(self.seen_kept.iter())
+            .map(|kv| kv.map_err(StoreError::from))
+    }
+}
+
+/// The key, in the `meta` tree, of the latest cutoff of [`SeenIds::prune_seen`] (Unix ms,
+/// big-endian).
+pub(super) const SEEN_PRUNED_BEFORE: &str = "seen_pruned_before";
+
+/// A time as [`SEEN_PRUNED_BEFORE`] keeps it (0 if it does not read).
+pub(super) fn decode_ms(v: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(v).map_or(0, u64::from_be_bytes)
+}
+
+/// Moves claims about once a second while the store is open (see [`Store::move_claims`]).
+pub(super) async fn move_claims_every_second(store: std::sync::Weak<Store>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        let moved = tokio::task::spawn_blocking(move || store.move_claims()).await;
+        if let Ok(Err(e)) = moved {
+            tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot move upstream delivery ids to where they are kept; tried again in a second");
+        }
     }
 }
 

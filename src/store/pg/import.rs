@@ -109,7 +109,7 @@ pub fn import(from: &Store, to: &PgStore) -> Result<Imported, StoreError> {
             .map(drop)
         })?;
     }
-    for kv in from.seen.iter() {
+    for kv in from.seen_ids() {
         let (key, event) = kv?;
         let (Ok(key), Some(event)) = (
             std::str::from_utf8(&key),
