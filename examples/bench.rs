@@ -1604,8 +1604,8 @@ fn disk_used(dir: &Path) -> u64 {
 }
 
 /// Writes `n` delivered records into the store under `data`, as delivery leaves them: a
-/// card of the shipped push template queued, then delivered with one attempt (its body
-/// dropped). In a runtime of its own, dropped at the end, so that the folder is free.
+/// card of the shipped push template queued with its event's upstream delivery id, then
+/// delivered with one attempt (its body dropped). In a runtime of its own, dropped at the end, so that the folder is free.
 fn fill_history(data: &Path, n: usize, card: &str) -> Result<()> {
     let data = data.to_path_buf();
     let card = card.to_string();
@@ -1624,7 +1624,16 @@ fn fill_history(data: &Path, n: usize, card: &str) -> Result<()> {
                     card.clone(),
                     now,
                 );
-                let key = store.enqueue(&rec)?;
+                // With its upstream delivery id, as a push has (random, as GitHub's UUIDs are).
+                let claim = format!("{:032x}", rand::random::<u128>());
+                let event = rec.event.clone();
+                store
+                    .enqueue_event(Some((&claim, &event)), std::slice::from_mut(&mut rec))?
+                    .map_err(|_| anyhow::anyhow!("a random delivery id came twice"))?;
+                let key = store
+                    .next_for(&con)?
+                    .ok_or_else(|| anyhow::anyhow!("the card just queued is not there"))?
+                    .0;
                 rec.attempts = 1;
                 rec.attempt_log.push(cardwire::store::Attempt {
                     at_ms: now,
@@ -1634,6 +1643,7 @@ fn fill_history(data: &Path, n: usize, card: &str) -> Result<()> {
                 store.deliver(&key, &rec)?;
                 if i % 10_000 == 9_999 {
                     store.commit().await?;
+                    store.move_claims()?;
                 }
             }
             store.flush()?;
@@ -1655,6 +1665,7 @@ fn prune_history(data: &Path) -> Result<usize> {
         let pruned = rt.block_on(async {
             let store = cardwire::store::Store::open(&data, None)?;
             let pruned = store.prune_delivered(Duration::ZERO)?;
+            store.prune_seen(Duration::ZERO)?;
             store.flush()?;
             anyhow::Ok(pruned)
         })?;

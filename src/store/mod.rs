@@ -42,6 +42,7 @@ pub mod queued_ids;
 pub mod recent;
 pub mod secrets;
 pub mod seen;
+pub mod segments;
 
 pub use connections::{Connection, ConnectionOrigin, ConnectionRecords};
 pub use flows::{FlowState, FlowStates};
@@ -204,9 +205,8 @@ pub struct Store {
     dead: sled::Tree,
     /// Upstream delivery ids just claimed, in the main log (see [`seen`]).
     seen: sled::Tree,
-    /// Upstream delivery ids kept for [`seen::SEEN_FOR`], in a database of their own.
-    seen_kept: sled::Tree,
-    seen_db: sled::Db,
+    /// Upstream delivery ids kept for `delivery.keep_delivery_ids`, in segment files.
+    seen_kept: Arc<segments::Segments<seen::Claim>>,
     /// Held while claims move from `seen` to `seen_kept`, and by the calls that write both.
     claims_moving: Mutex<()>,
     flows: sled::Tree,
@@ -277,17 +277,7 @@ impl Store {
         let outbox = db.open_tree("outbox")?;
         let dead = db.open_tree("dead")?;
         let history = Arc::new(history::History::open(&dir.join("delivered"))?);
-        let seen_config = sled::Config::new()
-            .path(dir.join("seen"))
-            .cache_capacity(1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None);
-        let seen_db =
-            open_locked(&seen_config, &dir.join("seen")).map_err(|source| StoreError::Open {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        let seen_kept = seen_db.open_tree("seen")?;
+        let seen_kept = Arc::new(segments::Segments::open(&dir.join("delivery_ids"))?);
         take_old_delivered(&db, &history)?;
         let recent = db.open_tree("recent_events")?;
         let meta = db.open_tree("meta")?;
@@ -310,7 +300,10 @@ impl Store {
             None => recover(
                 &outbox,
                 &dead,
-                &[&db.open_tree("seen")?, &seen_kept],
+                &|claim| {
+                    Ok(db.open_tree("seen")?.contains_key(claim)?
+                        || seen::kept_claim(&seen_kept, claim)?.is_some())
+                },
                 meta.get(seen::SEEN_PRUNED_BEFORE)?
                     .map_or(0, |v| seen::decode_ms(&v)),
                 clock.now_ms(),
@@ -334,7 +327,6 @@ impl Store {
             dead,
             seen: db.open_tree("seen")?,
             seen_kept,
-            seen_db,
             claims_moving: Mutex::default(),
             flows: db.open_tree("connect_states")?,
             dedup: db.open_tree("dedup")?,
@@ -503,7 +495,7 @@ impl Durable for Store {
             .insert(CLEAN_COUNTS, serde_json::to_vec(&self.counts())?)?;
         self.history.sync()?;
         self.db.flush()?;
-        self.seen_db.flush()?;
+        self.seen_kept.sync()?;
         Ok(())
     }
 
@@ -520,7 +512,7 @@ impl Durable for Store {
         // After an I/O error in its log, sled keeps the write that failed unwritten and
         // fails every flush: nothing written when all is well.
         self.db.flush()?;
-        self.seen_db.flush()?;
+        self.seen_kept.sync()?;
         Ok(())
     }
 
@@ -685,7 +677,7 @@ const CLEAN_QUEUED_IDS: &str = "clean_stop_queued_ids";
 fn recover(
     outbox: &sled::Tree,
     dead: &sled::Tree,
-    seen: &[&sled::Tree],
+    claimed: &dyn Fn(&str) -> Result<bool, StoreError>,
     pruned_before: u64,
     now_ms: u64,
 ) -> Result<(Counts, queued_ids::QueuedIds), StoreError> {
@@ -712,10 +704,7 @@ fn recover(
         let (k, v) = kv?;
         let head: Head<'_> = serde_json::from_slice(&v)?;
         if let Some(claim) = &head.claim {
-            let claimed = seen.iter().try_fold(false, |found, tree| {
-                Ok::<_, sled::Error>(found || tree.contains_key(claim)?)
-            })?;
-            if head.created_ms >= recent && !claimed {
+            if head.created_ms >= recent && !claimed(claim)? {
                 outbox.remove(k)?;
                 taken_back += 1;
                 continue;
@@ -1395,6 +1384,12 @@ mod tests {
         assert_eq!(store.move_claims().unwrap(), 2);
         assert!(store.seen.is_empty());
         assert_eq!(store.seen_kept.len(), 2);
+        assert!(
+            std::fs::read_dir(dir.path().join("delivery_ids"))
+                .unwrap()
+                .count()
+                > 0
+        );
         assert_eq!(store.move_claims().unwrap(), 0);
         assert_eq!(
             store.claim_delivery("a", &second).unwrap(),
@@ -1412,7 +1407,7 @@ mod tests {
         let store = Store::open(dir.path(), None).unwrap();
         assert_eq!(store.claim_delivery("a", &second).unwrap(), Some(first));
         assert_eq!(
-            store.seen_ids().count(),
+            store.seen_ids().unwrap().len(),
             2,
             "one kept, one moved at the next tick"
         );
@@ -1453,7 +1448,50 @@ mod tests {
         // 20,000 events wrote ~40 MB through it.
         assert!(log < 12 << 20, "sled's log holds {log} bytes");
         assert_eq!(store.counts().delivered, 20_000);
-        assert_eq!(store.seen_ids().count(), 20_000);
+        assert_eq!(store.seen_ids().unwrap().len(), 20_000);
+    }
+
+    /// Kept ids go a whole file at a time, once the newest in it is past keep; a released
+    /// kept id is forgotten at once.
+    #[tokio::test]
+    async fn kept_delivery_ids_are_pruned_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let at = |ms: u64| {
+            EventId::parse(&format!(
+                "evt_{}",
+                ulid::Ulid::from_parts(ms, 7).to_string().to_lowercase()
+            ))
+            .unwrap()
+        };
+        let early = at(now_ms() - 2 * 3_600_000);
+        store.claim_delivery("early", &early).unwrap();
+        store.claim_delivery("released", &early).unwrap();
+        assert_eq!(store.move_claims().unwrap(), 2);
+        store.release_delivery("released").unwrap();
+        assert_eq!(
+            store.claim_delivery("released", &EventId::new()).unwrap(),
+            None,
+            "released: a redelivery is taken"
+        );
+        assert_eq!(
+            store.claim_delivery("early", &EventId::new()).unwrap(),
+            Some(early.clone())
+        );
+        // The file holding the two-hour-old ids goes at a prune with an hour's keep (two: the
+        // release replaced its claim).
+        assert_eq!(store.prune_seen(hour).unwrap(), 2);
+        assert_eq!(
+            store.claim_delivery("early", &EventId::new()).unwrap(),
+            None
+        );
+        assert_eq!(store.move_claims().unwrap(), 2);
+        assert_eq!(store.prune_seen(hour).unwrap(), 0);
+        assert!(store
+            .claim_delivery("early", &EventId::new())
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test]

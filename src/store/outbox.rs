@@ -382,7 +382,7 @@ impl Outbox for Store {
     }
 
     fn delivered(&self) -> Result<Vec<Delivered>, StoreError> {
-        self.history.page(None, usize::MAX, &|_| true)
+        self.history.page_after(None, usize::MAX, &|_| true)
     }
 
     fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
@@ -457,7 +457,7 @@ impl Outbox for Store {
     }
 
     fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError> {
-        self.history.get(id)
+        self.history.find(id)
     }
 
     fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
@@ -490,7 +490,7 @@ impl Outbox for Store {
         limit: usize,
         keep: &dyn Fn(&OutboxRecord) -> bool,
     ) -> Result<Vec<Delivered>, StoreError> {
-        self.history.page(after, limit, keep)
+        self.history.page_after(after, limit, keep)
     }
 
     fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError> {

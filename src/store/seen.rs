@@ -6,11 +6,14 @@
 //!
 //! On sled a claim is written to the main log's `seen` tree, behind its event's cards (whose
 //! crash safety rests on that order, see [`Store::enqueue_event`]), and moved about a second
-//! later, once that log is flushed, into a sled database of its own (`data_dir/seen`,
-//! [`Store::move_claims`]). Kept in the main log for their three days, ids taken at every
-//! event's pace left a live page in every segment of it, so sled could free none: its file grew
-//! ~2.3 KB an event whatever was pruned (examples/BENCHMARKS.md). A lookup reads the main tree,
-//! then the kept ids: a claim being moved is in the second before it leaves the first.
+//! later, once that log is flushed, into segment files of their own (`data_dir/delivery_ids`,
+//! [`super::segments`], keyed by 128 bits of the id's SHA-256; [`Store::move_claims`]). Kept
+//! in the main log for their three days, ids taken at every event's pace left a live page in
+//! every segment of it, so sled could free none: its file grew ~2.3 KB an event whatever was
+//! pruned; in a sled database of their own a million took 310 bytes each and 67 MB of memory
+//! (examples/BENCHMARKS.md). A lookup reads the main tree, then the kept ids: a claim being
+//! moved is in the second before it leaves the first. A released claim that was kept gets a
+//! record without its event, which replaces it.
 
 use super::*;
 
@@ -45,8 +48,8 @@ pub trait SeenIds {
 impl SeenIds for Store {
     fn claim_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError> {
         let _moving = self.claims_moving.lock().expect("claims lock");
-        if let Some(v) = self.seen_kept.get(key)? {
-            return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
+        if let Some(first) = kept_claim(&self.seen_kept, key)? {
+            return Ok(Some(first));
         }
         match self.seen.compare_and_swap(
             key,
@@ -65,8 +68,8 @@ impl SeenIds for Store {
         if let Some(v) = self.seen.get(key)? {
             return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
         }
-        if let Some(v) = self.seen_kept.get(key)? {
-            return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
+        if let Some(first) = kept_claim(&self.seen_kept, key)? {
+            return Ok(Some(first));
         }
         Ok(reserve(&self.staging, key, event))
     }
@@ -75,7 +78,15 @@ impl SeenIds for Store {
         self.staging.lock().expect("staging lock").remove(key);
         let _moving = self.claims_moving.lock().expect("claims lock");
         self.seen.remove(key)?;
-        self.seen_kept.remove(key)?;
+        if let Some(kept) = self.seen_kept.get(claim_key(key))? {
+            if kept.key == key && kept.event.is_some() {
+                // As old as the claim it cancels: it need not outlive it.
+                self.seen_kept.append(&Claim {
+                    event: None,
+                    ..kept
+                })?;
+            }
+        }
         Ok(())
     }
 
@@ -91,19 +102,12 @@ impl SeenIds for Store {
             self.meta
                 .insert(SEEN_PRUNED_BEFORE, &cutoff.to_be_bytes())?;
         }
-        let mut n = 0;
-        for tree in [&self.seen, &self.seen_kept] {
-            for kv in tree.iter() {
-                let (k, v) = kv?;
-                let claimed_ms = std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|s| s.strip_prefix(EventId::PREFIX))
-                    .and_then(|u| ulid::Ulid::from_string(u).ok())
-                    .map_or(0, |u| u.timestamp_ms());
-                if claimed_ms < cutoff {
-                    tree.remove(k)?;
-                    n += 1;
-                }
+        let mut n = self.seen_kept.prune(self.clock.now_ms(), keep)?;
+        for kv in self.seen.iter() {
+            let (k, v) = kv?;
+            if claimed_ms(&v) < cutoff {
+                self.seen.remove(k)?;
+                n += 1;
             }
         }
         Ok(n)
@@ -125,12 +129,17 @@ impl Store {
             let _moving = self.claims_moving.lock().expect("claims lock");
             for (k, v) in &claims {
                 // Released meanwhile: its event was not accepted after all.
-                if self.seen.get(k)?.as_ref() == Some(v) {
-                    self.seen_kept.insert(k, v)?;
+                if self.seen.get(k)?.as_ref() != Some(v) {
+                    continue;
                 }
+                self.seen_kept.append(&Claim {
+                    key: String::from_utf8_lossy(k).into_owned(),
+                    event: EventId::parse(&String::from_utf8_lossy(v)),
+                    at_ms: claimed_ms(v),
+                })?;
             }
         }
-        self.seen_db.flush()?;
+        self.seen_kept.sync()?;
         let _moving = self.claims_moving.lock().expect("claims lock");
         for (k, v) in &claims {
             // Only if unchanged: a claim released and claimed again since stays to be moved.
@@ -142,14 +151,72 @@ impl Store {
     }
 
     /// Every upstream delivery id claimed, with its event (`migrate --from-sled`).
-    pub fn seen_ids(
-        &self,
-    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
-        self.seen
-            .iter()
-            .chain(self.seen_kept.iter())
-            .map(|kv| kv.map_err(StoreError::from))
+    pub fn seen_ids(&self) -> Result<Vec<(String, EventId)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.seen.iter() {
+            let (k, v) = kv?;
+            if let Some(event) = EventId::parse(&String::from_utf8_lossy(&v)) {
+                out.push((String::from_utf8_lossy(&k).into_owned(), event));
+            }
+        }
+        for c in self
+            .seen_kept
+            .page(None, usize::MAX, &|c: &Claim| c.event.is_some())?
+        {
+            if let Some(event) = c.event {
+                out.push((c.key, event));
+            }
+        }
+        Ok(out)
     }
+}
+
+/// An upstream delivery id as the kept ids hold it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The id as the upstream sent it.
+    pub key: String,
+    /// The event it was claimed for; `None` once the claim was released.
+    pub event: Option<EventId>,
+    /// When it was claimed (Unix ms; the event id's time).
+    pub at_ms: u64,
+}
+
+impl segments::Record for Claim {
+    fn key(&self) -> Option<u128> {
+        Some(claim_key(&self.key))
+    }
+
+    fn at_ms(&self) -> u64 {
+        self.at_ms
+    }
+}
+
+/// 128 bits of an id's SHA-256: the kept ids' key (ids are any text an upstream sends).
+fn claim_key(key: &str) -> u128 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
+/// The event a kept id was claimed for, if it is kept and not released.
+pub(super) fn kept_claim(
+    kept: &segments::Segments<Claim>,
+    key: &str,
+) -> Result<Option<EventId>, StoreError> {
+    Ok(match kept.get(claim_key(key))? {
+        Some(c) if c.key == key => c.event,
+        _ => None,
+    })
+}
+
+/// When a claim was made: its event id's time (0 when it does not read).
+fn claimed_ms(event: &[u8]) -> u64 {
+    std::str::from_utf8(event)
+        .ok()
+        .and_then(|s| s.strip_prefix(EventId::PREFIX))
+        .and_then(|u| ulid::Ulid::from_string(u).ok())
+        .map_or(0, |u| u.timestamp_ms())
 }
 
 /// The key, in the `meta` tree, of the latest cutoff of [`SeenIds::prune_seen`] (Unix ms,

@@ -15,7 +15,7 @@
 use serde::Serialize;
 
 use super::{ms, PgStore};
-use crate::ids::{ConnectionId, EventId};
+use crate::ids::ConnectionId;
 use crate::store::{decode, Bucket, Item, StoreError};
 use crate::store::{ConnectionRecords, NoiseState, Outbox, SeenIds, Store};
 
@@ -109,15 +109,8 @@ pub fn import(from: &Store, to: &PgStore) -> Result<Imported, StoreError> {
             .map(drop)
         })?;
     }
-    for kv in from.seen_ids() {
-        let (key, event) = kv?;
-        let (Ok(key), Some(event)) = (
-            std::str::from_utf8(&key),
-            std::str::from_utf8(&event).ok().and_then(EventId::parse),
-        ) else {
-            continue;
-        };
-        to.claim_delivery(key, &event)?;
+    for (key, event) in from.seen_ids()? {
+        to.claim_delivery(&key, &event)?;
         n.seen += 1;
     }
     for kv in from.dedup.iter() {

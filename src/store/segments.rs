@@ -1,0 +1,768 @@
+//! Records kept out of sled's log in segment files, each removed whole once its newest record
+//! is older than what is kept: delivered records ([`super::history`]) and upstream delivery
+//! ids ([`super::seen`]).
+//!
+//! In: records with a 128-bit key and a time ([`Record`]), the clock and how long to keep them
+//! at each prune. Out: a record by its key (the latest appended, if one came twice), records
+//! in key order (a merge of the segments), how many are kept.
+//! Guarantees: a record reaches the operating system before [`Segments::append`] returns (a
+//! killed process loses none) and the disk at the next [`Segments::sync`]. Pruning deletes
+//! whole files, so the space is the file system's again at once (sled reclaims a segment of
+//! its log only when nothing in it is live, and records kept for days beside cards kept for a
+//! second pinned every segment: its disk grew with the traffic, not with what was kept).
+//! Memory holds, per segment, a few numbers (and, for keys in no order, a Bloom filter of its
+//! keys: 10 bits a key, so that a lookup of a key that is not there reads no file in 99 % of
+//! the segments), and the open segment's index (at most [`SEGMENT_RECORDS`] entries); opening
+//! reads each sealed segment's header and filter, and the open segment.
+//!
+//! Layout, in the folder given: `N.log` (N in hex, one per segment), one JSON record a line in
+//! the order appended; `N.idx` once the segment is sealed: a header (magic, count, first and
+//! newest time, the filter's length), 24-byte entries sorted by key (the key, the line's offset
+//! and length), then the filter. The segment with the highest number and no index is the open
+//! one; after a crash its torn last line is cut off, and a sealed log without its index (a
+//! crash while sealing), or with an index this version does not read, is indexed again.
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::StoreError;
+
+/// A record kept in segment files.
+pub trait Record: Serialize + DeserializeOwned {
+    /// Its key: a later record with the same key replaces it. `None`: it cannot be kept.
+    fn key(&self) -> Option<u128>;
+    /// When it was made (Unix ms): a segment goes once its newest record is past keep.
+    fn at_ms(&self) -> u64;
+    /// Whether sealed segments keep a Bloom filter of their keys: for keys in no order
+    /// (hashes); keys that sort by time (ULIDs) are found by each segment's smallest and
+    /// largest key instead, and spare the filter's memory.
+    const FILTERED: bool = true;
+}
+
+/// Records in a segment before it is sealed and another is begun: bounds the open segment's
+/// index in memory (about 400 KB).
+pub const SEGMENT_RECORDS: usize = 8_192;
+
+/// Bytes in a segment's log before it is sealed (records with long attempt logs).
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+const MAGIC: &[u8; 8] = b"cwseg02\n";
+const HEADER: u64 = 8 + 4 + 8 + 8 + 4;
+const ENTRY: u64 = 24;
+
+/// One record's place: its id's ULID, where its line starts and how long it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    id: u128,
+    off: u32,
+    len: u32,
+}
+
+impl Entry {
+    fn encode(&self) -> [u8; ENTRY as usize] {
+        let mut b = [0; ENTRY as usize];
+        b[..16].copy_from_slice(&self.id.to_be_bytes());
+        b[16..20].copy_from_slice(&self.off.to_be_bytes());
+        b[20..].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Self {
+        Self {
+            id: u128::from_be_bytes(b[..16].try_into().expect("16 bytes")),
+            off: u32::from_be_bytes(b[16..20].try_into().expect("4 bytes")),
+            len: u32::from_be_bytes(b[20..24].try_into().expect("4 bytes")),
+        }
+    }
+}
+
+/// A sealed segment, as memory keeps it.
+#[derive(Debug)]
+struct Sealed {
+    n: u64,
+    count: u32,
+    newest_ms: u64,
+    /// The smallest and largest keys in it: a lookup skips the segments outside.
+    min: u128,
+    max: u128,
+    /// Its keys, for lookups.
+    bloom: Bloom,
+}
+
+/// A Bloom filter of a segment's keys: 10 bits and 7 probes a key (about 1 % false
+/// positives).
+#[derive(Debug)]
+struct Bloom(Vec<u64>);
+
+impl Bloom {
+    const PROBES: u64 = 7;
+
+    fn with_keys<'a>(keys: impl ExactSizeIterator<Item = &'a u128>, filtered: bool) -> Self {
+        if !filtered {
+            return Self(Vec::new());
+        }
+        let words = (keys.len() * 10).div_ceil(64).max(1);
+        let mut b = Self(vec![0; words]);
+        for &k in keys {
+            for bit in b.bits(k).collect::<Vec<_>>() {
+                b.0[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        b
+    }
+
+    /// Whether `k` may be in the segment (always, without a filter).
+    fn contains(&self, k: u128) -> bool {
+        self.0.is_empty()
+            || self
+                .bits(k)
+                .all(|bit| self.0[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+
+    /// The bits of a key, by double hashing of the key mixed (ULIDs begin with a time).
+    fn bits(&self, k: u128) -> impl Iterator<Item = usize> {
+        let m = self.0.len() as u64 * 64;
+        let h1 = mix(k as u64 ^ ((k >> 64) as u64).rotate_left(32));
+        let h2 = mix(h1) | 1;
+        (0..Self::PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m) as usize)
+    }
+}
+
+/// splitmix64's finalizer.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^ (z >> 31)
+}
+
+/// The segment being written.
+#[derive(Debug)]
+struct Open {
+    n: u64,
+    file: Arc<File>,
+    len: u64,
+    index: BTreeMap<u128, (u32, u32)>,
+    first_ms: u64,
+    newest_ms: u64,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Oldest first; replaced whole when it changes, so that a lookup takes it with one clone.
+    sealed: Arc<Vec<Arc<Sealed>>>,
+    open: Open,
+}
+
+/// Records of one kind in segment files under a folder.
+#[derive(Debug)]
+pub struct Segments<T> {
+    dir: PathBuf,
+    max_records: usize,
+    inner: Mutex<Inner>,
+    kind: std::marker::PhantomData<fn() -> T>,
+}
+
+fn invalid(what: String) -> StoreError {
+    StoreError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+}
+
+impl<T: Record> Segments<T> {
+    /// Opens (or creates) the segments under `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, SEGMENT_RECORDS)
+    }
+
+    /// Like [`Segments::open`], sealing a segment at `max_records` (tests).
+    pub fn open_with(dir: &Path, max_records: usize) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let mut logs = Vec::new();
+        let mut idxs = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".tmp") {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            let Some((stem, ext)) = name.split_once('.') else {
+                continue;
+            };
+            let Ok(n) = u64::from_str_radix(stem, 16) else {
+                continue;
+            };
+            match ext {
+                "log" => logs.push(n),
+                "idx" => {
+                    idxs.insert(n);
+                }
+                _ => {}
+            }
+        }
+        logs.sort_unstable();
+        // An index whose log is gone: a prune that stopped between the two removals.
+        for n in &idxs {
+            if logs.binary_search(n).is_err() {
+                std::fs::remove_file(idx_path(dir, *n))?;
+            }
+        }
+        let mut sealed = Vec::new();
+        let mut open = None;
+        for (i, &n) in logs.iter().enumerate() {
+            let last = i + 1 == logs.len();
+            let header = match idxs.contains(&n) {
+                true => read_header(dir, n)?,
+                false => None,
+            };
+            if let Some(s) = header {
+                sealed.push(Arc::new(s));
+            } else if last && !idxs.contains(&n) {
+                open = Some(scan_open::<T>(dir, n)?);
+            } else {
+                // Sealing stopped before its index was in place, or the index is another
+                // version's: index it now.
+                let o = scan_open::<T>(dir, n)?;
+                sealed.push(Arc::new(write_index(dir, &o, T::FILTERED)?));
+            }
+        }
+        let open = match open {
+            Some(o) => o,
+            None => new_open(dir, logs.last().map_or(0, |n| n + 1))?,
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            max_records: max_records.max(1),
+            inner: Mutex::new(Inner {
+                sealed: Arc::new(sealed),
+                open,
+            }),
+            kind: std::marker::PhantomData,
+        })
+    }
+
+    /// Adds a record.
+    pub fn append(&self, r: &T) -> Result<(), StoreError> {
+        let id = r
+            .key()
+            .ok_or_else(|| invalid("a record without a key".into()))?;
+        let at_ms = r.at_ms();
+        let mut line = serde_json::to_vec(r)?;
+        line.push(b'\n');
+        let mut inner = self.inner.lock().expect("segments lock");
+        let o = &inner.open;
+        if !o.index.is_empty()
+            && (o.index.len() >= self.max_records || o.len + line.len() as u64 > SEGMENT_BYTES)
+        {
+            self.seal(&mut inner)?;
+        }
+        let o = &mut inner.open;
+        if let Err(e) = (&*o.file).write_all(&line) {
+            // Whatever part went out is cut off, so that the next line starts where it should.
+            let _ = o.file.set_len(o.len);
+            return Err(e.into());
+        }
+        let at = u32::try_from(o.len).map_err(|_| invalid("segment past 4 GiB".into()))?;
+        o.index.insert(id, (at, line.len() as u32));
+        o.len += line.len() as u64;
+        if o.first_ms == 0 {
+            o.first_ms = at_ms.max(1);
+        }
+        o.newest_ms = o.newest_ms.max(at_ms);
+        o.dirty = true;
+        Ok(())
+    }
+
+    /// Makes every record appended so far durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let file = {
+            let mut inner = self.inner.lock().expect("segments lock");
+            if !std::mem::take(&mut inner.open.dirty) {
+                return Ok(());
+            }
+            inner.open.file.clone()
+        };
+        if let Err(e) = file.sync_data() {
+            self.inner.lock().expect("segments lock").open.dirty = true;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// How many records are kept.
+    pub fn len(&self) -> usize {
+        let inner = self.inner.lock().expect("segments lock");
+        inner.sealed.iter().map(|s| s.count as usize).sum::<usize>() + inner.open.index.len()
+    }
+
+    /// Whether no record is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes the segments whose newest record is older than `keep` at `now_ms`; returns how
+    /// many records went. The open segment is sealed first once its first record is a tenth of
+    /// `keep` old, so a record is removed between `keep` and `keep` plus a tenth after it was
+    /// delivered (plus the time to the next prune).
+    pub fn prune(&self, now_ms: u64, keep: std::time::Duration) -> Result<usize, StoreError> {
+        let keep_ms = keep.as_millis() as u64;
+        let cutoff = now_ms.saturating_sub(keep_ms);
+        let gone: Vec<Arc<Sealed>> = {
+            let mut inner = self.inner.lock().expect("segments lock");
+            if !inner.open.index.is_empty() && inner.open.first_ms + keep_ms / 10 <= now_ms {
+                self.seal(&mut inner)?;
+            }
+            let (gone, kept): (Vec<_>, Vec<_>) = inner
+                .sealed
+                .iter()
+                .cloned()
+                .partition(|s| s.newest_ms < cutoff);
+            inner.sealed = Arc::new(kept);
+            gone
+        };
+        let mut n = 0;
+        for s in gone {
+            // The log first: an index left alone by a crash here is removed at the next open.
+            remove_if_there(&log_path(&self.dir, s.n))?;
+            remove_if_there(&idx_path(&self.dir, s.n))?;
+            n += s.count as usize;
+        }
+        Ok(n)
+    }
+
+    /// The record with key `k` (the latest, if one came twice).
+    pub fn get(&self, k: u128) -> Result<Option<T>, StoreError> {
+        let sealed = {
+            let inner = self.inner.lock().expect("segments lock");
+            if let Some(&(off, len)) = inner.open.index.get(&k) {
+                return read_line(&inner.open.file, off, len).map(Some);
+            }
+            inner.sealed.clone()
+        };
+        for s in sealed
+            .iter()
+            .rev()
+            .filter(|s| s.min <= k && k <= s.max && s.bloom.contains(k))
+        {
+            // A segment pruned meanwhile holds nothing to find.
+            let Some(idx) = open_if_there(&idx_path(&self.dir, s.n))? else {
+                continue;
+            };
+            let at = lower_bound(&idx, s.count, k)?;
+            if at < s.count {
+                let e = read_entry(&idx, at)?;
+                if e.id == k {
+                    let Some(log) = open_if_there(&log_path(&self.dir, s.n))? else {
+                        continue;
+                    };
+                    return read_line(&log, e.off, e.len).map(Some);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Up to `limit` records with keys after `start`, in key order, that `keep` keeps: a merge
+    /// of the segments' indexes, reading the records it shows (and those `keep` passes over).
+    pub fn page(
+        &self,
+        start: Option<u128>,
+        limit: usize,
+        keep: &dyn Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut cursors = Vec::new();
+        let sealed = {
+            let inner = self.inner.lock().expect("segments lock");
+            let from = start.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+            let entries: Vec<Entry> = inner
+                .open
+                .index
+                .range((from, std::ops::Bound::Unbounded))
+                .map(|(&id, &(off, len))| Entry { id, off, len })
+                .collect();
+            // The open segment is the newest: it comes first, so that of an id delivered
+            // twice its latest record is the one shown.
+            cursors.push(Cursor::memory(entries, inner.open.file.clone()));
+            inner.sealed.clone()
+        };
+        for s in sealed.iter().rev() {
+            if start.is_some_and(|k| s.max <= k) {
+                continue;
+            }
+            if let Some(c) = Cursor::sealed(&self.dir, s, start)? {
+                cursors.push(c);
+            }
+        }
+        let mut heap = BinaryHeap::new();
+        for (i, c) in cursors.iter_mut().enumerate() {
+            if let Some(e) = c.next()? {
+                heap.push(std::cmp::Reverse((e.id, i, e)));
+            }
+        }
+        let mut out = Vec::new();
+        let mut last = None;
+        while let Some(std::cmp::Reverse((id, i, e))) = heap.pop() {
+            if let Some(next) = cursors[i].next()? {
+                heap.push(std::cmp::Reverse((next.id, i, next)));
+            }
+            if last == Some(id) {
+                continue;
+            }
+            last = Some(id);
+            let d: T = read_line(cursors[i].log(), e.off, e.len)?;
+            if !keep(&d) {
+                continue;
+            }
+            out.push(d);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many records the open segment holds (tests).
+    #[cfg(test)]
+    pub(super) fn open_len(&self) -> usize {
+        self.inner.lock().expect("segments lock").open.index.len()
+    }
+
+    /// How many segments are sealed (tests).
+    #[cfg(test)]
+    pub(super) fn sealed_count(&self) -> usize {
+        self.inner.lock().expect("segments lock").sealed.len()
+    }
+
+    /// Seals the open segment (writes its index) and opens the next.
+    fn seal(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        inner.open.file.sync_data()?;
+        let sealed = write_index(&self.dir, &inner.open, T::FILTERED)?;
+        let next = new_open(&self.dir, inner.open.n + 1)?;
+        inner.open = next;
+        let mut all = Vec::clone(&inner.sealed);
+        all.push(Arc::new(sealed));
+        inner.sealed = Arc::new(all);
+        Ok(())
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.id, self.off, self.len).cmp(&(other.id, other.off, other.len))
+    }
+}
+
+/// One segment's entries in id order, read a block at a time.
+struct Cursor {
+    source: Source,
+    buf: std::vec::IntoIter<Entry>,
+    log: Arc<File>,
+}
+
+enum Source {
+    Memory,
+    Index { file: File, at: u32, count: u32 },
+}
+
+impl Cursor {
+    const BLOCK: u32 = 256;
+
+    fn memory(entries: Vec<Entry>, log: Arc<File>) -> Self {
+        Self {
+            source: Source::Memory,
+            buf: entries.into_iter(),
+            log,
+        }
+    }
+
+    fn sealed(dir: &Path, s: &Sealed, start: Option<u128>) -> Result<Option<Self>, StoreError> {
+        let (Some(idx), Some(log)) = (
+            open_if_there(&idx_path(dir, s.n))?,
+            open_if_there(&log_path(dir, s.n))?,
+        ) else {
+            return Ok(None);
+        };
+        let at = match start {
+            Some(k) => lower_bound(&idx, s.count, k.saturating_add(1))?,
+            None => 0,
+        };
+        Ok(Some(Self {
+            source: Source::Index {
+                file: idx,
+                at,
+                count: s.count,
+            },
+            buf: Vec::new().into_iter(),
+            log: Arc::new(log),
+        }))
+    }
+
+    fn next(&mut self) -> Result<Option<Entry>, StoreError> {
+        if let Some(e) = self.buf.next() {
+            return Ok(Some(e));
+        }
+        let Source::Index { file, at, count } = &mut self.source else {
+            return Ok(None);
+        };
+        if *at >= *count {
+            return Ok(None);
+        }
+        let n = Self::BLOCK.min(*count - *at);
+        let mut bytes = vec![0; (n as u64 * ENTRY) as usize];
+        file.read_exact_at(&mut bytes, HEADER + *at as u64 * ENTRY)?;
+        *at += n;
+        let block: Vec<Entry> = bytes
+            .chunks_exact(ENTRY as usize)
+            .map(Entry::decode)
+            .collect();
+        self.buf = block.into_iter();
+        Ok(self.buf.next())
+    }
+
+    fn log(&self) -> &File {
+        &self.log
+    }
+}
+
+fn log_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016x}.log"))
+}
+
+fn idx_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016x}.idx"))
+}
+
+fn open_if_there(path: &Path) -> Result<Option<File>, StoreError> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn remove_if_there(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn new_open(dir: &Path, n: u64) -> Result<Open, StoreError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(log_path(dir, n))?;
+    Ok(Open {
+        n,
+        file: Arc::new(file),
+        len: 0,
+        index: BTreeMap::new(),
+        first_ms: 0,
+        newest_ms: 0,
+        dirty: false,
+    })
+}
+
+/// Reads a segment's log into an open segment: its index rebuilt, a torn last line (a crash
+/// in the middle of a write) cut off.
+fn scan_open<T: Record>(dir: &Path, n: u64) -> Result<Open, StoreError> {
+    let path = log_path(dir, n);
+    let bytes = std::fs::read(&path)?;
+    let mut open = new_open(dir, n)?;
+    let mut at = 0;
+    while let Some(end) = bytes[at..].iter().position(|&b| b == b'\n') {
+        let line = &bytes[at..at + end];
+        let Ok(record) = serde_json::from_slice::<T>(line) else {
+            break;
+        };
+        let Some(id) = record.key() else {
+            break;
+        };
+        open.index.insert(id, (at as u32, end as u32 + 1));
+        if open.first_ms == 0 {
+            open.first_ms = record.at_ms().max(1);
+        }
+        open.newest_ms = open.newest_ms.max(record.at_ms());
+        at += end + 1;
+    }
+    if at < bytes.len() {
+        tracing::warn!(
+            file = %path.display(),
+            bytes = bytes.len() - at,
+            "the end of a store file was cut short by a crash; cut off"
+        );
+        open.file.set_len(at as u64)?;
+    }
+    open.len = at as u64;
+    Ok(open)
+}
+
+/// Writes a segment's index (to a temporary file, synced, then renamed into place).
+fn write_index(dir: &Path, o: &Open, filtered: bool) -> Result<Sealed, StoreError> {
+    let count = u32::try_from(o.index.len()).map_err(|_| invalid("segment too large".into()))?;
+    let bloom = Bloom::with_keys(o.index.keys(), filtered);
+    let mut bytes =
+        Vec::with_capacity((HEADER + ENTRY * count as u64) as usize + bloom.0.len() * 8);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&count.to_be_bytes());
+    bytes.extend_from_slice(&o.first_ms.to_be_bytes());
+    bytes.extend_from_slice(&o.newest_ms.to_be_bytes());
+    bytes.extend_from_slice(&(bloom.0.len() as u32).to_be_bytes());
+    for (&id, &(off, len)) in &o.index {
+        bytes.extend_from_slice(&Entry { id, off, len }.encode());
+    }
+    for w in &bloom.0 {
+        bytes.extend_from_slice(&w.to_be_bytes());
+    }
+    let tmp = dir.join(format!("{:016x}.idx.tmp", o.n));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, idx_path(dir, o.n))?;
+    File::open(dir)?.sync_all()?;
+    Ok(Sealed {
+        n: o.n,
+        count,
+        newest_ms: o.newest_ms,
+        min: o.index.keys().next().copied().unwrap_or(0),
+        max: o.index.keys().next_back().copied().unwrap_or(0),
+        bloom,
+    })
+}
+
+/// A sealed segment's header, filter, and first and last keys; `None` when the index is not
+/// one this version reads (to be made again from the log).
+fn read_header(dir: &Path, n: u64) -> Result<Option<Sealed>, StoreError> {
+    let path = idx_path(dir, n);
+    let f = File::open(&path)?;
+    let size = f.metadata()?.len();
+    let mut h = [0; HEADER as usize];
+    if size < HEADER {
+        return Ok(None);
+    }
+    f.read_exact_at(&mut h, 0)?;
+    let count = u32::from_be_bytes(h[8..12].try_into().expect("4 bytes"));
+    let words = u32::from_be_bytes(h[28..32].try_into().expect("4 bytes"));
+    if &h[..8] != MAGIC || size != HEADER + ENTRY * count as u64 + 8 * words as u64 {
+        tracing::warn!(file = %path.display(), "an index this version does not read; made again from its log");
+        return Ok(None);
+    }
+    let newest_ms = u64::from_be_bytes(h[20..28].try_into().expect("8 bytes"));
+    let mut raw = vec![0; words as usize * 8];
+    f.read_exact_at(&mut raw, HEADER + ENTRY * count as u64)?;
+    let bloom = Bloom(
+        raw.chunks_exact(8)
+            .map(|w| u64::from_be_bytes(w.try_into().expect("8 bytes")))
+            .collect(),
+    );
+    let (min, max) = if count == 0 {
+        (0, 0)
+    } else {
+        (read_entry(&f, 0)?.id, read_entry(&f, count - 1)?.id)
+    };
+    Ok(Some(Sealed {
+        n,
+        count,
+        newest_ms,
+        min,
+        max,
+        bloom,
+    }))
+}
+
+fn read_entry(f: &File, i: u32) -> Result<Entry, StoreError> {
+    let mut b = [0; ENTRY as usize];
+    f.read_exact_at(&mut b, HEADER + i as u64 * ENTRY)?;
+    Ok(Entry::decode(&b))
+}
+
+/// The first entry of a sealed index whose id is `k` or more (`count` when there is none).
+fn lower_bound(f: &File, count: u32, k: u128) -> Result<u32, StoreError> {
+    let (mut lo, mut hi) = (0, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if read_entry(f, mid)?.id < k {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+fn read_line<T: Record>(f: &File, off: u32, len: u32) -> Result<T, StoreError> {
+    let mut b = vec![0; len as usize];
+    f.read_exact_at(&mut b, off as u64)?;
+    Ok(serde_json::from_slice(&b)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Note {
+        k: u128,
+        at: u64,
+    }
+
+    impl Record for Note {
+        fn key(&self) -> Option<u128> {
+            Some(self.k)
+        }
+        fn at_ms(&self) -> u64 {
+            self.at
+        }
+    }
+
+    #[test]
+    fn the_filter_has_every_key_and_few_others() {
+        let keys: Vec<u128> = (0..10_000u128).map(|i| i * 0x9e37_79b9_7f4a_7c15).collect();
+        let b = Bloom::with_keys(keys.iter(), true);
+        assert!(Bloom::with_keys(keys.iter(), false).contains(u128::MAX));
+        assert!(keys.iter().all(|&k| b.contains(k)));
+        let others = (0..10_000u128)
+            .map(|i| (i + 1) << 90)
+            .filter(|&k| b.contains(k))
+            .count();
+        assert!(others < 300, "{others} false positives in 10,000");
+    }
+
+    #[test]
+    fn an_index_this_version_does_not_read_is_made_again_from_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let notes: Vec<Note> = (1..=5)
+            .map(|k| Note {
+                k,
+                at: 10 + k as u64,
+            })
+            .collect();
+        {
+            let s = Segments::<Note>::open_with(dir.path(), 2).unwrap();
+            for n in &notes {
+                s.append(n).unwrap();
+            }
+        }
+        // Two sealed segments; the first one's index from another version.
+        std::fs::write(idx_path(dir.path(), 0), b"cwdlv01\n0123456789").unwrap();
+        let s = Segments::<Note>::open_with(dir.path(), 2).unwrap();
+        assert_eq!(s.len(), 5);
+        for n in &notes {
+            assert_eq!(s.get(n.k).unwrap().as_ref(), Some(n));
+        }
+        assert_eq!(s.page(None, 10, &|_| true).unwrap(), notes);
+        assert!(read_header(dir.path(), 0).unwrap().is_some());
+    }
+}
