@@ -1941,8 +1941,9 @@ async fn soak(
     g.stop()?;
     let lost = load_done.accepted.saturating_sub(delivered + dead + queued);
 
-    // Once pruning has started: the first records are past keep_delivered.
-    let pruning = keep.as_secs_f64() + cardwire::app::prune_every(keep).as_secs_f64();
+    // Once pruning has started: the first file of records (which takes them for a tenth of
+    // keep, and is sealed and removed at the pruning ticks after) can have gone.
+    let pruning = keep.as_secs_f64() * 1.1 + 2.0 * cardwire::app::prune_every(keep).as_secs_f64();
     let steady: Vec<&Sample> = samples.iter().filter(|s| s.t >= pruning).collect();
     let per_hour = |f: Field| {
         slope(

@@ -578,34 +578,43 @@ fn new_open(dir: &Path, n: u64) -> Result<Open, StoreError> {
 /// Reads a segment's log into an open segment: its index rebuilt, a torn last line (a crash
 /// in the middle of a write) cut off.
 fn scan_open<T: Record>(dir: &Path, n: u64) -> Result<Open, StoreError> {
+    use std::io::BufRead;
     let path = log_path(dir, n);
-    let bytes = std::fs::read(&path)?;
+    let size = std::fs::metadata(&path)?.len();
+    // Line by line through a small buffer: the whole file read at once stayed in the
+    // allocator's free pages after start-up.
+    let mut lines = std::io::BufReader::with_capacity(64 * 1024, File::open(&path)?);
     let mut open = new_open(dir, n)?;
-    let mut at = 0;
-    while let Some(end) = bytes[at..].iter().position(|&b| b == b'\n') {
-        let line = &bytes[at..at + end];
-        let Ok(record) = serde_json::from_slice::<T>(line) else {
+    let mut at = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = lines.read_until(b'\n', &mut line)?;
+        if read == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        let Ok(record) = serde_json::from_slice::<T>(&line[..read - 1]) else {
             break;
         };
         let Some(id) = record.key() else {
             break;
         };
-        open.index.insert(id, (at as u32, end as u32 + 1));
+        open.index.insert(id, (at as u32, read as u32));
         if open.first_ms == 0 {
             open.first_ms = record.at_ms().max(1);
         }
         open.newest_ms = open.newest_ms.max(record.at_ms());
-        at += end + 1;
+        at += read as u64;
     }
-    if at < bytes.len() {
+    if at < size {
         tracing::warn!(
             file = %path.display(),
-            bytes = bytes.len() - at,
+            bytes = size - at,
             "the end of a store file was cut short by a crash; cut off"
         );
-        open.file.set_len(at as u64)?;
+        open.file.set_len(at)?;
     }
-    open.len = at as u64;
+    open.len = at;
     Ok(open)
 }
 
