@@ -12,8 +12,9 @@
 //! second pinned every segment: its disk grew with the traffic, not with what was kept).
 //! Memory holds, per segment, a few numbers (and, for keys in no order, a Bloom filter of its
 //! keys: 10 bits a key, so that a lookup of a key that is not there reads no file in 99 % of
-//! the segments), and the open segment's index (at most [`SEGMENT_RECORDS`] entries); opening
-//! reads each sealed segment's header and filter, and the open segment.
+//! the segments), every 256th key of its index (a lookup reads one 6 KB block of it), and the
+//! open segment's index (at most [`SEGMENT_RECORDS`] entries); opening reads each sealed
+//! segment's header, filter and those keys, and the open segment.
 //!
 //! Layout, in the folder given: `N.log` (N in hex, one per segment), one JSON record a line in
 //! the order appended; `N.idx` once the segment is sealed: a header (magic, count, first and
@@ -93,7 +94,12 @@ struct Sealed {
     max: u128,
     /// Its keys, for lookups.
     bloom: Bloom,
+    /// The key of every [`FENCE`]th entry of its index: a lookup reads one block of the index.
+    fences: Vec<u128>,
 }
+
+/// Entries of an index a lookup reads at once (6 KB).
+const FENCE: u32 = 256;
 
 /// A Bloom filter of a segment's keys: 10 bits and 7 probes a key (about 1 % false
 /// positives).
@@ -349,19 +355,27 @@ impl<T: Record> Segments<T> {
             .rev()
             .filter(|s| s.min <= k && k <= s.max && s.bloom.contains(k))
         {
+            // The block whose first key is the last at or below `k`.
+            let Some(block) = s.fences.partition_point(|&f| f <= k).checked_sub(1) else {
+                continue;
+            };
             // A segment pruned meanwhile holds nothing to find.
             let Some(idx) = open_if_there(&idx_path(&self.dir, s.n))? else {
                 continue;
             };
-            let at = lower_bound(&idx, s.count, k)?;
-            if at < s.count {
-                let e = read_entry(&idx, at)?;
-                if e.id == k {
-                    let Some(log) = open_if_there(&log_path(&self.dir, s.n))? else {
-                        continue;
-                    };
-                    return read_line(&log, e.off, e.len).map(Some);
-                }
+            let from = block as u32 * FENCE;
+            let n = FENCE.min(s.count - from);
+            let mut bytes = vec![0; (n as u64 * ENTRY) as usize];
+            idx.read_exact_at(&mut bytes, HEADER + from as u64 * ENTRY)?;
+            let found = bytes
+                .chunks_exact(ENTRY as usize)
+                .map(Entry::decode)
+                .find(|e| e.id == k);
+            if let Some(e) = found {
+                let Some(log) = open_if_there(&log_path(&self.dir, s.n))? else {
+                    continue;
+                };
+                return read_line(&log, e.off, e.len).map(Some);
             }
         }
         Ok(None)
@@ -648,6 +662,7 @@ fn write_index(dir: &Path, o: &Open, filtered: bool) -> Result<Sealed, StoreErro
         min: o.index.keys().next().copied().unwrap_or(0),
         max: o.index.keys().next_back().copied().unwrap_or(0),
         bloom,
+        fences: o.index.keys().step_by(FENCE as usize).copied().collect(),
     })
 }
 
@@ -681,6 +696,10 @@ fn read_header(dir: &Path, n: u64) -> Result<Option<Sealed>, StoreError> {
     } else {
         (read_entry(&f, 0)?.id, read_entry(&f, count - 1)?.id)
     };
+    let fences = (0..count)
+        .step_by(FENCE as usize)
+        .map(|i| read_entry(&f, i).map(|e| e.id))
+        .collect::<Result<_, _>>()?;
     Ok(Some(Sealed {
         n,
         count,
@@ -688,6 +707,7 @@ fn read_header(dir: &Path, n: u64) -> Result<Option<Sealed>, StoreError> {
         min,
         max,
         bloom,
+        fences,
     }))
 }
 
@@ -773,5 +793,33 @@ mod tests {
         }
         assert_eq!(s.page(None, 10, &|_| true).unwrap(), notes);
         assert!(read_header(dir.path(), 0).unwrap().is_some());
+    }
+
+    /// A lookup reads the one block of the index its key falls in: every key is found, in
+    /// every block, after a reopen too, and keys between them are not.
+    #[test]
+    fn lookups_find_every_key_through_the_fences() {
+        let dir = tempfile::tempdir().unwrap();
+        let notes: Vec<Note> = (0..1_000u128)
+            .map(|i| Note {
+                k: (i * 7 + 3) << 64,
+                at: 5,
+            })
+            .collect();
+        for reopen in [false, true] {
+            let s = Segments::<Note>::open_with(dir.path(), 600).unwrap();
+            if !reopen {
+                for n in &notes {
+                    s.append(n).unwrap();
+                }
+            }
+            assert_eq!(s.sealed_count(), 1);
+            for n in &notes {
+                assert_eq!(s.get(n.k).unwrap().as_ref(), Some(n));
+                assert_eq!(s.get(n.k + 1).unwrap(), None);
+            }
+            assert_eq!(s.get(0).unwrap(), None);
+            assert_eq!(s.get(u128::MAX).unwrap(), None);
+        }
     }
 }
