@@ -1,7 +1,8 @@
-//! Durable state in sled: connections, the outbox, dead letters, delivered records (in files of
-//! their own beside sled's, [`history`]), seen
-//! delivery ids (pruned after 3 days), noise-control state and the playground's ring of recent
-//! events (see [`recent`]: in memory, written once a second).
+//! Durable state in sled: connections, the outbox, dead letters, noise-control state and the
+//! playground's ring of recent events (see [`recent`]: in memory, written once a second); and,
+//! beside sled in segment files that are deleted whole ([`segments`]), what is kept for days:
+//! delivered records ([`history`]) and upstream delivery ids ([`seen`], claimed in sled with
+//! their event's cards and moved out within a second).
 //!
 //! In: records from ingest (outbox entries, delivery-id claims), from the admin API
 //! (connections) and from delivery (attempt results). Out: the same records, in order.
@@ -822,6 +823,15 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    /// Leaves the store under `dir` as kill -9 would: no counts from a clean stop, so the next
+    /// start walks the queue and recovers.
+    fn as_after_a_crash(dir: &Path) {
+        let path = dir.join("sled");
+        let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
+        db.open_tree("meta").unwrap().remove(CLEAN_COUNTS).unwrap();
+        db.flush().unwrap();
+    }
+
     fn record(con: &ConnectionId, n: u32) -> OutboxRecord {
         OutboxRecord::new(
             EventId::new(),
@@ -966,12 +976,7 @@ mod tests {
             assert_eq!(store.queued(), 6);
         }
         // As after kill -9: no counts left by a clean stop.
-        {
-            let path = dir.path().join("sled");
-            let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
-            db.open_tree("meta").unwrap().remove(CLEAN_COUNTS).unwrap();
-            db.flush().unwrap();
-        }
+        as_after_a_crash(dir.path());
         let store = Store::open(dir.path(), None).unwrap();
         assert_eq!(store.queued(), 4, "the two cards cut short are taken back");
         let left: Vec<_> = store
@@ -1033,12 +1038,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        {
-            let path = dir.path().join("sled");
-            let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
-            db.open_tree("meta").unwrap().remove(CLEAN_COUNTS).unwrap();
-            db.flush().unwrap();
-        }
+        as_after_a_crash(dir.path());
         let store = Store::open(dir.path(), None).unwrap();
         let left: Vec<_> = store
             .queued_records()
@@ -1118,12 +1118,7 @@ mod tests {
             assert_eq!(indexed(&store, &[&a, &b, &c]), [true, true, false]);
         }
         // As after kill -9: the next start walks the queue and indexes what is there.
-        let crash = || {
-            let path = dir.path().join("sled");
-            let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
-            db.open_tree("meta").unwrap().remove(CLEAN_COUNTS).unwrap();
-            db.flush().unwrap();
-        };
+        let crash = || as_after_a_crash(dir.path());
         crash();
         {
             let store = Store::open(dir.path(), None).unwrap();
@@ -1362,12 +1357,7 @@ mod tests {
             store.enqueue(&record(&con, 3)).unwrap();
         }
         // As after kill -9: no counts left by a clean stop. The start walks the queue.
-        {
-            let path = dir.path().join("sled");
-            let db = open_locked(&sled::Config::new().path(&path), &path).unwrap();
-            db.open_tree("meta").unwrap().remove(CLEAN_COUNTS).unwrap();
-            db.flush().unwrap();
-        }
+        as_after_a_crash(dir.path());
         let store = Store::open(dir.path(), None).unwrap();
         assert_eq!(store.queued(), 4);
     }
