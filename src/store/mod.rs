@@ -832,6 +832,16 @@ mod tests {
         db.flush().unwrap();
     }
 
+    /// The claim of every queued card, in queue order.
+    fn queued_claims(store: &Store) -> Vec<Option<String>> {
+        store
+            .queued_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.claim)
+            .collect()
+    }
+
     fn record(con: &ConnectionId, n: u32) -> OutboxRecord {
         OutboxRecord::new(
             EventId::new(),
@@ -979,14 +989,8 @@ mod tests {
         as_after_a_crash(dir.path());
         let store = Store::open(dir.path(), None).unwrap();
         assert_eq!(store.queued(), 4, "the two cards cut short are taken back");
-        let left: Vec<_> = store
-            .queued_records()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.claim)
-            .collect();
         assert_eq!(
-            left,
+            queued_claims(&store),
             [
                 Some("whole".to_string()),
                 Some("moved".into()),
@@ -1040,13 +1044,7 @@ mod tests {
         }
         as_after_a_crash(dir.path());
         let store = Store::open(dir.path(), None).unwrap();
-        let left: Vec<_> = store
-            .queued_records()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.claim)
-            .collect();
-        assert_eq!(left, [Some("waiting".to_string())]);
+        assert_eq!(queued_claims(&store), [Some("waiting".to_string())]);
     }
 
     /// Queued cards are found by id through the index in memory, which follows every move
@@ -1362,10 +1360,10 @@ mod tests {
         assert_eq!(store.queued(), 4);
     }
 
-    /// Claims move out of the main log into the kept ids' database and are found there: a
+    /// Claims move out of the main log into the kept ids' files and are found there: a
     /// redelivery gets the first event, a release forgets it, pruning reaches it.
     #[tokio::test]
-    async fn claims_move_to_their_own_database_and_are_still_claimed_once() {
+    async fn claims_move_to_their_own_files_and_are_still_claimed_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), None).unwrap();
         let (first, second) = (EventId::new(), EventId::new());
@@ -1392,6 +1390,16 @@ mod tests {
         );
         store.release_delivery("b").unwrap();
         assert_eq!(store.claim_delivery("b", &second).unwrap(), None);
+        // A move cut short: "b" kept and still in the main tree; listed once.
+        store
+            .seen_kept
+            .append(&seen::Claim {
+                key: "b".into(),
+                event: Some(second.clone()),
+                at_ms: now_ms(),
+            })
+            .unwrap();
+        assert_eq!(store.seen_ids().unwrap().len(), 2);
         drop(store);
         // And after a restart.
         let store = Store::open(dir.path(), None).unwrap();

@@ -115,7 +115,7 @@ impl SeenIds for Store {
 }
 
 impl Store {
-    /// Moves the claims in the main log's `seen` tree into the kept ids' own database: the
+    /// Moves the claims in the main log's `seen` tree into the kept ids' files: the
     /// main log flushed first (so that no claim is kept before its event's cards are on disk),
     /// the kept ids flushed next, then the claims removed from the main tree. Returns how many
     /// moved. The store runs it about once a second.
@@ -150,21 +150,26 @@ impl Store {
         Ok(claims.len())
     }
 
-    /// Every upstream delivery id claimed, with its event (`migrate --from-sled`).
+    /// Every upstream delivery id claimed, with its event (`migrate --from-sled`), once: a
+    /// claim being moved is in both places.
     pub fn seen_ids(&self) -> Result<Vec<(String, EventId)>, StoreError> {
         let mut out = Vec::new();
+        let mut taken = std::collections::HashSet::new();
         for kv in self.seen.iter() {
             let (k, v) = kv?;
             if let Some(event) = EventId::parse(&String::from_utf8_lossy(&v)) {
-                out.push((String::from_utf8_lossy(&k).into_owned(), event));
+                let key = String::from_utf8_lossy(&k).into_owned();
+                taken.insert(key.clone());
+                out.push((key, event));
             }
         }
         for c in self
             .seen_kept
             .page(None, usize::MAX, &|c: &Claim| c.event.is_some())?
         {
-            if let Some(event) = c.event {
-                out.push((c.key, event));
+            match c.event {
+                Some(event) if !taken.contains(&c.key) => out.push((c.key, event)),
+                _ => {}
             }
         }
         Ok(out)
