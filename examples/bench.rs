@@ -1774,6 +1774,10 @@ struct Sample {
     t: f64,
     rss_mb: f64,
     disk_mb: f64,
+    /// The disk's parts: sled's log (the queue), delivered records, upstream delivery ids.
+    sled_mb: f64,
+    delivered_mb: f64,
+    ids_mb: f64,
     queued: f64,
     /// CPU of the gateway over the last interval, in % of one core.
     cpu_pct: f64,
@@ -1883,7 +1887,8 @@ async fn soak(
         })
     };
     let csv_path = out.join("soak.csv");
-    let mut csv = String::from("t_s,rss_mb,disk_mb,queued,cpu_pct\n");
+    let mut csv =
+        String::from("t_s,rss_mb,disk_mb,sled_mb,delivered_mb,delivery_ids_mb,queued,cpu_pct\n");
     let mut samples = Vec::new();
     let mut last_cpu = usage(g.pid()).2;
     let mut last_t = 0.0;
@@ -1901,13 +1906,16 @@ async fn soak(
             t,
             rss_mb: rss,
             disk_mb: disk_used(&data) as f64 / 1e6,
+            sled_mb: disk_used(&data.join("sled")) as f64 / 1e6,
+            delivered_mb: disk_used(&data.join("delivered")) as f64 / 1e6,
+            ids_mb: disk_used(&data.join("delivery_ids")) as f64 / 1e6,
             queued,
             cpu_pct: (cpu - last_cpu) / (t - last_t) * 100.0,
         };
         (last_cpu, last_t) = (cpu, t);
         csv.push_str(&format!(
-            "{:.0},{:.1},{:.1},{:.0},{:.1}\n",
-            s.t, s.rss_mb, s.disk_mb, s.queued, s.cpu_pct
+            "{:.0},{:.1},{:.1},{:.1},{:.1},{:.1},{:.0},{:.1}\n",
+            s.t, s.rss_mb, s.disk_mb, s.sled_mb, s.delivered_mb, s.ids_mb, s.queued, s.cpu_pct
         ));
         std::fs::write(&csv_path, &csv)?;
         samples.push(s);
@@ -1986,6 +1994,17 @@ async fn soak(
         "| disk max / slope once pruning runs | {:.1} MB / {disk_slope:+.2} MB/h |",
         max(|s| s.disk_mb)
     );
+    for (part, f) in [
+        ("sled's log", (|s| s.sled_mb) as Field),
+        ("delivered records", |s| s.delivered_mb),
+        ("upstream delivery ids", |s| s.ids_mb),
+    ] {
+        println!(
+            "| disk: {part}, max / slope once pruning runs | {:.1} MB / {:+.2} MB/h |",
+            max(f),
+            per_hour(f)
+        );
+    }
     println!("| queue depth max | {:.0} |", max(|s| s.queued));
     println!(
         "| CPU mean | {:.1} % of a core |",
