@@ -147,6 +147,9 @@ impl Store {
                 .seen
                 .compare_and_swap(k, Some(v), None as Option<&[u8]>)?;
         }
+        drop(_moving);
+        // Files sealed meanwhile hand their filters to the shared one, now and then.
+        self.seen_kept.tidy()?;
         Ok(claims.len())
     }
 

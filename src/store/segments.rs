@@ -10,18 +10,24 @@
 //! whole files, so the space is the file system's again at once (sled reclaims a segment of
 //! its log only when nothing in it is live, and records kept for days beside cards kept for a
 //! second pinned every segment: its disk grew with the traffic, not with what was kept).
-//! Memory holds, per segment, a few numbers (and, for keys in no order, a Bloom filter of its
-//! keys: 10 bits a key, so that a lookup of a key that is not there reads no file in 99 % of
-//! the segments), every 256th key of its index (a lookup reads one 6 KB block of it), and the
-//! open segment's index (at most [`SEGMENT_RECORDS`] entries); opening reads each sealed
-//! segment's header, filter and those keys, and the open segment.
+//! Memory holds, per segment, a few numbers and every 256th key of its index (a lookup reads
+//! one 6 KB block of it), and the open segment's index (at most [`SEGMENT_RECORDS`] entries);
+//! opening reads each sealed segment's header and those keys, and the open segment. Keys in
+//! no order (hashes) need a filter, so that a lookup of a key that is not there reads no
+//! segment's index (but for about 0.1 % of the keys, by chance): each sealed segment writes
+//! one of its keys (a Bloom filter, 10 bits a key), held in memory only until the filter
+//! shared by every sealed segment, on disk, is built again to take its keys ([`shared`]:
+//! one 64-byte read a lookup); that happens once [`UNSHARED_SEGMENTS`] keep theirs. So memory
+//! grows with the keys kept by 16 bytes in 256 (filters in memory, 10 bits a key, were
+//! 1.25 MB a million ids).
 //!
 //! Layout, in the folder given: `N.log` (N in hex, one per segment), one JSON record a line in
 //! the order appended; `N.idx` once the segment is sealed: a header (magic, count, first and
 //! newest time, the filter's length), 24-byte entries sorted by key (the key, the line's offset
-//! and length), then the filter. The segment with the highest number and no index is the open
-//! one; after a crash its torn last line is cut off, and a sealed log without its index (a
-//! crash while sealing), or with an index this version does not read, is indexed again.
+//! and length), then the filter; `filter`, the shared filter. The segment with the highest
+//! number and no index is the open one; after a crash its torn last line is cut off, and a
+//! sealed log without its index (a crash while sealing), or with an index this version does
+//! not read, is indexed again.
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::{File, OpenOptions};
@@ -33,6 +39,8 @@ use std::sync::{Arc, Mutex};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::StoreError;
+
+mod shared;
 
 /// A record kept in segment files.
 pub trait Record: Serialize + DeserializeOwned {
@@ -92,8 +100,10 @@ struct Sealed {
     /// The smallest and largest keys in it: a lookup skips the segments outside.
     min: u128,
     max: u128,
-    /// Its keys, for lookups.
+    /// Its keys, for lookups, until the shared filter holds them.
     bloom: Bloom,
+    /// Whether the shared filter ([`shared::Shared`]) holds its keys (and `bloom` is empty).
+    covered: bool,
     /// The key of every [`FENCE`]th entry of its index: a lookup reads one block of the index.
     fences: Vec<u128>,
 }
@@ -164,7 +174,14 @@ struct Inner {
     /// Oldest first; replaced whole when it changes, so that a lookup takes it with one clone.
     sealed: Arc<Vec<Arc<Sealed>>>,
     open: Open,
+    /// The filter of the keys of the sealed segments up to a number, on disk (filtered
+    /// records only).
+    shared: Option<Arc<shared::Shared>>,
 }
+
+/// Sealed segments with filters of their own in memory (filtered records) before the shared
+/// filter is built again to hold their keys: bounds that memory (about 80 KB).
+const UNSHARED_SEGMENTS: usize = 8;
 
 /// Records of one kind in segment files under a folder.
 #[derive(Debug)]
@@ -172,6 +189,8 @@ pub struct Segments<T> {
     dir: PathBuf,
     max_records: usize,
     inner: Mutex<Inner>,
+    /// Held while the shared filter is built (by one thread at a time).
+    building: Mutex<()>,
     kind: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -212,6 +231,14 @@ impl<T: Record> Segments<T> {
             }
         }
         logs.sort_unstable();
+        // A filter that names segments not there (the folder's files removed by hand) is not
+        // this folder's.
+        let shared = match T::FILTERED {
+            true => shared::Shared::open(dir)?
+                .filter(|f| logs.last().is_some_and(|&last| f.through <= last)),
+            false => None,
+        };
+        let through = shared.as_ref().map(|f| f.through);
         // An index whose log is gone: a prune that stopped between the two removals.
         for n in &idxs {
             if logs.binary_search(n).is_err() {
@@ -222,8 +249,13 @@ impl<T: Record> Segments<T> {
         let mut open = None;
         for (i, &n) in logs.iter().enumerate() {
             let last = i + 1 == logs.len();
+            // A segment the shared filter holds leaves its own filter on disk.
+            let covered = through.is_some_and(|t| n <= t);
             let header = match idxs.contains(&n) {
-                true => read_header(dir, n)?,
+                true => read_header(dir, n, T::FILTERED && !covered)?.map(|mut s| {
+                    s.covered = T::FILTERED && covered;
+                    s
+                }),
                 false => None,
             };
             if let Some(s) = header {
@@ -241,15 +273,69 @@ impl<T: Record> Segments<T> {
             Some(o) => o,
             None => new_open(dir, logs.last().map_or(0, |n| n + 1))?,
         };
-        Ok(Self {
+        let segments = Self {
             dir: dir.to_path_buf(),
             max_records: max_records.max(1),
             inner: Mutex::new(Inner {
                 sealed: Arc::new(sealed),
                 open,
+                shared: shared.map(Arc::new),
             }),
+            building: Mutex::new(()),
             kind: std::marker::PhantomData,
-        })
+        };
+        segments.tidy()?;
+        Ok(segments)
+    }
+
+    /// Builds the shared filter again once [`UNSHARED_SEGMENTS`] sealed segments keep filters
+    /// of their own in memory; returns whether it did. Reads every sealed index (24 bytes a
+    /// key) outside the lock: lookups and appends go on meanwhile. [`Segments::prune`] calls it,
+    /// and the store after moving claims.
+    pub fn tidy(&self) -> Result<bool, StoreError> {
+        if !T::FILTERED {
+            return Ok(false);
+        }
+        let Ok(_building) = self.building.try_lock() else {
+            return Ok(false);
+        };
+        let sealed = self.inner.lock().expect("segments lock").sealed.clone();
+        if sealed.iter().filter(|s| !s.covered).count() < UNSHARED_SEGMENTS {
+            return Ok(false);
+        }
+        let Some(through) = sealed.last().map(|s| s.n) else {
+            return Ok(false);
+        };
+        let count = sealed.iter().map(|s| s.count as u64).sum();
+        let mut failed = None;
+        let reading = sealed.iter().flat_map(|s| {
+            let mut keys = Vec::with_capacity(s.count as usize);
+            if let Err(e) = index_keys(&self.dir, s, &mut keys) {
+                failed.get_or_insert(e);
+            }
+            keys
+        });
+        let built = shared::Shared::build(&self.dir, through, reading, count)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut inner = self.inner.lock().expect("segments lock");
+        let now: Vec<Arc<Sealed>> = inner
+            .sealed
+            .iter()
+            .map(|s| match s.n <= through && !s.covered {
+                true => Arc::new(Sealed {
+                    bloom: Bloom(Vec::new()),
+                    covered: true,
+                    fences: s.fences.clone(),
+                    ..**s
+                }),
+                false => s.clone(),
+            })
+            .collect();
+        inner.sealed = Arc::new(now);
+        inner.shared = Some(Arc::new(built));
+        Ok(true)
     }
 
     /// Adds a record.
@@ -338,23 +424,35 @@ impl<T: Record> Segments<T> {
             remove_if_there(&idx_path(&self.dir, s.n))?;
             n += s.count as usize;
         }
+        self.tidy()?;
         Ok(n)
     }
 
     /// The record with key `k` (the latest, if one came twice).
     pub fn get(&self, k: u128) -> Result<Option<T>, StoreError> {
-        let sealed = {
+        let (sealed, shared) = {
             let inner = self.inner.lock().expect("segments lock");
             if let Some(&(off, len)) = inner.open.index.get(&k) {
                 return read_line(&inner.open.file, off, len).map(Some);
             }
-            inner.sealed.clone()
+            (inner.sealed.clone(), inner.shared.clone())
         };
-        for s in sealed
-            .iter()
-            .rev()
-            .filter(|s| s.min <= k && k <= s.max && s.bloom.contains(k))
-        {
+        // One block of the shared filter, read once, for the segments it holds.
+        let mut in_shared = None;
+        for s in sealed.iter().rev() {
+            if s.min > k || k > s.max {
+                continue;
+            }
+            let passes = match (s.covered, &shared) {
+                (true, Some(f)) => match in_shared {
+                    Some(v) => v,
+                    None => *in_shared.insert(f.may_contain(k)?),
+                },
+                _ => s.bloom.contains(k),
+            };
+            if !passes {
+                continue;
+            }
             // The block whose first key is the last at or below `k`.
             let Some(block) = s.fences.partition_point(|&f| f <= k).checked_sub(1) else {
                 continue;
@@ -450,6 +548,17 @@ impl<T: Record> Segments<T> {
     #[cfg(test)]
     pub(super) fn sealed_count(&self) -> usize {
         self.inner.lock().expect("segments lock").sealed.len()
+    }
+
+    /// How many sealed segments keep a filter of their own in memory (tests).
+    #[cfg(test)]
+    pub(super) fn filters_in_memory(&self) -> usize {
+        let inner = self.inner.lock().expect("segments lock");
+        inner
+            .sealed
+            .iter()
+            .filter(|s| !s.bloom.0.is_empty())
+            .count()
     }
 
     /// Seals the open segment (writes its index) and opens the next.
@@ -662,13 +771,35 @@ fn write_index(dir: &Path, o: &Open, filtered: bool) -> Result<Sealed, StoreErro
         min: o.index.keys().next().copied().unwrap_or(0),
         max: o.index.keys().next_back().copied().unwrap_or(0),
         bloom,
+        covered: false,
         fences: o.index.keys().step_by(FENCE as usize).copied().collect(),
     })
 }
 
-/// A sealed segment's header, filter, and first and last keys; `None` when the index is not
-/// one this version reads (to be made again from the log).
-fn read_header(dir: &Path, n: u64) -> Result<Option<Sealed>, StoreError> {
+/// Adds the keys of a sealed segment's index to `keys` (none if it was pruned meanwhile).
+fn index_keys(dir: &Path, s: &Sealed, keys: &mut Vec<u128>) -> Result<(), StoreError> {
+    let Some(idx) = open_if_there(&idx_path(dir, s.n))? else {
+        return Ok(());
+    };
+    let mut bytes = vec![0; (FENCE as u64 * ENTRY) as usize];
+    let mut at = 0;
+    while at < s.count {
+        let n = FENCE.min(s.count - at);
+        let block = &mut bytes[..(n as u64 * ENTRY) as usize];
+        idx.read_exact_at(block, HEADER + at as u64 * ENTRY)?;
+        keys.extend(
+            block
+                .chunks_exact(ENTRY as usize)
+                .map(|b| Entry::decode(b).id),
+        );
+        at += n;
+    }
+    Ok(())
+}
+
+/// A sealed segment's header, filter (if `with_filter`), and first and last keys; `None`
+/// when the index is not one this version reads (to be made again from the log).
+fn read_header(dir: &Path, n: u64, with_filter: bool) -> Result<Option<Sealed>, StoreError> {
     let path = idx_path(dir, n);
     let f = File::open(&path)?;
     let size = f.metadata()?.len();
@@ -684,7 +815,7 @@ fn read_header(dir: &Path, n: u64) -> Result<Option<Sealed>, StoreError> {
         return Ok(None);
     }
     let newest_ms = u64::from_be_bytes(h[20..28].try_into().expect("8 bytes"));
-    let mut raw = vec![0; words as usize * 8];
+    let mut raw = vec![0; if with_filter { words as usize * 8 } else { 0 }];
     f.read_exact_at(&mut raw, HEADER + ENTRY * count as u64)?;
     let bloom = Bloom(
         raw.chunks_exact(8)
@@ -707,6 +838,7 @@ fn read_header(dir: &Path, n: u64) -> Result<Option<Sealed>, StoreError> {
         min,
         max,
         bloom,
+        covered: false,
         fences,
     }))
 }
@@ -740,6 +872,7 @@ fn read_line<T: Record>(f: &File, off: u32, len: u32) -> Result<T, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Note {
@@ -792,7 +925,7 @@ mod tests {
             assert_eq!(s.get(n.k).unwrap().as_ref(), Some(n));
         }
         assert_eq!(s.page(None, 10, &|_| true).unwrap(), notes);
-        assert!(read_header(dir.path(), 0).unwrap().is_some());
+        assert!(read_header(dir.path(), 0, true).unwrap().is_some());
     }
 
     /// A lookup reads the one block of the index its key falls in: every key is found, in
@@ -821,5 +954,75 @@ mod tests {
             assert_eq!(s.get(0).unwrap(), None);
             assert_eq!(s.get(u128::MAX).unwrap(), None);
         }
+    }
+
+    /// Keys in no order: sealed segments' filters leave memory for the shared one on disk once
+    /// [`UNSHARED_SEGMENTS`] are sealed, and every key is still found (the latest record of a
+    /// key twice appended), after a reopen, a prune, and with the shared filter damaged.
+    #[test]
+    fn the_shared_filter_takes_sealed_segments_filters_out_of_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |i: u128| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        let note = |i: u128, at| Note { k: key(i), at };
+        let all_found = |s: &Segments<Note>, from: u128, to: u128, at: &dyn Fn(u128) -> u64| {
+            for i in from..to {
+                assert_eq!(s.get(key(i)).unwrap(), Some(note(i, at(i))), "key {i}");
+            }
+        };
+        let s = Segments::<Note>::open_with(dir.path(), 10).unwrap();
+        for i in 0..100 {
+            s.append(&note(i, 1_000 + i as u64)).unwrap();
+        }
+        // 9 sealed, each with its filter, until the shared one is built.
+        assert_eq!((s.sealed_count(), s.filters_in_memory()), (9, 9));
+        assert!(s.tidy().unwrap());
+        assert_eq!(s.filters_in_memory(), 0);
+        assert!(shared::path(dir.path()).exists());
+        all_found(&s, 0, 100, &|i| 1_000 + i as u64);
+        let strangers = (1_000..2_000).filter(|&i| s.get(key(i)).unwrap().is_some());
+        assert_eq!(strangers.count(), 0);
+        // Sealed after it: filters of their own, below the bound: not built again.
+        for i in 100..130 {
+            s.append(&note(i, 1_000 + i as u64)).unwrap();
+        }
+        // Key 5 again, later: its latest record is the one found, in the open segment and
+        // once that is sealed and shared.
+        s.append(&note(5, 9_000)).unwrap();
+        let at = |i| if i == 5 { 9_000 } else { 1_000 + i as u64 };
+        assert_eq!((s.sealed_count(), s.filters_in_memory()), (13, 4));
+        assert!(!s.tidy().unwrap());
+        all_found(&s, 0, 130, &at);
+        drop(s);
+
+        // Reopened: the shared filter is read, not built; the four after it keep theirs.
+        let s = Segments::<Note>::open_with(dir.path(), 10).unwrap();
+        assert_eq!((s.sealed_count(), s.filters_in_memory()), (13, 4));
+        all_found(&s, 0, 130, &at);
+        for i in 130..200 {
+            s.append(&note(i, 1_000 + i as u64)).unwrap();
+        }
+        all_found(&s, 0, 200, &at);
+        // Pruned: the first 5 segments' keys (times 1,000..1,049) are gone (their bits stay in
+        // the shared filter until it is built again, at this prune: 11 unshared).
+        assert_eq!(
+            s.prune(1_050 + 1_000, Duration::from_millis(1_000))
+                .unwrap(),
+            50
+        );
+        assert_eq!(s.filters_in_memory(), 0);
+        assert!((0..50)
+            .filter(|&i| i != 5)
+            .all(|i| s.get(key(i)).unwrap().is_none()));
+        all_found(&s, 50, 200, &at);
+        assert_eq!(s.get(key(5)).unwrap(), Some(note(5, 9_000)));
+        drop(s);
+
+        // A shared filter that does not read: each segment's own is read and the shared one
+        // made again at once (more than the bound are sealed).
+        std::fs::write(shared::path(dir.path()), b"cwflt01\n").unwrap();
+        let s = Segments::<Note>::open_with(dir.path(), 10).unwrap();
+        assert_eq!(s.filters_in_memory(), 0);
+        all_found(&s, 50, 200, &at);
+        assert_eq!(s.get(key(5)).unwrap(), Some(note(5, 9_000)));
     }
 }
