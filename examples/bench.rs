@@ -36,8 +36,9 @@
 //! `slow_clients`).
 //!
 //! With `--history 0,100000,1000000`, none of the above: the disk, start-up time and idle RSS
-//! of a gateway keeping that many delivered records, and the disk after they are pruned (see
-//! `history`).
+//! of a gateway keeping that many delivered records (each with its upstream delivery id), the
+//! time a lookup of a new id takes on that store (and as a ratio to the empty one's in the same
+//! run), and the disk after they are pruned (see `history`).
 //!
 //! With `--soak 1h --rate 500`, none of the above: an hour (any duration) at 500 events/s
 //! against a receiver that fails one request in ten and answers 429 for 5 s every 2 minutes;
@@ -127,8 +128,9 @@ struct Args {
     slow_clients: Option<usize>,
     /// Instead of the load phases: the cost of the history kept. For each N given
     /// (`--history 0,100000,1000000`), a store holding N delivered records, as delivery leaves
-    /// them, then the disk it takes, how long the gateway takes to start on it and its idle
-    /// RSS; then every record pruned, and the disk after a restart. See [`history`].
+    /// them, then the disk it takes, a lookup of a new upstream id, how long the gateway takes
+    /// to start on it and its idle RSS; then every record pruned, and the disk after a restart.
+    /// See [`history`].
     #[arg(long, value_delimiter = ',')]
     history: Option<Vec<usize>>,
     /// Instead of the load phases: this long at `--rate` (default 500 events/s) against a
@@ -1656,6 +1658,36 @@ fn fill_history(data: &Path, n: usize, card: &str) -> Result<()> {
     .map_err(|_| anyhow::anyhow!("filling the history panicked"))?
 }
 
+/// The time a lookup of an upstream delivery id the store under `data` has not seen takes (what
+/// every event with one pays twice: when it is staged and when it is claimed), over 100,000
+/// random ids, in a runtime of its own.
+fn new_id_lookup(data: &Path) -> Result<Duration> {
+    let data = data.to_path_buf();
+    std::thread::spawn(move || -> Result<Duration> {
+        let rt = tokio::runtime::Runtime::new()?;
+        let took = rt.block_on(async {
+            let store = cardwire::store::Store::open(&data, None)?;
+            let event = cardwire::ids::EventId::new();
+            let ids: Vec<String> = (0..100_000)
+                .map(|_| format!("{:032x}", rand::random::<u128>()))
+                .collect();
+            let started = Instant::now();
+            for id in &ids {
+                if store.reserve_delivery(id, &event)?.is_some() {
+                    bail!("a random delivery id was taken");
+                }
+            }
+            let took = started.elapsed() / ids.len() as u32;
+            store.flush()?;
+            anyhow::Ok(took)
+        })?;
+        drop(rt);
+        Ok(took)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the lookups panicked"))?
+}
+
 /// Prunes every delivered record of the store under `data` (what `keep_delivered` does once
 /// they are old enough), in a runtime of its own.
 fn prune_history(data: &Path) -> Result<usize> {
@@ -1686,9 +1718,10 @@ async fn history(binary: &Path, templates: &Path, sizes: &[usize]) -> Result<()>
     let card =
         serde_json::json!({"@type": "MessageCard", "summary": "push", "text": "x".repeat(900)})
             .to_string();
-    println!("| delivered records kept | disk | disk a record | start-up | idle RSS | pruned: disk after restart |");
-    println!("|---|---|---|---|---|---|");
+    println!("| delivered records kept | disk | disk a record | start-up | idle RSS | new-id lookup (× empty) | pruned: disk after restart |");
+    println!("|---|---|---|---|---|---|---|");
     let mut empty_disk = None;
+    let mut empty_lookup = None;
     for &n in sizes {
         let (dir, port, config) = shipped_config(templates, None)?;
         let data = dir.path().join("data");
@@ -1696,6 +1729,8 @@ async fn history(binary: &Path, templates: &Path, sizes: &[usize]) -> Result<()>
         let filled = Instant::now();
         fill_history(&data, n, &card)?;
         let fill_time = filled.elapsed();
+        let lookup = new_id_lookup(&data)?;
+        let lookup_base = *empty_lookup.get_or_insert(lookup);
         let (g, ready) = start_gateway(binary, &config, port, &http).await?;
         // Idle: what a quiet gateway keeps (it hands freed pages back when traffic stops).
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1714,9 +1749,11 @@ async fn history(binary: &Path, templates: &Path, sizes: &[usize]) -> Result<()>
         let after = disk_used(&data);
         eprintln!("{n}: filled in {fill_time:.1?}, pruned {pruned}");
         println!(
-            "| {n} | {:.1} MB | {per_record} | {:.0} ms | {idle_rss:.1} MB | {:.1} MB |",
+            "| {n} | {:.1} MB | {per_record} | {:.0} ms | {idle_rss:.1} MB | {:.2} µs (× {:.1}) | {:.1} MB |",
             disk as f64 / 1e6,
             ready.as_secs_f64() * 1e3,
+            lookup.as_secs_f64() * 1e6,
+            lookup.as_secs_f64() / lookup_base.as_secs_f64(),
             after as f64 / 1e6,
         );
     }
