@@ -315,10 +315,12 @@ impl<T: Record> Segments<T> {
             }
             keys
         });
-        let built = shared::Shared::build(&self.dir, through, reading, count)?;
+        let blocks = shared::blocks_of(reading, count);
+        // A segment that could not be read: no filter that would say its keys are not there.
         if let Some(e) = failed {
             return Err(e);
         }
+        let built = shared::Shared::write(&self.dir, through, blocks)?;
         let mut inner = self.inner.lock().expect("segments lock");
         let now: Vec<Arc<Sealed>> = inner
             .sealed
@@ -953,6 +955,38 @@ mod tests {
             }
             assert_eq!(s.get(0).unwrap(), None);
             assert_eq!(s.get(u128::MAX).unwrap(), None);
+        }
+    }
+
+    /// A sealed index that cannot be read while the shared filter is built: no filter is
+    /// written (one would say that segment's keys are not there), and the segments keep
+    /// their own until it can be.
+    #[test]
+    fn no_shared_filter_is_written_without_every_segments_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Segments::<Note>::open_with(dir.path(), 10).unwrap();
+        for i in 0..90u128 {
+            s.append(&Note {
+                k: i << 64 | i.wrapping_mul(0x9e37_79b9),
+                at: 1,
+            })
+            .unwrap();
+        }
+        assert_eq!(s.filters_in_memory(), 8);
+        let idx = idx_path(dir.path(), 3);
+        let saved = std::fs::read(&idx).unwrap();
+        std::fs::remove_file(&idx).unwrap();
+        std::fs::create_dir(&idx).unwrap();
+        assert!(s.tidy().is_err());
+        assert!(!shared::path(dir.path()).exists());
+        assert_eq!(s.filters_in_memory(), 8);
+        std::fs::remove_dir(&idx).unwrap();
+        std::fs::write(&idx, saved).unwrap();
+        assert!(s.tidy().unwrap());
+        assert_eq!(s.filters_in_memory(), 0);
+        for i in 0..90u128 {
+            let k = i << 64 | i.wrapping_mul(0x9e37_79b9);
+            assert_eq!(s.get(k).unwrap(), Some(Note { k, at: 1 }));
         }
     }
 

@@ -48,7 +48,11 @@ fn place(k: u128, blocks: u64) -> (u64, [u16; PROBES as usize]) {
     let h3 = super::mix(h2);
     let mut bits = [0; PROBES as usize];
     for (i, b) in bits.iter_mut().enumerate() {
-        let word = if i < 7 { h2 >> (9 * i) } else { h3 >> (9 * (i - 7)) };
+        let word = if i < 7 {
+            h2 >> (9 * i)
+        } else {
+            h3 >> (9 * (i - 7))
+        };
         *b = (word & 511) as u16;
     }
     (block, bits)
@@ -60,7 +64,7 @@ fn has(block: &[u8], bits: &[u16]) -> bool {
 }
 
 /// The blocks of a filter of `keys` (`count` of them), in memory: a pure function of them.
-fn blocks_of(keys: impl Iterator<Item = u128>, count: u64) -> (u64, Vec<u8>) {
+pub(super) fn blocks_of(keys: impl Iterator<Item = u128>, count: u64) -> (u64, Vec<u8>) {
     let blocks = (count * BITS_A_KEY).div_ceil(BLOCK as u64 * 8).max(1);
     let mut bytes = vec![0u8; blocks as usize * BLOCK];
     for k in keys {
@@ -74,15 +78,13 @@ fn blocks_of(keys: impl Iterator<Item = u128>, count: u64) -> (u64, Vec<u8>) {
 }
 
 impl Shared {
-    /// Writes the filter of `keys` (`count` of them, from the segments numbered up to
-    /// `through`) to `dir`, replacing the one there, and opens it.
-    pub fn build(
+    /// Writes a filter made by [`blocks_of`] of the keys of the segments numbered up to
+    /// `through` to `dir`, replacing the one there, and opens it.
+    pub fn write(
         dir: &Path,
         through: u64,
-        keys: impl Iterator<Item = u128>,
-        count: u64,
+        (blocks, bytes): (u64, Vec<u8>),
     ) -> std::io::Result<Self> {
-        let (blocks, bytes) = blocks_of(keys, count);
         let tmp = dir.join("filter.tmp");
         let mut f = File::create(&tmp)?;
         f.write_all(MAGIC)?;
@@ -166,7 +168,7 @@ mod tests {
     fn on_disk_it_answers_as_built_and_a_file_of_another_kind_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Shared::open(dir.path()).unwrap().is_none());
-        let built = Shared::build(dir.path(), 41, keys(1_000, 0), 1_000).unwrap();
+        let built = Shared::write(dir.path(), 41, blocks_of(keys(1_000, 0), 1_000)).unwrap();
         let f = Shared::open(dir.path()).unwrap().unwrap();
         assert_eq!((f.through, f.blocks), (41, built.blocks));
         for k in keys(1_000, 0) {
