@@ -284,8 +284,20 @@ impl<T: Record> Segments<T> {
             building: Mutex::new(()),
             kind: std::marker::PhantomData,
         };
-        segments.tidy()?;
+        segments.tidy_or_warn();
         Ok(segments)
+    }
+
+    /// [`Segments::tidy`], its failure logged: the sealed segments then keep their own
+    /// filters in memory, and the next call tries again.
+    pub fn tidy_or_warn(&self) {
+        if let Err(e) = self.tidy() {
+            tracing::warn!(
+                folder = %self.dir.display(),
+                error = %crate::error::ErrorChain(&e),
+                "cannot build the shared filter of kept keys; tried again later"
+            );
+        }
     }
 
     /// Builds the shared filter again once [`UNSHARED_SEGMENTS`] sealed segments keep filters
@@ -426,7 +438,7 @@ impl<T: Record> Segments<T> {
             remove_if_there(&idx_path(&self.dir, s.n))?;
             n += s.count as usize;
         }
-        self.tidy()?;
+        self.tidy_or_warn();
         Ok(n)
     }
 
