@@ -1984,6 +1984,17 @@ async fn soak(
         .unwrap_or(0.0) as u64;
     let delivered = receiver.cards.lock().unwrap().len() as u64;
     g.stop()?;
+    // The store as the run left it, for a look at what it holds (`--out`/data).
+    let kept = out.join("data");
+    let _ = std::fs::remove_dir_all(&kept);
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&kept)
+        .status()?;
+    if !copied.success() {
+        bail!("cannot copy the store to {}", kept.display());
+    }
     let lost = load_done.accepted.saturating_sub(delivered + dead + queued);
 
     // Once pruning has started: the first file of records (which takes them for a tenth of
