@@ -15,7 +15,7 @@
 //! opening reads each sealed segment's header and those keys, and the open segment. Keys in
 //! no order (hashes) need a filter, so that a lookup of a key that is not there reads no
 //! segment's index (but for about 0.1 % of the keys, by chance): each sealed segment writes
-//! one of its keys (a Bloom filter, 10 bits a key), held in memory only until the filter
+//! a filter of its keys (a Bloom filter, 10 bits a key), held in memory only until the filter
 //! shared by every sealed segment, on disk, is built again to take its keys ([`shared`]:
 //! one 64-byte read a lookup); that happens once [`UNSHARED_SEGMENTS`] keep theirs. So memory
 //! grows with the keys kept by 16 bytes in 256 (filters in memory, 10 bits a key, were
