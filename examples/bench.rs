@@ -2061,7 +2061,8 @@ async fn soak(
     Ok(())
 }
 
-/// RSS, disk, queue depth and CPU against minutes, one panel each, into a PNG.
+/// RSS, disk (and, fainter, its parts), queue depth and CPU against minutes, one panel each,
+/// into a PNG.
 fn plot(samples: &[Sample], pruning_from: f64, png: &Path) -> Result<()> {
     use plotters::prelude::*;
     // Text needs a font: DejaVu Sans where Debian has it; without one, the lines alone.
@@ -2082,7 +2083,7 @@ fn plot(samples: &[Sample], pruning_from: f64, png: &Path) -> Result<()> {
     let panels = root.split_evenly((2, 2));
     let series: [(&str, Field, RGBColor); 4] = [
         ("RSS (MB)", |s| s.rss_mb, BLUE),
-        ("disk (MB)", |s| s.disk_mb, RED),
+        ("disk (MB; fainter: sled, records, ids)", |s| s.disk_mb, RED),
         ("queue depth (cards)", |s| s.queued, GREEN),
         ("CPU (% of a core)", |s| s.cpu_pct, MAGENTA),
     ];
@@ -2106,6 +2107,20 @@ fn plot(samples: &[Sample], pruning_from: f64, png: &Path) -> Result<()> {
             samples.iter().map(|s| (s.t / 60.0, f(s))),
             &color,
         ))?;
+        // The disk's parts beside it, fainter: sled's log, delivered records, delivery ids.
+        if name.starts_with("disk") {
+            let parts: [(Field, RGBColor); 3] = [
+                (|s| s.sled_mb, BLACK),
+                (|s| s.delivered_mb, RED),
+                (|s| s.ids_mb, BLUE),
+            ];
+            for (part, c) in parts {
+                chart.draw_series(LineSeries::new(
+                    samples.iter().map(|s| (s.t / 60.0, part(s))),
+                    &c.mix(0.4),
+                ))?;
+            }
+        }
         // Where pruning has started.
         let x = pruning_from / 60.0;
         chart.draw_series(LineSeries::new([(x, 0.0), (x, y_max)], &BLACK.mix(0.3)))?;
