@@ -4,6 +4,7 @@
 //! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
 //!     [--spread] [--rate N] [--backlog 100000] [--floors] [--store sled|postgres]
 //!     [--instances N] [--slow-clients N] [--history N,N,...] [--soak 1h [--rate 500]]
+//!     [--against OLD_BINARY [--against-templates DIR] [--rounds 5]]
 //! ```
 //!
 //! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
@@ -52,6 +53,12 @@
 //! the instructions an event costs, counted under valgrind (see `instructions`), for this
 //! binary and another in the same run. Load phases on a shared machine spread ±15 % a round;
 //! these counts repeat to within a few hundred instructions.
+//!
+//! With `--against OLD_BINARY [--against-templates DIR] [--rounds 5]` alone, none of the
+//! above: the load A/B (see `ab`). Each round runs the load phase on both builds, one after the
+//! other (the order alternating between rounds), each a fresh gateway with its own shipped
+//! rules and templates; then, per build, the median of the rounds' requests/s, cards/s, p50 and
+//! p99, CPU an event (every thread of the gateway's process) and peak RSS, and the ratios.
 //!
 //! Everything talks to 127.0.0.1 only.
 
@@ -147,12 +154,21 @@ struct Args {
     /// binary and, in the same run, the `--against` one. See [`instructions`].
     #[arg(long)]
     instructions: bool,
-    /// With `--instructions`: the binary to compare with (an older build, say).
-    #[arg(long, requires = "instructions")]
+    /// The binary to compare with (an older build, say): alone, the load A/B (see [`ab`]);
+    /// with `--instructions`, the instructions an event of both.
+    #[arg(long)]
     against: Option<PathBuf>,
     /// With `--against`: the templates folder that binary loads (default: `--templates`).
     #[arg(long, requires = "against")]
     against_templates: Option<PathBuf>,
+    /// With `--against`: the rules folder whose `github.yaml` that binary loads (default: the
+    /// `rules` folder beside `--against-templates`, if there is one, else this repository's).
+    #[arg(long, requires = "against")]
+    against_rules: Option<PathBuf>,
+    /// With `--against` (the load A/B): how many rounds, each running both builds' load phase
+    /// one after the other, the order alternating.
+    #[arg(long, default_value_t = 5, requires = "against")]
+    rounds: usize,
     /// Also measure floors between the baseline and cardwire: the bare server plus, step by
     /// step, the work every accepted event needs (HMAC check, JSON parse, one journaled record).
     #[arg(long)]
@@ -666,6 +682,10 @@ async fn load_over(
             .collect(),
     );
     let sent = Arc::new(AtomicU64::new(0));
+    // Every request's X-GitHub-Delivery is new, across the loads of one run too (a warm-up,
+    // then the measured load, on one gateway).
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    let run = LOADS.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for task in 0..connections {
@@ -700,7 +720,7 @@ async fn load_over(
                     .post(&url)
                     .header("content-type", "application/json")
                     .header("x-github-event", "push")
-                    .header("x-github-delivery", format!("bench-{task}-{i}"))
+                    .header("x-github-delivery", format!("bench-{run}-{task}-{i}"))
                     .header("x-hub-signature-256", signature)
                     .body(body.clone())
                     .send()
@@ -801,10 +821,15 @@ async fn connect(
 /// A rules folder with the shipped GitHub rules and more up to `n` in all (the source is the
 /// only one configured), plus one rule per team for `teams` spread targets.
 fn rules_with(dir: &Path, n: usize, teams: usize) -> Result<PathBuf> {
+    rules_from(&root().join("rules"), dir, n, teams)
+}
+
+/// [`rules_with`], the shipped GitHub rules taken from the rules folder `shipped`.
+fn rules_from(shipped: &Path, dir: &Path, n: usize, teams: usize) -> Result<PathBuf> {
     let rules = dir.join("rules");
     std::fs::create_dir_all(&rules)?;
     let mut count = 0;
-    for e in std::fs::read_dir(root().join("rules"))? {
+    for e in std::fs::read_dir(shipped)? {
         let p = e?.path();
         if p.file_name().and_then(|n| n.to_str()) == Some("github.yaml") {
             let text = std::fs::read_to_string(&p)?;
@@ -902,6 +927,9 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| root().join("templates"));
     if args.instructions {
         return instructions(&args, &binary, &templates).await;
+    }
+    if let Some(other) = &args.against {
+        return ab(&args, &binary, &templates, other).await;
     }
     if let Some(n) = args.instances {
         return instances(&args, &binary, &templates, n.into()).await;
@@ -1200,6 +1228,190 @@ async fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+// --- the load A/B ---
+
+/// One build's load phase in an A/B round.
+#[derive(Clone, Copy, Debug, Default)]
+struct Phase {
+    rps: f64,
+    cards_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// CPU of the gateway's process, every thread, over the load and the drain, an event.
+    cpu_us: f64,
+    peak_rss_mb: f64,
+    failed: u64,
+    lost: u64,
+}
+
+/// A build in the A/B: the binary, its templates and the rules folder its shipped GitHub
+/// rules come from.
+struct Build {
+    name: &'static str,
+    binary: PathBuf,
+    templates: PathBuf,
+    rules: PathBuf,
+}
+
+/// `--against`: the load phase on both builds, alternating, for `--rounds` rounds; medians
+/// and ratios. A round's two phases run back to back, so that the machine's drift between
+/// rounds (±15 % here) moves both builds alike; the medians of the ratios are reported as well.
+async fn ab(args: &Args, binary: &Path, templates: &Path, other: &Path) -> Result<()> {
+    let against_templates = args
+        .against_templates
+        .clone()
+        .unwrap_or_else(|| templates.to_path_buf());
+    let against_rules = args.against_rules.clone().unwrap_or_else(|| {
+        let beside = against_templates.with_file_name("rules");
+        if beside.join("github.yaml").is_file() {
+            beside
+        } else {
+            root().join("rules")
+        }
+    });
+    let builds = [
+        Build {
+            name: "this build",
+            binary: binary.to_path_buf(),
+            templates: templates.to_path_buf(),
+            rules: root().join("rules"),
+        },
+        Build {
+            name: "--against",
+            binary: other.to_path_buf(),
+            templates: against_templates,
+            rules: against_rules,
+        },
+    ];
+    let body = bytes::Bytes::from(std::fs::read(
+        root().join("tests/fixtures/github/push.event.4.json"),
+    )?);
+    println!(
+        "cardwire bench --against: {} rounds, {} s a phase, {} connections, a {} B signed push with a fresh X-GitHub-Delivery a request",
+        args.rounds,
+        args.duration.as_secs(),
+        args.connections,
+        body.len()
+    );
+    let mut runs: [Vec<Phase>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let b = &builds[i];
+            let p = ab_phase(b, &body, args)
+                .await
+                .with_context(|| format!("{}: {}", b.name, b.binary.display()))?;
+            println!(
+                "round {} {:>10}: {:.0} requests/s, {:.0} cards/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs an event, peak RSS {:.1} MB, {} failed, {} lost",
+                round + 1,
+                b.name,
+                p.rps,
+                p.cards_per_s,
+                p.p50_ms,
+                p.p99_ms,
+                p.cpu_us,
+                p.peak_rss_mb,
+                p.failed,
+                p.lost
+            );
+            runs[i].push(p);
+        }
+    }
+    let med = |i: usize, f: fn(&Phase) -> f64| median(runs[i].iter().map(f).collect());
+    let ratio = |f: fn(&Phase) -> f64| {
+        median(
+            runs[0]
+                .iter()
+                .zip(&runs[1])
+                .map(|(a, b)| f(a) / f(b).max(1e-9))
+                .collect(),
+        )
+    };
+    println!();
+    println!("| build | requests/s | cards/s | p50 | p99 | CPU an event | peak RSS | failed / lost |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, b) in builds.iter().enumerate() {
+        println!(
+            "| {}: {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {:.1} MB | {} / {} |",
+            b.name,
+            b.binary.display(),
+            med(i, |p| p.rps),
+            med(i, |p| p.cards_per_s),
+            med(i, |p| p.p50_ms),
+            med(i, |p| p.p99_ms),
+            med(i, |p| p.cpu_us),
+            med(i, |p| p.peak_rss_mb),
+            runs[i].iter().map(|p| p.failed).sum::<u64>(),
+            runs[i].iter().map(|p| p.lost).sum::<u64>(),
+        );
+    }
+    println!(
+        "| this build / --against (median of the rounds' ratios) | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× | |",
+        ratio(|p| p.rps),
+        ratio(|p| p.cards_per_s),
+        ratio(|p| p.p50_ms),
+        ratio(|p| p.p99_ms),
+        ratio(|p| p.cpu_us),
+        ratio(|p| p.peak_rss_mb),
+    );
+    Ok(())
+}
+
+/// The median of `v` (0 when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One build under the load: a fresh gateway (its own shipped GitHub rules and templates, sled
+/// in a temp dir), one connection to a counting receiver, two seconds of warm-up, then the
+/// load for `--duration`; cards/s are those that arrived while the load ran, over its time;
+/// then the drain, and the CPU of the whole process (every thread) over both, an event.
+async fn ab_phase(b: &Build, body: &bytes::Bytes, args: &Args) -> Result<Phase> {
+    let http = reqwest::Client::new();
+    let epoch = Instant::now();
+    let (receiver, receiver_addr) = start_receiver(epoch).await;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let rules = rules_from(&b.rules, dir.path(), 0, 0)?;
+    let config = write_config(dir.path(), port, &rules, &b.templates, None)?;
+    let (g, _) = start_gateway(&b.binary, &config, port, &http).await?;
+    connect(&http, &g, receiver_addr, 0, "github").await?;
+    let url = format!("http://{}/hooks/github", g.addr);
+    let bodies = std::slice::from_ref(body);
+    let warm = load(&url, bodies, args.connections, Duration::from_secs(2), None, None).await;
+    drain(&receiver, warm.accepted, Duration::from_secs(30)).await;
+    let before = receiver.received.load(Ordering::Relaxed);
+    let cpu_before = usage(g.pid()).2;
+    let started = Instant::now();
+    let l = load(&url, bodies, args.connections, args.duration, None, None).await;
+    let during = receiver.received.load(Ordering::Relaxed) - before;
+    let elapsed = started.elapsed();
+    let expected = before + l.accepted;
+    drain(&receiver, expected, Duration::from_secs(30)).await;
+    let (peak_rss_mb, _, cpu_after) = usage(g.pid());
+    let received = receiver.received.load(Ordering::Relaxed);
+    g.stop()?;
+    Ok(Phase {
+        rps: l.rps(),
+        cards_per_s: during as f64 / elapsed.as_secs_f64(),
+        p50_ms: l.percentile(0.5),
+        p99_ms: l.percentile(0.99),
+        cpu_us: per_request(cpu_after - cpu_before, l.accepted),
+        peak_rss_mb,
+        failed: l.failed,
+        lost: expected.saturating_sub(received),
+    })
 }
 
 // --- instructions ---
