@@ -3,8 +3,11 @@
 //!
 //! In: a record for each card delivered. Out: a record by its delivery id, pages of records in
 //! id order (for `/api/deliveries`), every record (for `migrate --from-sled`). Guarantees:
-//! those of [`Segments`]; the group commit syncs the records before sled's flush, so a card's
-//! removal from the outbox is not made durable before its record. A record is keyed by its
+//! those of [`Segments`]; the group commit writes the records appended since the last one
+//! (one `write`) before sled's flush, and the store syncs them within a second, off the
+//! commit's path: a record is history, not what a 202 promises, so a crash can lose the last
+//! second's records of cards that were delivered, and never makes a card be sent again. A
+//! record is keyed by its
 //! delivery id's ULID: ids sort by when the card was made, so a lookup reads only the segments
 //! whose ids span it.
 

@@ -236,22 +236,6 @@ pub(super) fn decode_ms(v: &[u8]) -> u64 {
     <[u8; 8]>::try_from(v).map_or(0, u64::from_be_bytes)
 }
 
-/// Moves claims about once a second while the store is open (see [`Store::move_claims`]).
-pub(super) async fn move_claims_every_second(store: std::sync::Weak<Store>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(store) = store.upgrade() else {
-            return;
-        };
-        let moved = tokio::task::spawn_blocking(move || store.move_claims()).await;
-        if let Ok(Err(e)) = moved {
-            tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot move upstream delivery ids to where they are kept; tried again in a second");
-        }
-    }
-}
-
 /// Reserves `key` for `event` among the events being staged in this process: the event that
 /// holds it already, or `None` when this one now does.
 pub(super) fn reserve(

@@ -5,8 +5,12 @@
 //! In: records with a 128-bit key and a time ([`Record`]), the clock and how long to keep them
 //! at each prune. Out: a record by its key (the latest appended, if one came twice), records
 //! in key order (a merge of the segments), how many are kept.
-//! Guarantees: a record reaches the operating system before [`Segments::append`] returns (a
-//! killed process loses none) and the disk at the next [`Segments::sync`]. Pruning deletes
+//! Guarantees: a record is found as soon as [`Segments::append`] returns; it reaches the
+//! operating system at the next [`Segments::write`] (a killed process loses only what was
+//! appended since) and the disk at the next [`Segments::sync`]. Appends are gathered in memory
+//! (at most [`PENDING_BYTES`]) and written with one `write` (the group commit calls it once per
+//! commit), not one a record: at thousands of records a second, a syscall each was most of
+//! what the files cost (examples/BENCHMARKS.md). Pruning deletes
 //! whole files, so the space is the file system's again at once (sled reclaims a segment of
 //! its log only when nothing in it is live, and records kept for days beside cards kept for a
 //! second pinned every segment: its disk grew with the traffic, not with what was kept).
@@ -157,16 +161,62 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Bytes appended and not yet written after which [`Segments::append`] writes them itself.
+pub const PENDING_BYTES: usize = 256 * 1024;
+
 /// The segment being written.
 #[derive(Debug)]
 struct Open {
     n: u64,
     file: Arc<File>,
+    /// Its length with what is pending.
     len: u64,
     index: BTreeMap<u128, (u32, u32)>,
     first_ms: u64,
     newest_ms: u64,
+    /// Lines appended and not yet written: the file's last `pending.len()` bytes to be.
+    pending: Vec<u8>,
+    /// Written since the last sync.
     dirty: bool,
+}
+
+impl Open {
+    /// Writes what is pending, with one `write` (a short write goes on where it stopped).
+    /// On failure whatever part went out is cut off and it all stays pending, so that the
+    /// next call writes it at the right place.
+    fn write(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = (&*self.file).write_all(&self.pending) {
+            let _ = self.file.set_len(self.written());
+            return Err(e.into());
+        }
+        self.pending.clear();
+        if self.pending.capacity() > PENDING_BYTES {
+            self.pending.shrink_to(PENDING_BYTES);
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// The length of what is in the file.
+    fn written(&self) -> u64 {
+        self.len - self.pending.len() as u64
+    }
+
+    /// The record at `off`, from what is pending or from the file.
+    fn read<T: Record>(&self, off: u32, len: u32) -> Result<T, StoreError> {
+        match (off as u64).checked_sub(self.written()) {
+            Some(at) => {
+                let at = at as usize;
+                Ok(serde_json::from_slice(
+                    &self.pending[at..at + len as usize],
+                )?)
+            }
+            None => read_line(&self.file, off, len),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -192,6 +242,8 @@ pub struct Segments<T> {
     /// Held while the shared filter is built (by one thread at a time).
     building: Mutex<()>,
     kind: std::marker::PhantomData<fn() -> T>,
+    /// How many times the open segment was synced (tests: what a commit costs).
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 fn invalid(what: String) -> StoreError {
@@ -283,6 +335,7 @@ impl<T: Record> Segments<T> {
             }),
             building: Mutex::new(()),
             kind: std::marker::PhantomData,
+            syncs: std::sync::atomic::AtomicU64::new(0),
         };
         segments.tidy_or_warn();
         Ok(segments)
@@ -368,36 +421,50 @@ impl<T: Record> Segments<T> {
             self.seal(&mut inner)?;
         }
         let o = &mut inner.open;
-        if let Err(e) = (&*o.file).write_all(&line) {
-            // Whatever part went out is cut off, so that the next line starts where it should.
-            let _ = o.file.set_len(o.len);
-            return Err(e.into());
-        }
         let at = u32::try_from(o.len).map_err(|_| invalid("segment past 4 GiB".into()))?;
+        o.pending.extend_from_slice(&line);
         o.index.insert(id, (at, line.len() as u32));
         o.len += line.len() as u64;
         if o.first_ms == 0 {
             o.first_ms = at_ms.max(1);
         }
         o.newest_ms = o.newest_ms.max(at_ms);
-        o.dirty = true;
+        if o.pending.len() >= PENDING_BYTES {
+            // Kept pending if it fails: the next write or sync tries again and says why.
+            if let Err(e) = o.write() {
+                tracing::warn!(folder = %self.dir.display(), error = %crate::error::ErrorChain(&e), "cannot write kept records; tried again at the next commit");
+            }
+        }
         Ok(())
+    }
+
+    /// Hands every record appended so far to the operating system, with one `write`.
+    pub fn write(&self) -> Result<(), StoreError> {
+        self.inner.lock().expect("segments lock").open.write()
     }
 
     /// Makes every record appended so far durable.
     pub fn sync(&self) -> Result<(), StoreError> {
         let file = {
             let mut inner = self.inner.lock().expect("segments lock");
+            inner.open.write()?;
             if !std::mem::take(&mut inner.open.dirty) {
                 return Ok(());
             }
             inner.open.file.clone()
         };
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = file.sync_data() {
             self.inner.lock().expect("segments lock").open.dirty = true;
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// How many times [`Segments::sync`] synced the open segment.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many records are kept.
@@ -447,7 +514,7 @@ impl<T: Record> Segments<T> {
         let (sealed, shared) = {
             let inner = self.inner.lock().expect("segments lock");
             if let Some(&(off, len)) = inner.open.index.get(&k) {
-                return read_line(&inner.open.file, off, len).map(Some);
+                return inner.open.read(off, len).map(Some);
             }
             (inner.sealed.clone(), inner.shared.clone())
         };
@@ -503,7 +570,9 @@ impl<T: Record> Segments<T> {
     ) -> Result<Vec<T>, StoreError> {
         let mut cursors = Vec::new();
         let sealed = {
-            let inner = self.inner.lock().expect("segments lock");
+            let mut inner = self.inner.lock().expect("segments lock");
+            // The open segment's records are read from its file.
+            inner.open.write()?;
             let from = start.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
             let entries: Vec<Entry> = inner
                 .open
@@ -577,6 +646,7 @@ impl<T: Record> Segments<T> {
 
     /// Seals the open segment (writes its index) and opens the next.
     fn seal(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        inner.open.write()?;
         inner.open.file.sync_data()?;
         let sealed = write_index(&self.dir, &inner.open, T::FILTERED)?;
         let next = new_open(&self.dir, inner.open.n + 1)?;
@@ -585,6 +655,17 @@ impl<T: Record> Segments<T> {
         all.push(Arc::new(sealed));
         inner.sealed = Arc::new(all);
         Ok(())
+    }
+}
+
+/// What is pending reaches the operating system when the segments are dropped (a clean stop
+/// syncs before that).
+impl<T> Drop for Segments<T> {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = inner.open.write() {
+            tracing::warn!(folder = %self.dir.display(), error = %crate::error::ErrorChain(&e), "cannot write kept records at shutdown");
+        }
     }
 }
 
@@ -708,6 +789,7 @@ fn new_open(dir: &Path, n: u64) -> Result<Open, StoreError> {
         index: BTreeMap::new(),
         first_ms: 0,
         newest_ms: 0,
+        pending: Vec::new(),
         dirty: false,
     })
 }
@@ -914,6 +996,53 @@ mod tests {
             .filter(|&k| b.contains(k))
             .count();
         assert!(others < 300, "{others} false positives in 10,000");
+    }
+
+    #[test]
+    fn appends_are_written_together_at_the_next_write_and_found_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Segments::<Note>::open_with(dir.path(), 100_000).unwrap();
+        let log = log_path(dir.path(), 0);
+        let size = || std::fs::metadata(&log).unwrap().len();
+        let notes: Vec<Note> = (1..=3).map(|k| Note { k, at: 10 }).collect();
+        for n in &notes {
+            s.append(n).unwrap();
+        }
+        // Nothing in the file yet: the three lines wait for one write.
+        assert_eq!(size(), 0);
+        for n in &notes {
+            assert_eq!(s.get(n.k).unwrap().as_ref(), Some(n), "found while pending");
+        }
+        s.write().unwrap();
+        let written = size();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap().lines().count(),
+            3,
+            "all three in one write"
+        );
+        for n in &notes {
+            assert_eq!(s.get(n.k).unwrap().as_ref(), Some(n), "found once written");
+        }
+        // A page reads the open segment's file: what is pending is written first.
+        let more = Note { k: 4, at: 11 };
+        s.append(&more).unwrap();
+        assert_eq!(size(), written);
+        assert_eq!(s.page(None, 10, &|_| true).unwrap().len(), 4);
+        assert!(size() > written);
+        // What is pending past PENDING_BYTES is written without waiting for a commit.
+        let before = size();
+        let mut k = 100;
+        while size() == before {
+            s.append(&Note { k, at: 12 }).unwrap();
+            k += 1;
+            assert!(k < 100 + PENDING_BYTES as u128, "never written");
+        }
+        // And what is pending at a drop reaches the file: a reopen finds every record.
+        s.append(&Note { k: 7, at: 13 }).unwrap();
+        drop(s);
+        let s = Segments::<Note>::open_with(dir.path(), 100_000).unwrap();
+        assert_eq!(s.get(7).unwrap(), Some(Note { k: 7, at: 13 }));
+        assert_eq!(s.len() as u128, 4 + (k - 100) + 1);
     }
 
     #[test]
