@@ -1330,7 +1330,9 @@ async fn ab(args: &Args, binary: &Path, templates: &Path, other: &Path) -> Resul
         )
     };
     println!();
-    println!("| build | requests/s | cards/s | p50 | p99 | CPU an event | peak RSS | failed / lost |");
+    println!(
+        "| build | requests/s | cards/s | p50 | p99 | CPU an event | peak RSS | failed / lost |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (i, b) in builds.iter().enumerate() {
         println!(
@@ -1389,7 +1391,15 @@ async fn ab_phase(b: &Build, body: &bytes::Bytes, args: &Args) -> Result<Phase> 
     connect(&http, &g, receiver_addr, 0, "github").await?;
     let url = format!("http://{}/hooks/github", g.addr);
     let bodies = std::slice::from_ref(body);
-    let warm = load(&url, bodies, args.connections, Duration::from_secs(2), None, None).await;
+    let warm = load(
+        &url,
+        bodies,
+        args.connections,
+        Duration::from_secs(2),
+        None,
+        None,
+    )
+    .await;
     drain(&receiver, warm.accepted, Duration::from_secs(30)).await;
     let before = receiver.received.load(Ordering::Relaxed);
     let cpu_before = usage(g.pid()).2;
