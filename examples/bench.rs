@@ -4,7 +4,7 @@
 //! cargo run --release --example bench -- [--duration 30s] [--connections 32] [--targets 1]
 //!     [--spread] [--rate N] [--backlog 100000] [--floors] [--store sled|postgres]
 //!     [--instances N] [--slow-clients N] [--history N,N,...] [--soak 1h [--rate 500]]
-//!     [--against OLD_BINARY [--against-templates DIR] [--rounds 5]]
+//!     [--against OLD_BINARY [--against-templates DIR] [--rounds 5]] [--peers]
 //! ```
 //!
 //! It builds and starts the release `cardwire` binary as a subprocess (a real config file, sled
@@ -59,6 +59,11 @@
 //! other (the order alternating between rounds), each a fresh gateway with its own shipped
 //! rules and templates; then, per build, the median of the rounds' requests/s, cards/s, p50 and
 //! p99, CPU an event (every thread of the gateway's process) and peak RSS, and the ratios.
+//!
+//! With `--peers [--rounds 5]`, none of the above: cardwire and Node-RED (installed with npm into
+//! `target/peers`, running a flow that verifies, matches, renders a MessageCard and posts it)
+//! under the same load, alternating; cardwire's cards/s as a multiple of Node-RED's (see
+//! `peers`).
 //!
 //! Everything talks to 127.0.0.1 only.
 
@@ -165,10 +170,15 @@ struct Args {
     /// `rules` folder beside `--against-templates`, if there is one, else this repository's).
     #[arg(long, requires = "against")]
     against_rules: Option<PathBuf>,
-    /// With `--against` (the load A/B): how many rounds, each running both builds' load phase
-    /// one after the other, the order alternating.
-    #[arg(long, default_value_t = 5, requires = "against")]
+    /// With `--against` (the load A/B) or `--peers`: how many rounds, each running both
+    /// servers' load phase one after the other, the order alternating.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Instead of the load phases: cardwire against its peers under the same load (Node-RED,
+    /// installed with npm into `target/peers`), alternating for `--rounds` rounds. See
+    /// [`peers`].
+    #[arg(long)]
+    peers: bool,
     /// Also measure floors between the baseline and cardwire: the bare server plus, step by
     /// step, the work every accepted event needs (HMAC check, JSON parse, one journaled record).
     #[arg(long)]
@@ -931,6 +941,9 @@ async fn main() -> Result<()> {
     if let Some(other) = &args.against {
         return ab(&args, &binary, &templates, other).await;
     }
+    if args.peers {
+        return peers(&args, &binary, &templates).await;
+    }
     if let Some(n) = args.instances {
         return instances(&args, &binary, &templates, n.into()).await;
     }
@@ -1381,8 +1394,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// then the drain, and the CPU of the whole process (every thread) over both, an event.
 async fn ab_phase(b: &Build, body: &bytes::Bytes, args: &Args) -> Result<Phase> {
     let http = reqwest::Client::new();
-    let epoch = Instant::now();
-    let (receiver, receiver_addr) = start_receiver(epoch).await;
+    let (receiver, receiver_addr) = start_receiver(Instant::now()).await;
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let rules = rules_from(&b.rules, dir.path(), 0, 0)?;
@@ -1390,9 +1402,25 @@ async fn ab_phase(b: &Build, body: &bytes::Bytes, args: &Args) -> Result<Phase> 
     let (g, _) = start_gateway(&b.binary, &config, port, &http).await?;
     connect(&http, &g, receiver_addr, 0, "github").await?;
     let url = format!("http://{}/hooks/github", g.addr);
+    let phase = measure(g.pid(), &url, &receiver, body, args).await;
+    g.stop()?;
+    Ok(phase)
+}
+
+/// The load phase against the server `pid` at `url`, whose cards go to `receiver`: 2 s of
+/// warm-up, then `--duration` of load; cards/s are those that arrived while it ran, over its
+/// time; then the drain, and the CPU of the server's process (every thread) over both, an
+/// event, and its peak RSS.
+async fn measure(
+    pid: u32,
+    url: &str,
+    receiver: &Receiver,
+    body: &bytes::Bytes,
+    args: &Args,
+) -> Phase {
     let bodies = std::slice::from_ref(body);
     let warm = load(
-        &url,
+        url,
         bodies,
         args.connections,
         Duration::from_secs(2),
@@ -1400,19 +1428,18 @@ async fn ab_phase(b: &Build, body: &bytes::Bytes, args: &Args) -> Result<Phase> 
         None,
     )
     .await;
-    drain(&receiver, warm.accepted, Duration::from_secs(30)).await;
+    drain(receiver, warm.accepted, Duration::from_secs(30)).await;
     let before = receiver.received.load(Ordering::Relaxed);
-    let cpu_before = usage(g.pid()).2;
+    let cpu_before = usage(pid).2;
     let started = Instant::now();
-    let l = load(&url, bodies, args.connections, args.duration, None, None).await;
+    let l = load(url, bodies, args.connections, args.duration, None, None).await;
     let during = receiver.received.load(Ordering::Relaxed) - before;
     let elapsed = started.elapsed();
     let expected = before + l.accepted;
-    drain(&receiver, expected, Duration::from_secs(30)).await;
-    let (peak_rss_mb, _, cpu_after) = usage(g.pid());
+    drain(receiver, expected, Duration::from_secs(30)).await;
+    let (peak_rss_mb, _, cpu_after) = usage(pid);
     let received = receiver.received.load(Ordering::Relaxed);
-    g.stop()?;
-    Ok(Phase {
+    Phase {
         rps: l.rps(),
         cards_per_s: during as f64 / elapsed.as_secs_f64(),
         p50_ms: l.percentile(0.5),
@@ -1421,7 +1448,257 @@ async fn ab_phase(b: &Build, body: &bytes::Bytes, args: &Args) -> Result<Phase> 
         peak_rss_mb,
         failed: l.failed,
         lost: expected.saturating_sub(received),
-    })
+    }
+}
+
+// --- the peers ---
+
+/// The Node-RED release the peers' run installs: the last line that runs on Node.js 20 (5.x
+/// needs 22), from the npm registry.
+const NODE_RED: &str = "4.1.8";
+
+/// `--peers`: cardwire (this build) and its peers under the same load, alternating for
+/// `--rounds` rounds: Node-RED, installed with npm into `target/peers/node-red` (once), running
+/// the flow a team builds today to do what cardwire does for this push (see [`NODE_RED_FLOW`]):
+/// check the signature, match the event, render a MessageCard and post it to the same
+/// counting receiver, answering 202 once it is posted. Medians, and cardwire's cards/s as a
+/// multiple of each peer's.
+async fn peers(args: &Args, binary: &Path, templates: &Path) -> Result<()> {
+    let node_red = install_node_red()?;
+    let body = bytes::Bytes::from(std::fs::read(
+        root().join("tests/fixtures/github/push.event.4.json"),
+    )?);
+    let build = Build {
+        name: "cardwire",
+        binary: binary.to_path_buf(),
+        templates: templates.to_path_buf(),
+        rules: root().join("rules"),
+    };
+    println!(
+        "cardwire bench --peers: {} rounds, {} s a phase, {} connections, a {} B signed push with a fresh X-GitHub-Delivery a request; Node-RED {NODE_RED} on node {}",
+        args.rounds,
+        args.duration.as_secs(),
+        args.connections,
+        body.len(),
+        String::from_utf8_lossy(&Command::new("node").arg("--version").output()?.stdout).trim()
+    );
+    let names = ["cardwire", "Node-RED"];
+    let mut runs: [Vec<Phase>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let p = match i {
+                0 => ab_phase(&build, &body, args).await?,
+                _ => node_red_phase(&node_red, &body, args).await?,
+            };
+            println!(
+                "round {} {:>9}: {:.0} requests/s, {:.0} cards/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs an event, peak RSS {:.1} MB, {} failed, {} lost",
+                round + 1,
+                names[i],
+                p.rps,
+                p.cards_per_s,
+                p.p50_ms,
+                p.p99_ms,
+                p.cpu_us,
+                p.peak_rss_mb,
+                p.failed,
+                p.lost
+            );
+            runs[i].push(p);
+        }
+    }
+    let med = |i: usize, f: fn(&Phase) -> f64| median(runs[i].iter().map(f).collect());
+    println!();
+    println!(
+        "| server | requests/s | cards/s | p50 | p99 | CPU an event | peak RSS | failed / lost |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, name) in names.iter().enumerate() {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {:.1} MB | {} / {} |",
+            med(i, |p| p.rps),
+            med(i, |p| p.cards_per_s),
+            med(i, |p| p.p50_ms),
+            med(i, |p| p.p99_ms),
+            med(i, |p| p.cpu_us),
+            med(i, |p| p.peak_rss_mb),
+            runs[i].iter().map(|p| p.failed).sum::<u64>(),
+            runs[i].iter().map(|p| p.lost).sum::<u64>(),
+        );
+    }
+    let ratio = median(
+        runs[0]
+            .iter()
+            .zip(&runs[1])
+            .map(|(c, n)| c.cards_per_s / n.cards_per_s.max(1e-9))
+            .collect(),
+    );
+    println!("| cardwire's cards/s as a multiple of Node-RED's (median of the rounds' ratios) | | {ratio:.1}× | | | | | |");
+    Ok(())
+}
+
+/// Node-RED's folder under `target/peers`, installed there with npm the first time.
+fn install_node_red() -> Result<PathBuf> {
+    let dir = root().join("target/peers/node-red");
+    let red = dir.join("node_modules/node-red/red.js");
+    let installed = std::fs::read_to_string(dir.join("node_modules/node-red/package.json"))
+        .ok()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+        .and_then(|p| Some(p.get("version")?.as_str()? == NODE_RED));
+    if red.is_file() && installed == Some(true) {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("package.json"),
+        format!(
+            "{{\"name\": \"cardwire-bench-peers\", \"private\": true, \"dependencies\": {{\"node-red\": \"{NODE_RED}\"}}}}\n"
+        ),
+    )?;
+    eprintln!(
+        "installing Node-RED {NODE_RED} with npm into {}",
+        dir.display()
+    );
+    let status = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--omit=optional"])
+        .current_dir(&dir)
+        .status()
+        .context("--peers needs Node.js and npm (Debian's nodejs and npm packages)")?;
+    if !status.success() || !red.is_file() {
+        bail!(
+            "npm could not install node-red@{NODE_RED} into {}",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The flow Node-RED runs: `http in` (the raw body kept for the signature) → a function that
+/// checks `X-Hub-Signature-256`, takes `push` events and renders a MessageCard of the push
+/// (repository, branch, pusher, compare link, each commit's id, message and author) → `http
+/// request` to the receiver → 202. Wrong signatures get 401 and other events 202 with nothing
+/// posted, as a relay in front of Teams would answer.
+const NODE_RED_FLOW: &str = r#"
+const crypto = global.get("crypto");
+const raw = msg.payload;
+const given = Buffer.from(String(msg.req.headers["x-hub-signature-256"] || ""));
+const want = Buffer.from("sha256=" + crypto.createHmac("sha256", env.get("SECRET")).update(raw).digest("hex"));
+if (given.length !== want.length || !crypto.timingSafeEqual(given, want)) {
+    msg.statusCode = 401;
+    msg.payload = {error: "bad signature"};
+    return [null, msg];
+}
+if (msg.req.headers["x-github-event"] !== "push") {
+    msg.statusCode = 202;
+    msg.payload = {ignored: true};
+    return [null, msg];
+}
+const p = JSON.parse(raw.toString("utf8"));
+const branch = String(p.ref || "").replace(/^refs\/heads\//, "");
+const md = (s) => String(s == null ? "" : s).replace(/[\`*_{}\[\]()#+\-.!|<>]/g, (c) => "\\" + c);
+const commits = (p.commits || []).slice(0, 10).map((c) =>
+    "- [" + String(c.id).slice(0, 7) + "](" + c.url + ") " + md(String(c.message).split("\n")[0]) +
+    " — " + md(c.author && c.author.name));
+msg.url = env.get("TARGET");
+msg.method = "POST";
+msg.headers = {"content-type": "application/json"};
+msg.payload = JSON.stringify({
+    "@type": "MessageCard",
+    "@context": "https://schema.org/extensions",
+    summary: p.repository.full_name + ": " + (p.commits || []).length + " commits to " + branch,
+    themeColor: "24292E",
+    title: md(p.pusher && p.pusher.name) + " pushed to " + md(p.repository.full_name) + " (" + md(branch) + ")",
+    sections: [{
+        activityTitle: md(p.sender && p.sender.login),
+        activityImage: p.sender && p.sender.avatar_url,
+        facts: [
+            {name: "Repository", value: md(p.repository.full_name)},
+            {name: "Branch", value: md(branch)},
+            {name: "Commits", value: String((p.commits || []).length)},
+        ],
+        text: commits.join("\n"),
+        markdown: true,
+    }],
+    potentialAction: [{"@type": "OpenUri", name: "Compare", targets: [{os: "default", uri: p.compare}]}],
+});
+return [msg, null];
+"#;
+
+/// One Node-RED phase: a fresh user folder with the flow, Node-RED started on loopback (no
+/// editor, no telemetry), the same load as cardwire's.
+async fn node_red_phase(dir: &Path, body: &bytes::Bytes, args: &Args) -> Result<Phase> {
+    let (receiver, receiver_addr) = start_receiver(Instant::now()).await;
+    let user = tempfile::tempdir()?;
+    let port = free_port();
+    let flow = serde_json::json!([
+        {"id": "tab", "type": "tab", "label": "cardwire bench"},
+        {"id": "in", "type": "http in", "z": "tab", "url": "/hooks/github", "method": "post",
+         "upload": false, "skipBodyParsing": true, "wires": [["card"]]},
+        {"id": "card", "type": "function", "z": "tab", "func": NODE_RED_FLOW, "outputs": 2,
+         "wires": [["post"], ["answer"]]},
+        {"id": "post", "type": "http request", "z": "tab", "method": "use", "ret": "txt",
+         "url": "", "wires": [["accepted"]]},
+        {"id": "accepted", "type": "function", "z": "tab", "outputs": 1,
+         "func": "msg.statusCode = msg.statusCode >= 200 && msg.statusCode < 300 ? 202 : 502;\nmsg.headers = {};\nmsg.payload = {ok: msg.statusCode === 202};\nreturn msg;",
+         "wires": [["answer"]]},
+        {"id": "answer", "type": "http response", "z": "tab", "wires": []}
+    ]);
+    std::fs::write(user.path().join("flows.json"), serde_json::to_vec(&flow)?)?;
+    let settings = user.path().join("settings.js");
+    std::fs::write(
+        &settings,
+        format!(
+            "module.exports = {{\n  uiHost: \"127.0.0.1\",\n  uiPort: {port},\n  userDir: {user:?},\n  flowFile: \"flows.json\",\n  httpAdminRoot: false,\n  credentialSecret: false,\n  functionGlobalContext: {{ crypto: require(\"crypto\") }},\n  logging: {{ console: {{ level: \"warn\", metrics: false, audit: false }} }},\n  diagnostics: {{ enabled: false }},\n  telemetry: {{ enabled: false, updateNotification: false }},\n  externalModules: {{ autoInstall: false, palette: {{ allowInstall: false }}, modules: {{ allowInstall: false }} }},\n}};\n",
+            user = user.path().display().to_string()
+        ),
+    )?;
+    let child = Command::new("node")
+        .arg(dir.join("node_modules/node-red/red.js"))
+        .arg("--settings")
+        .arg(&settings)
+        .arg("--userDir")
+        .arg(user.path())
+        .env("SECRET", SECRET)
+        .env("TARGET", format!("http://{receiver_addr}/hook/0"))
+        .env("NODE_RED_ENABLE_PROJECTS", "false")
+        .current_dir(user.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start Node-RED (node)")?;
+    let mut guard = FloorProcess(child);
+    let url = format!("http://127.0.0.1:{port}/hooks/github");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        let answer = http
+            .post(&url)
+            .header("x-github-event", "push")
+            .header(
+                "x-hub-signature-256",
+                cardwire::ingest::verify::sign(SECRET, body),
+            )
+            .body(body.clone())
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status() == StatusCode::ACCEPTED => break,
+            Ok(r) if r.status() != StatusCode::NOT_FOUND => {
+                bail!("Node-RED answered {}: {}", r.status(), r.text().await?)
+            }
+            _ => {}
+        }
+        if let Some(status) = guard.0.try_wait()? {
+            bail!("Node-RED exited at start: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("Node-RED did not answer in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let phase = measure(guard.pid(), &url, &receiver, body, args).await;
+    drop(guard);
+    Ok(phase)
 }
 
 // --- instructions ---
