@@ -303,7 +303,7 @@ impl Outbox for Store {
             (Err(e), _) => Err(e),
             (Ok(()), None) => Ok(Ok(())),
             (Ok(()), Some((key, event))) => {
-                self.claim_reserved(key, event).map(|first| match first {
+                self.claim_delivery(key, event).map(|first| match first {
                     None => Ok(()),
                     Some(first) => Err(first),
                 })

@@ -51,28 +51,27 @@ impl SeenIds for Store {
         if let Some(first) = kept_claim(&self.seen_kept, key)? {
             return Ok(Some(first));
         }
-        self.cas_claim(key, event)
+        match self.seen.compare_and_swap(
+            key,
+            None as Option<&[u8]>,
+            Some(event.as_str().as_bytes()),
+        )? {
+            Ok(()) => Ok(None),
+            Err(cas) => Ok(cas
+                .current
+                .and_then(|v| EventId::parse(std::str::from_utf8(&v).ok()?))),
+        }
     }
 
     fn reserve_delivery(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError> {
-        // Reserved first, then looked up: every claim is made under a reservation and is in
-        // the main tree before its reservation ends, so a claim of this key made before ours
-        // began is found below, and none can be made while ours stands. Then the claim
-        // itself need not read the kept ids again ([`Store::claim_reserved`]).
-        if let Some(first) = reserve(&self.staging, key, event) {
+        // The main tree first: a claim leaves it only once it is in the kept ids.
+        if let Some(v) = self.seen.get(key)? {
+            return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
+        }
+        if let Some(first) = kept_claim(&self.seen_kept, key)? {
             return Ok(Some(first));
         }
-        let found = (|| {
-            // The main tree first: a claim leaves it only once it is in the kept ids.
-            if let Some(v) = self.seen.get(key)? {
-                return Ok(EventId::parse(&String::from_utf8_lossy(&v)));
-            }
-            kept_claim(&self.seen_kept, key)
-        })();
-        if !matches!(found, Ok(None)) {
-            self.staging.lock().expect("staging lock").remove(key);
-        }
-        found
+        Ok(reserve(&self.staging, key, event))
     }
 
     fn release_delivery(&self, key: &str) -> Result<(), StoreError> {
@@ -116,37 +115,6 @@ impl SeenIds for Store {
 }
 
 impl Store {
-    /// The claim of an event that holds `key`'s reservation ([`SeenIds::reserve_delivery`]):
-    /// the kept ids were read when it reserved, and no claim of the key can be made in this
-    /// process while the reservation stands (every claim on sled is made under one), so only
-    /// the main tree is asked. Any other claim: [`SeenIds::claim_delivery`].
-    pub(super) fn claim_reserved(
-        &self,
-        key: &str,
-        event: &EventId,
-    ) -> Result<Option<EventId>, StoreError> {
-        let reserved = self.staging.lock().expect("staging lock").get(key) == Some(event);
-        if !reserved {
-            return self.claim_delivery(key, event);
-        }
-        let _moving = self.claims_moving.lock().expect("claims lock");
-        self.cas_claim(key, event)
-    }
-
-    /// Claims `key` in the main tree: `None`, or the event that holds it.
-    fn cas_claim(&self, key: &str, event: &EventId) -> Result<Option<EventId>, StoreError> {
-        match self.seen.compare_and_swap(
-            key,
-            None as Option<&[u8]>,
-            Some(event.as_str().as_bytes()),
-        )? {
-            Ok(()) => Ok(None),
-            Err(cas) => Ok(cas
-                .current
-                .and_then(|v| EventId::parse(std::str::from_utf8(&v).ok()?))),
-        }
-    }
-
     /// Moves the claims in the main log's `seen` tree into the kept ids' files: the
     /// main log flushed first (so that no claim is kept before its event's cards are on disk),
     /// the kept ids flushed next, then the claims removed from the main tree. Returns how many
