@@ -17,14 +17,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::pages::Pages;
-use crate::admin::Gate;
 use crate::config::Config;
-use crate::connect::api::Registry;
 use crate::connect::emulator::Emulator;
 use crate::connect::flow::Flows;
-use crate::connect::Connections;
+use crate::connections::Connections;
+use crate::deliver::api::Registry;
 use crate::deliver::policy::TargetPolicy;
 use crate::deliver::Deliverer;
+use crate::gate::Gate;
 use crate::metrics::Scrape;
 use crate::pipeline::Pipeline;
 use crate::playground::Playground;
@@ -58,7 +58,7 @@ pub struct App {
     /// The HTTP client of the Add to Slack / Discord code exchanges.
     pub oauth_http: reqwest::Client,
     /// Signed-in sessions of the /connections pages.
-    pub sessions: Arc<crate::admin::pages::Sessions>,
+    pub sessions: Arc<crate::gate::Sessions>,
     /// The Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Noise control: dedup, limits that fold, caps, digests.

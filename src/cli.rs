@@ -1088,7 +1088,7 @@ fn snippet(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     println!("<!-- Connect to Office 365: replace {{state}} with a fresh, unguessable value you keep for this user. -->");
     println!(
         "<a href=\"{}\"><img src=\"{base}/assets/connect-button.svg\" alt=\"Connect to Office 365\"></a>",
-        crate::connect::pages::esc(&href)
+        crate::html::esc(&href)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -37,11 +37,15 @@
 //!   builds only that.
 //! - [`reload`]: hot reload on file changes or SIGHUP; `GET /api/rules`.
 //! - [`samples`]: the vendored real payloads, built in, that `check` renders every template with.
-//! - [`connect`]: connections (webhook URLs), their admin API ([`connect::api`]), the Connect
-//!   to Office 365 flow, Add to Slack and Add to Discord ([`connect::oauth`]), and the emulators
-//!   of all three.
-//! - [`admin`]: the admin token check shared by everything under /api, the /connections pages,
-//!   the home page, /docs (README, built in) and the 404 page for browsers.
+//! - [`connections`]: the connections' cache (webhook URLs in memory, every change through
+//!   the store first), their counters, URL masking.
+//! - [`connect`]: the connections' admin API ([`connect::api`]), the Connect to Office 365
+//!   flow, Add to Slack and Add to Discord ([`connect::oauth`]), and the emulators of all three.
+//! - [`gate`]: the admin token check and the pages' sessions shared by everything under /api,
+//!   and the JSON body reader of the API's handlers.
+//! - [`html`]: the pages' one layout, HTML escaping, cookies and tokens, the built-in assets.
+//! - [`admin`]: the /connections pages, the home page, /docs (README, built in) and the 404
+//!   page for browsers.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`playground`]: the /playground page and its API: render, preview, send, recent events,
 //!   the live tail.
@@ -50,13 +54,14 @@
 //!   cap), background tasks (among them the store's watchdog, [`app::Server::broken`]) and
 //!   graceful shutdown. Only `app`
 //!   names the whole state: each group of handlers takes its part (a sub-state such as
-//!   [`stage::Stager`] or [`connect::api::Registry`], built with axum's `FromRef`).
+//!   [`stage::Stager`] or [`deliver::api::Registry`], built with axum's `FromRef`).
 //!
 //! Layers, lowest first (a file imports only from its own layer or those below, and no file
-//! imports itself through others: `tests/it/layers.rs`): foundations (ids, error, units,
-//! yaml, live, needs); event, render; config, rules, samples, store; pipeline, noise, metrics,
-//! the connections' cache; stage, deliver; the admin gate, ingest, reload; the admin API and
-//! pages, the Connect flows and their emulators, the playground; app, cli.
+//! imports itself through others, file by file and folder by folder: `tests/it/layers.rs`):
+//! foundations (ids, error, units, yaml, live, needs, html); event, render; config, rules,
+//! samples, store; pipeline, noise, metrics, connections, connect's OAuth clients; stage,
+//! deliver; gate, ingest, reload; the admin API and pages, the connect flows and their
+//! emulators, the playground; app, cli.
 //! - [`cli`]: `serve` (which opens the store again when sled's log failed on a full disk),
 //!   `check` and `render`.
 //! - [`alloc`]: freed memory handed back to the system when the gateway goes quiet.
@@ -71,9 +76,12 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod connections;
 pub mod deliver;
 pub mod error;
 pub mod event;
+pub mod gate;
+pub mod html;
 pub mod ids;
 pub mod ingest;
 pub mod live;

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Admin;
 use crate::config::Config;
+use crate::gate::Admin;
 use crate::pipeline::{Origin, Pipeline};
 
 /// What reloading reaches: the settings (where rules and templates are), the pipeline to swap,
@@ -173,7 +173,7 @@ pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Reloader: FromRef<S>,
-    crate::admin::Gate: FromRef<S>,
+    crate::gate::Gate: FromRef<S>,
 {
     Router::new().route("/api/rules", get(list_rules))
 }

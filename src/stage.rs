@@ -35,7 +35,7 @@ pub struct Stager {
     /// Durable state.
     pub store: crate::store::SharedStore,
     /// The connections, cached.
-    pub connections: Arc<crate::connect::Connections>,
+    pub connections: Arc<crate::connections::Connections>,
     /// The delivery workers.
     pub deliverer: Arc<crate::deliver::Deliverer>,
     /// The live tail.

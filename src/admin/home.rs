@@ -14,8 +14,8 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::admin::pages::Pages;
-use crate::connect::pages::{esc, markdown, page};
 use crate::error::ApiError;
+use crate::html::{esc, markdown, page};
 
 /// README, as the binary was built with it.
 const README: &str = include_str!("../../README.md");

@@ -5,8 +5,7 @@
 //! secrets on disk), last 12 hours, and travel in an HttpOnly, SameSite=Strict cookie; every
 //! form that changes something also carries the session's CSRF token.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Form, FromRef, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -18,13 +17,11 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::connect::api::ConnectionPatch;
-use crate::connect::mask_url;
-use crate::connect::pages::{self, esc, page};
+use crate::connections::mask_url;
+use crate::html::{esc, page};
 use crate::ids::ConnectionId;
-use crate::store::now_ms;
 
-const COOKIE: &str = "cw_admin";
-const SESSION_MS: u64 = 12 * 3600 * 1000;
+use crate::gate::{Sessions, COOKIE};
 
 /// What the admin pages (these and the home page) reach.
 #[derive(Clone)]
@@ -36,7 +33,7 @@ pub struct Pages {
     /// Durable state.
     pub store: crate::store::SharedStore,
     /// The connections, cached.
-    pub connections: Arc<crate::connect::Connections>,
+    pub connections: Arc<crate::connections::Connections>,
     /// The delivery workers (woken when a connection resumes).
     pub deliverer: Arc<crate::deliver::Deliverer>,
     /// Which webhook URLs are acceptable.
@@ -44,59 +41,12 @@ pub struct Pages {
 }
 
 impl Pages {
-    fn registry(&self) -> crate::connect::api::Registry {
-        crate::connect::api::Registry {
+    fn registry(&self) -> crate::deliver::api::Registry {
+        crate::deliver::api::Registry {
             store: self.store.clone(),
             connections: self.connections.clone(),
             deliverer: self.deliverer.clone(),
             policy: self.policy.clone(),
-        }
-    }
-}
-
-/// Signed-in sessions, by the digest of their cookie.
-#[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Session>>);
-
-#[derive(Clone)]
-struct Session {
-    csrf: String,
-    expires_ms: u64,
-}
-
-impl Sessions {
-    fn start(&self) -> (String, Session) {
-        let id = pages::token(24);
-        let s = Session {
-            csrf: pages::token(16),
-            expires_ms: now_ms() + SESSION_MS,
-        };
-        let mut all = self.0.lock().expect("sessions lock");
-        let now = now_ms();
-        all.retain(|_, s| s.expires_ms > now);
-        all.insert(pages::digest(&id), s.clone());
-        (id, s)
-    }
-
-    fn get(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = pages::cookie(headers, COOKIE)?;
-        let all = self.0.lock().expect("sessions lock");
-        all.get(&pages::digest(&id))
-            .filter(|s| s.expires_ms > now_ms())
-            .cloned()
-    }
-
-    /// The CSRF token of the session the request's cookie names, if it is signed in.
-    pub fn csrf(&self, headers: &HeaderMap) -> Option<String> {
-        self.get(headers).map(|s| s.csrf)
-    }
-
-    fn end(&self, headers: &HeaderMap) {
-        if let Some(id) = pages::cookie(headers, COOKIE) {
-            self.0
-                .lock()
-                .expect("sessions lock")
-                .remove(&pages::digest(&id));
         }
     }
 }

@@ -5,8 +5,6 @@
 //! URLs in answers. Guarantees: a URL is checked against `targets` before it is stored; a
 //! connection that resumes has its worker woken.
 
-use std::sync::Arc;
-
 use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -14,9 +12,10 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{mask_url, Connections, Stats};
-use crate::admin::{Admin, JsonBody};
+use crate::connections::{mask_url, Stats};
+use crate::deliver::api::Registry;
 use crate::error::ApiError;
+use crate::gate::{Admin, JsonBody};
 use crate::ids::ConnectionId;
 use crate::render::CardKind;
 use crate::store::{now_ms, Connection};
@@ -30,7 +29,7 @@ pub struct ConnectionIn {
     /// The webhook URL.
     pub url: String,
     /// `teams` (MessageCard), `workflow` (Adaptive Card), `slack`, `discord`, `google_chat`
-    /// or `mattermost`; when absent, the URL's host says ([`super::kind_of_url`]).
+    /// or `mattermost`; when absent, the URL's host says ([`crate::connections::kind_of_url`]).
     #[serde(default)]
     pub kind: Option<CardKind>,
     /// The channels it receives; absent or empty means all.
@@ -148,25 +147,12 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
     Ok(Some(serde_json::Value::deserialize(d)?))
 }
 
-/// What the connections' and deliveries' admin API (and the pages' changes) reach.
-#[derive(Clone)]
-pub struct Registry {
-    /// Durable state.
-    pub store: crate::store::SharedStore,
-    /// The connections, cached.
-    pub connections: Arc<Connections>,
-    /// The delivery workers (woken when a connection resumes or a card is retried).
-    pub deliverer: Arc<crate::deliver::Deliverer>,
-    /// Which webhook URLs are acceptable.
-    pub policy: Arc<crate::deliver::policy::TargetPolicy>,
-}
-
 /// The routes under /api/connections.
 pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Registry: FromRef<S>,
-    crate::admin::Gate: FromRef<S>,
+    crate::gate::Gate: FromRef<S>,
 {
     Router::new()
         .route(
@@ -325,7 +311,7 @@ async fn create_connection(
         .policy
         .check(&input.url)
         .map_err(|e| ApiError::bad_request("target_not_allowed", e.to_string()))?;
-    let kind = input.kind.or_else(|| super::kind_of_url(&url)).ok_or_else(|| {
+    let kind = input.kind.or_else(|| crate::connections::kind_of_url(&url)).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_connection",
             "`kind` is needed: the URL's host does not say which chat it is (teams, workflow, slack, discord, google_chat, mattermost)",

@@ -36,8 +36,8 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::emulator::{render_card_of, Inboxes};
-use super::pages::{esc, page, token};
 use super::providers::{self, Provider};
+use crate::html::{esc, page, token};
 use crate::render::CardKind;
 
 /// How long a code lives.

@@ -23,8 +23,8 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::pages::{esc, markdown, page};
 use crate::config::Config;
+use crate::html::{esc, markdown, page};
 
 /// Cards kept per inbox.
 const KEEP: usize = 100;
@@ -244,8 +244,8 @@ fn answers(callback: &url::Url, allow_http: bool) -> bool {
 }
 
 fn uuid_like() -> String {
-    let t = super::pages::token(16);
-    let hex = super::pages::digest(&t);
+    let t = crate::html::token(16);
+    let hex = crate::html::digest(&t);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use super::pages::{self, esc, page};
 use crate::config::Config;
+use crate::html::{self as pages, esc, page};
 use crate::ids::ConnectionId;
 use crate::render::CardKind;
 use crate::store::{now_ms, Connection, ConnectionOrigin, FlowState};
@@ -42,7 +42,7 @@ pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Flows: FromRef<S>,
-    crate::admin::Gate: FromRef<S>,
+    crate::gate::Gate: FromRef<S>,
 {
     Router::new()
         .route("/connect", get(connect_page))
@@ -67,7 +67,7 @@ pub struct Flows {
     /// Durable state (flow states).
     pub store: crate::store::SharedStore,
     /// The connections, cached.
-    pub connections: Arc<super::Connections>,
+    pub connections: Arc<crate::connections::Connections>,
     /// Which webhook URLs are acceptable.
     pub policy: Arc<crate::deliver::policy::TargetPolicy>,
     /// The HTTP client of the OAuth code exchanges.
@@ -531,7 +531,7 @@ pub(super) async fn keep(app: &Flows, conn: Connection) -> Response {
         return crate::error::ApiError::internal(&e).into_response();
     }
     let o = &conn.origin;
-    tracing::info!(connection = %conn.id, kind = conn.kind.as_str(), via = %o.via, app_type = ?o.app_type, group = ?o.group_name, channel = ?o.channel, url = %super::mask_url(&conn.url), "connected");
+    tracing::info!(connection = %conn.id, kind = conn.kind.as_str(), via = %o.via, app_type = ?o.app_type, group = ?o.group_name, channel = ?o.channel, url = %crate::connections::mask_url(&conn.url), "connected");
     let mut res = Redirect::to(&format!("/connect/done/{}", conn.id)).into_response();
     *res.status_mut() = StatusCode::FOUND;
     pages::no_referrer(&mut res);
@@ -603,7 +603,7 @@ async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Res
         Err(e) => return bad("Cannot add", &format!("The URL is not accepted: {e}.")),
     };
     let kind = match form.kind.trim() {
-        "" => super::kind_of_url(&url).unwrap_or(CardKind::Workflow),
+        "" => crate::connections::kind_of_url(&url).unwrap_or(CardKind::Workflow),
         k => match CardKind::parse(k) {
             Some(k) => k,
             None => return bad("Cannot add", &format!("{k:?} is not a kind of chat.")),

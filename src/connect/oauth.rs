@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::flow::{away, bad, begin, keep, take_state, Flows};
-use super::pages::page;
 use super::providers::{
     authorize_url, client, read_discord, read_slack, redirect_uri, Client, Hook, Provider,
 };
+use crate::html::page;
 use crate::ids::ConnectionId;
 use crate::store::{now_ms, Connection, ConnectionOrigin};
 use axum::extract::{FromRef, RawQuery, State};

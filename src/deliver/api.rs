@@ -15,9 +15,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::admin::{Admin, JsonBody};
-use crate::connect::api::Registry;
+use std::sync::Arc;
+
+use crate::connections::Connections;
 use crate::error::ApiError;
+use crate::gate::{Admin, JsonBody};
 use crate::ids::{ConnectionId, DeliveryId};
 use crate::store::OutboxRecord;
 
@@ -42,12 +44,25 @@ pub struct DeliveriesQuery {
     pub after: Option<String>,
 }
 
+/// What the connections' and deliveries' admin API (and the pages' changes) reach.
+#[derive(Clone)]
+pub struct Registry {
+    /// Durable state.
+    pub store: crate::store::SharedStore,
+    /// The connections, cached.
+    pub connections: Arc<Connections>,
+    /// The delivery workers (woken when a connection resumes or a card is retried).
+    pub deliverer: Arc<crate::deliver::Deliverer>,
+    /// Which webhook URLs are acceptable.
+    pub policy: Arc<crate::deliver::policy::TargetPolicy>,
+}
+
 /// The routes under /api/deliveries.
 pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Registry: FromRef<S>,
-    crate::admin::Gate: FromRef<S>,
+    crate::gate::Gate: FromRef<S>,
 {
     Router::new()
         .route("/api/deliveries", get(list_deliveries))

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{DeliveryConfig, PacingConfig};
-use crate::connect::Connections;
+use crate::connections::Connections;
 use crate::error::ErrorChain;
 use crate::ids::ConnectionId;
 use crate::render::CardKind;

@@ -28,9 +28,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::admin::Admin;
 use crate::error::ApiError;
 use crate::event::{Event, SourceKind};
+use crate::gate::Admin;
 use crate::ids::{ConnectionId, EventId};
 use crate::stage::Stager;
 use verify::Unverified;
@@ -40,7 +40,7 @@ pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Stager: FromRef<S>,
-    crate::admin::Gate: FromRef<S>,
+    crate::gate::Gate: FromRef<S>,
 {
     Router::new().route("/hooks/{source}", post(receive_hook))
 }

@@ -43,10 +43,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::admin::{Admin, JsonBody};
-use crate::connect::pages;
 use crate::error::ApiError;
 use crate::event::SourceKind;
+use crate::gate::{Admin, JsonBody};
+use crate::html as pages;
 use crate::ids::{ConnectionId, EventId};
 use crate::render::{CardKind, RenderError};
 use crate::stage::Stager;
@@ -59,7 +59,7 @@ pub struct Playground {
     /// What staging reaches.
     pub stage: Stager,
     /// Signed-in sessions.
-    pub sessions: std::sync::Arc<crate::admin::pages::Sessions>,
+    pub sessions: std::sync::Arc<crate::gate::Sessions>,
     /// Reloading, after a template is saved.
     pub reloader: crate::reload::Reloader,
 }
@@ -77,7 +77,7 @@ pub fn router<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Playground: FromRef<S>,
-    crate::admin::Gate: FromRef<S>,
+    crate::gate::Gate: FromRef<S>,
 {
     Router::new()
         .route("/api/render", post(render))
