@@ -1,13 +1,13 @@
 //! The pages a person lands on: `GET /` (what cardwire is, its version, where to go next, and
-//! for a signed-in admin the queue and the connections), `GET /docs` (README, built in), and
-//! the 404 for a browser.
+//! for a signed-in admin the queue and the connections), `GET /docs` (README, built in),
+//! `GET /docs/<page>` (the reference pages of `src/docs/`, built in), and the 404 for a browser.
 //!
-//! In: a request for `/` or `/docs`, or any path no route takes. Out: HTML pages, except that
+//! In: a request for `/`, `/docs` or a page under it, or any path no route takes. Out: HTML pages, except that
 //! API-like paths (`/api`, `/hooks`, `/metrics`, `/healthz`) and clients that do not ask for
 //! HTML keep the JSON error body. Guarantees: counts and connections show only behind the admin
 //! session; the pages carry `Referrer-Policy: no-referrer` like every other page.
 
-use axum::extract::{FromRef, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,10 +15,26 @@ use axum::Router;
 
 use crate::admin::pages::Pages;
 use crate::error::ApiError;
-use crate::html::{esc, markdown, page};
+use crate::html::{esc, page};
 
 /// README, as the binary was built with it.
 const README: &str = include_str!("../../README.md");
+
+/// The reference pages, as the binary was built with them: the name under `/docs/` (and the
+/// file `src/docs/<name>.md`), and the text.
+pub const PAGES: &[(&str, &str)] = &[
+    ("configuration", include_str!("../docs/configuration.md")),
+    ("rules", include_str!("../docs/rules.md")),
+    ("noise", include_str!("../docs/noise.md")),
+    ("templates", include_str!("../docs/templates.md")),
+    ("connecting", include_str!("../docs/connecting.md")),
+    ("delivery", include_str!("../docs/delivery.md")),
+    ("instances", include_str!("../docs/instances.md")),
+    ("operations", include_str!("../docs/operations.md")),
+    ("metrics", include_str!("../docs/metrics.md")),
+    ("cli", include_str!("../docs/cli.md")),
+    ("development", include_str!("../docs/development.md")),
+];
 
 /// The routes `/` and `/docs`.
 pub fn router<S>() -> Router<S>
@@ -29,6 +45,7 @@ where
     Router::new()
         .route("/", get(home_page))
         .route("/docs", get(docs_page))
+        .route("/docs/{page}", get(reference_page))
 }
 
 async fn home_page(State(app): State<Pages>, headers: HeaderMap) -> Response {
@@ -83,8 +100,95 @@ async fn docs_page() -> Response {
     page(
         StatusCode::OK,
         "Documentation",
-        &with_heading_ids(&markdown(README)),
+        &with_heading_ids(&doc_markdown(README, true)),
     )
+}
+
+async fn reference_page(Path(name): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+    let name = name.strip_suffix(".md").unwrap_or(&name);
+    match PAGES.iter().find(|(n, _)| *n == name) {
+        Some((_, text)) => {
+            let title = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# "))
+                .unwrap_or(name);
+            page(
+                StatusCode::OK,
+                title,
+                &with_heading_ids(&doc_markdown(text, false)),
+            )
+        }
+        None => not_found(uri, headers).await,
+    }
+}
+
+/// The documentation's Markdown as HTML, its links made to work where it is served: a page's
+/// link to another (`rules.md#dedup`, `src/docs/rules.md` from README) goes to `/docs/rules`,
+/// README's to `/docs`; a link to a file of the source that is not served keeps its text and
+/// loses its link (it works on a code host, not here). Raw HTML is shown as text.
+fn doc_markdown(md: &str, from_readme: bool) -> String {
+    use pulldown_cmark::{html, Event, Parser, Tag, TagEnd};
+    let mut unlinked = false;
+    let events = Parser::new_ext(md, pulldown_cmark::Options::ENABLE_TABLES).map(|e| match e {
+        Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
+        Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => match doc_link(&dest_url, from_readme) {
+            Some(to) => Event::Start(Tag::Link {
+                link_type,
+                dest_url: to.into(),
+                title,
+                id,
+            }),
+            None => {
+                unlinked = true;
+                Event::Start(Tag::Emphasis)
+            }
+        },
+        Event::End(TagEnd::Link) if unlinked => {
+            unlinked = false;
+            Event::End(TagEnd::Emphasis)
+        }
+        other => other,
+    });
+    let mut out = String::new();
+    html::push_html(&mut out, events);
+    out
+}
+
+/// Where a documentation link goes when served (see [`doc_markdown`]); `None` for a file of
+/// the source that is not served.
+fn doc_link(dest: &str, from_readme: bool) -> Option<String> {
+    if dest.starts_with('#')
+        || dest.starts_with('/')
+        || dest.starts_with("https://")
+        || dest.starts_with("http://")
+        || dest.starts_with("mailto:")
+    {
+        return Some(dest.to_string());
+    }
+    let (file, anchor) = match dest.split_once('#') {
+        Some((f, a)) => (f, format!("#{a}")),
+        None => (dest, String::new()),
+    };
+    let page = if from_readme {
+        file.strip_prefix("src/docs/")
+    } else if file == "../../README.md" {
+        return Some(format!("/docs{anchor}"));
+    } else if file == "README.md" {
+        return Some("/docs#documentation".to_string());
+    } else {
+        Some(file)
+    }?;
+    let name = page.strip_suffix(".md")?;
+    PAGES
+        .iter()
+        .any(|(n, _)| *n == name)
+        .then(|| format!("/docs/{name}{anchor}"))
 }
 
 /// Gives each `<h2>`…`<h4>` the id GitHub gives it (lower case, spaces as `-`, other
@@ -177,7 +281,7 @@ mod tests {
 
     #[test]
     fn headings_get_the_ids_github_gives_them() {
-        let html = markdown("## Quick start (five minutes)\n\n### The playground: see, edit and send a card before it goes live\n\n#### `x` & y\n\ntext <h2>");
+        let html = crate::html::markdown("## Quick start (five minutes)\n\n### The playground: see, edit and send a card before it goes live\n\n#### `x` & y\n\ntext <h2>");
         let html = with_heading_ids(&html);
         assert!(
             html.contains("<h2 id=\"quick-start-five-minutes\">"),
@@ -190,17 +294,44 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<h4 id=\"x--y\">"), "{html}");
-        // README's own links land on a heading.
-        let docs = with_heading_ids(&markdown(README));
-        let links: Vec<&str> = README
-            .split("](#")
-            .skip(1)
-            .filter_map(|rest| rest.split(')').next())
-            .collect();
-        assert!(links.contains(&"a-full-disk"), "{links:?}");
-        for anchor in links {
-            assert!(docs.contains(&format!("id=\"{anchor}\"")), "no #{anchor}");
-        }
+    }
+
+    #[test]
+    fn documentation_links_go_where_the_pages_are_served() {
+        assert_eq!(
+            doc_link("src/docs/rules.md#dedup", true).as_deref(),
+            Some("/docs/rules#dedup")
+        );
+        assert_eq!(
+            doc_link("src/docs/cli.md", true).as_deref(),
+            Some("/docs/cli")
+        );
+        assert_eq!(
+            doc_link("rules.md#x", false).as_deref(),
+            Some("/docs/rules#x")
+        );
+        assert_eq!(
+            doc_link("../../README.md#performance", false).as_deref(),
+            Some("/docs#performance")
+        );
+        assert_eq!(
+            doc_link("README.md", false).as_deref(),
+            Some("/docs#documentation")
+        );
+        assert_eq!(doc_link("#here", false).as_deref(), Some("#here"));
+        assert_eq!(
+            doc_link("https://example.com/a.md", false).as_deref(),
+            Some("https://example.com/a.md")
+        );
+        // Files of the source that are not served, and pages that do not exist.
+        assert_eq!(doc_link("examples/cardwire.yaml", true), None);
+        assert_eq!(doc_link("../../examples/bench.rs", false), None);
+        assert_eq!(doc_link("src/docs/nope.md", true), None);
+        // Their text stays, without a link; raw HTML is text.
+        let html = doc_markdown("[the example](examples/cardwire.yaml) <b>x</b>", true);
+        assert!(html.contains("<em>the example</em>"), "{html}");
+        assert!(html.contains("&lt;b&gt;"), "{html}");
+        assert!(!html.contains("href"), "{html}");
     }
 
     #[test]

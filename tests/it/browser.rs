@@ -242,27 +242,6 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
     screenshot(c, "done").await;
 }
 
-/// Waits until the emulator's inbox of `group` holds a card.
-async fn wait_inbox(base: &str, group: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let html = reqwest::get(format!("{base}/emulator/inbox/{group}"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if html.contains("<article class=\"card\"") {
-            return html;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no card in the inbox: {html}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `cardwire serve` as README's first step runs it: no config file, in `folder` (so the
 /// built-in rules, templates and defaults apply), with the quick start's admin token.
 fn defaults(folder: &std::path::Path) -> Command {
@@ -310,9 +289,10 @@ fn quick_start_block(needle: &str) -> String {
 
 /// README's quick start, as a newcomer runs it: the binary started as step 1 says, with no
 /// config file and in a fresh folder (so the built-in rules, templates and defaults apply);
-/// /connect, tick github, Connect to Office 365, Engineering, Allow; step 3's `curl` run as
-/// written; the card in the inbox step 2 names. (Regression: on the defaults the emulator
-/// refused the http callback, and every test set `targets.allow_http`.)
+/// step 2 as written: /connect, tick github, Add to Slack, #deploys in the Slack emulator,
+/// Allow; step 3's `curl` run as written; the card in the channel step 4 names. (Regression: on
+/// the defaults the emulator refused the http callback, and every test set
+/// `targets.allow_http`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_quick_start_works_on_the_defaults() {
     let start = quick_start_block("serve");
@@ -320,6 +300,16 @@ async fn the_readme_quick_start_works_on_the_defaults() {
         start, "CARDWIRE_ADMIN_TOKEN=change-me cargo run --release -- serve",
         "README's first step changed: update this test with it"
     );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for step in [
+        "tick `github`, press **Add to\n   Slack**, pick `#deploys`",
+        "<http://127.0.0.1:8080/emulator/slack/inbox/deploys>",
+    ] {
+        assert!(
+            readme.contains(step),
+            "README's quick start changed: update this test with it ({step})"
+        );
+    }
     let folder = tempfile::tempdir().unwrap();
     let mut cmd = defaults(folder.path());
     // The documented address when it is free; another port otherwise, said out loud (the
@@ -334,7 +324,36 @@ async fn the_readme_quick_start_works_on_the_defaults() {
 
     let driver = chromedriver();
     let c = browser(&driver).await;
-    connect_through_the_picker(&c, &base, "github", "Engineering").await;
+    // Step 2: /connect, tick github, Add to Slack, #deploys, Allow.
+    c.goto(&format!("{base}/connect")).await.unwrap();
+    let tick = c
+        .find(Locator::Css("input[name=channel][value=github]"))
+        .await
+        .unwrap();
+    if !tick.is_selected().await.unwrap() {
+        tick.click().await.unwrap();
+    }
+    c.find(Locator::Id("add-slack"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("allow")).await.unwrap();
+    let picked = c
+        .find(Locator::Css("input[name=channel][value='C0EMUDEPLOY']"))
+        .await
+        .unwrap();
+    let page = text(&c).await;
+    assert!(page.contains("#deploys"), "{page}");
+    picked.click().await.unwrap();
+    c.find(Locator::Id("allow"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
 
     // Step 3's curl, as written, from the repository's root (it names a fixture by path).
     let curl = quick_start_block("/hooks/github").replace("http://127.0.0.1:8080", &base);
@@ -350,15 +369,23 @@ async fn the_readme_quick_start_works_on_the_defaults() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Step 2's promise: the card in the group's inbox.
-    wait_inbox(&base, "engineering").await;
-    c.goto(&format!("{base}/emulator/inbox/engineering"))
-        .await
-        .unwrap();
-    let inbox = text(&c).await;
+    // Step 4's promise: the card in the channel's inbox.
+    let inbox = format!("{base}/emulator/slack/inbox/deploys");
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let html = http.get(&inbox).send().await.unwrap().text().await.unwrap();
+        if html.contains("card slack") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no card: {html}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.goto(&inbox).await.unwrap();
+    let shown = text(&c).await;
     assert!(
-        inbox.contains("Codertocat/Hello-World") && inbox.contains("pushed to"),
-        "{inbox}"
+        shown.contains("Codertocat/Hello-World") && shown.contains("pushed to"),
+        "{shown}"
     );
     screenshot(&c, "quick-start-inbox").await;
     c.close().await.unwrap();

@@ -9,6 +9,7 @@ mod connections;
 mod crash;
 mod delivery;
 mod disk;
+mod docs;
 mod fallback;
 mod home;
 mod hooks;
