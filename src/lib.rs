@@ -44,8 +44,8 @@
 //! - [`gate`]: the admin token check and the pages' sessions shared by everything under /api,
 //!   and the JSON body reader of the API's handlers.
 //! - [`html`]: the pages' one layout, HTML escaping, cookies and tokens, the built-in assets.
-//! - [`admin`]: the /connections pages, the home page, /docs (README, built in) and the 404
-//!   page for browsers.
+//! - [`admin`]: the /connections pages, the home page, /docs (README and the reference pages
+//!   of `src/docs/`, built in) and the 404 page for browsers.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`playground`]: the /playground page and its API: render, preview, send, recent events,
 //!   the live tail.
