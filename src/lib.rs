@@ -19,7 +19,7 @@
 //!              group-committed to sled (or PostgreSQL) -> 202
 //!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
 //!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered
-//!            (on sled in segment files pruned whole: store::history); they run on a thread of
+//!            (on sled in segment files pruned whole: store::sled::history); they run on a thread of
 //!            their own, so that delivery keeps pace with ingest
 //! ```
 //!
@@ -65,6 +65,8 @@
 //! - [`cli`]: `serve` (which opens the store again when sled's log failed on a full disk),
 //!   `check` and `render`.
 //! - [`alloc`]: freed memory handed back to the system when the gateway goes quiet.
+//! - [`store`]: the store's contract (one trait per kind of record, [`store::Backend`]) and
+//!   what both engines share; [`store::sled`]: the embedded engine, the default.
 //! - [`store::pg`]: the same store on PostgreSQL (`store.postgres`), with its migrations,
 //!   shared by several instances: delivery leases per connection and wake-ups between
 //!   instances ([`store::pg::leases`]), limits kept in the database, and the import of a sled

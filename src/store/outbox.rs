@@ -6,12 +6,16 @@
 //! a card is never lost between queued, dead and delivered: each move writes where the card goes
 //! before removing it from where it was (a crash between the two leaves it in both, so it may be
 //! sent again: at least once; a lookup by id that misses a card where it was finds it where it
-//! went); queued cards are found by id through an index in memory ([`super::queued_ids`]),
+//! went); queued cards are found by id through an index in memory ([`crate::store::sled::queued_ids`]),
 //! updated after each move; no sled transaction or batch is used (see
-//! [`Store::enqueue_event`]); the in-memory counts follow every move; what has been delivered
+//! [`crate::store::Outbox::enqueue_event`]); the in-memory counts follow every move; what has been delivered
 //! keeps its record (without its body) for `keep_delivered`.
 
-use super::*;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::ids::{ConnectionId, DeliveryId, EventId};
+use crate::render::CardKind;
 
 /// One attempt, as recorded on the card.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +62,7 @@ pub struct OutboxRecord {
     pub fallback: Option<RenderFailure>,
     /// The upstream delivery id its event claimed, if it had one: a card whose claim is not
     /// in the store after a crash is taken back at the next start (see
-    /// [`Store::enqueue_event`]).
+    /// [`crate::store::Outbox::enqueue_event`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
 }
@@ -156,7 +160,7 @@ pub trait Outbox {
     fn enqueue(&self, rec: &OutboxRecord) -> Result<OutboxKey, StoreError>;
 
     /// Queues an event's cards and claims its upstream delivery id (reserved with
-    /// [`Store::reserve_delivery`]), all or nothing: the one write of staging, which a
+    /// [`crate::store::SeenIds::reserve_delivery`]), all or nothing: the one write of staging, which a
     /// PostgreSQL backend makes one transaction.
     ///
     /// Here each card carries its claim and is written first, the claim last. sled writes its
@@ -192,7 +196,7 @@ pub trait Outbox {
 
     /// Moves a delivered card out of the outbox into the delivered records (without its body).
     ///
-    /// Two writes, not a transaction (see [`Store::enqueue_event`]), in the order of every
+    /// Two writes, not a transaction (see [`crate::store::Outbox::enqueue_event`]), in the order of every
     /// move: its record is added, then the card leaves the outbox. A lookup that misses it in
     /// the outbox therefore finds its record; a crash between the two leaves the card queued,
     /// to be sent again with the same `Idempotency-Key` (at least once).
@@ -215,7 +219,7 @@ pub trait Outbox {
     ///
     /// The dead letter is written first, then the card leaves the outbox: a crash between the
     /// two leaves it in both (sent again after the restart, at least once), never in neither.
-    /// Not a sled transaction: see [`Store::enqueue_event`].
+    /// Not a sled transaction: see [`crate::store::Outbox::enqueue_event`].
     fn bury(&self, key: &OutboxKey, letter: &DeadLetter) -> Result<(), StoreError>;
 
     /// Records a dead letter that never was in the outbox (a card that failed to render).
@@ -231,7 +235,7 @@ pub trait Outbox {
     fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError>;
 
     /// A queued card, by its delivery id, through an index kept with every move (see
-    /// [`super::queued_ids`]): one lookup, not a walk over the queue.
+    /// [`crate::store::sled::queued_ids`]): one lookup, not a walk over the queue.
     fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError>;
 
     /// Dead letters with ids after `after`, in id order, that `keep` keeps: read lazily, so a
@@ -243,7 +247,7 @@ pub trait Outbox {
         keep: &dyn Fn(&OutboxRecord) -> bool,
     ) -> Result<Vec<DeadLetter>, StoreError>;
 
-    /// Delivered records with ids after `after`, in id order, as [`Store::dead_page`].
+    /// Delivered records with ids after `after`, in id order, as [`crate::store::Outbox::dead_page`].
     fn delivered_page(
         &self,
         after: Option<&str>,
@@ -275,317 +279,4 @@ pub trait Outbox {
     fn deliverable_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
         self.queued_connections()
     }
-}
-
-impl Outbox for Store {
-    fn enqueue(&self, rec: &OutboxRecord) -> Result<OutboxKey, StoreError> {
-        self.enqueue_then(rec, || {})
-    }
-
-    fn enqueue_event(
-        &self,
-        claim: Option<(&str, &EventId)>,
-        records: &mut [OutboxRecord],
-    ) -> Result<Result<(), EventId>, StoreError> {
-        let mut keys = Vec::with_capacity(records.len());
-        let mut written = Ok(());
-        for rec in records.iter_mut() {
-            rec.claim = claim.map(|(key, _)| key.to_string());
-            match self.enqueue(rec) {
-                Ok(key) => keys.push(key),
-                Err(e) => {
-                    written = Err(e);
-                    break;
-                }
-            }
-        }
-        let claimed = match (written, claim) {
-            (Err(e), _) => Err(e),
-            (Ok(()), None) => Ok(Ok(())),
-            (Ok(()), Some((key, event))) => {
-                self.claim_delivery(key, event).map(|first| match first {
-                    None => Ok(()),
-                    Some(first) => Err(first),
-                })
-            }
-        };
-        if let Some((key, _)) = claim {
-            self.staging.lock().expect("staging lock").remove(key);
-        }
-        if !matches!(claimed, Ok(Ok(()))) {
-            for key in &keys {
-                self.take_back(key)?;
-            }
-        }
-        claimed
-    }
-
-    fn next_for(
-        &self,
-        con: &ConnectionId,
-    ) -> Result<Option<(OutboxKey, OutboxRecord)>, StoreError> {
-        match self.outbox.scan_prefix(con.as_str()).next() {
-            None => Ok(None),
-            Some(kv) => {
-                let (k, v) = kv?;
-                Ok(Some((OutboxKey(k), decode(&v)?)))
-            }
-        }
-    }
-
-    fn update(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
-        self.outbox
-            .insert(key.0.clone(), serde_json::to_vec(rec)?)?;
-        if rec.attempts == 1 {
-            self.count(|c| c.retrying += 1);
-        }
-        Ok(())
-    }
-
-    fn next_batch(
-        &self,
-        con: &ConnectionId,
-        n: usize,
-    ) -> Result<Vec<(OutboxKey, OutboxRecord)>, StoreError> {
-        self.outbox
-            .scan_prefix(con.as_str())
-            .take(n)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((OutboxKey(k), decode(&v)?))
-            })
-            .collect()
-    }
-
-    fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
-        let value = Delivered {
-            record: rec.without_body(),
-            delivered_ms: self.clock.now_ms(),
-        };
-        self.history.append(&value)?;
-        let queued = self.outbox.remove(&key.0)?.is_some();
-        self.unindex(rec.id.as_str());
-        let was_retrying = rec.attempts > 1;
-        self.count(|c| {
-            if queued {
-                c.left_queue(was_retrying);
-            }
-            c.delivered += 1;
-        });
-        Ok(())
-    }
-
-    fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
-        let n = self.history.prune(self.clock.now_ms(), keep)?;
-        self.count(|c| c.delivered = c.delivered.saturating_sub(n));
-        Ok(n)
-    }
-
-    fn delivered(&self) -> Result<Vec<Delivered>, StoreError> {
-        self.history.page_after(None, usize::MAX, &|_| true)
-    }
-
-    fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
-        let mut n = 0;
-        while let Some((key, rec)) = self.next_for(con)? {
-            self.bury(
-                &key,
-                &DeadLetter {
-                    record: rec,
-                    reason: reason.to_string(),
-                    dead_ms: self.clock.now_ms(),
-                },
-            )?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    fn revive(&self, ids: &[DeliveryId]) -> Result<Vec<ConnectionId>, StoreError> {
-        let mut cons = Vec::new();
-        for id in ids {
-            // Queued again first, then no longer dead: a crash between the two leaves the card
-            // in both (it is sent; the letter stays to be retried), never in neither.
-            let Some(v) = self.dead.get(id.as_str())? else {
-                continue;
-            };
-            let letter: DeadLetter = decode(&v)?;
-            if letter.record.body.is_empty() {
-                // A card that never rendered cannot be sent; it stays dead.
-                continue;
-            }
-            let mut rec = letter.record;
-            rec.attempts = 0;
-            rec.not_before_ms = 0;
-            cons.push(rec.connection.clone());
-            self.enqueue(&rec)?;
-            if self.dead.remove(id.as_str())?.is_some() {
-                self.count(|c| c.dead -= 1);
-            }
-        }
-        cons.sort();
-        cons.dedup();
-        Ok(cons)
-    }
-
-    fn bury(&self, key: &OutboxKey, letter: &DeadLetter) -> Result<(), StoreError> {
-        self.dead
-            .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
-        self.outbox.remove(&key.0)?;
-        self.unindex(letter.record.id.as_str());
-        let was_retrying = letter.record.attempts > 1;
-        self.count(|c| {
-            c.left_queue(was_retrying);
-            c.dead += 1;
-        });
-        Ok(())
-    }
-
-    fn put_dead(&self, letter: &DeadLetter) -> Result<(), StoreError> {
-        self.dead
-            .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
-        self.count(|c| c.dead += 1);
-        Ok(())
-    }
-
-    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dead.iter().values().map(|v| decode(&v?)).collect()
-    }
-
-    fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
-        self.dead.get(id)?.map(|v| decode(&v)).transpose()
-    }
-
-    fn delivered_record(&self, id: &str) -> Result<Option<Delivered>, StoreError> {
-        self.history.find(id)
-    }
-
-    fn queued_record(&self, id: &str) -> Result<Option<OutboxRecord>, StoreError> {
-        let key = self.queued_ids.lock().expect("index lock").key(id);
-        let Some(key) = key else {
-            return Ok(None);
-        };
-        // The card may have just moved on: only the card itself, with this id, is an answer.
-        match self.outbox.get(key)? {
-            Some(v) => {
-                let rec: OutboxRecord = decode(&v)?;
-                Ok((rec.id.as_str() == id).then_some(rec))
-            }
-            None => Ok(None),
-        }
-    }
-
-    fn dead_page(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-        keep: &dyn Fn(&OutboxRecord) -> bool,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
-        page(&self.dead, after, limit, |d: &DeadLetter| keep(&d.record))
-    }
-
-    fn delivered_page(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-        keep: &dyn Fn(&OutboxRecord) -> bool,
-    ) -> Result<Vec<Delivered>, StoreError> {
-        self.history.page_after(after, limit, keep)
-    }
-
-    fn queued_records(&self) -> Result<Vec<OutboxRecord>, StoreError> {
-        self.outbox.iter().values().map(|v| decode(&v?)).collect()
-    }
-
-    fn queued_connections(&self) -> Result<Vec<ConnectionId>, StoreError> {
-        // Keys are the connection id then a sequence number: one seek per connection, past all
-        // of its cards, instead of a walk over every queued card.
-        let mut out: Vec<ConnectionId> = Vec::new();
-        let mut from: Vec<u8> = Vec::new();
-        while let Some(kv) = self.outbox.range(from.as_slice()..).next() {
-            let (key, _) = kv?;
-            let prefix = &key[..key.len().saturating_sub(8)];
-            if let Some(id) = std::str::from_utf8(prefix)
-                .ok()
-                .and_then(ConnectionId::parse)
-            {
-                out.push(id);
-            }
-            from = prefix.to_vec();
-            from.extend_from_slice(&[0xff; 9]);
-        }
-        Ok(out)
-    }
-}
-
-impl Store {
-    /// Queues a card; `visible` runs once it is in sled, where delivery (on a thread of its
-    /// own) can already take it. It is counted before that: counted after, a card delivered in
-    /// between made the count go below zero (it wrapped, and ingest answered 503 queue_full).
-    pub(super) fn enqueue_then(
-        &self,
-        rec: &OutboxRecord,
-        visible: impl FnOnce(),
-    ) -> Result<OutboxKey, StoreError> {
-        let seq = self.db.generate_id()?;
-        let mut key = Vec::with_capacity(rec.connection.as_str().len() + 8);
-        key.extend_from_slice(rec.connection.as_str().as_bytes());
-        key.extend_from_slice(&seq.to_be_bytes());
-        let key = sled::IVec::from(key);
-        let value = serde_json::to_vec(rec)?;
-        self.count(|c| c.queued += 1);
-        if let Err(e) = self.outbox.insert(key.clone(), value) {
-            self.count(|c| c.queued -= 1);
-            return Err(e.into());
-        }
-        self.queued_ids
-            .lock()
-            .expect("index lock")
-            .insert(rec.id.as_str(), &key);
-        visible();
-        Ok(OutboxKey(key))
-    }
-
-    /// Forgets a card that has left the queue.
-    pub(super) fn unindex(&self, id: &str) {
-        self.queued_ids.lock().expect("index lock").remove(id);
-    }
-
-    /// Removes a card just queued (its event was not accepted after all).
-    fn take_back(&self, key: &OutboxKey) -> Result<(), StoreError> {
-        if let Some(v) = self.outbox.remove(&key.0)? {
-            let rec = decode::<OutboxRecord>(&v);
-            if let Ok(rec) = &rec {
-                self.unindex(rec.id.as_str());
-            }
-            let retrying = rec.is_ok_and(|r| r.attempts > 0);
-            self.count(|c| c.left_queue(retrying));
-        }
-        Ok(())
-    }
-}
-
-/// Up to `limit` records of a tree keyed by delivery id, after `after`, that `keep` keeps.
-fn page<T: DeserializeOwned>(
-    tree: &sled::Tree,
-    after: Option<&str>,
-    limit: usize,
-    keep: impl Fn(&T) -> bool,
-) -> Result<Vec<T>, StoreError> {
-    use std::ops::Bound;
-    let start = match after {
-        Some(a) => Bound::Excluded(a.as_bytes().to_vec()),
-        None => Bound::Unbounded,
-    };
-    let mut out = Vec::new();
-    for v in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)).values() {
-        let t: T = decode(&v?)?;
-        if keep(&t) {
-            out.push(t);
-            if out.len() == limit {
-                break;
-            }
-        }
-    }
-    Ok(out)
 }

@@ -271,6 +271,21 @@ pub fn listen(
     }
 }
 
+/// Tells the other instances that `cons` got cards (sent when the transaction commits).
+pub(super) fn notify(
+    c: &mut impl postgres::GenericClient,
+    cons: &[String],
+) -> Result<(), postgres::Error> {
+    if cons.is_empty() {
+        return Ok(());
+    }
+    c.query(
+        "SELECT pg_notify('cardwire', 'o ' || t) FROM unnest($1::text[]) t",
+        &[&cons],
+    )
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

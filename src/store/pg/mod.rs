@@ -168,7 +168,7 @@ impl PgStore {
                 while let Some(cons) = tell.next() {
                     let Some(store) = weak.upgrade() else { return };
                     // Lost, the backstop finds the cards within seconds.
-                    if let Err(e) = store.pool.run(move |db| records::notify(db, &cons)) {
+                    if let Err(e) = store.pool.run(move |db| leases::notify(db, &cons)) {
                         tracing::debug!(error = %crate::error::ErrorChain(&e), "cannot tell other instances of new cards");
                     }
                 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// Work for one connection.
 type Job = Box<dyn FnOnce(&mut Slot) + Send>;

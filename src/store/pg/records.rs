@@ -590,7 +590,7 @@ impl Outbox for PgStore {
             // Whichever instance holds a connection's lease sends its revived cards.
             cons.sort();
             cons.dedup();
-            notify(db, &cons)?;
+            super::leases::notify(db, &cons)?;
             Ok(cons)
         })?;
         let n = revived.len();
@@ -748,21 +748,6 @@ fn holds(
             &[&con, &lease],
         )?
         .is_some())
-}
-
-/// Tells the other instances that `cons` got cards (sent when the transaction commits).
-pub(super) fn notify(
-    c: &mut impl postgres::GenericClient,
-    cons: &[String],
-) -> Result<(), postgres::Error> {
-    if cons.is_empty() {
-        return Ok(());
-    }
-    c.query(
-        "SELECT pg_notify('cardwire', 'o ' || t) FROM unnest($1::text[]) t",
-        &[&cons],
-    )
-    .map(drop)
 }
 
 impl NoiseState for PgStore {

@@ -42,7 +42,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::StoreError;
+use crate::store::StoreError;
+use shared::mix;
 
 mod shared;
 
@@ -152,13 +153,6 @@ impl Bloom {
         let h2 = mix(h1) | 1;
         (0..Self::PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m) as usize)
     }
-}
-
-/// splitmix64's finalizer.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-    z ^ (z >> 31)
 }
 
 /// Bytes appended and not yet written after which [`Segments::append`] writes them itself.

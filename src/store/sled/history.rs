@@ -12,7 +12,7 @@
 //! whose ids span it.
 
 use super::segments::{Record, Segments};
-use super::{Delivered, OutboxRecord, StoreError};
+use crate::store::{Delivered, OutboxRecord, StoreError};
 
 /// The delivered records of a sled store, under `data_dir/delivered`.
 pub type History = Segments<Delivered>;

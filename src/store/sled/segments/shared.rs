@@ -20,6 +20,13 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// splitmix64's finalizer.
+pub(super) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^ (z >> 31)
+}
+
 const MAGIC: &[u8; 8] = b"cwflt01\n";
 const HEADER: u64 = 8 + 8 + 8;
 const BLOCK: usize = 64;
@@ -41,11 +48,11 @@ pub(super) fn path(dir: &Path) -> PathBuf {
 
 /// The block a key falls in, and its bits there (0..512).
 fn place(k: u128, blocks: u64) -> (u64, [u16; PROBES as usize]) {
-    let h = super::mix(k as u64 ^ ((k >> 64) as u64).rotate_left(32));
+    let h = mix(k as u64 ^ ((k >> 64) as u64).rotate_left(32));
     let block = ((h as u128 * blocks as u128) >> 64) as u64;
     // 9 bits a probe, 7 from one word and 4 from the next.
-    let h2 = super::mix(h ^ 0x9e37_79b9_7f4a_7c15);
-    let h3 = super::mix(h2);
+    let h2 = mix(h ^ 0x9e37_79b9_7f4a_7c15);
+    let h3 = mix(h2);
     let mut bits = [0; PROBES as usize];
     for (i, b) in bits.iter_mut().enumerate() {
         let word = if i < 7 {
