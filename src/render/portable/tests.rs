@@ -1,6 +1,9 @@
 use proptest::prelude::*;
 use serde_json::json;
 
+use super::dialect::*;
+use super::discord::discord_chars;
+use super::model::*;
 use super::*;
 use crate::render::CardKind;
 
