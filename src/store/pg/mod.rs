@@ -13,13 +13,24 @@
 //! The store's traits are synchronous (sled's calls are short and in process). PostgreSQL's
 //! client runs on threads of its own ([`pool::Pool`]): a call hands its work to one of them
 //! and waits for the answer, so that no runtime's thread ever drives the client's own.
+//!
+//! One file per kind of record, as sled's: [`connections`], [`flows`], [`seen`], [`outbox`],
+//! [`noise`], [`recent`], and [`durable`] (commit, counts, health); [`rows`] holds what they
+//! share.
 
 mod batch;
+mod connections;
+mod durable;
+mod flows;
 pub mod import;
 pub mod leases;
 pub mod migrations;
+mod noise;
+mod outbox;
 pub mod pool;
-mod records;
+mod recent;
+mod rows;
+mod seen;
 
 pub use pool::Pool;
 
