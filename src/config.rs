@@ -655,8 +655,29 @@ impl Config {
     }
 
     /// The checks of meaning, each problem at its place in the file.
+    /// Every section's checks, each in a function of its own.
     fn check(&self, doc: &Document) -> Vec<Problem> {
         let mut problems = Vec::new();
+        for section in [
+            Self::check_sources,
+            Self::check_public_url,
+            Self::check_store,
+            Self::check_limits,
+            Self::check_admin_token,
+            Self::check_targets,
+            Self::check_connect,
+            Self::check_connect_clients,
+            Self::check_connect_emulator,
+            Self::check_secrets_key,
+            Self::check_delivery,
+        ] {
+            section(self, doc, &mut problems);
+        }
+        problems
+    }
+
+    /// `sources`: names, and each kind's credentials and event settings.
+    fn check_sources(&self, doc: &Document, problems: &mut Vec<Problem>) {
         for (name, source) in &self.sources {
             let at = format!("sources.{name}");
             if name.is_empty()
@@ -695,6 +716,10 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// `public_url`: an http(s) URL.
+    fn check_public_url(&self, doc: &Document, problems: &mut Vec<Problem>) {
         if let Some(url) = &self.public_url {
             match url::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
@@ -705,6 +730,10 @@ impl Config {
                     .push(doc.problem("public_url", format!("public_url is not a URL: {e}"))),
             }
         }
+    }
+
+    /// `store.postgres`: the URL, the pool, the lease, and what PostgreSQL needs besides.
+    fn check_store(&self, doc: &Document, problems: &mut Vec<Problem>) {
         if let Some(pg) = &self.store.postgres {
             match pg.url.parse::<postgres::Config>() {
                 Err(e) => problems.push(doc.problem(
@@ -744,6 +773,10 @@ impl Config {
                 ));
             }
         }
+    }
+
+    /// `limits`: what a client may hold of the server.
+    fn check_limits(&self, doc: &Document, problems: &mut Vec<Problem>) {
         if self.limits.header_timeout.is_zero() {
             problems.push(doc.problem(
                 "limits.header_timeout",
@@ -762,12 +795,20 @@ impl Config {
                 "max_connections must be at least 1",
             ));
         }
+    }
+
+    /// `admin_token`: not empty.
+    fn check_admin_token(&self, doc: &Document, problems: &mut Vec<Problem>) {
         if self.admin_token.as_deref() == Some("") {
             problems.push(doc.problem(
                 "admin_token",
                 "admin_token is empty; remove it to turn the admin API off",
             ));
         }
+    }
+
+    /// `targets.allowed_hosts`: host names or patterns.
+    fn check_targets(&self, doc: &Document, problems: &mut Vec<Problem>) {
         for (i, host) in self.targets.allowed_hosts.iter().enumerate() {
             let bare = host.strip_prefix("*.").unwrap_or(host);
             if bare.is_empty() || bare.contains(['/', ':', '*', ' ']) {
@@ -777,27 +818,9 @@ impl Config {
                 ));
             }
         }
-        self.check_connect(doc, &mut problems);
-        if self.delivery.retry_schedule.len() > 50 {
-            problems.push(doc.problem("delivery.retry_schedule", "at most 50 retries"));
-        }
-        if self.delivery.concurrency == 0 || self.delivery.max_queued == 0 {
-            problems.push(doc.problem("delivery", "concurrency and max_queued must be at least 1"));
-        }
-        if let Some(lists) = self.delivery.pacing.per_kind() {
-            for (kind, list) in lists {
-                let kind = kind.as_str();
-                for (i, w) in list.iter().enumerate() {
-                    if let Err(e) = crate::units::parse_rate(w) {
-                        problems.push(doc.problem(&format!("delivery.pacing.{kind}[{i}]"), e));
-                    }
-                }
-            }
-        }
-        problems
     }
 
-    /// The checks the connector registration asks for.
+    /// `connect`: what the connector registration asks for.
     fn check_connect(&self, doc: &Document, problems: &mut Vec<Problem>) {
         let c = &self.connect;
         if let Some(id) = &c.app_id {
@@ -872,6 +895,11 @@ impl Config {
                 ));
             }
         }
+    }
+
+    /// `connect.slack`, `connect.discord`: the OAuth clients.
+    fn check_connect_clients(&self, doc: &Document, problems: &mut Vec<Problem>) {
+        let c = &self.connect;
         for (name, client) in [("slack", &c.slack), ("discord", &c.discord)] {
             let Some(client) = client else { continue };
             for (key, value) in [
@@ -907,6 +935,11 @@ impl Config {
                 ));
             }
         }
+    }
+
+    /// `connect.emulator_groups`: what the emulator's picker offers.
+    fn check_connect_emulator(&self, doc: &Document, problems: &mut Vec<Problem>) {
+        let c = &self.connect;
         for (i, g) in c.emulator_groups.iter().enumerate() {
             if !matches!(g.app_type.as_str(), "teams" | "groups") {
                 problems.push(doc.problem(
@@ -915,6 +948,11 @@ impl Config {
                 ));
             }
         }
+    }
+
+    /// `connect.secrets_key`: base64 of 32 bytes.
+    fn check_secrets_key(&self, doc: &Document, problems: &mut Vec<Problem>) {
+        let c = &self.connect;
         if let Some(k) = &c.secrets_key {
             use base64::Engine as _;
             let ok = base64::engine::general_purpose::STANDARD
@@ -925,6 +963,26 @@ impl Config {
                     "connect.secrets_key",
                     "secrets_key must be base64 of 32 bytes (e.g. `openssl rand -base64 32`)",
                 ));
+            }
+        }
+    }
+
+    /// `delivery`: the schedule, the bounds, pacing's windows.
+    fn check_delivery(&self, doc: &Document, problems: &mut Vec<Problem>) {
+        if self.delivery.retry_schedule.len() > 50 {
+            problems.push(doc.problem("delivery.retry_schedule", "at most 50 retries"));
+        }
+        if self.delivery.concurrency == 0 || self.delivery.max_queued == 0 {
+            problems.push(doc.problem("delivery", "concurrency and max_queued must be at least 1"));
+        }
+        if let Some(lists) = self.delivery.pacing.per_kind() {
+            for (kind, list) in lists {
+                let kind = kind.as_str();
+                for (i, w) in list.iter().enumerate() {
+                    if let Err(e) = crate::units::parse_rate(w) {
+                        problems.push(doc.problem(&format!("delivery.pacing.{kind}[{i}]"), e));
+                    }
+                }
             }
         }
     }
