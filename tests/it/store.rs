@@ -12,7 +12,7 @@ use cardwire::store::pg::{migrations, PgSettings, PgStore, LEASE};
 use cardwire::store::prelude::*;
 use cardwire::store::recent::{RecentEvent, RecentPayload};
 use cardwire::store::{
-    now_ms, Bucket, Clock, Connection, DeadLetter, FlowState, Item, OutboxRecord, Store,
+    now_ms, Bucket, Clock, Connection, Counts, DeadLetter, FlowState, Item, OutboxRecord, Store,
     StoreError, Wake,
 };
 
@@ -400,6 +400,83 @@ async fn cards_move_between_queued_dead_and_delivered_and_are_found_by_id() {
             store.revive(&[DeliveryId::new()]).unwrap().is_empty(),
             "{name}"
         );
+    }
+}
+
+/// The counts are what a recount finds after every move a card can make, on both backends:
+/// queued (alone and with an event's claim), taken back, failed, delivered, buried, put dead,
+/// revived, buried with its connection, dropped with it, pruned.
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_follow_every_move_of_a_card_as_a_recount_says() {
+    for (name, store, _hold) in backends() {
+        let recount = |step: &str| {
+            let queued = store.queued_records().unwrap();
+            let truth = Counts {
+                queued: queued.len(),
+                retrying: queued.iter().filter(|r| r.attempts > 0).count(),
+                dead: store.dead_letters().unwrap().len(),
+                delivered: store.delivered().unwrap().len(),
+            };
+            assert_eq!(store.counts(), truth, "{name}: after {step}");
+        };
+        let fail = |con: &ConnectionId| {
+            let (k, mut r) = store.next_for(con).unwrap().unwrap();
+            r.attempts = 1;
+            store.update(&k, &r).unwrap();
+        };
+        let dead = |record: OutboxRecord| DeadLetter {
+            record,
+            reason: "410 gone".into(),
+            dead_ms: now_ms(),
+        };
+        let (a, b) = (connection("a"), connection("b"));
+        store.put_connection(&a).unwrap();
+        store.put_connection(&b).unwrap();
+        for n in 0..5 {
+            store.enqueue(&card(&a.id, n)).unwrap();
+            store.enqueue(&card(&b.id, n)).unwrap();
+        }
+        recount("queued");
+        let event = EventId::new();
+        let mut cards = [card(&a.id, 10), card(&a.id, 11)];
+        assert!(store
+            .enqueue_event(Some(("count-1", &event)), &mut cards)
+            .unwrap()
+            .is_ok());
+        recount("an event queued with its claim");
+        let mut again = [card(&a.id, 12)];
+        assert!(store
+            .enqueue_event(Some(("count-1", &EventId::new())), &mut again)
+            .unwrap()
+            .is_err());
+        recount("a redelivery's card taken back");
+        fail(&a.id);
+        recount("a first failure");
+        let (k, mut r) = store.next_for(&a.id).unwrap().unwrap();
+        r.attempts = 2;
+        store.deliver(&k, &r).unwrap();
+        recount("delivered after a failure");
+        let (k, r) = store.next_for(&a.id).unwrap().unwrap();
+        store.deliver(&k, &r).unwrap();
+        recount("delivered");
+        // Buried by its second attempt: the record carries that attempt, as delivery's do.
+        fail(&a.id);
+        let (k, mut r) = store.next_for(&a.id).unwrap().unwrap();
+        r.attempts = 2;
+        store.bury(&k, &dead(r.clone())).unwrap();
+        recount("a retrying card buried");
+        store.put_dead(&dead(card(&b.id, 99))).unwrap();
+        recount("a dead letter put");
+        store.revive(std::slice::from_ref(&r.id)).unwrap();
+        recount("revived");
+        fail(&a.id);
+        store.bury_all(&a.id, "the connection is broken").unwrap();
+        recount("a connection's cards buried, a retrying one among them");
+        fail(&b.id);
+        store.remove_connection(&b.id).unwrap();
+        recount("a connection removed with its cards, a retrying one among them");
+        store.prune_delivered(Duration::ZERO).unwrap();
+        recount("delivered records pruned");
     }
 }
 

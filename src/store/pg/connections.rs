@@ -65,13 +65,17 @@ impl ConnectionRecords for PgStore {
                 let mut tx = db.transaction()?;
                 let existed = tx.execute("DELETE FROM connections WHERE id = $1", &[&id])? > 0;
                 tx.execute("DELETE FROM last_delivery WHERE connection = $1", &[&id])?;
-                let dropped = tx.execute("DELETE FROM outbox WHERE connection = $1", &[&id])?;
+                let dropped = tx.query(
+                    "DELETE FROM outbox WHERE connection = $1 RETURNING retrying",
+                    &[&id],
+                )?;
+                let retrying = dropped.iter().filter(|r| r.get::<_, bool>(0)).count();
                 tx.execute("SELECT pg_notify('cardwire', 'c')", &[])?;
                 tx.commit()?;
-                Ok((existed, dropped as usize))
+                Ok((existed, (dropped.len(), retrying)))
             })
-            .map(|(existed, dropped)| {
-                self.count(|c| c.queued = c.queued.saturating_sub(dropped));
+            .map(|(existed, (dropped, retrying))| {
+                self.count(|c| c.dropped(dropped, retrying));
                 existed
             })
     }

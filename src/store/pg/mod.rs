@@ -403,13 +403,9 @@ impl PgStore {
             Ok((n(0), n(1), n(2), n(3)))
         })?;
         let mut counts = self.counts.lock().expect("counts lock");
-        let c = &mut counts.1;
-        c.queued = read.0.unwrap_or(0);
-        c.retrying = read.1.unwrap_or(0);
-        if let (Some(dead), Some(delivered)) = (read.2, read.3) {
-            c.dead = dead;
-            c.delivered = delivered;
-        }
+        counts
+            .1
+            .recounted(read.0.unwrap_or(0), read.1.unwrap_or(0), read.2.zip(read.3));
         counts.0 = std::time::Instant::now();
         Ok(counts.1)
     }

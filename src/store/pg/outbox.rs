@@ -140,7 +140,7 @@ impl Outbox for PgStore {
         let tell = self.to_tell(std::slice::from_ref(&row.connection));
         let seq = self.pool.run(move |db| row.insert(db))?;
         self.tell.add(tell);
-        self.count(|c| c.queued += 1);
+        self.count(|c| c.enqueued(1));
         Ok(key(rec.connection.as_str(), seq))
     }
 
@@ -187,7 +187,7 @@ impl Outbox for PgStore {
         match result? {
             None => {
                 self.tell.add(tell);
-                self.count(|c| c.queued += n);
+                self.count(|c| c.enqueued(n));
                 Ok(Ok(()))
             }
             Some(first) => Ok(Err(EventId::parse(&first).unwrap_or_else(EventId::new))),
@@ -222,7 +222,7 @@ impl Outbox for PgStore {
             return Err(self.lost(&con));
         }
         if rec.attempts == 1 {
-            self.count(|c| c.retrying += 1);
+            self.count(crate::store::Counts::first_failure);
         }
         Ok(())
     }
@@ -253,10 +253,7 @@ impl Outbox for PgStore {
             done_list.len() >= super::DONE_AT_MOST
         };
         let was_retrying = rec.attempts > 1;
-        self.count(|c| {
-            c.left_queue(was_retrying);
-            c.delivered += 1;
-        });
+        self.count(|c| c.delivered_one(true, was_retrying));
         if full {
             self.record_done()?;
         }
@@ -270,7 +267,7 @@ impl Outbox for PgStore {
             db.execute("DELETE FROM delivered WHERE delivered_ms < $1", &[&cutoff])
                 .map(|n| n as usize)
         })?;
-        self.count(|c| c.delivered = c.delivered.saturating_sub(n));
+        self.count(|c| c.pruned_delivered(n));
         Ok(n)
     }
 
@@ -292,9 +289,10 @@ impl Outbox for PgStore {
                 return Ok(None);
             }
             let rows = tx.query(
-                "DELETE FROM outbox WHERE connection = $1 RETURNING seq, id, record",
+                "DELETE FROM outbox WHERE connection = $1 RETURNING seq, id, record, retrying",
                 &[&con],
             )?;
+            let retrying = rows.iter().filter(|r| r.get::<_, bool>(3)).count();
             let mut cards: Vec<(i64, String, String)> = rows
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -315,15 +313,12 @@ impl Outbox for PgStore {
                 put_dead_in(&mut tx, id, &con, ms(now), &letter)?;
             }
             tx.commit()?;
-            Ok(Some(cards.len()))
+            Ok(Some((cards.len(), retrying)))
         })?;
-        let Some(n) = n else {
+        let Some((n, retrying)) = n else {
             return Err(self.lost(&con));
         };
-        self.count(|c| {
-            c.queued = c.queued.saturating_sub(n);
-            c.dead += n;
-        });
+        self.count(|c| c.buried_queued(n, retrying));
         Ok(n)
     }
 
@@ -363,8 +358,8 @@ impl Outbox for PgStore {
         })?;
         let n = revived.len();
         self.count(|c| {
-            c.queued += n;
-            c.dead = c.dead.saturating_sub(n);
+            c.enqueued(n);
+            c.revived(n);
         });
         let mut cons: Vec<ConnectionId> = revived
             .iter()
@@ -397,12 +392,7 @@ impl Outbox for PgStore {
             return Err(self.lost(&con));
         };
         let was_retrying = letter.record.attempts > 1;
-        self.count(|c| {
-            if queued {
-                c.left_queue(was_retrying);
-            }
-            c.dead += 1;
-        });
+        self.count(|c| c.buried_one(queued, was_retrying));
         Ok(())
     }
 
@@ -412,7 +402,7 @@ impl Outbox for PgStore {
         let (at, record) = (ms(letter.dead_ms), json(letter)?);
         self.pool
             .run(move |db| put_dead_in(db, &id, &con, at, &record))?;
-        self.count(|c| c.dead += 1);
+        self.count(|c| c.buried_one(false, false));
         Ok(())
     }
 

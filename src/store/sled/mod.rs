@@ -489,9 +489,9 @@ fn recover(
             }
         }
         index.insert(head.id, &k);
-        counts.queued += 1;
+        counts.enqueued(1);
         if head.attempts > 0 {
-            counts.retrying += 1;
+            counts.first_failure();
         }
     }
     if taken_back > 0 {

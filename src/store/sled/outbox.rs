@@ -64,7 +64,7 @@ impl Outbox for Store {
         self.outbox
             .insert(key.0.clone(), serde_json::to_vec(rec)?)?;
         if rec.attempts == 1 {
-            self.count(|c| c.retrying += 1);
+            self.count(Counts::first_failure);
         }
         Ok(())
     }
@@ -93,18 +93,13 @@ impl Outbox for Store {
         let queued = self.outbox.remove(&key.0)?.is_some();
         self.unindex(rec.id.as_str());
         let was_retrying = rec.attempts > 1;
-        self.count(|c| {
-            if queued {
-                c.left_queue(was_retrying);
-            }
-            c.delivered += 1;
-        });
+        self.count(|c| c.delivered_one(queued, was_retrying));
         Ok(())
     }
 
     fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
         let n = self.history.prune(self.clock.now_ms(), keep)?;
-        self.count(|c| c.delivered = c.delivered.saturating_sub(n));
+        self.count(|c| c.pruned_delivered(n));
         Ok(n)
     }
 
@@ -115,13 +110,16 @@ impl Outbox for Store {
     fn bury_all(&self, con: &ConnectionId, reason: &str) -> Result<usize, StoreError> {
         let mut n = 0;
         while let Some((key, rec)) = self.next_for(con)? {
-            self.bury(
+            // As it was queued: retrying once an attempt failed.
+            let retrying = rec.attempts > 0;
+            self.bury_queued(
                 &key,
                 &DeadLetter {
                     record: rec,
                     reason: reason.to_string(),
                     dead_ms: self.clock.now_ms(),
                 },
+                retrying,
             )?;
             n += 1;
         }
@@ -147,7 +145,7 @@ impl Outbox for Store {
             cons.push(rec.connection.clone());
             self.enqueue(&rec)?;
             if self.dead.remove(id.as_str())?.is_some() {
-                self.count(|c| c.dead -= 1);
+                self.count(|c| c.revived(1));
             }
         }
         cons.sort();
@@ -156,22 +154,14 @@ impl Outbox for Store {
     }
 
     fn bury(&self, key: &OutboxKey, letter: &DeadLetter) -> Result<(), StoreError> {
-        self.dead
-            .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
-        self.outbox.remove(&key.0)?;
-        self.unindex(letter.record.id.as_str());
-        let was_retrying = letter.record.attempts > 1;
-        self.count(|c| {
-            c.left_queue(was_retrying);
-            c.dead += 1;
-        });
-        Ok(())
+        // The record carries the attempt that buried it: retrying if one failed before.
+        self.bury_queued(key, letter, letter.record.attempts > 1)
     }
 
     fn put_dead(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         self.dead
             .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
-        self.count(|c| c.dead += 1);
+        self.count(|c| c.buried_one(false, false));
         Ok(())
     }
 
@@ -246,6 +236,21 @@ impl Outbox for Store {
 }
 
 impl Store {
+    /// A queued card made a dead letter; `retrying` when it was counted as retrying.
+    fn bury_queued(
+        &self,
+        key: &OutboxKey,
+        letter: &DeadLetter,
+        retrying: bool,
+    ) -> Result<(), StoreError> {
+        self.dead
+            .insert(letter.record.id.as_str(), serde_json::to_vec(letter)?)?;
+        self.outbox.remove(&key.0)?;
+        self.unindex(letter.record.id.as_str());
+        self.count(|c| c.buried_one(true, retrying));
+        Ok(())
+    }
+
     /// Queues a card; `visible` runs once it is in sled, where delivery (on a thread of its
     /// own) can already take it. It is counted before that: counted after, a card delivered in
     /// between made the count go below zero (it wrapped, and ingest answered 503 queue_full).
@@ -260,9 +265,9 @@ impl Store {
         key.extend_from_slice(&seq.to_be_bytes());
         let key = sled::IVec::from(key);
         let value = serde_json::to_vec(rec)?;
-        self.count(|c| c.queued += 1);
+        self.count(|c| c.enqueued(1));
         if let Err(e) = self.outbox.insert(key.clone(), value) {
-            self.count(|c| c.queued -= 1);
+            self.count(|c| c.left_queue(false));
             return Err(e.into());
         }
         self.queued_ids
