@@ -364,24 +364,16 @@ mod tests {
     use crate::store::{Connection, ConnectionOrigin};
 
     fn made(via: &str, kind: crate::render::CardKind, origin: ConnectionOrigin) -> Connection {
-        Connection {
-            id: crate::ids::ConnectionId::new(),
-            name: "n".into(),
-            url: "https://hooks.slack.com/services/T/B/x".into(),
+        Connection::new(
+            "n",
+            "https://hooks.slack.com/services/T/B/x",
             kind,
-            channels: vec![],
-            created_ms: 1,
-            paused: false,
-            origin: ConnectionOrigin {
+            vec![],
+            ConnectionOrigin {
                 via: via.into(),
                 ..origin
             },
-            digest: None,
-            broken: None,
-            limit: None,
-            forum: false,
-            threads: Vec::new(),
-        }
+        )
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::gate::{Admin, JsonBody};
 use crate::ids::ConnectionId;
 use crate::render::CardKind;
-use crate::store::{now_ms, Connection};
+use crate::store::Connection;
 
 /// `POST /api/connections`.
 #[derive(Debug, Deserialize)]
@@ -320,24 +320,13 @@ async fn create_connection(
     app.policy
         .check_kind(url.as_str(), kind)
         .map_err(|e| ApiError::bad_request("target_not_allowed", e.to_string()))?;
-    let conn = Connection {
-        id: ConnectionId::new(),
-        name: input.name.trim().to_string(),
-        url: url.to_string(),
+    let conn = Connection::new(
+        input.name.trim(),
+        url.as_str(),
         kind,
-        channels: input.channels,
-        created_ms: now_ms(),
-        paused: false,
-        origin: crate::store::ConnectionOrigin {
-            via: "api".into(),
-            ..Default::default()
-        },
-        digest: None,
-        broken: None,
-        limit: None,
-        forum: false,
-        threads: Vec::new(),
-    };
+        input.channels,
+        crate::store::ConnectionOrigin::via("api"),
+    );
     app.connections
         .put(conn.clone())
         .map_err(|e| ApiError::internal(&e))?;

@@ -498,25 +498,19 @@ async fn receive_callback(
         }
     };
     let conn = Connection {
-        id: ConnectionId::new(),
-        name: group_name.clone().unwrap_or_else(|| "Inbox".into()),
-        url: url.to_string(),
-        kind: CardKind::Teams,
-        channels: record.channels,
-        created_ms: now_ms(),
-        paused: false,
-        origin: ConnectionOrigin {
-            via: "connect".into(),
-            app_type: Some(app_type),
-            group_name,
-            user_object_id: Some(user_object_id),
-            ..Default::default()
-        },
         digest: record.digest,
-        broken: None,
-        limit: None,
-        forum: false,
-        threads: Vec::new(),
+        ..Connection::new(
+            group_name.clone().unwrap_or_else(|| "Inbox".into()),
+            url.as_str(),
+            CardKind::Teams,
+            record.channels,
+            ConnectionOrigin {
+                app_type: Some(app_type),
+                group_name,
+                user_object_id: Some(user_object_id),
+                ..ConnectionOrigin::via("connect")
+            },
+        )
     };
     keep(&app, conn).await
 }
@@ -619,24 +613,13 @@ async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Res
         .filter(|c| !c.is_empty())
         .map(str::to_string)
         .collect();
-    let conn = Connection {
-        id: ConnectionId::new(),
-        name: form.name.trim().to_string(),
-        url: url.to_string(),
+    let conn = Connection::new(
+        form.name.trim(),
+        url.as_str(),
         kind,
         channels,
-        created_ms: now_ms(),
-        paused: false,
-        origin: ConnectionOrigin {
-            via: "paste".into(),
-            ..Default::default()
-        },
-        digest: None,
-        broken: None,
-        limit: None,
-        forum: false,
-        threads: Vec::new(),
-    };
+        ConnectionOrigin::via("paste"),
+    );
     keep(&app, conn).await
 }
 

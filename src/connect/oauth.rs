@@ -24,8 +24,7 @@ use super::providers::{
     authorize_url, client, read_discord, read_slack, redirect_uri, Client, Hook, Provider,
 };
 use crate::html::page;
-use crate::ids::ConnectionId;
-use crate::store::{now_ms, Connection, ConnectionOrigin};
+use crate::store::{Connection, ConnectionOrigin};
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -200,27 +199,21 @@ async fn callback(
         (None, None, _) => format!("{} webhook", p.title()),
     };
     let conn = Connection {
-        id: ConnectionId::new(),
-        name,
-        url: url.to_string(),
-        kind: p.kind(),
-        channels: record.channels,
-        created_ms: now_ms(),
-        paused: false,
-        origin: ConnectionOrigin {
-            via: p.slug().into(),
-            channel: hook.channel,
-            channel_id: hook.channel_id,
-            team_id: hook.team_id,
-            team_name: hook.team_name,
-            configuration_url: hook.configuration_url,
-            ..Default::default()
-        },
         digest: record.digest,
-        broken: None,
-        limit: None,
-        forum: false,
-        threads: Vec::new(),
+        ..Connection::new(
+            name,
+            url.as_str(),
+            p.kind(),
+            record.channels,
+            ConnectionOrigin {
+                channel: hook.channel,
+                channel_id: hook.channel_id,
+                team_id: hook.team_id,
+                team_name: hook.team_name,
+                configuration_url: hook.configuration_url,
+                ..ConnectionOrigin::via(p.slug())
+            },
+        )
     };
     keep(&app, conn).await
 }

@@ -27,19 +27,14 @@ fn rule(yaml: &str) -> Rule {
 
 fn conn(digest: Option<Value>) -> Connection {
     Connection {
-        id: ConnectionId::new(),
-        name: "c".into(),
-        url: "https://x.webhook.office.com/a".into(),
-        kind: CardKind::Teams,
-        channels: vec![],
-        created_ms: 0,
-        paused: false,
-        origin: Default::default(),
         digest,
-        broken: None,
-        limit: None,
-        forum: false,
-        threads: Vec::new(),
+        ..Connection::new(
+            "c",
+            "https://x.webhook.office.com/a",
+            CardKind::Teams,
+            vec![],
+            Default::default(),
+        )
     }
 }
 

@@ -86,6 +86,16 @@ pub struct ConnectionOrigin {
     pub configuration_url: Option<String>,
 }
 
+impl ConnectionOrigin {
+    /// Made through `via` (`api`, `paste`, `connect`, `slack`, `discord`), nothing else known.
+    pub fn via(via: &str) -> Self {
+        Self {
+            via: via.into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Connections, their URLs and user ids sealed at rest, and when each last got a card.
 pub trait ConnectionRecords {
     /// Inserts or replaces a connection; its URL and user id are sealed.
@@ -106,6 +116,33 @@ pub trait ConnectionRecords {
 }
 
 impl Connection {
+    /// A new connection, made now, active, with nothing yet known of how it is delivered to:
+    /// the one way every flow makes one (the API, a pasted URL, Connect to Office 365, Add to
+    /// Slack / Discord), each saying where it came from in `origin`.
+    pub fn new(
+        name: impl Into<String>,
+        url: impl Into<String>,
+        kind: CardKind,
+        channels: Vec<String>,
+        origin: ConnectionOrigin,
+    ) -> Self {
+        Self {
+            id: ConnectionId::new(),
+            name: name.into(),
+            url: url.into(),
+            kind,
+            channels,
+            created_ms: super::clock::now_ms(),
+            paused: false,
+            origin,
+            digest: None,
+            broken: None,
+            limit: None,
+            forum: false,
+            threads: Vec::new(),
+        }
+    }
+
     /// The connection as it is stored: its URL and user id sealed, bound to its id.
     pub(super) fn sealed(&self, cipher: &secrets::Cipher) -> Connection {
         let mut sealed = self.clone();

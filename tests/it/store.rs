@@ -68,21 +68,13 @@ fn card(con: &ConnectionId, n: u32) -> OutboxRecord {
 }
 
 fn connection(name: &str) -> Connection {
-    Connection {
-        id: ConnectionId::new(),
-        name: name.into(),
-        url: format!("https://example.webhook.office.com/webhookb2/{name}"),
-        kind: CardKind::Teams,
-        channels: vec!["github".into()],
-        created_ms: now_ms(),
-        paused: false,
-        origin: Default::default(),
-        digest: None,
-        broken: None,
-        limit: None,
-        forum: false,
-        threads: Vec::new(),
-    }
+    Connection::new(
+        name,
+        format!("https://example.webhook.office.com/webhookb2/{name}"),
+        CardKind::Teams,
+        vec!["github".into()],
+        Default::default(),
+    )
 }
 
 fn bodies(cards: &[(cardwire::store::OutboxKey, OutboxRecord)]) -> Vec<String> {

@@ -1342,21 +1342,13 @@ mod tests {
     async fn removing_a_connection_drops_its_queue() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), None).unwrap();
-        let c = Connection {
-            id: ConnectionId::new(),
-            name: "n".into(),
-            url: "https://x".into(),
-            kind: CardKind::Teams,
-            channels: vec![],
-            created_ms: 1,
-            paused: false,
-            origin: ConnectionOrigin::default(),
-            digest: None,
-            broken: None,
-            limit: None,
-            forum: false,
-            threads: Vec::new(),
-        };
+        let c = Connection::new(
+            "n",
+            "https://x",
+            CardKind::Teams,
+            vec![],
+            ConnectionOrigin::default(),
+        );
         store.put_connection(&c).unwrap();
         store.enqueue(&record(&c.id, 0)).unwrap();
         assert!(store.remove_connection(&c.id).unwrap());
