@@ -161,3 +161,128 @@ impl Sessions {
         }
     }
 }
+
+/// The gate's answers, checked through a router with axum's `oneshot`: no gateway needed.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use axum::routing::get;
+    use axum::Router;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn app(token: Option<&str>) -> (Router, Arc<Sessions>) {
+        let config = Config {
+            admin_token: token.map(str::to_string),
+            ..Config::default()
+        };
+        let sessions = Arc::new(Sessions::default());
+        let gate = Gate {
+            config: Arc::new(config),
+            sessions: sessions.clone(),
+        };
+        let router =
+            Router::new()
+                .route(
+                    "/api/x",
+                    get(|_: Admin| async { "in" }).post(
+                        |_: Admin, JsonBody(v): JsonBody<serde_json::Value>| async move {
+                            v.to_string()
+                        },
+                    ),
+                )
+                .with_state(gate);
+        (router, sessions)
+    }
+
+    async fn call(
+        app: &Router,
+        method: Method,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder().method(method).uri("/api/x");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn without_a_token_the_admin_api_is_off() {
+        let (app, _) = app(None);
+        let (status, body) = call(&app, Method::GET, &[("authorization", "Bearer x")], "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("\"error\":\"admin_disabled\""), "{body}");
+    }
+
+    #[tokio::test]
+    async fn only_the_admin_token_opens_it() {
+        let (app, _) = app(Some("s3cret"));
+        let (status, body) = call(&app, Method::GET, &[], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains("\"detail\""), "{body}");
+        let wrong = [("authorization", "Bearer nope")];
+        assert_eq!(
+            call(&app, Method::GET, &wrong, "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let right = [("authorization", "Bearer s3cret")];
+        assert_eq!(
+            call(&app, Method::GET, &right, "").await,
+            (StatusCode::OK, "in".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_reads_freely_and_changes_only_with_its_csrf_token() {
+        let (app, sessions) = app(Some("s3cret"));
+        let (id, session) = sessions.start();
+        let cookie = format!("{COOKIE}={id}");
+        let (status, _) = call(&app, Method::GET, &[("cookie", &cookie)], "").await;
+        assert_eq!(status, StatusCode::OK);
+        let json = ("content-type", "application/json");
+        let (status, body) = call(&app, Method::POST, &[("cookie", &cookie), json], "{}").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("\"error\":\"csrf\""), "{body}");
+        let with = [
+            ("cookie", cookie.as_str()),
+            ("x-csrf-token", &session.csrf),
+            json,
+        ];
+        assert_eq!(
+            call(&app, Method::POST, &with, "{\"a\":1}").await,
+            (StatusCode::OK, "{\"a\":1}".into())
+        );
+        // A session that ended opens nothing.
+        let mut ended = axum::http::HeaderMap::new();
+        ended.insert("cookie", cookie.parse().unwrap());
+        sessions.end(&ended);
+        assert_eq!(
+            call(&app, Method::GET, &[("cookie", &cookie)], "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_json_gets_the_common_error() {
+        let (app, _) = app(Some("s3cret"));
+        let headers = [
+            ("authorization", "Bearer s3cret"),
+            ("content-type", "application/json"),
+        ];
+        let (status, body) = call(&app, Method::POST, &headers, "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("\"error\":\"invalid_body\""), "{body}");
+        assert!(body.contains("\"detail\""), "{body}");
+    }
+}

@@ -42,8 +42,15 @@ where
     S: Clone + Send + Sync + 'static,
     Pages: FromRef<S>,
 {
+    Router::new().route("/", get(home_page)).merge(docs())
+}
+
+/// The routes `/docs` and `/docs/{page}`, which need no state.
+pub fn docs<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
-        .route("/", get(home_page))
         .route("/docs", get(docs_page))
         .route("/docs/{page}", get(reference_page))
 }
@@ -345,5 +352,52 @@ mod tests {
         assert!(!wants_html("/api", html));
         assert!(!wants_html("/hooks/x/y", html));
         assert!(wants_html("/apiary", html));
+    }
+
+    /// The docs' routes through axum's `oneshot`: README at /docs, each page at /docs/<page>
+    /// (and with `.md`), a browser's 404 for a page that does not exist.
+    #[tokio::test]
+    async fn the_docs_routes_serve_readme_and_every_page() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let get = |path: &str| {
+            let req = Request::builder()
+                .uri(path)
+                .header("accept", "text/html")
+                .body(Body::empty())
+                .unwrap();
+            async move {
+                let res = docs::<()>().oneshot(req).await.unwrap();
+                let status = res.status();
+                let bytes = res.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&bytes).into_owned())
+            }
+        };
+        let (status, readme) = get("/docs").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            readme.contains("<h2 id=\"quick-start-five-minutes\">"),
+            "{readme}"
+        );
+        for (name, text) in PAGES {
+            let title = text.lines().next().unwrap().trim_start_matches("# ");
+            for path in [format!("/docs/{name}"), format!("/docs/{name}.md")] {
+                let (status, html) = get(&path).await;
+                assert_eq!(status, StatusCode::OK, "{path}");
+                assert!(
+                    html.contains(&format!("<title>{title} · cardwire</title>")),
+                    "{path}"
+                );
+                assert!(
+                    html.contains("href=\"/docs\""),
+                    "{path}: no way back to README"
+                );
+            }
+        }
+        let (status, html) = get("/docs/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(html.contains("Not found"), "{html}");
     }
 }
