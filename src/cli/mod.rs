@@ -7,15 +7,15 @@
 //! have problems (printed one per line as `file:line:col: message`), 2 for usage errors
 //! (clap's own).
 
-mod check;
-mod client;
-mod connect;
-mod connections;
-mod deliveries;
-mod migrate;
-mod render;
-mod serve;
-mod shared;
+pub mod check;
+pub mod client;
+pub mod connect;
+pub mod connections;
+pub mod deliveries;
+pub mod migrate;
+pub mod render;
+pub mod serve;
+pub mod shared;
 
 pub use check::{kind_gaps, shared_state_note, ConnectionSeen, SchemaWhich};
 pub use client::ServerArgs;

@@ -13,6 +13,9 @@
 //! A generic source also takes `application/x-ndjson`: one event per line, each processed as
 //! it arrives, memory bounded by the longest line whatever the body's size; a bad line is
 //! reported and does not reject the good ones.
+//!
+//! Its rooms: [`verify`] (signatures and tokens), [`floor`] (the slowest rate a body may
+//! arrive at), [`lines`] (NDJSON bodies split into lines as they arrive).
 
 pub mod floor;
 pub mod lines;

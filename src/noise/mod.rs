@@ -16,6 +16,7 @@
 //!    due while cardwire was down is sent at start.
 //!
 //! Time comes from a governor clock, so tests drive limits, folds and digests with a fake clock.
+//! Digest schedules (`every`, or `at` on days in a time zone) are read in [`schedule`].
 
 pub mod schedule;
 

@@ -10,10 +10,16 @@
 //! HTML-escaped), so upstream text cannot break the JSON; the result parses and has the shape
 //! of its kind, passes validation (see [`validate`]) and fits the kind's limits (see [`fit`]
 //! and [`portable`]), or rendering fails with the template's name and what is wrong.
+//!
+//! Its rooms: [`kind`] (the kinds of card), [`portable`] (the portable card and each chat's
+//! writer), [`validate`] and [`fit`] (each kind's schema and limits), [`helpers`] (the
+//! templates' helpers and JSON escape), [`people`] (upstream identities to chat users, for
+//! mentions), [`reads`] (what a template reads of its context), [`fallback`] (the card built
+//! without a template when one fails).
 
 pub mod fallback;
 pub mod fit;
-mod helpers;
+pub mod helpers;
 pub mod kind;
 pub mod people;
 pub mod portable;

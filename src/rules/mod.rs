@@ -5,6 +5,10 @@
 //! rules for an event, in file order. Loading is two-phase: each rule as written
 //! ([`RuleConfig`]) is compiled into a [`Rule`], and every problem in every file is reported
 //! in one pass as `file:line:col: rule "<name>": message`.
+//!
+//! Its rooms: [`cond`] (`when:` conditions), [`expr`] (`if:` expressions in CEL), [`known`]
+//! (the payload shapes a `when` path is checked against), [`schema`] (the rule files' JSON
+//! Schema).
 
 pub mod cond;
 pub mod expr;

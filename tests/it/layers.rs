@@ -549,3 +549,58 @@ fn only_app_names_the_whole_state() {
         }
     }
 }
+
+/// The map is true: `src/lib.rs` names every top-level module, and every folder's `mod.rs`
+/// names each of its files in its opening, so that the room of any idea is found from the top.
+#[test]
+fn every_room_is_on_the_map() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let names: Vec<String> = modules()
+        .into_keys()
+        .filter(|m| !m.is_empty() && !m.starts_with("bin"))
+        .collect();
+    let mut missing = Vec::new();
+    for module in &names {
+        let (parent, child) = module.rsplit_once("::").unwrap_or(("", module));
+        let opening_of = |path: PathBuf| {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .take_while(|l| l.starts_with("//!") || l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let opening = if parent.is_empty() {
+            opening_of(src.join("lib.rs"))
+        } else {
+            let folder = src.join(parent.replace("::", "/"));
+            let file = folder.with_extension("rs");
+            opening_of(if file.exists() {
+                file
+            } else {
+                folder.join("mod.rs")
+            })
+        };
+        let named = opening.match_indices(child).any(|(i, _)| {
+            let before = opening[..i].chars().last();
+            let after = opening[i + child.len()..].chars().next();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        });
+        if !named {
+            missing.push(format!(
+                "{module} (not named in {}'s opening)",
+                if parent.is_empty() {
+                    "lib.rs".to_string()
+                } else {
+                    format!("{parent}/mod.rs")
+                }
+            ));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "rooms off the map:\n{}",
+        missing.join("\n")
+    );
+}

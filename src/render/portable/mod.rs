@@ -19,15 +19,15 @@
 //! [`message_card`] (a Teams template's MessageCard read as a portable card), and one writer a
 //! chat: [`teams`], [`workflow`], [`slack`], [`discord`], [`google_chat`], [`mattermost`].
 
-mod dialect;
-mod discord;
-mod google_chat;
-mod mattermost;
-mod message_card;
-mod model;
-mod slack;
-mod teams;
-mod workflow;
+pub mod dialect;
+pub mod discord;
+pub mod google_chat;
+pub mod mattermost;
+pub mod message_card;
+pub mod model;
+pub mod slack;
+pub mod teams;
+pub mod workflow;
 
 pub use dialect::{inert, unmarkdown};
 pub use message_card::from_message_card;

@@ -26,7 +26,7 @@ pub struct Pending {
 pub type Queue = Arc<Mutex<Vec<Pending>>>;
 
 /// At most this many events a statement (the arrays stay a few megabytes).
-const MOST: usize = 256;
+pub const MOST: usize = 256;
 
 /// Takes the events to commit together: in staging order, at most [`MOST`], and never two
 /// with the same delivery id (the second waits for the next batch, so that the claim decides

@@ -17,20 +17,23 @@
 //! One file per kind of record, as sled's: [`connections`], [`flows`], [`seen`], [`outbox`],
 //! [`noise`], [`recent`], and [`durable`] (commit, counts, health); [`rows`] holds what they
 //! share.
+//! Besides: [`batch`] (the group commit of accepted events), [`leases`] (delivery leases and
+//! wake-ups between instances), [`migrations`], [`pool`] (the client's threads), [`import`]
+//! (a sled folder moved in).
 
-mod batch;
-mod connections;
-mod durable;
-mod flows;
+pub mod batch;
+pub mod connections;
+pub mod durable;
+pub mod flows;
 pub mod import;
 pub mod leases;
 pub mod migrations;
-mod noise;
-mod outbox;
+pub mod noise;
+pub mod outbox;
 pub mod pool;
-mod recent;
-mod rows;
-mod seen;
+pub mod recent;
+pub mod rows;
+pub mod seen;
 
 pub use pool::Pool;
 

@@ -124,7 +124,7 @@ impl Ring {
     }
 
     /// Saves what is left and lets go of the tree (waiting for a save in progress).
-    pub(super) fn close(&self) -> Result<(), StoreError> {
+    pub fn close(&self) -> Result<(), StoreError> {
         self.save()?;
         self.tree.lock().expect("recent tree lock").take();
         Ok(())

@@ -45,7 +45,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::store::StoreError;
 use shared::mix;
 
-mod shared;
+pub mod shared;
 
 /// A record kept in segment files.
 pub trait Record: Serialize + DeserializeOwned {
@@ -225,7 +225,7 @@ struct Inner {
 
 /// Sealed segments with filters of their own in memory (filtered records) before the shared
 /// filter is built again to hold their keys: bounds that memory (about 80 KB).
-const UNSHARED_SEGMENTS: usize = 8;
+pub const UNSHARED_SEGMENTS: usize = 8;
 
 /// Records of one kind in segment files under a folder.
 #[derive(Debug)]
