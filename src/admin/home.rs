@@ -400,4 +400,46 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(html.contains("Not found"), "{html}");
     }
+
+    /// The fallback through axum's `oneshot`: a browser gets an HTML 404 with a way home, an
+    /// API path or a client that does not ask for HTML the common JSON error.
+    #[tokio::test]
+    async fn unknown_paths_answer_html_to_browsers_and_json_to_the_rest() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let ask = |path: &str, accept: Option<&str>| {
+            let mut req = Request::builder().uri(path);
+            if let Some(a) = accept {
+                req = req.header("accept", a);
+            }
+            let req = req.body(Body::empty()).unwrap();
+            async move {
+                let res = Router::<()>::new()
+                    .fallback(not_found)
+                    .oneshot(req)
+                    .await
+                    .unwrap();
+                let status = res.status();
+                let kind = res.headers()["content-type"].to_str().unwrap().to_string();
+                let bytes = res.into_body().collect().await.unwrap().to_bytes();
+                (status, kind, String::from_utf8_lossy(&bytes).into_owned())
+            }
+        };
+        let html = Some("text/html,application/xhtml+xml,*/*;q=0.8");
+        let (status, kind, body) = ask("/no/such/%3Cpage%3E", html).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(kind.starts_with("text/html"), "{kind}");
+        assert!(body.contains("href=\"/\" id=\"home\""), "{body}");
+        // The path is shown as it came, percent-encoded: nothing in it becomes markup.
+        assert!(body.contains("<code>/no/such/%3Cpage%3E</code>"), "{body}");
+        assert!(!body.contains("<page>"), "{body}");
+        for (path, accept) in [("/api/nope", html), ("/nope", None), ("/hooks/x/y", html)] {
+            let (status, kind, body) = ask(path, accept).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert!(kind.starts_with("application/json"), "{path}: {kind}");
+            assert!(body.contains("\"error\":\"not_found\""), "{path}: {body}");
+        }
+    }
 }
