@@ -15,7 +15,7 @@ use axum::Router;
 
 use crate::admin::pages::Pages;
 use crate::error::ApiError;
-use crate::html::{esc, page};
+use crate::html::{esc, markdown_with, page};
 
 /// README, as the binary was built with it.
 const README: &str = include_str!("../../README.md");
@@ -135,36 +135,9 @@ async fn reference_page(Path(name): Path<String>, uri: Uri, headers: HeaderMap) 
 /// README's to `/docs`; a link to a file of the source that is not served keeps its text and
 /// loses its link (it works on a code host, not here). Raw HTML is shown as text.
 fn doc_markdown(md: &str, from_readme: bool) -> String {
-    use pulldown_cmark::{html, Event, Parser, Tag, TagEnd};
-    let mut unlinked = false;
-    let events = Parser::new_ext(md, pulldown_cmark::Options::ENABLE_TABLES).map(|e| match e {
-        Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
-        Event::Start(Tag::Link {
-            link_type,
-            dest_url,
-            title,
-            id,
-        }) => match doc_link(&dest_url, from_readme) {
-            Some(to) => Event::Start(Tag::Link {
-                link_type,
-                dest_url: to.into(),
-                title,
-                id,
-            }),
-            None => {
-                unlinked = true;
-                Event::Start(Tag::Emphasis)
-            }
-        },
-        Event::End(TagEnd::Link) if unlinked => {
-            unlinked = false;
-            Event::End(TagEnd::Emphasis)
-        }
-        other => other,
-    });
-    let mut out = String::new();
-    html::push_html(&mut out, events);
-    out
+    markdown_with(md, pulldown_cmark::Options::ENABLE_TABLES, |dest| {
+        doc_link(dest, from_readme)
+    })
 }
 
 /// Where a documentation link goes when served (see [`doc_markdown`]); `None` for a file of
@@ -354,28 +327,37 @@ mod tests {
         assert!(wants_html("/apiary", html));
     }
 
-    /// The docs' routes through axum's `oneshot`: README at /docs, each page at /docs/<page>
-    /// (and with `.md`), a browser's 404 for a page that does not exist.
-    #[tokio::test]
-    async fn the_docs_routes_serve_readme_and_every_page() {
+    /// GETs `path` from `router` with axum's `oneshot`: the status, the content type, the body.
+    async fn get(
+        router: Router,
+        path: String,
+        accept: Option<&'static str>,
+    ) -> (StatusCode, String, String) {
         use axum::body::Body;
         use axum::http::Request;
         use http_body_util::BodyExt;
         use tower::ServiceExt;
-        let get = |path: &str| {
-            let req = Request::builder()
-                .uri(path)
-                .header("accept", "text/html")
-                .body(Body::empty())
-                .unwrap();
-            async move {
-                let res = docs::<()>().oneshot(req).await.unwrap();
-                let status = res.status();
-                let bytes = res.into_body().collect().await.unwrap().to_bytes();
-                (status, String::from_utf8_lossy(&bytes).into_owned())
-            }
-        };
-        let (status, readme) = get("/docs").await;
+        let mut req = Request::builder().uri(path);
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        let res = router
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let kind = res.headers()["content-type"].to_str().unwrap().to_string();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, kind, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The docs' routes through axum's `oneshot`: README at /docs, each page at /docs/<page>
+    /// (and with `.md`), a browser's 404 for a page that does not exist.
+    #[tokio::test]
+    async fn the_docs_routes_serve_readme_and_every_page() {
+        let html = Some("text/html");
+        let get = |path: String| get(docs::<()>(), path, html);
+        let (status, _, readme) = get("/docs".into()).await;
         assert_eq!(status, StatusCode::OK);
         assert!(
             readme.contains("<h2 id=\"quick-start-five-minutes\">"),
@@ -384,7 +366,7 @@ mod tests {
         for (name, text) in PAGES {
             let title = text.lines().next().unwrap().trim_start_matches("# ");
             for path in [format!("/docs/{name}"), format!("/docs/{name}.md")] {
-                let (status, html) = get(&path).await;
+                let (status, _, html) = get(path.clone()).await;
                 assert_eq!(status, StatusCode::OK, "{path}");
                 assert!(
                     html.contains(&format!("<title>{title} · cardwire</title>")),
@@ -396,7 +378,7 @@ mod tests {
                 );
             }
         }
-        let (status, html) = get("/docs/nope").await;
+        let (status, _, html) = get("/docs/nope".into()).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(html.contains("Not found"), "{html}");
     }
@@ -405,27 +387,12 @@ mod tests {
     /// API path or a client that does not ask for HTML the common JSON error.
     #[tokio::test]
     async fn unknown_paths_answer_html_to_browsers_and_json_to_the_rest() {
-        use axum::body::Body;
-        use axum::http::Request;
-        use http_body_util::BodyExt;
-        use tower::ServiceExt;
-        let ask = |path: &str, accept: Option<&str>| {
-            let mut req = Request::builder().uri(path);
-            if let Some(a) = accept {
-                req = req.header("accept", a);
-            }
-            let req = req.body(Body::empty()).unwrap();
-            async move {
-                let res = Router::<()>::new()
-                    .fallback(not_found)
-                    .oneshot(req)
-                    .await
-                    .unwrap();
-                let status = res.status();
-                let kind = res.headers()["content-type"].to_str().unwrap().to_string();
-                let bytes = res.into_body().collect().await.unwrap().to_bytes();
-                (status, kind, String::from_utf8_lossy(&bytes).into_owned())
-            }
+        let ask = |path: &str, accept| {
+            get(
+                Router::<()>::new().fallback(not_found),
+                path.to_string(),
+                accept,
+            )
         };
         let html = Some("text/html,application/xhtml+xml,*/*;q=0.8");
         let (status, kind, body) = ask("/no/such/%3Cpage%3E", html).await;

@@ -33,21 +33,48 @@ pub fn esc(s: &str) -> String {
 /// Markdown (as cards carry it) as HTML, with any raw HTML in it shown as text and links kept
 /// to http(s) only.
 pub fn markdown(md: &str) -> String {
-    use pulldown_cmark::{html, Event, Parser, Tag};
-    let events = Parser::new(md).map(|e| match e {
+    markdown_with(md, pulldown_cmark::Options::empty(), |dest| {
+        Some(
+            if dest.starts_with("https://") || dest.starts_with("http://") {
+                dest.to_string()
+            } else {
+                "#".to_string()
+            },
+        )
+    })
+}
+
+/// Markdown as HTML with any raw HTML in it shown as text, each link's target as `link` says:
+/// `Some(target)`, or `None` to keep the link's text, emphasised, without a link.
+pub fn markdown_with(
+    md: &str,
+    options: pulldown_cmark::Options,
+    mut link: impl FnMut(&str) -> Option<String>,
+) -> String {
+    use pulldown_cmark::{html, Event, Parser, Tag, TagEnd};
+    let mut unlinked = false;
+    let events = Parser::new_ext(md, options).map(|e| match e {
         Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
         Event::Start(Tag::Link {
             link_type,
             dest_url,
             title,
             id,
-        }) if !(dest_url.starts_with("https://") || dest_url.starts_with("http://")) => {
-            Event::Start(Tag::Link {
+        }) => match link(&dest_url) {
+            Some(to) => Event::Start(Tag::Link {
                 link_type,
-                dest_url: "#".into(),
+                dest_url: to.into(),
                 title,
                 id,
-            })
+            }),
+            None => {
+                unlinked = true;
+                Event::Start(Tag::Emphasis)
+            }
+        },
+        Event::End(TagEnd::Link) if unlinked => {
+            unlinked = false;
+            Event::End(TagEnd::Emphasis)
         }
         other => other,
     });

@@ -242,6 +242,55 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
     screenshot(c, "done").await;
 }
 
+/// /connect on `base`, tick `source`, press Add to `flow` (`slack` or `discord`), pick
+/// `channel` (its id) on the emulated platform's page and press `decision` (`allow` or
+/// `cancel`); the page that follows is the caller's to check. Returns the platform page's text.
+async fn add_through_the_emulator(
+    c: &Client,
+    base: &str,
+    flow: &str,
+    source: &str,
+    channel: &str,
+    decision: &str,
+) -> String {
+    c.goto(&format!("{base}/connect")).await.unwrap();
+    let tick = c
+        .find(Locator::Css(&format!(
+            "input[name=channel][value={source}]"
+        )))
+        .await
+        .unwrap();
+    if !tick.is_selected().await.unwrap() {
+        tick.click().await.unwrap();
+    }
+    c.find(Locator::Id(&format!("add-{flow}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("allow")).await.unwrap();
+    let at = c.current_url().await.unwrap();
+    assert!(at.path().starts_with(&format!("/emulator/{flow}/")), "{at}");
+    c.find(Locator::Css(&format!(
+        "input[name=channel][value='{channel}']"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let shown = text(c).await;
+    screenshot(c, &format!("{flow}-authorize")).await;
+    c.find(Locator::Id(decision))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    shown
+}
+
 /// `cardwire serve` as README's first step runs it: no config file, in `folder` (so the
 /// built-in rules, templates and defaults apply), with the quick start's admin token.
 fn defaults(folder: &std::path::Path) -> Command {
@@ -325,34 +374,8 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     let driver = chromedriver();
     let c = browser(&driver).await;
     // Step 2: /connect, tick github, Add to Slack, #deploys, Allow.
-    c.goto(&format!("{base}/connect")).await.unwrap();
-    let tick = c
-        .find(Locator::Css("input[name=channel][value=github]"))
-        .await
-        .unwrap();
-    if !tick.is_selected().await.unwrap() {
-        tick.click().await.unwrap();
-    }
-    c.find(Locator::Id("add-slack"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait().for_element(Locator::Id("allow")).await.unwrap();
-    let picked = c
-        .find(Locator::Css("input[name=channel][value='C0EMUDEPLOY']"))
-        .await
-        .unwrap();
-    let page = text(&c).await;
+    let page = add_through_the_emulator(&c, &base, "slack", "github", "C0EMUDEPLOY", "allow").await;
     assert!(page.contains("#deploys"), "{page}");
-    picked.click().await.unwrap();
-    c.find(Locator::Id("allow"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
     c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
 
     // Step 3's curl, as written, from the repository's root (it names a fixture by path).
@@ -523,41 +546,7 @@ async fn add_to_slack_and_discord_in_a_real_browser_on_the_defaults() {
         // Cancel first: nothing is connected.
         let before = connections().await;
         for decision in ["cancel", allow] {
-            c.goto(&format!("{base}/connect")).await.unwrap();
-            c.find(Locator::Css("input[name=channel][value=github]"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
-            c.find(Locator::Id(&format!("add-{flow}")))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
-            c.wait().for_element(Locator::Id("allow")).await.unwrap();
-            assert!(c
-                .current_url()
-                .await
-                .unwrap()
-                .path()
-                .starts_with(&format!("/emulator/{flow}/")));
-            c.find(Locator::Css(&format!(
-                "input[name=channel][value='{channel}']"
-            )))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-            screenshot(&c, &format!("{flow}-authorize")).await;
-            c.find(Locator::Id(decision))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            add_through_the_emulator(&c, &base, flow, "github", channel, decision).await;
             if decision == "cancel" {
                 wait_main(&c, "You declined").await;
                 assert_eq!(connections().await, before, "{flow}: cancel stored nothing");
