@@ -168,11 +168,8 @@ async fn inbox_cards(g: &Gateway, group: &str) -> usize {
     html.matches("<article class=\"card\"").count()
 }
 
-/// On /connect: ticks `channel`, presses Connect to Office 365, picks `group` in the emulator's
-/// picker and allows; returns on the done page.
-async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group: &str) {
-    c.goto(&format!("{base}/connect")).await.unwrap();
-    assert!(text(c).await.contains("Office 365 emulator"));
+/// Ticks the channel `channel` on the /connect page, unless it is ticked already.
+async fn tick_channel(c: &Client, channel: &str) {
     let tick = c
         .find(Locator::Css(&format!(
             "input[name=channel][value={channel}]"
@@ -182,6 +179,14 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
     if !tick.is_selected().await.unwrap() {
         tick.click().await.unwrap();
     }
+}
+
+/// On /connect: ticks `channel`, presses Connect to Office 365, picks `group` in the emulator's
+/// picker and allows; returns on the done page.
+async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group: &str) {
+    c.goto(&format!("{base}/connect")).await.unwrap();
+    assert!(text(c).await.contains("Office 365 emulator"));
+    tick_channel(c, channel).await;
     screenshot(c, "connect").await;
     c.find(Locator::Id("connect"))
         .await
@@ -254,15 +259,7 @@ async fn add_through_the_emulator(
     decision: &str,
 ) -> String {
     c.goto(&format!("{base}/connect")).await.unwrap();
-    let tick = c
-        .find(Locator::Css(&format!(
-            "input[name=channel][value={source}]"
-        )))
-        .await
-        .unwrap();
-    if !tick.is_selected().await.unwrap() {
-        tick.click().await.unwrap();
-    }
+    tick_channel(c, source).await;
     c.find(Locator::Id(&format!("add-{flow}")))
         .await
         .unwrap()
