@@ -247,6 +247,21 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
     screenshot(c, "done").await;
 }
 
+/// On /connect: presses Add to `flow` (`slack` or `discord`) and waits for the emulated
+/// platform's page; its URL.
+async fn press_add(c: &Client, flow: &str) -> url::Url {
+    c.find(Locator::Id(&format!("add-{flow}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("allow")).await.unwrap();
+    let at = c.current_url().await.unwrap();
+    assert!(at.path().starts_with(&format!("/emulator/{flow}/")), "{at}");
+    at
+}
+
 /// /connect on `base`, tick `source`, press Add to `flow` (`slack` or `discord`), pick
 /// `channel` (its id) on the emulated platform's page and press `decision` (`allow` or
 /// `cancel`); the page that follows is the caller's to check. Returns the platform page's text.
@@ -260,15 +275,7 @@ async fn add_through_the_emulator(
 ) -> String {
     c.goto(&format!("{base}/connect")).await.unwrap();
     tick_channel(c, source).await;
-    c.find(Locator::Id(&format!("add-{flow}")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait().for_element(Locator::Id("allow")).await.unwrap();
-    let at = c.current_url().await.unwrap();
-    assert!(at.path().starts_with(&format!("/emulator/{flow}/")), "{at}");
+    press_add(c, flow).await;
     c.find(Locator::Css(&format!(
         "input[name=channel][value='{channel}']"
     )))
@@ -605,14 +612,7 @@ async fn add_to_slack_and_discord_refusals_in_a_real_browser() {
         // Starts the flow in the browser; returns the state on the platform's page.
         let start = || async {
             c.goto(&g.url("/connect")).await.unwrap();
-            c.find(Locator::Id(&format!("add-{flow}")))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
-            c.wait().for_element(Locator::Id("allow")).await.unwrap();
-            let url = c.current_url().await.unwrap();
+            let url = press_add(&c, flow).await;
             url.query_pairs()
                 .find(|(k, _)| k == "state")
                 .map(|(_, v)| v.to_string())
