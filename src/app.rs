@@ -52,7 +52,7 @@ pub struct App {
     pub last_rejected: Arc<arc_swap::ArcSwapOption<crate::reload::Rejected>>,
     /// The Office 365 emulator's inboxes, when the emulator is on (the Slack and Discord
     /// emulators' channels too).
-    pub inboxes: Option<Arc<crate::connect::emulator::Inboxes>>,
+    pub inboxes: Option<Arc<crate::connect::inboxes::Inboxes>>,
     /// The Slack and Discord emulators' codes and webhooks, when the emulator is on.
     pub chats: Option<Arc<crate::connect::chat_emulator::Chats>>,
     /// The HTTP client of the Add to Slack / Discord code exchanges.
@@ -713,27 +713,30 @@ pub fn prune_every(keep: std::time::Duration) -> std::time::Duration {
     )
 }
 
-/// Prunes delivered records older than `delivery.keep_delivered` and upstream delivery ids
-/// older than `delivery.keep_delivery_ids` ([`SEEN_FOR`] by default), at start and then every
-/// [`prune_every`].
+/// Prunes delivered records older than `delivery.keep_delivered`, upstream delivery ids
+/// older than `delivery.keep_delivery_ids` ([`SEEN_FOR`] by default) and message references
+/// unused for `delivery.keep_message_refs`, at start and then every [`prune_every`].
 fn spawn_pruner(app: Arc<App>, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let store = app.store.clone();
             let keep = app.config.delivery.keep_delivered;
             let keep_ids = app.config.delivery.keep_delivery_ids;
+            let keep_refs = app.config.delivery.keep_message_refs;
             let pruned = tokio::task::spawn_blocking(move || {
                 Ok::<_, crate::store::StoreError>((
                     store.prune_delivered(keep)?,
                     store.prune_seen(keep_ids)?,
+                    store.prune_message_refs(keep_refs)?,
                 ))
             })
             .await;
             match pruned {
-                Ok(Ok((n, ids))) if n + ids > 0 => tracing::info!(
+                Ok(Ok((n, ids, refs))) if n + ids + refs > 0 => tracing::info!(
                     pruned = n,
                     delivery_ids = ids,
-                    "delivered records past delivery.keep_delivered and delivery ids past delivery.keep_delivery_ids removed"
+                    message_refs = refs,
+                    "delivered records past delivery.keep_delivered, delivery ids past delivery.keep_delivery_ids and message references past delivery.keep_message_refs removed"
                 ),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot prune delivered records")

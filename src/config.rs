@@ -407,6 +407,13 @@ pub struct DeliveryConfig {
         deserialize_with = "de_duration"
     )]
     pub keep_delivery_ids: Duration,
+    /// How long a keyed card's message reference is kept after its last use, so that later
+    /// cards with the same key edit or reply to its message (30 days by default).
+    #[serde(
+        default = "default_keep_message_refs",
+        deserialize_with = "de_duration"
+    )]
+    pub keep_message_refs: Duration,
 }
 
 /// Pacing: `false`, `true` (the Teams windows for both kinds), or per kind.
@@ -525,6 +532,9 @@ fn default_keep_delivered() -> Duration {
 fn default_keep_delivery_ids() -> Duration {
     crate::store::seen::SEEN_FOR
 }
+fn default_keep_message_refs() -> Duration {
+    crate::store::KEEP_REFS
+}
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
@@ -536,6 +546,7 @@ impl Default for DeliveryConfig {
             pacing: PacingConfig::default(),
             keep_delivered: default_keep_delivered(),
             keep_delivery_ids: default_keep_delivery_ids(),
+            keep_message_refs: default_keep_message_refs(),
         }
     }
 }

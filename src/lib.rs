@@ -19,7 +19,9 @@
 //!              group-committed to sled (or PostgreSQL) -> 202
 //!   deliver  per-connection FIFO workers POST the cards (paced, SSRF-guarded), retry on a
 //!            persisted schedule, pause on 429, bury what fails for good, keep what was delivered
-//!            (on sled in segment files pruned whole: store::sled::history); they run on a thread of
+//!            (on sled in segment files pruned whole: store::sled::history); a card with a key
+//!            edits or replies to its key's earlier message where the chat allows, through a
+//!            stored message reference (deliver::updates, store::refs); they run on a thread of
 //!            their own, so that delivery keeps pace with ingest
 //! ```
 //!

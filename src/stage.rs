@@ -21,7 +21,7 @@ use crate::ids::{ConnectionId, EventId};
 use crate::noise::Decision;
 use crate::pipeline::Pipeline;
 use crate::render::fallback::Fallback;
-use crate::render::{CardKind, RenderError};
+use crate::render::{CardKind, RenderError, Update};
 use crate::store::{now_ms, DeadLetter, OutboxRecord, RenderFailure, StoreError};
 
 /// What staging reaches: the settings, the rules and templates in force, the store, the
@@ -351,7 +351,7 @@ impl Staging<'_> {
             render_errors,
         );
         let failure = match &carded {
-            Ok(Carded::Card(_)) => {
+            Ok(Carded::Card(..)) => {
                 self.app.metrics.card(&rule.name, true);
                 None
             }
@@ -387,13 +387,15 @@ impl Staging<'_> {
         body: &Carded,
         limited: &Option<(String, u64)>,
     ) -> Result<(), StoreError> {
-        let (text, fallback) = match body {
-            Carded::Card(b) => (b.to_string(), None),
-            Carded::Fallback(b, f) => (b.to_string(), Some(f.clone())),
-            Carded::Failed(_) => (String::new(), None),
+        let (text, fallback, subject) = match body {
+            Carded::Card(b, subject) => (b.to_string(), None, subject.as_ref()),
+            Carded::Fallback(b, f) => (b.to_string(), Some(f.clone()), None),
+            Carded::Failed(_) => (String::new(), None, None),
         };
         let record = OutboxRecord {
             fallback,
+            key: subject.map(|(k, _)| k.to_string()),
+            update: subject.map(|(_, u)| *u),
             ..OutboxRecord::new(
                 self.event.id.clone(),
                 conn.id.clone(),
@@ -453,8 +455,9 @@ impl Staging<'_> {
 /// A rule's card of one kind for an event, rendered once for every connection of that kind.
 #[derive(Debug, Clone)]
 pub enum Carded {
-    /// The template's card.
-    Card(Arc<str>),
+    /// The template's card, and its subject: its key and what a later card of it does (the
+    /// rule's `update` over the template's).
+    Card(Arc<str>, Option<(Arc<str>, Update)>),
     /// The template failed; a card built without it goes instead (`render_errors: fallback`).
     Fallback(Arc<str>, RenderFailure),
     /// The template failed and nothing goes (`render_errors: dead_letter`): why.
@@ -489,8 +492,16 @@ fn card_in(
     kind: CardKind,
     render_errors: RenderErrors,
 ) -> Result<Carded, RenderError> {
-    let e = match pipeline.renderer.render_with(&rule.template, kind, ctx) {
-        Ok(b) => return Ok(Carded::Card(Arc::from(b))),
+    let e = match pipeline
+        .renderer
+        .render_card_with(&rule.template, kind, ctx)
+    {
+        Ok(r) => {
+            let subject = r
+                .subject
+                .map(|(key, update)| (Arc::from(key), rule.update.unwrap_or(update)));
+            return Ok(Carded::Card(Arc::from(r.body), subject));
+        }
         Err(e) => e,
     };
     if render_errors != RenderErrors::Fallback {

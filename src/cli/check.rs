@@ -149,7 +149,7 @@ pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     match load(args.config.config.as_deref()) {
         Ok((config, pipeline)) => {
-            let problems = render_samples(&config, &pipeline);
+            let (problems, keyed) = render_samples(&config, &pipeline);
             if !problems.is_empty() {
                 return Ok(print_problems(crate::yaml::Problems(problems)));
             }
@@ -163,6 +163,9 @@ pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 println!("{inactive}");
             }
             for line in kinds_summary(&pipeline) {
+                println!("{line}");
+            }
+            for line in updates_summary(&keyed) {
                 println!("{line}");
             }
             if config.store.postgres.is_some() {
@@ -206,15 +209,68 @@ pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What keyed cards do, per `update` and per kind: the rules whose cards carry a key, then
+/// each kind's effect ([`crate::deliver::updates::update_effect`]), kinds with the same
+/// effect on one line.
+pub(super) fn updates_summary(
+    keyed: &std::collections::BTreeMap<String, crate::render::Update>,
+) -> Vec<String> {
+    let mut by_update: std::collections::BTreeMap<&str, (crate::render::Update, Vec<&str>)> =
+        Default::default();
+    for (rule, update) in keyed {
+        by_update
+            .entry(update.as_str())
+            .or_insert((*update, Vec::new()))
+            .1
+            .push(rule);
+    }
+    let mut out = Vec::new();
+    for (name, (update, rules)) in by_update {
+        out.push(format!(
+            "updates: {} {} (update: {name}): {}",
+            rules.len(),
+            if rules.len() == 1 {
+                "rule keys its cards"
+            } else {
+                "rules key their cards"
+            },
+            rules.join(", ")
+        ));
+        let mut effects: Vec<(String, Vec<&str>)> = Vec::new();
+        for kind in CardKind::ALL {
+            let effect = crate::deliver::updates::update_effect(kind, update);
+            match effects.iter_mut().find(|(e, _)| *e == effect) {
+                Some((_, kinds)) => kinds.push(kind.as_str()),
+                None => effects.push((effect, vec![kind.as_str()])),
+            }
+        }
+        for (effect, kinds) in effects {
+            out.push(format!(
+                "  a later card with the same key on {}: {effect}",
+                kinds.join(", ")
+            ));
+        }
+    }
+    out
+}
+
 /// Renders every rule's templates, in both kinds, with every built-in sample payload the rule
-/// takes; a failure is a problem at the template's line and column.
-pub(super) fn render_samples(config: &Config, pipeline: &Pipeline) -> Vec<crate::yaml::Problem> {
+/// takes; a failure is a problem at the template's line and column. Also answers which rules'
+/// cards carry a key, and their update.
+pub(super) fn render_samples(
+    config: &Config,
+    pipeline: &Pipeline,
+) -> (
+    Vec<crate::yaml::Problem>,
+    std::collections::BTreeMap<String, crate::render::Update>,
+) {
     use crate::yaml::{Pos, Problem};
     let templates = match &pipeline.templates_origin {
         crate::pipeline::Origin::Dir(d) => d.clone(),
         crate::pipeline::Origin::Embedded(n) => PathBuf::from(n),
     };
     let mut problems = Vec::new();
+    let mut keyed = std::collections::BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
     for sample in crate::samples::all() {
         for (name, source) in config.sources.iter().filter(|(_, s)| s.kind == sample.kind) {
@@ -239,12 +295,18 @@ pub(super) fn render_samples(config: &Config, pipeline: &Pipeline) -> Vec<crate:
                     .into_iter()
                     .filter(|k| pipeline.renderer.has(&rule.template, *k))
                 {
-                    let Err(e) = pipeline.renderer.render_with(
+                    let e = match pipeline.renderer.render_card_with(
                         &rule.template,
                         kind,
                         event.template_context(),
-                    ) else {
-                        continue;
+                    ) {
+                        Ok(r) => {
+                            if let Some((_, update)) = r.subject {
+                                keyed.insert(rule.name.clone(), rule.update.unwrap_or(update));
+                            }
+                            continue;
+                        }
+                        Err(e) => e,
                     };
                     // One report per template and problem, naming the first sample that shows it.
                     if !seen.insert((rule.template.clone(), kind, e.to_string())) {
@@ -281,5 +343,5 @@ pub(super) fn render_samples(config: &Config, pipeline: &Pipeline) -> Vec<crate:
             }
         }
     }
-    problems
+    (problems, keyed)
 }

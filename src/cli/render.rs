@@ -72,12 +72,17 @@ pub(super) fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     // what render_errors sends instead (shown, with the error on stderr and exit status 1).
     for rule in pipeline.rules.matches(&event) {
         match crate::stage::card_of(&pipeline, rule, &event, kind, config.render_errors) {
-            Ok(crate::stage::Carded::Card(body)) => {
+            Ok(crate::stage::Carded::Card(body, subject)) => {
                 let body: serde_json::Value = serde_json::from_str(&body)?;
-                println!(
-                    "{}",
-                    serde_json::json!({"rule": rule.name, "kind": kind.as_str(), "body": body})
-                );
+                let mut line =
+                    serde_json::json!({"rule": rule.name, "kind": kind.as_str(), "body": body});
+                if let Some((key, update)) = subject {
+                    line["subject"] = serde_json::json!({
+                        "key": &*key, "update": update.as_str(),
+                        "effect": crate::deliver::updates::update_effect(kind, update),
+                    });
+                }
+                println!("{line}");
             }
             Ok(crate::stage::Carded::Fallback(body, why)) => {
                 let body: serde_json::Value = serde_json::from_str(&body)?;

@@ -17,10 +17,16 @@
 //! - Discord: `GET /emulator/discord/oauth2/authorize?response_type=code&client_id&scope&state&redirect_uri`;
 //!   `POST /emulator/discord/api/oauth2/token` (form-encoded only; `invalid_client`,
 //!   `unsupported_grant_type`, `invalid_grant`, or the token answer with its `webhook`);
-//!   `POST /emulator/discord/api/webhooks/{id}/{token}` answers `204` (`200` and the message
-//!   with `?wait=true`), `400` (code 50006, an empty message) or `404` (Unknown Webhook, code
-//!   10015).
-//! - `GET /emulator/{slack,discord}/inbox/{channel}` shows what a channel received.
+//!   `POST /emulator/discord/api/webhooks/{id}/{token}` answers `204` (`200` and the message,
+//!   with its `id` and `channel_id`, with `?wait=true`; `?thread_id=` posts in a forum thread,
+//!   whose id is its first message's, `404` code 10003 when there is none), `400` (code 50006,
+//!   an empty message) or `404` (Unknown Webhook, code 10015);
+//!   `PATCH`, `GET` and `DELETE` on `…/{id}/{token}/messages/{message_id}` edit, read and
+//!   delete a message the webhook made (`404` code 10008, Unknown Message).
+//! - `GET /emulator/{slack,discord}/inbox/{channel}` shows what a channel received: one entry
+//!   a message, "edited" with its earlier versions on click, replies under their thread's
+//!   first message ([`super::inboxes`]); asked for JSON (`Accept: application/json`), the
+//!   same as data.
 //!
 //! A code lives 10 minutes and is good once; a webhook's URL names its channel, so it keeps
 //! working across restarts (an unknown channel answers as a deleted webhook).
@@ -35,7 +41,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::emulator::{render_card_of, Inboxes};
+use super::emulator::render_card_of;
+use super::inboxes::{self, Inboxes};
 use super::providers::{self, Provider};
 use crate::html::{esc, page, token};
 use crate::render::CardKind;
@@ -128,6 +135,10 @@ where
         .route(
             "/emulator/discord/api/webhooks/{id}/{token}",
             post(discord_hook),
+        )
+        .route(
+            "/emulator/discord/api/webhooks/{id}/{token}/messages/{message}",
+            get(discord_edit).patch(discord_edit).delete(discord_edit),
         )
         .route("/emulator/{platform}/inbox/{channel}", get(show_inbox))
 }
@@ -562,23 +573,50 @@ async fn slack_hook(
     (StatusCode::OK, "ok").into_response()
 }
 
-async fn discord_hook(
-    State(app): State<ChatEmulator>,
-    Path((id, _token)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    body: String,
-) -> Response {
+/// What a Discord webhook's query says: `wait=true`, and the thread to post in.
+fn discord_query(query: Option<String>) -> (bool, Option<String>) {
+    let mut wait = false;
+    let mut thread = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*k {
+            "wait" => wait = v == "true",
+            "thread_id" => thread = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    (wait, thread)
+}
+
+fn discord_error(status: StatusCode, message: &str, code: u32) -> Response {
+    (
+        status,
+        axum::Json(json!({"message": message, "code": code})),
+    )
+        .into_response()
+}
+
+/// The inboxes and the channel of a Discord webhook the emulator handed out, or the answer
+/// when the emulator is off or the webhook unknown (Discord's 10015).
+fn discord_channel<'a>(
+    app: &'a ChatEmulator,
+    id: &str,
+) -> Result<(&'a Inboxes, String), Box<Response>> {
     let Some(inboxes) = &app.inboxes else {
-        return off();
+        return Err(Box::new(off()));
     };
-    let Some(inbox) = discord_inbox(&id) else {
-        return (
+    match discord_inbox(id) {
+        Some(inbox) => Ok((inboxes, inbox)),
+        None => Err(Box::new(discord_error(
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"message": "Unknown Webhook", "code": 10015})),
-        )
-            .into_response();
-    };
-    let card = serde_json::from_str::<Value>(&body).ok();
+            "Unknown Webhook",
+            10015,
+        ))),
+    }
+}
+
+/// A card a Discord webhook takes: JSON with a content or an embed (`None`: Discord's 50006).
+fn discord_card(body: &str) -> Option<Value> {
+    let card = serde_json::from_str::<Value>(body).ok();
     let empty = |c: &Value| {
         c.get("content")
             .and_then(Value::as_str)
@@ -587,29 +625,106 @@ async fn discord_hook(
                 .and_then(Value::as_array)
                 .is_none_or(Vec::is_empty)
     };
-    let Some(card) = card.filter(|c| !empty(c)) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"message": "Cannot send an empty message", "code": 50006})),
-        )
-            .into_response();
+    card.filter(|c| !empty(c))
+}
+
+fn empty_message() -> Response {
+    discord_error(
+        StatusCode::BAD_REQUEST,
+        "Cannot send an empty message",
+        50006,
+    )
+}
+
+/// A message as Discord's webhook answers it.
+fn discord_message(card: &Value, id: &str, channel: &str, webhook: &str) -> Value {
+    let mut message = card.clone();
+    message["id"] = json!(id);
+    message["channel_id"] = json!(channel);
+    message["webhook_id"] = json!(webhook);
+    message
+}
+
+async fn discord_hook(
+    State(app): State<ChatEmulator>,
+    Path((id, _token)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: String,
+) -> Response {
+    let (inboxes, inbox) = match discord_channel(&app, &id) {
+        Ok(found) => found,
+        Err(refused) => return *refused,
     };
-    inboxes.push(&inbox, card.clone());
-    let wait = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .any(|(k, v)| k == "wait" && v == "true");
+    let Some(card) = discord_card(&body) else {
+        return empty_message();
+    };
+    let (wait, thread) = discord_query(query);
+    let channel = id[..id.len() - 1].to_string();
+    let (message, channel) = match thread {
+        // A forum thread's id is its first message's.
+        Some(t) => match inboxes.reply(&inbox, &t, card.clone()) {
+            Some(m) => (m, t),
+            None => return discord_error(StatusCode::NOT_FOUND, "Unknown Channel", 10003),
+        },
+        None => {
+            let forum_post = card.get("thread_name").is_some();
+            let m = inboxes.push(&inbox, card.clone());
+            let channel = if forum_post { m.clone() } else { channel };
+            (m, channel)
+        }
+    };
     if wait {
-        let mut message = card;
-        message["id"] = json!(format!("{}", rand::random::<u64>() >> 4));
-        message["webhook_id"] = json!(id);
-        (StatusCode::OK, axum::Json(message)).into_response()
+        let answer = discord_message(&card, &message, &channel, &id);
+        (StatusCode::OK, axum::Json(answer)).into_response()
     } else {
         StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+/// `PATCH` (edit), `GET` or `DELETE` on `/webhooks/{id}/{token}/messages/{message_id}`: a
+/// message the webhook made (`?thread_id=` for one in a forum thread). An unknown message is
+/// `404` with code 10008.
+async fn discord_edit(
+    State(app): State<ChatEmulator>,
+    method: axum::http::Method,
+    Path((id, _token, message)): Path<(String, String, String)>,
+    body: String,
+) -> Response {
+    let (inboxes, inbox) = match discord_channel(&app, &id) {
+        Ok(found) => found,
+        Err(refused) => return *refused,
+    };
+    let Some(found) = inboxes.find(&inbox, &message) else {
+        return discord_error(StatusCode::NOT_FOUND, "Unknown Message", 10008);
+    };
+    let channel = found
+        .thread
+        .clone()
+        .unwrap_or_else(|| id[..id.len() - 1].to_string());
+    match method {
+        axum::http::Method::DELETE => {
+            inboxes.delete(&inbox, &message);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        axum::http::Method::PATCH => {
+            let Some(card) = discord_card(&body) else {
+                return empty_message();
+            };
+            inboxes.edit(&inbox, &message, card.clone());
+            let answer = discord_message(&card, &message, &channel, &id);
+            (StatusCode::OK, axum::Json(answer)).into_response()
+        }
+        _ => {
+            let answer = discord_message(&found.card, &message, &channel, &id);
+            (StatusCode::OK, axum::Json(answer)).into_response()
+        }
     }
 }
 
 async fn show_inbox(
     State(app): State<ChatEmulator>,
     Path((platform, channel)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(inboxes) = &app.inboxes else {
         return off();
@@ -619,21 +734,17 @@ async fn show_inbox(
         "discord" => CardKind::Discord,
         _ => return (StatusCode::NOT_FOUND, "no such platform").into_response(),
     };
-    let cards = inboxes.cards(&format!("{platform}/{channel}"));
-    let list: String = if cards.is_empty() {
-        "<p class=\"muted\">Nothing yet.</p>".to_string()
-    } else {
-        cards
-            .iter()
-            .rev()
-            .map(|c| render_card_of(kind, c))
-            .collect()
-    };
+    let messages = inboxes.messages(&format!("{platform}/{channel}"));
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if accept.is_some_and(|a| a.contains("application/json")) {
+        return axum::Json(inboxes::as_json(&messages)).into_response();
+    }
+    let list = inboxes::show(&messages, kind, |c| render_card_of(kind, c));
     let body = format!(
         "<p class=\"banner\">{} <strong>emulator</strong> channel.</p><h1>#{}</h1><p class=\"muted\">{}, newest first.</p>{list}",
         if kind == CardKind::Slack { "Slack" } else { "Discord" },
         esc(&channel),
-        crate::render::plural_count(cards.len(), "card")
+        crate::render::plural_count(messages.len(), "message")
     );
     page(StatusCode::OK, &format!("#{channel}"), &body)
 }

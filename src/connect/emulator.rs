@@ -12,8 +12,7 @@
 //!
 //! Its inbox URLs are accepted as targets while it is on, whatever `targets` says.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Form, FromRef, Path, Query, State};
 use axum::http::StatusCode;
@@ -23,11 +22,9 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::inboxes::{self, Inboxes};
 use crate::config::Config;
 use crate::html::{esc, markdown, page};
-
-/// Cards kept per inbox.
-const KEEP: usize = 100;
 
 /// What the emulator reaches: the settings (groups, the registration) and the inboxes.
 #[derive(Clone)]
@@ -36,33 +33,6 @@ pub struct Emulator {
     pub config: Arc<Config>,
     /// The inboxes, when the emulator is on.
     pub inboxes: Option<Arc<Inboxes>>,
-}
-
-/// What the emulated groups received.
-#[derive(Default)]
-pub struct Inboxes {
-    cards: Mutex<HashMap<String, VecDeque<Value>>>,
-}
-
-impl Inboxes {
-    pub(crate) fn push(&self, group: &str, card: Value) {
-        let mut cards = self.cards.lock().expect("inbox lock");
-        let q = cards.entry(group.to_string()).or_default();
-        if q.len() == KEEP {
-            q.pop_front();
-        }
-        q.push_back(card);
-    }
-
-    /// The cards a group received, oldest first.
-    pub fn cards(&self, group: &str) -> Vec<Value> {
-        self.cards
-            .lock()
-            .expect("inbox lock")
-            .get(group)
-            .map(|q| q.iter().cloned().collect())
-            .unwrap_or_default()
-    }
 }
 
 /// A group name as it appears in an inbox URL.
@@ -278,16 +248,12 @@ async fn show_inbox(State(app): State<Emulator>, Path(group): Path<String>) -> R
     let Some(inboxes) = &app.inboxes else {
         return (StatusCode::NOT_FOUND, "the emulator is off").into_response();
     };
-    let cards = inboxes.cards(&group);
-    let list: String = if cards.is_empty() {
-        "<p class=\"muted\">Nothing yet.</p>".to_string()
-    } else {
-        cards.iter().rev().map(render_card).collect()
-    };
+    let messages = inboxes.messages(&group);
+    let list = inboxes::show(&messages, crate::render::CardKind::Teams, render_card);
     let body = format!(
         "<p class=\"banner\">Office 365 <strong>emulator</strong> inbox.</p><h1>{}</h1><p class=\"muted\">{}, newest first.</p>{list}",
         esc(&group),
-        crate::render::plural_count(cards.len(), "card")
+        crate::render::plural_count(messages.len(), "card")
     );
     page(StatusCode::OK, &format!("Inbox {group}"), &body)
 }

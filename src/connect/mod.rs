@@ -11,10 +11,12 @@
 //! - [`oauth`]: Add to Slack and Add to Discord, the pages and callbacks.
 //! - [`emulator`]: a local stand-in for the Office 365 side.
 //! - [`chat_emulator`]: a local stand-in for Slack's and Discord's side.
+//! - [`inboxes`]: what the emulated channels received: messages, their edits, their threads.
 
 pub mod api;
 pub mod chat_emulator;
 pub mod emulator;
 pub mod flow;
+pub mod inboxes;
 pub mod oauth;
 pub mod providers;

@@ -87,6 +87,10 @@ fn summary(r: &OutboxRecord, state: &str) -> Value {
     if let Some(f) = &r.fallback {
         v["fallback"] = json!(f);
     }
+    if let Some(k) = &r.key {
+        v["key"] = json!(k);
+        v["update"] = json!(r.update.unwrap_or_default());
+    }
     v
 }
 

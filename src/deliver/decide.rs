@@ -1,7 +1,7 @@
 //! Delivery's decisions, pure functions of what happened: what an answer means for its card
 //! ([`classify`]: delivered, retry, throttled, dead, broken), what comes next ([`next_step`]),
-//! how long `Retry-After` says to wait, the schedule's jitter, and what a Discord card adds to
-//! its URL to reply in its forum thread ([`discord_send`]).
+//! how long `Retry-After` says to wait, the schedule's jitter, and how a Discord card without
+//! a key goes to a forum channel ([`discord_send`]).
 
 use std::time::Duration;
 
@@ -221,54 +221,39 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     )
 }
 
-/// A Discord card as it goes to its connection: the body, what to add to the URL's query, and
-/// the name of the thread it opens (whose id the answer gives). Outside a forum channel the
-/// card's `thread_name` is dropped (Discord refuses it there). In a forum every message is a
-/// thread: a card replies in its thread once it is known (`thread_id`), else opens it
-/// (`thread_name`: its key, or its title) with `wait=true` so that the answer names it.
-pub fn discord_send<'a>(
-    body: &'a str,
-    forum: bool,
-    threads: &[(String, String)],
-) -> (
-    std::borrow::Cow<'a, str>,
-    Vec<(&'static str, String)>,
-    Option<String>,
-) {
+/// A Discord card without a key (or whose update is `new`) as it goes to its connection: the
+/// body. Outside a forum channel the card's `thread_name`
+/// is dropped (Discord refuses it there). In a forum every message opens a thread, named by
+/// its `thread_name` or its title. (Cards with a key: [`super::updates::discord_request`].)
+pub fn discord_send(body: &str, forum: bool) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
     if !forum && !body.contains("\"thread_name\"") {
-        return (Cow::Borrowed(body), Vec::new(), None);
+        return Cow::Borrowed(body);
     }
     let Ok(mut v) = serde_json::from_str::<serde_json::Value>(body) else {
-        return (Cow::Borrowed(body), Vec::new(), None);
+        return Cow::Borrowed(body);
     };
-    let key = v
+    let name = v
         .as_object_mut()
         .and_then(|o| o.remove("thread_name"))
         .and_then(|t| t.as_str().map(str::to_string));
-    if !forum {
-        return (Cow::Owned(v.to_string()), Vec::new(), None);
+    if forum {
+        open_forum_thread(&mut v, name);
     }
-    let name = key
+    Cow::Owned(v.to_string())
+}
+
+/// Names the forum thread a Discord message opens: `name` (the card's thread name), else the
+/// embed's title, else "cardwire".
+pub(super) fn open_forum_thread(v: &mut serde_json::Value, name: Option<String>) {
+    let name = name
         .or_else(|| {
             v.pointer("/embeds/0/title")
                 .and_then(serde_json::Value::as_str)
                 .map(|t| crate::render::truncate_text(t, 100))
         })
         .unwrap_or_else(|| "cardwire".into());
-    if let Some((_, id)) = threads.iter().rev().find(|(n, _)| *n == name) {
-        return (
-            Cow::Owned(v.to_string()),
-            vec![("thread_id", id.clone())],
-            None,
-        );
-    }
-    v["thread_name"] = serde_json::Value::String(name.clone());
-    (
-        Cow::Owned(v.to_string()),
-        vec![("wait", "true".into())],
-        Some(name),
-    )
+    v["thread_name"] = serde_json::Value::String(name);
 }
 
 /// A wait from the schedule, ±20 %.
@@ -290,29 +275,16 @@ mod tests {
     fn discord_threads_only_in_a_forum() {
         let card = r#"{"embeds":[{"title":"T"}],"thread_name":"repo main"}"#;
         // Outside a forum: the thread name is dropped.
-        let (body, query, opens) = discord_send(card, false, &[]);
-        assert!(!body.contains("thread_name") && query.is_empty() && opens.is_none());
+        assert!(!discord_send(card, false).contains("thread_name"));
         // A card without one is sent as it is.
         let plain = r#"{"embeds":[{"title":"T"}]}"#;
         assert!(matches!(
-            discord_send(plain, false, &[]).0,
+            discord_send(plain, false),
             std::borrow::Cow::Borrowed(_)
         ));
-        // In a forum: it opens its thread, waiting for the answer that names it...
-        let (body, query, opens) = discord_send(card, true, &[]);
-        assert!(body.contains(r#""thread_name":"repo main""#));
-        assert_eq!(query, vec![("wait", "true".to_string())]);
-        assert_eq!(opens.as_deref(), Some("repo main"));
-        // ...then replies in it.
-        let known = [("repo main".to_string(), "1234".to_string())];
-        let (body, query, opens) = discord_send(card, true, &known);
-        assert!(!body.contains("thread_name"));
-        assert_eq!(query, vec![("thread_id", "1234".to_string())]);
-        assert!(opens.is_none());
-        // A card without a key opens a thread named by its title.
-        let (body, _, opens) = discord_send(plain, true, &[]);
-        assert!(body.contains(r#""thread_name":"T""#));
-        assert_eq!(opens.as_deref(), Some("T"));
+        // In a forum: it opens a thread by its name, or its title.
+        assert!(discord_send(card, true).contains(r#""thread_name":"repo main""#));
+        assert!(discord_send(plain, true).contains(r#""thread_name":"T""#));
     }
 
     fn retry(throttled: bool, after: Option<u64>) -> impl Fn(&Outcome) -> bool {

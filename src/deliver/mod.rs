@@ -27,9 +27,14 @@
 //!   record for `delivery.keep_delivered`), so a stop at any point — kill -9 included — leaves it
 //!   queued: at least once, never zero times. On a graceful stop, attempts in flight finish.
 //!
-//! This file is the worker loop around two rooms of pure functions: [`decide`] (what an answer
-//! means, what comes next) and [`pacing`] (what requests count against, Discord's buckets and
-//! budget); [`policy`] and [`guard`] say which URLs may be called, [`api`] is the admin API's
+//! - a card with a key edits its key's earlier message, or replies in its thread, where the
+//!   chat and the connection allow (else it posts anew): the message's reference is recorded
+//!   with the delivery, and one that was sent before a stop is not sent again; a message
+//!   deleted in the chat is posted anew ([`updates`]).
+//!
+//! This file is the worker loop around three rooms of pure functions: [`decide`] (what an
+//! answer means, what comes next), [`updates`] (what a keyed card does) and [`pacing`] (what
+//! requests count against, Discord's buckets and budget); [`policy`] and [`guard`] say which URLs may be called, [`api`] is the admin API's
 //! view of deliveries.
 
 pub mod api;
@@ -37,6 +42,7 @@ pub mod decide;
 pub mod guard;
 pub mod pacing;
 pub mod policy;
+pub mod updates;
 
 pub use decide::{
     classify, discord_send, jittered, next_step, parse_retry_after, Outcome, Step, MAX_RETRY_AFTER,
@@ -58,7 +64,9 @@ use crate::connections::Connections;
 use crate::error::ErrorChain;
 use crate::ids::ConnectionId;
 use crate::render::CardKind;
-use crate::store::{now_ms, Attempt, Connection, DeadLetter, OutboxRecord};
+use crate::render::Update;
+use crate::store::{now_ms, Attempt, Connection, DeadLetter, MessageRef, OutboxRecord};
+use updates::Plan;
 
 /// Whether a card's outcome was recorded ([`Deliverer::settle`]).
 #[derive(Debug, PartialEq, Eq)]
@@ -78,9 +86,6 @@ struct Queue {
     /// queued later are read with the next batch. What is here is also in sled.
     ahead: VecDeque<(crate::store::OutboxKey, OutboxRecord)>,
 }
-
-/// The forum threads a connection keeps (the newest).
-const KEEP_THREADS: usize = 500;
 
 type Limiter = governor::DefaultDirectRateLimiter;
 
@@ -362,12 +367,12 @@ impl Deliverer {
                 target = Some((conn.url.clone(), url::Url::parse(&conn.url).ok()));
             }
             let url = target.as_ref().and_then(|(_, u)| u.as_ref());
-            let (outcome, status, hold) = self.attempt(&conn, url, &rec).await;
+            let tried = self.attempt(&conn, url, &rec).await;
             drop(permit);
             self.metrics
-                .delivery(&con, outcome.label(), started.elapsed());
-            if self.settle(&con, (key, rec), (outcome, status), &mut queue) == Settled::StoreBroken
-            {
+                .delivery(&con, tried.outcome.label(), started.elapsed());
+            let hold = tried.hold;
+            if self.settle(&con, (key, rec), tried, &mut queue) == Settled::StoreBroken {
                 return self.retire(&con);
             }
             if let Some(hold) = hold {
@@ -388,9 +393,16 @@ impl Deliverer {
         &self,
         con: &ConnectionId,
         (key, mut rec): (crate::store::OutboxKey, OutboxRecord),
-        (outcome, status): (Outcome, Option<u16>),
+        tried: Tried,
         queue: &mut Queue,
     ) -> Settled {
+        let Tried {
+            outcome,
+            status,
+            reference,
+            note,
+            ..
+        } = tried;
         let Queue {
             throttle_backoff,
             ahead,
@@ -399,9 +411,10 @@ impl Deliverer {
         rec.attempt_log.push(Attempt {
             at_ms: now_ms(),
             status,
-            result: match &outcome {
-                Outcome::Delivered => "delivered".into(),
-                Outcome::Retry { why, .. } | Outcome::Failed(why) | Outcome::Gone(why) => {
+            result: match (&outcome, note) {
+                (Outcome::Delivered, None) => "delivered".into(),
+                (Outcome::Delivered, Some(note)) => format!("delivered: {note}"),
+                (Outcome::Retry { why, .. } | Outcome::Failed(why) | Outcome::Gone(why), _) => {
                     why.clone()
                 }
             },
@@ -434,7 +447,10 @@ impl Deliverer {
                 *throttle_backoff = Duration::from_secs(1);
                 tracing::debug!(connection = %con, delivery = %rec.id, attempts = rec.attempts, "card delivered");
                 self.connections.delivered(con);
-                self.store.deliver(&key, &rec)
+                match &reference {
+                    Some((r, fresh)) => self.store.deliver_with_ref(&key, &rec, r, *fresh),
+                    None => self.store.deliver(&key, &rec),
+                }
             }
             Step::Pause { wait, next_backoff } => {
                 // Throttled: the whole connection waits; this card keeps its place.
@@ -537,24 +553,6 @@ impl Deliverer {
             .map(|n| self.metrics.dead_letters(n + 1))
     }
 
-    /// Keeps the id of a Discord forum thread a card opened (the answer's `channel_id`), so
-    /// that the next cards with its name reply in it.
-    fn learn_thread(&self, conn: &Connection, name: String, answer: &str) {
-        let id = serde_json::from_str::<serde_json::Value>(answer)
-            .ok()
-            .and_then(|v| v.get("channel_id")?.as_str().map(str::to_string));
-        let Some(id) = id else { return };
-        let kept = self.connections.update(&conn.id, |c| {
-            c.threads.retain(|(n, _)| *n != name);
-            c.threads.push((name, id));
-            let over = c.threads.len().saturating_sub(KEEP_THREADS);
-            c.threads.drain(..over);
-        });
-        if let Err(e) = kept {
-            tracing::warn!(connection = %conn.id, error = %ErrorChain(&e), "cannot keep a forum thread's id");
-        }
-    }
-
     fn retire(&self, con: &ConnectionId) {
         let mut workers = self.workers.lock().expect("workers lock");
         workers.remove(con);
@@ -566,47 +564,193 @@ impl Deliverer {
     }
 
     /// One attempt at `rec`; `url` is `conn.url` parsed (`None` if it does not parse, which
-    /// fails as a transport error like any other).
+    /// fails as a transport error like any other). A card with a key goes as its update and
+    /// the connection allow ([`updates`]).
     async fn attempt(
         &self,
         conn: &Connection,
         url: Option<&url::Url>,
         rec: &OutboxRecord,
-    ) -> (Outcome, Option<u16>, Option<Duration>) {
+    ) -> Tried {
         if let Err(blocked) = url.map_or(Ok(()), |u| self.guard.check_url(u)) {
-            return (Outcome::Failed(format!("transport: {blocked}")), None, None);
+            return Tried::plain(Outcome::Failed(format!("transport: {blocked}")), None);
         }
-        let (body, query, opens) = match conn.kind {
-            CardKind::Discord => discord_send(&rec.body, conn.forum, &conn.threads),
+        let Some(key) = rec.key.as_deref() else {
+            return self.post(conn, url, rec).await;
+        };
+        // No connection carries a chat's bot token yet: Slack and Mattermost post anew.
+        let update = updates::effective(
+            rec.update.unwrap_or_default(),
+            updates::can(conn.kind, false, conn.forum),
+        );
+        match conn.kind {
+            CardKind::GoogleChat => {
+                let body = updates::google_chat_body(&rec.body, key, update);
+                let query = [(
+                    "messageReplyOption",
+                    "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD".to_string(),
+                )];
+                let sent = self.send(conn, url, false, "", &query, body, rec).await;
+                let mut tried = sent.tried();
+                if tried.outcome == Outcome::Delivered {
+                    // Kept for what it says (the thread); replies find their thread by key.
+                    tried.reference = updates::answered_ref(conn.kind, &sent.body, false)
+                        .map(|(m, place)| (self.reference(conn, rec, key, m, place), false));
+                }
+                tried
+            }
+            CardKind::Discord if update != Update::New => {
+                self.discord_keyed(conn, url, rec, key, update).await
+            }
+            _ => self.post(conn, url, rec).await,
+        }
+    }
+
+    /// A card without a key (or whose update is `new`), as it always went.
+    async fn post(&self, conn: &Connection, url: Option<&url::Url>, rec: &OutboxRecord) -> Tried {
+        let (body, query) = match conn.kind {
+            CardKind::Discord => (discord_send(&rec.body, conn.forum).into_owned(), Vec::new()),
             // A card with a thread key joins that thread, or starts it (Google Chat's
             // webhooks need the option in the URL; without a key it starts a new thread as
             // before).
             CardKind::GoogleChat => (
-                std::borrow::Cow::Borrowed(rec.body.as_str()),
+                rec.body.clone(),
                 vec![(
                     "messageReplyOption",
                     "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD".to_string(),
                 )],
-                None,
             ),
-            _ => (
-                std::borrow::Cow::Borrowed(rec.body.as_str()),
-                Vec::new(),
-                None,
-            ),
+            _ => (rec.body.clone(), Vec::new()),
+        };
+        self.send(conn, url, false, "", &query, body, rec)
+            .await
+            .tried()
+    }
+
+    /// A Discord card with a key: posted (its message's id kept), or its key's message edited
+    /// or replied to; a message deleted meanwhile is posted anew, and its reference replaced.
+    async fn discord_keyed(
+        &self,
+        conn: &Connection,
+        url: Option<&url::Url>,
+        rec: &OutboxRecord,
+        key: &str,
+        update: Update,
+    ) -> Tried {
+        let found = match self.store.message_ref(&conn.id, key) {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics.store_error(e.kind());
+                return Tried::plain(
+                    Outcome::Retry {
+                        why: format!("cannot read the message reference: {}", ErrorChain(&e)),
+                        throttled: false,
+                        retry_after: None,
+                    },
+                    None,
+                );
+            }
+        };
+        let mut plan = updates::plan(update, found, &rec.id);
+        let mut note = None;
+        loop {
+            if let Plan::Sent(_) = plan {
+                let mut tried = Tried::plain(Outcome::Delivered, None);
+                tried.note = Some("sent before a stop (its message reference says so)".into());
+                return tried;
+            }
+            let req = updates::discord_request(&plan, &rec.body, conn.forum);
+            let sent = self
+                .send(conn, url, req.patch, &req.path, &req.query, req.body, rec)
+                .await;
+            let gone = matches!(plan, Plan::Edit(_) | Plan::Reply(_))
+                && sent
+                    .status
+                    .is_some_and(|s| updates::message_gone(conn.kind, s, &sent.body));
+            if gone {
+                // Deleted in the chat: a new message takes its place.
+                note = Some("its key's message was deleted; posted anew".to_string());
+                plan = Plan::Post;
+                continue;
+            }
+            let mut tried = sent.tried();
+            if tried.outcome != Outcome::Delivered {
+                return tried;
+            }
+            tried.reference = match &plan {
+                Plan::Edit(r) | Plan::Reply(r) => {
+                    tried.note = Some(if matches!(plan, Plan::Edit(_)) {
+                        format!("edited message {}", r.message)
+                    } else {
+                        format!("replied in thread {}", r.place.as_deref().unwrap_or("?"))
+                    });
+                    let used = self.reference(conn, rec, key, r.message.clone(), r.place.clone());
+                    Some((used, false))
+                }
+                _ => {
+                    tried.note = note.clone();
+                    updates::answered_ref(conn.kind, &sent.body, conn.forum)
+                        .map(|(m, place)| (self.reference(conn, rec, key, m, place), true))
+                }
+            };
+            return tried;
+        }
+    }
+
+    /// The reference a delivery of `rec` makes or uses, dated now.
+    fn reference(
+        &self,
+        conn: &Connection,
+        rec: &OutboxRecord,
+        key: &str,
+        message: String,
+        place: Option<String>,
+    ) -> MessageRef {
+        MessageRef {
+            connection: conn.id.clone(),
+            key: key.to_string(),
+            message,
+            place,
+            delivery: rec.id.clone(),
+            at_ms: now_ms(),
+        }
+    }
+
+    /// One request: `body` POSTed (or PATCHed) to the connection's URL, with `path` added to
+    /// its path and `query` to its query; the answer read and classified.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        conn: &Connection,
+        url: Option<&url::Url>,
+        patch: bool,
+        path: &str,
+        query: &[(&'static str, String)],
+        body: String,
+        rec: &OutboxRecord,
+    ) -> Sent {
+        let method = if patch {
+            reqwest::Method::PATCH
+        } else {
+            reqwest::Method::POST
         };
         let request = match url {
-            Some(u) if !query.is_empty() => {
+            Some(u) if !query.is_empty() || !path.is_empty() => {
                 let mut u = u.clone();
-                u.query_pairs_mut().extend_pairs(&query);
-                self.client.post(u)
+                if !path.is_empty() {
+                    if let Ok(mut segments) = u.path_segments_mut() {
+                        segments
+                            .pop_if_empty()
+                            .extend(path.split('/').filter(|s| !s.is_empty()));
+                    }
+                }
+                if !query.is_empty() {
+                    u.query_pairs_mut().extend_pairs(query);
+                }
+                self.client.request(method, u)
             }
-            Some(u) => self.client.post(u.clone()),
-            None => self.client.post(&conn.url),
-        };
-        let body = match body {
-            std::borrow::Cow::Borrowed(_) => rec.body.clone(),
-            std::borrow::Cow::Owned(b) => b,
+            Some(u) => self.client.request(method, u.clone()),
+            None => self.client.request(method, &conn.url),
         };
         let sent = request
             .header(CONTENT_TYPE, "application/json")
@@ -638,21 +782,69 @@ impl Deliverer {
                 }
                 let body = res.text().await.unwrap_or_default();
                 let outcome = classify(conn.kind, status, retry_after.as_deref(), &body);
-                if let (Outcome::Delivered, Some(name)) = (&outcome, opens) {
-                    self.learn_thread(conn, name, &body);
+                Sent {
+                    outcome,
+                    status: Some(status),
+                    hold,
+                    body,
                 }
-                (outcome, Some(status), hold)
             }
             // The error text can contain the URL, which is a secret: keep only its kind.
-            Err(e) => (
-                Outcome::Retry {
+            Err(e) => Sent {
+                outcome: Outcome::Retry {
                     why: transport_error(&e),
                     throttled: false,
                     retry_after: None,
                 },
-                None,
-                None,
-            ),
+                status: None,
+                hold: None,
+                body: String::new(),
+            },
+        }
+    }
+}
+
+/// One request's answer, classified.
+struct Sent {
+    outcome: Outcome,
+    status: Option<u16>,
+    hold: Option<Duration>,
+    body: String,
+}
+
+impl Sent {
+    fn tried(&self) -> Tried {
+        Tried {
+            outcome: self.outcome.clone(),
+            status: self.status,
+            hold: self.hold,
+            reference: None,
+            note: None,
+        }
+    }
+}
+
+/// What one attempt came to, and what is recorded with it.
+struct Tried {
+    outcome: Outcome,
+    /// The HTTP status, if an answer came.
+    status: Option<u16>,
+    /// How long the platform's rate-limit bucket is empty, if it said.
+    hold: Option<Duration>,
+    /// The message reference to record with the card once delivered; `true`: a new message.
+    reference: Option<(MessageRef, bool)>,
+    /// What the attempt did besides a plain post (recorded in the card's attempt log).
+    note: Option<String>,
+}
+
+impl Tried {
+    fn plain(outcome: Outcome, status: Option<u16>) -> Self {
+        Self {
+            outcome,
+            status,
+            hold: None,
+            reference: None,
+            note: None,
         }
     }
 }

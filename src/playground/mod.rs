@@ -478,18 +478,19 @@ fn render_value(app: &Stager, input: RenderIn) -> Result<Value, ApiError> {
                     kind,
                     event.context(),
                 ),
-                None => {
-                    pipeline
-                        .renderer
-                        .render_with(&rule.template, kind, event.template_context())
-                }
+                None => pipeline.renderer.render_card_with(
+                    &rule.template,
+                    kind,
+                    event.template_context(),
+                ),
             };
             cards.push(match rendered {
-                Ok(body) => json!({
+                Ok(r) => json!({
                     "rule": rule.name, "kind": kind, "template": rule.template,
                     "template_source": pipeline.renderer.source(&rule.template, kind),
-                    "body": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
-                    "valid": true, "errors": [], "bytes": body.len(), "limit": kind.max_bytes(),
+                    "body": serde_json::from_str::<Value>(&r.body).unwrap_or(Value::Null),
+                    "valid": true, "errors": [], "bytes": r.body.len(), "limit": kind.max_bytes(),
+                    "subject": subject_of(kind, rule.update, r.subject.as_ref()),
                 }),
                 Err(e) => json!({
                     "rule": rule.name, "kind": kind, "template": rule.template,
@@ -506,6 +507,23 @@ fn render_value(app: &Stager, input: RenderIn) -> Result<Value, ApiError> {
         "rules": explanation,
         "cards": cards,
     }))
+}
+
+/// What a card's key makes of a later card of its subject on `kind`: `null` without a key.
+fn subject_of(
+    kind: CardKind,
+    rule: Option<crate::render::Update>,
+    subject: Option<&(String, crate::render::Update)>,
+) -> Value {
+    let Some((key, update)) = subject else {
+        return Value::Null;
+    };
+    let update = rule.unwrap_or(*update);
+    json!({
+        "key": key,
+        "update": update.as_str(),
+        "effect": crate::deliver::updates::update_effect(kind, update),
+    })
 }
 
 /// `POST /api/preview` with a card (or, instead, the input of `/api/render`).

@@ -37,6 +37,26 @@ use serde_json::Value;
 use crate::yaml::{Pos, Problem, Problems};
 
 pub use kind::{CardKind, MAX_CARD_BYTES};
+pub use portable::model::Update;
+
+/// A rendered card: the body to send and, for a portable card with a `key` (or a `thread`),
+/// its subject and what a later card of the same subject does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The exact JSON body.
+    pub body: String,
+    /// The card's key and update, if it has one.
+    pub subject: Option<(String, Update)>,
+}
+
+impl Rendered {
+    fn plain(body: String) -> Self {
+        Self {
+            body,
+            subject: None,
+        }
+    }
+}
 
 /// Why a card could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -327,13 +347,25 @@ impl Renderer {
         kind: CardKind,
         ctx: &handlebars::Context,
     ) -> Result<String, RenderError> {
+        self.render_card_with(name, kind, ctx).map(|r| r.body)
+    }
+
+    /// [`Renderer::render_with`], with the card's subject ([`Rendered`]).
+    pub fn render_card_with(
+        &self,
+        name: &str,
+        kind: CardKind,
+        ctx: &handlebars::Context,
+    ) -> Result<Rendered, RenderError> {
         let route = self.route(name, kind);
         let key = match route {
             Some(Route::Own) => key(name, kind),
             Some(Route::Portable) => card_key(name),
             Some(Route::FromTeams) => {
                 let teams = self.render_with(name, CardKind::Teams, ctx)?;
-                return self.teams_as(kind, &format!("{}.hbs", key(name, CardKind::Teams)), &teams);
+                return self
+                    .teams_as(kind, &format!("{}.hbs", key(name, CardKind::Teams)), &teams)
+                    .map(Rendered::plain);
             }
             None => return Err(RenderError::NoTemplate(key(name, kind))),
         };
@@ -349,7 +381,7 @@ impl Renderer {
         if self.is_portable(name, kind) {
             return self.finish_portable(kind, &file, &text);
         }
-        self.finish(kind, &file, &text)
+        self.finish(kind, &file, &text).map(Rendered::plain)
     }
 
     /// Renders template *text* (an edited template, in the playground) as a card of `kind`,
@@ -362,7 +394,7 @@ impl Renderer {
         source: &str,
         kind: CardKind,
         ctx: &Value,
-    ) -> Result<String, RenderError> {
+    ) -> Result<Rendered, RenderError> {
         let mut hb = engine(&self.people);
         hb.register_template_string(name, source)
             .map_err(|e| RenderError::Template {
@@ -379,9 +411,9 @@ impl Renderer {
             Some(Route::Portable) => self.finish_portable(kind, name, &text),
             Some(Route::FromTeams) => {
                 let teams = self.finish(CardKind::Teams, name, &text)?;
-                self.teams_as(kind, name, &teams)
+                self.teams_as(kind, name, &teams).map(Rendered::plain)
             }
-            _ => self.finish(kind, name, &text),
+            _ => self.finish(kind, name, &text).map(Rendered::plain),
         }
     }
 
@@ -401,7 +433,7 @@ impl Renderer {
         kind: CardKind,
         file: &str,
         text: &str,
-    ) -> Result<String, RenderError> {
+    ) -> Result<Rendered, RenderError> {
         let card = portable::parse_str(text).map_err(|e| match e {
             portable::ParseError::Json(source) => RenderError::Json {
                 template: file.to_string(),
@@ -415,7 +447,10 @@ impl Renderer {
         })?;
         let mut value = portable::convert(&card, kind);
         add_mentions(&self.people, &card.mentions, kind, &mut value);
-        self.finish_value(kind, file.to_string(), value, true)
+        Ok(Rendered {
+            body: self.finish_value(kind, file.to_string(), value, true)?,
+            subject: card.subject().map(|(k, u)| (k.to_string(), u)),
+        })
     }
 
     /// Parses, cleans, fits and validates rendered text into the body to send.

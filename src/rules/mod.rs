@@ -69,6 +69,10 @@ pub struct RuleConfig {
     /// Whether this rule's cards may wait for a connection's digest (default) or always go at once.
     #[serde(default = "yes")]
     pub digest: bool,
+    /// What a later card of the same subject (its template's `key`) does to the first one's
+    /// message: `replace`, `reply` or `new`; the template's own `update` when not given.
+    #[serde(default)]
+    pub update: Option<crate::render::Update>,
 }
 
 /// `limit:` as written.
@@ -174,6 +178,8 @@ pub struct Rule {
     pub dedup: Option<Dedup>,
     /// Whether its cards may wait for a digest.
     pub digest: bool,
+    /// What a later card of the same subject does, over its template's `update`.
+    pub update: Option<crate::render::Update>,
     /// The file it came from.
     pub file: PathBuf,
     /// Where its `template:` stands in that file.
@@ -379,6 +385,7 @@ impl<T: Fn(&str, CardKind) -> bool> Loader<'_, T> {
             limit,
             dedup,
             digest: rc.digest,
+            update: rc.update,
             file: file.clone(),
             template_at: doc.pos(&format!("{at}.template")),
             inactive,

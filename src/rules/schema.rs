@@ -64,6 +64,30 @@ pub fn validate(value: &Value) -> Vec<Violation> {
                     property.as_str().unwrap_or("?")
                 ),
             }),
+            ValidationErrorKind::Enum { options } => {
+                let valid: Vec<&str> = options
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let given = error.instance().to_string();
+                let hint = error
+                    .instance()
+                    .as_str()
+                    .and_then(|g| crate::yaml::closest(g, &valid))
+                    .map(|b| format!(": did you mean `{b}`?"))
+                    .unwrap_or_default();
+                out.push(Violation {
+                    path: path.clone(),
+                    at_key: false,
+                    message: format!(
+                        "`{}`: {given} is not one of {}{hint}",
+                        path.rsplit('.').next().unwrap_or(&path),
+                        valid.join(", ")
+                    ),
+                });
+            }
             ValidationErrorKind::Type { .. } if path.is_empty() => out.push(Violation {
                 path,
                 at_key: false,
@@ -121,7 +145,8 @@ mod tests {
         let v = validate(&json!([
             {"name": "a", "source": "s", "event": "e", "tempalte": "t"},
             {"name": "b", "source": "s", "event": "e", "template": "t", "when": {"all": [{"path": "x", "equls": 1}]}},
-            {"name": "c", "source": "s", "event": "e", "template": "t", "limit": {"rate": "five"}, "enabled": "yes"}
+            {"name": "c", "source": "s", "event": "e", "template": "t", "limit": {"rate": "five"}, "enabled": "yes"},
+            {"name": "d", "source": "s", "event": "e", "template": "t", "update": "replac"}
         ]));
         let messages: Vec<String> = v
             .iter()
@@ -150,6 +175,13 @@ mod tests {
         );
         assert!(
             messages.iter().any(|m| m.starts_with("[2].enabled")),
+            "{messages:#?}"
+        );
+        assert!(
+            messages.contains(
+                &"[3].update `update`: \"replac\" is not one of replace, reply, new: did you mean `replace`?"
+                    .to_string()
+            ),
             "{messages:#?}"
         );
         assert_eq!(

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::ids::ConnectionId;
 use crate::store::{
-    ConnectionRecords, Counts, FlowStates, NoiseState, Outbox, RecentEvents, SeenIds, StoreError,
+    ConnectionRecords, Counts, FlowStates, MessageRefs, NoiseState, Outbox, RecentEvents, SeenIds,
+    StoreError,
 };
 
 /// Making writes durable, and what the store knows about itself.
@@ -80,6 +81,7 @@ pub trait Backend:
     + FlowStates
     + NoiseState
     + Outbox
+    + MessageRefs
     + RecentEvents
     + SeenIds
     + Durable
@@ -93,6 +95,7 @@ impl<T> Backend for T where
         + FlowStates
         + NoiseState
         + Outbox
+        + MessageRefs
         + RecentEvents
         + SeenIds
         + Durable
@@ -107,7 +110,7 @@ pub type SharedStore = Arc<dyn Backend>;
 /// The traits, to call the store's methods through [`SharedStore`]: `use crate::store::prelude::*`.
 pub mod prelude {
     pub use crate::store::{
-        Backend, ConnectionRecords, Durable, FlowStates, NoiseState, Outbox, RecentEvents, SeenIds,
-        SharedStore,
+        Backend, ConnectionRecords, Durable, FlowStates, MessageRefs, NoiseState, Outbox,
+        RecentEvents, SeenIds, SharedStore,
     };
 }

@@ -43,13 +43,11 @@ pub struct Connection {
     #[serde(default)]
     pub limit: Option<String>,
     /// Discord: the webhook posts into a forum (or media) channel, where every message opens
-    /// or joins a thread: a card opens one named by its `thread` key (or its title), and later
-    /// cards with the same key reply in it.
+    /// or joins a thread: a card with a key opens one (named by its `thread`, or its title),
+    /// and later cards with the same key reply in it or edit its first message (their message
+    /// references say where: [`crate::store::MessageRefs`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forum: bool,
-    /// Discord forum threads opened so far: thread name → thread id (the newest 500).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub threads: Vec<(String, String)>,
 }
 
 /// How a connection was made.
@@ -139,7 +137,6 @@ impl Connection {
             broken: None,
             limit: None,
             forum: false,
-            threads: Vec::new(),
         }
     }
 

@@ -8,7 +8,8 @@
 //! implements for it: [`connections`] ([`ConnectionRecords`]), [`outbox`] ([`Outbox`]: queued
 //! cards, dead letters, delivered records), [`noise`] ([`NoiseState`]: dedup keys, folds,
 //! digests), [`flows`] ([`FlowStates`]: connect flow states), [`seen`] ([`SeenIds`]: upstream
-//! delivery ids) and [`recent`] ([`RecentEvents`]: the playground's ring). With [`Durable`]
+//! delivery ids), [`refs`] ([`MessageRefs`]: where the chats keep keyed cards' messages) and
+//! [`recent`] ([`RecentEvents`]: the playground's ring). With [`Durable`]
 //! (commit, flush, counts, the clock: [`backend`]) they make up [`Backend`], which the layers
 //! above hold as [`SharedStore`]. What both engines share: [`error`], [`counts`], [`clock`], [`secrets`]
 //! (webhook URLs and tokens sealed at rest).
@@ -26,6 +27,7 @@ pub mod noise;
 pub mod outbox;
 pub mod pg;
 pub mod recent;
+pub mod refs;
 pub mod secrets;
 pub mod seen;
 pub mod sled;
@@ -40,4 +42,5 @@ pub use flows::{FlowState, FlowStates};
 pub use noise::{Bucket, Item, NoiseState};
 pub use outbox::{Attempt, DeadLetter, Delivered, Outbox, OutboxKey, OutboxRecord, RenderFailure};
 pub use recent::RecentEvents;
+pub use refs::{MessageRef, MessageRefs, KEEP_REFS};
 pub use seen::SeenIds;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::ids::{ConnectionId, DeliveryId, EventId};
-use crate::render::CardKind;
+use crate::render::{CardKind, Update};
 
 /// One attempt, as recorded on the card.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +65,13 @@ pub struct OutboxRecord {
     /// [`crate::store::Outbox::enqueue_event`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
+    /// The card's subject (its template's `key`): a later card with the same key and
+    /// connection edits or replies to this one's message, as `update` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What this card does to its key's earlier message (`replace` when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<Update>,
 }
 
 impl OutboxRecord {
@@ -92,6 +99,8 @@ impl OutboxRecord {
             attempt_log: Vec::new(),
             fallback: None,
             claim: None,
+            key: None,
+            update: None,
         }
     }
 }
@@ -113,6 +122,8 @@ impl OutboxRecord {
             attempt_log: self.attempt_log.clone(),
             fallback: self.fallback.clone(),
             claim: self.claim.clone(),
+            key: self.key.clone(),
+            update: self.update,
         }
     }
 }

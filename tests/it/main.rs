@@ -25,5 +25,6 @@ mod postgres;
 mod reload;
 mod shipped;
 mod store;
+mod updates;
 mod utils;
 mod variants;

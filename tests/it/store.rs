@@ -12,8 +12,8 @@ use cardwire::store::pg::{migrations, PgSettings, PgStore, LEASE};
 use cardwire::store::prelude::*;
 use cardwire::store::recent::{RecentEvent, RecentPayload};
 use cardwire::store::{
-    now_ms, Bucket, Clock, Connection, Counts, DeadLetter, FlowState, Item, OutboxRecord, Store,
-    StoreError, Wake,
+    now_ms, Bucket, Clock, Connection, Counts, DeadLetter, FlowState, Item, MessageRef,
+    OutboxRecord, Store, StoreError, Wake,
 };
 
 use crate::pg::Postgres;
@@ -209,6 +209,142 @@ async fn an_upstream_delivery_id_is_claimed_once() {
             "{name}: pruned by age"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_reference_is_kept_with_its_delivery_seen_again_and_pruned() {
+    let backends = backends();
+    for (name, store, _hold) in &backends {
+        let c = connection("refs");
+        store.put_connection(&c).unwrap();
+        let other = connection("other");
+        store.put_connection(&other).unwrap();
+        let reference = |rec: &OutboxRecord, message: &str| MessageRef {
+            connection: c.id.clone(),
+            key: "octo/repo#1".into(),
+            message: message.into(),
+            place: Some("C1".into()),
+            delivery: rec.id.clone(),
+            at_ms: now_ms(),
+        };
+        assert_eq!(store.message_ref(&c.id, "octo/repo#1").unwrap(), None);
+        // The first card posts: its reference with it.
+        store.enqueue(&card(&c.id, 1)).unwrap();
+        let (key, rec) = store.next_batch(&c.id, 10).unwrap().remove(0);
+        let first = reference(&rec, "m1");
+        store.deliver_with_ref(&key, &rec, &first, true).unwrap();
+        assert_eq!(
+            store.message_ref(&c.id, "octo/repo#1").unwrap(),
+            Some(first.clone()),
+            "{name}"
+        );
+        assert!(store.next_batch(&c.id, 10).unwrap().is_empty(), "{name}");
+        assert_eq!(store.counts().delivered, 1, "{name}");
+        // The next edits it: the same message, its delivery the latest.
+        store.enqueue(&card(&c.id, 2)).unwrap();
+        let (key, rec) = store.next_batch(&c.id, 10).unwrap().remove(0);
+        let second = reference(&rec, "m1");
+        store.deliver_with_ref(&key, &rec, &second, false).unwrap();
+        let found = store.message_ref(&c.id, "octo/repo#1").unwrap().unwrap();
+        assert_eq!(found.delivery, rec.id, "{name}: the latest delivery");
+        assert_eq!(found.message, "m1", "{name}");
+        // Per connection and key.
+        assert_eq!(
+            store.message_ref(&other.id, "octo/repo#1").unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            store.message_ref(&c.id, "octo/repo#2").unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(store.counts().delivered, 2, "{name}");
+        assert!(store.message_refs_kept().unwrap() >= 1, "{name}");
+        // Kept while used within `keep`, gone after.
+        assert_eq!(
+            store.prune_message_refs(Duration::from_secs(3600)).unwrap(),
+            0,
+            "{name}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            store.prune_message_refs(Duration::ZERO).unwrap() >= 1,
+            "{name}"
+        );
+        assert_eq!(
+            store.message_ref(&c.id, "octo/repo#1").unwrap(),
+            None,
+            "{name}: pruned"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_reference_outlives_the_process_and_is_seen_by_every_instance() {
+    // sled: written, the store closed, opened again.
+    let dir = tempfile::tempdir().unwrap();
+    let c = connection("refs");
+    let rec = card(&c.id, 1);
+    let reference = MessageRef {
+        connection: c.id.clone(),
+        key: "k".into(),
+        message: "m1".into(),
+        place: None,
+        delivery: rec.id.clone(),
+        at_ms: now_ms(),
+    };
+    {
+        let store = Store::open(dir.path(), Some(KEY)).unwrap();
+        store.put_connection(&c).unwrap();
+        store.enqueue(&rec).unwrap();
+        let (key, rec) = store.next_batch(&c.id, 1).unwrap().remove(0);
+        store
+            .deliver_with_ref(&key, &rec, &reference, true)
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), Some(KEY)).unwrap();
+    assert_eq!(
+        store.message_ref(&c.id, "k").unwrap(),
+        Some(reference.clone())
+    );
+    // Moved to where references are kept for days, and still found.
+    assert_eq!(store.move_refs().unwrap(), 1);
+    assert_eq!(store.move_refs().unwrap(), 0);
+    assert_eq!(
+        store.message_ref(&c.id, "k").unwrap(),
+        Some(reference.clone())
+    );
+    drop(store);
+    let store = Store::open(dir.path(), Some(KEY)).unwrap();
+    assert_eq!(
+        store.message_ref(&c.id, "k").unwrap(),
+        Some(reference.clone())
+    );
+    // PostgreSQL: one instance records, another sees it, whether the first recorded at once
+    // (a new message) or with its batch (a use of an older one), once it is recorded.
+    let pg = Postgres::start();
+    let (a, b) = (pg_store(&pg.url()), pg_store(&pg.url()));
+    a.put_connection(&c).unwrap();
+    a.enqueue(&rec).unwrap();
+    let (key, rec) = a.next_batch(&c.id, 1).unwrap().remove(0);
+    a.deliver_with_ref(&key, &rec, &reference, true).unwrap();
+    assert_eq!(
+        b.message_ref(&c.id, "k").unwrap(),
+        Some(reference.clone()),
+        "at once"
+    );
+    let again = card(&c.id, 2);
+    a.enqueue(&again).unwrap();
+    let (key, again) = a.next_batch(&c.id, 1).unwrap().remove(0);
+    let used = MessageRef {
+        delivery: again.id.clone(),
+        ..reference.clone()
+    };
+    a.deliver_with_ref(&key, &again, &used, false).unwrap();
+    a.flush().unwrap();
+    assert_eq!(b.message_ref(&c.id, "k").unwrap(), Some(used));
 }
 
 #[tokio::test(flavor = "multi_thread")]

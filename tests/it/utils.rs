@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::any;
 use axum::Router;
 use cardwire::app::Server;
 use cardwire::config::Config;
@@ -265,6 +265,8 @@ pub async fn api_get(addr: &str, path: &str, token: &str) -> Value {
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// `POST`, `PATCH`, ...
+    pub method: String,
     pub path: String,
     /// The query string, if any.
     pub query: Option<String>,
@@ -298,7 +300,7 @@ impl Receiver {
         let state = Arc::new(ReceiverState::default());
         *state.default.lock().unwrap() = (200, "1".into());
         let app = Router::new()
-            .route("/{*path}", post(receive))
+            .route("/{*path}", any(receive))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -371,6 +373,7 @@ impl Receiver {
 
 async fn receive(
     State(state): State<Arc<ReceiverState>>,
+    method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -378,6 +381,7 @@ async fn receive(
     use axum::response::IntoResponse;
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.received.lock().unwrap().push(Received {
+        method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
         headers,

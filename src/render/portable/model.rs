@@ -50,9 +50,67 @@ pub struct Card {
     /// The card's main URL.
     #[serde(default)]
     pub link: Option<String>,
-    /// A key that groups related cards where the platform threads (Google Chat).
+    /// A key that groups related cards where the platform threads (Google Chat, a Discord
+    /// forum): the same as `key` with `update: reply`.
     #[serde(default)]
     pub thread: Option<String>,
+    /// The card's subject (a pull request, a pipeline, an alert group): a later card with the
+    /// same key and connection changes the first one's message, as `update` says.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// What a later card with the same `key` does (`replace` when not given).
+    #[serde(default)]
+    pub update: Option<Update>,
+}
+
+/// What a card with the key of an earlier one does to the earlier one's message.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Update {
+    /// Edits the first message in place (where the chat can; else as `reply`).
+    #[default]
+    Replace,
+    /// Replies in the first message's thread (where the chat can; else as `new`).
+    Reply,
+    /// A new message, as if it had no key.
+    New,
+}
+
+impl Update {
+    /// As a rule or a template writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Replace => "replace",
+            Self::Reply => "reply",
+            Self::New => "new",
+        }
+    }
+
+    /// Read as a rule or a template writes it.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "replace" => Some(Self::Replace),
+            "reply" => Some(Self::Reply),
+            "new" => Some(Self::New),
+            _ => None,
+        }
+    }
+
+    /// Every value, as written.
+    pub const NAMES: [&'static str; 3] = ["replace", "reply", "new"];
+}
+
+impl Card {
+    /// The card's subject and what a later card of it does: its `key` and `update`
+    /// (`replace` when not given), or its `thread` as a key whose cards reply. `None`: every
+    /// card of it is a new message.
+    pub fn subject(&self) -> Option<(&str, Update)> {
+        match (&self.key, &self.thread) {
+            (Some(k), _) => Some((k.as_str(), self.update.unwrap_or_default())),
+            (None, Some(t)) => Some((t.as_str(), self.update.unwrap_or(Update::Reply))),
+            (None, None) => None,
+        }
+    }
 }
 
 /// How serious a card is.
@@ -225,6 +283,7 @@ pub(super) fn normalize(card: &mut Card) {
         &mut card.footer,
         &mut card.link,
         &mut card.thread,
+        &mut card.key,
     ] {
         blank(o);
     }

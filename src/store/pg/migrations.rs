@@ -15,6 +15,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "instances",
         include_str!("migrations/0002_instances.sql"),
     ),
+    (
+        3,
+        "message_refs",
+        include_str!("migrations/0003_message_refs.sql"),
+    ),
 ];
 
 /// The advisory lock's key: "cardwire" in ASCII.

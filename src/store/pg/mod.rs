@@ -15,7 +15,7 @@
 //! and waits for the answer, so that no runtime's thread ever drives the client's own.
 //!
 //! One file per kind of record, as sled's: [`connections`], [`flows`], [`seen`], [`outbox`],
-//! [`noise`], [`recent`], and [`durable`] (commit, counts, health); [`rows`] holds what they
+//! [`noise`], [`recent`], [`refs`], and [`durable`] (commit, counts, health); [`rows`] holds what they
 //! share.
 //! Besides: [`batch`] (the group commit of accepted events), [`leases`] (delivery leases and
 //! wake-ups between instances), [`migrations`], [`pool`] (the client's threads), [`import`]
@@ -32,6 +32,7 @@ pub mod noise;
 pub mod outbox;
 pub mod pool;
 pub mod recent;
+pub mod refs;
 pub mod rows;
 pub mod seen;
 
@@ -112,6 +113,8 @@ struct Done {
     record: String,
     /// The lease it was sent under (checked when it is recorded).
     lease: Option<i64>,
+    /// The message reference it used, written before it ([`super::MessageRefs`]).
+    reference: Option<super::MessageRef>,
 }
 
 /// Delivered cards recorded at the latest once this many wait.
@@ -430,6 +433,8 @@ impl PgStore {
         }
         let (mut seqs, mut ids, mut cons, mut ats, mut records, mut leases) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let references: Vec<super::MessageRef> =
+            done.iter().filter_map(|d| d.reference.clone()).collect();
         for d in done {
             seqs.push(d.seq);
             ids.push(d.id);
@@ -442,6 +447,9 @@ impl PgStore {
         // one sent under a lease that expired is the new holder's, queued still, and is sent
         // again (at least once, same Idempotency-Key).
         self.pool.run(move |db| {
+            // The references first: a stop between the two statements leaves cards queued
+            // whose references name them (sent again, they are known as sent).
+            rows::upsert_refs(db, &references)?;
             db.execute(
                 "WITH d AS (
                      SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[],

@@ -236,28 +236,7 @@ impl Outbox for PgStore {
     }
 
     fn deliver(&self, key: &OutboxKey, rec: &OutboxRecord) -> Result<(), StoreError> {
-        let at = self.clock.now_ms();
-        let done = super::Done {
-            seq: seq(key),
-            id: rec.id.as_str().to_string(),
-            connection: rec.connection.as_str().to_string(),
-            at: ms(at),
-            record: json(&delivered_record(rec, at))?,
-            lease: self.lease_of(rec.connection.as_str()),
-        };
-        // Recorded with the next read of the outbox (which a worker makes before its next
-        // cards), any lookup, or a stop: one statement for a worker's whole batch.
-        let full = {
-            let mut done_list = self.done.lock().expect("done lock");
-            done_list.push(done);
-            done_list.len() >= super::DONE_AT_MOST
-        };
-        let was_retrying = rec.attempts > 1;
-        self.count(|c| c.delivered_one(true, was_retrying));
-        if full {
-            self.record_done()?;
-        }
-        Ok(())
+        self.deliver_referenced(key, rec, None)
     }
 
     fn prune_delivered(&self, keep: std::time::Duration) -> Result<usize, StoreError> {
@@ -506,4 +485,39 @@ pub(super) fn holds(
             &[&con, &lease],
         )?
         .is_some())
+}
+
+impl PgStore {
+    /// [`Outbox::deliver`], with the message reference the card used, written with the
+    /// batch it is recorded in (before it).
+    pub(super) fn deliver_referenced(
+        &self,
+        key: &OutboxKey,
+        rec: &OutboxRecord,
+        reference: Option<crate::store::MessageRef>,
+    ) -> Result<(), StoreError> {
+        let at = self.clock.now_ms();
+        let done = super::Done {
+            seq: seq(key),
+            id: rec.id.as_str().to_string(),
+            connection: rec.connection.as_str().to_string(),
+            at: ms(at),
+            record: json(&delivered_record(rec, at))?,
+            lease: self.lease_of(rec.connection.as_str()),
+            reference,
+        };
+        // Recorded with the next read of the outbox (which a worker makes before its next
+        // cards), any lookup, or a stop: one statement for a worker's whole batch.
+        let full = {
+            let mut done_list = self.done.lock().expect("done lock");
+            done_list.push(done);
+            done_list.len() >= super::DONE_AT_MOST
+        };
+        let was_retrying = rec.attempts > 1;
+        self.count(|c| c.delivered_one(true, was_retrying));
+        if full {
+            self.record_done()?;
+        }
+        Ok(())
+    }
 }

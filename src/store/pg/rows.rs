@@ -61,3 +61,38 @@ pub(super) fn put_dead_in(
     )?;
     Ok(())
 }
+
+/// Writes references (a newer use replaces an older one's row), in one statement.
+pub(super) fn upsert_refs(
+    db: &mut impl postgres::GenericClient,
+    refs: &[crate::store::MessageRef],
+) -> Result<(), postgres::Error> {
+    if refs.is_empty() {
+        return Ok(());
+    }
+    // The newest of a key, once: a statement may not change one row twice.
+    let mut newest: std::collections::HashMap<(&str, &str), &crate::store::MessageRef> =
+        std::collections::HashMap::new();
+    for r in refs {
+        newest.insert((r.connection.as_str(), r.key.as_str()), r);
+    }
+    let (mut cons, mut keys, mut messages, mut places, mut deliveries, mut ats) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for r in newest.values() {
+        cons.push(r.connection.as_str());
+        keys.push(r.key.as_str());
+        messages.push(r.message.as_str());
+        places.push(r.place.as_deref());
+        deliveries.push(r.delivery.as_str());
+        ats.push(i64::try_from(r.at_ms).unwrap_or(i64::MAX));
+    }
+    db.execute(
+        "INSERT INTO message_refs (connection, key, message, place, delivery, at_ms)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::bigint[])
+         ON CONFLICT (connection, key) DO UPDATE SET message = EXCLUDED.message,
+             place = EXCLUDED.place, delivery = EXCLUDED.delivery, at_ms = EXCLUDED.at_ms",
+        &[&cons, &keys, &messages, &places, &deliveries, &ats],
+    )
+    .map(drop)
+}

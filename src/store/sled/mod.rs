@@ -1,9 +1,10 @@
 //! sled's engine, the default: durable state in one embedded sled database (connections, the
 //! outbox, dead letters, noise-control state, the playground's ring of recent events: see
 //! [`ring`], in memory and written once a second) and, beside it in segment files that are
-//! deleted whole ([`segments`]), what is kept for days: delivered records ([`history`]) and
+//! deleted whole ([`segments`]), what is kept for days: delivered records ([`history`]),
 //! upstream delivery ids ([`claims`], claimed in sled with their event's cards and moved out
-//! within a second: [`seen`]).
+//! within a second: [`seen`]) and message references ([`refs`], written with their delivery
+//! and moved out the same way).
 //!
 //! In: the calls of the store's contract ([`crate::store::Backend`]). Out: the same records,
 //! in order. Guarantees: a write is durable once [`Durable::commit`] has returned for it.
@@ -20,7 +21,7 @@
 //! the queue, and a start after a crash counts and indexes again.
 //!
 //! One file per kind of record, each implementing its trait for [`Store`]: [`connections`],
-//! [`outbox`], [`noise`], [`flows`], [`seen`], [`recent`]. This module holds what they share:
+//! [`outbox`], [`noise`], [`flows`], [`seen`], [`refs`], [`recent`]. This module holds what they share:
 //! opening sled, the group commit, recovery after a crash.
 
 pub mod claims;
@@ -31,6 +32,7 @@ pub mod noise;
 pub mod outbox;
 pub mod queued_ids;
 pub mod recent;
+pub mod refs;
 pub mod ring;
 pub mod seen;
 pub mod segments;
@@ -66,6 +68,10 @@ pub struct Store {
     seen_kept: Arc<segments::Segments<claims::Claim>>,
     /// Held while claims move from `seen` to `seen_kept`, and by the calls that write both.
     claims_moving: Mutex<()>,
+    /// Message references just written, in the main log (see [`refs`]).
+    refs: sled::Tree,
+    /// Message references kept for `delivery.keep_message_refs`, in segment files.
+    refs_kept: Arc<segments::Segments<crate::store::MessageRef>>,
     flows: sled::Tree,
     last_delivery: sled::Tree,
     /// Delivered records, in files of their own (see [`history`]).
@@ -135,6 +141,7 @@ impl Store {
         let dead = db.open_tree("dead")?;
         let history = Arc::new(history::History::open(&dir.join("delivered"))?);
         let seen_kept = Arc::new(segments::Segments::open(&dir.join("delivery_ids"))?);
+        let refs_kept = Arc::new(segments::Segments::open(&dir.join("message_refs"))?);
         take_old_delivered(&db, &history)?;
         let recent = db.open_tree("recent_events")?;
         let meta = db.open_tree("meta")?;
@@ -185,6 +192,8 @@ impl Store {
             seen: db.open_tree("seen")?,
             seen_kept,
             claims_moving: Mutex::default(),
+            refs: db.open_tree("message_refs")?,
+            refs_kept,
             flows: db.open_tree("connect_states")?,
             dedup: db.open_tree("dedup")?,
             fold_buckets: db.open_tree("fold_buckets")?,
@@ -250,6 +259,7 @@ impl Durable for Store {
         self.history.sync()?;
         self.db.flush()?;
         self.seen_kept.sync()?;
+        self.refs_kept.sync()?;
         Ok(())
     }
 
@@ -373,8 +383,8 @@ async fn group_commit(mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
     }
 }
 
-/// About once a second while the store is open: delivered records synced, claims moved
-/// (see [`Store::move_claims`]).
+/// About once a second while the store is open: delivered records synced, claims and message
+/// references moved (see [`Store::move_claims`], [`Store::move_refs`]).
 async fn every_second(store: std::sync::Weak<Store>) {
     let second = std::time::Duration::from_secs(1);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
@@ -389,11 +399,16 @@ async fn every_second(store: std::sync::Weak<Store>) {
             if let Err(e) = store.history.sync() {
                 tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot sync delivered records; tried again in a second");
             }
-            store.move_claims()
+            (store.move_claims(), store.move_refs())
         })
         .await;
-        if let Ok(Err(e)) = done {
-            tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot move upstream delivery ids to where they are kept; tried again in a second");
+        if let Ok((claims, refs)) = done {
+            if let Err(e) = claims {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot move upstream delivery ids to where they are kept; tried again in a second");
+            }
+            if let Err(e) = refs {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot move message references to where they are kept; tried again in a second");
+            }
         }
     }
 }
@@ -618,6 +633,7 @@ mod tests {
             ("queued_ids.rs", include_str!("queued_ids.rs")),
             ("recent.rs", include_str!("recent.rs")),
             ("ring.rs", include_str!("ring.rs")),
+            ("refs.rs", include_str!("refs.rs")),
             ("seen.rs", include_str!("seen.rs")),
             ("segments.rs", include_str!("segments.rs")),
         ];
