@@ -146,6 +146,7 @@ async fn page(State(app): State<Playground>, headers: HeaderMap) -> Response {
                <h2>Card JSON <span id=\"size\" class=\"muted\"></span></h2>\
                <textarea id=\"card\" rows=\"14\" spellcheck=\"false\"></textarea>\
                <ul id=\"errors\" class=\"error\"></ul>\
+               <p id=\"subject\" class=\"muted\"></p>\
                <h2>Preview</h2><div id=\"preview\" class=\"preview\"></div>\
                <p><label>Send to <select id=\"connection\"></select></label>\
                  <button type=\"button\" id=\"send\">Send</button> <span id=\"outcome\"></span></p>\

@@ -62,6 +62,14 @@ fn check_passes_on_what_ships() {
         stdout.contains("kinds: 19 templates: teams, workflow, slack, discord, google_chat, mattermost by the portable template"),
         "{stdout}"
     );
+    // Which rules key their cards, and what a later card of a key does on each kind.
+    assert!(
+        stdout.contains("rules key their cards (update: replace): ")
+            && stdout.contains("github-pr-opened")
+            && stdout.contains("  a later card with the same key on discord: edits the first message\n")
+            && stdout.contains("  a later card with the same key on google_chat: replies in the first message's thread\n"),
+        "{stdout}"
+    );
     // A template of one kind beside a portable one overrides it for that kind, and says so.
     let (templates, config) = shipped_templates_copy(dir.path());
     std::fs::write(

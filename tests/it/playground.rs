@@ -77,6 +77,46 @@ async fn render_explains_every_rule_and_renders_the_matches() {
 }
 
 #[tokio::test]
+async fn render_says_what_a_later_card_with_the_same_key_does_on_each_kind() {
+    let g = Gateway::start().await;
+    let (status, v) = post(
+        &g,
+        "/api/render",
+        json!({"source": "github", "headers": {"X-GitHub-Event": "pull_request"},
+               "payload": payload("github/pull_request.opened.0.json")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let effect = |kind: &str| {
+        let c = v["cards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == kind)
+            .unwrap()
+            .clone();
+        assert_eq!(c["subject"]["key"], "Codertocat/Hello-World#2", "{c}");
+        assert_eq!(c["subject"]["update"], "replace");
+        c["subject"]["effect"].as_str().unwrap().to_string()
+    };
+    assert_eq!(effect("discord"), "edits the first message");
+    assert_eq!(
+        effect("google_chat"),
+        "replies in the first message's thread"
+    );
+    assert!(effect("workflow").contains("neither edit nor reply"));
+    // A card with a `thread` replies in it.
+    let (_, v) = post(
+        &g,
+        "/api/render",
+        json!({"source": "github", "headers": {"X-GitHub-Event": "issues"},
+               "payload": payload("github/issues.opened.15.json"), "rule": "github-issue-opened"}),
+    )
+    .await;
+    assert_eq!(v["cards"][0]["subject"]["update"], "reply", "{v}");
+}
+
+#[tokio::test]
 async fn an_edited_template_renders_or_names_its_error_position() {
     let g = Gateway::start().await;
     // The rule's template is portable: an edit is a portable card, shown here as Teams'.

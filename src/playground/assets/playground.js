@@ -106,7 +106,15 @@ async function showPreview(kind, body) {
   showSize(r.json.bytes, r.json.limit);
 }
 
+// What a later card with the same key does to this one's message on this kind of chat.
+function showSubject(subject) {
+  $("subject").textContent = subject
+    ? `Key ${subject.key} (update: ${subject.update}): a later card with this key ${subject.effect}.`
+    : "";
+}
+
 function showCard(c) {
+  showSubject(c && c.subject);
   if (!c) {
     $("card").value = "";
     $("preview").replaceChildren();
