@@ -287,6 +287,10 @@ pub struct OAuthClient {
     /// Where the code is exchanged: the platform's token endpoint, or the emulator's.
     #[serde(default)]
     pub token_url: Option<String>,
+    /// Slack only: ask for `chat:write` beside `incoming-webhook`, so that the install's bot
+    /// token posts cards with a key and edits or threads them (on by default).
+    #[serde(default = "yes")]
+    pub updates: bool,
 }
 
 /// A group the emulator's picker offers.

@@ -176,6 +176,39 @@ pub fn mask_url(raw: &str) -> String {
     }
 }
 
+/// A Mattermost bot for a connection whose webhook URL is `url` (`https://HOST[/PREFIX]/hooks/KEY`):
+/// its token and the id of the channel it posts in, checked by their shape (26 lower-case
+/// letters and digits, as Mattermost's ids and tokens are), and the server's REST API beside
+/// the webhook (`https://HOST[/PREFIX]/api/v4/`), so that it is on a host `targets` allows
+/// already. `Err` says what is wrong.
+pub fn mattermost_bot(
+    url: &str,
+    token: &str,
+    channel: &str,
+) -> Result<crate::store::Bot, String> {
+    let id = |s: &str| s.len() == 26 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let (token, channel) = (token.trim(), channel.trim());
+    if !id(token) {
+        return Err("the bot token is not a Mattermost token (26 lower-case letters and digits, from System Console → Integrations → Bot Accounts)".into());
+    }
+    if !id(channel) {
+        return Err("the channel id is not a Mattermost id (26 lower-case letters and digits, from the channel's View Info)".into());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| format!("the webhook URL does not parse: {e}"))?;
+    let path = parsed.path();
+    let Some(at) = path.rfind("/hooks/") else {
+        return Err("the webhook URL is not a Mattermost incoming webhook (…/hooks/KEY)".into());
+    };
+    let mut api = parsed.clone();
+    api.set_path(&format!("{}/api/v4/", &path[..at]));
+    api.set_query(None);
+    Ok(crate::store::Bot {
+        token: token.to_string(),
+        api: api.to_string(),
+        channel: channel.to_string(),
+    })
+}
+
 /// The kind of card a webhook URL takes, when its host says: Teams' connector hosts (a
 /// MessageCard), Power Automate's (Workflows), Slack's, Discord's, Google Chat's; a
 /// `/hooks/<key>` path elsewhere is Mattermost's. `None` when nothing says.
@@ -242,5 +275,25 @@ mod tests {
         );
         assert_eq!(m, "https://contoso.webhook.office.com/…abcd");
         assert!(!m.contains("secret"));
+    }
+
+    #[test]
+    fn a_mattermost_bot_uses_the_api_beside_its_webhook() {
+        let token = "xu9k3m7p1q5r8s2t4v6w0y1z3a";
+        let channel = "4yqrg8o1h7dm5f3k9b2n6c0e1p";
+        let bot = mattermost_bot("https://mm.example.com/hooks/abc", token, channel).unwrap();
+        assert_eq!(bot.api, "https://mm.example.com/api/v4/");
+        assert_eq!((bot.token.as_str(), bot.channel.as_str()), (token, channel));
+        let behind = mattermost_bot("https://example.com/chat/hooks/abc?x=1", token, channel).unwrap();
+        assert_eq!(behind.api, "https://example.com/chat/api/v4/");
+        assert!(mattermost_bot("https://mm.example.com/hooks/abc", "short", channel)
+            .unwrap_err()
+            .contains("bot token"));
+        assert!(mattermost_bot("https://mm.example.com/hooks/abc", token, "C0SLACKLIKE")
+            .unwrap_err()
+            .contains("channel id"));
+        assert!(mattermost_bot("https://mm.example.com/other", token, channel)
+            .unwrap_err()
+            .contains("incoming webhook"));
     }
 }

@@ -332,6 +332,7 @@ async fn act(
                 digest: None,
                 limit: None,
                 forum: None,
+                bot: None,
             };
             crate::connect::api::change_connection(&app.registry(), &id, patch)
                 .await

@@ -35,6 +35,32 @@ pub struct ConnectionIn {
     /// The channels it receives; absent or empty means all.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// Mattermost: a bot's token and the id of the channel it posts in, so that cards with a
+    /// key are edited and threaded through the server's API.
+    #[serde(default)]
+    pub bot: Option<BotIn>,
+}
+
+/// A Mattermost bot as the API takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotIn {
+    /// The bot's access token.
+    pub token: String,
+    /// The channel's id.
+    pub channel: String,
+}
+
+/// The bot of a Mattermost connection (`kind`, webhook `url`), checked.
+pub fn bot_for(kind: CardKind, url: &str, bot: &BotIn) -> Result<crate::store::Bot, ApiError> {
+    if kind != CardKind::Mattermost {
+        return Err(ApiError::bad_request(
+            "invalid_connection",
+            "`bot` is for Mattermost connections (Slack's comes from Add to Slack)",
+        ));
+    }
+    crate::connections::mattermost_bot(url, &bot.token, &bot.channel)
+        .map_err(|e| ApiError::bad_request("invalid_connection", format!("`bot`: {e}")))
 }
 
 /// A connection as the API shows it.
@@ -82,6 +108,11 @@ pub struct ConnectionOut {
     /// Discord: the webhook posts into a forum channel.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forum: bool,
+    /// It carries a chat's bot token (Slack's from Add to Slack, Mattermost's given with it):
+    /// cards with a key are edited and threaded through the chat's API. The token itself is
+    /// never shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
     /// Cards not queued while it was paused (since the gateway started).
     pub skipped: u64,
     /// When a card was last delivered to it (Unix milliseconds).
@@ -113,6 +144,7 @@ impl ConnectionOut {
             digest: c.digest.clone(),
             limit: c.limit.clone(),
             forum: c.forum,
+            bot: c.bot.is_some(),
             skipped: stats.skipped,
             last_delivery_ms: stats.last_delivery_ms,
             broken: c.broken.clone(),
@@ -140,6 +172,9 @@ pub struct ConnectionPatch {
     /// Discord: whether the webhook posts into a forum channel (cards open and join threads).
     #[serde(default)]
     pub forum: Option<bool>,
+    /// Mattermost: a bot (`{"token", "channel"}`), or `null` for none.
+    #[serde(default, deserialize_with = "present")]
+    pub bot: Option<serde_json::Value>,
 }
 
 /// A field that is present, even as `null` (which plain `Option` would read as absent).
@@ -225,6 +260,20 @@ pub async fn change_connection(
             ));
         }
     }
+    let bot = match &patch.bot {
+        None => None,
+        Some(serde_json::Value::Null) => Some(None),
+        Some(v) => {
+            let input: BotIn = serde_json::from_value(v.clone()).map_err(|e| {
+                ApiError::bad_request("invalid_connection", format!("`bot`: {e}"))
+            })?;
+            let c = app
+                .connections
+                .get(id)
+                .ok_or_else(|| ApiError::not_found(format!("no connection {id}")))?;
+            Some(Some(bot_for(c.kind, &c.url, &input)?))
+        }
+    };
     let digest_changed = patch.digest.is_some();
     let limit = match &patch.limit {
         None => None,
@@ -257,6 +306,9 @@ pub async fn change_connection(
             }
             if let Some(f) = patch.forum {
                 c.forum = f;
+            }
+            if let Some(b) = bot {
+                c.bot = b;
             }
         })
         .map_err(|e| ApiError::internal(&e))?
@@ -320,13 +372,21 @@ async fn create_connection(
     app.policy
         .check_kind(url.as_str(), kind)
         .map_err(|e| ApiError::bad_request("target_not_allowed", e.to_string()))?;
-    let conn = Connection::new(
-        input.name.trim(),
-        url.as_str(),
-        kind,
-        input.channels,
-        crate::store::ConnectionOrigin::via("api"),
-    );
+    let bot = input
+        .bot
+        .as_ref()
+        .map(|b| bot_for(kind, url.as_str(), b))
+        .transpose()?;
+    let conn = Connection {
+        bot,
+        ..Connection::new(
+            input.name.trim(),
+            url.as_str(),
+            kind,
+            input.channels,
+            crate::store::ConnectionOrigin::via("api"),
+        )
+    };
     app.connections
         .put(conn.clone())
         .map_err(|e| ApiError::internal(&e))?;

@@ -12,8 +12,15 @@
 //!   `error=access_denied`); `POST /emulator/slack/api/oauth.v2.access` (HTTP Basic or form
 //!   client credentials; `{"ok": false, "error": "invalid_code" | "code_already_used" |
 //!   "bad_redirect_uri" | "invalid_client_id" | "bad_client_secret"}`, or the full success
-//!   shape with `incoming_webhook`); `POST /emulator/slack/services/T…/B…/…` answers `200 ok`,
-//!   `400 invalid_payload`, `400 no_text` or `404 no_service`.
+//!   shape with `incoming_webhook`, and with `chat:write` asked for, a bot token bound to the
+//!   workspace and channel picked); `POST /emulator/slack/services/T…/B…/…` answers `200 ok`,
+//!   `400 invalid_payload`, `400 no_text` or `404 no_service`; with the bot token,
+//!   `POST /emulator/slack/api/chat.postMessage` (`thread_ts` for a reply) and `chat.update`
+//!   answer as Slack's Web API does (`{"ok": true, "channel", "ts"}`, or HTTP 200 with
+//!   `not_authed`, `invalid_auth`, `token_revoked`, `not_in_channel`, `channel_not_found`,
+//!   `no_text`, `invalid_blocks`, `message_not_found`, `thread_not_found`), and
+//!   `auth.revoke` revokes the token; `POST /emulator/slack/workspaces/{team}/uninstall`
+//!   removes the app from a workspace, as an admin does in Slack (its tokens revoked).
 //! - Discord: `GET /emulator/discord/oauth2/authorize?response_type=code&client_id&scope&state&redirect_uri`;
 //!   `POST /emulator/discord/api/oauth2/token` (form-encoded only; `invalid_client`,
 //!   `unsupported_grant_type`, `invalid_grant`, or the token answer with its `webhook`);
@@ -81,6 +88,8 @@ struct Grant {
     place: (String, String),
     created_ms: u64,
     used: bool,
+    /// Slack: `chat:write` was granted (a bot token comes with the webhook).
+    bot: bool,
 }
 
 /// What the Slack and Discord emulators reach: the settings (the app they know), the inboxes
@@ -96,11 +105,30 @@ pub struct ChatEmulator {
     pub chats: Option<std::sync::Arc<Chats>>,
 }
 
-/// What the emulated platforms remember: the codes they handed out. (A webhook they create
-/// names its channel in its URL, so that it works after a restart, as a real one does.)
+/// What the emulated platforms remember: the codes they handed out, the bot tokens revoked,
+/// the last message timestamp. (A webhook or a bot token they hand out names its workspace
+/// and channel, so that it works after a restart, as a real one does.)
 #[derive(Default)]
 pub struct Chats {
     grants: Mutex<HashMap<String, Grant>>,
+    revoked: Mutex<std::collections::HashSet<String>>,
+    /// Workspaces the app was removed from: every bot token of theirs is revoked.
+    uninstalled: Mutex<std::collections::HashSet<String>>,
+    last_ts: Mutex<(u64, u64)>,
+}
+
+impl Chats {
+    /// A Slack message timestamp (`1700000000.000100`), unique and increasing.
+    fn slack_ts(&self) -> String {
+        let now = crate::store::now_ms() / 1000;
+        let mut last = self.last_ts.lock().expect("ts lock");
+        *last = if now > last.0 {
+            (now, 0)
+        } else {
+            (last.0, last.1 + 1)
+        };
+        format!("{}.{:06}", last.0, last.1)
+    }
 }
 
 /// The prefixes of the webhook URLs the emulated platforms hand out (accepted as targets
@@ -126,6 +154,13 @@ where
         )
         .route("/emulator/slack/api/oauth.v2.access", post(slack_token))
         .route("/emulator/slack/services/{t}/{b}/{key}", post(slack_hook))
+        .route("/emulator/slack/api/chat.postMessage", post(slack_post))
+        .route("/emulator/slack/api/chat.update", post(slack_update))
+        .route("/emulator/slack/api/auth.revoke", post(slack_revoke))
+        .route(
+            "/emulator/slack/workspaces/{team}/uninstall",
+            post(slack_uninstall),
+        )
         .route(
             "/emulator/discord/oauth2/authorize",
             get(|s, q| authorize_page(s, q, Provider::Discord))
@@ -192,8 +227,17 @@ fn check_request(
         });
     }
     let scopes: Vec<&str> = get("scope").split([',', ' ']).collect();
-    if !scopes.contains(&p.scope()) {
-        return Err(format!("Invalid scope: this app asks for {}", p.scope()));
+    if !scopes.contains(&p.scope(false)) {
+        return Err(format!(
+            "Invalid scope: this app asks for {}",
+            p.scope(false)
+        ));
+    }
+    if let Some(other) = scopes
+        .iter()
+        .find(|s| **s != p.scope(false) && !(p == Provider::Slack && **s == "chat:write"))
+    {
+        return Err(format!("Invalid scope: {other}"));
     }
     if p == Provider::Discord && get("response_type") != "code" {
         return Err("Invalid response_type".into());
@@ -256,7 +300,7 @@ async fn authorize_page(
             )
             })
             .collect();
-    let hidden: String = ["client_id", "state", "redirect_uri", "team"]
+    let hidden: String = ["client_id", "state", "redirect_uri", "team", "scope"]
         .iter()
         .map(|k| {
             format!(
@@ -272,7 +316,7 @@ async fn authorize_page(
     let body = format!(
         "<p class=\"banner\">{title} <strong>emulator</strong> — a stand-in for {title}'s own page.</p>\
          <h1>{name} is requesting permission to access a {place_kind}</h1>\
-         <p class=\"muted\">It will be able to post messages to the channel you pick.</p>\
+         <p class=\"muted\">It will be able to post messages to the channel you pick{edit}.</p>\
          <form method=\"post\">{hidden}\
          <fieldset><legend>Which {place_kind}?</legend>{place_options}</fieldset>\
          <fieldset><legend>Where should {name} post?</legend>{options}</fieldset>\
@@ -280,6 +324,14 @@ async fn authorize_page(
          <button type=\"submit\" name=\"decision\" value=\"cancel\" id=\"cancel\" class=\"secondary\">{cancel}</button></form>",
         title = p.title(),
         name = esc(&app.config.connect.name),
+        edit = if q
+            .get("scope")
+            .is_some_and(|s| s.split([',', ' ']).any(|s| s == "chat:write"))
+        {
+            ", and to edit and reply to the messages it posts there"
+        } else {
+            ""
+        },
     );
     page(StatusCode::OK, &format!("{} emulator", p.title()), &body)
 }
@@ -293,7 +345,8 @@ async fn decide(State(app): State<ChatEmulator>, body: String, p: Provider) -> R
         .collect();
     if let Err(why) = check_request(&app, p, &{
         let mut q = form.clone();
-        q.insert("scope".into(), p.scope().into());
+        q.entry("scope".into())
+            .or_insert_with(|| p.scope(false).into());
         q.insert("response_type".into(), "code".into());
         q
     }) {
@@ -327,6 +380,8 @@ async fn decide(State(app): State<ChatEmulator>, body: String, p: Provider) -> R
                     place: (place.0.to_string(), place.1.to_string()),
                     created_ms: crate::store::now_ms(),
                     used: false,
+                    bot: p == Provider::Slack
+                        && get("scope").split([',', ' ']).any(|s| s == "chat:write"),
                 },
             );
             q.append_pair("code", &code);
@@ -437,13 +492,22 @@ async fn slack_token(
     // The channel is in the webhook's path, so that its URL outlives a restart.
     let hook = format!("{}/B{}/{}", grant.place.0, grant.channel.0, token(18));
     let public = app.config.public_url();
+    // A bot token names its workspace and channel (the one the bot was added to).
+    let (scope, bot_token) = if grant.bot {
+        (
+            "incoming-webhook,chat:write",
+            format!("xoxb-{}-{}-{}", grant.place.0, grant.channel.0, token(18)),
+        )
+    } else {
+        ("incoming-webhook", format!("xoxb-{}", token(18)))
+    };
     axum::Json(json!({
         "ok": true,
         "app_id": "A0EMULATED",
         "authed_user": {"id": "U0EMULATED", "scope": "", "access_token": format!("xoxp-{}", token(12)), "token_type": "user"},
-        "scope": "incoming-webhook",
+        "scope": scope,
         "token_type": "bot",
-        "access_token": format!("xoxb-{}", token(18)),
+        "access_token": bot_token,
         "bot_user_id": "U0EMULBOT",
         "team": {"id": grant.place.0, "name": grant.place.1},
         "enterprise": null,
@@ -719,6 +783,155 @@ async fn discord_edit(
             (StatusCode::OK, axum::Json(answer)).into_response()
         }
     }
+}
+
+/// A Slack Web API answer: `{"ok": false, "error": …}` with HTTP 200, as Slack answers every
+/// error but rate limits.
+fn slack_error(error: &str) -> Response {
+    axum::Json(json!({"ok": false, "error": error})).into_response()
+}
+
+/// The inbox of the channel a bot token was granted for (`xoxb-{team}-{channel}-{secret}`),
+/// or the error Slack answers: `not_authed`, `invalid_auth`, `token_revoked`, and
+/// `not_in_channel` / `channel_not_found` for a channel the bot is not in.
+fn slack_bot(chats: &Chats, headers: &HeaderMap, channel: &str) -> Result<String, &'static str> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or("not_authed")?;
+    let mut parts = token
+        .strip_prefix("xoxb-")
+        .unwrap_or_default()
+        .splitn(3, '-');
+    let (Some(team), Some(bound), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("invalid_auth");
+    };
+    if !SLACK_TEAMS.iter().any(|(id, _)| *id == team) {
+        return Err("invalid_auth");
+    }
+    if chats.revoked.lock().expect("revoked lock").contains(token)
+        || chats
+            .uninstalled
+            .lock()
+            .expect("uninstalled lock")
+            .contains(team)
+    {
+        return Err("token_revoked");
+    }
+    if channel != bound {
+        return Err(if SLACK_CHANNELS.iter().any(|(id, _)| *id == channel) {
+            "not_in_channel"
+        } else {
+            "channel_not_found"
+        });
+    }
+    slack_inbox(&format!("B{bound}")).ok_or("channel_not_found")
+}
+
+/// What chat.postMessage and chat.update read: JSON with `channel` and a `text`, `blocks` or
+/// `attachments`; `Err` is the error Slack names.
+fn slack_message(body: &str) -> Result<Value, &'static str> {
+    let v: Value = serde_json::from_str(body).map_err(|_| "invalid_json")?;
+    let has = |k: &str| v.get(k).is_some_and(|x| !x.is_null());
+    if !has("text") && !has("blocks") && !has("attachments") {
+        return Err("no_text");
+    }
+    if v.get("blocks").is_some_and(|b| !b.is_array()) {
+        return Err("invalid_blocks");
+    }
+    Ok(v)
+}
+
+/// `POST /api/chat.postMessage` with a bot token: a message in the bot's channel, or a reply
+/// in the thread of `thread_ts` (`thread_not_found` when there is no such message).
+async fn slack_post(State(app): State<ChatEmulator>, headers: HeaderMap, body: String) -> Response {
+    let (Some(chats), Some(inboxes)) = (&app.chats, &app.inboxes) else {
+        return off();
+    };
+    let card = match slack_message(&body) {
+        Ok(card) => card,
+        Err(e) => return slack_error(e),
+    };
+    let channel = card["channel"].as_str().unwrap_or_default().to_string();
+    let inbox = match slack_bot(chats, &headers, &channel) {
+        Ok(inbox) => inbox,
+        Err(e) => return slack_error(e),
+    };
+    let ts = chats.slack_ts();
+    let thread = card["thread_ts"].as_str().map(str::to_string);
+    if let Some(root) = &thread {
+        if inboxes.find(&inbox, root).is_none() {
+            return slack_error("thread_not_found");
+        }
+    }
+    inboxes.push_as(&inbox, &ts, card.clone(), thread);
+    axum::Json(json!({"ok": true, "channel": channel, "ts": ts, "message": card})).into_response()
+}
+
+/// `POST /api/chat.update` with a bot token: the message `ts` in `channel` replaced
+/// (`message_not_found` when there is none).
+async fn slack_update(
+    State(app): State<ChatEmulator>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let (Some(chats), Some(inboxes)) = (&app.chats, &app.inboxes) else {
+        return off();
+    };
+    let card = match slack_message(&body) {
+        Ok(card) => card,
+        Err(e) => return slack_error(e),
+    };
+    let channel = card["channel"].as_str().unwrap_or_default().to_string();
+    let inbox = match slack_bot(chats, &headers, &channel) {
+        Ok(inbox) => inbox,
+        Err(e) => return slack_error(e),
+    };
+    let ts = card["ts"].as_str().unwrap_or_default().to_string();
+    if !inboxes.edit(&inbox, &ts, card.clone()) {
+        return slack_error("message_not_found");
+    }
+    axum::Json(json!({"ok": true, "channel": channel, "ts": ts, "text": card["text"]}))
+        .into_response()
+}
+
+/// `POST /emulator/slack/workspaces/{team}/uninstall`: the app removed from a workspace, as an
+/// admin does in Slack (every bot token of the workspace revoked); back to the channel list.
+async fn slack_uninstall(State(app): State<ChatEmulator>, Path(team): Path<String>) -> Response {
+    let Some(chats) = &app.chats else {
+        return off();
+    };
+    if !SLACK_TEAMS.iter().any(|(id, _)| *id == team) {
+        return (StatusCode::NOT_FOUND, "no such workspace").into_response();
+    }
+    chats
+        .uninstalled
+        .lock()
+        .expect("uninstalled lock")
+        .insert(team);
+    Redirect::to("/emulator/slack/inbox/deploys").into_response()
+}
+
+/// `POST /api/auth.revoke` with a bot token: the token stops working (`{"ok": true,
+/// "revoked": true}`), as when the app is removed from the workspace.
+async fn slack_revoke(State(app): State<ChatEmulator>, headers: HeaderMap) -> Response {
+    let Some(chats) = &app.chats else {
+        return off();
+    };
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return slack_error("not_authed");
+    };
+    chats
+        .revoked
+        .lock()
+        .expect("revoked lock")
+        .insert(token.to_string());
+    axum::Json(json!({"ok": true, "revoked": true})).into_response()
 }
 
 async fn show_inbox(

@@ -161,6 +161,9 @@ async fn connect_page(State(app): State<Flows>) -> Response {
          <option value=\"discord\">Discord</option><option value=\"google_chat\">Google Chat</option>\
          <option value=\"mattermost\">Mattermost</option></select></label>\
          <label>Channels (comma-separated, empty for all) <input type=\"text\" name=\"channels\"></label>\
+         <details><summary>Mattermost: a bot, to edit and thread cards (optional)</summary>\
+         <label>Bot token <input type=\"password\" name=\"bot_token\" autocomplete=\"off\"></label>\
+         <label>Channel id <input type=\"text\" name=\"bot_channel\"></label></details>\
          <label>Admin token <input type=\"password\" name=\"token\" required></label>\
          <button type=\"submit\">Add</button></form>",
         banner = banner(&app.config),
@@ -577,6 +580,11 @@ struct PasteForm {
     #[serde(default)]
     channels: String,
     token: String,
+    /// Mattermost: a bot's token and channel id (both, or neither).
+    #[serde(default)]
+    bot_token: String,
+    #[serde(default)]
+    bot_channel: String,
 }
 
 async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Response {
@@ -613,13 +621,29 @@ async fn paste_url(State(app): State<Flows>, Form(form): Form<PasteForm>) -> Res
         .filter(|c| !c.is_empty())
         .map(str::to_string)
         .collect();
-    let conn = Connection::new(
-        form.name.trim(),
-        url.as_str(),
-        kind,
-        channels,
-        ConnectionOrigin::via("paste"),
-    );
+    let bot = match (form.bot_token.trim(), form.bot_channel.trim()) {
+        ("", "") => None,
+        (token, channel) => {
+            let input = super::api::BotIn {
+                token: token.to_string(),
+                channel: channel.to_string(),
+            };
+            match super::api::bot_for(kind, url.as_str(), &input) {
+                Ok(bot) => Some(bot),
+                Err(e) => return bad("Cannot add", &e.detail),
+            }
+        }
+    };
+    let conn = Connection {
+        bot,
+        ..Connection::new(
+            form.name.trim(),
+            url.as_str(),
+            kind,
+            channels,
+            ConnectionOrigin::via("paste"),
+        )
+    };
     keep(&app, conn).await
 }
 

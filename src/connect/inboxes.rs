@@ -60,20 +60,29 @@ impl Inboxes {
         Some(self.add(group, card, Some(root.to_string())))
     }
 
+    /// Posts a card under the id the platform gave it (Slack's `ts`), in `thread` if given.
+    pub(crate) fn push_as(&self, group: &str, id: &str, card: Value, thread: Option<String>) {
+        self.insert(group, id.to_string(), card, thread);
+    }
+
     fn add(&self, group: &str, card: Value, thread: Option<String>) -> String {
         let id = self.next.fetch_add(1, Relaxed).to_string();
+        self.insert(group, id.clone(), card, thread);
+        id
+    }
+
+    fn insert(&self, group: &str, id: String, card: Value, thread: Option<String>) {
         let mut groups = self.groups.lock().expect("inbox lock");
         let q = groups.entry(group.to_string()).or_default();
         if q.len() == KEEP {
             q.pop_front();
         }
         q.push_back(Message {
-            id: id.clone(),
+            id,
             card,
             edits: Vec::new(),
             thread,
         });
-        id
     }
 
     /// Replaces a message's card, keeping what it showed; whether the message exists.

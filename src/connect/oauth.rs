@@ -9,8 +9,10 @@
 //! minutes, is used once, is bound to the browser by an HttpOnly cookie and good only at its
 //! own flow's callback; every failure is a 400 page and stores nothing. The code is exchanged
 //! server side (HTTP Basic client authentication; Discord's form-encoded body); of the answer
-//! only the webhook URL (sealed at rest) and what names it for people (channel, workspace or
-//! server, Slack's configuration URL) are kept: every token is dropped. Exchange errors are
+//! only the webhook URL (sealed at rest), what names it for people (channel, workspace or
+//! server, Slack's configuration URL) and, when Slack granted `chat:write`
+//! (`connect.slack.updates`), the bot token (sealed at rest, for cards with a key) are kept:
+//! every other token is dropped. Exchange errors are
 //! shown by name and logged without the code, the tokens or the URL.
 //!
 //! Building the authorize URL and reading the token answers are pure functions in
@@ -24,7 +26,7 @@ use super::providers::{
     authorize_url, client, read_discord, read_slack, redirect_uri, Client, Hook, Provider,
 };
 use crate::html::page;
-use crate::store::{Connection, ConnectionOrigin};
+use crate::store::{Bot, Connection, ConnectionOrigin};
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -198,8 +200,18 @@ async fn callback(
         (None, Some(id), _) => format!("{} channel {id}", p.title()),
         (None, None, _) => format!("{} webhook", p.title()),
     };
+    // The bot of an install that granted `chat:write`, in the channel its webhook posts to.
+    let bot = match (hook.bot_token, &hook.channel_id) {
+        (Some(token), Some(channel)) if p == Provider::Slack => Some(Bot {
+            token,
+            api: client.api(),
+            channel: channel.clone(),
+        }),
+        _ => None,
+    };
     let conn = Connection {
         digest: record.digest,
+        bot,
         ..Connection::new(
             name,
             url.as_str(),

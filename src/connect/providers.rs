@@ -48,9 +48,11 @@ impl Provider {
         }
     }
 
-    /// The scope that asks for an incoming webhook.
-    pub fn scope(self) -> &'static str {
+    /// The scope that asks for an incoming webhook; Slack's with `chat:write` too when its
+    /// bot is to edit and thread cards (`updates`).
+    pub fn scope(self, updates: bool) -> &'static str {
         match self {
+            Self::Slack if updates => "incoming-webhook,chat:write",
             Self::Slack => "incoming-webhook",
             Self::Discord => "webhook.incoming",
         }
@@ -105,6 +107,19 @@ pub struct Client {
     pub authorize_url: String,
     /// The token endpoint.
     pub token_url: String,
+    /// Slack: whether the install asks for `chat:write` (a bot token for keyed cards).
+    pub updates: bool,
+}
+
+impl Client {
+    /// Slack's Web API, where its token endpoint is (`https://slack.com/api/`, or the
+    /// emulator's).
+    pub fn api(&self) -> String {
+        match self.token_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/"),
+            None => self.token_url.clone(),
+        }
+    }
 }
 
 /// The client a provider's flow uses: the configured one (its URLs default to the platform's,
@@ -125,6 +140,7 @@ pub fn client(config: &Config, p: Provider) -> Option<Client> {
             team: c.team.clone(),
             authorize_url: c.authorize_url.clone().unwrap_or(authorize),
             token_url: c.token_url.clone().unwrap_or(token),
+            updates: c.updates && p == Provider::Slack,
         }),
         None if emulator => Some(Client {
             client_id: match p {
@@ -135,6 +151,7 @@ pub fn client(config: &Config, p: Provider) -> Option<Client> {
             team: None,
             authorize_url: authorize,
             token_url: token,
+            updates: p == Provider::Slack,
         }),
         None => None,
     }
@@ -159,7 +176,7 @@ pub fn authorize_url(
             q.append_pair("response_type", "code");
         }
         q.append_pair("client_id", &client.client_id)
-            .append_pair("scope", p.scope());
+            .append_pair("scope", p.scope(client.updates));
         if p == Provider::Slack {
             q.append_pair("user_scope", "");
         }
@@ -187,6 +204,8 @@ pub struct Hook {
     pub team_name: Option<String>,
     /// Slack: where the webhook's settings live.
     pub configuration_url: Option<String>,
+    /// Slack: the bot token, when the install granted `chat:write` (a secret).
+    pub bot_token: Option<String>,
 }
 
 fn text_at(v: &Value, pointer: &str) -> Option<String> {
@@ -213,6 +232,12 @@ pub fn read_slack(status: u16, body: &str) -> Result<Hook, String> {
         team_id: text_at(&v, "/team/id"),
         team_name: text_at(&v, "/team/name"),
         configuration_url: text_at(&v, "/incoming_webhook/configuration_url"),
+        // A bot token that may post: `chat:write` among the scopes granted.
+        bot_token: text_at(&v, "/access_token").filter(|_| {
+            text_at(&v, "/token_type").as_deref() == Some("bot")
+                && text_at(&v, "/scope")
+                    .is_some_and(|s| s.split(',').any(|s| s.trim() == "chat:write"))
+        }),
     })
 }
 
@@ -242,6 +267,7 @@ pub fn read_discord(status: u16, body: &str) -> Result<Hook, String> {
         team_id: text_at(&v, "/webhook/guild_id"),
         team_name: text_at(&v, "/webhook/name"),
         configuration_url: None,
+        bot_token: None,
     })
 }
 
@@ -256,6 +282,7 @@ mod tests {
             team: Some("T0001".into()),
             authorize_url: "https://slack.com/oauth/v2/authorize".into(),
             token_url: "https://slack.com/api/oauth.v2.access".into(),
+            updates: false,
         }
     }
 
@@ -272,6 +299,16 @@ mod tests {
             slack.as_str(),
             "https://slack.com/oauth/v2/authorize?client_id=123.456&scope=incoming-webhook&user_scope=&state=st&redirect_uri=https%3A%2F%2Fcw.example%2Fconnect%2Fslack%2Fcallback&team=T0001"
         );
+        // With updates, the bot's scope too.
+        let updates = Client {
+            updates: true,
+            ..client()
+        };
+        let slack =
+            authorize_url(Provider::Slack, &updates, "st", "https://cw.example/cb").unwrap();
+        assert!(slack
+            .as_str()
+            .contains("&scope=incoming-webhook%2Cchat%3Awrite&"));
         let discord = authorize_url(
             Provider::Discord,
             &Client {
@@ -308,8 +345,19 @@ mod tests {
                 team_id: Some("T9TK3CUKW".into()),
                 team_name: Some("Slack Softball Team".into()),
                 configuration_url: Some("https://gumyum.slack.com/services/B222".into()),
+                // Granted `incoming-webhook` only: the bot may not post.
+                bot_token: None,
             }
         );
+        let with_chat = ok.replace(
+            r#""scope": "incoming-webhook""#,
+            r#""scope": "incoming-webhook,chat:write""#,
+        );
+        assert_eq!(
+            read_slack(200, &with_chat).unwrap().bot_token.as_deref(),
+            Some("xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy")
+        );
+        assert_eq!(client().api(), "https://slack.com/api/");
         for name in [
             "invalid_code",
             "code_already_used",

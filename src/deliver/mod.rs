@@ -66,7 +66,7 @@ use crate::ids::ConnectionId;
 use crate::render::CardKind;
 use crate::render::Update;
 use crate::store::{now_ms, Attempt, Connection, DeadLetter, MessageRef, OutboxRecord};
-use updates::Plan;
+use updates::{Plan, Request};
 
 /// Whether a card's outcome was recorded ([`Deliverer::settle`]).
 #[derive(Debug, PartialEq, Eq)]
@@ -578,10 +578,9 @@ impl Deliverer {
         let Some(key) = rec.key.as_deref() else {
             return self.post(conn, url, rec).await;
         };
-        // No connection carries a chat's bot token yet: Slack and Mattermost post anew.
         let update = updates::effective(
             rec.update.unwrap_or_default(),
-            updates::can(conn.kind, false, conn.forum),
+            updates::can(conn.kind, conn.bot.is_some(), conn.forum),
         );
         match conn.kind {
             CardKind::GoogleChat => {
@@ -590,7 +589,9 @@ impl Deliverer {
                     "messageReplyOption",
                     "REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD".to_string(),
                 )];
-                let sent = self.send(conn, url, false, "", &query, body, rec).await;
+                let sent = self
+                    .send(conn, url, &Request::webhook(body, query.to_vec()), rec)
+                    .await;
                 let mut tried = sent.tried();
                 if tried.outcome == Outcome::Delivered {
                     // Kept for what it says (the thread); replies find their thread by key.
@@ -599,8 +600,10 @@ impl Deliverer {
                 }
                 tried
             }
-            CardKind::Discord if update != Update::New => {
-                self.discord_keyed(conn, url, rec, key, update).await
+            CardKind::Discord | CardKind::Slack | CardKind::Mattermost
+                if update != Update::New =>
+            {
+                self.keyed(conn, url, rec, key, update).await
             }
             _ => self.post(conn, url, rec).await,
         }
@@ -622,14 +625,16 @@ impl Deliverer {
             ),
             _ => (rec.body.clone(), Vec::new()),
         };
-        self.send(conn, url, false, "", &query, body, rec)
+        self.send(conn, url, &Request::webhook(body, query), rec)
             .await
             .tried()
     }
 
-    /// A Discord card with a key: posted (its message's id kept), or its key's message edited
-    /// or replied to; a message deleted meanwhile is posted anew, and its reference replaced.
-    async fn discord_keyed(
+    /// A card with a key, on a chat that edits or replies (Discord's webhook, Slack's and
+    /// Mattermost's bots):
+    /// posted (its message's reference kept), or its key's message edited or replied to; a
+    /// message deleted meanwhile is posted anew, and its reference replaced.
+    async fn keyed(
         &self,
         conn: &Connection,
         url: Option<&url::Url>,
@@ -659,10 +664,14 @@ impl Deliverer {
                 tried.note = Some("sent before a stop (its message reference says so)".into());
                 return tried;
             }
-            let req = updates::discord_request(&plan, &rec.body, conn.forum);
-            let sent = self
-                .send(conn, url, req.patch, &req.path, &req.query, req.body, rec)
-                .await;
+            let req = match (&conn.bot, conn.kind) {
+                (Some(bot), CardKind::Slack) => updates::slack_request(&plan, &rec.body, bot),
+                (Some(bot), CardKind::Mattermost) => {
+                    updates::mattermost_request(&plan, &rec.body, bot)
+                }
+                _ => updates::discord_request(&plan, &rec.body, conn.forum),
+            };
+            let sent = self.send(conn, url, &req, rec).await;
             let gone = matches!(plan, Plan::Edit(_) | Plan::Reply(_))
                 && sent
                     .status
@@ -716,26 +725,33 @@ impl Deliverer {
         }
     }
 
-    /// One request: `body` POSTed (or PATCHed) to the connection's URL, with `path` added to
-    /// its path and `query` to its query; the answer read and classified.
-    #[allow(clippy::too_many_arguments)]
+    /// One request: its body POSTed (or PATCHed) to the connection's URL, with its path and
+    /// query added, or to a chat's API with the bot's token; the answer read and classified.
     async fn send(
         &self,
         conn: &Connection,
         url: Option<&url::Url>,
-        patch: bool,
-        path: &str,
-        query: &[(&'static str, String)],
-        body: String,
+        req: &Request,
         rec: &OutboxRecord,
     ) -> Sent {
-        let method = if patch {
-            reqwest::Method::PATCH
-        } else {
-            reqwest::Method::POST
+        let method = match req.verb {
+            updates::Verb::Post => reqwest::Method::POST,
+            updates::Verb::Patch => reqwest::Method::PATCH,
+            updates::Verb::Put => reqwest::Method::PUT,
         };
-        let request = match url {
-            Some(u) if !query.is_empty() || !path.is_empty() => {
+        let (path, query) = (req.path.as_str(), &req.query);
+        let request = match (&req.api, url) {
+            (Some((api, token)), _) => {
+                let api = url::Url::parse(api);
+                if let Err(blocked) = api.as_ref().map_or(Ok(()), |u| self.guard.check_url(u)) {
+                    return Sent::failed(format!("transport: {blocked}"));
+                }
+                match api {
+                    Ok(u) => self.client.request(method, u).bearer_auth(token),
+                    Err(_) => return Sent::failed("the chat's API URL does not parse".into()),
+                }
+            }
+            (None, Some(u)) if !query.is_empty() || !path.is_empty() => {
                 let mut u = u.clone();
                 if !path.is_empty() {
                     if let Ok(mut segments) = u.path_segments_mut() {
@@ -749,13 +765,20 @@ impl Deliverer {
                 }
                 self.client.request(method, u)
             }
-            Some(u) => self.client.request(method, u.clone()),
-            None => self.client.request(method, &conn.url),
+            (None, Some(u)) => self.client.request(method, u.clone()),
+            (None, None) => self.client.request(method, &conn.url),
         };
         let sent = request
-            .header(CONTENT_TYPE, "application/json")
+            // Slack's Web API asks for the charset with JSON.
+            .header(
+                CONTENT_TYPE,
+                match req.api {
+                    Some(_) => "application/json; charset=utf-8",
+                    None => "application/json",
+                },
+            )
             .header("Idempotency-Key", rec.id.as_str())
-            .body(body)
+            .body(req.body.clone())
             .send()
             .await;
         match sent {
@@ -781,7 +804,15 @@ impl Deliverer {
                         .record(now_ms());
                 }
                 let body = res.text().await.unwrap_or_default();
-                let outcome = classify(conn.kind, status, retry_after.as_deref(), &body);
+                let outcome = match (&req.api, conn.kind) {
+                    (Some(_), CardKind::Mattermost) => {
+                        updates::mattermost_api_outcome(status, retry_after.as_deref(), &body)
+                    }
+                    (Some(_), _) => {
+                        updates::slack_api_outcome(status, retry_after.as_deref(), &body)
+                    }
+                    (None, _) => classify(conn.kind, status, retry_after.as_deref(), &body),
+                };
                 Sent {
                     outcome,
                     status: Some(status),
@@ -813,6 +844,16 @@ struct Sent {
 }
 
 impl Sent {
+    /// Not sent: why.
+    fn failed(why: String) -> Self {
+        Self {
+            outcome: Outcome::Failed(why),
+            status: None,
+            hold: None,
+            body: String::new(),
+        }
+    }
+
     fn tried(&self) -> Tried {
         Tried {
             outcome: self.outcome.clone(),

@@ -155,23 +155,52 @@ pub fn message_gone(kind: CardKind, status: u16, answer: &str) -> bool {
                         | "thread_not_found"
                 )
             }),
-        CardKind::Mattermost => status == 404,
+        // The post gone (404 on its patch), or a reply's root gone (400 naming it).
+        CardKind::Mattermost => {
+            status == 404 || (status == 400 && answer.to_ascii_lowercase().contains("root"))
+        }
         _ => false,
     }
 }
 
-/// How one request of a Discord keyed card goes: `PATCH` or `POST`, what is added to the
-/// webhook URL's path, its query, its body.
+/// An HTTP method a chat's request takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// `POST`.
+    Post,
+    /// `PATCH`.
+    Patch,
+    /// `PUT`.
+    Put,
+}
+
+/// How one request of a keyed card goes: `PATCH` or `POST`, where (the webhook URL with a
+/// path and a query added, or a chat API's URL with a bot token), its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// `PATCH` (an edit) rather than `POST`.
-    pub patch: bool,
-    /// Added to the URL's path (`/messages/{id}`).
+    /// The method: `POST`, or an edit's `PATCH` (Discord) or `PUT` (Mattermost).
+    pub verb: Verb,
+    /// Added to the webhook URL's path (`/messages/{id}`).
     pub path: String,
     /// Added to the URL's query.
     pub query: Vec<(&'static str, String)>,
     /// The JSON body.
     pub body: String,
+    /// A chat API's URL and the bot token it takes, instead of the webhook URL.
+    pub api: Option<(String, String)>,
+}
+
+impl Request {
+    /// A plain POST of `body` to the webhook URL, with `query` added.
+    pub fn webhook(body: String, query: Vec<(&'static str, String)>) -> Self {
+        Self {
+            verb: Verb::Post,
+            path: String::new(),
+            query,
+            body,
+            api: None,
+        }
+    }
 }
 
 /// The request for a Discord keyed card (`Post`, `Edit` or `Reply`; never `Sent`). A post
@@ -200,29 +229,183 @@ pub fn discord_request(plan: &Plan, body: &str, forum: bool) -> Request {
                 }
             }
             Request {
-                patch: true,
+                verb: Verb::Patch,
                 path: format!("/messages/{}", r.message),
                 query: thread(r),
                 body: v.to_string(),
+                api: None,
             }
         }
         Plan::Reply(r) if r.place.is_some() => Request {
-            patch: false,
+            verb: Verb::Post,
             path: String::new(),
             query: thread(r),
             body: v.to_string(),
+            api: None,
         },
         _ => {
             if forum {
                 super::decide::open_forum_thread(&mut v, name);
             }
             Request {
-                patch: false,
+                verb: Verb::Post,
                 path: String::new(),
                 query: vec![("wait", "true".into())],
                 body: v.to_string(),
+                api: None,
             }
         }
+    }
+}
+
+/// The request for a Slack keyed card through the connection's bot (`Post`, `Edit` or
+/// `Reply`): the webhook's body (`text`, `blocks`, `attachments`) sent to `chat.postMessage`
+/// in the bot's channel (with `thread_ts` for a reply), or to `chat.update` for the message's
+/// channel and `ts`.
+pub fn slack_request(plan: &Plan, body: &str, bot: &crate::store::Bot) -> Request {
+    let mut v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| serde_json::json!({}));
+    let method = match plan {
+        Plan::Edit(r) => {
+            v["channel"] = serde_json::json!(r.place.as_deref().unwrap_or(&bot.channel));
+            v["ts"] = serde_json::json!(r.message);
+            "chat.update"
+        }
+        Plan::Reply(r) => {
+            v["channel"] = serde_json::json!(r.place.as_deref().unwrap_or(&bot.channel));
+            v["thread_ts"] = serde_json::json!(r.message);
+            "chat.postMessage"
+        }
+        _ => {
+            v["channel"] = serde_json::json!(bot.channel);
+            "chat.postMessage"
+        }
+    };
+    Request {
+        verb: Verb::Post,
+        path: String::new(),
+        query: Vec::new(),
+        body: v.to_string(),
+        api: Some((format!("{}{method}", bot.api), bot.token.clone())),
+    }
+}
+
+/// The request for a Mattermost keyed card through the connection's bot: the webhook's body
+/// (`text`, `attachments`) as a post of the bot's channel (`POST /api/v4/posts` with
+/// `message` and `props.attachments`; `root_id` for a reply), or a patch of the post (`PUT
+/// /api/v4/posts/{id}/patch`).
+pub fn mattermost_request(plan: &Plan, body: &str, bot: &crate::store::Bot) -> Request {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| serde_json::json!({}));
+    let mut post = serde_json::json!({
+        "message": v.get("text").cloned().unwrap_or_else(|| serde_json::json!("")),
+        "props": {"attachments": v.get("attachments").cloned().unwrap_or_else(|| serde_json::json!([]))},
+    });
+    let (verb, path) = match plan {
+        Plan::Edit(r) => (Verb::Put, format!("posts/{}/patch", r.message)),
+        Plan::Reply(r) => {
+            post["channel_id"] = serde_json::json!(bot.channel);
+            post["root_id"] = serde_json::json!(r.message);
+            (Verb::Post, "posts".to_string())
+        }
+        _ => {
+            post["channel_id"] = serde_json::json!(bot.channel);
+            (Verb::Post, "posts".to_string())
+        }
+    };
+    Request {
+        verb,
+        path: String::new(),
+        query: Vec::new(),
+        body: post.to_string(),
+        api: Some((format!("{}{path}", bot.api), bot.token.clone())),
+    }
+}
+
+/// What a Mattermost REST answer means: 2xx delivered; 401 and 403 (a token revoked, a bot
+/// no longer in its channel) and 404 (the channel gone) break the connection; 400 and 413
+/// make the card a dead letter; 429 pauses the connection; 5xx and 408 are retried.
+pub fn mattermost_api_outcome(
+    status: u16,
+    retry_after: Option<&str>,
+    answer: &str,
+) -> super::decide::Outcome {
+    use super::decide::{parse_retry_after, Outcome};
+    let why = format!("Mattermost API: HTTP {status}: {}", super::decide::excerpt(answer));
+    match status {
+        200..=299 => Outcome::Delivered,
+        429 => Outcome::Retry {
+            why,
+            throttled: true,
+            retry_after: retry_after.and_then(parse_retry_after),
+        },
+        401 | 403 | 404 => Outcome::Gone(why),
+        408 | 500..=599 => Outcome::Retry {
+            why,
+            throttled: false,
+            retry_after: None,
+        },
+        _ => Outcome::Failed(why),
+    }
+}
+
+/// What a Slack Web API answer means: HTTP 200 with `"ok": true` is delivered; `"ok": false`
+/// names its error: the bot cannot post there any more (`not_in_channel`,
+/// `channel_not_found`, `is_archived`, `not_authed`, `invalid_auth`, `token_revoked`,
+/// `account_inactive`, `missing_scope`: the connection is broken), the card is refused
+/// (`msg_too_long`, `invalid_blocks`, `no_text`, …: a dead letter), or Slack failed
+/// (`internal_error`, `fatal_error`, `service_unavailable`, `request_timeout`: retried). A 429
+/// (`ratelimited`) pauses the connection for its `Retry-After`.
+pub fn slack_api_outcome(
+    status: u16,
+    retry_after: Option<&str>,
+    answer: &str,
+) -> super::decide::Outcome {
+    use super::decide::{parse_retry_after, Outcome};
+    let excerpt = super::decide::excerpt(answer);
+    let v: Option<serde_json::Value> = serde_json::from_str(answer).ok();
+    let error = v
+        .as_ref()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_string));
+    if status == 429 || error.as_deref() == Some("ratelimited") {
+        return Outcome::Retry {
+            why: format!("HTTP {status}: {excerpt}"),
+            throttled: true,
+            retry_after: retry_after.and_then(parse_retry_after),
+        };
+    }
+    if status >= 500 || status == 408 {
+        return Outcome::Retry {
+            why: format!("HTTP {status}: {excerpt}"),
+            throttled: false,
+            retry_after: None,
+        };
+    }
+    if v.as_ref().and_then(|v| v.get("ok")?.as_bool()) == Some(true) {
+        return Outcome::Delivered;
+    }
+    let why = format!("Slack API: {}", error.as_deref().unwrap_or(&excerpt));
+    match error.as_deref() {
+        Some(
+            "not_in_channel"
+            | "channel_not_found"
+            | "is_archived"
+            | "not_authed"
+            | "invalid_auth"
+            | "token_revoked"
+            | "account_inactive"
+            | "missing_scope"
+            | "ekm_access_denied"
+            | "team_access_not_granted",
+        ) => Outcome::Gone(why),
+        Some("internal_error" | "fatal_error" | "service_unavailable" | "request_timeout") => {
+            Outcome::Retry {
+                why,
+                throttled: false,
+                retry_after: None,
+            }
+        }
+        _ => Outcome::Failed(why),
     }
 }
 
@@ -371,6 +554,11 @@ mod tests {
             answered_ref(CardKind::Slack, slack, false),
             Some(("1405894322.002768".into(), Some("C1".into())))
         );
+        let mattermost = r#"{"id":"p1","channel_id":"ch1","message":"m"}"#;
+        assert_eq!(
+            answered_ref(CardKind::Mattermost, mattermost, false),
+            Some(("p1".into(), Some("ch1".into())))
+        );
         assert_eq!(answered_ref(CardKind::Discord, "", false), None);
         assert_eq!(answered_ref(CardKind::Teams, "1", false), None);
     }
@@ -401,7 +589,7 @@ mod tests {
     fn discord_posts_wait_edits_patch_and_replies_join_the_thread() {
         let body = r#"{"embeds":[{"title":"PR #1"}],"username":"cw","thread_name":"octo/repo#1","allowed_mentions":{"parse":[]}}"#;
         let post = discord_request(&Plan::Post, body, false);
-        assert!(!post.patch && post.path.is_empty());
+        assert!(post.verb == Verb::Post && post.path.is_empty());
         assert_eq!(post.query, vec![("wait", "true".to_string())]);
         assert!(!post.body.contains("thread_name") && post.body.contains("username"));
         // In a forum the post opens the thread, named by the card's thread name or its title.
@@ -411,7 +599,7 @@ mod tests {
         assert!(untitled.body.contains(r#""thread_name":"T""#));
         let mut r = reference(&DeliveryId::new());
         let edit = discord_request(&Plan::Edit(r.clone()), body, false);
-        assert!(edit.patch);
+        assert_eq!(edit.verb, Verb::Patch);
         assert_eq!(edit.path, "/messages/m1");
         assert!(edit.query.is_empty());
         assert!(!edit.body.contains("username") && !edit.body.contains("thread_name"));
@@ -420,7 +608,7 @@ mod tests {
         let edit = discord_request(&Plan::Edit(r.clone()), body, true);
         assert_eq!(edit.query, vec![("thread_id", "777".to_string())]);
         let reply = discord_request(&Plan::Reply(r), body, true);
-        assert!(!reply.patch && reply.path.is_empty());
+        assert!(reply.verb == Verb::Post && reply.path.is_empty());
         assert_eq!(reply.query, vec![("thread_id", "777".to_string())]);
         assert!(!reply.body.contains("thread_name"));
     }
@@ -445,5 +633,126 @@ mod tests {
             key,
             "the same key, the same thread"
         );
+    }
+
+    #[test]
+    fn slack_goes_through_its_bot_posting_editing_and_replying() {
+        let bot = crate::store::Bot {
+            token: "xoxb-1".into(),
+            api: "https://slack.com/api/".into(),
+            channel: "C1".into(),
+        };
+        let body = r##"{"text":"PR #1","attachments":[{"color":"#2DA44E","blocks":[]}]}"##;
+        let v = |r: &Request| serde_json::from_str::<serde_json::Value>(&r.body).unwrap();
+        let post = slack_request(&Plan::Post, body, &bot);
+        assert_eq!(
+            post.api,
+            Some((
+                "https://slack.com/api/chat.postMessage".into(),
+                "xoxb-1".into()
+            ))
+        );
+        assert_eq!(v(&post)["channel"], "C1");
+        assert_eq!(v(&post)["attachments"][0]["color"], "#2DA44E");
+        let mut r = reference(&DeliveryId::new());
+        r.message = "1405894322.002768".into();
+        r.place = Some("C9".into());
+        let edit = slack_request(&Plan::Edit(r.clone()), body, &bot);
+        assert_eq!(
+            edit.api.clone().unwrap().0,
+            "https://slack.com/api/chat.update"
+        );
+        assert_eq!(
+            (v(&edit)["channel"].clone(), v(&edit)["ts"].clone()),
+            ("C9".into(), "1405894322.002768".into())
+        );
+        let reply = slack_request(&Plan::Reply(r), body, &bot);
+        assert_eq!(
+            reply.api.clone().unwrap().0,
+            "https://slack.com/api/chat.postMessage"
+        );
+        assert_eq!(v(&reply)["thread_ts"], "1405894322.002768");
+    }
+
+    #[test]
+    fn slacks_api_errors_get_their_classes() {
+        use super::super::decide::Outcome;
+        let o = |status, body: &str| slack_api_outcome(status, Some("3"), body);
+        assert_eq!(
+            o(200, r#"{"ok":true,"channel":"C1","ts":"1.2"}"#),
+            Outcome::Delivered
+        );
+        for e in [
+            "not_in_channel",
+            "channel_not_found",
+            "invalid_auth",
+            "token_revoked",
+            "account_inactive",
+        ] {
+            assert!(
+                matches!(o(200, &format!(r#"{{"ok":false,"error":"{e}"}}"#)), Outcome::Gone(w) if w == format!("Slack API: {e}")),
+                "{e}"
+            );
+        }
+        for e in ["msg_too_long", "invalid_blocks", "no_text"] {
+            assert!(
+                matches!(
+                    o(200, &format!(r#"{{"ok":false,"error":"{e}"}}"#)),
+                    Outcome::Failed(_)
+                ),
+                "{e}"
+            );
+        }
+        assert!(matches!(
+            o(429, r#"{"ok":false,"error":"ratelimited"}"#),
+            Outcome::Retry { throttled: true, retry_after: Some(d), .. } if d == std::time::Duration::from_secs(3)
+        ));
+        assert!(matches!(
+            o(200, r#"{"ok":false,"error":"internal_error"}"#),
+            Outcome::Retry {
+                throttled: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            o(503, "<html>"),
+            Outcome::Retry {
+                throttled: false,
+                ..
+            }
+        ));
+        assert!(matches!(o(200, "not json"), Outcome::Failed(_)));
+    }
+
+    #[test]
+    fn mattermost_goes_through_its_bot_as_posts() {
+        let bot = crate::store::Bot {
+            token: "t".into(),
+            api: "https://mm.example.com/api/v4/".into(),
+            channel: "ch1".into(),
+        };
+        let body = r##"{"text":"PR #1","attachments":[{"color":"#2DA44E","title":"T"}]}"##;
+        let v = |r: &Request| serde_json::from_str::<serde_json::Value>(&r.body).unwrap();
+        let post = mattermost_request(&Plan::Post, body, &bot);
+        assert_eq!(post.verb, Verb::Post);
+        assert_eq!(post.api.clone().unwrap().0, "https://mm.example.com/api/v4/posts");
+        assert_eq!(v(&post)["channel_id"], "ch1");
+        assert_eq!(v(&post)["message"], "PR #1");
+        assert_eq!(v(&post)["props"]["attachments"][0]["title"], "T");
+        let r = reference(&DeliveryId::new());
+        let edit = mattermost_request(&Plan::Edit(r.clone()), body, &bot);
+        assert_eq!(edit.verb, Verb::Put);
+        assert_eq!(edit.api.clone().unwrap().0, "https://mm.example.com/api/v4/posts/m1/patch");
+        assert!(v(&edit).get("channel_id").is_none());
+        let reply = mattermost_request(&Plan::Reply(r), body, &bot);
+        assert_eq!(v(&reply)["root_id"], "m1");
+        use super::super::decide::Outcome;
+        let o = |status| mattermost_api_outcome(status, Some("2"), "{}");
+        assert_eq!(o(201), Outcome::Delivered);
+        assert!(matches!(o(401), Outcome::Gone(_)) && matches!(o(403), Outcome::Gone(_)));
+        assert!(matches!(o(400), Outcome::Failed(_)));
+        assert!(matches!(o(429), Outcome::Retry { throttled: true, .. }));
+        assert!(matches!(o(502), Outcome::Retry { throttled: false, .. }));
+        assert!(message_gone(CardKind::Mattermost, 400, r#"{"id":"api.post.create_post.root_id.app_error"}"#));
     }
 }

@@ -1,8 +1,8 @@
 //! Connections: the webhook URLs cards go to, where each came from, when it last took a card.
 //!
 //! In: connections from the admin API and the connect flows; out: the same, URL and user id
-//! opened. Guarantees: the URL and the Office 365 user id are sealed at rest (see
-//! [`super::secrets`]); removing a connection erases them.
+//! opened. Guarantees: the URL, the Office 365 user id and a bot's token are sealed at rest
+//! (see [`super::secrets`]); removing a connection erases them.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,22 @@ pub struct Connection {
     /// references say where: [`crate::store::MessageRefs`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forum: bool,
+    /// A chat's bot, through which cards with a key are posted, edited and threaded (Slack's
+    /// Web API with the bot token Add to Slack gives); `None`: the webhook alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot: Option<Bot>,
+}
+
+/// A bot of the chat a connection posts to: its token (a secret, sealed at rest like webhook
+/// URLs), the chat's API and the channel it posts in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Bot {
+    /// The bot token (Slack's `xoxb-…`).
+    pub token: String,
+    /// The API's base URL (`https://slack.com/api/`).
+    pub api: String,
+    /// The channel's id (Slack's `C…`).
+    pub channel: String,
 }
 
 /// How a connection was made.
@@ -137,6 +153,7 @@ impl Connection {
             broken: None,
             limit: None,
             forum: false,
+            bot: None,
         }
     }
 
@@ -149,6 +166,9 @@ impl Connection {
             .user_object_id
             .as_ref()
             .map(|u| cipher.seal(self.id.as_str(), u));
+        if let Some(b) = &mut sealed.bot {
+            b.token = cipher.seal(self.id.as_str(), &b.token);
+        }
         sealed
     }
 
@@ -161,6 +181,9 @@ impl Connection {
         c.url = cipher.open(c.id.as_str(), &c.url)?;
         if let Some(u) = &c.origin.user_object_id {
             c.origin.user_object_id = Some(cipher.open(c.id.as_str(), u)?);
+        }
+        if let Some(b) = &mut c.bot {
+            b.token = cipher.open(c.id.as_str(), &b.token)?;
         }
         Ok(c)
     }

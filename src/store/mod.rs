@@ -35,7 +35,7 @@ pub mod sled;
 pub use self::sled::Store;
 pub use backend::{prelude, Backend, Commit, Durable, SharedStore, Wake};
 pub use clock::{now_ms, Clock};
-pub use connections::{Connection, ConnectionOrigin, ConnectionRecords};
+pub use connections::{Bot, Connection, ConnectionOrigin, ConnectionRecords};
 pub use counts::Counts;
 pub use error::{decode, StoreError};
 pub use flows::{FlowState, FlowStates};

@@ -25,7 +25,7 @@ const FLOWS: [(&str, &str, &str, &str); 2] = [
 ];
 
 /// Presses "Add to …" on /connect; returns the authorize page's URL.
-async fn start(g: &Gateway, b: &reqwest::Client, flow: &str, form: &[(&str, &str)]) -> String {
+pub async fn start(g: &Gateway, b: &reqwest::Client, flow: &str, form: &[(&str, &str)]) -> String {
     let res = b
         .post(g.url(&format!("/connect/{flow}/start")))
         .form(form)
@@ -47,7 +47,7 @@ async fn start(g: &Gateway, b: &reqwest::Client, flow: &str, form: &[(&str, &str
 
 /// Answers the emulated authorize page, picking the first workspace or server: the callback
 /// URL the platform redirects to.
-async fn decide(b: &reqwest::Client, authorize: &str, channel: &str, decision: &str) -> String {
+pub async fn decide(b: &reqwest::Client, authorize: &str, channel: &str, decision: &str) -> String {
     let place = if authorize.contains("/slack/") {
         "T0EMULATED"
     } else {
@@ -79,6 +79,7 @@ async fn decide_in(
             ("client_id", q["client_id"].as_str()),
             ("state", q["state"].as_str()),
             ("redirect_uri", q["redirect_uri"].as_str()),
+            ("scope", q["scope"].as_str()),
             ("place", place),
             ("channel", channel),
             ("decision", decision),
@@ -130,7 +131,7 @@ async fn both_flows_connect_a_channel_and_its_cards_arrive_in_the_platforms_layo
         assert_eq!(
             q["scope"],
             if flow == "slack" {
-                "incoming-webhook"
+                "incoming-webhook,chat:write"
             } else {
                 "webhook.incoming"
             }
@@ -173,6 +174,9 @@ async fn both_flows_connect_a_channel_and_its_cards_arrive_in_the_platforms_layo
             assert_eq!(c["team_id"], "T0SECONDWS");
             assert_eq!(c["team_name"], "Second Workspace");
             assert!(c["configuration_url"].as_str().is_some());
+            // Its bot (`chat:write`) edits and threads cards with a key; its token is kept
+            // sealed, never shown.
+            assert_eq!(c["bot"], true);
         } else {
             assert_eq!(c["channel_id"], channel);
             assert_eq!(c["team_id"], "290926792226357251");

@@ -263,3 +263,197 @@ async fn a_rules_update_new_makes_every_card_a_new_message() {
         assert_eq!(d["update"], "new");
     }
 }
+
+/// Add to Slack through the emulator, `#deploys` picked: the connection's id.
+async fn add_to_slack(g: &Gateway) -> String {
+    let b = browser();
+    let authorize = crate::oauth::start(g, &b, "slack", &[]).await;
+    let callback = crate::oauth::decide(&b, &authorize, "C0EMUDEPLOY", "allow").await;
+    let res = b.get(&callback).send().await.unwrap();
+    assert_eq!(res.status(), 302);
+    let all = g.admin_get("/api/connections").await;
+    let c = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "slack")
+        .unwrap()
+        .clone();
+    assert_eq!(c["bot"], true, "{c}");
+    c["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_pull_request_is_one_slack_message_edited_by_the_installs_bot() {
+    let g = emulated().await;
+    add_to_slack(&g).await;
+    send_steps(&g, PR_STEPS).await;
+    let messages = channel(&g, "slack/inbox/deploys").await;
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    let m = &messages[0];
+    assert_eq!(m["edits"].as_array().unwrap().len(), 2);
+    let text = m["card"]["text"].as_str().unwrap();
+    assert!(text.contains("pull request #2 merged"), "{m:#?}");
+    // Posted and edited in the channel the install picked, as Slack's ts names it.
+    assert_eq!(m["card"]["channel"], "C0EMUDEPLOY");
+    let ts = m["id"].as_str().unwrap();
+    assert!(ts.contains('.'), "{ts}");
+    let results = results(&g).await;
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == format!("delivered: edited message {ts}"))
+            .count(),
+        2,
+        "{results:?}"
+    );
+    // Cards without a key still go through the webhook.
+    g.github("push", &fixture("github/push.event.4.json"), None)
+        .await;
+    g.wait_settled().await;
+    assert_eq!(channel(&g, "slack/inbox/deploys").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_revoked_slack_token_breaks_its_connection_and_keeps_the_card() {
+    let g = emulated().await;
+    add_to_slack(&g).await;
+    send_steps(&g, &PR_STEPS[..1]).await;
+    // The app is removed from the workspace in Slack: its tokens are revoked.
+    let res = g
+        .client
+        .post(g.url("/emulator/slack/workspaces/T0EMULATED/uninstall"))
+        .send()
+        .await
+        .unwrap();
+    // Back to the channel's page.
+    assert_eq!(res.status(), 200);
+    assert!(res.url().path().ends_with("/emulator/slack/inbox/deploys"));
+    let res = g
+        .github("pull_request", &fixture(PR_STEPS[1].1), None)
+        .await;
+    assert_eq!(res.status(), 202);
+    g.wait_settled().await;
+    let dead = g.deliveries("state=dead").await;
+    assert_eq!(
+        dead.len(),
+        1,
+        "the update is kept as a dead letter: {dead:#?}"
+    );
+    let one = g
+        .admin_get(&format!(
+            "/api/deliveries/{}",
+            dead[0]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(
+        one["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Slack API: token_revoked"),
+        "{one}"
+    );
+    let conns = g.admin_get("/api/connections").await;
+    assert!(
+        conns[0]["broken"]
+            .as_str()
+            .unwrap()
+            .contains("token_revoked"),
+        "{conns}"
+    );
+    // The message stays as it was.
+    let messages = channel(&g, "slack/inbox/deploys").await;
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0]["edits"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn slacks_api_throttling_and_a_deleted_message_on_updates() {
+    // Slack's side scripted: the code exchange and the Web API on a receiver.
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.connect.emulator = Some(true);
+    config.connect.slack = Some(cardwire::config::OAuthClient {
+        client_id: "1000000000.2000000000".into(),
+        client_secret: "emulator-secret".into(),
+        team: None,
+        authorize_url: None,
+        token_url: Some(rx.url("api/oauth.v2.access")),
+        updates: true,
+    });
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    rx.script(&[(
+        200,
+        r##"{"ok": true, "scope": "incoming-webhook,chat:write", "token_type": "bot",
+            "access_token": "xoxb-1-2-3", "team": {"id": "T1", "name": "W"},
+            "incoming_webhook": {"channel": "#deploys", "channel_id": "C1",
+              "url": "http://127.0.0.1:9/services/T1/B1/x"}}"##,
+    )]);
+    let b = browser();
+    let authorize = crate::oauth::start(&g, &b, "slack", &[]).await;
+    let callback = crate::oauth::decide(&b, &authorize, "C0EMUDEPLOY", "allow").await;
+    assert_eq!(b.get(&callback).send().await.unwrap().status(), 302);
+    // The post answers its ts; the first edit is throttled, the second finds the message
+    // deleted: the update is posted anew, and the next edits that one.
+    rx.script(&[(
+        200,
+        r#"{"ok": true, "channel": "C1", "ts": "1700000000.000001"}"#,
+    )]);
+    rx.script_with(
+        429,
+        r#"{"ok": false, "error": "ratelimited"}"#,
+        &[("retry-after", "1")],
+    );
+    rx.script(&[
+        (200, r#"{"ok": false, "error": "message_not_found"}"#),
+        (
+            200,
+            r#"{"ok": true, "channel": "C1", "ts": "1700000000.000002"}"#,
+        ),
+        (
+            200,
+            r#"{"ok": true, "channel": "C1", "ts": "1700000000.000002"}"#,
+        ),
+    ]);
+    send_steps(&g, PR_STEPS).await;
+    let calls: Vec<(String, String, String)> = rx.received()[1..]
+        .iter()
+        .map(|r| {
+            (
+                r.path.clone(),
+                r.body["ts"].as_str().unwrap_or("-").to_string(),
+                r.headers["authorization"].to_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let bearer = "Bearer xoxb-1-2-3".to_string();
+    assert_eq!(
+        calls,
+        vec![
+            ("/api/chat.postMessage".into(), "-".into(), bearer.clone()),
+            (
+                "/api/chat.update".into(),
+                "1700000000.000001".into(),
+                bearer.clone()
+            ),
+            (
+                "/api/chat.update".into(),
+                "1700000000.000001".into(),
+                bearer.clone()
+            ),
+            ("/api/chat.postMessage".into(), "-".into(), bearer.clone()),
+            (
+                "/api/chat.update".into(),
+                "1700000000.000002".into(),
+                bearer
+            ),
+        ]
+    );
+    // The throttled edit waited for Retry-After.
+    let got = rx.received();
+    assert!(got[3].at - got[2].at >= std::time::Duration::from_millis(900));
+    // Every call went to the channel the install picked.
+    assert!(got[1..].iter().all(|r| r.body["channel"] == "C1"));
+}
