@@ -213,6 +213,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::connect::emulator::router())
         .merge(crate::connect::oauth::router())
         .merge(crate::connect::chat_emulator::router())
+        .merge(crate::connect::mattermost_emulator::router())
         .merge(crate::admin::pages::router())
         .merge(crate::admin::home::router())
         .merge(crate::metrics::router())
@@ -552,6 +553,7 @@ fn policy(config: &Config) -> TargetPolicy {
             .allow_prefix(crate::connect::emulator::inbox_prefix(&public))
             .allow_prefix(slack)
             .allow_prefix(discord)
+            .allow_prefix(crate::connect::mattermost_emulator::hook_prefix(&public))
     } else {
         policy
     }

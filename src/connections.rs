@@ -181,12 +181,12 @@ pub fn mask_url(raw: &str) -> String {
 /// letters and digits, as Mattermost's ids and tokens are), and the server's REST API beside
 /// the webhook (`https://HOST[/PREFIX]/api/v4/`), so that it is on a host `targets` allows
 /// already. `Err` says what is wrong.
-pub fn mattermost_bot(
-    url: &str,
-    token: &str,
-    channel: &str,
-) -> Result<crate::store::Bot, String> {
-    let id = |s: &str| s.len() == 26 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+pub fn mattermost_bot(url: &str, token: &str, channel: &str) -> Result<crate::store::Bot, String> {
+    let id = |s: &str| {
+        s.len() == 26
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
     let (token, channel) = (token.trim(), channel.trim());
     if !id(token) {
         return Err("the bot token is not a Mattermost token (26 lower-case letters and digits, from System Console → Integrations → Bot Accounts)".into());
@@ -194,7 +194,8 @@ pub fn mattermost_bot(
     if !id(channel) {
         return Err("the channel id is not a Mattermost id (26 lower-case letters and digits, from the channel's View Info)".into());
     }
-    let parsed = url::Url::parse(url).map_err(|e| format!("the webhook URL does not parse: {e}"))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| format!("the webhook URL does not parse: {e}"))?;
     let path = parsed.path();
     let Some(at) = path.rfind("/hooks/") else {
         return Err("the webhook URL is not a Mattermost incoming webhook (…/hooks/KEY)".into());
@@ -284,16 +285,23 @@ mod tests {
         let bot = mattermost_bot("https://mm.example.com/hooks/abc", token, channel).unwrap();
         assert_eq!(bot.api, "https://mm.example.com/api/v4/");
         assert_eq!((bot.token.as_str(), bot.channel.as_str()), (token, channel));
-        let behind = mattermost_bot("https://example.com/chat/hooks/abc?x=1", token, channel).unwrap();
+        let behind =
+            mattermost_bot("https://example.com/chat/hooks/abc?x=1", token, channel).unwrap();
         assert_eq!(behind.api, "https://example.com/chat/api/v4/");
-        assert!(mattermost_bot("https://mm.example.com/hooks/abc", "short", channel)
-            .unwrap_err()
-            .contains("bot token"));
-        assert!(mattermost_bot("https://mm.example.com/hooks/abc", token, "C0SLACKLIKE")
-            .unwrap_err()
-            .contains("channel id"));
-        assert!(mattermost_bot("https://mm.example.com/other", token, channel)
-            .unwrap_err()
-            .contains("incoming webhook"));
+        assert!(
+            mattermost_bot("https://mm.example.com/hooks/abc", "short", channel)
+                .unwrap_err()
+                .contains("bot token")
+        );
+        assert!(
+            mattermost_bot("https://mm.example.com/hooks/abc", token, "C0SLACKLIKE")
+                .unwrap_err()
+                .contains("channel id")
+        );
+        assert!(
+            mattermost_bot("https://mm.example.com/other", token, channel)
+                .unwrap_err()
+                .contains("incoming webhook")
+        );
     }
 }

@@ -264,9 +264,8 @@ pub async fn change_connection(
         None => None,
         Some(serde_json::Value::Null) => Some(None),
         Some(v) => {
-            let input: BotIn = serde_json::from_value(v.clone()).map_err(|e| {
-                ApiError::bad_request("invalid_connection", format!("`bot`: {e}"))
-            })?;
+            let input: BotIn = serde_json::from_value(v.clone())
+                .map_err(|e| ApiError::bad_request("invalid_connection", format!("`bot`: {e}")))?;
             let c = app
                 .connections
                 .get(id)

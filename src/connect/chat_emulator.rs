@@ -114,6 +114,8 @@ pub struct Chats {
     revoked: Mutex<std::collections::HashSet<String>>,
     /// Workspaces the app was removed from: every bot token of theirs is revoked.
     uninstalled: Mutex<std::collections::HashSet<String>>,
+    /// Whether the emulated Mattermost bot's token was revoked ([`super::mattermost_emulator`]).
+    pub(super) mattermost_revoked: std::sync::atomic::AtomicBool,
     last_ts: Mutex<(u64, u64)>,
 }
 
@@ -945,6 +947,7 @@ async fn show_inbox(
     let kind = match platform.as_str() {
         "slack" => CardKind::Slack,
         "discord" => CardKind::Discord,
+        "mattermost" => CardKind::Mattermost,
         _ => return (StatusCode::NOT_FOUND, "no such platform").into_response(),
     };
     let messages = inboxes.messages(&format!("{platform}/{channel}"));
@@ -955,7 +958,11 @@ async fn show_inbox(
     let list = inboxes::show(&messages, kind, |c| render_card_of(kind, c));
     let body = format!(
         "<p class=\"banner\">{} <strong>emulator</strong> channel.</p><h1>#{}</h1><p class=\"muted\">{}, newest first.</p>{list}",
-        if kind == CardKind::Slack { "Slack" } else { "Discord" },
+        match kind {
+            CardKind::Slack => "Slack",
+            CardKind::Mattermost => "Mattermost",
+            _ => "Discord",
+        },
         esc(&channel),
         crate::render::plural_count(messages.len(), "message")
     );

@@ -11,6 +11,7 @@
 //! - [`oauth`]: Add to Slack and Add to Discord, the pages and callbacks.
 //! - [`emulator`]: a local stand-in for the Office 365 side.
 //! - [`chat_emulator`]: a local stand-in for Slack's and Discord's side.
+//! - [`mattermost_emulator`]: a local stand-in for a Mattermost server: webhooks and a bot.
 //! - [`inboxes`]: what the emulated channels received: messages, their edits, their threads.
 
 pub mod api;
@@ -18,5 +19,6 @@ pub mod chat_emulator;
 pub mod emulator;
 pub mod flow;
 pub mod inboxes;
+pub mod mattermost_emulator;
 pub mod oauth;
 pub mod providers;

@@ -600,9 +600,7 @@ impl Deliverer {
                 }
                 tried
             }
-            CardKind::Discord | CardKind::Slack | CardKind::Mattermost
-                if update != Update::New =>
-            {
+            CardKind::Discord | CardKind::Slack | CardKind::Mattermost if update != Update::New => {
                 self.keyed(conn, url, rec, key, update).await
             }
             _ => self.post(conn, url, rec).await,

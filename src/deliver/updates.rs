@@ -295,8 +295,7 @@ pub fn slack_request(plan: &Plan, body: &str, bot: &crate::store::Bot) -> Reques
 /// `message` and `props.attachments`; `root_id` for a reply), or a patch of the post (`PUT
 /// /api/v4/posts/{id}/patch`).
 pub fn mattermost_request(plan: &Plan, body: &str, bot: &crate::store::Bot) -> Request {
-    let v: serde_json::Value =
-        serde_json::from_str(body).unwrap_or_else(|_| serde_json::json!({}));
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| serde_json::json!({}));
     let mut post = serde_json::json!({
         "message": v.get("text").cloned().unwrap_or_else(|| serde_json::json!("")),
         "props": {"attachments": v.get("attachments").cloned().unwrap_or_else(|| serde_json::json!([]))},
@@ -331,7 +330,10 @@ pub fn mattermost_api_outcome(
     answer: &str,
 ) -> super::decide::Outcome {
     use super::decide::{parse_retry_after, Outcome};
-    let why = format!("Mattermost API: HTTP {status}: {}", super::decide::excerpt(answer));
+    let why = format!(
+        "Mattermost API: HTTP {status}: {}",
+        super::decide::excerpt(answer)
+    );
     match status {
         200..=299 => Outcome::Delivered,
         429 => Outcome::Retry {
@@ -735,14 +737,20 @@ mod tests {
         let v = |r: &Request| serde_json::from_str::<serde_json::Value>(&r.body).unwrap();
         let post = mattermost_request(&Plan::Post, body, &bot);
         assert_eq!(post.verb, Verb::Post);
-        assert_eq!(post.api.clone().unwrap().0, "https://mm.example.com/api/v4/posts");
+        assert_eq!(
+            post.api.clone().unwrap().0,
+            "https://mm.example.com/api/v4/posts"
+        );
         assert_eq!(v(&post)["channel_id"], "ch1");
         assert_eq!(v(&post)["message"], "PR #1");
         assert_eq!(v(&post)["props"]["attachments"][0]["title"], "T");
         let r = reference(&DeliveryId::new());
         let edit = mattermost_request(&Plan::Edit(r.clone()), body, &bot);
         assert_eq!(edit.verb, Verb::Put);
-        assert_eq!(edit.api.clone().unwrap().0, "https://mm.example.com/api/v4/posts/m1/patch");
+        assert_eq!(
+            edit.api.clone().unwrap().0,
+            "https://mm.example.com/api/v4/posts/m1/patch"
+        );
         assert!(v(&edit).get("channel_id").is_none());
         let reply = mattermost_request(&Plan::Reply(r), body, &bot);
         assert_eq!(v(&reply)["root_id"], "m1");
@@ -751,8 +759,24 @@ mod tests {
         assert_eq!(o(201), Outcome::Delivered);
         assert!(matches!(o(401), Outcome::Gone(_)) && matches!(o(403), Outcome::Gone(_)));
         assert!(matches!(o(400), Outcome::Failed(_)));
-        assert!(matches!(o(429), Outcome::Retry { throttled: true, .. }));
-        assert!(matches!(o(502), Outcome::Retry { throttled: false, .. }));
-        assert!(message_gone(CardKind::Mattermost, 400, r#"{"id":"api.post.create_post.root_id.app_error"}"#));
+        assert!(matches!(
+            o(429),
+            Outcome::Retry {
+                throttled: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            o(502),
+            Outcome::Retry {
+                throttled: false,
+                ..
+            }
+        ));
+        assert!(message_gone(
+            CardKind::Mattermost,
+            400,
+            r#"{"id":"api.post.create_post.root_id.app_error"}"#
+        ));
     }
 }

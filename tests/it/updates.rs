@@ -65,6 +65,16 @@ async fn results(g: &Gateway) -> Vec<String> {
     out
 }
 
+/// The pull request's steps sent, its one message in `inbox`: edited twice, opened first.
+async fn one_message_edited_twice(g: &Gateway, inbox: &str) -> Value {
+    send_steps(g, PR_STEPS).await;
+    let messages = channel(g, inbox).await;
+    assert_eq!(messages.len(), 1, "one message: {messages:#?}");
+    let edits = messages[0]["edits"].as_array().unwrap();
+    assert_eq!(edits.len(), 2, "opened, then review requested, then merged");
+    messages[0].clone()
+}
+
 fn title(card: &Value) -> &str {
     card["embeds"][0]["title"].as_str().unwrap_or_default()
 }
@@ -287,11 +297,7 @@ async fn add_to_slack(g: &Gateway) -> String {
 async fn a_pull_request_is_one_slack_message_edited_by_the_installs_bot() {
     let g = emulated().await;
     add_to_slack(&g).await;
-    send_steps(&g, PR_STEPS).await;
-    let messages = channel(&g, "slack/inbox/deploys").await;
-    assert_eq!(messages.len(), 1, "{messages:#?}");
-    let m = &messages[0];
-    assert_eq!(m["edits"].as_array().unwrap().len(), 2);
+    let m = &one_message_edited_twice(&g, "slack/inbox/deploys").await;
     let text = m["card"]["text"].as_str().unwrap();
     assert!(text.contains("pull request #2 merged"), "{m:#?}");
     // Posted and edited in the channel the install picked, as Slack's ts names it.
@@ -456,4 +462,158 @@ async fn slacks_api_throttling_and_a_deleted_message_on_updates() {
     assert!(got[3].at - got[2].at >= std::time::Duration::from_millis(900));
     // Every call went to the channel the install picked.
     assert!(got[1..].iter().all(|r| r.body["channel"] == "C1"));
+}
+
+/// The emulated Mattermost's `~deploys`: its webhook's path, its id, and the bot's token.
+const MATTERMOST_HOOK: &str = "/emulator/mattermost/hooks/emuhookdeploys0000000000aa";
+const MATTERMOST_DEPLOYS: &str = "4yqrg8o1h7dm5f3k9b2n6c0e1p";
+const MATTERMOST_BOT: &str = "emubottoken000000000000000";
+
+/// A Mattermost connection with the emulated bot, made through the API: its id.
+async fn mattermost_with_bot(g: &Gateway) -> String {
+    let res = g
+        .client
+        .post(g.url("/api/connections"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({
+            "name": "mm", "url": g.url(MATTERMOST_HOOK), "kind": "mattermost",
+            "bot": {"token": MATTERMOST_BOT, "channel": MATTERMOST_DEPLOYS},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["bot"], true, "{v}");
+    assert!(
+        !v.to_string().contains(MATTERMOST_BOT),
+        "the token is never shown"
+    );
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_pull_request_is_one_mattermost_post_patched_by_its_bot() {
+    let g = emulated().await;
+    mattermost_with_bot(&g).await;
+    send_steps(&g, PR_STEPS).await;
+    let messages = channel(&g, "mattermost/inbox/deploys").await;
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert_eq!(messages[0]["edits"].as_array().unwrap().len(), 2);
+    let title = messages[0]["card"]["attachments"][0]["title"]
+        .as_str()
+        .unwrap();
+    assert!(title.ends_with("pull request #2 merged"), "{messages:#?}");
+    // A post deleted in the channel: the next update is a new post.
+    let id = messages[0]["id"].as_str().unwrap();
+    let res = g
+        .client
+        .delete(g.url(&format!("/emulator/mattermost/api/v4/posts/{id}")))
+        .bearer_auth(MATTERMOST_BOT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    send_steps(&g, &PR_STEPS[1..2]).await;
+    let messages = channel(&g, "mattermost/inbox/deploys").await;
+    assert_eq!(messages.len(), 1);
+    assert_ne!(messages[0]["id"], id);
+    assert!(messages[0]["edits"].as_array().unwrap().is_empty());
+    // The bot's token revoked: the connection breaks, the card is kept.
+    g.client
+        .post(g.url("/emulator/mattermost/bot/revoke"))
+        .send()
+        .await
+        .unwrap();
+    send_steps(&g, &PR_STEPS[2..]).await;
+    let conns = g.admin_get("/api/connections").await;
+    assert!(
+        conns[0]["broken"].as_str().unwrap().contains("HTTP 401"),
+        "{conns}"
+    );
+    assert_eq!(g.deliveries("state=dead").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_bot_is_checked_where_it_is_given() {
+    let g = emulated().await;
+    let post = |body: Value| {
+        let g = &g;
+        async move {
+            let res = g
+                .client
+                .post(g.url("/api/connections"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    // Not a Mattermost connection.
+    let (status, v) = post(serde_json::json!({
+        "name": "d", "url": g.url(DISCORD_HOOK), "kind": "discord",
+        "bot": {"token": MATTERMOST_BOT, "channel": MATTERMOST_DEPLOYS}}))
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_connection"))
+    );
+    assert!(v["detail"].as_str().unwrap().contains("Mattermost"), "{v}");
+    // A channel id of the wrong shape.
+    let (status, v) = post(serde_json::json!({
+        "name": "m", "url": g.url(MATTERMOST_HOOK), "kind": "mattermost",
+        "bot": {"token": MATTERMOST_BOT, "channel": "town-square"}}))
+    .await;
+    assert_eq!(status, 400);
+    assert!(v["detail"].as_str().unwrap().contains("channel id"), "{v}");
+    // Added later, and removed, with PATCH.
+    let id = g.connect(&g.url(MATTERMOST_HOOK), "mattermost", &[]).await;
+    let patch = |body: Value| {
+        let g = &g;
+        let id = id.clone();
+        async move {
+            let res = g
+                .client
+                .patch(g.url(&format!("/api/connections/{id}")))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) =
+        patch(serde_json::json!({"bot": {"token": MATTERMOST_BOT, "channel": MATTERMOST_DEPLOYS}}))
+            .await;
+    assert_eq!((status, v["bot"].as_bool()), (200, Some(true)), "{v}");
+    let (status, v) = patch(serde_json::json!({"bot": null})).await;
+    assert_eq!(status, 200);
+    assert!(v.get("bot").is_none(), "{v}");
+    // Pasted on /connect with the form's bot fields.
+    let res = g
+        .client
+        .post(g.url("/connect/paste"))
+        .form(&[
+            ("name", "pasted"),
+            ("url", g.url(MATTERMOST_HOOK).as_str()),
+            ("kind", "mattermost"),
+            ("token", ADMIN_TOKEN),
+            ("bot_token", MATTERMOST_BOT),
+            ("bot_channel", MATTERMOST_DEPLOYS),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let all = g.admin_get("/api/connections").await;
+    let pasted = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "pasted")
+        .unwrap();
+    assert_eq!(pasted["bot"], true);
 }
