@@ -501,3 +501,104 @@ async fn a_connection_broken_by_one_instance_is_broken_for_all_and_replayed_thro
     a.stop().await;
     b.stop().await;
 }
+
+/// A keyed card posted by one instance, killed right after, is edited by the other: the
+/// message reference is in the database, and the card the killed instance sent but had not
+/// recorded is known as sent, not posted twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_posted_by_an_instance_killed_after_is_edited_by_another() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = root().join("rules");
+    let rx = Receiver::start().await;
+    // a, a process killed with SIGKILL; b, in this process.
+    let file = config_file(&dir.path().join("a"), &pg.url(), &rules);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cardwire"));
+    cmd.args(["serve", "--config"]).arg(&file);
+    let (mut a, a_addr, _log) = spawn_serve(cmd);
+    let b = Gateway::start_with(instance(&dir.path().join("b"), &pg.url(), &rules)).await;
+    let id = b.connect(&rx.url("api/webhooks/1/t"), "discord", &[]).await;
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while api_get(&a_addr, "/api/connections", ADMIN_TOKEN)
+        .await
+        .as_array()
+        .map_or(0, Vec::len)
+        < 1
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a never saw the connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rx.script(&[(200, r#"{"id": "9001", "channel_id": "42"}"#)]);
+    let steps = [
+        "github/pull_request.opened.0.json",
+        "github/pull_request.review_requested.21.json",
+        "github/pull_request.closed-merged.3.derived.json",
+    ];
+    let opened = fixture(steps[0]);
+    let res = client
+        .post(format!("http://{a_addr}/hooks/github"))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", "pull_request")
+        .header(
+            "X-Hub-Signature-256",
+            cardwire::ingest::verify::sign(GITHUB_SECRET, &opened),
+        )
+        .body(opened)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    rx.wait_for(1).await;
+    // The reference is in the database (written before a records the card): then a dies.
+    let store = cardwire::store::pg::PgStore::open(
+        &cardwire::store::pg::PgSettings {
+            url: pg.url(),
+            pool: 1,
+            lease: LEASE,
+        },
+        PG_SECRETS_KEY,
+        cardwire::store::Clock::System,
+    )
+    .unwrap();
+    let con = cardwire::ids::ConnectionId::parse(&id).unwrap();
+    use cardwire::store::MessageRefs as _;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store
+        .message_ref(&con, "Codertocat/Hello-World#2")
+        .unwrap()
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "no reference");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
+    for step in &steps[1..] {
+        assert_eq!(
+            b.github("pull_request", &fixture(step), None)
+                .await
+                .status(),
+            202
+        );
+    }
+    rx.wait_for(3).await;
+    b.wait_settled().await;
+    let seen: Vec<(String, String)> = rx
+        .received()
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("POST".into(), "/api/webhooks/1/t".into()),
+            ("PATCH".into(), "/api/webhooks/1/t/messages/9001".into()),
+            ("PATCH".into(), "/api/webhooks/1/t/messages/9001".into()),
+        ],
+        "one message, edited twice by the other instance"
+    );
+}

@@ -474,6 +474,7 @@ const LAYERS: &[&[&str]] = &[
         "connect::oauth",
         "connect::emulator",
         "connect::chat_emulator",
+        "connect::mattermost_emulator",
         "deliver::api",
         "admin",
         "playground",

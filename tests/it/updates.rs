@@ -617,3 +617,103 @@ async fn a_bot_is_checked_where_it_is_given() {
         .unwrap();
     assert_eq!(pasted["bot"], true);
 }
+
+/// A gateway whose one rule renders generic `step` events into a card keyed by the payload's
+/// `key`, with the payload's `update`, and a Mattermost connection with the emulated bot.
+async fn stepping_gateway() -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let (rules, templates) = (dir.path().join("rules"), dir.path().join("templates"));
+    std::fs::create_dir_all(templates.join("prop")).unwrap();
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("steps.yaml"),
+        "- name: steps\n  source: generic\n  event: step\n  template: prop/step\n",
+    )
+    .unwrap();
+    std::fs::write(
+        templates.join("prop/step.card.hbs"),
+        r#"{"title": "{{payload.key}} step {{payload.step}}", "key": "{{payload.key}}", "update": "{{payload.update}}"}"#,
+    )
+    .unwrap();
+    let mut config = test_config(dir.path());
+    config.connect.emulator = Some(true);
+    config.rules_dir = Some(rules);
+    config.templates_dir = Some(templates);
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    mattermost_with_bot(&g).await;
+    g
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+
+    /// For any sequence of events over 50 keys (even keys replace, odd keys reply), the
+    /// channel ends with one message per replacing key showing its last step, its earlier
+    /// steps as its edits in order, and one thread per replying key with every later step as
+    /// a reply, in order: nothing lost, nothing out of order. (At most 90 events: the
+    /// emulated channel keeps 100 messages.)
+    #[test]
+    fn any_sequence_ends_with_one_message_or_one_thread_per_key(
+        keys in proptest::collection::vec(0usize..50, 1..90),
+    ) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let g = stepping_gateway().await;
+            for (step, k) in keys.iter().enumerate() {
+                let update = if k % 2 == 0 { "replace" } else { "reply" };
+                let body = serde_json::json!({"type": "step", "key": format!("k{k}"), "step": step, "update": update});
+                let res = g
+                    .client
+                    .post(g.url("/hooks/generic"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 202);
+            }
+            g.wait_settled().await;
+            let messages = channel(&g, "mattermost/inbox/deploys").await;
+            let step_of = |card: &Value| -> (String, usize) {
+                let title = card["attachments"][0]["title"].as_str().unwrap().to_string();
+                let (key, step) = title.split_once(" step ").unwrap();
+                (key.to_string(), step.parse().unwrap())
+            };
+            let mut expected: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+            for (step, k) in keys.iter().enumerate() {
+                expected.entry(*k).or_default().push(step);
+            }
+            let roots: Vec<&Value> = messages.iter().filter(|m| m["thread"].is_null()).collect();
+            assert_eq!(roots.len(), expected.len(), "one message per key: {messages:#?}");
+            for (k, steps) in &expected {
+                let key = format!("k{k}");
+                let root = roots
+                    .iter()
+                    .find(|m| step_of(&m["card"]).0 == key)
+                    .unwrap_or_else(|| panic!("no message for {key}"));
+                if k % 2 == 0 {
+                    // Its card shows the last step; its edits, the earlier ones in order.
+                    let mut seen: Vec<usize> = root["edits"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| step_of(c).1)
+                        .collect();
+                    seen.push(step_of(&root["card"]).1);
+                    assert_eq!(&seen, steps, "{key}");
+                } else {
+                    // The first step opens the thread; every later one is a reply, in order.
+                    let mut seen = vec![step_of(&root["card"]).1];
+                    seen.extend(
+                        messages
+                            .iter()
+                            .filter(|m| m["thread"] == root["id"])
+                            .map(|m| step_of(&m["card"]).1),
+                    );
+                    assert_eq!(&seen, steps, "{key}");
+                    assert!(root["edits"].as_array().unwrap().is_empty());
+                }
+            }
+        });
+    }
+}
