@@ -355,6 +355,14 @@ impl Receiver {
         self.state.received.lock().unwrap().clone()
     }
 
+    /// Each request's method and path, in arrival order.
+    pub fn calls(&self) -> Vec<(String, String)> {
+        self.received()
+            .iter()
+            .map(|r| (r.method.clone(), r.path.clone()))
+            .collect()
+    }
+
     /// Waits until at least `n` requests arrived (panics after 10 s).
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -485,4 +493,14 @@ pub fn query(url: &str) -> std::collections::HashMap<String, String> {
         .query_pairs()
         .into_owned()
         .collect()
+}
+
+/// What a Discord webhook at `/api/webhooks/1/t` receives for one message edited twice: the
+/// post (its answer named message 9001), then two edits of it.
+pub fn discord_post_then_two_edits() -> Vec<(String, String)> {
+    vec![
+        ("POST".into(), "/api/webhooks/1/t".into()),
+        ("PATCH".into(), "/api/webhooks/1/t/messages/9001".into()),
+        ("PATCH".into(), "/api/webhooks/1/t/messages/9001".into()),
+    ]
 }
