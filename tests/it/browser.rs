@@ -418,6 +418,74 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     c.close().await.unwrap();
 }
 
+/// On the defaults, as a newcomer: Add to Slack in the emulator (its bot gets `chat:write`),
+/// then a pull request opened and merged: one message in the channel, that changed ("edited",
+/// its first version on click).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_is_one_slack_message_that_changes_in_a_real_browser() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut cmd = defaults(folder.path());
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    let (child, addr, _log) = spawn_serve(cmd);
+    let _child = Kill(child);
+    let base = format!("http://{addr}");
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    let page = add_through_the_emulator(&c, &base, "slack", "github", "C0EMUDEPLOY", "allow").await;
+    assert!(page.contains("edit and reply"), "the bot's scope is asked for: {page}");
+    c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
+    let http = reqwest::Client::new();
+    for step in [
+        "github/pull_request.opened.0.json",
+        "github/pull_request.closed-merged.3.derived.json",
+    ] {
+        let res = http
+            .post(format!("{base}/hooks/github"))
+            .header("Content-Type", "application/json")
+            .header("X-GitHub-Event", "pull_request")
+            .body(fixture(step))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    let inbox = format!("{base}/emulator/slack/inbox/deploys");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let messages: serde_json::Value = http
+            .get(&inbox)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let edited = messages[0]["edits"].as_array().map_or(0, Vec::len);
+        if edited == 1 {
+            assert_eq!(messages.as_array().unwrap().len(), 1, "{messages:#}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{messages:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.goto(&inbox).await.unwrap();
+    let shown = text(&c).await;
+    assert!(shown.contains("1 message"), "{shown}");
+    assert!(shown.contains("pull request #2 merged"), "{shown}");
+    assert!(!shown.contains("pull request #2 opened"), "the first version is folded: {shown}");
+    c.find(Locator::Css("details.edits summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let shown = text(&c).await;
+    assert!(shown.contains("pull request #2 opened"), "{shown}");
+    screenshot(&c, "one-message-edited").await;
+    c.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_deny_and_pause_in_a_real_browser() {
     let g = emulated().await;
