@@ -139,12 +139,19 @@ struct Args {
     #[arg(long)]
     slow_clients: Option<usize>,
     /// Instead of the load phases: the cost of the history kept. For each N given
-    /// (`--history 0,100000,1000000`), a store holding N delivered records, as delivery leaves
-    /// them, then the disk it takes, a lookup of a new upstream id, how long the gateway takes
-    /// to start on it and its idle RSS; then every record pruned, and the disk after a restart.
-    /// See [`history`].
+    /// (`--history 0,100000,1000000`), a store holding N delivered records and N message
+    /// references (each card keyed, as delivery leaves them), then the disk they take, a
+    /// lookup of a new upstream id, how long the gateway takes to start on it and its idle
+    /// RSS; then every record pruned, and the disk after a restart. See [`history`].
     #[arg(long, value_delimiter = ',')]
     history: Option<Vec<usize>>,
+    /// Instead of the load phases: keyed cards. Pull requests to one Discord-like webhook,
+    /// `--rounds` rounds of two phases each, alternating: every event a new post (the rule's
+    /// `update: new`), then every event an update of one of this many keys (`replace`: the
+    /// first card of a key posts, every later one edits its message); the cards/s of each and
+    /// their ratio. See [`updates`].
+    #[arg(long)]
+    updates: Option<usize>,
     /// Instead of the load phases: this long at `--rate` (default 500 events/s) against a
     /// receiver that fails 10 % of requests and answers 429 for 5 s every 2 minutes, with
     /// delivered records and delivery ids kept a fifth of the run; RSS, disk, queue depth and CPU sampled every
@@ -953,6 +960,9 @@ async fn main() -> Result<()> {
     }
     if let Some(sizes) = &args.history {
         return history(&binary, &templates, sizes).await;
+    }
+    if let Some(keys) = args.updates {
+        return updates(&binary, &templates, &args, keys).await;
     }
     if let Some(n) = args.slow_clients {
         return slow_clients(&binary, &templates, n).await;
@@ -2141,10 +2151,21 @@ fn fill_history(data: &Path, n: usize, card: &str) -> Result<()> {
                     status: Some(200),
                     result: "delivered: 1".into(),
                 });
-                store.deliver(&key, &rec)?;
+                // With its message reference, as a keyed card's delivery leaves one (a subject
+                // of its own: every reference kept).
+                let reference = cardwire::store::MessageRef {
+                    connection: con.clone(),
+                    key: format!("octo-org/octo-repo#{i}"),
+                    message: format!("{}", 1_100_000_000_000_000_000u64 + i as u64),
+                    place: None,
+                    delivery: rec.id.clone(),
+                    at_ms: now,
+                };
+                store.deliver_with_ref(&key, &rec, &reference, true)?;
                 if i % 10_000 == 9_999 {
                     store.commit().await?;
                     store.move_claims()?;
+                    store.move_refs()?;
                 }
             }
             store.flush()?;
@@ -2197,6 +2218,7 @@ fn prune_history(data: &Path) -> Result<usize> {
             let store = cardwire::store::Store::open(&data, None)?;
             let pruned = store.prune_delivered(Duration::ZERO)?;
             store.prune_seen(Duration::ZERO)?;
+            store.prune_message_refs(Duration::ZERO)?;
             store.flush()?;
             anyhow::Ok(pruned)
         })?;
@@ -2217,8 +2239,8 @@ async fn history(binary: &Path, templates: &Path, sizes: &[usize]) -> Result<()>
     let card =
         serde_json::json!({"@type": "MessageCard", "summary": "push", "text": "x".repeat(900)})
             .to_string();
-    println!("| delivered records kept | disk | disk a record | start-up | idle RSS | new-id lookup (× empty) | pruned: disk after restart |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| delivered records and message references kept | disk | disk a record | of it, references | start-up | idle RSS | new-id lookup (× empty) | pruned: disk after restart |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut empty_disk = None;
     let mut empty_lookup = None;
     for &n in sizes {
@@ -2236,6 +2258,7 @@ async fn history(binary: &Path, templates: &Path, sizes: &[usize]) -> Result<()>
         let (_, idle_rss, _) = usage(g.pid());
         g.stop()?;
         let disk = disk_used(&data);
+        let refs = disk_used(&data.join("message_refs"));
         let base = *empty_disk.get_or_insert(disk);
         let per_record = if n > 0 {
             format!("{:.0} B", disk.saturating_sub(base) as f64 / n as f64)
@@ -2248,14 +2271,194 @@ async fn history(binary: &Path, templates: &Path, sizes: &[usize]) -> Result<()>
         let after = disk_used(&data);
         eprintln!("{n}: filled in {fill_time:.1?}, pruned {pruned}");
         println!(
-            "| {n} | {:.1} MB | {per_record} | {:.0} ms | {idle_rss:.1} MB | {:.2} µs (× {:.1}) | {:.1} MB |",
+            "| {n} | {:.1} MB | {per_record} | {:.1} MB | {:.0} ms | {idle_rss:.1} MB | {:.2} µs (× {:.1}) | {:.1} MB |",
             disk as f64 / 1e6,
+            refs as f64 / 1e6,
             ready.as_secs_f64() * 1e3,
             lookup.as_secs_f64() * 1e6,
             lookup.as_secs_f64() / lookup_base.as_secs_f64(),
             after as f64 / 1e6,
         );
     }
+    Ok(())
+}
+
+// --- keyed cards ---
+
+/// A Discord webhook's side, for `--updates`: a post answers its message (`?wait=true`), an
+/// edit (`PATCH …/messages/{id}`) the edited one; each counted with when it arrived.
+async fn start_discord_receiver(epoch: Instant) -> (Arc<Receiver>, SocketAddr) {
+    let r = Arc::new(Receiver::default());
+    let note = move |r: &Receiver, body: &[u8]| {
+        let now = epoch.elapsed().as_nanos() as u64;
+        let _ = r
+            .first_ns
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        r.last_ns.fetch_max(now, Ordering::Relaxed);
+        r.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        r.received.fetch_add(1, Ordering::Relaxed)
+    };
+    let router = Router::new()
+        .route(
+            "/api/webhooks/{n}/{token}",
+            post(
+                move |State(r): State<Arc<Receiver>>, body: axum::body::Bytes| async move {
+                    let id = 1_100_000_000_000_000_000u64 + note(&r, &body);
+                    (
+                        StatusCode::OK,
+                        format!("{{\"id\": \"{id}\", \"channel_id\": \"1\"}}"),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/api/webhooks/{n}/{token}/messages/{id}",
+            axum::routing::patch(
+                move |State(r): State<Arc<Receiver>>,
+                      axum::extract::Path((_, _, id)): axum::extract::Path<(
+                    String,
+                    String,
+                    String,
+                )>,
+                      body: axum::body::Bytes| async move {
+                    note(&r, &body);
+                    (
+                        StatusCode::OK,
+                        format!("{{\"id\": \"{id}\", \"channel_id\": \"1\"}}"),
+                    )
+                },
+            ),
+        )
+        .with_state(r.clone());
+    (r, serve(router).await)
+}
+
+/// `--updates K`: the cards/s of keyed cards that edit one of `keys` messages against that
+/// of new posts, alternating phases on fresh gateways, `--rounds` rounds; each phase posts
+/// `--duration` of signed pull requests (numbered `i % keys`, or all different for new
+/// posts), then waits for the receiver to have every card.
+async fn updates(binary: &Path, templates: &Path, args: &Args, keys: usize) -> Result<()> {
+    let http = reqwest::Client::new();
+    let opened: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        root().join("tests/fixtures/github/pull_request.opened.0.json"),
+    )?)?;
+    // Enough distinct pull requests that no phase runs out (a new post each).
+    let bodies = |count: usize| -> Vec<(bytes::Bytes, String)> {
+        (0..count)
+            .map(|n| {
+                let mut v = opened.clone();
+                v["number"] = serde_json::json!(n + 1);
+                v["pull_request"]["number"] = serde_json::json!(n + 1);
+                let body = serde_json::to_vec(&v).unwrap();
+                let sig = cardwire::ingest::verify::sign(SECRET, &body);
+                (bytes::Bytes::from(body), sig)
+            })
+            .collect()
+    };
+    let distinct = Arc::new(bodies(200_000));
+    let keyed = Arc::new(bodies(keys.max(1)));
+    println!("| round | phase | events/s | cards/s | of new posts |");
+    println!("|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for round in 0..args.rounds {
+        let mut cps = [0.0f64; 2];
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for phase in order {
+            let (update, signed) = if phase == 0 {
+                ("new", distinct.clone())
+            } else {
+                ("replace", keyed.clone())
+            };
+            let dir = tempfile::tempdir()?;
+            let rules = dir.path().join("rules");
+            std::fs::create_dir_all(&rules)?;
+            std::fs::write(
+                rules.join("prs.yaml"),
+                format!("- name: prs\n  source: github\n  event: pull_request\n  template: github/pull_request\n  update: {update}\n"),
+            )?;
+            let port = free_port();
+            let config = write_config(dir.path(), port, &rules, templates, None)?;
+            let epoch = Instant::now();
+            let (receiver, raddr) = start_discord_receiver(epoch).await;
+            let (g, _) = start_gateway(binary, &config, port, &http).await?;
+            let res = http
+                .post(format!("http://{}/api/connections", g.addr))
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({
+                    "name": "discord", "url": format!("http://{raddr}/api/webhooks/1/t"),
+                    "kind": "discord",
+                }))
+                .send()
+                .await?;
+            if res.status() != StatusCode::CREATED {
+                bail!("cannot add the connection: {}", res.text().await?);
+            }
+            let url = format!("http://{}/hooks/github", g.addr);
+            let started = Instant::now();
+            let sent = Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::new();
+            for task in 0..args.connections {
+                let (url, signed, sent) = (url.clone(), signed.clone(), sent.clone());
+                let duration = args.duration;
+                tasks.push(tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let mut ok = 0u64;
+                    while started.elapsed() < duration {
+                        let n = sent.fetch_add(1, Ordering::Relaxed) as usize;
+                        let (body, sig) = &signed[n % signed.len()];
+                        let res = client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("x-github-event", "pull_request")
+                            .header("x-github-delivery", format!("u-{round}-{phase}-{task}-{n}"))
+                            .header("x-hub-signature-256", sig)
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        if res.is_ok_and(|r| r.status() == StatusCode::ACCEPTED) {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                }));
+            }
+            let mut accepted = 0;
+            for t in tasks {
+                accepted += t.await?;
+            }
+            let elapsed = started.elapsed();
+            drain(&receiver, accepted, Duration::from_secs(10)).await;
+            let got = receiver.received.load(Ordering::Relaxed);
+            let span = Duration::from_nanos(
+                receiver.last_ns.load(Ordering::Relaxed)
+                    - receiver.first_ns.load(Ordering::Relaxed),
+            );
+            g.stop()?;
+            if got < accepted {
+                bail!("{update}: {got} of {accepted} cards arrived");
+            }
+            cps[phase] = got as f64 / span.as_secs_f64();
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {} |",
+                round + 1,
+                if phase == 0 { "new posts" } else { "updates" },
+                accepted as f64 / elapsed.as_secs_f64(),
+                cps[phase],
+                if cps[0] > 0.0 && cps[1] > 0.0 {
+                    format!("{:.2}×", cps[1] / cps[0])
+                } else {
+                    "—".into()
+                },
+            );
+        }
+        ratios.push(cps[1] / cps[0]);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "\nupdates of {keys} keys: {:.2}× the cards/s of new posts (median of {} rounds)",
+        ratios[ratios.len() / 2],
+        ratios.len()
+    );
     Ok(())
 }
 

@@ -42,7 +42,9 @@
 //! - [`connections`]: the connections' cache (webhook URLs in memory, every change through
 //!   the store first), their counters, URL masking.
 //! - [`connect`]: the connections' admin API ([`connect::api`]), the Connect to Office 365
-//!   flow, Add to Slack and Add to Discord ([`connect::oauth`]), and the emulators of all three.
+//!   flow, Add to Slack and Add to Discord ([`connect::oauth`]), and the emulators of all
+//!   three and of a Mattermost server, whose channels keep messages with their edits and
+//!   threads ([`connect::inboxes`]).
 //! - [`gate`]: the admin token check and the pages' sessions shared by everything under /api,
 //!   and the JSON body reader of the API's handlers.
 //! - [`html`]: the pages' one layout, HTML escaping, cookies and tokens, the built-in assets.

@@ -430,7 +430,17 @@ impl Staging<'_> {
                     .render_with(&rule.template, CardKind::Teams, self.ctx)
                     .ok(),
             };
-            crate::noise::item_of(rule, self.event, teams.as_deref(), self.app.noise.now_ms())
+            let subject = record
+                .key
+                .clone()
+                .map(|k| (k, record.update.unwrap_or_default()));
+            crate::noise::item_of(
+                rule,
+                self.event,
+                teams.as_deref(),
+                subject,
+                self.app.noise.now_ms(),
+            )
         };
         match self.app.noise.decide(rule, conn, limited.clone(), item)? {
             Decision::Send => {

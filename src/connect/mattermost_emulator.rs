@@ -15,6 +15,8 @@
 //!   when there is none; `DELETE /emulator/mattermost/api/v4/posts/{id}` deletes it, as a
 //!   person may. A missing or revoked token is `401`, a channel the bot is not in `403`, a
 //!   reply to a post that is gone `400` (`api.post.create_post.root_id.app_error`).
+//! - `GET /emulator/mattermost/api/v4/channels/{id}/posts` lists a channel's posts
+//!   (`{"order", "posts"}`), props included.
 //! - `POST /emulator/mattermost/bot/revoke` revokes the bot's token, as an admin does in the
 //!   System Console.
 //! - `GET /emulator/mattermost/inbox/{channel}` shows what a channel received (as the Slack and
@@ -70,6 +72,10 @@ where
         .route(
             "/emulator/mattermost/api/v4/posts/{id}",
             axum::routing::delete(remove),
+        )
+        .route(
+            "/emulator/mattermost/api/v4/channels/{id}/posts",
+            get(channel_posts),
         )
         .route("/emulator/mattermost/bot/revoke", post(revoke))
 }
@@ -182,11 +188,13 @@ fn bot_call<'a>(
     Ok((inboxes, post))
 }
 
-/// A post as the inbox keeps it: the webhook's shape, so that one layout shows both.
+/// A post as the inbox keeps it: the webhook's shape, so that one layout shows both, with
+/// the post's props.
 fn as_card(post: &Value) -> Value {
     json!({
         "text": post.get("message").cloned().unwrap_or(Value::Null),
         "attachments": post.pointer("/props/attachments").cloned().unwrap_or(json!([])),
+        "props": post.get("props").cloned().unwrap_or(json!({})),
     })
 }
 
@@ -284,6 +292,38 @@ async fn remove(
             "Unable to get the post.",
         ),
     }
+}
+
+/// `GET /api/v4/channels/{id}/posts`: the channel's posts, newest first, in Mattermost's
+/// shape (`{"order": [ids], "posts": {id: post}}`). (`since` is accepted; the emulator's
+/// channels are short, so every post is given.)
+async fn channel_posts(
+    State(app): State<ChatEmulator>,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+) -> Response {
+    let inboxes = match bot_call(&app, &headers, None) {
+        Ok((inboxes, _)) => inboxes,
+        Err(refused) => return *refused,
+    };
+    let Some(group) = inbox(&channel) else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "api.context.permissions.app_error",
+            "You do not have the appropriate permissions.",
+        );
+    };
+    let messages = inboxes.messages(&group);
+    let order: Vec<&str> = messages.iter().rev().map(|m| m.id.as_str()).collect();
+    let posts: serde_json::Map<String, Value> = messages
+        .iter()
+        .map(|m| {
+            let post = json!({"message": m.card["text"], "props": m.card["props"],
+                              "root_id": m.thread.clone().unwrap_or_default()});
+            (m.id.clone(), answer(&m.id, &channel, &post))
+        })
+        .collect();
+    axum::Json(json!({"order": order, "posts": posts})).into_response()
 }
 
 async fn revoke(State(app): State<ChatEmulator>) -> Response {

@@ -656,6 +656,31 @@ impl Deliverer {
         };
         let mut plan = updates::plan(update, found, &rec.id);
         let mut note = None;
+        if plan == Plan::Post && updates::maybe_sent(&rec.attempt_log) {
+            // An earlier attempt may have posted without its answer reaching us: find that post
+            // where the chat allows (Mattermost: by the delivery id it carries), else say that
+            // the card may show twice.
+            let found = match (&conn.bot, conn.kind) {
+                (Some(bot), CardKind::Mattermost) => self.mattermost_lookup(bot, rec).await,
+                _ => None,
+            };
+            match found {
+                Some((message, place)) => {
+                    let mut tried = Tried::plain(Outcome::Delivered, None);
+                    tried.note = Some(format!(
+                        "an earlier attempt got no answer; its post {message} was found, not posted again"
+                    ));
+                    tried.reference = Some((self.reference(conn, rec, key, message, place), true));
+                    return tried;
+                }
+                None => {
+                    note = Some(
+                        "an earlier attempt got no answer: if it reached the chat, this card shows twice"
+                            .to_string(),
+                    );
+                }
+            }
+        }
         loop {
             if let Plan::Sent(_) = plan {
                 let mut tried = Tried::plain(Outcome::Delivered, None);
@@ -665,7 +690,7 @@ impl Deliverer {
             let req = match (&conn.bot, conn.kind) {
                 (Some(bot), CardKind::Slack) => updates::slack_request(&plan, &rec.body, bot),
                 (Some(bot), CardKind::Mattermost) => {
-                    updates::mattermost_request(&plan, &rec.body, bot)
+                    updates::mattermost_request(&plan, &rec.body, bot, rec.id.as_str())
                 }
                 _ => updates::discord_request(&plan, &rec.body, conn.forum),
             };
@@ -702,6 +727,34 @@ impl Deliverer {
             };
             return tried;
         }
+    }
+
+    /// The post an earlier attempt of `rec` made on Mattermost, if it did: the bot's channel's
+    /// posts since a minute before the card was accepted, searched for its delivery id.
+    async fn mattermost_lookup(
+        &self,
+        bot: &crate::store::Bot,
+        rec: &OutboxRecord,
+    ) -> Option<(String, Option<String>)> {
+        let url = format!(
+            "{}channels/{}/posts?since={}",
+            bot.api,
+            bot.channel,
+            rec.created_ms.saturating_sub(60_000)
+        );
+        let u = url::Url::parse(&url).ok()?;
+        self.guard.check_url(&u).ok()?;
+        let res = self
+            .client
+            .get(u)
+            .bearer_auth(&bot.token)
+            .send()
+            .await
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        updates::mattermost_post_of(&res.text().await.ok()?, rec.id.as_str())
     }
 
     /// The reference a delivery of `rec` makes or uses, dated now.

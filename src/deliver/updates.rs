@@ -290,15 +290,56 @@ pub fn slack_request(plan: &Plan, body: &str, bot: &crate::store::Bot) -> Reques
     }
 }
 
+/// Whether an earlier attempt may have reached the chat without its answer reaching cardwire
+/// (it timed out, or its answer broke off): a new post may then show twice.
+pub fn maybe_sent(attempts: &[crate::store::Attempt]) -> bool {
+    attempts.iter().any(|a| {
+        a.status.is_none()
+            && ["timed out", "broken response body", "request failed"]
+                .iter()
+                .any(|w| a.result.ends_with(w))
+    })
+}
+
+/// The prop a Mattermost post carries with the id of the delivery that made it, so that a
+/// post whose answer was lost can be found again.
+pub const MATTERMOST_DELIVERY_PROP: &str = "cardwire_delivery";
+
+/// The post that delivery `delivery` made, in an answer of `GET
+/// /api/v4/channels/{id}/posts?since=…` (`{"order": [...], "posts": {id: post}}`).
+pub fn mattermost_post_of(answer: &str, delivery: &str) -> Option<(String, Option<String>)> {
+    let v: serde_json::Value = serde_json::from_str(answer).ok()?;
+    let prop = format!("/props/{MATTERMOST_DELIVERY_PROP}");
+    let post = v
+        .get("posts")?
+        .as_object()?
+        .values()
+        .find(|p| p.pointer(&prop).and_then(serde_json::Value::as_str) == Some(delivery))?;
+    Some((
+        post.get("id")?.as_str()?.to_string(),
+        post.get("channel_id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
+    ))
+}
+
 /// The request for a Mattermost keyed card through the connection's bot: the webhook's body
 /// (`text`, `attachments`) as a post of the bot's channel (`POST /api/v4/posts` with
-/// `message` and `props.attachments`; `root_id` for a reply), or a patch of the post (`PUT
-/// /api/v4/posts/{id}/patch`).
-pub fn mattermost_request(plan: &Plan, body: &str, bot: &crate::store::Bot) -> Request {
+/// `message` and `props.attachments`, and the delivery's id as [`MATTERMOST_DELIVERY_PROP`];
+/// `root_id` for a reply), or a patch of the post (`PUT /api/v4/posts/{id}/patch`).
+pub fn mattermost_request(
+    plan: &Plan,
+    body: &str,
+    bot: &crate::store::Bot,
+    delivery: &str,
+) -> Request {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| serde_json::json!({}));
     let mut post = serde_json::json!({
         "message": v.get("text").cloned().unwrap_or_else(|| serde_json::json!("")),
-        "props": {"attachments": v.get("attachments").cloned().unwrap_or_else(|| serde_json::json!([]))},
+        "props": {
+            "attachments": v.get("attachments").cloned().unwrap_or_else(|| serde_json::json!([])),
+            MATTERMOST_DELIVERY_PROP: delivery,
+        },
     });
     let (verb, path) = match plan {
         Plan::Edit(r) => (Verb::Put, format!("posts/{}/patch", r.message)),
@@ -735,7 +776,8 @@ mod tests {
         };
         let body = r##"{"text":"PR #1","attachments":[{"color":"#2DA44E","title":"T"}]}"##;
         let v = |r: &Request| serde_json::from_str::<serde_json::Value>(&r.body).unwrap();
-        let post = mattermost_request(&Plan::Post, body, &bot);
+        let post = mattermost_request(&Plan::Post, body, &bot, "dlv_1");
+        assert_eq!(v(&post)["props"][MATTERMOST_DELIVERY_PROP], "dlv_1");
         assert_eq!(post.verb, Verb::Post);
         assert_eq!(
             post.api.clone().unwrap().0,
@@ -745,14 +787,14 @@ mod tests {
         assert_eq!(v(&post)["message"], "PR #1");
         assert_eq!(v(&post)["props"]["attachments"][0]["title"], "T");
         let r = reference(&DeliveryId::new());
-        let edit = mattermost_request(&Plan::Edit(r.clone()), body, &bot);
+        let edit = mattermost_request(&Plan::Edit(r.clone()), body, &bot, "dlv_1");
         assert_eq!(edit.verb, Verb::Put);
         assert_eq!(
             edit.api.clone().unwrap().0,
             "https://mm.example.com/api/v4/posts/m1/patch"
         );
         assert!(v(&edit).get("channel_id").is_none());
-        let reply = mattermost_request(&Plan::Reply(r), body, &bot);
+        let reply = mattermost_request(&Plan::Reply(r), body, &bot, "dlv_1");
         assert_eq!(v(&reply)["root_id"], "m1");
         use super::super::decide::Outcome;
         let o = |status| mattermost_api_outcome(status, Some("2"), "{}");
@@ -778,5 +820,31 @@ mod tests {
             400,
             r#"{"id":"api.post.create_post.root_id.app_error"}"#
         ));
+    }
+
+    #[test]
+    fn an_attempt_without_an_answer_may_have_posted_and_mattermost_can_say() {
+        let a = |status: Option<u16>, result: &str| crate::store::Attempt {
+            at_ms: 1,
+            status,
+            result: result.into(),
+        };
+        assert!(maybe_sent(&[a(None, "transport: timed out")]));
+        assert!(maybe_sent(&[
+            a(Some(500), "HTTP 500"),
+            a(None, "transport: broken response body")
+        ]));
+        assert!(!maybe_sent(&[a(None, "transport: could not connect")]));
+        assert!(!maybe_sent(&[a(Some(502), "HTTP 502: bad gateway")]));
+        assert!(!maybe_sent(&[]));
+        let answer = r#"{"order": ["p2", "p1"], "posts": {
+            "p1": {"id": "p1", "channel_id": "c1", "props": {"cardwire_delivery": "dlv_A"}},
+            "p2": {"id": "p2", "channel_id": "c1", "props": {}}}}"#;
+        assert_eq!(
+            mattermost_post_of(answer, "dlv_A"),
+            Some(("p1".into(), Some("c1".into())))
+        );
+        assert_eq!(mattermost_post_of(answer, "dlv_B"), None);
+        assert_eq!(mattermost_post_of("nope", "dlv_A"), None);
     }
 }

@@ -373,7 +373,14 @@ impl<C: Clock + Clone> Noise<C> {
                 continue;
             }
             let ctx = summary_context(&bucket, &items, now);
-            self.queue(renderer, "noise/summary", conn, &bucket.rule, &ctx)?;
+            self.queue(
+                renderer,
+                "noise/summary",
+                conn,
+                &bucket.rule,
+                &ctx,
+                shared_subject(&items),
+            )?;
             wake.push(conn.id.clone());
         }
         for conn in connections {
@@ -387,6 +394,7 @@ impl<C: Clock + Clone> Noise<C> {
                         conn,
                         "digest",
                         &digest_context(conn, &items, now),
+                        None,
                     )?;
                     wake.push(conn.id.clone());
                 }
@@ -406,7 +414,7 @@ impl<C: Clock + Clone> Noise<C> {
             let items = self.store.take_digest_items(&conn.id)?;
             if !items.is_empty() {
                 let ctx = digest_context(conn, &items, now);
-                self.queue(renderer, "digest/digest", conn, "digest", &ctx)?;
+                self.queue(renderer, "digest/digest", conn, "digest", &ctx, None)?;
                 wake.push(conn.id.clone());
             }
             // A digest missed while down goes out now (above); the next is the next on the
@@ -426,6 +434,7 @@ impl<C: Clock + Clone> Noise<C> {
         conn: &Connection,
         rule: &str,
         ctx: &Value,
+        subject: Option<(String, crate::render::Update)>,
     ) -> Result<(), StoreError> {
         let body = match renderer.render(template, conn.kind, ctx) {
             Ok(b) => b,
@@ -434,16 +443,32 @@ impl<C: Clock + Clone> Noise<C> {
                 return Ok(());
             }
         };
-        self.store.enqueue(&OutboxRecord::new(
-            EventId::new(),
-            conn.id.clone(),
-            rule,
-            conn.kind,
-            body,
-            self.now_ms(),
-        ))?;
+        let (key, update) = subject.map_or((None, None), |(k, u)| (Some(k), Some(u)));
+        self.store.enqueue(&OutboxRecord {
+            key,
+            update,
+            ..OutboxRecord::new(
+                EventId::new(),
+                conn.id.clone(),
+                rule,
+                conn.kind,
+                body,
+                self.now_ms(),
+            )
+        })?;
         Ok(())
     }
+}
+
+/// The key the folded cards share, with their update: a summary of one subject's cards
+/// changes that subject's message; a summary of several subjects (or of cards without a
+/// key) is a message of its own.
+pub fn shared_subject(items: &[Item]) -> Option<(String, crate::render::Update)> {
+    let first = items.first()?.subject.clone()?;
+    items
+        .iter()
+        .all(|i| i.subject.as_ref() == Some(&first))
+        .then_some(first)
 }
 
 fn keyed<C: Clock + Clone>(limit: &Limit, clock: &C) -> Keyed<C> {
@@ -597,6 +622,7 @@ pub fn item_of(
     rule: &Rule,
     event: &crate::event::Event,
     teams_card: Option<&str>,
+    subject: Option<(String, crate::render::Update)>,
     at_ms: u64,
 ) -> Item {
     let card: Value = teams_card
@@ -629,6 +655,7 @@ pub fn item_of(
         headline: headline(p),
         url,
         at_ms,
+        subject,
     }
 }
 

@@ -47,6 +47,7 @@ fn item(n: usize) -> Item {
         headline: format!("commit {n}"),
         url: format!("https://x/{n}"),
         at_ms: 0,
+        subject: None,
     }
 }
 
@@ -114,6 +115,47 @@ async fn fifty_events_against_five_a_minute_give_five_cards_then_one_summary_of_
         .unwrap()
         .is_empty());
     assert_eq!(store.queued(), 1);
+}
+
+#[tokio::test]
+async fn a_summary_of_one_subjects_cards_changes_that_subjects_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(dir.path(), None).unwrap();
+    let clock = FakeRelativeClock::default();
+    let noise = Noise::with_clock(store.clone(), clock.clone());
+    let r = rule("- name: r\n  source: github\n  event: push\n  template: t\n  limit: {rate: 1/1m, per: '{{payload.repository.full_name}}'}\n");
+    let c = conn(None);
+    let keyed = |n: usize, key: &str| Item {
+        subject: Some((key.to_string(), crate::render::Update::Replace)),
+        ..item(n)
+    };
+    let offer_keyed = |n: usize, key: &str| {
+        let limited = noise
+            .limit_allows(&r, r.limit.as_ref().unwrap(), "org/repo")
+            .err()
+            .map(|due| ("org/repo".to_string(), due));
+        noise.decide(&r, &c, limited, || keyed(n, key)).unwrap()
+    };
+    assert_eq!(offer_keyed(0, "org/repo#1"), Decision::Send);
+    assert_eq!(offer_keyed(1, "org/repo#1"), Decision::Folded);
+    assert_eq!(offer_keyed(2, "org/repo#1"), Decision::Folded);
+    clock.advance(Duration::from_secs(61));
+    noise.tick(renderer(), std::slice::from_ref(&c)).unwrap();
+    let (_, summary) = store.next_for(&c.id).unwrap().unwrap();
+    assert_eq!(summary.key.as_deref(), Some("org/repo#1"));
+    assert_eq!(summary.update, Some(crate::render::Update::Replace));
+    // Folded cards of two subjects: a summary of its own.
+    assert_eq!(
+        shared_subject(&[keyed(1, "a"), keyed(2, "b")]),
+        None,
+        "two keys"
+    );
+    assert_eq!(
+        shared_subject(&[keyed(1, "a"), item(2)]),
+        None,
+        "a card without one"
+    );
+    assert_eq!(shared_subject(&[]), None);
 }
 
 #[tokio::test]
@@ -276,7 +318,7 @@ fn an_item_takes_the_title_and_link_of_the_card() {
         &[],
     );
     let card = r#"{"title": "o/r: pushed to main", "potentialAction": [{"targets": [{"uri": "https://github.com/o/r/compare/a...b"}]}]}"#;
-    let i = item_of(&r, &e, Some(card), 7);
+    let i = item_of(&r, &e, Some(card), None, 7);
     assert_eq!(
         (i.title.as_str(), i.url.as_str(), i.repository.as_str()),
         (

@@ -31,6 +31,10 @@ pub struct Item {
     pub url: String,
     /// When it arrived (Unix milliseconds).
     pub at_ms: u64,
+    /// The card's key and update, if it had one: a summary of cards of one key changes that
+    /// key's message as they would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<(String, crate::render::Update)>,
 }
 
 /// Folded cards waiting for their summary.

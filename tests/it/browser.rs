@@ -432,7 +432,10 @@ async fn a_pull_request_is_one_slack_message_that_changes_in_a_real_browser() {
     let driver = chromedriver();
     let c = browser(&driver).await;
     let page = add_through_the_emulator(&c, &base, "slack", "github", "C0EMUDEPLOY", "allow").await;
-    assert!(page.contains("edit and reply"), "the bot's scope is asked for: {page}");
+    assert!(
+        page.contains("edit and reply"),
+        "the bot's scope is asked for: {page}"
+    );
     c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
     let http = reqwest::Client::new();
     for step in [
@@ -473,7 +476,10 @@ async fn a_pull_request_is_one_slack_message_that_changes_in_a_real_browser() {
     let shown = text(&c).await;
     assert!(shown.contains("1 message"), "{shown}");
     assert!(shown.contains("pull request #2 merged"), "{shown}");
-    assert!(!shown.contains("pull request #2 opened"), "the first version is folded: {shown}");
+    assert!(
+        !shown.contains("pull request #2 opened"),
+        "the first version is folded: {shown}"
+    );
     c.find(Locator::Css("details.edits summary"))
         .await
         .unwrap()

@@ -424,7 +424,7 @@ fn the_payload_ingest_builds_gives_the_same_matches_and_cards() {
                 .renderer
                 .render_with(&rule.template, CardKind::Teams, whole.template_context())
                 .ok();
-            let item = |e: &Event| cardwire::noise::item_of(rule, e, teams.as_deref(), 0);
+            let item = |e: &Event| cardwire::noise::item_of(rule, e, teams.as_deref(), None, 0);
             assert_eq!(item(&part), item(&whole), "{fixture_name}");
             for expr in rule
                 .dedup

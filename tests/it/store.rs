@@ -644,6 +644,7 @@ async fn noise_state_holds_dedup_keys_folds_and_digests() {
             headline: String::new(),
             url: "https://example.com".into(),
             at_ms: n,
+            subject: None,
         };
         for n in 0..3 {
             store.put_fold(&bucket("b1", 100), &item(n)).unwrap();
@@ -1127,6 +1128,7 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         headline: String::new(),
         url: "https://example.com/1".into(),
         at_ms: 1,
+        subject: None,
     };
     sled.put_fold(&bucket, &item).unwrap();
     sled.put_digest_item(&c.id, &item).unwrap();
@@ -1200,6 +1202,7 @@ fn digest_items_and_folds_are_taken_by_one_instance() {
         headline: String::new(),
         url: String::new(),
         at_ms: n,
+        subject: None,
     };
     for round in 0..20 {
         for n in 0..3 {

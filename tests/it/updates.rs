@@ -705,3 +705,73 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_post_whose_answer_was_lost_is_found_on_mattermost_not_posted_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.delivery.timeout = std::time::Duration::from_millis(300);
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    let rx = Receiver::start().await;
+    let res = g
+        .client
+        .post(g.url("/api/connections"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({
+            "name": "mm", "url": rx.url("hooks/abc"), "kind": "mattermost",
+            "bot": {"token": MATTERMOST_BOT, "channel": MATTERMOST_DEPLOYS},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // The post arrives, but its answer comes after cardwire stopped waiting.
+    rx.delay(std::time::Duration::from_millis(600));
+    let res = g
+        .github("pull_request", &fixture(PR_STEPS[0].1), None)
+        .await;
+    assert_eq!(res.status(), 202);
+    let first = rx.wait_for(1).await;
+    rx.delay(std::time::Duration::ZERO);
+    let delivery = first[0].body["props"]["cardwire_delivery"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // What the channel's posts then say: the post is there, with the delivery's id.
+    rx.answer(
+        200,
+        &serde_json::json!({"order": ["p1"], "posts": {"p1": {
+            "id": "p1", "channel_id": MATTERMOST_DEPLOYS, "props": {"cardwire_delivery": delivery}}}})
+        .to_string(),
+    );
+    g.wait_settled().await;
+    let calls = rx.calls();
+    assert_eq!(
+        calls,
+        vec![
+            ("POST".to_string(), "/api/v4/posts".to_string()),
+            (
+                "GET".to_string(),
+                format!("/api/v4/channels/{MATTERMOST_DEPLOYS}/posts")
+            ),
+        ],
+        "looked up, not posted again"
+    );
+    let results = results(&g).await;
+    assert_eq!(results[0], "transport: timed out");
+    assert_eq!(
+        results[1],
+        "delivered: an earlier attempt got no answer; its post p1 was found, not posted again"
+    );
+    // The next card of the key edits the post found.
+    rx.answer(
+        200,
+        r#"{"id": "p1", "channel_id": "4yqrg8o1h7dm5f3k9b2n6c0e1p"}"#,
+    );
+    send_steps(&g, &PR_STEPS[1..2]).await;
+    assert_eq!(
+        rx.calls()[2],
+        ("PUT".to_string(), "/api/v4/posts/p1/patch".to_string())
+    );
+}

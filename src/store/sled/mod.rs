@@ -925,6 +925,7 @@ mod tests {
             headline: String::new(),
             url: String::new(),
             at_ms: 0,
+            subject: None,
         };
         let ids = |v: Vec<Bucket>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
         {
