@@ -183,10 +183,13 @@ pub fn show(messages: &[Message], kind: CardKind, card: impl Fn(&Value) -> Strin
             .filter(|r| r.thread.as_deref() == Some(m.id.as_str()))
             .collect();
         if !replies.is_empty() {
+            let count = match replies.len() {
+                1 => "1 reply".to_string(),
+                n => format!("{n} replies"),
+            };
             html.push_str(&format!(
-                "<div class=\"thread {}\"><p class=\"muted\">{} in its thread</p>",
+                "<div class=\"thread {}\"><p class=\"muted\">{count} in its thread</p>",
                 kind.as_str(),
-                crate::render::plural_count(replies.len(), "reply")
             ));
             for r in replies {
                 html.push_str(&one(r));

@@ -350,6 +350,17 @@ async fn secrets_are_encrypted_at_rest() {
     let rx = Receiver::start().await;
     let secret_url = rx.url("webhookb2/a-very-secret-path");
     g.connect(&secret_url, "teams", &[]).await;
+    // A Mattermost bot's token, sealed like the URLs.
+    let res = g
+        .client
+        .post(g.url("/api/connections"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "mm", "url": rx.url("hooks/a-secret-hook"), "kind": "mattermost",
+                      "bot": {"token": "secrettokenabcdefghij01234", "channel": "4yqrg8o1h7dm5f3k9b2n6c0e1p"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
     let data_dir = g.config.data_dir.clone();
     g.stop().await;
     let mut found = Vec::new();
@@ -359,6 +370,8 @@ async fn secrets_are_encrypted_at_rest() {
         for needle in [
             "a-very-secret-path",
             "/emulator/inbox/operations",
+            "a-secret-hook",
+            "secrettokenabcdefghij01234",
             user.as_str(),
         ] {
             if text.contains(needle) {
@@ -370,7 +383,8 @@ async fn secrets_are_encrypted_at_rest() {
     // And they open again after a restart.
     g.restart().await;
     let list = g.admin_get("/api/connections").await;
-    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert!(list.as_array().unwrap().iter().any(|c| c["bot"] == true));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -87,6 +87,11 @@ async fn connections_are_kept_with_their_secrets_and_removed_with_their_cards() 
         let a = connection("a");
         let mut b = connection("b");
         b.origin.user_object_id = Some("user-1".into());
+        b.bot = Some(cardwire::store::Bot {
+            token: "xoxb-secret".into(),
+            api: "https://slack.com/api/".into(),
+            channel: "C1".into(),
+        });
         store.put_connection(&a).unwrap();
         store.put_connection(&b).unwrap();
         let all = store.connections().unwrap();

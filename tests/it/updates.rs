@@ -775,3 +775,83 @@ async fn a_post_whose_answer_was_lost_is_found_on_mattermost_not_posted_twice() 
         ("PUT".to_string(), "/api/v4/posts/p1/patch".to_string())
     );
 }
+
+/// A gateway on the emulators whose pull request rule replies rather than edits.
+async fn replying_gateway() -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("prs.yaml"),
+        "- name: pr-thread\n  source: github\n  event: pull_request\n  template: github/pull_request\n  update: reply\n",
+    )
+    .unwrap();
+    let mut config = test_config(dir.path());
+    config.connect.emulator = Some(true);
+    config.rules_dir = Some(rules);
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    g
+}
+
+#[tokio::test]
+async fn replies_thread_under_the_first_message_on_slack() {
+    let g = replying_gateway().await;
+    add_to_slack(&g).await;
+    send_steps(&g, PR_STEPS).await;
+    let messages = channel(&g, "slack/inbox/deploys").await;
+    assert_eq!(messages.len(), 3, "{messages:#?}");
+    let root = &messages[0];
+    assert!(root["thread"].is_null());
+    assert!(root["edits"].as_array().unwrap().is_empty());
+    for reply in &messages[1..] {
+        assert_eq!(reply["thread"], root["id"], "{reply:#?}");
+        assert_eq!(reply["card"]["thread_ts"], root["id"]);
+    }
+    assert!(messages[2]["card"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("merged"));
+    // The page shows the replies under their message.
+    let page = g.get_text("/emulator/slack/inbox/deploys").await;
+    assert!(page.contains("2 replies in its thread"), "{page}");
+}
+
+#[tokio::test]
+async fn a_throttled_mattermost_patch_waits_and_goes_once() {
+    let g = Gateway::start().await;
+    let rx = Receiver::start().await;
+    let res = g
+        .client
+        .post(g.url("/api/connections"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({
+            "name": "mm", "url": rx.url("hooks/abc"), "kind": "mattermost",
+            "bot": {"token": MATTERMOST_BOT, "channel": MATTERMOST_DEPLOYS},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    rx.script(&[(
+        201,
+        r#"{"id": "p1", "channel_id": "4yqrg8o1h7dm5f3k9b2n6c0e1p"}"#,
+    )]);
+    rx.throttle("0.2");
+    rx.answer(200, r#"{"id": "p1"}"#);
+    send_steps(&g, &PR_STEPS[..2]).await;
+    assert_eq!(
+        rx.calls(),
+        vec![
+            ("POST".to_string(), "/api/v4/posts".to_string()),
+            ("PUT".to_string(), "/api/v4/posts/p1/patch".to_string()),
+            ("PUT".to_string(), "/api/v4/posts/p1/patch".to_string()),
+        ]
+    );
+    let got = rx.received();
+    assert_eq!(
+        got[1].headers["authorization"],
+        format!("Bearer {MATTERMOST_BOT}")
+    );
+    assert!(got[2].at - got[1].at >= std::time::Duration::from_millis(150));
+}
