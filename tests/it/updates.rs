@@ -459,12 +459,17 @@ const MATTERMOST_BOT: &str = "emubottoken000000000000000";
 
 /// A Mattermost connection with the emulated bot, made through the API: its id.
 async fn mattermost_with_bot(g: &Gateway) -> String {
+    mattermost_bot_at(g, &g.url(MATTERMOST_HOOK)).await
+}
+
+/// A Mattermost connection to the webhook `url` with the emulated bot's token and `~deploys`.
+async fn mattermost_bot_at(g: &Gateway, url: &str) -> String {
     let res = g
         .client
         .post(g.url("/api/connections"))
         .bearer_auth(ADMIN_TOKEN)
         .json(&serde_json::json!({
-            "name": "mm", "url": g.url(MATTERMOST_HOOK), "kind": "mattermost",
+            "name": "mm", "url": url, "kind": "mattermost",
             "bot": {"token": MATTERMOST_BOT, "channel": MATTERMOST_DEPLOYS},
         }))
         .send()
@@ -714,18 +719,7 @@ async fn a_post_whose_answer_was_lost_is_found_on_mattermost_not_posted_twice() 
     let mut g = Gateway::start_with(config).await;
     g.keep(dir);
     let rx = Receiver::start().await;
-    let res = g
-        .client
-        .post(g.url("/api/connections"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({
-            "name": "mm", "url": rx.url("hooks/abc"), "kind": "mattermost",
-            "bot": {"token": MATTERMOST_BOT, "channel": MATTERMOST_DEPLOYS},
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    mattermost_bot_at(&g, &rx.url("hooks/abc")).await;
     // The post arrives, but its answer comes after cardwire stopped waiting.
     rx.delay(std::time::Duration::from_millis(600));
     let res = g
@@ -821,18 +815,7 @@ async fn replies_thread_under_the_first_message_on_slack() {
 async fn a_throttled_mattermost_patch_waits_and_goes_once() {
     let g = Gateway::start().await;
     let rx = Receiver::start().await;
-    let res = g
-        .client
-        .post(g.url("/api/connections"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({
-            "name": "mm", "url": rx.url("hooks/abc"), "kind": "mattermost",
-            "bot": {"token": MATTERMOST_BOT, "channel": MATTERMOST_DEPLOYS},
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    mattermost_bot_at(&g, &rx.url("hooks/abc")).await;
     rx.script(&[(
         201,
         r#"{"id": "p1", "channel_id": "4yqrg8o1h7dm5f3k9b2n6c0e1p"}"#,
