@@ -151,6 +151,30 @@ fn when(ms: Option<u64>) -> String {
         .unwrap_or_else(|| "never".into())
 }
 
+/// What a later card with the same key does on this connection (its chat, its bot, a Discord
+/// forum), as a sentence.
+fn keyed_cards(c: &crate::store::Connection) -> String {
+    use crate::deliver::updates::{can, effective};
+    use crate::render::Update;
+    let can = can(c.kind, c.bot.is_some(), c.forum);
+    let says = |u: Update| match effective(u, can) {
+        Update::Replace => "edit the first message",
+        Update::Reply => "reply in its thread",
+        Update::New => "post anew",
+    };
+    let how = match (c.kind, c.bot.is_some()) {
+        (crate::render::CardKind::Slack | crate::render::CardKind::Mattermost, true) => {
+            " (through its bot)"
+        }
+        _ => "",
+    };
+    format!(
+        "replace: {}; reply: {}{how}",
+        says(Update::Replace),
+        says(Update::Reply)
+    )
+}
+
 fn origin(c: &crate::store::Connection) -> String {
     match c.origin.via.as_str() {
         "connect" => format!(
@@ -271,7 +295,8 @@ async fn detail_page(
         "<p><a href=\"/connections\">All connections</a></p><h1>{name}</h1><dl class=\"facts\">\
          <dt>From</dt><dd>{origin}</dd><dt>App type</dt><dd>{app_type}</dd><dt>Group</dt><dd>{group}</dd>\
          <dt>Kind</dt><dd>{kind}</dd><dt>URL</dt><dd>{url}</dd><dt>Channels</dt><dd>{channels}</dd>\
-         <dt>Digest</dt><dd>{digest}</dd><dt>Created</dt><dd>{created}</dd><dt>Last delivery</dt><dd>{last}</dd>\
+         <dt>Digest</dt><dd>{digest}</dd><dt>Cards with a key</dt><dd>{keyed}</dd>\
+         <dt>Created</dt><dd>{created}</dd><dt>Last delivery</dt><dd>{last}</dd>\
          <dt>State</dt><dd>{state}</dd></dl>{buttons}",
         name = esc(&c.name),
         origin = origin(&c),
@@ -281,6 +306,7 @@ async fn detail_page(
         url = esc(&mask_url(&c.url)),
         channels = if c.channels.is_empty() { "all".into() } else { esc(&c.channels.join(", ")) },
         digest = c.digest.as_ref().map(|d| esc(&d.to_string())).unwrap_or_else(|| "none".into()),
+        keyed = esc(&keyed_cards(&c)),
         created = when(Some(c.created_ms)),
         last = when(stats.last_delivery_ms),
         state = match (&c.broken, c.paused) {
@@ -406,5 +432,22 @@ mod tests {
         assert_eq!(origin(&discord), "Add to Discord: 345 in 290");
         let pasted = made("paste", CardKind::GoogleChat, ConnectionOrigin::default());
         assert_eq!(origin(&pasted), "a pasted google_chat URL");
+        assert_eq!(
+            keyed_cards(&pasted),
+            "replace: reply in its thread; reply: reply in its thread"
+        );
+        let bot = Connection {
+            bot: Some(crate::store::Bot {
+                token: "t".into(),
+                api: "https://slack.com/api/".into(),
+                channel: "C1".into(),
+            }),
+            ..slack.clone()
+        };
+        assert_eq!(keyed_cards(&slack), "replace: post anew; reply: post anew");
+        assert_eq!(
+            keyed_cards(&bot),
+            "replace: edit the first message; reply: reply in its thread (through its bot)"
+        );
     }
 }

@@ -569,8 +569,9 @@ pub fn render_card_of(kind: crate::render::CardKind, card: &Value) -> String {
     out
 }
 
-/// Slack `mrkdwn` as HTML: its `<url|label>` links become links; everything else stays as
-/// Slack escaped it (`&amp;`, `&lt;`, `&gt;`, which HTML reads the same).
+/// Slack `mrkdwn` as HTML: its `<url|label>` links become links, `*bold*` and `_italic_`
+/// emphasis; everything else stays as Slack escaped it (`&amp;`, `&lt;`, `&gt;`, which HTML
+/// reads the same).
 fn slack_html(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
@@ -595,7 +596,20 @@ fn slack_html(s: &str) -> String {
         rest = &after[j + 1..];
     }
     out.push_str(&rest.replace('"', "&quot;"));
-    out
+    slack_emphasis(&out)
+}
+
+/// `*bold*` and `_italic_` as Slack shows them (the markers next to a word's edge, on one
+/// line), in text already made HTML.
+fn slack_emphasis(html: &str) -> String {
+    static BOLD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(^|[\s(])\*([^*\s](?:[^*\n]*[^*\s])?)\*").expect("a valid regex")
+    });
+    static ITALIC: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(^|[\s(])_([^_\s](?:[^_\n]*[^_\s])?)_").expect("a valid regex")
+    });
+    let bold = BOLD.replace_all(html, "$1<strong>$2</strong>");
+    ITALIC.replace_all(&bold, "$1<em>$2</em>").into_owned()
 }
 
 /// Google Chat's card HTML, kept to what the preview shows: everything escaped, then its
@@ -654,6 +668,19 @@ fn facts(out: &mut String, facts: Option<&Value>, key: &str, names_md: bool) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn slack_emphasis_is_shown_as_slack_shows_it() {
+        assert_eq!(
+            super::slack_html("*<https://x/a_b|#2 Fix it>* by _octo cat_"),
+            "<strong><a href=\"https://x/a_b\" rel=\"noreferrer\">#2 Fix it</a></strong> by <em>octo cat</em>"
+        );
+        // Not emphasis: a lone marker, or one inside a word.
+        assert_eq!(
+            super::slack_html("2 * 3 and snake_case_name"),
+            "2 * 3 and snake_case_name"
+        );
+    }
+
     use super::*;
     use serde_json::json;
 
