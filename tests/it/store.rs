@@ -1107,9 +1107,24 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         dead_ms: 5,
     };
     sled.put_dead(&dead).unwrap();
+    // Two keyed cards delivered: one reference moved to its files, one still in the main log.
+    let reference = |rec: &OutboxRecord, key: &str| MessageRef {
+        connection: c.id.clone(),
+        key: key.into(),
+        message: format!("m-{key}"),
+        place: None,
+        delivery: rec.id.clone(),
+        at_ms: now_ms(),
+    };
     let done = card(&c.id, 7);
     let key = sled.enqueue(&done).unwrap();
-    sled.deliver(&key, &done).unwrap();
+    sled.deliver_with_ref(&key, &done, &reference(&done, "k1"), true)
+        .unwrap();
+    assert_eq!(sled.move_refs().unwrap(), 1);
+    let done2 = card(&c.id, 8);
+    let key = sled.enqueue(&done2).unwrap();
+    sled.deliver_with_ref(&key, &done2, &reference(&done2, "k2"), true)
+        .unwrap();
     let event = EventId::new();
     assert_eq!(sled.claim_delivery("gh-1", &event).unwrap(), None);
     assert!(sled
@@ -1149,7 +1164,7 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         .unwrap();
     assert_eq!(
         imported.to_string(),
-        "1 connections, 3 queued cards, 1 dead letters, 1 delivered records, 1 delivery ids, 1 dedup keys, 1 folded cards, 1 digest items"
+        "1 connections, 3 queued cards, 1 dead letters, 2 delivered records, 1 delivery ids, 2 message references, 1 dedup keys, 1 folded cards, 1 digest items"
     );
     let moved = to.connections().unwrap();
     assert_eq!(moved.len(), 1);
@@ -1163,7 +1178,11 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]
     );
     assert_eq!(to.dead_letters().unwrap()[0].reason, "gone");
-    assert_eq!(to.delivered().unwrap().len(), 1);
+    assert_eq!(to.delivered().unwrap().len(), 2);
+    for k in ["k1", "k2"] {
+        let moved = to.message_ref(&c.id, k).unwrap().unwrap();
+        assert_eq!(moved.message, format!("m-{k}"), "{k}");
+    }
     assert_eq!(
         to.claim_delivery("gh-1", &EventId::new()).unwrap(),
         Some(event),
@@ -1175,7 +1194,7 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
     assert_eq!(to.take_digest_items(&c.id).unwrap(), vec![item.clone()]);
     assert_eq!(to.digest_due(&c.id).unwrap(), Some(77));
     let counts = to.counts();
-    assert_eq!((counts.queued, counts.dead, counts.delivered), (3, 1, 1));
+    assert_eq!((counts.queued, counts.dead, counts.delivered), (3, 1, 2));
 
     // The folder is whole: what was folded is still there.
     assert_eq!(sled.fold_buckets().unwrap().len(), 1);

@@ -8,8 +8,8 @@
 //! folder's key and sealed again with the shared `connect.secrets_key`.
 //!
 //! Copied: connections and their last delivery, queued cards, dead letters, delivered records,
-//! upstream delivery ids seen, dedup keys, folds waiting for their summary, digest items and
-//! due times. Not copied: Connect flows in progress (minutes long: start them again) and the
+//! upstream delivery ids seen, message references, dedup keys, folds waiting for their
+//! summary, digest items and due times. Not copied: Connect flows in progress (minutes long: start them again) and the
 //! playground's recent events.
 
 use serde::Serialize;
@@ -32,6 +32,8 @@ pub struct Imported {
     pub delivered: usize,
     /// Upstream delivery ids.
     pub seen: usize,
+    /// Message references (where keyed cards' messages are).
+    pub message_refs: usize,
     /// Dedup keys.
     pub dedup: usize,
     /// Folded cards waiting for a summary.
@@ -44,12 +46,13 @@ impl std::fmt::Display for Imported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} connections, {} queued cards, {} dead letters, {} delivered records, {} delivery ids, {} dedup keys, {} folded cards, {} digest items",
+            "{} connections, {} queued cards, {} dead letters, {} delivered records, {} delivery ids, {} message references, {} dedup keys, {} folded cards, {} digest items",
             self.connections,
             self.queued,
             self.dead,
             self.delivered,
             self.seen,
+            self.message_refs,
             self.dedup,
             self.folded,
             self.digest
@@ -112,6 +115,13 @@ pub fn import(from: &Store, to: &PgStore) -> Result<Imported, StoreError> {
     for (key, event) in from.seen_ids()? {
         to.claim_delivery(&key, &event)?;
         n.seen += 1;
+    }
+    let refs = from.message_refs()?;
+    n.message_refs = refs.len();
+    for chunk in refs.chunks(1_000) {
+        let chunk = chunk.to_vec();
+        to.pool
+            .run(move |db| super::rows::upsert_refs(db, &chunk))?;
     }
     for kv in from.dedup.iter() {
         let (key, expires) = kv?;

@@ -82,6 +82,21 @@ impl MessageRefs for Store {
 }
 
 impl Store {
+    /// Every message reference kept, the newest of each (connection, key): those moved into
+    /// their files, then those still in the main log, which are newer (`migrate --from-sled`).
+    pub fn message_refs(&self) -> Result<Vec<MessageRef>, StoreError> {
+        let mut newest: std::collections::HashMap<(ConnectionId, String), MessageRef> =
+            std::collections::HashMap::new();
+        for r in self.refs_kept.page(None, usize::MAX, &|_| true)? {
+            newest.insert((r.connection.clone(), r.key.clone()), r);
+        }
+        for v in self.refs.iter().values() {
+            let r: MessageRef = decode(&v?)?;
+            newest.insert((r.connection.clone(), r.key.clone()), r);
+        }
+        Ok(newest.into_values().collect())
+    }
+
     /// Moves the references in the main log's `refs` tree into their segment files: the main
     /// log flushed first, the segment files synced next, then the references removed from
     /// the main tree (each only if unchanged meanwhile). Returns how many moved. The store
