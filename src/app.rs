@@ -55,6 +55,8 @@ pub struct App {
     pub inboxes: Option<Arc<crate::connect::inboxes::Inboxes>>,
     /// The Slack and Discord emulators' codes and webhooks, when the emulator is on.
     pub chats: Option<Arc<crate::connect::chat_emulator::Chats>>,
+    /// The GitHub emulator's codes and apps, when the emulator is on.
+    pub github: Option<Arc<crate::connect::github_emulator::GitHubState>>,
     /// The HTTP client of the Add to Slack / Discord code exchanges.
     pub oauth_http: reqwest::Client,
     /// Signed-in sessions of the /connections pages.
@@ -67,6 +69,8 @@ pub struct App {
     pub live: crate::live::Live,
     /// Template failures already logged (once per template and reason).
     pub render_failures: Arc<crate::stage::RenderFailures>,
+    /// The sources' GitHub Apps' secrets.
+    pub app_secrets: Arc<crate::sources::AppSecrets>,
 }
 
 /// The state the router holds.
@@ -85,6 +89,7 @@ impl App {
             metrics: self.metrics.clone(),
             noise: self.noise.clone(),
             render_failures: self.render_failures.clone(),
+            app_secrets: self.app_secrets.clone(),
         }
     }
 
@@ -133,6 +138,18 @@ impl FromRef<AppState> for Pages {
             connections: app.connections.clone(),
             deliverer: app.deliverer.clone(),
             policy: app.policy.clone(),
+            pipeline: app.pipeline.clone(),
+            app_secrets: app.app_secrets.clone(),
+            http: app.oauth_http.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for crate::connect::github_emulator::GitHubEmulator {
+    fn from_ref(app: &AppState) -> Self {
+        Self {
+            config: app.config.clone(),
+            state: app.github.clone(),
         }
     }
 }
@@ -214,7 +231,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::connect::oauth::router())
         .merge(crate::connect::chat_emulator::router())
         .merge(crate::connect::mattermost_emulator::router())
+        .merge(crate::connect::github_emulator::router())
         .merge(crate::admin::pages::router())
+        .merge(crate::admin::sources::router())
         .merge(crate::admin::home::router())
         .merge(crate::metrics::router())
         .merge(crate::playground::router())
@@ -307,10 +326,16 @@ impl Server {
             config.public_url = Some(format!("http://{addr}"));
         }
         log_start(&config, &pipeline, connections.all().len(), store.queued());
+        let app_secrets = Arc::new(
+            crate::sources::AppSecrets::load(store.clone())
+                .context("cannot read the sources' GitHub Apps")?,
+        );
         let app = Arc::new(App {
+            app_secrets,
             policy: Arc::new(policy(&config)),
             inboxes: config.emulator().then(Default::default),
             chats: config.emulator().then(Default::default),
+            github: config.emulator().then(Default::default),
             oauth_http: crate::connect::oauth::http_client(),
             sessions: Default::default(),
             live,

@@ -209,6 +209,15 @@ pub struct SourceConfig {
     /// Generic sources: the payload field that names the event type, when no header does.
     #[serde(default)]
     pub event_field: Option<String>,
+    /// GitHub: deliveries are verified with the secret of the GitHub App made for this source
+    /// on /sources (a source without a `secret` uses its app's as soon as one is made; with
+    /// `app: true` nothing is accepted before).
+    #[serde(default)]
+    pub app: bool,
+    /// GitHub: where GitHub is for the app flow (`https://github.com`, or a GitHub Enterprise
+    /// Server's URL); the emulator while it is on.
+    #[serde(default)]
+    pub github_url: Option<String>,
 }
 
 /// Which webhook URLs are acceptable targets.
@@ -596,6 +605,8 @@ impl Default for Config {
                 token: None,
                 event_header: None,
                 event_field: None,
+                app: false,
+                github_url: None,
             };
             (kind.as_str().to_string(), source)
         })
@@ -709,6 +720,30 @@ impl Config {
                 problems.push(doc.problem(
                     &format!("{at}.secret"),
                     "alertmanager does not sign its requests; use `token` (Authorization: Bearer) instead",
+                ));
+            }
+            if source.kind != SourceKind::Github && (source.app || source.github_url.is_some()) {
+                problems.push(doc.problem(
+                    &at,
+                    format!(
+                        "app and github_url are for github sources, not {} ones (a GitHub App sends GitHub's events)",
+                        source.kind.as_str()
+                    ),
+                ));
+            }
+            if let Some(u) = &source.github_url {
+                if !matches!(url::Url::parse(u), Ok(p) if p.scheme() == "https" || p.scheme() == "http")
+                {
+                    problems.push(doc.problem(
+                        &format!("{at}.github_url"),
+                        format!("{u:?} is not an http(s) URL (https://github.com, or a GitHub Enterprise Server's)"),
+                    ));
+                }
+            }
+            if source.app && source.secret.is_some() {
+                problems.push(doc.problem(
+                    &format!("{at}.secret"),
+                    "a source with `app: true` verifies with its GitHub App's secret: drop `secret`, or `app`",
                 ));
             }
             if source.kind != SourceKind::Generic
@@ -1185,6 +1220,33 @@ mod tests {
             s.starts_with("c.yaml:2:1: unknown field `admin_tokn`: did you mean `admin_token`?"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_github_app_is_for_github_sources_without_a_secret() {
+        let err = load("sources:\n  am:\n    kind: alertmanager\n    app: true\n").unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "c.yaml:3:5: app and github_url are for github sources, not alertmanager ones"
+            ),
+            "{err}"
+        );
+        let err =
+            load("sources:\n  gh:\n    kind: github\n    app: true\n    secret: s\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("c.yaml:5:13: a source with `app: true`"),
+            "{err}"
+        );
+        let err =
+            load("sources:\n  gh:\n    kind: github\n    github_url: ghe.example\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("c.yaml:4:17: \"ghe.example\" is not an http(s) URL"),
+            "{err}"
+        );
+        let ok = load("sources:\n  gh:\n    kind: github\n    app: true\n    github_url: https://ghe.example\n").unwrap();
+        assert!(ok.sources["gh"].app);
     }
 
     #[test]

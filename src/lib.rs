@@ -39,16 +39,19 @@
 //!   builds only that.
 //! - [`reload`]: hot reload on file changes or SIGHUP; `GET /api/rules`.
 //! - [`samples`]: the vendored real payloads, built in, that `check` renders every template with.
+//! - [`sources`]: the GitHub Apps made for sources, whose webhook secrets verify them.
 //! - [`connections`]: the connections' cache (webhook URLs in memory, every change through
 //!   the store first), their counters, URL masking.
 //! - [`connect`]: the connections' admin API ([`connect::api`]), the Connect to Office 365
 //!   flow, Add to Slack and Add to Discord ([`connect::oauth`]), and the emulators of all
-//!   three and of a Mattermost server, whose channels keep messages with their edits and
-//!   threads ([`connect::inboxes`]).
+//!   three and of a Mattermost server (their channels keep messages with their edits and
+//!   threads: [`connect::inboxes`]), and of GitHub's side of a GitHub App made from a manifest
+//!   ([`connect::github_emulator`]).
 //! - [`gate`]: the admin token check and the pages' sessions shared by everything under /api,
 //!   and the JSON body reader of the API's handlers.
 //! - [`html`]: the pages' one layout, HTML escaping, cookies and tokens, the built-in assets.
-//! - [`admin`]: the /connections pages, the home page, /docs (README and the reference pages
+//! - [`admin`]: the /connections pages, /sources (a GitHub App made from a manifest for a
+//!   source: [`admin::sources`]), the home page, /docs (README and the reference pages
 //!   of `src/docs/`, built in) and the 404 page for browsers.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`playground`]: the /playground page and its API: render, preview, send, recent events,
@@ -63,7 +66,7 @@
 //! Layers, lowest first (a file imports only from its own layer or those below, and no file
 //! imports itself through others, file by file and folder by folder: `tests/it/layers.rs`):
 //! foundations (ids, error, units, yaml, live, needs, html); event, render; config, rules,
-//! samples, store; pipeline, noise, metrics, connections, connect's OAuth clients; stage,
+//! samples, store; pipeline, noise, metrics, connections, sources, connect's OAuth clients; stage,
 //! deliver; gate, ingest, reload; the admin API and pages, the connect flows and their
 //! emulators, the playground; app, cli.
 //! - [`cli`]: `serve` (which opens the store again when sled's log failed on a full disk),
@@ -100,6 +103,7 @@ pub mod reload;
 pub mod render;
 pub mod rules;
 pub mod samples;
+pub mod sources;
 pub mod stage;
 pub mod store;
 pub mod units;

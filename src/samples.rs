@@ -26,6 +26,11 @@ pub struct Sample {
     pub payload: Value,
 }
 
+/// A vendored payload's text as it is (`github/push.event.4.json`), for an emulator to send.
+pub fn raw(name: &str) -> Option<&'static str> {
+    FIXTURES.get_file(name)?.contents_utf8()
+}
+
 /// Every sample, in name order.
 pub fn all() -> Vec<Sample> {
     let mut out = Vec::new();

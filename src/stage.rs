@@ -46,6 +46,8 @@ pub struct Stager {
     pub noise: Arc<crate::noise::Noise>,
     /// Template failures already logged.
     pub render_failures: Arc<RenderFailures>,
+    /// The sources' GitHub Apps' secrets.
+    pub app_secrets: Arc<crate::sources::AppSecrets>,
 }
 
 impl Stager {

@@ -38,6 +38,12 @@ pub struct Pages {
     pub deliverer: Arc<crate::deliver::Deliverer>,
     /// Which webhook URLs are acceptable.
     pub policy: Arc<crate::deliver::policy::TargetPolicy>,
+    /// The rules and templates in force (the events a source's app takes).
+    pub pipeline: Arc<arc_swap::ArcSwap<crate::pipeline::Pipeline>>,
+    /// The sources' GitHub Apps.
+    pub app_secrets: Arc<crate::sources::AppSecrets>,
+    /// The HTTP client of the code exchanges.
+    pub http: reqwest::Client,
 }
 
 impl Pages {
@@ -102,6 +108,7 @@ struct LoginForm {
 fn next_page(next: Option<&str>) -> &'static str {
     match next {
         Some("/playground") => "/playground",
+        Some("/sources") => "/sources",
         Some("/") => "/",
         _ => "/connections",
     }

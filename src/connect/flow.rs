@@ -35,7 +35,8 @@ use crate::store::{now_ms, Connection, ConnectionOrigin, FlowState};
 /// How long a state lives.
 pub const STATE_TTL_MS: u64 = 10 * 60 * 1000;
 /// The cookie that binds a state to the browser that started the flow.
-const COOKIE: &str = "cw_connect";
+/// The cookie that binds a flow's state to the browser that started it (path `/connect`).
+pub const COOKIE: &str = "cw_connect";
 
 /// The routes under /connect and /assets.
 pub fn router<S>() -> Router<S>
@@ -264,7 +265,7 @@ async fn start_flow(State(app): State<Flows>, headers: HeaderMap, body: String) 
 /// choices under a fresh state bound to this browser; returns the state and the browser's
 /// cookie value (for [`away`]).
 #[allow(clippy::result_large_err)]
-pub(super) fn begin(
+pub(crate) fn begin(
     app: &Flows,
     headers: &HeaderMap,
     body: &str,
@@ -322,7 +323,7 @@ pub(super) fn away(config: &Config, target: &url::Url, browser: &str) -> Respons
     res
 }
 
-pub(super) fn bad(title: &str, message: &str) -> Response {
+pub(crate) fn bad(title: &str, message: &str) -> Response {
     page(
         StatusCode::BAD_REQUEST,
         title,
@@ -340,7 +341,7 @@ pub(super) fn bad(title: &str, message: &str) -> Response {
 /// `provider` is the flow whose callback this is (`None`: Office 365's), `who` the service's
 /// name for messages.
 #[allow(clippy::result_large_err)]
-pub(super) fn take_state(
+pub(crate) fn take_state(
     app: &Flows,
     params: &HashMap<String, String>,
     headers: &HeaderMap,

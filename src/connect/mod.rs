@@ -7,10 +7,14 @@
 //!
 //! - [`api`]: the admin API under /api/connections.
 //! - [`flow`]: the Connect to Office 365 pages and callback, and the state every flow shares.
+//! - [`github`]: a GitHub App made from a manifest for a source: its manifest, GitHub's URLs,
+//!   the conversion's answer.
 //! - [`providers`]: the platforms with an "Add to …" flow: clients, authorize URLs, token answers.
 //! - [`oauth`]: Add to Slack and Add to Discord, the pages and callbacks.
 //! - [`emulator`]: a local stand-in for the Office 365 side.
 //! - [`chat_emulator`]: a local stand-in for Slack's and Discord's side.
+//! - [`github_emulator`]: a local stand-in for GitHub's side of a GitHub App made from a
+//!   manifest, and its pushes.
 //! - [`mattermost_emulator`]: a local stand-in for a Mattermost server: webhooks and a bot.
 //! - [`inboxes`]: what the emulated channels received: messages, their edits, their threads.
 
@@ -18,6 +22,8 @@ pub mod api;
 pub mod chat_emulator;
 pub mod emulator;
 pub mod flow;
+pub mod github;
+pub mod github_emulator;
 pub mod inboxes;
 pub mod mattermost_emulator;
 pub mod oauth;

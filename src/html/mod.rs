@@ -13,6 +13,8 @@ pub const STYLE: &str = include_str!("assets/style.css");
 pub const LOGO: &str = include_str!("assets/logo.svg");
 /// The "Connect to Office 365" button image, served at /assets/connect-button.svg.
 pub const BUTTON: &str = include_str!("assets/connect-button.svg");
+/// The script that sends a page's form at once (the GitHub App flow).
+const SUBMIT: &str = include_str!("assets/submit.js");
 
 /// Escapes text for HTML (element content and quoted attributes).
 pub fn esc(s: &str) -> String {
@@ -110,6 +112,7 @@ pub fn asset(name: &str) -> Response {
         "style.css" => (STYLE, "text/css; charset=utf-8"),
         "logo.svg" => (LOGO, "image/svg+xml"),
         "connect-button.svg" => (BUTTON, "image/svg+xml"),
+        "submit.js" => (SUBMIT, "text/javascript; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     (

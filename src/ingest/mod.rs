@@ -74,10 +74,39 @@ async fn handle_hook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Some(source) = app.config.sources.get(&name) else {
+    let Some(configured) = app.config.sources.get(&name) else {
         return Err(ApiError::not_found(format!(
             "no source named {name:?} is configured"
         )));
+    };
+    // A GitHub source without a secret of its own verifies with its app's, once one is made
+    // (`app: true`: nothing is accepted before).
+    let with_app;
+    let source = match (&configured.secret, configured.kind) {
+        (None, SourceKind::Github) => match app.app_secrets.get(&name).or_else(|| {
+            // Made by another instance since this one read them? (At most once a second.)
+            app.app_secrets
+                .refresh()
+                .then(|| app.app_secrets.get(&name))
+                .flatten()
+        }) {
+            Some(secret) => {
+                with_app = crate::config::SourceConfig {
+                    secret: Some(secret.to_string()),
+                    ..configured.clone()
+                };
+                &with_app
+            }
+            None if configured.app => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "no_app",
+                    format!("source {name:?} verifies with its GitHub App's secret, and no app is made for it yet: create one on /sources"),
+                ))
+            }
+            None => configured,
+        },
+        _ => configured,
     };
     // `?explain=1`: answer with the rules' explanation instead of queueing (admin only).
     let explain = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())

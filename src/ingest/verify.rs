@@ -252,6 +252,8 @@ mod tests {
             token: token.map(str::to_string),
             event_header: None,
             event_field: None,
+            app: false,
+            github_url: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::ids::ConnectionId;
 use crate::store::{
     ConnectionRecords, Counts, FlowStates, MessageRefs, NoiseState, Outbox, RecentEvents, SeenIds,
-    StoreError,
+    SourceApps, StoreError,
 };
 
 /// Making writes durable, and what the store knows about itself.
@@ -82,6 +82,7 @@ pub trait Backend:
     + NoiseState
     + Outbox
     + MessageRefs
+    + SourceApps
     + RecentEvents
     + SeenIds
     + Durable
@@ -96,6 +97,7 @@ impl<T> Backend for T where
         + NoiseState
         + Outbox
         + MessageRefs
+        + SourceApps
         + RecentEvents
         + SeenIds
         + Durable
@@ -111,6 +113,6 @@ pub type SharedStore = Arc<dyn Backend>;
 pub mod prelude {
     pub use crate::store::{
         Backend, ConnectionRecords, Durable, FlowStates, MessageRefs, NoiseState, Outbox,
-        RecentEvents, SeenIds, SharedStore,
+        RecentEvents, SeenIds, SharedStore, SourceApps,
     };
 }

@@ -8,7 +8,7 @@
 //! implements for it: [`connections`] ([`ConnectionRecords`]), [`outbox`] ([`Outbox`]: queued
 //! cards, dead letters, delivered records), [`noise`] ([`NoiseState`]: dedup keys, folds,
 //! digests), [`flows`] ([`FlowStates`]: connect flow states), [`seen`] ([`SeenIds`]: upstream
-//! delivery ids), [`refs`] ([`MessageRefs`]: where the chats keep keyed cards' messages) and
+//! delivery ids), [`apps`] ([`SourceApps`]: GitHub Apps made for sources), [`refs`] ([`MessageRefs`]: where the chats keep keyed cards' messages) and
 //! [`recent`] ([`RecentEvents`]: the playground's ring). With [`Durable`]
 //! (commit, flush, counts, the clock: [`backend`]) they make up [`Backend`], which the layers
 //! above hold as [`SharedStore`]. What both engines share: [`error`], [`counts`], [`clock`], [`secrets`]
@@ -17,6 +17,7 @@
 //! The engines: [`sled`] (embedded, the default: [`Store`]) and [`pg`] (PostgreSQL, shared by
 //! several instances: [`pg::PgStore`]). The store imports nothing from the layers above it.
 
+pub mod apps;
 pub mod backend;
 pub mod clock;
 pub mod connections;
@@ -33,6 +34,7 @@ pub mod seen;
 pub mod sled;
 
 pub use self::sled::Store;
+pub use apps::{SourceApp, SourceApps};
 pub use backend::{prelude, Backend, Commit, Durable, SharedStore, Wake};
 pub use clock::{now_ms, Clock};
 pub use connections::{Bot, Connection, ConnectionOrigin, ConnectionRecords};

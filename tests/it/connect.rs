@@ -387,18 +387,6 @@ async fn secrets_are_encrypted_at_rest() {
     assert!(list.as_array().unwrap().iter().any(|c| c["bot"] == true));
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn a_paused_connection_receives_nothing_and_counts_what_it_skipped() {
     let g = emulated().await;

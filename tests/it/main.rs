@@ -24,6 +24,7 @@ mod playground;
 mod postgres;
 mod reload;
 mod shipped;
+mod sources;
 mod store;
 mod updates;
 mod utils;

@@ -203,18 +203,20 @@ fn migrate_checks_and_upgrades_the_schema() {
     let (code, out, err) = run(&["migrate", "--check"]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(
-        out.contains("3 migration(s) to apply: 1 (state), 2 (instances), 3 (message_refs)"),
+        out.contains(
+            "4 migration(s) to apply: 1 (state), 2 (instances), 3 (message_refs), 4 (source_apps)"
+        ),
         "{out}"
     );
     let (code, out, err) = run(&["migrate", "--check"]);
     assert_eq!(code, Some(1), "--check changed nothing: {out}{err}");
     let (code, out, err) = run(&["migrate"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.starts_with("up to date (schema version 3)"), "{out}");
+    assert!(out.starts_with("up to date (schema version 4)"), "{out}");
     let (code, out, _) = run(&["migrate", "--check"]);
     assert_eq!(
         (code, out.trim()),
-        (Some(0), "up to date (schema version 3)")
+        (Some(0), "up to date (schema version 4)")
     );
 
     // `check` says what every instance on the database must share.

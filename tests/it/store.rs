@@ -286,6 +286,67 @@ async fn a_message_reference_is_kept_with_its_delivery_seen_again_and_pruned() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_sources_app_is_kept_with_its_secrets_sealed_one_a_source() {
+    let app = |secret: &str| cardwire::store::SourceApp {
+        source: "github".into(),
+        id: 7,
+        slug: "cardwire-test".into(),
+        name: "cardwire test".into(),
+        owner: "octocat".into(),
+        html_url: "https://github.com/apps/cardwire-test".into(),
+        client_id: "Iv1.0123".into(),
+        client_secret: "client-secret-in-clear".into(),
+        webhook_secret: secret.into(),
+        pem: "-----BEGIN RSA PRIVATE KEY-----pem-in-clear".into(),
+        created_ms: 1,
+    };
+    for (name, store, hold) in backends() {
+        assert!(store.source_apps().unwrap().is_empty(), "{name}");
+        store.put_source_app(&app("webhook-secret-one")).unwrap();
+        store.put_source_app(&app("webhook-secret-two")).unwrap();
+        assert_eq!(
+            store.source_apps().unwrap(),
+            vec![app("webhook-secret-two")],
+            "{name}: one a source, the newest"
+        );
+        store.flush().unwrap();
+        // Sealed at rest: none of its secrets in clear where the store keeps it.
+        let at_rest: Vec<u8> = match &hold {
+            Holder::Sled(dir) => crate::utils::walk(dir.path())
+                .iter()
+                .flat_map(|f| std::fs::read(f).unwrap())
+                .collect(),
+            Holder::Pg(pg) => {
+                let url = pg.url();
+                std::thread::spawn(move || {
+                    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    db.query("SELECT record FROM source_apps", &[])
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<String>()
+                        .into_bytes()
+                })
+                .join()
+                .unwrap()
+            }
+        };
+        let text = String::from_utf8_lossy(&at_rest);
+        for secret in [
+            "webhook-secret-two",
+            "client-secret-in-clear",
+            "pem-in-clear",
+        ] {
+            assert!(!text.contains(secret), "{name}: {secret} in clear");
+        }
+        assert!(
+            text.contains("cardwire-test") || matches!(hold, Holder::Sled(_)),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_message_reference_outlives_the_process_and_is_seen_by_every_instance() {
     // sled: written, the store closed, opened again.
     let dir = tempfile::tempdir().unwrap();

@@ -504,3 +504,16 @@ pub fn discord_post_then_two_edits() -> Vec<(String, String)> {
         ("PATCH".into(), "/api/webhooks/1/t/messages/9001".into()),
     ]
 }
+
+/// Every file under `dir`, its folders' too.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

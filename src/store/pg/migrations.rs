@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "message_refs",
         include_str!("migrations/0003_message_refs.sql"),
     ),
+    (
+        4,
+        "source_apps",
+        include_str!("migrations/0004_source_apps.sql"),
+    ),
 ];
 
 /// The advisory lock's key: "cardwire" in ASCII.

@@ -15,12 +15,13 @@
 //! and waits for the answer, so that no runtime's thread ever drives the client's own.
 //!
 //! One file per kind of record, as sled's: [`connections`], [`flows`], [`seen`], [`outbox`],
-//! [`noise`], [`recent`], [`refs`], and [`durable`] (commit, counts, health); [`rows`] holds what they
+//! [`noise`], [`recent`], [`refs`], [`apps`], and [`durable`] (commit, counts, health); [`rows`] holds what they
 //! share.
 //! Besides: [`batch`] (the group commit of accepted events), [`leases`] (delivery leases and
 //! wake-ups between instances), [`migrations`], [`pool`] (the client's threads), [`import`]
 //! (a sled folder moved in).
 
+pub mod apps;
 pub mod batch;
 pub mod connections;
 pub mod durable;

@@ -21,9 +21,10 @@
 //! the queue, and a start after a crash counts and indexes again.
 //!
 //! One file per kind of record, each implementing its trait for [`Store`]: [`connections`],
-//! [`outbox`], [`noise`], [`flows`], [`seen`], [`refs`], [`recent`]. This module holds what they share:
+//! [`outbox`], [`noise`], [`flows`], [`seen`], [`refs`], [`apps`], [`recent`]. This module holds what they share:
 //! opening sled, the group commit, recovery after a crash.
 
+pub mod apps;
 pub mod claims;
 pub mod connections;
 pub mod flows;
@@ -68,6 +69,8 @@ pub struct Store {
     seen_kept: Arc<segments::Segments<claims::Claim>>,
     /// Held while claims move from `seen` to `seen_kept`, and by the calls that write both.
     claims_moving: Mutex<()>,
+    /// The GitHub Apps made for sources (see [`apps`]).
+    apps: sled::Tree,
     /// Message references just written, in the main log (see [`refs`]).
     refs: sled::Tree,
     /// Message references kept for `delivery.keep_message_refs`, in segment files.
@@ -192,6 +195,7 @@ impl Store {
             seen: db.open_tree("seen")?,
             seen_kept,
             claims_moving: Mutex::default(),
+            apps: db.open_tree("source_apps")?,
             refs: db.open_tree("message_refs")?,
             refs_kept,
             flows: db.open_tree("connect_states")?,
@@ -624,6 +628,7 @@ mod tests {
     fn no_sled_transaction_or_batch() {
         let sources = [
             ("mod.rs", include_str!("mod.rs")),
+            ("apps.rs", include_str!("apps.rs")),
             ("claims.rs", include_str!("claims.rs")),
             ("connections.rs", include_str!("connections.rs")),
             ("flows.rs", include_str!("flows.rs")),

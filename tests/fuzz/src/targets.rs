@@ -180,6 +180,8 @@ pub fn verify(data: &[u8]) {
         token: token.map(str::to_string),
         event_header: None,
         event_field: None,
+        app: false,
+        github_url: None,
     };
 
     let github = source(SourceKind::Github, Some(SECRET), None);
@@ -295,6 +297,8 @@ fn sources() -> BTreeMap<String, SourceConfig> {
                     token: None,
                     event_header: None,
                     event_field: None,
+                    app: false,
+                    github_url: None,
                 },
             )
         })
