@@ -1213,6 +1213,20 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
     };
     sled.put_fold(&bucket, &item).unwrap();
     sled.put_digest_item(&c.id, &item).unwrap();
+    let app = cardwire::store::SourceApp {
+        source: "github".into(),
+        id: 1,
+        slug: "s".into(),
+        name: "n".into(),
+        owner: "o".into(),
+        html_url: "https://github.com/apps/s".into(),
+        client_id: "c".into(),
+        client_secret: "cs".into(),
+        webhook_secret: "ws".into(),
+        pem: "p".into(),
+        created_ms: 1,
+    };
+    sled.put_source_app(&app).unwrap();
     sled.set_digest_due(&c.id, 77).unwrap();
 
     let pg = Postgres::start();
@@ -1225,7 +1239,7 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         .unwrap();
     assert_eq!(
         imported.to_string(),
-        "1 connections, 3 queued cards, 1 dead letters, 2 delivered records, 1 delivery ids, 2 message references, 1 dedup keys, 1 folded cards, 1 digest items"
+        "1 connections, 3 queued cards, 1 dead letters, 2 delivered records, 1 delivery ids, 2 message references, 1 GitHub Apps, 1 dedup keys, 1 folded cards, 1 digest items"
     );
     let moved = to.connections().unwrap();
     assert_eq!(moved.len(), 1);
@@ -1240,6 +1254,11 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
     );
     assert_eq!(to.dead_letters().unwrap()[0].reason, "gone");
     assert_eq!(to.delivered().unwrap().len(), 2);
+    assert_eq!(
+        to.source_apps().unwrap(),
+        vec![app],
+        "its secrets opened and sealed again"
+    );
     for k in ["k1", "k2"] {
         let moved = to.message_ref(&c.id, k).unwrap().unwrap();
         assert_eq!(moved.message, format!("m-{k}"), "{k}");

@@ -8,7 +8,7 @@
 //! folder's key and sealed again with the shared `connect.secrets_key`.
 //!
 //! Copied: connections and their last delivery, queued cards, dead letters, delivered records,
-//! upstream delivery ids seen, message references, dedup keys, folds waiting for their
+//! upstream delivery ids seen, message references, the sources' GitHub Apps, dedup keys, folds waiting for their
 //! summary, digest items and due times. Not copied: Connect flows in progress (minutes long: start them again) and the
 //! playground's recent events.
 
@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::{ms, PgStore};
 use crate::ids::ConnectionId;
 use crate::store::{decode, Bucket, Item, StoreError};
-use crate::store::{ConnectionRecords, NoiseState, Outbox, SeenIds, Store};
+use crate::store::{ConnectionRecords, NoiseState, Outbox, SeenIds, SourceApps, Store};
 
 /// What an import copied.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -34,6 +34,8 @@ pub struct Imported {
     pub seen: usize,
     /// Message references (where keyed cards' messages are).
     pub message_refs: usize,
+    /// The sources' GitHub Apps.
+    pub apps: usize,
     /// Dedup keys.
     pub dedup: usize,
     /// Folded cards waiting for a summary.
@@ -46,13 +48,14 @@ impl std::fmt::Display for Imported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} connections, {} queued cards, {} dead letters, {} delivered records, {} delivery ids, {} message references, {} dedup keys, {} folded cards, {} digest items",
+            "{} connections, {} queued cards, {} dead letters, {} delivered records, {} delivery ids, {} message references, {} GitHub Apps, {} dedup keys, {} folded cards, {} digest items",
             self.connections,
             self.queued,
             self.dead,
             self.delivered,
             self.seen,
             self.message_refs,
+            self.apps,
             self.dedup,
             self.folded,
             self.digest
@@ -115,6 +118,11 @@ pub fn import(from: &Store, to: &PgStore) -> Result<Imported, StoreError> {
     for (key, event) in from.seen_ids()? {
         to.claim_delivery(&key, &event)?;
         n.seen += 1;
+    }
+    // Opened with the folder's key, sealed again with the shared one.
+    for app in from.source_apps()? {
+        to.put_source_app(&app)?;
+        n.apps += 1;
     }
     let refs = from.message_refs()?;
     n.message_refs = refs.len();
