@@ -81,6 +81,34 @@ impl AppSecrets {
         Ok(())
     }
 
+    /// Applies an `installation` or `installation_repositories` event to `source`'s app
+    /// ([`crate::connect::github::apply_installation`] decides); whether it changed it.
+    pub fn note_installation(
+        &self,
+        source: &str,
+        event: &str,
+        payload: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let Some(mut app) = self
+            .store
+            .source_apps()?
+            .into_iter()
+            .find(|a| a.source == source)
+        else {
+            return Ok(false);
+        };
+        if !crate::connect::github::apply_installation(
+            &mut app,
+            event,
+            payload,
+            self.store.now_ms(),
+        ) {
+            return Ok(false);
+        }
+        self.store.put_source_app(&app)?;
+        Ok(true)
+    }
+
     /// Every source's app, as the store has it.
     pub fn apps(&self) -> Result<Vec<SourceApp>, StoreError> {
         self.store.source_apps()

@@ -111,8 +111,13 @@ async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response 
             } else {
                 String::new()
             };
+            let installed = apps
+                .iter()
+                .find(|a| a.source == *name)
+                .map(|a| installations(&a.installations))
+                .unwrap_or_default();
             format!(
-                "<tr id=\"source-{n}\"><td><code>/hooks/{n}</code></td><td>{kind}</td><td>{verified}</td><td>{create}</td></tr>",
+                "<tr id=\"source-{n}\"><td><code>/hooks/{n}</code></td><td>{kind}</td><td>{verified}</td><td>{installed}</td><td>{create}</td></tr>",
                 n = esc(name),
                 kind = s.kind.as_str(),
             )
@@ -123,9 +128,34 @@ async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response 
          <p class=\"muted\">Where upstreams send, and how cardwire knows a delivery is theirs. \
          A GitHub App made here sends the events your rules read, signed with a secret GitHub \
          makes and cardwire keeps sealed: nothing to paste.</p>\
-         <table><tr><th>Hook</th><th>Kind</th><th>Verified with</th><th></th></tr>{rows}</table>"
+         <table><tr><th>Hook</th><th>Kind</th><th>Verified with</th><th>Installed</th><th></th></tr>{rows}</table>"
     );
     page(StatusCode::OK, "Sources", &body)
+}
+
+/// Where an app is installed, for /sources: each installation's account and repositories
+/// (all, or those selected), or that it was removed.
+fn installations(list: &[crate::store::Installation]) -> String {
+    if list.is_empty() {
+        return "<span class=\"muted\">not yet</span>".into();
+    }
+    list.iter()
+        .map(|i| {
+            let what = if i.removed {
+                "removed".to_string()
+            } else if i.selection == "all" {
+                "all repositories".to_string()
+            } else {
+                i.repositories.join(", ")
+            };
+            format!(
+                "<p class=\"installation{}\">{}: {}</p>",
+                if i.removed { " removed" } else { "" },
+                esc(&i.account),
+                esc(&what)
+            )
+        })
+        .collect()
 }
 
 /// Starts the flow: checks the session and its CSRF token, keeps a state bound to this

@@ -139,7 +139,81 @@ pub fn read_conversion(
         webhook_secret: text("/webhook_secret")?,
         pem: text("/pem")?,
         created_ms: now_ms,
+        installations: Vec::new(),
     })
+}
+
+/// What an `installation` or `installation_repositories` event says of the app's
+/// installations, applied to `app`: an installation created, its repositories added or removed,
+/// suspended or deleted (kept, marked removed). Whether it changed anything.
+pub fn apply_installation(
+    app: &mut crate::store::SourceApp,
+    event: &str,
+    payload: &Value,
+    now_ms: u64,
+) -> bool {
+    if !matches!(event, "installation" | "installation_repositories") {
+        return false;
+    }
+    let Some(id) = payload.pointer("/installation/id").and_then(Value::as_u64) else {
+        return false;
+    };
+    let action = payload["action"].as_str().unwrap_or_default();
+    let names = |k: &str| -> Vec<String> {
+        payload[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["full_name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let at = match app.installations.iter().position(|i| i.id == id) {
+        Some(at) => at,
+        None => {
+            app.installations.push(crate::store::Installation {
+                id,
+                account: payload
+                    .pointer("/installation/account/login")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string(),
+                selection: String::new(),
+                repositories: Vec::new(),
+                at_ms: now_ms,
+                removed: false,
+            });
+            app.installations.len() - 1
+        }
+    };
+    let inst = &mut app.installations[at];
+    if let Some(s) = payload
+        .pointer("/installation/repository_selection")
+        .and_then(Value::as_str)
+    {
+        inst.selection = s.to_string();
+    }
+    match (event, action) {
+        ("installation", "created" | "new_permissions_accepted" | "unsuspend") => {
+            inst.removed = false;
+            let repos = names("repositories");
+            if !repos.is_empty() {
+                inst.repositories = repos;
+            }
+        }
+        ("installation", "deleted" | "suspend") => inst.removed = true,
+        ("installation_repositories", "added" | "removed") => {
+            for r in names("repositories_added") {
+                if !inst.repositories.contains(&r) {
+                    inst.repositories.push(r);
+                }
+            }
+            let gone = names("repositories_removed");
+            inst.repositories.retain(|r| !gone.contains(r));
+        }
+        _ => return false,
+    }
+    inst.at_ms = now_ms;
+    true
 }
 
 #[cfg(test)]
@@ -231,5 +305,55 @@ mod tests {
         assert!(read_conversion("github", 201, r#"{"id": 1}"#, 7)
             .unwrap_err()
             .contains("slug"));
+    }
+
+    #[test]
+    fn installations_follow_their_events() {
+        let mut app = read_conversion(
+            "github",
+            201,
+            r#"{"id": 1, "slug": "s", "owner": {"login": "o"}, "name": "n", "html_url": "https://github.com/apps/s",
+               "client_id": "c", "client_secret": "cs", "webhook_secret": "ws", "pem": "p"}"#,
+            1,
+        )
+        .unwrap();
+        // The shapes of @octokit/webhooks-examples' installation events.
+        let created = json!({"action": "created", "installation": {"id": 2, "account": {"login": "octo-org"},
+            "repository_selection": "selected"}, "repositories": [{"full_name": "octo-org/octo-repo"}]});
+        assert!(apply_installation(&mut app, "installation", &created, 10));
+        let added = json!({"action": "added", "installation": {"id": 2, "repository_selection": "selected"},
+            "repositories_added": [{"full_name": "octo-org/other"}], "repositories_removed": []});
+        assert!(apply_installation(
+            &mut app,
+            "installation_repositories",
+            &added,
+            11
+        ));
+        let removed = json!({"action": "removed", "installation": {"id": 2},
+            "repositories_added": [], "repositories_removed": [{"full_name": "octo-org/octo-repo"}]});
+        assert!(apply_installation(
+            &mut app,
+            "installation_repositories",
+            &removed,
+            12
+        ));
+        assert_eq!(app.installations.len(), 1);
+        let i = &app.installations[0];
+        assert_eq!(
+            (i.account.as_str(), i.selection.as_str()),
+            ("octo-org", "selected")
+        );
+        assert_eq!(i.repositories, vec!["octo-org/other".to_string()]);
+        assert!(!i.removed);
+        let deleted = json!({"action": "deleted", "installation": {"id": 2}});
+        assert!(apply_installation(&mut app, "installation", &deleted, 13));
+        assert!(app.installations[0].removed, "kept, shown as removed");
+        assert!(!apply_installation(&mut app, "push", &deleted, 14));
+        assert!(!apply_installation(
+            &mut app,
+            "installation",
+            &json!({"action": "created"}),
+            14
+        ));
     }
 }

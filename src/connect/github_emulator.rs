@@ -15,8 +15,10 @@
 //!   app (`id`, `slug`, `owner`, `name`, `html_url`, `client_id`, `client_secret`,
 //!   `webhook_secret`, `pem`); `404` for a code it never gave or one older than an hour, `422`
 //!   for a code used already.
-//! - `GET /emulator/github/apps/{slug}/installations/new` is the app's installation page, with
-//!   **Send a push**: `POST /emulator/github/apps/{slug}/push` posts a vendored push
+//! - `GET /emulator/github/apps/{slug}/installations/new` is the app's installation page:
+//!   **Install** (the repositories ticked) sends the `installation` event (`created`, signed with
+//!   the app's secret) and redirects to the manifest's `setup_url` with `installation_id` and
+//!   `setup_action=install`; **Uninstall** sends `deleted`; **Send a push**: `POST /emulator/github/apps/{slug}/push` posts a vendored push
 //!   (`github/push.event.4.json`) to the app's webhook, signed with the app's secret, as GitHub
 //!   delivers (`X-GitHub-Event`, `X-GitHub-Delivery`, `X-Hub-Signature-256`).
 //!
@@ -52,7 +54,14 @@ struct MadeApp {
     owner: String,
     hook: String,
     webhook_secret: String,
+    /// Where GitHub sends the browser after an installation (the manifest's `setup_url`).
+    setup_url: String,
+    /// Its installation, once installed.
+    installation: Option<u64>,
 }
+
+/// The repositories the installation page offers.
+const REPOSITORIES: &[&str] = &["Codertocat/Hello-World", "octo-org/octo-repo"];
 
 /// What the GitHub emulator remembers: codes and the apps made.
 #[derive(Default)]
@@ -95,6 +104,7 @@ where
             get(install_page),
         )
         .route("/emulator/github/apps/{slug}/push", post(send_push))
+        .route("/emulator/github/apps/{slug}/installations", post(install))
 }
 
 fn state_of(app: &GitHubEmulator) -> Option<&GitHubState> {
@@ -287,6 +297,12 @@ async fn convert(State(app): State<GitHubEmulator>, Path(code): Path<String>) ->
                 .unwrap_or_default()
                 .to_string(),
             webhook_secret: webhook_secret.clone(),
+            setup_url: m
+                .pointer("/setup_url")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            installation: None,
         },
     );
     let public = app.config.public_url();
@@ -312,9 +328,32 @@ async fn install_page(State(app): State<GitHubEmulator>, Path(slug): Path<String
     let Some(made) = gh.apps.lock().expect("apps lock").get(&slug).cloned() else {
         return (StatusCode::NOT_FOUND, "no such app").into_response();
     };
+    let repos: String = REPOSITORIES
+        .iter()
+        .map(|r| {
+            format!(
+                "<label><input type=\"checkbox\" name=\"repository\" value=\"{r}\" checked> {r}</label>"
+            )
+        })
+        .collect();
+    let installed = match made.installation {
+        Some(id) => format!(
+            "<p id=\"installed\">Installed (installation {id}).</p>\
+             <form method=\"post\" action=\"/emulator/github/apps/{slug}/installations\">\
+             <button type=\"submit\" name=\"action\" value=\"deleted\" id=\"uninstall\" class=\"secondary\">Uninstall</button></form>",
+            slug = esc(&slug)
+        ),
+        None => format!(
+            "<form method=\"post\" action=\"/emulator/github/apps/{slug}/installations\">\
+             <fieldset><legend>Install on {owner}: which repositories?</legend>{repos}</fieldset>\
+             <button type=\"submit\" name=\"action\" value=\"created\" id=\"install\">Install</button></form>",
+            slug = esc(&slug),
+            owner = esc(&made.owner),
+        ),
+    };
     let body = format!(
         "<p class=\"banner\">GitHub <strong>emulator</strong></p><h1>{name}</h1>\
-         <p>Made for {owner}; its webhook is <code>{hook}</code>.</p>\
+         <p>Made for {owner}; its webhook is <code>{hook}</code>.</p>{installed}\
          <form method=\"post\" action=\"/emulator/github/apps/{slug}/push\">\
          <button type=\"submit\" id=\"send-push\">Send a push</button></form>\
          <p class=\"muted\">Sends a real push (<code>push.event.4.json</code> of @octokit/webhooks-examples), \
@@ -335,22 +374,7 @@ async fn send_push(State(app): State<GitHubEmulator>, Path(slug): Path<String>) 
         return (StatusCode::NOT_FOUND, "no such app").into_response();
     };
     let body = crate::samples::raw("github/push.event.4.json").unwrap_or("{}");
-    let sent = reqwest::Client::new()
-        .post(&made.hook)
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", uuid_like())
-        .header(
-            "x-hub-signature-256",
-            crate::ingest::verify::sign(&made.webhook_secret, body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await;
-    let said = match sent {
-        Ok(res) => format!("{} answered {}", made.hook, res.status()),
-        Err(_) => format!("{} cannot be reached", made.hook),
-    };
+    let said = deliver(&made, "push", body.as_bytes()).await;
     page(
         StatusCode::OK,
         &made.name,
@@ -361,6 +385,86 @@ async fn send_push(State(app): State<GitHubEmulator>, Path(slug): Path<String>) 
             esc(&slug)
         ),
     )
+}
+
+/// Delivers an event to the app's webhook as GitHub does (`X-GitHub-Event`,
+/// `X-GitHub-Delivery`, `X-Hub-Signature-256` with the app's secret); what came of it.
+async fn deliver(made: &MadeApp, event: &str, body: &[u8]) -> String {
+    let sent = reqwest::Client::new()
+        .post(&made.hook)
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", uuid_like())
+        .header(
+            "x-hub-signature-256",
+            crate::ingest::verify::sign(&made.webhook_secret, body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await;
+    match sent {
+        Ok(res) => format!("{} answered {}", made.hook, res.status()),
+        Err(_) => format!("{} cannot be reached", made.hook),
+    }
+}
+
+/// `POST /emulator/github/apps/{slug}/installations` (`action` `created` with the
+/// repositories ticked, or `deleted`): the `installation` event GitHub sends, signed with the
+/// app's secret, then, for an installation, the browser to the app's `setup_url` with
+/// `installation_id` and `setup_action=install`.
+async fn install(
+    State(app): State<GitHubEmulator>,
+    Path(slug): Path<String>,
+    body: String,
+) -> Response {
+    let Some(gh) = state_of(&app) else {
+        return off();
+    };
+    let Some(made) = gh.apps.lock().expect("apps lock").get(&slug).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such app").into_response();
+    };
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let action = pairs
+        .iter()
+        .find(|(k, _)| k == "action")
+        .map_or("created", |(_, v)| v.as_str());
+    let repos: Vec<Value> = pairs
+        .iter()
+        .filter(|(k, _)| k == "repository")
+        .map(|(_, r)| json!({"full_name": r, "name": r.rsplit('/').next(), "private": false}))
+        .collect();
+    let id = made
+        .installation
+        .unwrap_or_else(|| 40_000_000 + u64::from(rand::random::<u16>()));
+    // The shape of @octokit/webhooks-examples' installation.created.
+    let event = json!({
+        "action": action,
+        "installation": {"id": id, "account": {"login": made.owner, "type": "User"},
+                         "repository_selection": "selected", "app_slug": slug},
+        "repositories": if action == "created" { Value::Array(repos) } else { Value::Null },
+        "sender": {"login": made.owner, "type": "User"},
+    });
+    let said = deliver(&made, "installation", event.to_string().as_bytes()).await;
+    if let Some(a) = gh.apps.lock().expect("apps lock").get_mut(&slug) {
+        a.installation = (action == "created").then_some(id);
+    }
+    if action != "created" {
+        return Redirect::to(&format!("/emulator/github/apps/{slug}/installations/new"))
+            .into_response();
+    }
+    let Ok(mut back) = url::Url::parse(&made.setup_url) else {
+        return page(
+            StatusCode::OK,
+            &made.name,
+            &format!("<p id=\"answer\">{}</p>", esc(&said)),
+        );
+    };
+    back.query_pairs_mut()
+        .append_pair("installation_id", &id.to_string())
+        .append_pair("setup_action", "install");
+    Redirect::to(back.as_str()).into_response()
 }
 
 /// A delivery id in GitHub's shape (a UUID).

@@ -162,6 +162,24 @@ async fn handle_hook(
     let bytes = read_limited(body, &headers, limit).await?;
     let verified = unverified.verify(&bytes)?;
     check_depth(&bytes)?;
+    // A GitHub App's installations are understood without a rule: /sources shows them.
+    if source.kind == SourceKind::Github && configured.secret.is_none() {
+        let event = headers
+            .get("x-github-event")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if matches!(event, "installation" | "installation_repositories") {
+            if let Ok(payload) = serde_json::from_slice::<Value>(&bytes) {
+                match app.app_secrets.note_installation(&name, event, &payload) {
+                    Ok(true) => {
+                        tracing::info!(source = %name, event, "GitHub App installation noted")
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Err(app.refused(&e)),
+                }
+            }
+        }
+    }
     // Only what the rules for this event type and their templates read is built (the ring
     // keeps the bytes for people), and the same rules and templates take the event even if a
     // reload lands meanwhile.

@@ -35,6 +35,28 @@ pub struct SourceApp {
     pub pem: String,
     /// When it was made (Unix milliseconds).
     pub created_ms: u64,
+    /// Where it is installed, as its `installation` events said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installations: Vec<Installation>,
+}
+
+/// One installation of a source's app: on an account, for some or all of its repositories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installation {
+    /// Its id.
+    pub id: u64,
+    /// The account it is installed on.
+    pub account: String,
+    /// `all`, or `selected` (then `repositories` names them).
+    pub selection: String,
+    /// The repositories it reaches, when selected.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// When it last changed (Unix milliseconds).
+    pub at_ms: u64,
+    /// Whether it was removed (kept, shown as removed).
+    #[serde(default)]
+    pub removed: bool,
 }
 
 impl SourceApp {

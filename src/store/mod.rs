@@ -34,7 +34,7 @@ pub mod seen;
 pub mod sled;
 
 pub use self::sled::Store;
-pub use apps::{SourceApp, SourceApps};
+pub use apps::{Installation, SourceApp, SourceApps};
 pub use backend::{prelude, Backend, Commit, Durable, SharedStore, Wake};
 pub use clock::{now_ms, Clock};
 pub use connections::{Bot, Connection, ConnectionOrigin, ConnectionRecords};

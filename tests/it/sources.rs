@@ -172,9 +172,34 @@ async fn a_github_app_made_from_its_manifest_verifies_the_sources_pushes() {
         .unwrap();
     assert_eq!(again.status(), 422);
 
-    // Send a push from the emulated GitHub: signed with the app's secret, accepted, carded.
+    // Install it on two repositories: GitHub sends `installation`, signed with the app's
+    // secret, and the browser back to /sources, which shows where it is installed.
     let html = page(&b, &install).await;
-    assert!(html.contains("send-push"), "{html}");
+    assert!(
+        html.contains("send-push") && html.contains("id=\"install\""),
+        "{html}"
+    );
+    let res = b
+        .post(install.replace("/installations/new", "/installations"))
+        .form(&[
+            ("action", "created"),
+            ("repository", "Codertocat/Hello-World"),
+            ("repository", "octo-org/octo-repo"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let setup = location(&res);
+    assert!(
+        setup.starts_with(&g.url("/sources?installation_id=")),
+        "{setup}"
+    );
+    assert!(setup.ends_with("&setup_action=install"), "{setup}");
+    let html = page(&b, &g.url("/sources")).await;
+    assert!(
+        html.contains("octocat: Codertocat/Hello-World, octo-org/octo-repo"),
+        "{html}"
+    );
     let slug = install
         .split("/apps/")
         .nth(1)
@@ -189,9 +214,20 @@ async fn a_github_app_made_from_its_manifest_verifies_the_sources_pushes() {
     // A push signed with another secret is refused.
     let res = g.github("push", &push, None).await;
     assert_eq!(res.status(), 401);
-    // /sources says what verifies it; no secret is shown.
+    // /sources says what verifies it; no secret is shown. An uninstalled app shows as removed.
+    let res = b
+        .post(install.replace("/installations/new", "/installations"))
+        .form(&[("action", "deleted")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
     let html = page(&b, &g.url("/sources")).await;
     assert!(html.contains("the secret of the GitHub App"), "{html}");
+    assert!(
+        html.contains("installation removed") && html.contains("octocat: removed"),
+        "{html}"
+    );
     // A restart keeps the app's secret: an unsigned push is refused for its signature, not for
     // a missing app.
     g.restart().await;

@@ -299,6 +299,7 @@ async fn a_sources_app_is_kept_with_its_secrets_sealed_one_a_source() {
         webhook_secret: secret.into(),
         pem: "-----BEGIN RSA PRIVATE KEY-----pem-in-clear".into(),
         created_ms: 1,
+        installations: Vec::new(),
     };
     for (name, store, hold) in backends() {
         assert!(store.source_apps().unwrap().is_empty(), "{name}");
@@ -1225,6 +1226,7 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         webhook_secret: "ws".into(),
         pem: "p".into(),
         created_ms: 1,
+        installations: Vec::new(),
     };
     sled.put_source_app(&app).unwrap();
     sled.set_digest_due(&c.id, 77).unwrap();
