@@ -27,7 +27,8 @@ impl AppSecrets {
     pub fn load(store: SharedStore) -> Result<Self, StoreError> {
         let this = Self {
             secrets: ArcSwap::from_pointee(HashMap::new()),
-            read_ms: AtomicU64::new(store.now_ms()),
+            // The first miss reads the store again whenever it comes.
+            read_ms: AtomicU64::new(0),
             store,
         };
         this.read()?;

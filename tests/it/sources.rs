@@ -119,6 +119,23 @@ async fn to_github(g: &Gateway, b: &reqwest::Client) -> (String, String, String)
     (page, state, manifest)
 }
 
+/// The whole way to GitHub and Create, as `octocat`: the callback GitHub sends the browser to.
+async fn create_on_github(g: &Gateway, b: &reqwest::Client) -> String {
+    let (_, state, manifest) = to_github(g, b).await;
+    let res = b
+        .post(g.url("/emulator/github/settings/apps/decide"))
+        .form(&[
+            ("manifest", manifest.as_str()),
+            ("state", state.as_str()),
+            ("owner", "octocat"),
+            ("decision", "create"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    location(&res)
+}
+
 #[tokio::test]
 async fn a_github_app_made_from_its_manifest_verifies_the_sources_pushes() {
     let mut g = app_gateway().await;
@@ -138,19 +155,7 @@ async fn a_github_app_made_from_its_manifest_verifies_the_sources_pushes() {
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "no_app");
 
     let b = browser();
-    let (_, state, manifest) = to_github(&g, &b).await;
-    let res = b
-        .post(g.url("/emulator/github/settings/apps/decide"))
-        .form(&[
-            ("manifest", manifest.as_str()),
-            ("state", state.as_str()),
-            ("owner", "octocat"),
-            ("decision", "create"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let callback = location(&res);
+    let callback = create_on_github(&g, &b).await;
     assert!(
         callback.starts_with(&g.url("/connect/github/callback?code=")),
         "{callback}"
@@ -325,4 +330,66 @@ async fn github_unreachable_keeps_nothing_and_says_so() {
     // A stale form (another session's CSRF token) is refused.
     let res = press_create(&g, &b, &[("csrf", "forged"), ("owner", "user")]).await;
     assert_eq!(res.status(), 403);
+}
+
+/// Two instances on one PostgreSQL database: the app one of them made verifies at the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_instance_on_postgres_verifies_with_the_app() {
+    let pg = crate::pg::Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let instance = |name: &str| {
+        let mut config = test_config(&dir.path().join(name));
+        config.store.postgres = Some(cardwire::config::PostgresConfig {
+            url: pg.url(),
+            pool: 4,
+            lease: cardwire::store::pg::LEASE,
+        });
+        config.connect.secrets_key = Some(PG_SECRETS_KEY.into());
+        config.connect.emulator = Some(true);
+        let github = config.sources.get_mut("github").unwrap();
+        github.secret = None;
+        github.app = true;
+        config
+    };
+    let a = Gateway::start_with(instance("a")).await;
+    let b = Gateway::start_with(instance("b")).await;
+    let browser = browser();
+    let callback = create_on_github(&a, &browser).await;
+    let res = browser.get(callback).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    // The app's secret as the database keeps it (sealed with the shared key).
+    let url = pg.url();
+    let secret = tokio::task::spawn_blocking(move || {
+        use cardwire::store::SourceApps as _;
+        let store = cardwire::store::pg::PgStore::open(
+            &cardwire::store::pg::PgSettings {
+                url,
+                pool: 1,
+                lease: cardwire::store::pg::LEASE,
+            },
+            PG_SECRETS_KEY,
+            cardwire::store::Clock::System,
+        )
+        .unwrap();
+        store.source_apps().unwrap()[0].webhook_secret.clone()
+    })
+    .await
+    .unwrap();
+    let push = fixture("github/push.event.4.json");
+    let signed = |g: &Gateway, secret: &str| {
+        g.client
+            .post(g.url("/hooks/github"))
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header(
+                "x-hub-signature-256",
+                cardwire::ingest::verify::sign(secret, &push),
+            )
+            .body(push.clone())
+            .send()
+    };
+    // b never saw the flow: it reads the app from the database.
+    assert_eq!(signed(&b, &secret).await.unwrap().status(), 202);
+    assert_eq!(signed(&b, "another secret").await.unwrap().status(), 401);
+    assert_eq!(signed(&a, &secret).await.unwrap().status(), 202);
 }
