@@ -160,7 +160,31 @@ async fn handle_hook(
         return receive_lines(&app, body.into_data_stream(), |v| verified.event(v), limit).await;
     }
     let bytes = read_limited(body, &headers, limit).await?;
-    let verified = unverified.verify(&bytes)?;
+    // Refused with an app's secret: the app may have been made again on another instance since
+    // this one read it (at most once a second, the store is read again and the new secret tried).
+    let replaced;
+    let verified = match unverified.verify(&bytes) {
+        Ok(v) => v,
+        Err(e) if !std::ptr::eq(source, configured) => {
+            let old = source.secret.as_deref();
+            match app
+                .app_secrets
+                .refresh()
+                .then(|| app.app_secrets.get(&name))
+                .flatten()
+            {
+                Some(new) if Some(&*new) != old => {
+                    replaced = crate::config::SourceConfig {
+                        secret: Some(new.to_string()),
+                        ..configured.clone()
+                    };
+                    Unverified::new(&name, &replaced, &headers).verify(&bytes)?
+                }
+                _ => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     check_depth(&bytes)?;
     // A GitHub App's installations are understood without a rule: /sources shows them.
     if source.kind == SourceKind::Github && configured.secret.is_none() {

@@ -68,8 +68,6 @@ fn attribute(html: &str, before: &str) -> String {
 /// GitHub: the emulator's page and the state.
 async fn to_github(g: &Gateway, b: &reqwest::Client) -> (String, String, String) {
     let csrf = sign_in(g, b).await;
-    let html = page(b, &g.url("/sources")).await;
-    assert!(html.contains("nothing yet"), "{html}");
     let res = press_create(
         g,
         b,
@@ -155,6 +153,9 @@ async fn a_github_app_made_from_its_manifest_verifies_the_sources_pushes() {
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "no_app");
 
     let b = browser();
+    sign_in(&g, &b).await;
+    let html = page(&b, &g.url("/sources")).await;
+    assert!(html.contains("nothing yet"), "{html}");
     let callback = create_on_github(&g, &b).await;
     assert!(
         callback.starts_with(&g.url("/connect/github/callback?code=")),
@@ -332,6 +333,28 @@ async fn github_unreachable_keeps_nothing_and_says_so() {
     assert_eq!(res.status(), 403);
 }
 
+/// The `github` source's app's webhook secret, as the database keeps it (opened with the
+/// shared key).
+async fn app_secret(pg: &crate::pg::Postgres) -> String {
+    let url = pg.url();
+    tokio::task::spawn_blocking(move || {
+        use cardwire::store::SourceApps as _;
+        let store = cardwire::store::pg::PgStore::open(
+            &cardwire::store::pg::PgSettings {
+                url,
+                pool: 1,
+                lease: cardwire::store::pg::LEASE,
+            },
+            PG_SECRETS_KEY,
+            cardwire::store::Clock::System,
+        )
+        .unwrap();
+        store.source_apps().unwrap()[0].webhook_secret.clone()
+    })
+    .await
+    .unwrap()
+}
+
 /// Two instances on one PostgreSQL database: the app one of them made verifies at the other.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_instance_on_postgres_verifies_with_the_app() {
@@ -358,23 +381,7 @@ async fn every_instance_on_postgres_verifies_with_the_app() {
     let res = browser.get(callback).send().await.unwrap();
     assert_eq!(res.status(), 303);
     // The app's secret as the database keeps it (sealed with the shared key).
-    let url = pg.url();
-    let secret = tokio::task::spawn_blocking(move || {
-        use cardwire::store::SourceApps as _;
-        let store = cardwire::store::pg::PgStore::open(
-            &cardwire::store::pg::PgSettings {
-                url,
-                pool: 1,
-                lease: cardwire::store::pg::LEASE,
-            },
-            PG_SECRETS_KEY,
-            cardwire::store::Clock::System,
-        )
-        .unwrap();
-        store.source_apps().unwrap()[0].webhook_secret.clone()
-    })
-    .await
-    .unwrap();
+    let secret = app_secret(&pg).await;
     let push = fixture("github/push.event.4.json");
     let signed = |g: &Gateway, secret: &str| {
         g.client
@@ -392,4 +399,27 @@ async fn every_instance_on_postgres_verifies_with_the_app() {
     assert_eq!(signed(&b, &secret).await.unwrap().status(), 202);
     assert_eq!(signed(&b, "another secret").await.unwrap().status(), 401);
     assert_eq!(signed(&a, &secret).await.unwrap().status(), 202);
+    // The app made again on a: b takes the new secret once it is refused the old one's (it
+    // reads the store again at most once a second: polled until it does).
+    let res = browser
+        .get(create_on_github(&a, &browser).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let renewed = app_secret(&pg).await;
+    assert_ne!(renewed, secret);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while signed(&b, &renewed).await.unwrap().status() != 202 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never took the new secret"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        signed(&b, &secret).await.unwrap().status(),
+        401,
+        "the old one is gone"
+    );
 }
