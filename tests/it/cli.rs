@@ -303,6 +303,10 @@ fn the_example_config_shows_every_key_and_loads() {
         "body_timeout:",
         "body_min_rate:",
         "max_connections:",
+        "keep_message_refs:",
+        "updates:",
+        "app: true",
+        "github_url",
     ] {
         assert!(
             text.contains(key),
