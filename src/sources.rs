@@ -83,7 +83,7 @@ impl AppSecrets {
     }
 
     /// Applies an `installation` or `installation_repositories` event to `source`'s app
-    /// ([`crate::connect::github::apply_installation`] decides); whether it changed it.
+    /// ([`SourceApp::apply_installation`] decides); whether it changed it.
     pub fn note_installation(
         &self,
         source: &str,
@@ -98,12 +98,7 @@ impl AppSecrets {
         else {
             return Ok(false);
         };
-        if !crate::connect::github::apply_installation(
-            &mut app,
-            event,
-            payload,
-            self.store.now_ms(),
-        ) {
+        if !app.apply_installation(event, payload, self.store.now_ms()) {
             return Ok(false);
         }
         self.store.put_source_app(&app)?;

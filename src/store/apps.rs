@@ -89,3 +89,128 @@ pub trait SourceApps {
     /// Every source's app, secrets opened.
     fn source_apps(&self) -> Result<Vec<SourceApp>, StoreError>;
 }
+
+impl SourceApp {
+    /// What an `installation` or `installation_repositories` event says of the app's
+    /// installations, applied: an installation created, its repositories added or removed,
+    /// suspended or deleted (kept, marked removed). Whether it changed anything.
+    pub fn apply_installation(
+        &mut self,
+        event: &str,
+        payload: &serde_json::Value,
+        now_ms: u64,
+    ) -> bool {
+        if !matches!(event, "installation" | "installation_repositories") {
+            return false;
+        }
+        let Some(id) = payload
+            .pointer("/installation/id")
+            .and_then(serde_json::Value::as_u64)
+        else {
+            return false;
+        };
+        let action = payload["action"].as_str().unwrap_or_default();
+        let names = |k: &str| -> Vec<String> {
+            payload[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["full_name"].as_str().map(str::to_string))
+                .collect()
+        };
+        let at = match self.installations.iter().position(|i| i.id == id) {
+            Some(at) => at,
+            None => {
+                self.installations.push(Installation {
+                    id,
+                    account: payload
+                        .pointer("/installation/account/login")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("?")
+                        .to_string(),
+                    selection: String::new(),
+                    repositories: Vec::new(),
+                    at_ms: now_ms,
+                    removed: false,
+                });
+                self.installations.len() - 1
+            }
+        };
+        let inst = &mut self.installations[at];
+        if let Some(s) = payload
+            .pointer("/installation/repository_selection")
+            .and_then(serde_json::Value::as_str)
+        {
+            inst.selection = s.to_string();
+        }
+        match (event, action) {
+            ("installation", "created" | "new_permissions_accepted" | "unsuspend") => {
+                inst.removed = false;
+                let repos = names("repositories");
+                if !repos.is_empty() {
+                    inst.repositories = repos;
+                }
+            }
+            ("installation", "deleted" | "suspend") => inst.removed = true,
+            ("installation_repositories", "added" | "removed") => {
+                for r in names("repositories_added") {
+                    if !inst.repositories.contains(&r) {
+                        inst.repositories.push(r);
+                    }
+                }
+                let gone = names("repositories_removed");
+                inst.repositories.retain(|r| !gone.contains(r));
+            }
+            _ => return false,
+        }
+        inst.at_ms = now_ms;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn installations_follow_their_events() {
+        let mut app = SourceApp {
+            source: "github".into(),
+            id: 1,
+            slug: "s".into(),
+            name: "n".into(),
+            owner: "o".into(),
+            html_url: "https://github.com/apps/s".into(),
+            client_id: "c".into(),
+            client_secret: "cs".into(),
+            webhook_secret: "ws".into(),
+            pem: "p".into(),
+            created_ms: 1,
+            installations: Vec::new(),
+        };
+        // The shapes of @octokit/webhooks-examples' installation events.
+        let created = json!({"action": "created", "installation": {"id": 2, "account": {"login": "octo-org"},
+            "repository_selection": "selected"}, "repositories": [{"full_name": "octo-org/octo-repo"}]});
+        assert!(app.apply_installation("installation", &created, 10));
+        let added = json!({"action": "added", "installation": {"id": 2, "repository_selection": "selected"},
+            "repositories_added": [{"full_name": "octo-org/other"}], "repositories_removed": []});
+        assert!(app.apply_installation("installation_repositories", &added, 11));
+        let removed = json!({"action": "removed", "installation": {"id": 2},
+            "repositories_added": [], "repositories_removed": [{"full_name": "octo-org/octo-repo"}]});
+        assert!(app.apply_installation("installation_repositories", &removed, 12));
+        assert_eq!(app.installations.len(), 1);
+        let i = &app.installations[0];
+        assert_eq!(
+            (i.account.as_str(), i.selection.as_str()),
+            ("octo-org", "selected")
+        );
+        assert_eq!(i.repositories, vec!["octo-org/other".to_string()]);
+        assert!(!i.removed);
+        let deleted = json!({"action": "deleted", "installation": {"id": 2}});
+        assert!(app.apply_installation("installation", &deleted, 13));
+        assert!(app.installations[0].removed, "kept, shown as removed");
+        assert!(!app.apply_installation("push", &deleted, 14));
+        assert!(!app.apply_installation("installation", &json!({"action": "created"}), 14));
+    }
+}
