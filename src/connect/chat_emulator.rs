@@ -845,20 +845,29 @@ fn slack_message(body: &str) -> Result<Value, &'static str> {
     Ok(v)
 }
 
+/// A bot's Web API call: the emulator's memory, the message it sends, its channel and that
+/// channel's inbox, once the body and the token are checked (`Err`: Slack's answer).
+#[allow(clippy::type_complexity)]
+fn slack_call<'a>(
+    app: &'a ChatEmulator,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<(&'a Chats, &'a Inboxes, Value, String, String), Box<Response>> {
+    let (Some(chats), Some(inboxes)) = (&app.chats, &app.inboxes) else {
+        return Err(Box::new(off()));
+    };
+    let card = slack_message(body).map_err(|e| Box::new(slack_error(e)))?;
+    let channel = card["channel"].as_str().unwrap_or_default().to_string();
+    let inbox = slack_bot(chats, headers, &channel).map_err(|e| Box::new(slack_error(e)))?;
+    Ok((chats, inboxes, card, channel, inbox))
+}
+
 /// `POST /api/chat.postMessage` with a bot token: a message in the bot's channel, or a reply
 /// in the thread of `thread_ts` (`thread_not_found` when there is no such message).
 async fn slack_post(State(app): State<ChatEmulator>, headers: HeaderMap, body: String) -> Response {
-    let (Some(chats), Some(inboxes)) = (&app.chats, &app.inboxes) else {
-        return off();
-    };
-    let card = match slack_message(&body) {
-        Ok(card) => card,
-        Err(e) => return slack_error(e),
-    };
-    let channel = card["channel"].as_str().unwrap_or_default().to_string();
-    let inbox = match slack_bot(chats, &headers, &channel) {
-        Ok(inbox) => inbox,
-        Err(e) => return slack_error(e),
+    let (chats, inboxes, card, channel, inbox) = match slack_call(&app, &headers, &body) {
+        Ok(call) => call,
+        Err(refused) => return *refused,
     };
     let ts = chats.slack_ts();
     let thread = card["thread_ts"].as_str().map(str::to_string);
@@ -878,17 +887,9 @@ async fn slack_update(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let (Some(chats), Some(inboxes)) = (&app.chats, &app.inboxes) else {
-        return off();
-    };
-    let card = match slack_message(&body) {
-        Ok(card) => card,
-        Err(e) => return slack_error(e),
-    };
-    let channel = card["channel"].as_str().unwrap_or_default().to_string();
-    let inbox = match slack_bot(chats, &headers, &channel) {
-        Ok(inbox) => inbox,
-        Err(e) => return slack_error(e),
+    let (_, inboxes, card, channel, inbox) = match slack_call(&app, &headers, &body) {
+        Ok(call) => call,
+        Err(refused) => return *refused,
     };
     let ts = card["ts"].as_str().unwrap_or_default().to_string();
     if !inboxes.edit(&inbox, &ts, card.clone()) {
