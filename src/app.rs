@@ -57,6 +57,8 @@ pub struct App {
     pub chats: Option<Arc<crate::connect::chat_emulator::Chats>>,
     /// The GitHub emulator's codes and apps, when the emulator is on.
     pub github: Option<Arc<crate::connect::github_emulator::GitHubState>>,
+    /// The GitLab emulator's hooks, when the emulator is on.
+    pub gitlab: Option<Arc<crate::connect::gitlab_emulator::GitLabState>>,
     /// The HTTP client of the Add to Slack / Discord code exchanges.
     pub oauth_http: reqwest::Client,
     /// Signed-in sessions of the /connections pages.
@@ -69,8 +71,8 @@ pub struct App {
     pub live: crate::live::Live,
     /// Template failures already logged (once per template and reason).
     pub render_failures: Arc<crate::stage::RenderFailures>,
-    /// The sources' GitHub Apps' secrets.
-    pub app_secrets: Arc<crate::sources::AppSecrets>,
+    /// The sources' GitHub Apps' secrets and GitLab hooks' tokens.
+    pub source_secrets: Arc<crate::sources::SourceSecrets>,
 }
 
 /// The state the router holds.
@@ -89,7 +91,7 @@ impl App {
             metrics: self.metrics.clone(),
             noise: self.noise.clone(),
             render_failures: self.render_failures.clone(),
-            app_secrets: self.app_secrets.clone(),
+            source_secrets: self.source_secrets.clone(),
         }
     }
 
@@ -139,7 +141,7 @@ impl FromRef<AppState> for Pages {
             deliverer: app.deliverer.clone(),
             policy: app.policy.clone(),
             pipeline: app.pipeline.clone(),
-            app_secrets: app.app_secrets.clone(),
+            source_secrets: app.source_secrets.clone(),
             http: app.oauth_http.clone(),
         }
     }
@@ -150,6 +152,14 @@ impl FromRef<AppState> for crate::connect::github_emulator::GitHubEmulator {
         Self {
             config: app.config.clone(),
             state: app.github.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for crate::connect::gitlab_emulator::GitLabEmulator {
+    fn from_ref(app: &AppState) -> Self {
+        Self {
+            state: app.gitlab.clone(),
         }
     }
 }
@@ -232,8 +242,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::connect::chat_emulator::router())
         .merge(crate::connect::mattermost_emulator::router())
         .merge(crate::connect::github_emulator::router())
+        .merge(crate::connect::gitlab_emulator::router())
         .merge(crate::admin::pages::router())
         .merge(crate::admin::sources::router())
+        .merge(crate::admin::gitlab::router())
         .merge(crate::admin::home::router())
         .merge(crate::metrics::router())
         .merge(crate::playground::router())
@@ -326,16 +338,17 @@ impl Server {
             config.public_url = Some(format!("http://{addr}"));
         }
         log_start(&config, &pipeline, connections.all().len(), store.queued());
-        let app_secrets = Arc::new(
-            crate::sources::AppSecrets::load(store.clone())
+        let source_secrets = Arc::new(
+            crate::sources::SourceSecrets::load(store.clone())
                 .context("cannot read the sources' GitHub Apps")?,
         );
         let app = Arc::new(App {
-            app_secrets,
+            source_secrets,
             policy: Arc::new(policy(&config)),
             inboxes: config.emulator().then(Default::default),
             chats: config.emulator().then(Default::default),
             github: config.emulator().then(Default::default),
+            gitlab: config.emulator().then(Default::default),
             oauth_http: crate::connect::oauth::http_client(),
             sessions: Default::default(),
             live,

@@ -218,6 +218,10 @@ pub struct SourceConfig {
     /// Server's URL); the emulator while it is on.
     #[serde(default)]
     pub github_url: Option<String>,
+    /// GitLab: where GitLab is for adding hooks on /sources (`https://gitlab.com`, or a
+    /// self-managed GitLab's URL); the emulator while it is on.
+    #[serde(default)]
+    pub gitlab_url: Option<String>,
 }
 
 /// Which webhook URLs are acceptable targets.
@@ -607,6 +611,7 @@ impl Default for Config {
                 event_field: None,
                 app: false,
                 github_url: None,
+                gitlab_url: None,
             };
             (kind.as_str().to_string(), source)
         })
@@ -731,12 +736,33 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(u) = &source.github_url {
+            if source.kind != SourceKind::Gitlab && source.gitlab_url.is_some() {
+                problems.push(doc.problem(
+                    &format!("{at}.gitlab_url"),
+                    format!(
+                        "gitlab_url is for gitlab sources, not {} ones (a GitLab hook sends GitLab's events)",
+                        source.kind.as_str()
+                    ),
+                ));
+            }
+            for (key, u, what) in [
+                (
+                    "github_url",
+                    &source.github_url,
+                    "https://github.com, or a GitHub Enterprise Server's",
+                ),
+                (
+                    "gitlab_url",
+                    &source.gitlab_url,
+                    "https://gitlab.com, or a self-managed GitLab's",
+                ),
+            ] {
+                let Some(u) = u else { continue };
                 if !matches!(url::Url::parse(u), Ok(p) if p.scheme() == "https" || p.scheme() == "http")
                 {
                     problems.push(doc.problem(
-                        &format!("{at}.github_url"),
-                        format!("{u:?} is not an http(s) URL (https://github.com, or a GitHub Enterprise Server's)"),
+                        &format!("{at}.{key}"),
+                        format!("{u:?} is not an http(s) URL ({what})"),
                     ));
                 }
             }
@@ -1244,6 +1270,27 @@ mod tests {
             err.to_string()
                 .contains("c.yaml:4:17: \"ghe.example\" is not an http(s) URL"),
             "{err}"
+        );
+        let e = load("sources:\n  gh:\n    kind: github\n    gitlab_url: https://gl.example\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("c.yaml:4:17: gitlab_url is for gitlab sources, not github ones"),
+            "{e}"
+        );
+        let e =
+            load("sources:\n  gl:\n    kind: gitlab\n    gitlab_url: gl.example\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("c.yaml:4:17: \"gl.example\" is not an http(s) URL (https://gitlab.com"),
+            "{e}"
+        );
+        let ok =
+            load("sources:\n  gl:\n    kind: gitlab\n    gitlab_url: https://gitlab.example\n")
+                .unwrap();
+        assert_eq!(
+            ok.sources["gl"].gitlab_url.as_deref(),
+            Some("https://gitlab.example")
         );
         let ok = load("sources:\n  gh:\n    kind: github\n    app: true\n    github_url: https://ghe.example\n").unwrap();
         assert!(ok.sources["gh"].app);

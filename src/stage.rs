@@ -47,7 +47,7 @@ pub struct Stager {
     /// Template failures already logged.
     pub render_failures: Arc<RenderFailures>,
     /// The sources' GitHub Apps' secrets.
-    pub app_secrets: Arc<crate::sources::AppSecrets>,
+    pub source_secrets: Arc<crate::sources::SourceSecrets>,
 }
 
 impl Stager {

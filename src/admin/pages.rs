@@ -5,6 +5,7 @@
 //! secrets on disk), last 12 hours, and travel in an HttpOnly, SameSite=Strict cookie; every
 //! form that changes something also carries the session's CSRF token.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Form, FromRef, Path, State};
@@ -41,7 +42,7 @@ pub struct Pages {
     /// The rules and templates in force (the events a source's app takes).
     pub pipeline: Arc<arc_swap::ArcSwap<crate::pipeline::Pipeline>>,
     /// The sources' GitHub Apps.
-    pub app_secrets: Arc<crate::sources::AppSecrets>,
+    pub source_secrets: Arc<crate::sources::SourceSecrets>,
     /// The HTTP client of the code exchanges.
     pub http: reqwest::Client,
 }
@@ -390,6 +391,42 @@ async fn act(
             &format!("<h1>Not done</h1><p class=\"error\">{}</p>", esc(&e.detail)),
         ),
     }
+}
+
+/// A /sources form's fields, after the session and its CSRF token are checked; `Err`: the page
+/// to answer (sign in, or a stale form).
+pub(super) fn signed_form(
+    app: &Pages,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<HashMap<String, String>, Box<Response>> {
+    let Some(session) = app.sessions.get(headers) else {
+        return Err(Box::new(login_page(&app.config, None, "/sources")));
+    };
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let csrf = form.get("csrf").map(String::as_str).unwrap_or_default();
+    if !bool::from(csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
+        return Err(Box::new(page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "<h1>Refused</h1><p class=\"error\">This form is stale; reload the page.</p>",
+        )));
+    }
+    Ok(form)
+}
+
+/// The events `source`'s enabled rules take.
+pub(super) fn events_of(app: &Pages, source: &str) -> Vec<String> {
+    app.pipeline
+        .load()
+        .rules
+        .rules()
+        .iter()
+        .filter(|r| r.source == source && r.enabled)
+        .map(|r| r.event.clone())
+        .collect()
 }
 
 #[cfg(test)]

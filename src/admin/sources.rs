@@ -1,5 +1,6 @@
 //! The `/sources` page and its flow: a GitHub App made from a manifest for a GitHub source,
-//! whose webhook secret then verifies that source's deliveries.
+//! whose webhook secret then verifies that source's deliveries (a GitLab source's hooks, made
+//! by token: [`super::gitlab`]).
 //!
 //! In: a signed-in admin's choices (the source, a personal account or an organization, the
 //! app's name); GitHub's redirect back to `/connect/github/callback` with `code` and `state`.
@@ -17,9 +18,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use subtle::ConstantTimeEq;
 
-use super::pages::{login_page, Pages};
+use super::pages::{events_of, login_page, signed_form, Pages};
 use crate::connect::flow::{bad, begin, take_state, COOKIE};
 use crate::connect::github;
 use crate::event::SourceKind;
@@ -54,25 +54,13 @@ fn flows_of(app: &Pages) -> crate::connect::flow::Flows {
     }
 }
 
-/// The events `source`'s enabled rules take.
-fn events_of(app: &Pages, source: &str) -> Vec<String> {
-    app.pipeline
-        .load()
-        .rules
-        .rules()
-        .iter()
-        .filter(|r| r.source == source && r.enabled)
-        .map(|r| r.event.clone())
-        .collect()
-}
-
 async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response {
     let Some(session) = app.sessions.get(&headers) else {
         return login_page(&app.config, None, "/sources");
     };
-    let apps = match app.app_secrets.apps() {
-        Ok(a) => a,
-        Err(e) => return crate::error::ApiError::internal(&e).into_response(),
+    let (apps, hooks) = match (app.source_secrets.apps(), app.source_secrets.hooks()) {
+        (Ok(a), Ok(h)) => (a, h),
+        (Err(e), _) | (_, Err(e)) => return crate::error::ApiError::internal(&e).into_response(),
     };
     let host = url::Url::parse(&app.config.public_url())
         .ok()
@@ -83,8 +71,12 @@ async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response 
         .sources
         .iter()
         .map(|(name, s)| {
+            let hooked = hooks.iter().filter(|h| h.source == *name).count();
             let verified = match (&s.secret, s.token.is_some(), apps.iter().find(|a| a.source == *name)) {
                 (Some(_), _, _) => "its configured secret".to_string(),
+                (None, _, None) if hooked > 0 => format!(
+                    "the tokens of its GitLab hooks ({hooked}), each made with its own"
+                ),
                 (None, _, Some(a)) => format!(
                     "the secret of the GitHub App <a href=\"{}\" rel=\"noreferrer\">{}</a> (owner {})",
                     esc(&a.html_url),
@@ -108,6 +100,8 @@ async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response 
                     csrf = esc(&session.csrf),
                     host = esc(&host),
                 )
+            } else if s.kind == SourceKind::Gitlab && s.secret.is_none() {
+                super::gitlab::section(&app, name, &session.csrf, &hooks)
             } else {
                 String::new()
             };
@@ -127,7 +121,8 @@ async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response 
         "<p><a href=\"/connections\">Connections</a></p><h1>Sources</h1>\
          <p class=\"muted\">Where upstreams send, and how cardwire knows a delivery is theirs. \
          A GitHub App made here sends the events your rules read, signed with a secret GitHub \
-         makes and cardwire keeps sealed: nothing to paste.</p>\
+         makes and cardwire keeps sealed; a GitLab hook added here carries a token cardwire makes \
+         and keeps sealed: nothing to paste.</p>\
          <table><tr><th>Hook</th><th>Kind</th><th>Verified with</th><th>Installed</th><th></th></tr>{rows}</table>"
     );
     page(StatusCode::OK, "Sources", &body)
@@ -167,20 +162,11 @@ async fn start(
     Path(name): Path<String>,
     body: String,
 ) -> Response {
-    let Some(session) = app.sessions.get(&headers) else {
-        return login_page(&app.config, None, "/sources");
+    let form = match signed_form(&app, &headers, &body) {
+        Ok(f) => f,
+        Err(res) => return *res,
     };
-    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
     let get = |k: &str| form.get(k).map(|v| v.trim()).unwrap_or_default();
-    if !bool::from(get("csrf").as_bytes().ct_eq(session.csrf.as_bytes())) {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "<h1>Refused</h1><p class=\"error\">This form is stale; reload the page.</p>",
-        );
-    }
     let Some(source) = app.config.sources.get(&name) else {
         return bad(
             "Cannot create the app",
@@ -316,7 +302,7 @@ async fn callback(
             );
         }
     };
-    if let Err(e) = app.app_secrets.put(&made) {
+    if let Err(e) = app.source_secrets.put(&made) {
         return crate::error::ApiError::internal(&e).into_response();
     }
     tracing::info!(source, app = %made.slug, owner = %made.owner, "GitHub App made; its webhook secret verifies the source's deliveries");

@@ -189,7 +189,7 @@ async fn decide(State(app): State<Emulator>, Form(d): Form<Decision>) -> Respons
                 pairs.append_pair("group_name", g);
             }
             pairs.append_pair("app_type", app_type);
-            pairs.append_pair("user_objectId", &uuid_like());
+            pairs.append_pair("user_objectId", &crate::html::uuid_like());
         } else {
             pairs.append_pair("error", "AccessDenied");
         }
@@ -211,19 +211,6 @@ fn answers(callback: &url::Url, allow_http: bool) -> bool {
         "http" => loopback || allow_http,
         _ => false,
     }
-}
-
-fn uuid_like() -> String {
-    let t = crate::html::token(16);
-    let hex = crate::html::digest(&t);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 async fn receive_card(

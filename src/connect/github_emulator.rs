@@ -394,7 +394,7 @@ async fn deliver(made: &MadeApp, event: &str, body: &[u8]) -> String {
         .post(&made.hook)
         .header("content-type", "application/json")
         .header("x-github-event", event)
-        .header("x-github-delivery", uuid_like())
+        .header("x-github-delivery", crate::html::uuid_like())
         .header(
             "x-hub-signature-256",
             crate::ingest::verify::sign(&made.webhook_secret, body),
@@ -465,17 +465,4 @@ async fn install(
         .append_pair("installation_id", &id.to_string())
         .append_pair("setup_action", "install");
     Redirect::to(back.as_str()).into_response()
-}
-
-/// A delivery id in GitHub's shape (a UUID).
-fn uuid_like() -> String {
-    let h = hex::encode(rand::random::<[u8; 16]>());
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }

@@ -146,6 +146,19 @@ pub fn token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+/// A random id in a UUID's shape (the delivery ids the emulators send).
+pub fn uuid_like() -> String {
+    let h = hex::encode(rand::random::<[u8; 16]>());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// Hex SHA-256, for storing a secret's digest rather than the secret.
 pub fn digest(s: &str) -> String {
     use sha2::Digest as _;

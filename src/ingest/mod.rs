@@ -83,11 +83,11 @@ async fn handle_hook(
     // (`app: true`: nothing is accepted before).
     let with_app;
     let source = match (&configured.secret, configured.kind) {
-        (None, SourceKind::Github) => match app.app_secrets.get(&name).or_else(|| {
+        (None, SourceKind::Github) => match app.source_secrets.get(&name).or_else(|| {
             // Made by another instance since this one read them? (At most once a second.)
-            app.app_secrets
+            app.source_secrets
                 .refresh()
-                .then(|| app.app_secrets.get(&name))
+                .then(|| app.source_secrets.get(&name))
                 .flatten()
         }) {
             Some(secret) => {
@@ -106,6 +106,39 @@ async fn handle_hook(
             }
             None => configured,
         },
+        // A GitLab source without a token of its own verifies with its hooks' tokens, once
+        // one is made on /sources.
+        (None, SourceKind::Gitlab) => {
+            let given = headers
+                .get("x-gitlab-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let mut verdict = app.source_secrets.hook_token(&name, given);
+            // Made by another instance since this one read them? (At most once a second.)
+            if verdict != Some(true) && app.source_secrets.refresh() {
+                verdict = app.source_secrets.hook_token(&name, given);
+            }
+            match verdict {
+                Some(true) => {
+                    with_app = crate::config::SourceConfig {
+                        secret: Some(given.to_string()),
+                        ..configured.clone()
+                    };
+                    &with_app
+                }
+                Some(false) if given.is_empty() => {
+                    return Err(ApiError::unauthorized(
+                        "the X-Gitlab-Token header is missing",
+                    ))
+                }
+                Some(false) => {
+                    return Err(ApiError::unauthorized(
+                        "the X-Gitlab-Token header is none of this source's hooks' tokens",
+                    ))
+                }
+                None => configured,
+            }
+        }
         _ => configured,
     };
     // `?explain=1`: answer with the rules' explanation instead of queueing (admin only).
@@ -168,9 +201,9 @@ async fn handle_hook(
         Err(e) if !std::ptr::eq(source, configured) => {
             let old = source.secret.as_deref();
             match app
-                .app_secrets
+                .source_secrets
                 .refresh()
-                .then(|| app.app_secrets.get(&name))
+                .then(|| app.source_secrets.get(&name))
                 .flatten()
             {
                 Some(new) if Some(&*new) != old => {
@@ -194,7 +227,7 @@ async fn handle_hook(
             .unwrap_or_default();
         if matches!(event, "installation" | "installation_repositories") {
             if let Ok(payload) = serde_json::from_slice::<Value>(&bytes) {
-                match app.app_secrets.note_installation(&name, event, &payload) {
+                match app.source_secrets.note_installation(&name, event, &payload) {
                     Ok(true) => {
                         tracing::info!(source = %name, event, "GitHub App installation noted")
                     }

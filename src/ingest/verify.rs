@@ -254,6 +254,7 @@ mod tests {
             event_field: None,
             app: false,
             github_url: None,
+            gitlab_url: None,
         }
     }
 

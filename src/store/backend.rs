@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::ids::ConnectionId;
 use crate::store::{
     ConnectionRecords, Counts, FlowStates, MessageRefs, NoiseState, Outbox, RecentEvents, SeenIds,
-    SourceApps, StoreError,
+    SourceApps, SourceHooks, StoreError,
 };
 
 /// Making writes durable, and what the store knows about itself.
@@ -83,6 +83,7 @@ pub trait Backend:
     + Outbox
     + MessageRefs
     + SourceApps
+    + SourceHooks
     + RecentEvents
     + SeenIds
     + Durable
@@ -98,6 +99,8 @@ impl<T> Backend for T where
         + Outbox
         + MessageRefs
         + SourceApps
+        + SourceHooks
+        + SourceHooks
         + RecentEvents
         + SeenIds
         + Durable
@@ -113,6 +116,6 @@ pub type SharedStore = Arc<dyn Backend>;
 pub mod prelude {
     pub use crate::store::{
         Backend, ConnectionRecords, Durable, FlowStates, MessageRefs, NoiseState, Outbox,
-        RecentEvents, SeenIds, SharedStore, SourceApps,
+        RecentEvents, SeenIds, SharedStore, SourceApps, SourceHooks,
     };
 }

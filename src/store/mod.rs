@@ -8,7 +8,7 @@
 //! implements for it: [`connections`] ([`ConnectionRecords`]), [`outbox`] ([`Outbox`]: queued
 //! cards, dead letters, delivered records), [`noise`] ([`NoiseState`]: dedup keys, folds,
 //! digests), [`flows`] ([`FlowStates`]: connect flow states), [`seen`] ([`SeenIds`]: upstream
-//! delivery ids), [`apps`] ([`SourceApps`]: GitHub Apps made for sources), [`refs`] ([`MessageRefs`]: where the chats keep keyed cards' messages) and
+//! delivery ids), [`apps`] ([`SourceApps`]: GitHub Apps made for sources), [`hooks`] ([`SourceHooks`]: GitLab hooks made for sources), [`refs`] ([`MessageRefs`]: where the chats keep keyed cards' messages) and
 //! [`recent`] ([`RecentEvents`]: the playground's ring). With [`Durable`]
 //! (commit, flush, counts, the clock: [`backend`]) they make up [`Backend`], which the layers
 //! above hold as [`SharedStore`]. What both engines share: [`error`], [`counts`], [`clock`], [`secrets`]
@@ -24,6 +24,7 @@ pub mod connections;
 pub mod counts;
 pub mod error;
 pub mod flows;
+pub mod hooks;
 pub mod noise;
 pub mod outbox;
 pub mod pg;
@@ -41,6 +42,7 @@ pub use connections::{Bot, Connection, ConnectionOrigin, ConnectionRecords};
 pub use counts::Counts;
 pub use error::{decode, StoreError};
 pub use flows::{FlowState, FlowStates};
+pub use hooks::{SourceHook, SourceHooks};
 pub use noise::{Bucket, Item, NoiseState};
 pub use outbox::{Attempt, DeadLetter, Delivered, Outbox, OutboxKey, OutboxRecord, RenderFailure};
 pub use recent::RecentEvents;

@@ -477,6 +477,7 @@ const LAYERS: &[&[&str]] = &[
         "connect::chat_emulator",
         "connect::mattermost_emulator",
         "connect::github_emulator",
+        "connect::gitlab_emulator",
         "admin::sources",
         "deliver::api",
         "admin",

@@ -204,7 +204,7 @@ fn migrate_checks_and_upgrades_the_schema() {
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(
         out.contains(
-            "4 migration(s) to apply: 1 (state), 2 (instances), 3 (message_refs), 4 (source_apps)"
+            "5 migration(s) to apply: 1 (state), 2 (instances), 3 (message_refs), 4 (source_apps), 5 (source_hooks)"
         ),
         "{out}"
     );
@@ -212,11 +212,11 @@ fn migrate_checks_and_upgrades_the_schema() {
     assert_eq!(code, Some(1), "--check changed nothing: {out}{err}");
     let (code, out, err) = run(&["migrate"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.starts_with("up to date (schema version 4)"), "{out}");
+    assert!(out.starts_with("up to date (schema version 5)"), "{out}");
     let (code, out, _) = run(&["migrate", "--check"]);
     assert_eq!(
         (code, out.trim()),
-        (Some(0), "up to date (schema version 4)")
+        (Some(0), "up to date (schema version 5)")
     );
 
     // `check` says what every instance on the database must share.

@@ -333,23 +333,45 @@ async fn github_unreachable_keeps_nothing_and_says_so() {
     assert_eq!(res.status(), 403);
 }
 
+/// The database at `url`, opened with the instances' shared key (on a blocking thread).
+fn opened(url: String) -> std::sync::Arc<cardwire::store::pg::PgStore> {
+    cardwire::store::pg::PgStore::open(
+        &cardwire::store::pg::PgSettings {
+            url,
+            pool: 1,
+            lease: cardwire::store::pg::LEASE,
+        },
+        PG_SECRETS_KEY,
+        cardwire::store::Clock::System,
+    )
+    .unwrap()
+}
+
+/// The settings of an instance `name` on the database `pg` with the emulators on, its data
+/// folder under `dir`.
+fn pg_instance(
+    pg: &crate::pg::Postgres,
+    dir: &std::path::Path,
+    name: &str,
+) -> cardwire::config::Config {
+    let mut config = test_config(&dir.join(name));
+    config.store.postgres = Some(cardwire::config::PostgresConfig {
+        url: pg.url(),
+        pool: 4,
+        lease: cardwire::store::pg::LEASE,
+    });
+    config.connect.secrets_key = Some(PG_SECRETS_KEY.into());
+    config.connect.emulator = Some(true);
+    config
+}
+
 /// The `github` source's app's webhook secret, as the database keeps it (opened with the
 /// shared key).
 async fn app_secret(pg: &crate::pg::Postgres) -> String {
     let url = pg.url();
     tokio::task::spawn_blocking(move || {
         use cardwire::store::SourceApps as _;
-        let store = cardwire::store::pg::PgStore::open(
-            &cardwire::store::pg::PgSettings {
-                url,
-                pool: 1,
-                lease: cardwire::store::pg::LEASE,
-            },
-            PG_SECRETS_KEY,
-            cardwire::store::Clock::System,
-        )
-        .unwrap();
-        store.source_apps().unwrap()[0].webhook_secret.clone()
+        opened(url).source_apps().unwrap()[0].webhook_secret.clone()
     })
     .await
     .unwrap()
@@ -361,14 +383,7 @@ async fn every_instance_on_postgres_verifies_with_the_app() {
     let pg = crate::pg::Postgres::start();
     let dir = tempfile::tempdir().unwrap();
     let instance = |name: &str| {
-        let mut config = test_config(&dir.path().join(name));
-        config.store.postgres = Some(cardwire::config::PostgresConfig {
-            url: pg.url(),
-            pool: 4,
-            lease: cardwire::store::pg::LEASE,
-        });
-        config.connect.secrets_key = Some(PG_SECRETS_KEY.into());
-        config.connect.emulator = Some(true);
+        let mut config = pg_instance(&pg, dir.path(), name);
         let github = config.sources.get_mut("github").unwrap();
         github.secret = None;
         github.app = true;
@@ -422,4 +437,390 @@ async fn every_instance_on_postgres_verifies_with_the_app() {
         401,
         "the old one is gone"
     );
+}
+
+/// A gateway on the emulators whose `gitlab` source has no token of its own.
+async fn hook_gateway() -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.connect.emulator = Some(true);
+    config.sources.get_mut("gitlab").unwrap().secret = None;
+    let mut g = Gateway::start_with(config).await;
+    g.keep(dir);
+    g
+}
+
+const GITLAB_TOKEN: &str = cardwire::connect::gitlab_emulator::TOKEN;
+
+/// Presses Add a GitLab hook for `gitlab` with these projects and token (`keep`: keep it).
+async fn add_hooks(
+    g: &Gateway,
+    b: &reqwest::Client,
+    csrf: &str,
+    gitlab: &str,
+    projects: &str,
+    token: &str,
+    keep: bool,
+) -> (u16, String) {
+    let mut form = vec![
+        ("csrf", csrf),
+        ("gitlab", gitlab),
+        ("projects", projects),
+        ("token", token),
+    ];
+    if keep {
+        form.push(("keep", "1"));
+    }
+    let res = b
+        .post(g.url("/sources/gitlab/gitlab-hooks"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// A project's hooks as the emulated GitLab lists them.
+async fn gitlab_hooks(g: &Gateway, project: u64) -> Vec<Value> {
+    g.client
+        .get(g.url(&format!("/emulator/gitlab/api/v4/projects/{project}/hooks")))
+        .header("private-token", GITLAB_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Presses `what` (`test` or `remove`) of hook `id` on /sources, with `token` typed if any.
+async fn press_hook(
+    g: &Gateway,
+    b: &reqwest::Client,
+    csrf: &str,
+    id: u64,
+    what: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    // The GitLab the hook is on, as /sources' form names it.
+    let html = page(b, &g.url("/sources")).await;
+    let gitlab = attribute(&html, "name=\"gitlab\" value=\"");
+    let mut form = vec![("csrf", csrf), ("gitlab", gitlab.as_str())];
+    if let Some(t) = token {
+        form.push(("token", t));
+    }
+    let res = b
+        .post(g.url(&format!("/sources/gitlab/gitlab-hooks/{id}/{what}")))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn gitlab_push(g: &Gateway, token: Option<&str>) -> reqwest::Response {
+    let mut req = g
+        .client
+        .post(g.url("/hooks/gitlab"))
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", "Push Hook");
+    if let Some(t) = token {
+        req = req.header("x-gitlab-token", t);
+    }
+    req.body(fixture("gitlab/push.json")).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn gitlab_hooks_made_by_token_verify_the_sources_deliveries() {
+    let mut g = hook_gateway().await;
+    let rx = Receiver::start().await;
+    g.connect(&rx.url("teams"), "teams", &[]).await;
+    // Before a hook: a source without a token takes unsigned deliveries, as before.
+    assert_eq!(gitlab_push(&g, None).await.status(), 202);
+    rx.wait_for(1).await;
+
+    let b = browser();
+    let csrf = sign_in(&g, &b).await;
+    let html = page(&b, &g.url("/sources")).await;
+    assert!(
+        html.contains("id=\"add-hooks-gitlab\"") && html.contains(GITLAB_TOKEN),
+        "the emulator's token is offered: {html}"
+    );
+    let gitlab = g.url("/emulator/gitlab");
+    let (status, html) = add_hooks(
+        &g,
+        &b,
+        &csrf,
+        &gitlab,
+        "mike/diaspora\nhttp://x/ignored\n",
+        GITLAB_TOKEN,
+        true,
+    )
+    .await;
+    // A URL on another GitLab is no project of this one: GitLab's 404, after the first is made.
+    assert_eq!(status, 422, "{html}");
+    assert!(html.contains("mike/diaspora: hook"), "{html}");
+    let (status, html) = add_hooks(
+        &g,
+        &b,
+        &csrf,
+        &gitlab,
+        "gitlab-org/gitlab-test",
+        GITLAB_TOKEN,
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("GitLab hooks added"), "{html}");
+
+    // On GitLab: a hook to /hooks/gitlab with exactly the events the shipped GitLab rules take,
+    // TLS verification on, its token not shown.
+    let hooks = gitlab_hooks(&g, 15).await;
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    let h = &hooks[0];
+    assert_eq!(h["url"], g.url("/hooks/gitlab"));
+    assert_eq!(h["enable_ssl_verification"], true);
+    for on in [
+        "push_events",
+        "tag_push_events",
+        "merge_requests_events",
+        "pipeline_events",
+        "issues_events",
+        "note_events",
+        "deployment_events",
+        "releases_events",
+    ] {
+        assert_eq!(h[on], true, "{on}: {h}");
+    }
+    for off in ["job_events", "wiki_page_events", "emoji_events"] {
+        assert_eq!(h[off], false, "{off}: no shipped rule takes it: {h}");
+    }
+    assert!(h.get("token").is_none());
+    let kept_id = h["id"].as_u64().unwrap();
+    let other_id = gitlab_hooks(&g, 1).await[0]["id"].as_u64().unwrap();
+
+    // /sources lists both hooks and says what verifies the source.
+    let html = page(&b, &g.url("/sources")).await;
+    assert!(
+        html.contains("the tokens of its GitLab hooks (2)")
+            && html.contains(&format!("id=\"test-hook-{kept_id}\""))
+            && html.contains(&format!("id=\"remove-hook-{other_id}\"")),
+        "{html}"
+    );
+    assert!(
+        !html.contains(GITLAB_TOKEN) || html.contains("emulator"),
+        "{html}"
+    );
+
+    // Send a test event: GitLab posts a real push with the hook's token; its card arrives.
+    let (status, html) = press_hook(&g, &b, &csrf, kept_id, "test", None).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Test event sent"), "{html}");
+    rx.wait_for(2).await;
+    // The other hook's token was not kept: the button asks for one.
+    let (status, html) = press_hook(&g, &b, &csrf, other_id, "test", None).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("was not kept: type one"), "{html}");
+    let (status, _) = press_hook(&g, &b, &csrf, other_id, "test", Some(GITLAB_TOKEN)).await;
+    assert_eq!(status, 200);
+    rx.wait_for(3).await;
+
+    // Now unsigned and wrongly signed deliveries are refused.
+    assert_eq!(gitlab_push(&g, None).await.status(), 401);
+    assert_eq!(gitlab_push(&g, Some("guess")).await.status(), 401);
+
+    // Remove: the kept token deletes the hook on GitLab; without one, it is only forgotten
+    // here, and the page says to delete it on GitLab.
+    let (status, html) = press_hook(&g, &b, &csrf, kept_id, "remove", None).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("It was deleted on GitLab"), "{html}");
+    assert!(gitlab_hooks(&g, 15).await.is_empty());
+    let (status, html) = press_hook(&g, &b, &csrf, kept_id, "remove", None).await;
+    assert_eq!(status, 400, "once: {html}");
+    // A restart keeps the remaining hook: deliveries are still checked against its token.
+    g.restart().await;
+    assert_eq!(gitlab_push(&g, None).await.status(), 401);
+    let b = browser();
+    let csrf = sign_in(&g, &b).await;
+    let (status, html) = press_hook(&g, &b, &csrf, other_id, "remove", None).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("delete it on GitLab too"), "{html}");
+    // No hook left: the source is as before.
+    assert_eq!(gitlab_push(&g, None).await.status(), 202);
+}
+
+#[tokio::test]
+async fn a_gitlab_failure_midway_keeps_the_hooks_made_and_names_the_rest() {
+    let g = hook_gateway().await;
+    let b = browser();
+    let csrf = sign_in(&g, &b).await;
+    let gitlab = g.url("/emulator/gitlab");
+    // The third of five: a project where the token's user is a developer.
+    let (status, html) = add_hooks(
+        &g,
+        &b,
+        &csrf,
+        &gitlab,
+        "mike/diaspora\ngitlab-org/gitlab-test\njsmith/example\nno/such\nmike/other",
+        GITLAB_TOKEN,
+        false,
+    )
+    .await;
+    assert_eq!(status, 422, "{html}");
+    assert!(html.contains("Some GitLab hooks added"), "{html}");
+    assert!(
+        html.contains("mike/diaspora: hook") && html.contains("gitlab-org/gitlab-test: hook"),
+        "{html}"
+    );
+    assert!(
+        html.contains("jsmith/example: 403: the token&#39;s user is not a maintainer")
+            || html.contains("jsmith/example: 403: the token's user is not a maintainer"),
+        "{html}"
+    );
+    assert!(html.contains("Not tried: no/such, mike/other."), "{html}");
+    let listed = page(&b, &g.url("/sources")).await;
+    assert!(
+        listed.contains("the tokens of its GitLab hooks (2)"),
+        "{listed}"
+    );
+
+    // Each of GitLab's refusals by name, nothing kept.
+    for (projects, token, said) in [
+        (
+            "mike/diaspora",
+            "glpat-wrong",
+            "401: the token is not valid",
+        ),
+        (
+            "mike/diaspora",
+            cardwire::connect::gitlab_emulator::READ_ONLY_TOKEN,
+            "403: the token lacks the api scope",
+        ),
+        ("no/such", GITLAB_TOKEN, "404: there is no project no/such"),
+    ] {
+        let (status, html) = add_hooks(&g, &b, &csrf, &gitlab, projects, token, true).await;
+        assert_eq!(status, 422, "{said}: {html}");
+        assert!(html.contains(said), "{said}: {html}");
+        assert!(html.contains("Cannot add the hooks"), "{html}");
+    }
+    // GitLab down.
+    let (status, html) = add_hooks(
+        &g,
+        &b,
+        &csrf,
+        "http://127.0.0.1:9",
+        "mike/diaspora",
+        GITLAB_TOKEN,
+        true,
+    )
+    .await;
+    assert_eq!(status, 502, "{html}");
+    assert!(html.contains("GitLab cannot be reached"), "{html}");
+    // A stale form, no token, no project, another kind of source.
+    let (status, _) = add_hooks(
+        &g,
+        &b,
+        "forged",
+        &gitlab,
+        "mike/diaspora",
+        GITLAB_TOKEN,
+        true,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, html) = add_hooks(&g, &b, &csrf, &gitlab, "mike/diaspora", "", true).await;
+    assert_eq!(status, 400);
+    assert!(
+        html.contains("An access token with the api scope is needed"),
+        "{html}"
+    );
+    let (status, html) = add_hooks(&g, &b, &csrf, &gitlab, " \n", GITLAB_TOKEN, true).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("Name a project"), "{html}");
+    let res = b
+        .post(g.url("/sources/github/gitlab-hooks"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("gitlab", &gitlab),
+            ("projects", "a/b"),
+            ("token", GITLAB_TOKEN),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("GitLab hooks send to GitLab sources"));
+    let listed = page(&b, &g.url("/sources")).await;
+    assert!(
+        listed.contains("the tokens of its GitLab hooks (2)"),
+        "nothing more kept: {listed}"
+    );
+    assert_eq!(gitlab_hooks(&g, 15).await.len(), 1);
+}
+
+/// The tokens of the hooks the database keeps (opened with the shared key).
+async fn hook_tokens(pg: &crate::pg::Postgres) -> Vec<String> {
+    let url = pg.url();
+    tokio::task::spawn_blocking(move || {
+        use cardwire::store::SourceHooks as _;
+        opened(url)
+            .source_hooks()
+            .unwrap()
+            .into_iter()
+            .map(|h| h.token)
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// Two instances on one PostgreSQL database: a hook one of them made verifies at the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_instance_on_postgres_verifies_with_the_hooks() {
+    let pg = crate::pg::Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let instance = |name: &str| {
+        let mut config = pg_instance(&pg, dir.path(), name);
+        config.sources.get_mut("gitlab").unwrap().secret = None;
+        config
+    };
+    let a = Gateway::start_with(instance("a")).await;
+    let b = Gateway::start_with(instance("b")).await;
+    // b takes unsigned deliveries while no hook exists.
+    assert_eq!(gitlab_push(&b, None).await.status(), 202);
+    let browser = browser();
+    let csrf = sign_in(&a, &browser).await;
+    let (status, html) = add_hooks(
+        &a,
+        &browser,
+        &csrf,
+        &a.url("/emulator/gitlab"),
+        "mike/diaspora",
+        GITLAB_TOKEN,
+        false,
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    let tokens = hook_tokens(&pg).await;
+    assert_eq!(tokens.len(), 1);
+    // b never saw the hook made: it reads it from the database (at most once a second), and
+    // from then on refuses what the hook's token does not sign.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while gitlab_push(&b, None).await.status() != 401 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never took the hook"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(gitlab_push(&b, Some(&tokens[0])).await.status(), 202);
+    assert_eq!(gitlab_push(&b, Some("guess")).await.status(), 401);
+    assert_eq!(gitlab_push(&a, Some(&tokens[0])).await.status(), 202);
 }

@@ -312,27 +312,7 @@ async fn a_sources_app_is_kept_with_its_secrets_sealed_one_a_source() {
         );
         store.flush().unwrap();
         // Sealed at rest: none of its secrets in clear where the store keeps it.
-        let at_rest: Vec<u8> = match &hold {
-            Holder::Sled(dir) => crate::utils::walk(dir.path())
-                .iter()
-                .flat_map(|f| std::fs::read(f).unwrap())
-                .collect(),
-            Holder::Pg(pg) => {
-                let url = pg.url();
-                std::thread::spawn(move || {
-                    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                    db.query("SELECT record FROM source_apps", &[])
-                        .unwrap()
-                        .iter()
-                        .map(|r| r.get::<_, String>(0))
-                        .collect::<String>()
-                        .into_bytes()
-                })
-                .join()
-                .unwrap()
-            }
-        };
-        let text = String::from_utf8_lossy(&at_rest);
+        let text = at_rest(&hold, "source_apps");
         for secret in [
             "webhook-secret-two",
             "client-secret-in-clear",
@@ -344,6 +324,76 @@ async fn a_sources_app_is_kept_with_its_secrets_sealed_one_a_source() {
             text.contains("cardwire-test") || matches!(hold, Holder::Sled(_)),
             "{name}"
         );
+    }
+}
+
+/// What the store keeps, as bytes on disk: the sled folder's files, or the records of a
+/// PostgreSQL table.
+fn at_rest(hold: &Holder, table: &'static str) -> String {
+    let bytes: Vec<u8> = match hold {
+        Holder::Sled(dir) => crate::utils::walk(dir.path())
+            .iter()
+            .flat_map(|f| std::fs::read(f).unwrap())
+            .collect(),
+        Holder::Pg(pg) => {
+            let url = pg.url();
+            std::thread::spawn(move || {
+                let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                db.query(&format!("SELECT record FROM {table}"), &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<String>()
+                    .into_bytes()
+            })
+            .join()
+            .unwrap()
+        }
+    };
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn gitlab_hook(
+    project: &str,
+    hook_id: u64,
+    api_token: Option<&str>,
+) -> cardwire::store::SourceHook {
+    cardwire::store::SourceHook {
+        source: "gitlab".into(),
+        gitlab_url: "https://gitlab.example".into(),
+        project: project.into(),
+        project_id: hook_id * 10,
+        hook_id,
+        events: vec!["push_events".into(), "merge_requests_events".into()],
+        token: format!("hook-token-in-clear-{hook_id}"),
+        api_token: api_token.map(str::to_string),
+        created_ms: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sources_hooks_are_kept_each_with_its_tokens_sealed() {
+    for (name, store, hold) in backends() {
+        assert!(store.source_hooks().unwrap().is_empty(), "{name}");
+        let (a, b) = (
+            gitlab_hook("group/a", 1, Some("glpat-api-token-in-clear")),
+            gitlab_hook("group/b", 2, None),
+        );
+        store.put_source_hook(&b).unwrap();
+        store.put_source_hook(&a).unwrap();
+        assert_eq!(
+            store.source_hooks().unwrap(),
+            vec![a.clone(), b.clone()],
+            "{name}: each kept, by id"
+        );
+        store.flush().unwrap();
+        let text = at_rest(&hold, "source_hooks");
+        for secret in ["hook-token-in-clear", "glpat-api-token-in-clear"] {
+            assert!(!text.contains(secret), "{name}: {secret} in clear");
+        }
+        assert!(store.remove_source_hook(&a.key()).unwrap(), "{name}");
+        assert!(!store.remove_source_hook(&a.key()).unwrap(), "{name}: once");
+        assert_eq!(store.source_hooks().unwrap(), vec![b], "{name}");
     }
 }
 
@@ -1229,6 +1279,8 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         installations: Vec::new(),
     };
     sled.put_source_app(&app).unwrap();
+    let hook = gitlab_hook("group/a", 1, Some("glpat-kept"));
+    sled.put_source_hook(&hook).unwrap();
     sled.set_digest_due(&c.id, 77).unwrap();
 
     let pg = Postgres::start();
@@ -1241,7 +1293,7 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         .unwrap();
     assert_eq!(
         imported.to_string(),
-        "1 connections, 3 queued cards, 1 dead letters, 2 delivered records, 1 delivery ids, 2 message references, 1 GitHub Apps, 1 dedup keys, 1 folded cards, 1 digest items"
+        "1 connections, 3 queued cards, 1 dead letters, 2 delivered records, 1 delivery ids, 2 message references, 1 GitHub Apps, 1 GitLab hooks, 1 dedup keys, 1 folded cards, 1 digest items"
     );
     let moved = to.connections().unwrap();
     assert_eq!(moved.len(), 1);
@@ -1260,6 +1312,11 @@ async fn a_sled_folder_is_imported_whole_and_left_whole() {
         to.source_apps().unwrap(),
         vec![app],
         "its secrets opened and sealed again"
+    );
+    assert_eq!(
+        to.source_hooks().unwrap(),
+        vec![hook],
+        "the hook's tokens too"
     );
     for k in ["k1", "k2"] {
         let moved = to.message_ref(&c.id, k).unwrap().unwrap();

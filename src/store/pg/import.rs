@@ -17,7 +17,9 @@ use serde::Serialize;
 use super::{ms, PgStore};
 use crate::ids::ConnectionId;
 use crate::store::{decode, Bucket, Item, StoreError};
-use crate::store::{ConnectionRecords, NoiseState, Outbox, SeenIds, SourceApps, Store};
+use crate::store::{
+    ConnectionRecords, NoiseState, Outbox, SeenIds, SourceApps, SourceHooks, Store,
+};
 
 /// What an import copied.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -36,6 +38,8 @@ pub struct Imported {
     pub message_refs: usize,
     /// The sources' GitHub Apps.
     pub apps: usize,
+    /// GitLab hooks made for sources.
+    pub hooks: usize,
     /// Dedup keys.
     pub dedup: usize,
     /// Folded cards waiting for a summary.
@@ -48,7 +52,7 @@ impl std::fmt::Display for Imported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} connections, {} queued cards, {} dead letters, {} delivered records, {} delivery ids, {} message references, {} GitHub Apps, {} dedup keys, {} folded cards, {} digest items",
+            "{} connections, {} queued cards, {} dead letters, {} delivered records, {} delivery ids, {} message references, {} GitHub Apps, {} GitLab hooks, {} dedup keys, {} folded cards, {} digest items",
             self.connections,
             self.queued,
             self.dead,
@@ -56,6 +60,7 @@ impl std::fmt::Display for Imported {
             self.seen,
             self.message_refs,
             self.apps,
+            self.hooks,
             self.dedup,
             self.folded,
             self.digest
@@ -123,6 +128,10 @@ pub fn import(from: &Store, to: &PgStore) -> Result<Imported, StoreError> {
     for app in from.source_apps()? {
         to.put_source_app(&app)?;
         n.apps += 1;
+    }
+    for hook in from.source_hooks()? {
+        to.put_source_hook(&hook)?;
+        n.hooks += 1;
     }
     let refs = from.message_refs()?;
     n.message_refs = refs.len();

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "source_apps",
         include_str!("migrations/0004_source_apps.sql"),
     ),
+    (
+        5,
+        "source_hooks",
+        include_str!("migrations/0005_source_hooks.sql"),
+    ),
 ];
 
 /// The advisory lock's key: "cardwire" in ASCII.

@@ -15,7 +15,7 @@
 //! and waits for the answer, so that no runtime's thread ever drives the client's own.
 //!
 //! One file per kind of record, as sled's: [`connections`], [`flows`], [`seen`], [`outbox`],
-//! [`noise`], [`recent`], [`refs`], [`apps`], and [`durable`] (commit, counts, health); [`rows`] holds what they
+//! [`noise`], [`recent`], [`refs`], [`apps`], [`hooks`], and [`durable`] (commit, counts, health); [`rows`] holds what they
 //! share.
 //! Besides: [`batch`] (the group commit of accepted events), [`leases`] (delivery leases and
 //! wake-ups between instances), [`migrations`], [`pool`] (the client's threads), [`import`]
@@ -26,6 +26,7 @@ pub mod batch;
 pub mod connections;
 pub mod durable;
 pub mod flows;
+pub mod hooks;
 pub mod import;
 pub mod leases;
 pub mod migrations;

@@ -21,7 +21,7 @@
 //! the queue, and a start after a crash counts and indexes again.
 //!
 //! One file per kind of record, each implementing its trait for [`Store`]: [`connections`],
-//! [`outbox`], [`noise`], [`flows`], [`seen`], [`refs`], [`apps`], [`recent`]. This module holds what they share:
+//! [`outbox`], [`noise`], [`flows`], [`seen`], [`refs`], [`apps`], [`hooks`], [`recent`]. This module holds what they share:
 //! opening sled, the group commit, recovery after a crash.
 
 pub mod apps;
@@ -29,6 +29,7 @@ pub mod claims;
 pub mod connections;
 pub mod flows;
 pub mod history;
+pub mod hooks;
 pub mod noise;
 pub mod outbox;
 pub mod queued_ids;
@@ -71,6 +72,8 @@ pub struct Store {
     claims_moving: Mutex<()>,
     /// The GitHub Apps made for sources (see [`apps`]).
     apps: sled::Tree,
+    /// The GitLab hooks made for sources (see [`hooks`]).
+    hooks: sled::Tree,
     /// Message references just written, in the main log (see [`refs`]).
     refs: sled::Tree,
     /// Message references kept for `delivery.keep_message_refs`, in segment files.
@@ -196,6 +199,7 @@ impl Store {
             seen_kept,
             claims_moving: Mutex::default(),
             apps: db.open_tree("source_apps")?,
+            hooks: db.open_tree("source_hooks")?,
             refs: db.open_tree("message_refs")?,
             refs_kept,
             flows: db.open_tree("connect_states")?,
@@ -632,6 +636,7 @@ mod tests {
             ("claims.rs", include_str!("claims.rs")),
             ("connections.rs", include_str!("connections.rs")),
             ("flows.rs", include_str!("flows.rs")),
+            ("hooks.rs", include_str!("hooks.rs")),
             ("history.rs", include_str!("history.rs")),
             ("noise.rs", include_str!("noise.rs")),
             ("outbox.rs", include_str!("outbox.rs")),

@@ -182,6 +182,7 @@ pub fn verify(data: &[u8]) {
         event_field: None,
         app: false,
         github_url: None,
+        gitlab_url: None,
     };
 
     let github = source(SourceKind::Github, Some(SECRET), None);
@@ -299,6 +300,7 @@ fn sources() -> BTreeMap<String, SourceConfig> {
                     event_field: None,
                     app: false,
                     github_url: None,
+                    gitlab_url: None,
                 },
             )
         })
