@@ -134,13 +134,15 @@ pub fn section(app: &Pages, name: &str, csrf: &str, hooks: &[SourceHook]) -> Str
          <label>Projects, one per line <textarea name=\"projects\" rows=\"3\" placeholder=\"group/project\">{projects}</textarea></label>\
          <label>Access token with the <code>api</code> scope (Maintainer) \
          <input type=\"password\" name=\"token\" value=\"{token_value}\" autocomplete=\"off\"></label>\
-         <label><input type=\"checkbox\" name=\"keep\" value=\"1\"> keep the token, sealed, to remove the hooks later</label>\
+         <label><input type=\"checkbox\" name=\"keep\" value=\"1\"{keep}> keep the token, sealed, to remove the hooks later</label>\
          <button type=\"submit\" id=\"add-hooks-{n}\">Add a GitLab hook</button></form>{hint}</details>",
         open = if hooks.iter().any(|h| h.source == name) { "" } else { " open" },
         n = esc(name),
         csrf = esc(csrf),
         web = esc(&web),
         projects = if emulated { "mike/diaspora" } else { "" },
+        // The emulator's token is no secret: kept, its buttons work without typing it again.
+        keep = if emulated { " checked" } else { "" },
     )
 }
 

@@ -93,6 +93,7 @@ async fn home_page(State(app): State<Pages>, headers: HeaderMap) -> Response {
          <nav><ul>\
          <li><a href=\"/connect\">Connect a channel</a></li>\
          <li><a href=\"/connections\">Connections</a>: pause, resume, remove</li>\
+         <li><a href=\"/sources\">Sources</a>: a GitHub App or GitLab hooks, made with a button</li>\
          <li><a href=\"/playground\">Playground</a>: see, edit and send a card</li>\
          <li><a href=\"/metrics\">Metrics</a> (Prometheus) · <a href=\"/healthz\">health</a></li>\
          <li><a href=\"/docs\">Documentation</a> (README)</li>\

@@ -88,7 +88,7 @@ async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response 
                 (None, false, None) => "<span class=\"error\">nothing: it takes unsigned deliveries</span>".to_string(),
             };
             let create = if s.kind == SourceKind::Github && s.secret.is_none() {
-                format!(
+                let form = format!(
                     "<form method=\"post\" action=\"/sources/{n}/github-app\" class=\"inline\">\
                      <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
                      <label>Name <input type=\"text\" name=\"app_name\" value=\"cardwire ({host})\"></label>\
@@ -99,7 +99,12 @@ async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response 
                     n = esc(name),
                     csrf = esc(&session.csrf),
                     host = esc(&host),
-                )
+                );
+                if apps.iter().any(|a| a.source == *name) {
+                    format!("<details><summary>Make another app (it replaces this one)</summary>{form}</details>")
+                } else {
+                    form
+                }
             } else if s.kind == SourceKind::Gitlab && s.secret.is_none() {
                 super::gitlab::section(&app, name, &session.csrf, &hooks)
             } else {
@@ -108,10 +113,11 @@ async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response 
             let installed = apps
                 .iter()
                 .find(|a| a.source == *name)
-                .map(|a| installations(&a.installations))
+                .map(|a| format!("<div class=\"installed\">Installed: {}</div>", installations(&a.installations)))
                 .unwrap_or_default();
             format!(
-                "<tr id=\"source-{n}\"><td><code>/hooks/{n}</code></td><td>{kind}</td><td>{verified}</td><td>{installed}</td><td>{create}</td></tr>",
+                "<section class=\"source\" id=\"source-{n}\"><h2><code>/hooks/{n}</code> <span class=\"muted\">{kind}</span></h2>\
+                 <p>Verified with {verified}.</p>{installed}{create}</section>",
                 n = esc(name),
                 kind = s.kind.as_str(),
             )
@@ -123,7 +129,7 @@ async fn sources_page(State(app): State<Pages>, headers: HeaderMap) -> Response 
          A GitHub App made here sends the events your rules read, signed with a secret GitHub \
          makes and cardwire keeps sealed; a GitLab hook added here carries a token cardwire makes \
          and keeps sealed: nothing to paste.</p>\
-         <table><tr><th>Hook</th><th>Kind</th><th>Verified with</th><th>Installed</th><th></th></tr>{rows}</table>"
+         {rows}"
     );
     page(StatusCode::OK, "Sources", &body)
 }

@@ -15,7 +15,8 @@
 //!   app (`id`, `slug`, `owner`, `name`, `html_url`, `client_id`, `client_secret`,
 //!   `webhook_secret`, `pem`); `404` for a code it never gave or one older than an hour, `422`
 //!   for a code used already.
-//! - `GET /emulator/github/apps/{slug}/installations/new` is the app's installation page:
+//! - `GET /emulator/github/apps/{slug}/installations/new` (and the app's page, its
+//!   `html_url`, `/emulator/github/apps/{slug}`) is the app's installation page:
 //!   **Install** (the repositories ticked) sends the `installation` event (`created`, signed with
 //!   the app's secret) and redirects to the manifest's `setup_url` with `installation_id` and
 //!   `setup_action=install`; **Uninstall** sends `deleted`; **Send a push**: `POST /emulator/github/apps/{slug}/push` posts a vendored push
@@ -103,6 +104,7 @@ where
             "/emulator/github/apps/{slug}/installations/new",
             get(install_page),
         )
+        .route("/emulator/github/apps/{slug}", get(install_page))
         .route("/emulator/github/apps/{slug}/push", post(send_push))
         .route("/emulator/github/apps/{slug}/installations", post(install))
 }

@@ -125,10 +125,15 @@ async fn text(c: &Client) -> String {
 
 /// Signs in on the sign-in form the page shows.
 async fn sign_in(c: &Client) {
+    sign_in_with(c, ADMIN_TOKEN).await
+}
+
+/// Signs in with `token` on the sign-in form the page shows.
+async fn sign_in_with(c: &Client, token: &str) {
     c.find(Locator::Id("token"))
         .await
         .unwrap()
-        .send_keys(ADMIN_TOKEN)
+        .send_keys(token)
         .await
         .unwrap();
     c.find(Locator::Id("login"))
@@ -342,9 +347,12 @@ fn quick_start_block(needle: &str) -> String {
 
 /// README's quick start, as a newcomer runs it: the binary started as step 1 says, with no
 /// config file and in a fresh folder (so the built-in rules, templates and defaults apply);
-/// step 2 as written: /connect, tick github, Add to Slack, #deploys in the Slack emulator,
-/// Allow; step 3's `curl` run as written; the card in the channel step 4 names. (Regression: on
-/// the defaults the emulator refused the http callback, and every test set
+/// step 2 as written: /connect, tick github and gitlab, Add to Slack, #deploys in the Slack
+/// emulator, Allow; step 3's `curl` run as written (before the app exists), then its buttons:
+/// Create a GitHub App in the emulator, Create, Install, Send a push (a push signed with
+/// another secret refused), and Add a GitLab hook, Send a test event (a wrong token refused);
+/// each card in the channel step 4 names. The log names none of the secrets made.
+/// (Regression: on the defaults the emulator refused the http callback, and every test set
 /// `targets.allow_http`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_quick_start_works_on_the_defaults() {
@@ -355,7 +363,11 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     );
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     for step in [
-        "tick `github`, press **Add to\n   Slack**, pick `#deploys`",
+        "tick `github` and `gitlab`, press\n   **Add to Slack**, pick `#deploys`",
+        "press **Create a GitHub App** beside `github`",
+        "press **Create GitHub App**, then\n   **Install**, then **Send a push**",
+        "open **Add a GitLab hook** beside `gitlab`",
+        "then **Send a test event**",
         "<http://127.0.0.1:8080/emulator/slack/inbox/deploys>",
     ] {
         assert!(
@@ -371,15 +383,30 @@ async fn the_readme_quick_start_works_on_the_defaults() {
         eprintln!("127.0.0.1:8080 is taken: the quick start runs with --listen 127.0.0.1:0");
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
-    let (child, addr, _log) = spawn_serve(cmd);
-    let _child = Kill(child);
+    let (child, addr, log) = spawn_serve(cmd);
+    let mut child = Kill(child);
     let base = format!("http://{addr}");
 
     let driver = chromedriver();
     let c = browser(&driver).await;
-    // Step 2: /connect, tick github, Add to Slack, #deploys, Allow.
-    let page = add_through_the_emulator(&c, &base, "slack", "github", "C0EMUDEPLOY", "allow").await;
-    assert!(page.contains("#deploys"), "{page}");
+    // Step 2: /connect, tick github and gitlab, Add to Slack, #deploys, Allow.
+    c.goto(&format!("{base}/connect")).await.unwrap();
+    tick_channel(&c, "github").await;
+    tick_channel(&c, "gitlab").await;
+    press_add(&c, "slack").await;
+    c.find(Locator::Css("input[name=channel][value='C0EMUDEPLOY']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text(&c).await.contains("#deploys"));
+    c.find(Locator::Id("allow"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
 
     // Step 3's curl, as written, from the repository's root (it names a fixture by path).
@@ -395,19 +422,149 @@ async fn the_readme_quick_start_works_on_the_defaults() {
         "README's curl answered {answer:?} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    // Step 4's promise: the card in the channel's inbox.
     let inbox = format!("{base}/emulator/slack/inbox/deploys");
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let html = http.get(&inbox).send().await.unwrap().text().await.unwrap();
-        if html.contains("card slack") {
-            break;
+    let messages = |n: usize| {
+        let (http, inbox) = (http.clone(), inbox.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let all: serde_json::Value = http
+                    .get(&inbox)
+                    .header("accept", "application/json")
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if all.as_array().map_or(0, Vec::len) >= n {
+                    return all;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "not {n} messages: {all:#}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no card: {html}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    messages(1).await;
+
+    // Step 3's buttons: /sources (sign in), Create a GitHub App, Create, Install.
+    c.goto(&format!("{base}/sources")).await.unwrap();
+    sign_in_with(&c, "change-me").await;
+    wait_main(&c, "Create a GitHub App").await;
+    screenshot(&c, "sources").await;
+    c.find(Locator::Id("create-github"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("create-app"))
+        .await
+        .unwrap();
+    let shown = text(&c).await;
+    assert!(
+        shown.contains(&format!("{base}/hooks/github")) && shown.contains("pull_request"),
+        "the emulated GitHub shows the app asked for: {shown}"
+    );
+    screenshot(&c, "github-manifest").await;
+    c.find(Locator::Id("create-app"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("install")).await.unwrap();
+    c.find(Locator::Id("install"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_main(&c, "octocat: Codertocat/Hello-World").await;
+    // The app's page, from /sources; Send a push.
+    c.find(Locator::Css("a[href*='/emulator/github/apps/']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("send-push"))
+        .await
+        .unwrap();
+    c.find(Locator::Id("send-push"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_main(&c, "answered 202").await;
+    let all = messages(2).await;
+    assert!(
+        all.to_string().contains("Codertocat/Hello-World"),
+        "{all:#}"
+    );
+    // A push signed with another secret, or not signed (as README's curl), is refused now.
+    let push = fixture("github/push.event.4.json");
+    for signature in [Some("sha256=0000"), None] {
+        let mut req = http
+            .post(format!("{base}/hooks/github"))
+            .header("content-type", "application/json")
+            .header("x-github-event", "push");
+        if let Some(s) = signature {
+            req = req.header("x-hub-signature-256", s);
+        }
+        let res = req.body(push.clone()).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{signature:?}");
     }
+
+    // GitLab: Add a GitLab hook (the emulator's project and token filled in), Send a test
+    // event.
+    c.goto(&format!("{base}/sources")).await.unwrap();
+    c.find(Locator::Id("add-hooks-gitlab"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_main(&c, "GitLab hooks added").await;
+    screenshot(&c, "gitlab-hooks-added").await;
+    c.find(Locator::Id("back"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_main(&c, "mike/diaspora").await;
+    c.find(Locator::Css("button[id^='test-hook-']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_main(&c, "Test event sent").await;
+    c.goto(&format!("{base}/sources")).await.unwrap();
+    wait_main(&c, "the tokens of its GitLab hooks (1)").await;
+    screenshot(&c, "sources-connected").await;
+    let all = messages(3).await;
+    assert!(all.to_string().contains("mike/diaspora"), "{all:#}");
+    let res = http
+        .post(format!("{base}/hooks/gitlab"))
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-token", "guess")
+        .body(fixture("gitlab/push.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Step 4's promise: the cards in the channel's inbox.
     c.goto(&inbox).await.unwrap();
     let shown = text(&c).await;
     assert!(
@@ -416,6 +573,33 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     );
     screenshot(&c, "quick-start-inbox").await;
     c.close().await.unwrap();
+
+    // The log names none of the secrets made: the app's, the hook's, the access token.
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("GitHub App made")),
+        "{lines:#?}"
+    );
+    let store = cardwire::store::Store::open(&folder.path().join("data"), None).unwrap();
+    use cardwire::store::{SourceApps as _, SourceHooks as _};
+    let app = store.source_apps().unwrap().remove(0);
+    let hook = store.source_hooks().unwrap().remove(0);
+    let pem_body = app.pem.lines().nth(1).unwrap_or_default().to_string();
+    for secret in [
+        app.webhook_secret.as_str(),
+        app.client_secret.as_str(),
+        pem_body.as_str(),
+        hook.token.as_str(),
+        cardwire::connect::gitlab_emulator::TOKEN,
+    ] {
+        assert!(!secret.is_empty());
+        assert!(
+            lines.iter().all(|l| !l.contains(secret)),
+            "a log line names a secret"
+        );
+    }
 }
 
 /// On the defaults, as a newcomer: Add to Slack in the emulator (its bot gets `chat:write`),

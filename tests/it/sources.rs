@@ -295,6 +295,26 @@ async fn cancel_a_forged_state_and_github_down_keep_nothing() {
     );
     let html = page(&b, &g.url("/sources")).await;
     assert!(html.contains("nothing yet"), "no app kept: {html}");
+
+    // Another browser's state, then the same state expired (older than 10 minutes), then
+    // a state replayed after its use.
+    let (_, state, _) = to_github(&g, &b).await;
+    let at = |state: &str| g.url(&format!("/connect/github/callback?code=c&state={state}"));
+    let res = browser().get(at(&state)).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("another browser"));
+    let store = &g.server.as_ref().unwrap().app().store;
+    let mut record = store.flow_state(&state).unwrap().unwrap();
+    record.created_ms -= 11 * 60 * 1000;
+    store.put_flow_state(&state, &record).unwrap();
+    let res = b.get(at(&state)).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("expired"));
+    let callback = create_on_github(&g, &b).await;
+    assert_eq!(b.get(&callback).send().await.unwrap().status(), 303);
+    let res = b.get(&callback).send().await.unwrap();
+    assert_eq!(res.status(), 400, "replayed");
+    assert!(res.text().await.unwrap().contains("already used"));
 }
 
 #[tokio::test]
