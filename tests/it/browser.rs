@@ -123,6 +123,16 @@ async fn text(c: &Client) -> String {
     }
 }
 
+/// Clicks the element `at` finds.
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at)
+        .await
+        .unwrap_or_else(|e| panic!("nothing to click: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Signs in on the sign-in form the page shows.
 async fn sign_in(c: &Client) {
     sign_in_with(c, ADMIN_TOKEN).await
@@ -136,12 +146,7 @@ async fn sign_in_with(c: &Client, token: &str) {
         .send_keys(token)
         .await
         .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id("login")).await;
 }
 
 /// Waits until the page's main text contains `needle`.
@@ -193,12 +198,7 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
     assert!(text(c).await.contains("Office 365 emulator"));
     tick_channel(c, channel).await;
     screenshot(c, "connect").await;
-    c.find(Locator::Id("connect"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id("connect")).await;
     c.wait().for_element(Locator::Id("allow")).await.unwrap();
     assert!(c
         .current_url()
@@ -206,21 +206,13 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
         .unwrap()
         .path()
         .starts_with("/emulator/connectors/Connect"));
-    c.find(Locator::Css(&format!(
-        "input[name=target][value='teams:{group}']"
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(
+        c,
+        Locator::Css(&format!("input[name=target][value='teams:{group}']")),
+    )
+    .await;
     screenshot(c, "picker").await;
-    c.find(Locator::Id("allow"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id("allow")).await;
     // Wherever Allow leads — the done page, or one of the emulator's pages that say why not
     // (served at the picker's own path) — say what it shows.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -255,12 +247,7 @@ async fn connect_through_the_picker(c: &Client, base: &str, channel: &str, group
 /// On /connect: presses Add to `flow` (`slack` or `discord`) and waits for the emulated
 /// platform's page; its URL.
 async fn press_add(c: &Client, flow: &str) -> url::Url {
-    c.find(Locator::Id(&format!("add-{flow}")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id(&format!("add-{flow}"))).await;
     c.wait().for_element(Locator::Id("allow")).await.unwrap();
     let at = c.current_url().await.unwrap();
     assert!(at.path().starts_with(&format!("/emulator/{flow}/")), "{at}");
@@ -281,22 +268,14 @@ async fn add_through_the_emulator(
     c.goto(&format!("{base}/connect")).await.unwrap();
     tick_channel(c, source).await;
     press_add(c, flow).await;
-    c.find(Locator::Css(&format!(
-        "input[name=channel][value='{channel}']"
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(
+        c,
+        Locator::Css(&format!("input[name=channel][value='{channel}']")),
+    )
+    .await;
     let shown = text(c).await;
     screenshot(c, &format!("{flow}-authorize")).await;
-    c.find(Locator::Id(decision))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id(decision)).await;
     shown
 }
 
@@ -394,19 +373,9 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     tick_channel(&c, "github").await;
     tick_channel(&c, "gitlab").await;
     press_add(&c, "slack").await;
-    c.find(Locator::Css("input[name=channel][value='C0EMUDEPLOY']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("input[name=channel][value='C0EMUDEPLOY']")).await;
     assert!(text(&c).await.contains("#deploys"));
-    c.find(Locator::Id("allow"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("allow")).await;
     c.wait().for_element(Locator::Css("h1.ok")).await.unwrap();
 
     // Step 3's curl, as written, from the repository's root (it names a fixture by path).
@@ -456,12 +425,7 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     sign_in_with(&c, "change-me").await;
     wait_main(&c, "Create a GitHub App").await;
     screenshot(&c, "sources").await;
-    c.find(Locator::Id("create-github"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("create-github")).await;
     c.wait()
         .for_element(Locator::Id("create-app"))
         .await
@@ -472,37 +436,17 @@ async fn the_readme_quick_start_works_on_the_defaults() {
         "the emulated GitHub shows the app asked for: {shown}"
     );
     screenshot(&c, "github-manifest").await;
-    c.find(Locator::Id("create-app"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("create-app")).await;
     c.wait().for_element(Locator::Id("install")).await.unwrap();
-    c.find(Locator::Id("install"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("install")).await;
     wait_main(&c, "octocat: Codertocat/Hello-World").await;
     // The app's page, from /sources; Send a push.
-    c.find(Locator::Css("a[href*='/emulator/github/apps/']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("a[href*='/emulator/github/apps/']")).await;
     c.wait()
         .for_element(Locator::Id("send-push"))
         .await
         .unwrap();
-    c.find(Locator::Id("send-push"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("send-push")).await;
     wait_main(&c, "answered 202").await;
     let all = messages(2).await;
     assert!(
@@ -526,27 +470,12 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     // GitLab: Add a GitLab hook (the emulator's project and token filled in), Send a test
     // event.
     c.goto(&format!("{base}/sources")).await.unwrap();
-    c.find(Locator::Id("add-hooks-gitlab"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("add-hooks-gitlab")).await;
     wait_main(&c, "GitLab hooks added").await;
     screenshot(&c, "gitlab-hooks-added").await;
-    c.find(Locator::Id("back"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("back")).await;
     wait_main(&c, "mike/diaspora").await;
-    c.find(Locator::Css("button[id^='test-hook-']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("button[id^='test-hook-']")).await;
     wait_main(&c, "Test event sent").await;
     c.goto(&format!("{base}/sources")).await.unwrap();
     wait_main(&c, "the tokens of its GitLab hooks (1)").await;
@@ -664,12 +593,7 @@ async fn a_pull_request_is_one_slack_message_that_changes_in_a_real_browser() {
         !shown.contains("pull request #2 opened"),
         "the first version is folded: {shown}"
     );
-    c.find(Locator::Css("details.edits summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("details.edits summary")).await;
     let shown = text(&c).await;
     assert!(shown.contains("pull request #2 opened"), "{shown}");
     screenshot(&c, "one-message-edited").await;
@@ -710,19 +634,9 @@ async fn connect_deny_and_pause_in_a_real_browser() {
 
     // Deny: nothing is connected.
     c.goto(&g.url("/connect")).await.unwrap();
-    c.find(Locator::Id("connect"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("connect")).await;
     c.wait().for_element(Locator::Id("deny")).await.unwrap();
-    c.find(Locator::Id("deny"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("deny")).await;
     wait_main(&c, "You declined").await;
     assert_eq!(
         g.admin_get("/api/connections")
@@ -737,12 +651,7 @@ async fn connect_deny_and_pause_in_a_real_browser() {
     c.goto(&g.url("/connections")).await.unwrap();
     sign_in(&c).await;
     c.wait().for_element(Locator::Css("table")).await.unwrap();
-    c.find(Locator::Css("button[value=pause]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("button[value=pause]")).await;
     c.wait()
         .for_element(Locator::Css("button[value=resume]"))
         .await
@@ -911,12 +820,7 @@ async fn add_to_slack_and_discord_refusals_in_a_real_browser() {
         let mut record = store.flow_state(&state).unwrap().unwrap();
         record.created_ms -= 11 * 60 * 1000;
         store.put_flow_state(&state, &record).unwrap();
-        c.find(Locator::Id("allow"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Id("allow")).await;
         wait_main(&c, "expired").await;
     }
     assert_eq!(
@@ -1046,12 +950,7 @@ async fn the_playground_previews_edits_and_sends_a_card() {
     wait_text(&c, "errors", str::is_empty).await;
 
     // Send it to the emulator's group: the outcome shows and the card arrives.
-    c.find(Locator::Id("send"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("send")).await;
     wait_text(&c, "outcome", |t| t.starts_with("Delivered")).await;
     // The live tail saw it go.
     wait_text(&c, "live", |t| {
@@ -1074,14 +973,11 @@ async fn the_playground_previews_edits_and_sends_a_card() {
         .await
         .unwrap();
     wait_text(&c, "preview", |t| t.contains("Codertocat/Hello-World")).await;
-    c.find(Locator::XPath(
-        "//select[@id='kind']/option[@value='workflow']",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(
+        &c,
+        Locator::XPath("//select[@id='kind']/option[@value='workflow']"),
+    )
+    .await;
     c.wait()
         .for_element(Locator::Css("#preview .ac-adaptiveCard"))
         .await
