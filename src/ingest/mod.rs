@@ -79,6 +79,28 @@ async fn handle_hook(
             "no source named {name:?} is configured"
         )));
     };
+    // `?explain=1`: answer with the rules' explanation instead of queueing (admin only; the
+    // admin token stands in for the source's credentials, its app's or hooks' too).
+    let explain = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "explain" && !matches!(v.as_ref(), "0" | "false"));
+    if explain {
+        admin?;
+        let bytes = read_limited(body, &headers, app.config.max_body).await?;
+        check_depth(&bytes)?;
+        let payload: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}"))
+        })?;
+        // The admin token stands in for the source's credentials here: nothing is queued.
+        let event = verify::Verified::trusted(&name, configured, &headers).event(payload)?;
+        let rules = app.pipeline.load().rules.explain(&event);
+        return Ok(Json(json!({
+            "source": event.source,
+            "event": event.event_type,
+            "action": event.action,
+            "rules": rules,
+        }))
+        .into_response());
+    }
     // A GitHub source without a secret of its own verifies with its app's, once one is made
     // (`app: true`: nothing is accepted before).
     let with_app;
@@ -141,27 +163,6 @@ async fn handle_hook(
         }
         _ => configured,
     };
-    // `?explain=1`: answer with the rules' explanation instead of queueing (admin only).
-    let explain = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .any(|(k, v)| k == "explain" && !matches!(v.as_ref(), "0" | "false"));
-    if explain {
-        admin?;
-        let bytes = read_limited(body, &headers, app.config.max_body).await?;
-        check_depth(&bytes)?;
-        let payload: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}"))
-        })?;
-        // The admin token stands in for the source's credentials here: nothing is queued.
-        let event = verify::Verified::trusted(&name, source, &headers).event(payload)?;
-        let rules = app.pipeline.load().rules.explain(&event);
-        return Ok(Json(json!({
-            "source": event.source,
-            "event": event.event_type,
-            "action": event.action,
-            "rules": rules,
-        }))
-        .into_response());
-    }
     let queued = app.store.queued();
     if queued >= app.config.delivery.max_queued {
         // Refuse what cannot be kept; GitHub and GitLab deliver again later.

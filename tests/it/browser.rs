@@ -480,6 +480,7 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     c.goto(&format!("{base}/sources")).await.unwrap();
     wait_main(&c, "the tokens of its GitLab hooks (1)").await;
     screenshot(&c, "sources-connected").await;
+    let sources_page = c.source().await.unwrap();
     let all = messages(3).await;
     assert!(all.to_string().contains("mike/diaspora"), "{all:#}");
     let res = http
@@ -527,6 +528,18 @@ async fn the_readme_quick_start_works_on_the_defaults() {
         assert!(
             lines.iter().all(|l| !l.contains(secret)),
             "a log line names a secret"
+        );
+    }
+    // Nor does /sources (the emulator's access token is no secret: the page offers it).
+    for secret in [
+        &app.webhook_secret,
+        &app.client_secret,
+        &pem_body,
+        &hook.token,
+    ] {
+        assert!(
+            !sources_page.contains(secret.as_str()),
+            "/sources shows a secret"
         );
     }
 }

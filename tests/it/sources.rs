@@ -151,6 +151,18 @@ async fn a_github_app_made_from_its_manifest_verifies_the_sources_pushes() {
         .unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "no_app");
+    // The admin's `?explain=1` stands in for the app: it explains, whether or not one exists.
+    let res = g
+        .client
+        .post(g.url("/hooks/github?explain=1"))
+        .header("x-github-event", "push")
+        .bearer_auth(ADMIN_TOKEN)
+        .body(push.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["event"], "push");
 
     let b = browser();
     sign_in(&g, &b).await;
@@ -432,6 +444,28 @@ async fn every_instance_on_postgres_verifies_with_the_app() {
     };
     // b never saw the flow: it reads the app from the database.
     assert_eq!(signed(&b, &secret).await.unwrap().status(), 202);
+    // GitHub's ping, signed with the app's secret, is answered (and makes no card).
+    let ping = fixture("github/ping.event.1.json");
+    let res = b
+        .client
+        .post(b.url("/hooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "ping")
+        .header(
+            "x-hub-signature-256",
+            cardwire::ingest::verify::sign(&secret, &ping),
+        )
+        .body(ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    // /sources names the app and shows none of its secrets.
+    let csrf_browser = crate::utils::browser();
+    sign_in(&a, &csrf_browser).await;
+    let html = page(&csrf_browser, &a.url("/sources")).await;
+    assert!(html.contains("the secret of the GitHub App"), "{html}");
+    assert!(!html.contains(&secret), "the webhook secret is shown");
     assert_eq!(signed(&b, "another secret").await.unwrap().status(), 401);
     assert_eq!(signed(&a, &secret).await.unwrap().status(), 202);
     // The app made again on a: b takes the new secret once it is refused the old one's (it
