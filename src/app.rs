@@ -575,6 +575,12 @@ fn log_start(config: &Config, pipeline: &Pipeline, connections: usize, queued: u
     if let Some(inactive) = pipeline.rules.inactive_summary() {
         tracing::info!("{inactive}");
     }
+    for line in pipeline
+        .rules
+        .unused_sources(config.sources.keys().map(String::as_str))
+    {
+        tracing::warn!("{line}");
+    }
     if config.emulator() {
         tracing::info!(picker = %format!("{}/connect", config.public_url()), "the Office 365 emulator is on");
     }

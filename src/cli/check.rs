@@ -162,6 +162,12 @@ pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             if let Some(inactive) = pipeline.rules.inactive_summary() {
                 println!("{inactive}");
             }
+            for line in pipeline
+                .rules
+                .unused_sources(config.sources.keys().map(String::as_str))
+            {
+                println!("warning: {line}");
+            }
             for line in kinds_summary(&pipeline) {
                 println!("{line}");
             }

@@ -588,6 +588,36 @@ impl RuleSet {
         }
     }
 
+    /// The configured sources that no rule takes and that are one slip from a source the rules
+    /// use but the config lacks (a source name typed wrong in the config), each as a line:
+    /// `source githb: no rule takes it; did you mean github? 16 rules take github`.
+    pub fn unused_sources<'a>(&self, configured: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let configured: Vec<&str> = configured.into_iter().collect();
+        let mut wanted: Vec<&str> = Vec::new();
+        for r in &self.rules {
+            if !configured.contains(&r.source.as_str()) && !wanted.contains(&r.source.as_str()) {
+                wanted.push(&r.source);
+            }
+        }
+        configured
+            .iter()
+            .filter(|c| !self.rules.iter().any(|r| r.source == **c))
+            .filter_map(|c| {
+                let allowed = 1.max(c.chars().count() / 4);
+                let (_, meant) = wanted
+                    .iter()
+                    .map(|w| (strsim::damerau_levenshtein(c, w), *w))
+                    .filter(|(d, _)| *d <= allowed)
+                    .min_by_key(|(d, _)| *d)?;
+                let n = self.rules.iter().filter(|r| r.source == meant).count();
+                let rules = if n == 1 { "rule takes" } else { "rules take" };
+                Some(format!(
+                    "source {c}: no rule takes it; did you mean {meant}? {n} {rules} {meant}"
+                ))
+            })
+            .collect()
+    }
+
     /// Compiles rule files. `files` are (name for messages, text); `has_template` says whether
     /// a template exists for a name and card kind.
     pub fn load(
@@ -746,6 +776,12 @@ mod tests {
             one.inactive_summary().as_deref(),
             Some("1 rule inactive: source gitlab is not configured")
         );
+        // A source typed wrong in the config: no rule takes it, and the rules' source is near.
+        assert_eq!(
+            rules.unused_sources(["github", "gitlb", "deploys"]),
+            ["source gitlb: no rule takes it; did you mean gitlab? 2 rules take gitlab"]
+        );
+        assert!(rules.unused_sources(["github", "gitlab"]).is_empty());
         assert_eq!(source_typo("GitHub", &["github"]), None, "two edits in six");
         assert_eq!(source_typo("gthub", &["github"]), Some("github"));
         assert_eq!(

@@ -99,22 +99,29 @@ fn check_passes_on_what_ships() {
     );
 }
 
+/// A config file in `dir` whose only source is a GitHub one named `name`, with the repository's
+/// rules and templates.
+fn config_with_source(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let config = dir.join("cardwire.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nadmin_token: t0k3n\nsources:\n  {name}: {{kind: github, secret: s3cret}}\n\
+             rules_dir: {root}/rules\ntemplates_dir: {root}/templates\n",
+            root = root().display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// Regression: a config that declares only `github` refused to start with the shipped rules
 /// (one "unknown source" error per GitLab and Alertmanager rule). They load inactive, listed
 /// once by `check`, in the start-up log and on /api/rules; a typo still fails.
 #[tokio::test]
 async fn a_partial_config_keeps_the_shipped_rules_of_other_sources_inactive() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cardwire.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:0\nadmin_token: t0k3n\nsources:\n  github: {{kind: github, secret: s3cret}}\n\
-             rules_dir: {root}/rules\ntemplates_dir: {root}/templates\n",
-            root = root().display()
-        ),
-    )
-    .unwrap();
+    let config = config_with_source(dir.path(), "github");
     let out = check_config(&config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -152,6 +159,35 @@ async fn a_partial_config_keeps_the_shipped_rules_of_other_sources_inactive() {
         .any(|r| r["source"] == "github" && r.get("inactive").is_none()));
     // A typo of a configured source is still an error: see
     // check_reports_every_problem_with_file_line_and_column (`githubb`).
+}
+
+/// A newcomer's slip: the config's only source is `githb`. Every shipped rule is inactive and
+/// pushes to /hooks/githb make no card; `check` and the start-up log name the source with the
+/// one the rules take.
+#[tokio::test]
+async fn a_source_typed_wrong_in_the_config_is_named_with_the_one_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_source(dir.path(), "githb");
+    let github_rules = std::fs::read_to_string(root().join("rules/github.yaml"))
+        .unwrap()
+        .matches("source: github")
+        .count();
+    let said = format!(
+        "source githb: no rule takes it; did you mean github? {github_rules} rules take github"
+    );
+    let out = check_config(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("warning: {said}")), "{stdout}");
+    let mut cmd = cardwire();
+    cmd.args(["serve", "--config"]).arg(&config);
+    let (mut child, _addr, log) = crate::utils::spawn_serve(cmd);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: Vec<String> = log.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains(&said) && l.contains("WARN")),
+        "{log:#?}"
+    );
 }
 
 #[test]
