@@ -256,6 +256,24 @@ async fn save_template(
     ))
 }
 
+/// Which file a card's template is, and what Save writes: the kind's own override, or the
+/// portable template (or the MessageCard one) that every kind without an override reads.
+fn template_file(renderer: &crate::render::Renderer, name: &str, kind: CardKind) -> Value {
+    let Some(file) = renderer.file_for(name, kind) else {
+        return Value::Null;
+    };
+    let writes = match renderer.how(name, kind) {
+        Some("its own template") => {
+            format!("Save writes {file}: the {} override only", kind.as_str())
+        }
+        Some(how) => {
+            format!("Save writes {file}: {how}, for every kind without an override of its own")
+        }
+        None => String::new(),
+    };
+    json!({"file": format!("templates/{file}"), "save": writes})
+}
+
 fn io_error(what: &str, path: &std::path::Path, e: &std::io::Error) -> ApiError {
     tracing::error!(path = %path.display(), error = %e, "cannot {what} a template");
     ApiError::new(
@@ -489,6 +507,7 @@ fn render_value(app: &Stager, input: RenderIn) -> Result<Value, ApiError> {
                 Ok(r) => json!({
                     "rule": rule.name, "kind": kind, "template": rule.template,
                     "template_source": pipeline.renderer.source(&rule.template, kind),
+                    "template_file": template_file(&pipeline.renderer, &rule.template, kind),
                     "body": serde_json::from_str::<Value>(&r.body).unwrap_or(Value::Null),
                     "valid": true, "errors": [], "bytes": r.body.len(), "limit": kind.max_bytes(),
                     "subject": subject_of(kind, rule.update, r.subject.as_ref()),
@@ -496,6 +515,7 @@ fn render_value(app: &Stager, input: RenderIn) -> Result<Value, ApiError> {
                 Err(e) => json!({
                     "rule": rule.name, "kind": kind, "template": rule.template,
                     "template_source": pipeline.renderer.source(&rule.template, kind),
+                    "template_file": template_file(&pipeline.renderer, &rule.template, kind),
                     "body": null, "valid": false, "errors": errors_of(&e), "bytes": null, "limit": kind.max_bytes(),
                 }),
             });

@@ -542,6 +542,12 @@ async fn save_template_writes_reloads_or_takes_a_rejected_text_back() {
 
     let data = tempfile::tempdir().unwrap();
     let templates = templates_copy();
+    // An override for Slack beside the portable template.
+    std::fs::write(
+        templates.path().join("github/issue.slack.hbs"),
+        r#"{"text": "an override"}"#,
+    )
+    .unwrap();
     let mut config = test_config(data.path());
     config.templates_dir = Some(templates.path().to_path_buf());
     config.watch_files = false;
@@ -552,6 +558,40 @@ async fn save_template_writes_reloads_or_takes_a_rejected_text_back() {
     let original = std::fs::read_to_string(&file).unwrap();
     let render = json!({"source": "github", "headers": {"X-GitHub-Event": "issues"},
         "payload": payload("github/issues.opened.15.json"), "rule": "github-issue-opened"});
+
+    // Each card names the file it is rendered from and what Save writes.
+    let (_, v) = post(&g, "/api/render", render.clone()).await;
+    let file_of = |kind: &str| {
+        v["cards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == kind)
+            .map(|c| c["template_file"].clone())
+            .unwrap()
+    };
+    assert_eq!(file_of("slack")["file"], "templates/github/issue.slack.hbs");
+    assert!(
+        file_of("slack")["save"]
+            .as_str()
+            .unwrap()
+            .contains("the slack override only"),
+        "{v}"
+    );
+    for kind in ["teams", "discord"] {
+        assert_eq!(
+            file_of(kind)["file"],
+            "templates/github/issue.card.hbs",
+            "{kind}"
+        );
+        assert!(
+            file_of(kind)["save"]
+                .as_str()
+                .unwrap()
+                .contains("the portable template, for every kind without an override"),
+            "{kind}: {v}"
+        );
+    }
 
     // A good edit: on disk and in force.
     let edited = original.replacen("\"title\": \"", "\"title\": \"[saved] ", 1);

@@ -178,7 +178,9 @@ function pickCard() {
   $("save").disabled = !state.write || !c;
   $("saved").textContent = state.write ? "" : "saving is off (playground.write)";
   $("template").value = c?.template_source ?? "";
-  $("template-name").textContent = c ? `templates/${c.template}.${c.kind}.hbs` : "no rule matches";
+  $("template-name").textContent = c?.template_file
+    ? `${c.template_file.file} — ${c.template_file.save}`
+    : c ? c.template : "no rule matches";
   showCard(c);
 }
 
