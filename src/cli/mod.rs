@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check`, `render`, `connections`, `deliveries`, `migrate` and
-//! `connect snippet`, one file each, with the admin API's client ([`client`]) and what the
+//! The command line: `serve`, `check`, `render`, `connections`, `deliveries`, `migrate`,
+//! `connect snippet`, and `completions` and `man` ([`shell`]), one file each, with the admin API's client ([`client`]) and what the
 //! commands share ([`shared`]) apart.
 //!
 //! Arguments are parsed by clap, then each command loads what it needs through the library
@@ -16,6 +16,7 @@ pub mod migrate;
 pub mod render;
 pub mod serve;
 pub mod shared;
+pub mod shell;
 
 pub use check::{kind_gaps, shared_state_note, ConnectionSeen, SchemaWhich};
 pub use client::ServerArgs;
@@ -72,6 +73,10 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// The Connect to Office 365 button.
     Connect(ConnectArgs),
+    /// Print shell completions: `cardwire completions bash > /etc/bash_completion.d/cardwire`.
+    Completions(shell::CompletionsArgs),
+    /// Print the man page (roff): `cardwire man > /usr/local/share/man/man1/cardwire.1`.
+    Man,
 }
 
 /// Runs a parsed command line; the one place exit codes are decided.
@@ -87,6 +92,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Connect(ConnectArgs {
             action: ConnectAction::Snippet(c),
         }) => connect::snippet(&c),
+        Command::Completions(args) => shell::completions(&args),
+        Command::Man => shell::man(),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,7 @@ mod docs;
 mod fallback;
 mod home;
 mod hooks;
+mod install;
 mod instances;
 mod layers;
 mod limits;
