@@ -533,7 +533,7 @@ fn open_store(config: &Config) -> anyhow::Result<crate::store::SharedStore> {
             .as_deref()
             .context("store.postgres needs connect.secrets_key, shared by every instance")?;
         let settings = crate::store::pg::PgSettings {
-            url: pg.url.clone(),
+            url: pg.connect_url(),
             pool: pg.pool,
             lease: pg.lease,
         };

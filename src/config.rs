@@ -170,6 +170,32 @@ pub struct PostgresConfig {
     /// wait before another instance takes them over. Renewed every third of it.
     #[serde(default = "default_lease", deserialize_with = "de_duration")]
     pub lease: Duration,
+    /// TLS to the server, besides (or instead of) the URL's `sslmode` and `sslrootcert`.
+    #[serde(default)]
+    pub tls: Option<PgTlsConfig>,
+}
+
+/// `store.postgres.tls`: libpq's `sslmode` and `sslrootcert` as keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgTlsConfig {
+    /// `disable`, `prefer` (the default, as libpq's), `require`, `verify-ca` or `verify-full`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The CA's certificates (PEM) the server's chain is checked against; the system's roots
+    /// when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl PostgresConfig {
+    /// The URL connections are made with: `url` with `tls` in it (checked by `check`, so a
+    /// contradiction here falls back to the URL as written, which the store then refuses).
+    pub fn connect_url(&self) -> String {
+        let tls = self.tls.clone().unwrap_or_default();
+        crate::store::pg::tls::with_settings(&self.url, tls.mode.as_deref(), tls.ca_file.as_deref())
+            .unwrap_or_else(|_| self.url.clone())
+    }
 }
 
 fn default_lease() -> Duration {
@@ -811,18 +837,50 @@ impl Config {
     /// `store.postgres`: the URL, the pool, the lease, and what PostgreSQL needs besides.
     fn check_store(&self, doc: &Document, problems: &mut Vec<Problem>) {
         if let Some(pg) = &self.store.postgres {
-            match pg.url.parse::<postgres::Config>() {
-                Err(e) => problems.push(doc.problem(
-                    "store.postgres.url",
-                    format!("url is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}"),
-                )),
-                Ok(c) if c.get_ssl_mode() == postgres::config::SslMode::Require => {
-                    problems.push(doc.problem(
-                        "store.postgres.url",
-                        "sslmode=require: cardwire does not speak TLS to PostgreSQL yet; run it beside the database (a private network or a Unix socket), or through a TLS tunnel (stunnel, a PgBouncer with client TLS) and point the URL at the tunnel",
-                    ))
+            let tls = pg.tls.clone().unwrap_or_default();
+            if let Some(mode) = &tls.mode {
+                if let Err(e) = crate::store::pg::tls::Mode::parse(mode) {
+                    problems.push(doc.problem("store.postgres.tls.mode", e));
                 }
-                Ok(_) => {}
+            }
+            match crate::store::pg::tls::split(&pg.url) {
+                Err(e) => problems.push(doc.problem("store.postgres.url", e)),
+                Ok(split) => {
+                    if let Err(e) = split.rest.parse::<postgres::Config>() {
+                        problems.push(doc.problem(
+                            "store.postgres.url",
+                            format!("url is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}"),
+                        ));
+                    }
+                    let at = if tls.mode.is_some() || tls.ca_file.is_some() {
+                        "store.postgres.tls"
+                    } else {
+                        "store.postgres.url"
+                    };
+                    match crate::store::pg::tls::with_settings(
+                        &pg.url,
+                        tls.mode
+                            .as_deref()
+                            .filter(|m| crate::store::pg::tls::Mode::parse(m).is_ok()),
+                        tls.ca_file.as_deref(),
+                    ) {
+                        Err(e) => problems.push(doc.problem(at, e)),
+                        Ok(_) => {
+                            let ca = split.ca_file.or(tls.ca_file.clone());
+                            if let Some(ca) = ca.filter(|c| !c.is_file()) {
+                                let key = if tls.ca_file.is_some() {
+                                    "store.postgres.tls.ca_file"
+                                } else {
+                                    "store.postgres.url"
+                                };
+                                problems.push(doc.problem(
+                                    key,
+                                    format!("the CA file {} does not exist", ca.display()),
+                                ));
+                            }
+                        }
+                    }
+                }
             }
             if !(1..=256).contains(&pg.pool) {
                 problems.push(doc.problem(

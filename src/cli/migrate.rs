@@ -37,13 +37,12 @@ pub(super) fn migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
             "the config keeps its state in sled (no store.postgres): there is no schema to migrate"
         );
     };
-    let mut pg_config: postgres::Config = pg.url.parse().context("store.postgres.url")?;
-    if pg_config.get_connect_timeout().is_none() {
-        // As the gateway does: a server that does not answer is an error in seconds.
-        pg_config.connect_timeout(std::time::Duration::from_secs(5));
-    }
-    let mut client = pg_config
-        .connect(postgres::NoTls)
+    // As the gateway does: TLS as the URL and `store.postgres.tls` say, a server that does not
+    // answer an error in seconds.
+    let connector = crate::store::pg::tls::Connector::new(&pg.connect_url())
+        .map_err(|e| anyhow::anyhow!("store.postgres.url: {e}"))?;
+    let mut client = connector
+        .connect()
         .context("cannot reach PostgreSQL (store.postgres.url)")?;
     if !args.check {
         // A database from a newer cardwire is left alone; the status below says so.
@@ -83,7 +82,7 @@ pub(super) fn import_sled(
         let from = crate::store::Store::open(dir, folder_key)
             .with_context(|| format!("cannot open the sled store in {}", dir.display()))?;
         let settings = crate::store::pg::PgSettings {
-            url: pg.url.clone(),
+            url: pg.connect_url(),
             pool: 2,
             lease: pg.lease,
         };

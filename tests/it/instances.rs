@@ -43,6 +43,7 @@ fn instance(dir: &Path, url: &str, rules: &Path) -> Config {
         url: url.to_string(),
         pool: 4,
         lease: LEASE,
+        tls: None,
     });
     config.connect.secrets_key = Some(PG_SECRETS_KEY.into());
     config.rules_dir = Some(rules.to_path_buf());

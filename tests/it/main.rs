@@ -20,6 +20,7 @@ mod limits;
 mod noise;
 mod oauth;
 mod pg;
+mod pg_tls;
 mod platforms;
 mod playground;
 mod postgres;

@@ -17,6 +17,43 @@ pub struct Postgres {
     /// The port it listens on, on 127.0.0.1.
     pub port: u16,
     durable: bool,
+    /// With TLS on: the CA file its certificate is signed by.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A CA made for a test, and certificates it signs.
+pub struct TestCa {
+    key: rcgen::KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl TestCa {
+    /// A new CA named `name`.
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { key, cert }
+    }
+
+    /// Its certificate (PEM).
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A server certificate for `names` (host names or IP addresses) and its key (PEM).
+    pub fn server(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 impl Postgres {
@@ -29,6 +66,16 @@ impl Postgres {
     /// [`Postgres::start`]; with `durable`, every commit reaches the disk (`fsync`), as in
     /// production; without, the tests' servers skip it (nothing here survives a power loss).
     pub fn start_with(durable: bool) -> Postgres {
+        Self::start_as(durable, None)
+    }
+
+    /// [`Postgres::start`] with TLS on (`ssl=on`): a certificate for `names` signed by `ca`,
+    /// whose certificate is then [`Postgres::ca_file`].
+    pub fn start_tls(ca: &TestCa, names: &[&str]) -> Postgres {
+        Self::start_as(false, Some(ca.server(names)).map(|(c, k)| (ca.pem(), c, k)))
+    }
+
+    fn start_as(durable: bool, tls: Option<(String, String, String)>) -> Postgres {
         let bin = bin_dir().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL's server programs are not installed (looked for initdb under \
@@ -60,11 +107,37 @@ impl Postgres {
                 "-D",
             ])
             .arg(&data));
+        let ca_file = tls.map(|(ca, cert, key)| {
+            let (ca_file, cert_file, key_file) = (
+                dir.path().join("ca.crt"),
+                data.join("server.crt"),
+                data.join("server.key"),
+            );
+            std::fs::write(&ca_file, ca).unwrap();
+            std::fs::write(&cert_file, cert).unwrap();
+            std::fs::write(&key_file, key).unwrap();
+            // The server refuses a key others can read, or one it does not own.
+            run(Command::new("chmod").arg("600").arg(&key_file));
+            if as_root {
+                run(Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&cert_file)
+                    .arg(&key_file));
+            }
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(&conf, text).unwrap();
+            ca_file
+        });
         let mut pg = Postgres {
             dir,
             bin,
             port: 0,
             durable,
+            ca_file,
         };
         // A free port can be taken by another test between the check and the start: a few
         // tries, each on a port of its own.
@@ -103,6 +176,12 @@ impl Postgres {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
+    }
+
+    /// [`Postgres::url`] over TLS, checked as `mode` says against its CA.
+    pub fn tls_url(&self, mode: &str) -> String {
+        let ca = self.ca_file.as_ref().expect("started with TLS");
+        format!("{}?sslmode={mode}&sslrootcert={}", self.url(), ca.display())
     }
 
     /// The URL of its `postgres` database, as `store.postgres.url` takes it.

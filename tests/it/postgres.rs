@@ -18,6 +18,7 @@ fn pg_config(dir: &std::path::Path, url: &str) -> Config {
         url: url.to_string(),
         pool: 4,
         lease: cardwire::store::pg::LEASE,
+        tls: None,
     });
     config.connect.secrets_key = Some(KEY.into());
     config
@@ -153,38 +154,73 @@ store:
         .to_string();
     assert!(err.contains("poool") && err.contains("pool"), "{err}");
 
-    // What cardwire cannot do yet is said where it is asked for.
+    // TLS settings that contradict each other, or name what is not there, at file:line:col.
     let text = r#"
 connect: {secrets_key: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="}
 store:
   postgres:
-    url: "postgres://cardwire@db.internal:5432/cardwire?sslmode=require"
+    url: "postgres://cardwire@db.internal:5432/cardwire?sslmode=verify-ful"
     lease: 100ms
 "#;
     let err = Config::from_text(std::path::Path::new("c.yaml"), text)
         .expect_err("accepted")
         .to_string();
     assert!(
-        err.contains("c.yaml:5:") && err.contains("does not speak TLS to PostgreSQL"),
+        err.contains("c.yaml:5:") && err.contains("sslmode \"verify-ful\" is none of"),
         "{err}"
     );
     assert!(
         err.contains("c.yaml:6:") && err.contains("lease is how long"),
         "{err}"
     );
+    for (tls, said) in [
+        (
+            "{mode: disable, ca_file: /etc/ca.pem}",
+            "a CA file with sslmode=disable",
+        ),
+        (
+            "{mode: verify-full, ca_file: /nonexistent/ca.pem}",
+            "the CA file /nonexistent/ca.pem does not exist",
+        ),
+        (
+            "{mode: requre}",
+            "sslmode \"requre\" is none of disable, prefer, require, verify-ca, verify-full",
+        ),
+        ("{mode: require, cafile: x}", "unknown field `cafile`"),
+    ] {
+        let text = format!(
+            "connect: {{secrets_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"}}\nstore:\n  postgres:\n    url: \"postgres://c@db/c\"\n    tls: {tls}\n"
+        );
+        let err = Config::from_text(std::path::Path::new("c.yaml"), &text)
+            .expect_err(tls)
+            .to_string();
+        assert!(
+            err.contains("c.yaml:5:") && err.contains(said),
+            "{tls}: {err}"
+        );
+    }
+    let text = "connect: {secrets_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"}\nstore:\n  postgres:\n    url: \"postgres://c@db/c?sslmode=require\"\n    tls: {mode: verify-full}\n";
+    let err = Config::from_text(std::path::Path::new("c.yaml"), text)
+        .expect_err("two modes")
+        .to_string();
+    assert!(err.contains("disagree"), "{err}");
 }
 
 /// `cardwire migrate --check` says where the schema stands and changes nothing (exit 1 while
 /// migrations are pending); `cardwire migrate` applies them; a config on sled has no schema.
 #[test]
 fn migrate_checks_and_upgrades_the_schema() {
-    let pg = Postgres::start();
+    // Over TLS, as `store.postgres.tls` says.
+    let pg = Postgres::start_tls(&crate::pg::TestCa::new("migrate CA"), &["127.0.0.1"]);
     let url = pg.database("deploy");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cardwire.yaml");
     std::fs::write(
         &config,
-        format!("connect: {{secrets_key: \"{KEY}\"}}\nstore:\n  postgres: {{url: \"{url}\"}}\n"),
+        format!(
+            "connect: {{secrets_key: \"{KEY}\"}}\nstore:\n  postgres:\n    url: \"{url}\"\n    tls: {{mode: verify-full, ca_file: \"{}\"}}\n",
+            pg.ca_file.as_ref().unwrap().display()
+        ),
     )
     .unwrap();
     let run = |args: &[&str]| {
@@ -291,8 +327,13 @@ async fn migrate_from_sled_moves_a_folder_and_its_cards_go_out() {
         store.flush().unwrap();
     }
 
-    let pg = Postgres::start();
-    let url = pg.database("moved");
+    // Over TLS, as the URL says.
+    let pg = Postgres::start_tls(&crate::pg::TestCa::new("import CA"), &["127.0.0.1"]);
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.database("moved"),
+        pg.ca_file.as_ref().unwrap().display()
+    );
     let config = dir.path().join("cardwire.yaml");
     std::fs::write(
         &config,

@@ -391,6 +391,7 @@ fn pg_instance(
         url: pg.url(),
         pool: 4,
         lease: cardwire::store::pg::LEASE,
+        tls: None,
     });
     config.connect.secrets_key = Some(PG_SECRETS_KEY.into());
     config.connect.emulator = Some(true);

@@ -27,12 +27,13 @@ enum Holder {
     Pg(#[allow(dead_code)] Postgres),
 }
 
-/// Both backends, fresh: sled, then PostgreSQL.
+/// Both backends, fresh: sled, then PostgreSQL (over TLS, its certificate and host name
+/// checked: the contract holds there as on a managed database).
 fn backends() -> Vec<(&'static str, SharedStore, Holder)> {
     let dir = tempfile::tempdir().unwrap();
     let sled: SharedStore = Store::open(dir.path(), Some(KEY)).unwrap();
-    let pg = Postgres::start();
-    let store: SharedStore = pg_store(&pg.url());
+    let pg = Postgres::start_tls(&crate::pg::TestCa::new("store CA"), &["127.0.0.1"]);
+    let store: SharedStore = pg_store(&pg.tls_url("verify-full"));
     vec![
         ("sled", sled, Holder::Sled(dir)),
         ("postgres", store, Holder::Pg(pg)),

@@ -69,6 +69,7 @@ delivery:
             url: crate::pg::SharedPg::get().database(),
             pool: 4,
             lease: cardwire::store::pg::LEASE,
+            tls: None,
         });
         config.connect.secrets_key = Some(PG_SECRETS_KEY.into());
     }

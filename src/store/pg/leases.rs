@@ -205,15 +205,9 @@ pub fn listen(
     use postgres::fallible_iterator::FallibleIterator;
     let mut backoff = Duration::from_secs(1);
     loop {
-        let client = url
-            .parse::<postgres::Config>()
-            .map_err(StoreError::unavailable)
-            .and_then(|mut c| {
-                if c.get_connect_timeout().is_none() {
-                    c.connect_timeout(Duration::from_secs(5));
-                }
-                c.connect(postgres::NoTls).map_err(StoreError::unavailable)
-            });
+        let client = super::tls::Connector::new(url)
+            .map_err(StoreError::Config)
+            .and_then(|c| c.connect().map_err(StoreError::unavailable));
         let mut client = match client.and_then(|mut c| {
             c.batch_execute(&format!("LISTEN {CHANNEL}"))
                 .map(|()| c)

@@ -37,6 +37,7 @@ pub mod recent;
 pub mod refs;
 pub mod rows;
 pub mod seen;
+pub mod tls;
 
 pub use pool::Pool;
 

@@ -17,7 +17,7 @@ type Job = Box<dyn FnOnce(&mut Slot) + Send>;
 
 /// A thread's connection, made when first needed and again after it broke.
 pub struct Slot {
-    url: String,
+    connector: Arc<super::tls::Connector>,
     client: Option<postgres::Client>,
     /// The pool's count of lost connections when this one was made.
     made_at: u64,
@@ -35,20 +35,9 @@ impl Slot {
         }
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.made_at = lost;
-            let mut config: postgres::Config = self
-                .url
-                .parse()
-                .map_err(|e| StoreError::Config(format!("store.postgres.url: {e}")))?;
-            // A server that does not answer (a network gone, a host down) is unavailable after
-            // a few seconds, not after the system's TCP timeout.
-            if config.get_connect_timeout().is_none() {
-                config.connect_timeout(std::time::Duration::from_secs(5));
-            }
-            self.client = Some(
-                config
-                    .connect(postgres::NoTls)
-                    .map_err(StoreError::unavailable)?,
-            );
+            // TLS as the URL says; a server that does not answer (a network gone, a host down)
+            // is unavailable after a few seconds, not after the system's TCP timeout.
+            self.client = Some(self.connector.connect().map_err(StoreError::unavailable)?);
         }
         Ok(self.client.as_mut().expect("just connected"))
     }
@@ -71,8 +60,10 @@ impl Pool {
     pub fn connect(url: &str, size: usize) -> Result<Self, StoreError> {
         // The URL is checked (and the server reached) once here, so that a bad URL is an
         // error at start, not at the first event.
-        url.parse::<postgres::Config>()
-            .map_err(|e| StoreError::Config(format!("store.postgres.url: {e}")))?;
+        let connector = Arc::new(
+            super::tls::Connector::new(url)
+                .map_err(|e| StoreError::Config(format!("store.postgres.url: {e}")))?,
+        );
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let lost = Arc::new(AtomicU64::new(0));
@@ -80,7 +71,7 @@ impl Pool {
         for n in 0..size {
             let rx = rx.clone();
             let mut slot = Slot {
-                url: url.to_string(),
+                connector: connector.clone(),
                 client: None,
                 made_at: 0,
                 lost: lost.clone(),
