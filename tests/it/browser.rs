@@ -1035,4 +1035,6 @@ fn the_readme_test_command_installs_what_the_tests_run() {
         );
     }
     assert!(ci.contains("apt-get install") && ci.contains("cargo test --locked"));
+    // The SDK models the Slack and Google Chat bodies are checked with (tests/it/sdk.rs).
+    assert!(ci.contains("target/sdk-venv/bin/pip install -q -r tests/sdk/requirements.txt"));
 }

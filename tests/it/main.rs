@@ -25,6 +25,7 @@ mod platforms;
 mod playground;
 mod postgres;
 mod reload;
+mod sdk;
 mod shipped;
 mod sources;
 mod store;

@@ -416,6 +416,7 @@ fn no_shipped_template_fails_on_a_payload_variant() {
     let schemas = Schemas::load();
     let mut failures: Vec<String> = Vec::new();
     let (mut rendered, mut untaken) = (0, 0);
+    let mut sdk_bodies = Vec::new();
     for (fixture_name, rules) in TABLE.iter().filter(|(_, r)| !r.is_empty()) {
         let (source, headers) = request(fixture_name);
         let bytes = fixture(fixture_name);
@@ -443,15 +444,21 @@ fn no_shipped_template_fails_on_a_payload_variant() {
                 };
                 for kind in CardKind::ALL {
                     rendered += 1;
-                    if let Err(e) = pipeline
+                    match pipeline
                         .renderer
                         .render(&rule.template, kind, event.context())
                     {
-                        failures.push(format!(
+                        Err(e) => failures.push(format!(
                             "{fixture_name} ({what}) with {} as {}: {e}",
                             rule.name,
                             kind.as_str()
-                        ));
+                        )),
+                        Ok(body) if crate::sdk::CHECKED.contains(&kind) => sdk_bodies.push((
+                            format!("{fixture_name} ({what}) with {}", rule.name),
+                            kind,
+                            body,
+                        )),
+                        Ok(_) => {}
                     }
                 }
             }
@@ -466,6 +473,15 @@ fn no_shipped_template_fails_on_a_payload_variant() {
         "{} of {rendered} variant cards failed:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+    // And what they render to, as Slack's and Google's own models read it.
+    let refused = crate::sdk::refused(&sdk_bodies);
+    assert!(
+        refused.is_empty(),
+        "{} of {} variant bodies refused by the SDK models:\n{}",
+        refused.len(),
+        sdk_bodies.len(),
+        refused.join("\n")
     );
 }
 

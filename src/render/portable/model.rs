@@ -347,9 +347,30 @@ pub(super) fn rgb(c: &str) -> Option<u32> {
         .flatten()
 }
 
-/// The card's color, `#RRGGBB`: its own, its severity's, or none.
+/// The card's color, `#RRGGBB` (with its `#` whether or not the template wrote one: Slack and
+/// Mattermost refuse a colour without it): its own, its severity's, or none.
 pub(super) fn color(card: &Card) -> Option<String> {
-    card.color
-        .clone()
-        .or_else(|| card.severity.map(|s| s.color().to_string()))
+    match &card.color {
+        Some(c) => rgb(c).map(|n| format!("#{n:06X}")),
+        None => card.severity.map(|s| s.color().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_colour_goes_out_with_its_hash_however_the_template_wrote_it() {
+        let with = |c: &str| parse(serde_json::json!({"title": "t", "color": c})).unwrap();
+        assert_eq!(
+            color(&with("2DA44E")).as_deref(),
+            Some("#2DA44E"),
+            "the color helper's form"
+        );
+        assert_eq!(color(&with("#2da44e")).as_deref(), Some("#2DA44E"));
+        let severe = parse(serde_json::json!({"title": "t", "severity": "error"})).unwrap();
+        assert_eq!(color(&severe).as_deref(), Some("#CF222E"));
+        assert!(parse(serde_json::json!({"title": "t", "color": "red"})).is_err());
+    }
 }
