@@ -92,8 +92,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Connect(ConnectArgs {
             action: ConnectAction::Snippet(c),
         }) => connect::snippet(&c),
-        Command::Completions(args) => shell::completions(&args),
-        Command::Man => shell::man(),
+        Command::Completions(args) => {
+            shell::completions(&args, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man => shell::man(<Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(code) => code,

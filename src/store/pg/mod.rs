@@ -18,7 +18,8 @@
 //! [`noise`], [`recent`], [`refs`], [`apps`], [`hooks`], and [`durable`] (commit, counts, health); [`rows`] holds what they
 //! share.
 //! Besides: [`batch`] (the group commit of accepted events), [`leases`] (delivery leases and
-//! wake-ups between instances), [`migrations`], [`pool`] (the client's threads), [`import`]
+//! wake-ups between instances), [`migrations`], [`pool`] (the client's threads), [`tls`] (TLS
+//! as libpq's `sslmode` and `sslrootcert` say, through rustls), [`import`]
 //! (a sled folder moved in).
 
 pub mod apps;
