@@ -73,6 +73,8 @@ pub struct App {
     pub render_failures: Arc<crate::stage::RenderFailures>,
     /// The sources' GitHub Apps' secrets and GitLab hooks' tokens.
     pub source_secrets: Arc<crate::sources::SourceSecrets>,
+    /// Traces over OTLP (off by default).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// The state the router holds.
@@ -92,6 +94,7 @@ impl App {
             noise: self.noise.clone(),
             render_failures: self.render_failures.clone(),
             source_secrets: self.source_secrets.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 
@@ -321,6 +324,9 @@ impl Server {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let connections = Arc::new(Connections::load(store.clone())?);
         let live = crate::live::Live::default();
+        let telemetry = Arc::new(crate::telemetry::Telemetry::start(
+            config.telemetry.as_ref(),
+        )?);
         let deliverer = Deliverer::new(
             store.clone(),
             connections.clone(),
@@ -328,6 +334,7 @@ impl Server {
             guard(&config),
             metrics.clone(),
             live.clone(),
+            telemetry.clone(),
         )?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -344,6 +351,7 @@ impl Server {
         );
         let app = Arc::new(App {
             source_secrets,
+            telemetry: telemetry.clone(),
             policy: Arc::new(policy(&config)),
             inboxes: config.emulator().then(Default::default),
             chats: config.emulator().then(Default::default),
@@ -438,6 +446,7 @@ fn serve(
     deliverer: Arc<Deliverer>,
     store: crate::store::SharedStore,
 ) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+    let telemetry = app.telemetry.clone();
     let stop = CancellationToken::new();
     let reloader = crate::reload::spawn(app.reloader(), stop.clone());
     let pruner = spawn_pruner(app.clone(), stop.clone());
@@ -459,6 +468,10 @@ fn serve(
         }
         deliverer.shutdown().await;
         drop(deliverer);
+        // The last spans out (on a blocking thread: the exporter's task runs on this runtime).
+        if telemetry.is_on() {
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        }
         store.flush()?;
         drop(store);
         served.context("the HTTP server failed")

@@ -81,11 +81,56 @@ pub struct Config {
     /// What a client may hold of the server: time, and connections.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Traces over OpenTelemetry's OTLP (off by default).
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
 
     /// The folder relative paths in this file are resolved against (the file's own folder;
     /// the working directory when there is no file).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `telemetry:` where traces go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// An OTLP collector (`OTEL_EXPORTER_OTLP_ENDPOINT` and its friends when absent).
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `telemetry.otlp`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's URL: `http://collector:4318` (HTTP: `/v1/traces` is added to a bare
+    /// one) or `http://collector:4317` (gRPC).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    #[serde(default)]
+    pub protocol: Option<OtlpProtocol>,
+    /// Headers sent with every export (a collector's API key; write `${VAR}`).
+    #[serde(default)]
+    pub headers: std::collections::HashMap<String, String>,
+    /// The share of traces kept, 0 to 1 (default 1); a sender's sampled trace is followed.
+    #[serde(default)]
+    pub sample_ratio: Option<f64>,
+    /// `service.name` (default `cardwire`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
+
+/// How spans go to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP (port 4318).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// gRPC (port 4317).
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// `limits:` what a client may hold of the server, so that slow or idle clients (or many
@@ -664,6 +709,7 @@ impl Default for Config {
             durability: Durability::default(),
             render_errors: RenderErrors::default(),
             limits: LimitsConfig::default(),
+            telemetry: None,
             base_dir: PathBuf::from("."),
         }
     }

@@ -67,6 +67,8 @@ pub struct Event {
     /// The payload's bytes as received, when ingest has them (kept for the playground's
     /// ring without serializing the payload again).
     pub raw: Option<bytes::Bytes>,
+    /// Its trace's context (a W3C `traceparent`), when telemetry is on: stored with each card.
+    pub trace: Option<String>,
     /// What templates see (see [`Event::context`]), wrapped once for Handlebars: the payload
     /// lives inside it, so it is neither copied nor parsed again on the way to the templates
     /// (rendering from a bare `&Value` would copy the whole payload for every card).
@@ -122,6 +124,7 @@ impl Event {
             delivery_key,
             headers,
             raw: None,
+            trace: None,
             context: handlebars::Context::from(Value::Object(ctx)),
         }
     }

@@ -54,6 +54,9 @@
 //!   source: [`admin::sources`]), the home page, /docs (README and the reference pages
 //!   of `src/docs/`, built in) and the 404 page for browsers.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
+//! - [`telemetry`]: OpenTelemetry traces over OTLP (off by default): one trace per event, from
+//!   the ingest request through staging to each delivery attempt, its context stored with
+//!   each card.
 //! - [`playground`]: the /playground page and its API: render, preview, send, recent events,
 //!   the live tail.
 //! - [`live`]: the live tail's broadcast of events, matches, queued cards and outcomes.
@@ -66,7 +69,7 @@
 //! Layers, lowest first (a file imports only from its own layer or those below, and no file
 //! imports itself through others, file by file and folder by folder: `tests/it/layers.rs`):
 //! foundations (ids, error, units, yaml, live, needs, html); event, render; config, rules,
-//! samples, store; pipeline, noise, metrics, connections, sources, connect's OAuth clients; stage,
+//! samples, store; pipeline, noise, metrics, telemetry, connections, sources, connect's OAuth clients; stage,
 //! deliver; gate, ingest, reload; the admin API and pages, the connect flows and their
 //! emulators, the playground; app, cli.
 //! - [`cli`]: `serve` (which opens the store again when sled's log failed on a full disk),
@@ -106,6 +109,7 @@ pub mod samples;
 pub mod sources;
 pub mod stage;
 pub mod store;
+pub mod telemetry;
 pub mod units;
 pub mod yaml;
 

@@ -48,6 +48,8 @@ pub struct Stager {
     pub render_failures: Arc<RenderFailures>,
     /// The sources' GitHub Apps' secrets.
     pub source_secrets: Arc<crate::sources::SourceSecrets>,
+    /// Traces (off unless `telemetry.otlp` says otherwise).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Stager {
@@ -65,7 +67,7 @@ pub async fn accept(
     app: &Stager,
     pipeline: &Arc<Pipeline>,
     event: Event,
-) -> Result<EventId, ApiError> {
+) -> Result<Staged, ApiError> {
     let (staged, event) = if app.store.blocking() {
         // A store across the network (PostgreSQL) makes each call wait on a round trip: staged
         // on the blocking pool, so that the runtime's few threads keep serving other requests
@@ -85,8 +87,9 @@ pub async fn accept(
         return Err(app.refused(&e));
     }
     wake(app, &staged.wake);
-    announce(app, staged.news);
-    Ok(staged.id)
+    let mut staged = staged;
+    announce(app, std::mem::take(&mut staged.news));
+    Ok(staged)
 }
 
 /// The answer when the store could not take an event: `503 store_unavailable` with
@@ -143,6 +146,10 @@ pub struct Staged {
     pub wake: Vec<ConnectionId>,
     /// Notices for the live tail, sent once the event is durable (empty when nobody listens).
     pub news: Vec<(&'static str, Value)>,
+    /// How many rules took the event.
+    pub matched: usize,
+    /// How many cards were queued.
+    pub cards: usize,
 }
 
 /// Keeps the event in the playground's ring of recent events (the request's bytes when
@@ -187,6 +194,8 @@ pub fn stage(app: &Stager, pipeline: &Pipeline, event: &Event) -> Result<Staged,
             id: first,
             wake: Vec::new(),
             news: Vec::new(),
+            matched: 0,
+            cards: 0,
         }
     };
     if let Some(key) = &event.delivery_key {
@@ -204,15 +213,19 @@ pub fn stage(app: &Stager, pipeline: &Pipeline, event: &Event) -> Result<Staged,
         ));
     }
     let mut queue = Vec::new();
+    let mut cards = 0;
     let written = queue_cards(app, pipeline, event, &mut news, &mut queue).and_then(|wake| {
         let claim = event.delivery_key.as_deref().map(|k| (k, &event.id));
+        cards = queue.len();
         Ok(app.store.enqueue_event(claim, &mut queue)?.map(|()| wake))
     });
     match written {
-        Ok(Ok(wake)) => Ok(Staged {
+        Ok(Ok((wake, matched))) => Ok(Staged {
             id: event.id.clone(),
             wake,
             news,
+            matched,
+            cards,
         }),
         Ok(Err(first)) => Ok(repeated(first)),
         Err(e) => {
@@ -234,12 +247,13 @@ fn queue_cards(
     event: &Event,
     news: &mut Vec<(&'static str, Value)>,
     queue: &mut Vec<OutboxRecord>,
-) -> Result<Vec<ConnectionId>, StoreError> {
+) -> Result<(Vec<ConnectionId>, usize), StoreError> {
     let rules = pipeline.rules.matches(event);
     if rules.is_empty() {
         tracing::debug!(source = %event.source, event_type = %event.event_type, event = %event.id, "no rule matched");
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
+    let matched = rules.len();
     let connections = app.connections.all();
     let mut staging = Staging {
         app,
@@ -254,7 +268,7 @@ fn queue_cards(
     for rule in rules {
         staging.rule(rule, &connections)?;
     }
-    Ok(staging.wake)
+    Ok((staging.wake, matched))
 }
 
 /// One event's staging in progress: what it reads, and what it has decided so far.
@@ -396,6 +410,7 @@ impl Staging<'_> {
         };
         let record = OutboxRecord {
             fallback,
+            trace: self.event.trace.clone(),
             key: subject.map(|(k, _)| k.to_string()),
             update: subject.map(|(_, u)| *u),
             ..OutboxRecord::new(

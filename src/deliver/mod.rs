@@ -140,6 +140,7 @@ pub struct Deliverer {
     metrics: Arc<crate::metrics::Metrics>,
     guard: guard::AddressGuard,
     live: crate::live::Live,
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Deliverer {
@@ -152,6 +153,7 @@ impl Deliverer {
         guard: guard::AddressGuard,
         metrics: Arc<crate::metrics::Metrics>,
         live: crate::live::Live,
+        telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> anyhow::Result<Arc<Self>> {
         use anyhow::Context as _;
         let client = reqwest::Client::builder()
@@ -181,6 +183,7 @@ impl Deliverer {
             metrics,
             guard,
             live,
+            telemetry,
         }))
     }
 
@@ -367,12 +370,19 @@ impl Deliverer {
                 target = Some((conn.url.clone(), url::Url::parse(&conn.url).ok()));
             }
             let url = target.as_ref().and_then(|(_, u)| u.as_ref());
+            // In its event's trace (off: nothing but a branch).
+            let span = self.telemetry.attempt(
+                rec.trace.as_deref(),
+                &conn.name,
+                rec.id.as_str(),
+                rec.attempts,
+            );
             let tried = self.attempt(&conn, url, &rec).await;
             drop(permit);
             self.metrics
                 .delivery(&con, tried.outcome.label(), started.elapsed());
             let hold = tried.hold;
-            if self.settle(&con, (key, rec), tried, &mut queue) == Settled::StoreBroken {
+            if self.settle(&con, (key, rec), tried, &mut queue, span) == Settled::StoreBroken {
                 return self.retire(&con);
             }
             if let Some(hold) = hold {
@@ -395,6 +405,7 @@ impl Deliverer {
         (key, mut rec): (crate::store::OutboxKey, OutboxRecord),
         tried: Tried,
         queue: &mut Queue,
+        span: crate::telemetry::Attempt,
     ) -> Settled {
         let Tried {
             outcome,
@@ -442,6 +453,15 @@ impl Deliverer {
             Outcome::Delivered => String::new(),
             Outcome::Retry { why, .. } | Outcome::Failed(why) | Outcome::Gone(why) => why,
         };
+        span.finish(
+            status,
+            match &step {
+                Step::Done => "delivered",
+                Step::Pause { .. } | Step::Retry { .. } => "retry",
+                Step::Break => "broken",
+                _ => "dead",
+            },
+        );
         let result = match step {
             Step::Done => {
                 *throttle_backoff = Duration::from_secs(1);

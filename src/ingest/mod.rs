@@ -58,11 +58,17 @@ async fn receive_hook(
 ) -> Result<Response, ApiError> {
     let metrics = state.0.metrics.clone();
     let source = path.0.clone();
-    let result = handle_hook(state, path, query, admin, headers, body).await;
+    // One trace per event, from here (off: nothing but a branch).
+    let traced = state.0.telemetry.request(&source, &headers);
+    let result = handle_hook(state, path, query, admin, headers, body, &traced).await;
     match &result {
         Ok(_) => metrics.event(&source, "accepted", ""),
         Err(e) => metrics.event(&source, "rejected", e.code),
     }
+    traced.finish(match &result {
+        Ok(res) => res.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    });
     result
 }
 
@@ -73,6 +79,7 @@ async fn handle_hook(
     admin: Result<Admin, ApiError>,
     headers: HeaderMap,
     body: Body,
+    traced: &crate::telemetry::Request,
 ) -> Result<Response, ApiError> {
     let Some(configured) = app.config.sources.get(&name) else {
         return Err(ApiError::not_found(format!(
@@ -250,8 +257,11 @@ async fn handle_hook(
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))?;
     let mut event = verified.event(payload)?;
     event.raw = Some(bytes);
-    let id = crate::stage::accept(&app, &pipeline, event).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response())
+    let stage = traced.stage(event.id.as_str());
+    event.trace = stage.traceparent();
+    let staged = crate::stage::accept(&app, &pipeline, event).await?;
+    stage.finish(staged.matched, staged.cards);
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": staged.id}))).into_response())
 }
 
 /// `400 too_deep` for a body that nests deeper than [`crate::needs::MAX_DEPTH`] levels,

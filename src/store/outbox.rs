@@ -65,6 +65,10 @@ pub struct OutboxRecord {
     /// [`crate::store::Outbox::enqueue_event`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
+    /// Its event's trace (the staging span's W3C `traceparent`) when telemetry is on: a
+    /// delivery attempt, however late, joins that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
     /// The card's subject (its template's `key`): a later card with the same key and
     /// connection edits or replies to this one's message, as `update` says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +103,7 @@ impl OutboxRecord {
             attempt_log: Vec::new(),
             fallback: None,
             claim: None,
+            trace: None,
             key: None,
             update: None,
         }
@@ -122,6 +127,7 @@ impl OutboxRecord {
             attempt_log: self.attempt_log.clone(),
             fallback: self.fallback.clone(),
             claim: self.claim.clone(),
+            trace: self.trace.clone(),
             key: self.key.clone(),
             update: self.update,
         }

@@ -458,6 +458,7 @@ const LAYERS: &[&[&str]] = &[
         "pipeline",
         "noise",
         "metrics",
+        "telemetry",
         "connections",
         "sources",
         "connect",

@@ -29,6 +29,7 @@ mod sdk;
 mod shipped;
 mod sources;
 mod store;
+mod telemetry;
 mod updates;
 mod utils;
 mod variants;
