@@ -49,7 +49,7 @@
 //! With `--instances N`, none of the above: the load on sled, then on PostgreSQL with 1 to N
 //! gateways sharing one database, the load spread over them (see `instances`).
 //!
-//! With `--instructions [--against OLD_BINARY --against-templates DIR]`, none of the above:
+//! With `--instructions [--against OLD_BINARY --against-templates DIR] [--telemetry]`, none of the above:
 //! the instructions an event costs, counted under valgrind (see `instructions`), for this
 //! binary and another in the same run. Load phases on a shared machine spread ±15 % a round;
 //! these counts repeat to within a few hundred instructions.
@@ -166,6 +166,10 @@ struct Args {
     /// binary and, in the same run, the `--against` one. See [`instructions`].
     #[arg(long)]
     instructions: bool,
+    /// With `--instructions`: this binary once more with traces on (every event sampled,
+    /// exported over OTLP/HTTP to a sink in this process that answers 200).
+    #[arg(long, requires = "instructions")]
+    telemetry: bool,
     /// The binary to compare with (an older build, say): alone, the load A/B (see [`ab`]);
     /// with `--instructions`, the instructions an event of both.
     #[arg(long)]
@@ -1744,23 +1748,52 @@ async fn instructions(args: &Args, binary: &Path, templates: &Path) -> Result<()
             bail!("--instructions needs {tool} (Debian's valgrind package)");
         }
     }
-    let mut runs = vec![("this binary", binary.to_path_buf(), templates.to_path_buf())];
+    let mut runs = vec![(
+        "this binary",
+        binary.to_path_buf(),
+        templates.to_path_buf(),
+        None,
+    )];
     if let Some(other) = &args.against {
         let t = args
             .against_templates
             .clone()
             .unwrap_or_else(|| templates.to_path_buf());
-        runs.push(("--against", other.clone(), t));
+        runs.push(("--against", other.clone(), t, None));
+    }
+    if args.telemetry {
+        // An OTLP sink: every export answered 200, nothing kept.
+        let sink = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(|_: bytes::Bytes| async { "{}" }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let at = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, sink).await });
+        runs.push((
+            "this binary, traces on",
+            binary.to_path_buf(),
+            templates.to_path_buf(),
+            Some(format!("http://{at}")),
+        ));
     }
     let http = reqwest::Client::new();
     let (receiver, receiver_addr) = start_receiver(Instant::now()).await;
     let mut results = Vec::new();
-    for (name, binary, templates) in &runs {
+    for (name, binary, templates, otlp) in &runs {
         let mut per = [Counted::default(); 2];
         for (slot, events) in [FEW, MANY].into_iter().enumerate() {
-            per[slot] = count_run(binary, templates, events, &http, &receiver, receiver_addr)
-                .await
-                .with_context(|| format!("{name}: {}", binary.display()))?;
+            per[slot] = count_run(
+                binary,
+                templates,
+                events,
+                &http,
+                &receiver,
+                receiver_addr,
+                otlp.as_deref(),
+            )
+            .await
+            .with_context(|| format!("{name}: {}", binary.display()))?;
         }
         let each = |f: fn(&Counted) -> u64| {
             f(&per[1]).saturating_sub(f(&per[0])) as f64 / (MANY - FEW) as f64
@@ -1807,11 +1840,16 @@ async fn count_run(
     http: &reqwest::Client,
     receiver: &Receiver,
     receiver_addr: SocketAddr,
+    otlp: Option<&str>,
 ) -> Result<Counted> {
     let (dir, port, config) = shipped_config(templates, None)?;
     let out = dir.path().join("callgrind.out");
     let log = dir.path().join("valgrind.log");
     let mut command = Command::new("valgrind");
+    if let Some(endpoint) = otlp {
+        // Traces on as an operator would turn them on without editing the config.
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+    }
     command
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))

@@ -56,6 +56,53 @@ impl Collector {
 
 async fn receive(State(spans): State<Arc<Mutex<Vec<Got>>>>, body: Bytes) -> &'static str {
     let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+    keep(&spans, req);
+    "{}"
+}
+
+/// The same endpoint over gRPC (OTLP's `TraceService/Export`).
+struct GrpcCollector(Arc<Mutex<Vec<Got>>>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for GrpcCollector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        keep(&self.0, request.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl Collector {
+    async fn start_grpc() -> Collector {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        let spans: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(GrpcCollector(spans.clone()));
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap()
+        });
+        Collector {
+            url: format!("http://{addr}"),
+            spans,
+        }
+    }
+}
+
+fn keep(spans: &Mutex<Vec<Got>>, req: ExportTraceServiceRequest) {
     let mut out = spans.lock().unwrap();
     for rs in req.resource_spans {
         let service = rs
@@ -88,7 +135,6 @@ async fn receive(State(spans): State<Arc<Mutex<Vec<Got>>>>, body: Bytes) -> &'st
             }
         }
     }
-    "{}"
 }
 
 fn text(v: Option<&AnyValue>) -> String {
@@ -102,11 +148,20 @@ fn text(v: Option<&AnyValue>) -> String {
 }
 
 fn traced(dir: &std::path::Path, collector: &Collector, ratio: f64) -> cardwire::config::Config {
+    traced_over(dir, collector, ratio, None)
+}
+
+fn traced_over(
+    dir: &std::path::Path,
+    collector: &Collector,
+    ratio: f64,
+    protocol: Option<cardwire::config::OtlpProtocol>,
+) -> cardwire::config::Config {
     let mut config = test_config(dir);
     config.telemetry = Some(cardwire::config::TelemetryConfig {
         otlp: Some(cardwire::config::OtlpConfig {
             endpoint: Some(collector.url.clone()),
-            protocol: None,
+            protocol,
             headers: HashMap::from([(
                 "x-collector-key".to_string(),
                 "collector-secret".to_string(),
@@ -272,4 +327,37 @@ async fn sampling_at_zero_exports_nothing() {
     }
     assert_eq!(got[0], 3, "at 1: the request, staging and the attempt");
     assert_eq!(got[1], 0, "at 0: nothing");
+}
+
+/// `protocol: grpc`: the same trace over OTLP's gRPC service.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_grpc_too() {
+    let collector = Collector::start_grpc().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Gateway::start_with(traced_over(
+        dir.path(),
+        &collector,
+        1.0,
+        Some(cardwire::config::OtlpProtocol::Grpc),
+    ))
+    .await;
+    let rx = Receiver::start().await;
+    g.connect(&rx.url("teams"), "teams", &[]).await;
+    assert_eq!(
+        g.github("push", &fixture("github/push.event.4.json"), None)
+            .await
+            .status(),
+        202
+    );
+    rx.wait_for(1).await;
+    g.wait_settled().await;
+    g.stop().await;
+    let spans = collector.spans();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(spans.len(), 3, "{names:?}");
+    for want in ["POST /hooks/{source}", "stage"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("send ")), "{names:?}");
+    assert!(spans.iter().all(|s| s.trace == spans[0].trace), "one trace");
 }
