@@ -1883,17 +1883,25 @@ async fn count_run(
         );
     }
     let text = String::from_utf8_lossy(&report.stdout);
-    let find = |function: &str| -> Result<u64> {
-        text.lines()
-            .find(|l| l.contains(function))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.replace(',', "").parse().ok())
-            .with_context(|| format!("{function} not in callgrind's report ({})", out.display()))
+    // The first of `functions` the report names (the compiler inlines one or another).
+    let find = |functions: &[&str]| -> Result<u64> {
+        functions
+            .iter()
+            .find_map(|function| {
+                text.lines()
+                    .find(|l| l.contains(function))
+                    .and_then(|l| l.split_whitespace().next())
+                    .and_then(|n| n.replace(',', "").parse().ok())
+            })
+            .with_context(|| format!("none of {functions:?} in callgrind's report ({})", out.display()))
     };
     let counted = Counted {
-        handler: find("cardwire::ingest::handle_hook::{{closure}} [")?,
-        render: find("cardwire::render::Renderer::render_with [")?,
-        deliver: find("cardwire::deliver::Deliverer::work::{{closure}} [")?,
+        handler: find(&["cardwire::ingest::handle_hook::{{closure}} ["])?,
+        render: find(&[
+            "cardwire::render::Renderer::render_with [",
+            "cardwire::render::Renderer::render_card_with [",
+        ])?,
+        deliver: find(&["cardwire::deliver::Deliverer::work::{{closure}} ["])?,
     };
     // Kept only while the report is read.
     drop(dir);
