@@ -1893,7 +1893,12 @@ async fn count_run(
                     .and_then(|l| l.split_whitespace().next())
                     .and_then(|n| n.replace(',', "").parse().ok())
             })
-            .with_context(|| format!("none of {functions:?} in callgrind's report ({})", out.display()))
+            .with_context(|| {
+                format!(
+                    "none of {functions:?} in callgrind's report ({})",
+                    out.display()
+                )
+            })
     };
     let counted = Counted {
         handler: find(&["cardwire::ingest::handle_hook::{{closure}} ["])?,

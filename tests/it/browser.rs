@@ -919,6 +919,13 @@ async fn the_playground_previews_edits_and_sends_a_card() {
         original.contains("\"title\"") && !original.contains("MessageCard"),
         "the shipped push template is portable: {original}"
     );
+    // The file shown is the one that exists, and Save says what it writes.
+    let label = wait_text(&c, "template-name", |t| t.contains(".hbs")).await;
+    assert!(
+        label.starts_with("templates/github/push.card.hbs")
+            && label.contains("the portable template, for every kind without an override"),
+        "{label}"
+    );
     if let Ok(png) = c
         .find(Locator::Id("preview"))
         .await
