@@ -227,8 +227,8 @@ pub struct PgTlsConfig {
     /// `disable`, `prefer` (the default, as libpq's), `require`, `verify-ca` or `verify-full`.
     #[serde(default)]
     pub mode: Option<String>,
-    /// The CA's certificates (PEM) the server's chain is checked against; the system's roots
-    /// when absent.
+    /// The CA's certificates (PEM) the server's chain is checked against (a relative path is
+    /// the config file's folder's); the system's roots when absent.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
 }
@@ -749,6 +749,19 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        // As every path in the file: the CA file relative to the file's folder.
+        let base = config.base_dir.clone();
+        if let Some(ca) = config
+            .store
+            .postgres
+            .as_mut()
+            .and_then(|pg| pg.tls.as_mut())
+            .and_then(|tls| tls.ca_file.as_mut())
+        {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+        }
         let problems = config.check(&doc);
         if problems.is_empty() {
             Ok(config)

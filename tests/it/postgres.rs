@@ -199,6 +199,24 @@ store:
             "{tls}: {err}"
         );
     }
+    // A relative CA file is the config file's folder's, as every path in it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db-ca.pem"), "x").unwrap();
+    let text = "connect: {secrets_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"}\nstore:\n  postgres:\n    url: \"postgres://c@db/c\"\n    tls: {mode: verify-full, ca_file: db-ca.pem}\n";
+    let config = Config::from_text(&dir.path().join("c.yaml"), text).unwrap();
+    assert_eq!(
+        config
+            .store
+            .postgres
+            .as_ref()
+            .unwrap()
+            .tls
+            .as_ref()
+            .unwrap()
+            .ca_file
+            .as_deref(),
+        Some(dir.path().join("db-ca.pem").as_path())
+    );
     let text = "connect: {secrets_key: \"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\"}\nstore:\n  postgres:\n    url: \"postgres://c@db/c?sslmode=require\"\n    tls: {mode: verify-full}\n";
     let err = Config::from_text(std::path::Path::new("c.yaml"), text)
         .expect_err("two modes")
