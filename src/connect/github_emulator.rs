@@ -130,6 +130,14 @@ fn manifest_of(form: &HashMap<String, String>) -> Result<Value, Box<Response>> {
         .ok_or_else(|| Box::new(refused("The manifest is missing or is not JSON.")))
 }
 
+/// The manifest's text at `pointer` (`/hook_attributes/url`), empty when it has none.
+fn text_at<'a>(manifest: &'a Value, pointer: &str) -> &'a str {
+    manifest
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
 fn refused(why: &str) -> Response {
     page(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -158,12 +166,7 @@ async fn manifest_page(
         Ok(m) => m,
         Err(refused) => return *refused,
     };
-    let text = |k: &str| {
-        manifest
-            .pointer(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
+    let text = |k: &str| text_at(&manifest, k);
     if text("/url").is_empty() || text("/hook_attributes/url").is_empty() {
         return refused("The manifest needs url and hook_attributes.url.");
     }
@@ -216,13 +219,7 @@ async fn decide(State(app): State<GitHubEmulator>, body: String) -> Response {
         Ok(m) => m,
         Err(refused) => return *refused,
     };
-    let text = |k: &str| {
-        manifest
-            .pointer(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text = |k: &str| text_at(&manifest, k).to_string();
     if get("decision") != "create" {
         let back = text("/setup_url");
         return Redirect::to(if back.is_empty() { "/" } else { &back }).into_response();
@@ -293,17 +290,9 @@ async fn convert(State(app): State<GitHubEmulator>, Path(code): Path<String>) ->
         MadeApp {
             name: name.clone(),
             owner: owner.clone(),
-            hook: m
-                .pointer("/hook_attributes/url")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            hook: text_at(&m, "/hook_attributes/url").to_string(),
             webhook_secret: webhook_secret.clone(),
-            setup_url: m
-                .pointer("/setup_url")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            setup_url: text_at(&m, "/setup_url").to_string(),
             installation: None,
         },
     );
