@@ -786,10 +786,44 @@ impl Config {
             Self::check_connect_emulator,
             Self::check_secrets_key,
             Self::check_delivery,
+            Self::check_telemetry,
         ] {
             section(self, doc, &mut problems);
         }
         problems
+    }
+
+    /// `telemetry.otlp`: an http(s) endpoint, a ratio from 0 to 1, headers that are headers.
+    fn check_telemetry(&self, doc: &Document, problems: &mut Vec<Problem>) {
+        let Some(otlp) = self.telemetry.as_ref().and_then(|t| t.otlp.as_ref()) else {
+            return;
+        };
+        if let Some(e) = &otlp.endpoint {
+            if !matches!(url::Url::parse(e), Ok(u) if matches!(u.scheme(), "http" | "https")) {
+                problems.push(doc.problem(
+                    "telemetry.otlp.endpoint",
+                    format!("{e:?} is not an http(s) URL (http://otel-collector:4318, or :4317 for grpc)"),
+                ));
+            }
+        }
+        if let Some(r) = otlp.sample_ratio {
+            if !(0.0..=1.0).contains(&r) {
+                problems.push(doc.problem(
+                    "telemetry.otlp.sample_ratio",
+                    format!("sample_ratio is the share of traces kept, 0 to 1 (not {r})"),
+                ));
+            }
+        }
+        for (name, value) in &otlp.headers {
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || axum::http::HeaderValue::from_str(value).is_err()
+            {
+                problems.push(doc.problem(
+                    &format!("telemetry.otlp.headers.{name}"),
+                    format!("{name:?} with its value is not an HTTP header"),
+                ));
+            }
+        }
     }
 
     /// `sources`: names, and each kind's credentials and event settings.
@@ -1401,6 +1435,33 @@ mod tests {
             e.to_string()
                 .contains("c.yaml:4:17: \"gl.example\" is not an http(s) URL (https://gitlab.com"),
             "{e}"
+        );
+        let e = load("telemetry:\n  otlp:\n    protocol: grcp\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("c.yaml:3:15: unknown variant `grcp`"),
+            "{e}"
+        );
+        let e = load("telemetry:\n  otlp:\n    endpoint: collector:4318\n    sample_ratio: 1.5\n")
+            .unwrap_err();
+        let said = e.to_string();
+        assert!(
+            said.contains("c.yaml:3:15: \"collector:4318\" is not an http(s) URL"),
+            "{said}"
+        );
+        assert!(
+            said.contains(
+                "c.yaml:4:19: sample_ratio is the share of traces kept, 0 to 1 (not 1.5)"
+            ),
+            "{said}"
+        );
+        let ok = load(
+            "telemetry:\n  otlp: {endpoint: \"http://127.0.0.1:4318\", sample_ratio: 0.5, protocol: grpc}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.telemetry.unwrap().otlp.unwrap().protocol,
+            Some(OtlpProtocol::Grpc)
         );
         let ok =
             load("sources:\n  gl:\n    kind: gitlab\n    gitlab_url: https://gitlab.example\n")
