@@ -4,7 +4,7 @@
 //! In: the settings, the loaded rules, a source's name; GitHub's answer to
 //! `POST /app-manifests/{code}/conversions`. Out: the manifest and where the browser posts it;
 //! the app to keep. Guarantees: pure functions (the flow's handlers are in
-//! [`super::sources`], GitHub's stand-in in [`super::github_emulator`]); the app's events are
+//! [`crate::admin::sources`], GitHub's stand-in in [`super::github_emulator`]); the app's events are
 //! those the source's enabled rules take (so it sends nothing no rule reads), with the read
 //! permissions they need.
 

@@ -4,7 +4,7 @@
 //! In: the settings, the events of a source's enabled rules, the projects a user typed;
 //! GitLab's answers to `POST /api/v4/projects/:id/hooks`, `…/test/:trigger` and `DELETE`.
 //! Out: the requests' paths and bodies; a hook made, or what went wrong by name. Guarantees:
-//! pure functions (the handlers are in [`crate::admin::sources`], GitLab's stand-in in
+//! pure functions (the handlers are in [`crate::admin::gitlab`], GitLab's stand-in in
 //! [`super::gitlab_emulator`]); every event flag a hook has is set, true only for an event a
 //! rule takes (GitLab turns `push_events` on when it is left out); TLS verification on.
 

@@ -291,6 +291,28 @@ fn defaults(folder: &std::path::Path) -> Command {
     cmd
 }
 
+/// An emulated channel's messages (its inbox as JSON), once `ok` holds of them (30 s at most).
+async fn inbox_until(inbox: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all: serde_json::Value = http
+            .get(inbox)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ok(&all) {
+            return all;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{all:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A child process killed when dropped (a failing test leaves no server behind).
 struct Kill(std::process::Child);
 
@@ -393,32 +415,7 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     );
     let inbox = format!("{base}/emulator/slack/inbox/deploys");
     let http = reqwest::Client::new();
-    let messages = |n: usize| {
-        let (http, inbox) = (http.clone(), inbox.clone());
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let all: serde_json::Value = http
-                    .get(&inbox)
-                    .header("accept", "application/json")
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if all.as_array().map_or(0, Vec::len) >= n {
-                    return all;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "not {n} messages: {all:#}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    messages(1).await;
+    inbox_until(&inbox, |all| all.as_array().map_or(0, Vec::len) >= 1).await;
 
     // Step 3's buttons: /sources (sign in), Create a GitHub App, Create, Install.
     c.goto(&format!("{base}/sources")).await.unwrap();
@@ -448,7 +445,7 @@ async fn the_readme_quick_start_works_on_the_defaults() {
         .unwrap();
     click(&c, Locator::Id("send-push")).await;
     wait_main(&c, "answered 202").await;
-    let all = messages(2).await;
+    let all = inbox_until(&inbox, |all| all.as_array().map_or(0, Vec::len) >= 2).await;
     assert!(
         all.to_string().contains("Codertocat/Hello-World"),
         "{all:#}"
@@ -481,7 +478,7 @@ async fn the_readme_quick_start_works_on_the_defaults() {
     wait_main(&c, "the tokens of its GitLab hooks (1)").await;
     screenshot(&c, "sources-connected").await;
     let sources_page = c.source().await.unwrap();
-    let all = messages(3).await;
+    let all = inbox_until(&inbox, |all| all.as_array().map_or(0, Vec::len) >= 3).await;
     assert!(all.to_string().contains("mike/diaspora"), "{all:#}");
     let res = http
         .post(format!("{base}/hooks/gitlab"))
@@ -579,25 +576,11 @@ async fn a_pull_request_is_one_slack_message_that_changes_in_a_real_browser() {
         assert_eq!(res.status(), 202);
     }
     let inbox = format!("{base}/emulator/slack/inbox/deploys");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let messages: serde_json::Value = http
-            .get(&inbox)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let edited = messages[0]["edits"].as_array().map_or(0, Vec::len);
-        if edited == 1 {
-            assert_eq!(messages.as_array().unwrap().len(), 1, "{messages:#}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{messages:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let messages = inbox_until(&inbox, |m| {
+        m[0]["edits"].as_array().map_or(0, Vec::len) == 1
+    })
+    .await;
+    assert_eq!(messages.as_array().unwrap().len(), 1, "{messages:#}");
     c.goto(&inbox).await.unwrap();
     let shown = text(&c).await;
     assert!(shown.contains("1 message"), "{shown}");

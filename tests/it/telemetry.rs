@@ -305,6 +305,20 @@ async fn one_trace_from_the_request_to_each_attempt_across_a_restart() {
     }
 }
 
+/// A gateway as `config` says: a signed push in, its card out, stopped (its spans flushed).
+async fn one_push(config: cardwire::config::Config) {
+    let mut g = Gateway::start_with(config).await;
+    let rx = Receiver::start().await;
+    g.connect(&rx.url("teams"), "teams", &[]).await;
+    let res = g
+        .github("push", &fixture("github/push.event.4.json"), None)
+        .await;
+    assert_eq!(res.status(), 202);
+    rx.wait_for(1).await;
+    g.wait_settled().await;
+    g.stop().await;
+}
+
 /// The same push and stop at ratio 1 and at ratio 0: the first collector gets the event's
 /// spans (so the stop does flush), the second none.
 #[tokio::test(flavor = "multi_thread")]
@@ -313,16 +327,7 @@ async fn sampling_at_zero_exports_nothing() {
     for ratio in [1.0, 0.0] {
         let collector = Collector::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let mut g = Gateway::start_with(traced(dir.path(), &collector, ratio)).await;
-        let rx = Receiver::start().await;
-        g.connect(&rx.url("teams"), "teams", &[]).await;
-        let res = g
-            .github("push", &fixture("github/push.event.4.json"), None)
-            .await;
-        assert_eq!(res.status(), 202);
-        rx.wait_for(1).await;
-        g.wait_settled().await;
-        g.stop().await;
+        one_push(traced(dir.path(), &collector, ratio)).await;
         got.push(collector.spans().len());
     }
     assert_eq!(got[0], 3, "at 1: the request, staging and the attempt");
@@ -334,24 +339,13 @@ async fn sampling_at_zero_exports_nothing() {
 async fn over_grpc_too() {
     let collector = Collector::start_grpc().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut g = Gateway::start_with(traced_over(
+    one_push(traced_over(
         dir.path(),
         &collector,
         1.0,
         Some(cardwire::config::OtlpProtocol::Grpc),
     ))
     .await;
-    let rx = Receiver::start().await;
-    g.connect(&rx.url("teams"), "teams", &[]).await;
-    assert_eq!(
-        g.github("push", &fixture("github/push.event.4.json"), None)
-            .await
-            .status(),
-        202
-    );
-    rx.wait_for(1).await;
-    g.wait_settled().await;
-    g.stop().await;
     let spans = collector.spans();
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(spans.len(), 3, "{names:?}");
